@@ -1,0 +1,91 @@
+//! Contrastive SSL objectives for pretext: SimCLR's NT-Xent loss.
+//!
+//! Depends only on `pretext-plugin`: the loss is built from host tensor ops, so the same code
+//! runs on every engine device.
+
+use pretext_plugin::{Axis, Inputs, Needs, Objective, Ops, Params, Result, Tensor};
+
+/// SimCLR (Chen et al., 2020): normalised-temperature cross-entropy over 2N views.
+pub struct SimClr {
+    temperature: f64,
+    projector_hidden: u32,
+    projector_dim: u32,
+    projector_layers: u32,
+}
+
+impl Objective for SimClr {
+    const NAME: &'static str = "simclr";
+    const SUMMARY: &'static str = "SimCLR: NT-Xent contrastive loss between two augmented views";
+    const PARAMS_DOC: &'static str = "\
+| key | type | default | meaning |
+|---|---|---|---|
+| `temperature` | float in (0, 10] | 0.5 | softmax temperature τ of the cosine similarities |
+| `projector_hidden` | int ≥ 1 | 512 | hidden width of the projector MLP |
+| `projector_dim` | int ≥ 1 | 128 | output width of the projector (the loss is computed there) |
+| `projector_layers` | int 1..=4 | 2 | linear layers in the projector |
+";
+
+    fn new(params: &mut Params) -> Result<Self> {
+        let temperature = params.f64_in("temperature", 0.5, 1e-4, 10.0)?;
+        let projector_hidden = params.usize("projector_hidden", 512)?;
+        let projector_dim = params.usize("projector_dim", 128)?;
+        let projector_layers = params.usize("projector_layers", 2)?;
+        if projector_hidden == 0 || projector_dim == 0 {
+            return Err(pretext_plugin::Error::msg(
+                "simclr: `projector_hidden` and `projector_dim` must be at least 1",
+            ));
+        }
+        if !(1..=4).contains(&projector_layers) {
+            return Err(pretext_plugin::Error::msg(format!(
+                "simclr: `projector_layers` = {projector_layers} must be between 1 and 4"
+            )));
+        }
+        Ok(SimClr {
+            temperature,
+            projector_hidden: projector_hidden as u32,
+            projector_dim: projector_dim as u32,
+            projector_layers: projector_layers as u32,
+        })
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            views: 2,
+            projector: Some((self.projector_hidden, self.projector_dim, self.projector_layers)),
+            ..Needs::default()
+        }
+    }
+
+    fn loss<'a>(&mut self, ops: &'a Ops, inputs: &Inputs<'a>) -> Result<Tensor<'a>> {
+        let z = inputs.projections()?;
+        let loss = nt_xent(ops, &z[0], &z[1], self.temperature)?;
+        Ok(loss)
+    }
+}
+
+/// NT-Xent over the 2N rows of `[a; b]`: row i's positive is its other view, every other row
+/// (2N - 2 of them) is a negative; the self-similarity is masked out.
+pub fn nt_xent<'a>(ops: &'a Ops, a: &Tensor<'a>, b: &Tensor<'a>, temperature: f64) -> Result<Tensor<'a>> {
+    let (n, _) = a.shape()?;
+    let z = a.concat(b, Axis::Rows)?.l2_normalize(Axis::Cols, 1e-8)?;
+    let sim = z.matmul(&z.t()?)?.mul_scalar(1.0 / temperature)?;
+    // Remove self-pairs: subtracting a large constant on the diagonal makes exp() vanish.
+    let logits = sim.sub(&ops.eye(2 * n)?.mul_scalar(1e9)?)?;
+    let labels: Vec<u32> = (0..2 * n as u32).map(|i| (i + n as u32) % (2 * n as u32)).collect();
+    let loss = logits.cross_entropy(&labels)?;
+    // Mean cosine similarity of positive pairs: a cheap health signal for the run.
+    let pos = a
+        .l2_normalize(Axis::Cols, 1e-8)?
+        .mul(&b.l2_normalize(Axis::Cols, 1e-8)?)?
+        .sum(Axis::Cols)?
+        .mean(Axis::All)?
+        .detach()?;
+    ops.report("positive_cosine", &pos)?;
+    Ok(loss)
+}
+
+pretext_plugin::export_plugin! {
+    name: "pretext-contrastive",
+    objectives: [SimClr],
+    augmentations: [],
+}

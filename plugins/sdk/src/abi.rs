@@ -1,0 +1,341 @@
+//! The plugin ABI, version 1: the `#[repr(C)]` types and constants that cross the boundary
+//! between the pretext host and a plugin library.
+//!
+//! Rules (see docs/plugins/abi.md):
+//! - The library exports one symbol, [`ENTRY_SYMBOL`], an `extern "C" fn() -> *const
+//!   PtxPluginInfo`. The first field of [`PtxPluginInfo`] is the ABI version; the host reads it
+//!   before anything else and refuses any other version.
+//! - Only these types, plain integers/floats and raw pointers cross the boundary: no Rust
+//!   `String`, `Vec`, trait objects or panics.
+//! - Memory is freed on the side that allocated it. Buffers the host keeps (augmentation
+//!   outputs, error messages, tensors) are allocated by the host; the plugin writes into them or
+//!   hands the host borrowed bytes that the host copies before the call returns.
+//! - Every function returns a status code ([`PTX_OK`], [`PTX_ERROR`], [`PTX_PANIC`]); on
+//!   failure the message was passed to [`PtxHost::set_error`].
+//! - Libraries are never unloaded, so `'static` data in a plugin stays valid.
+//! - Structs that may grow carry `struct_size`; fields are only ever appended.
+
+use std::ffi::c_void;
+
+/// The ABI version this SDK speaks. The host refuses a plugin with any other value.
+pub const ABI_VERSION: u32 = 1;
+
+/// The one symbol every plugin library exports (NUL-terminated for `dlsym`).
+pub const ENTRY_SYMBOL: &[u8] = b"pretext_plugin_entry\0";
+
+/// The signature of [`ENTRY_SYMBOL`].
+pub type EntryFn = unsafe extern "C" fn() -> *const PtxPluginInfo;
+
+/// Success.
+pub const PTX_OK: i32 = 0;
+/// A reported error: the message was passed to [`PtxHost::set_error`].
+pub const PTX_ERROR: i32 = 1;
+/// The plugin panicked; the panic was caught and its message passed to `set_error`.
+pub const PTX_PANIC: i32 = 2;
+
+/// A borrowed UTF-8 string: valid only for the duration of the call it is passed to, unless
+/// it points into `'static` plugin data (names and docs in [`PtxPluginInfo`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PtxStr {
+    pub ptr: *const u8,
+    pub len: usize,
+}
+
+impl PtxStr {
+    pub const fn from_static(s: &'static str) -> Self {
+        PtxStr { ptr: s.as_ptr(), len: s.len() }
+    }
+    pub fn from_str(s: &str) -> Self {
+        PtxStr { ptr: s.as_ptr(), len: s.len() }
+    }
+    /// # Safety
+    /// `ptr..ptr+len` must be valid UTF-8 that outlives `'a`.
+    pub unsafe fn as_str<'a>(&self) -> &'a str {
+        if self.ptr.is_null() || self.len == 0 {
+            return "";
+        }
+        let bytes = std::slice::from_raw_parts(self.ptr, self.len);
+        std::str::from_utf8(bytes).unwrap_or("<invalid utf-8>")
+    }
+}
+
+/// Log levels for [`PtxHost::log`], mapped onto the host's `tracing` levels.
+pub const LOG_ERROR: u32 = 1;
+pub const LOG_WARN: u32 = 2;
+pub const LOG_INFO: u32 = 3;
+pub const LOG_DEBUG: u32 = 4;
+pub const LOG_TRACE: u32 = 5;
+
+/// Callbacks into the host, passed to every plugin function.
+#[repr(C)]
+pub struct PtxHost {
+    pub struct_size: u32,
+    pub ctx: *mut c_void,
+    /// Emit one log line through the host's `tracing` subscriber.
+    pub log: unsafe extern "C" fn(ctx: *mut c_void, level: u32, msg: PtxStr),
+    /// Record the error message of the current call (the host copies it).
+    pub set_error: unsafe extern "C" fn(ctx: *mut c_void, msg: PtxStr),
+}
+
+/// What the entry symbol returns: a description of everything in the library.
+/// Points to `'static` data inside the plugin.
+#[repr(C)]
+pub struct PtxPluginInfo {
+    /// Must be [`ABI_VERSION`]; read before any other field.
+    pub abi_version: u32,
+    pub struct_size: u32,
+    /// Library name, e.g. `pretext-contrastive`.
+    pub name: PtxStr,
+    /// Library version (the plugin crate's version).
+    pub version: PtxStr,
+    /// Version of `pretext-plugin` the library was built with.
+    pub sdk_version: PtxStr,
+    pub objectives: *const PtxObjectiveEntry,
+    pub n_objectives: usize,
+    pub augmentations: *const PtxAugmentEntry,
+    pub n_augmentations: usize,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parameters
+
+pub const PARAM_BOOL: u32 = 0;
+pub const PARAM_INT: u32 = 1;
+pub const PARAM_FLOAT: u32 = 2;
+pub const PARAM_STR: u32 = 3;
+pub const PARAM_FLOAT_LIST: u32 = 4;
+
+/// One `key = value` parameter from the pipeline file, e.g. `temperature = 0.2`.
+/// Nested tables are rejected by the host before a plugin sees them.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PtxParam {
+    pub key: PtxStr,
+    /// One of the `PARAM_*` constants; selects the field that holds the value.
+    pub kind: u32,
+    pub b: u8,
+    pub i: i64,
+    pub f: f64,
+    pub s: PtxStr,
+    pub list: *const f64,
+    pub list_len: usize,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Objectives
+
+/// A tensor owned by the host, named by an opaque non-zero handle. `0` means "no tensor".
+pub type Handle = u64;
+
+/// One objective in a library.
+#[repr(C)]
+pub struct PtxObjectiveEntry {
+    pub name: PtxStr,
+    /// One line: what the objective is.
+    pub summary: PtxStr,
+    /// Markdown documentation of the parameters.
+    pub params_doc: PtxStr,
+    /// Validate `params` and create an instance (owned by the plugin, freed by `destroy`).
+    pub create: unsafe extern "C" fn(
+        host: *const PtxHost,
+        params: *const PtxParam,
+        n_params: usize,
+        out: *mut *mut c_void,
+    ) -> i32,
+    /// Fill in what the objective needs from the host.
+    pub needs: unsafe extern "C" fn(
+        inst: *mut c_void,
+        host: *const PtxHost,
+        out: *mut PtxObjectiveNeeds,
+    ) -> i32,
+    /// Build the loss of one step from host tensor ops; write the scalar loss handle to `out`.
+    pub loss: unsafe extern "C" fn(
+        inst: *mut c_void,
+        host: *const PtxHost,
+        ops: *const PtxTensorOps,
+        inputs: *const PtxObjectiveInputs,
+        out: *mut Handle,
+    ) -> i32,
+    pub destroy: unsafe extern "C" fn(inst: *mut c_void),
+}
+
+/// What an objective asks of the host. The host fills defaults (zeros) before calling `needs`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PtxObjectiveNeeds {
+    pub struct_size: u32,
+    /// Number of augmented views of each sample per step (≥ 1).
+    pub views: u32,
+    /// Projector MLP after the encoder: hidden width and output width (0 = no projector),
+    /// and number of layers (≥ 1 when present).
+    pub projector_hidden: u32,
+    pub projector_out: u32,
+    pub projector_layers: u32,
+    /// Predictor MLP after the projector (BYOL/SimSiam); 0 = none.
+    pub predictor_hidden: u32,
+    /// 1 = keep an exponential-moving-average teacher of encoder+projector.
+    pub ema_teacher: u32,
+    /// EMA momentum at the start and end of training (cosine schedule between them).
+    pub ema_momentum_start: f64,
+    pub ema_momentum_end: f64,
+    /// 1 = the objective keeps persistent state through `state_get`/`state_set`.
+    pub uses_state: u32,
+    pub reserved: [u64; 8],
+}
+
+/// The tensors of one step, per view. Arrays have `n_views` entries; an array pointer is null
+/// when the corresponding head does not exist.
+#[repr(C)]
+pub struct PtxObjectiveInputs {
+    pub struct_size: u32,
+    pub n_views: u32,
+    /// Encoder outputs, `(batch, embed_dim)`.
+    pub embeddings: *const Handle,
+    /// Projector outputs, `(batch, projector_out)`.
+    pub projections: *const Handle,
+    /// Predictor outputs.
+    pub predictions: *const Handle,
+    /// EMA-teacher projections (no gradient).
+    pub targets: *const Handle,
+    pub batch_size: u32,
+    pub epoch: u32,
+    pub step: u64,
+    pub total_steps: u64,
+}
+
+// Op codes. Tensors are 2-D `(rows, cols)`; a scalar is `(1, 1)`. Binary ops broadcast a
+// dimension of size 1 against any size (numpy rules on two axes).
+pub const UN_NEG: u32 = 1;
+pub const UN_EXP: u32 = 2;
+pub const UN_LOG: u32 = 3;
+pub const UN_SQRT: u32 = 4;
+pub const UN_ABS: u32 = 5;
+pub const UN_RELU: u32 = 6;
+pub const UN_SQUARE: u32 = 7;
+/// Stop-gradient: the result has the same values and no gradient flows back.
+pub const UN_DETACH: u32 = 8;
+pub const UN_TRANSPOSE: u32 = 9;
+/// Diagonal of a square matrix as a column `(n, 1)`.
+pub const UN_DIAG: u32 = 10;
+
+pub const BIN_ADD: u32 = 1;
+pub const BIN_SUB: u32 = 2;
+pub const BIN_MUL: u32 = 3;
+pub const BIN_DIV: u32 = 4;
+pub const BIN_MATMUL: u32 = 5;
+
+pub const SC_ADD: u32 = 1;
+pub const SC_MUL: u32 = 2;
+pub const SC_POW: u32 = 3;
+pub const SC_CLAMP_MIN: u32 = 4;
+pub const SC_CLAMP_MAX: u32 = 5;
+
+/// Reductions keep the reduced axis with size 1. `axis`: 0 = over rows, 1 = over columns,
+/// -1 = over everything (result `(1, 1)`).
+pub const RED_SUM: u32 = 1;
+pub const RED_MEAN: u32 = 2;
+pub const RED_LOGSUMEXP: u32 = 3;
+pub const RED_MAX: u32 = 4;
+
+/// Shape-preserving ops along an axis; `param` is the epsilon for L2-normalisation.
+pub const AX_SOFTMAX: u32 = 1;
+pub const AX_LOG_SOFTMAX: u32 = 2;
+pub const AX_L2_NORMALIZE: u32 = 3;
+
+/// Host tensor operations. Every op returns a new handle, or 0 on failure (the host keeps the
+/// message and reports it when the plugin function returns an error). Handles live until the
+/// end of the step unless released.
+#[repr(C)]
+pub struct PtxTensorOps {
+    pub struct_size: u32,
+    pub ctx: *mut c_void,
+    pub unary: unsafe extern "C" fn(ctx: *mut c_void, op: u32, a: Handle) -> Handle,
+    pub binary: unsafe extern "C" fn(ctx: *mut c_void, op: u32, a: Handle, b: Handle) -> Handle,
+    pub scalar: unsafe extern "C" fn(ctx: *mut c_void, op: u32, a: Handle, s: f64) -> Handle,
+    pub reduce: unsafe extern "C" fn(ctx: *mut c_void, op: u32, a: Handle, axis: i32) -> Handle,
+    pub axis_op:
+        unsafe extern "C" fn(ctx: *mut c_void, op: u32, a: Handle, axis: i32, param: f64) -> Handle,
+    /// Rows `start..end` (axis 0) or columns (axis 1).
+    pub slice: unsafe extern "C" fn(
+        ctx: *mut c_void,
+        a: Handle,
+        axis: i32,
+        start: usize,
+        end: usize,
+    ) -> Handle,
+    pub concat: unsafe extern "C" fn(ctx: *mut c_void, a: Handle, b: Handle, axis: i32) -> Handle,
+    /// Mean cross-entropy of `logits (n, c)` against class indices `labels[0..n]`.
+    pub cross_entropy:
+        unsafe extern "C" fn(ctx: *mut c_void, logits: Handle, labels: *const u32, n: usize) -> Handle,
+    /// A constant (no gradient) from `rows * cols` row-major values.
+    pub constant:
+        unsafe extern "C" fn(ctx: *mut c_void, data: *const f32, rows: usize, cols: usize) -> Handle,
+    pub full: unsafe extern "C" fn(ctx: *mut c_void, value: f64, rows: usize, cols: usize) -> Handle,
+    pub eye: unsafe extern "C" fn(ctx: *mut c_void, n: usize) -> Handle,
+    pub shape:
+        unsafe extern "C" fn(ctx: *mut c_void, a: Handle, rows: *mut usize, cols: *mut usize) -> i32,
+    /// Copy the values of `a` (row-major) into `out[0..len]`; `len` must equal rows*cols.
+    pub read: unsafe extern "C" fn(ctx: *mut c_void, a: Handle, out: *mut f32, len: usize) -> i32,
+    /// Report a scalar as a per-epoch metric named `objective.<name>`.
+    pub report: unsafe extern "C" fn(ctx: *mut c_void, name: PtxStr, a: Handle) -> i32,
+    /// Persistent, detached state across steps (e.g. a MoCo queue). 0 if absent.
+    pub state_get: unsafe extern "C" fn(ctx: *mut c_void, key: PtxStr) -> Handle,
+    pub state_set: unsafe extern "C" fn(ctx: *mut c_void, key: PtxStr, a: Handle) -> i32,
+    /// Free a handle early (optional).
+    pub release: unsafe extern "C" fn(ctx: *mut c_void, a: Handle),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Augmentations
+
+pub const DTYPE_F32: u32 = 0;
+pub const DTYPE_U8: u32 = 1;
+pub const DTYPE_U32: u32 = 2;
+
+pub const MODALITY_IMAGE: u32 = 1;
+pub const MODALITY_TOKENS: u32 = 2;
+
+/// A dense buffer with up to four dimensions. Images are `f32`, shape `(channels, height,
+/// width)`, values in `[0, 1]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PtxBuffer {
+    pub dtype: u32,
+    pub rank: u32,
+    pub shape: [u32; 4],
+    pub data: *mut c_void,
+}
+
+/// One augmentation in a library: a per-sample function, deterministic given its seed.
+/// `apply` may be called from several host threads at once on the same instance.
+#[repr(C)]
+pub struct PtxAugmentEntry {
+    pub name: PtxStr,
+    pub summary: PtxStr,
+    pub params_doc: PtxStr,
+    /// One of the `MODALITY_*` constants.
+    pub modality: u32,
+    pub create: unsafe extern "C" fn(
+        host: *const PtxHost,
+        params: *const PtxParam,
+        n_params: usize,
+        out: *mut *mut c_void,
+    ) -> i32,
+    /// The output shape for an input shape (only `rank` and `shape` of `out` are written).
+    pub output_shape: unsafe extern "C" fn(
+        inst: *mut c_void,
+        host: *const PtxHost,
+        input: *const PtxBuffer,
+        out: *mut PtxBuffer,
+    ) -> i32,
+    /// Transform `input` into `output` (host-allocated, of the shape `output_shape` gave).
+    pub apply: unsafe extern "C" fn(
+        inst: *mut c_void,
+        host: *const PtxHost,
+        seed: u64,
+        input: *const PtxBuffer,
+        output: *mut PtxBuffer,
+    ) -> i32,
+    pub destroy: unsafe extern "C" fn(inst: *mut c_void),
+}

@@ -1,0 +1,391 @@
+//! Objectives: SSL losses built from host tensor operations on opaque handles.
+//!
+//! An objective never sees the engine's tensors. It receives [`Inputs`] (per-view handles of
+//! encoder, projector, predictor and teacher outputs) and builds a scalar loss with the
+//! methods of [`Tensor`]; the host runs each op on its engine with autodiff.
+
+use crate::abi::{self, Handle, PtxObjectiveInputs, PtxStr, PtxTensorOps};
+use crate::{Error, Params, Result};
+
+/// What an objective asks of the host: number of views and the heads it needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Needs {
+    /// Augmented views per sample and step.
+    pub views: u32,
+    /// Projector MLP `(hidden width, output width, layers)`; `None` = no projector.
+    pub projector: Option<(u32, u32, u32)>,
+    /// Predictor MLP hidden width (output width = projector output); `None` = none.
+    pub predictor_hidden: Option<u32>,
+    /// EMA teacher momentum `(start, end)`; `None` = no teacher.
+    pub ema_teacher: Option<(f64, f64)>,
+    /// The objective keeps persistent state between steps.
+    pub uses_state: bool,
+}
+
+impl Default for Needs {
+    fn default() -> Self {
+        Needs { views: 2, projector: None, predictor_hidden: None, ema_teacher: None, uses_state: false }
+    }
+}
+
+impl Needs {
+    pub(crate) fn to_raw(self) -> abi::PtxObjectiveNeeds {
+        let (ph, po, pl) = self.projector.unwrap_or((0, 0, 0));
+        let (ms, me) = self.ema_teacher.unwrap_or((0.0, 0.0));
+        abi::PtxObjectiveNeeds {
+            struct_size: std::mem::size_of::<abi::PtxObjectiveNeeds>() as u32,
+            views: self.views,
+            projector_hidden: ph,
+            projector_out: po,
+            projector_layers: pl,
+            predictor_hidden: self.predictor_hidden.unwrap_or(0),
+            ema_teacher: u32::from(self.ema_teacher.is_some()),
+            ema_momentum_start: ms,
+            ema_momentum_end: me,
+            uses_state: u32::from(self.uses_state),
+            reserved: [0; 8],
+        }
+    }
+}
+
+/// An SSL objective. Implement it, then list the type in [`crate::export_plugin!`].
+pub trait Objective: Sized + 'static {
+    /// The name pipelines use: `objective = { plugin = "<NAME>" }`.
+    const NAME: &'static str;
+    /// One line: what it is.
+    const SUMMARY: &'static str;
+    /// Markdown documentation of the parameters.
+    const PARAMS_DOC: &'static str = "";
+
+    /// Read and validate parameters. Called at validation time, before any training.
+    fn new(params: &mut Params) -> Result<Self>;
+
+    /// What the objective needs from the host.
+    fn needs(&self) -> Needs;
+
+    /// Build the scalar loss of one step.
+    fn loss<'a>(&mut self, ops: &'a Ops, inputs: &Inputs<'a>) -> Result<Tensor<'a>>;
+}
+
+/// An axis for reductions and normalisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Axis {
+    /// Along rows (axis 0): e.g. the mean of each column.
+    Rows,
+    /// Along columns (axis 1): e.g. the norm of each row.
+    Cols,
+    /// Over every element.
+    All,
+}
+
+impl Axis {
+    fn raw(self) -> i32 {
+        match self {
+            Axis::Rows => 0,
+            Axis::Cols => 1,
+            Axis::All => -1,
+        }
+    }
+}
+
+/// The host's tensor operations for the current call.
+pub struct Ops {
+    raw: *const PtxTensorOps,
+}
+
+impl Ops {
+    /// # Safety
+    /// `raw` must be valid for the lifetime of the returned value.
+    pub(crate) unsafe fn from_raw(raw: *const PtxTensorOps) -> Self {
+        Ops { raw }
+    }
+
+    fn t(&self) -> &PtxTensorOps {
+        // SAFETY: valid for the duration of the plugin call (from_raw's contract).
+        unsafe { &*self.raw }
+    }
+
+    fn wrap(&self, h: Handle) -> Result<Tensor<'_>> {
+        if h == 0 {
+            Err(Error::Host)
+        } else {
+            Ok(Tensor { h, ops: self })
+        }
+    }
+
+    /// Wrap a handle received from the host.
+    pub fn tensor(&self, h: Handle) -> Result<Tensor<'_>> {
+        self.wrap(h)
+    }
+
+    /// A constant tensor from row-major values (no gradient).
+    pub fn constant(&self, data: &[f32], rows: usize, cols: usize) -> Result<Tensor<'_>> {
+        if data.len() != rows * cols {
+            return Err(Error::msg(format!(
+                "constant: {} values given for a {rows}x{cols} tensor",
+                data.len()
+            )));
+        }
+        let t = self.t();
+        self.wrap(unsafe { (t.constant)(t.ctx, data.as_ptr(), rows, cols) })
+    }
+
+    /// A `rows x cols` tensor filled with `value`.
+    pub fn full(&self, value: f64, rows: usize, cols: usize) -> Result<Tensor<'_>> {
+        let t = self.t();
+        self.wrap(unsafe { (t.full)(t.ctx, value, rows, cols) })
+    }
+
+    /// The `n x n` identity matrix.
+    pub fn eye(&self, n: usize) -> Result<Tensor<'_>> {
+        let t = self.t();
+        self.wrap(unsafe { (t.eye)(t.ctx, n) })
+    }
+
+    /// Persistent state saved under `key` by an earlier step, if any.
+    pub fn state(&self, key: &str) -> Option<Tensor<'_>> {
+        let t = self.t();
+        let h = unsafe { (t.state_get)(t.ctx, PtxStr::from_str(key)) };
+        self.wrap(h).ok()
+    }
+
+    /// Keep a detached copy of `value` as persistent state under `key`.
+    pub fn set_state(&self, key: &str, value: &Tensor) -> Result<()> {
+        let t = self.t();
+        status(unsafe { (t.state_set)(t.ctx, PtxStr::from_str(key), value.h) })
+    }
+
+    /// Report a scalar as a per-epoch metric `objective.<name>`.
+    pub fn report(&self, name: &str, value: &Tensor) -> Result<()> {
+        let t = self.t();
+        status(unsafe { (t.report)(t.ctx, PtxStr::from_str(name), value.h) })
+    }
+}
+
+fn status(code: i32) -> Result<()> {
+    if code == abi::PTX_OK {
+        Ok(())
+    } else {
+        Err(Error::Host)
+    }
+}
+
+/// A host tensor (2-D, `(rows, cols)`; scalars are `(1, 1)`). Binary ops broadcast a
+/// dimension of size 1 against any size.
+#[derive(Clone, Copy)]
+pub struct Tensor<'a> {
+    h: Handle,
+    ops: &'a Ops,
+}
+
+impl std::fmt::Debug for Tensor<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor(#{})", self.h)
+    }
+}
+
+macro_rules! unary_ops {
+    ($($(#[$doc:meta])* $name:ident => $code:ident;)*) => {$(
+        $(#[$doc])*
+        pub fn $name(&self) -> Result<Tensor<'a>> {
+            let t = self.ops.t();
+            self.ops.wrap(unsafe { (t.unary)(t.ctx, abi::$code, self.h) })
+        }
+    )*};
+}
+
+macro_rules! binary_ops {
+    ($($(#[$doc:meta])* $name:ident => $code:ident;)*) => {$(
+        $(#[$doc])*
+        pub fn $name(&self, other: &Tensor) -> Result<Tensor<'a>> {
+            let t = self.ops.t();
+            self.ops.wrap(unsafe { (t.binary)(t.ctx, abi::$code, self.h, other.h) })
+        }
+    )*};
+}
+
+macro_rules! scalar_ops {
+    ($($(#[$doc:meta])* $name:ident => $code:ident;)*) => {$(
+        $(#[$doc])*
+        pub fn $name(&self, s: f64) -> Result<Tensor<'a>> {
+            let t = self.ops.t();
+            self.ops.wrap(unsafe { (t.scalar)(t.ctx, abi::$code, self.h, s) })
+        }
+    )*};
+}
+
+macro_rules! reduce_ops {
+    ($($(#[$doc:meta])* $name:ident => $code:ident;)*) => {$(
+        $(#[$doc])*
+        pub fn $name(&self, axis: Axis) -> Result<Tensor<'a>> {
+            let t = self.ops.t();
+            self.ops.wrap(unsafe { (t.reduce)(t.ctx, abi::$code, self.h, axis.raw()) })
+        }
+    )*};
+}
+
+impl<'a> Tensor<'a> {
+    /// The raw handle (for passing back to the host).
+    pub fn handle(&self) -> Handle {
+        self.h
+    }
+
+    unary_ops! {
+        neg => UN_NEG;
+        exp => UN_EXP;
+        /// Natural logarithm.
+        ln => UN_LOG;
+        sqrt => UN_SQRT;
+        abs => UN_ABS;
+        relu => UN_RELU;
+        square => UN_SQUARE;
+        /// Stop-gradient: same values, no gradient flows back through the result.
+        detach => UN_DETACH;
+        /// Matrix transpose.
+        t => UN_TRANSPOSE;
+        /// Diagonal of a square matrix as an `(n, 1)` column.
+        diag => UN_DIAG;
+    }
+
+    binary_ops! {
+        add => BIN_ADD;
+        sub => BIN_SUB;
+        mul => BIN_MUL;
+        div => BIN_DIV;
+        /// Matrix product `(m, k) x (k, n) -> (m, n)`.
+        matmul => BIN_MATMUL;
+    }
+
+    scalar_ops! {
+        add_scalar => SC_ADD;
+        mul_scalar => SC_MUL;
+        powf => SC_POW;
+        clamp_min => SC_CLAMP_MIN;
+        clamp_max => SC_CLAMP_MAX;
+    }
+
+    reduce_ops! {
+        /// Sum, keeping the reduced axis with size 1.
+        sum => RED_SUM;
+        mean => RED_MEAN;
+        logsumexp => RED_LOGSUMEXP;
+        max => RED_MAX;
+    }
+
+    fn axis_op(&self, code: u32, axis: Axis, param: f64) -> Result<Tensor<'a>> {
+        let t = self.ops.t();
+        self.ops.wrap(unsafe { (t.axis_op)(t.ctx, code, self.h, axis.raw(), param) })
+    }
+
+    pub fn softmax(&self, axis: Axis) -> Result<Tensor<'a>> {
+        self.axis_op(abi::AX_SOFTMAX, axis, 0.0)
+    }
+
+    pub fn log_softmax(&self, axis: Axis) -> Result<Tensor<'a>> {
+        self.axis_op(abi::AX_LOG_SOFTMAX, axis, 0.0)
+    }
+
+    /// Divide by the L2 norm along `axis` (norm clamped below by `eps`).
+    pub fn l2_normalize(&self, axis: Axis, eps: f64) -> Result<Tensor<'a>> {
+        self.axis_op(abi::AX_L2_NORMALIZE, axis, eps)
+    }
+
+    /// Rows (`Axis::Rows`) or columns (`Axis::Cols`) `start..end`.
+    pub fn slice(&self, axis: Axis, start: usize, end: usize) -> Result<Tensor<'a>> {
+        let t = self.ops.t();
+        self.ops.wrap(unsafe { (t.slice)(t.ctx, self.h, axis.raw(), start, end) })
+    }
+
+    /// Stack `self` and `other` along `axis` (`Axis::Rows`: more rows).
+    pub fn concat(&self, other: &Tensor, axis: Axis) -> Result<Tensor<'a>> {
+        let t = self.ops.t();
+        self.ops.wrap(unsafe { (t.concat)(t.ctx, self.h, other.h, axis.raw()) })
+    }
+
+    /// Mean cross-entropy of these logits `(n, classes)` against class indices.
+    pub fn cross_entropy(&self, labels: &[u32]) -> Result<Tensor<'a>> {
+        let t = self.ops.t();
+        self.ops.wrap(unsafe { (t.cross_entropy)(t.ctx, self.h, labels.as_ptr(), labels.len()) })
+    }
+
+    /// `(rows, cols)`.
+    pub fn shape(&self) -> Result<(usize, usize)> {
+        let t = self.ops.t();
+        let (mut r, mut c) = (0usize, 0usize);
+        status(unsafe { (t.shape)(t.ctx, self.h, &mut r, &mut c) })?;
+        Ok((r, c))
+    }
+
+    /// Copy the values out (row-major). Costs a device transfer on GPUs: use for checks only.
+    pub fn to_vec(&self) -> Result<Vec<f32>> {
+        let (r, c) = self.shape()?;
+        let mut out = vec![0f32; r * c];
+        let t = self.ops.t();
+        status(unsafe { (t.read)(t.ctx, self.h, out.as_mut_ptr(), out.len()) })?;
+        Ok(out)
+    }
+
+    /// Mean squared error against `other` (a scalar).
+    pub fn mse(&self, other: &Tensor) -> Result<Tensor<'a>> {
+        self.sub(other)?.square()?.mean(Axis::All)
+    }
+
+    /// Column-wise covariance `(d, d)` of `(n, d)` samples (unbiased, divides by `n - 1`).
+    pub fn covariance(&self) -> Result<Tensor<'a>> {
+        let (n, _) = self.shape()?;
+        if n < 2 {
+            return Err(Error::msg("covariance needs at least 2 rows"));
+        }
+        let centered = self.sub(&self.mean(Axis::Rows)?)?;
+        centered.t()?.matmul(&centered)?.mul_scalar(1.0 / (n as f64 - 1.0))
+    }
+}
+
+/// The tensors of one step.
+pub struct Inputs<'a> {
+    pub(crate) raw: &'a PtxObjectiveInputs,
+    pub(crate) ops: &'a Ops,
+}
+
+impl<'a> Inputs<'a> {
+    fn per_view(&self, arr: *const Handle) -> Result<Vec<Tensor<'a>>> {
+        if arr.is_null() {
+            return Err(Error::msg("the host did not provide this head (declare it in needs())"));
+        }
+        let hs = unsafe { std::slice::from_raw_parts(arr, self.raw.n_views as usize) };
+        hs.iter().map(|&h| self.ops.wrap(h)).collect()
+    }
+
+    /// Number of views.
+    pub fn views(&self) -> usize {
+        self.raw.n_views as usize
+    }
+    /// Encoder outputs per view, `(batch, embed_dim)`.
+    pub fn embeddings(&self) -> Result<Vec<Tensor<'a>>> {
+        self.per_view(self.raw.embeddings)
+    }
+    /// Projector outputs per view.
+    pub fn projections(&self) -> Result<Vec<Tensor<'a>>> {
+        self.per_view(self.raw.projections)
+    }
+    /// Predictor outputs per view.
+    pub fn predictions(&self) -> Result<Vec<Tensor<'a>>> {
+        self.per_view(self.raw.predictions)
+    }
+    /// EMA-teacher projections per view (no gradient).
+    pub fn targets(&self) -> Result<Vec<Tensor<'a>>> {
+        self.per_view(self.raw.targets)
+    }
+    pub fn batch_size(&self) -> usize {
+        self.raw.batch_size as usize
+    }
+    pub fn epoch(&self) -> u32 {
+        self.raw.epoch
+    }
+    pub fn step(&self) -> u64 {
+        self.raw.step
+    }
+    pub fn total_steps(&self) -> u64 {
+        self.raw.total_steps
+    }
+}

@@ -1,0 +1,362 @@
+//! Runtime-shaped layers on engine tensors: Linear, BatchNorm, ReLU, the MLP and small conv
+//! encoders, and projector/predictor heads.
+//!
+//! dfdx's modules fix shapes at compile time; pipelines choose sizes at run time, so layers
+//! here hold ids into a [`ParamStore`] (names, values, kind) and build their forward pass on a
+//! [`Graph`]. The store is what optimizers update and what safetensors files hold.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::conv::{ConvSpec, Geometry};
+use super::graph::Axis2;
+use super::{shape_err, Engine, Graph, Result, Tensor};
+
+/// What a stored tensor is: decides weight decay and whether an optimizer touches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ParamKind {
+    /// Matrices of linear and conv layers (weight decay applies).
+    Weight,
+    /// Biases and norm scales/shifts (no weight decay).
+    NoDecay,
+    /// Non-trained state such as batch-norm running statistics.
+    Buffer,
+}
+
+#[derive(Debug, Clone)]
+pub struct ParamEntry {
+    pub name: String,
+    pub value: Tensor,
+    pub kind: ParamKind,
+}
+
+/// Index of a tensor in a [`ParamStore`].
+pub type Pid = usize;
+
+/// All tensors of a model, by name.
+#[derive(Debug, Clone, Default)]
+pub struct ParamStore {
+    pub entries: Vec<ParamEntry>,
+}
+
+impl ParamStore {
+    fn add(&mut self, name: String, value: Tensor, kind: ParamKind) -> Pid {
+        self.entries.push(ParamEntry { name, value, kind });
+        self.entries.len() - 1
+    }
+    pub fn get(&self, id: Pid) -> &Tensor {
+        &self.entries[id].value
+    }
+    /// Number of trainable scalars.
+    pub fn trainable_count(&self) -> usize {
+        self.entries.iter().filter(|e| e.kind != ParamKind::Buffer).map(|e| e.value.len()).sum()
+    }
+    /// Copy values from `other` for every name both have with equal shapes.
+    pub fn copy_matching(&mut self, other: &ParamStore) -> usize {
+        let mut n = 0;
+        for e in &mut self.entries {
+            if let Some(o) = other.entries.iter().find(|o| o.name == e.name && o.value.shape() == e.value.shape()) {
+                e.value = o.value.clone();
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// Seeded initialisation (PyTorch's default for linear layers: U(±1/√fan_in)).
+pub struct Init {
+    rng: StdRng,
+}
+
+impl Init {
+    pub fn new(seed: u64) -> Init {
+        Init { rng: StdRng::seed_from_u64(seed) }
+    }
+    fn uniform(&mut self, e: &Engine, rows: usize, cols: usize, bound: f32) -> Tensor {
+        let v: Vec<f32> = (0..rows * cols).map(|_| self.rng.gen_range(-bound..=bound)).collect();
+        e.tensor(v, rows, cols).expect("shape matches by construction")
+    }
+}
+
+/// `y = x W + b`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Linear {
+    w: Pid,
+    b: Pid,
+    pub inputs: usize,
+    pub outputs: usize,
+}
+
+impl Linear {
+    pub fn new(e: &Engine, ps: &mut ParamStore, init: &mut Init, name: &str, inputs: usize, outputs: usize) -> Linear {
+        let bound = 1.0 / (inputs as f32).sqrt();
+        let w = ps.add(format!("{name}.weight"), init.uniform(e, inputs, outputs, bound), ParamKind::Weight);
+        let b = ps.add(format!("{name}.bias"), init.uniform(e, 1, outputs, bound), ParamKind::NoDecay);
+        Linear { w, b, inputs, outputs }
+    }
+    pub fn forward(&self, ps: &ParamStore, g: &mut Graph, x: &Tensor) -> Result<Tensor> {
+        let y = g.matmul(x, ps.get(self.w))?;
+        g.add(&y, ps.get(self.b))
+    }
+}
+
+/// Batch normalisation over rows, per column (per channel for channel-last activations).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct BatchNorm {
+    gamma: Pid,
+    beta: Pid,
+    running_mean: Pid,
+    running_var: Pid,
+    pub features: usize,
+}
+
+const BN_EPS: f32 = 1e-5;
+const BN_MOMENTUM: f32 = 0.1;
+
+impl BatchNorm {
+    pub fn new(e: &Engine, ps: &mut ParamStore, name: &str, features: usize) -> BatchNorm {
+        BatchNorm {
+            gamma: ps.add(format!("{name}.gamma"), e.full(1.0, 1, features), ParamKind::NoDecay),
+            beta: ps.add(format!("{name}.beta"), e.zeros(1, features), ParamKind::NoDecay),
+            running_mean: ps.add(format!("{name}.running_mean"), e.zeros(1, features), ParamKind::Buffer),
+            running_var: ps.add(format!("{name}.running_var"), e.full(1.0, 1, features), ParamKind::Buffer),
+            features,
+        }
+    }
+
+    /// Training mode normalises with batch statistics and updates the running ones.
+    pub fn forward(&self, ps: &mut ParamStore, g: &mut Graph, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (n, _) = x.shape();
+        let normed = if train && n > 1 {
+            let mean = g.mean(x, Axis2::Rows)?;
+            let xc = g.sub(x, &mean)?;
+            let sq = g.square(&xc)?;
+            let var = g.mean(&sq, Axis2::Rows)?;
+            self.update_running(ps, &mean, &var, n);
+            let std = g.add_scalar(&var, BN_EPS)?;
+            let std = g.sqrt(&std)?;
+            g.div(&xc, &std)?
+        } else {
+            let xc = g.sub(x, ps.get(self.running_mean))?;
+            let std = g.add_scalar(ps.get(self.running_var), BN_EPS)?;
+            let std = g.sqrt(&std)?;
+            g.div(&xc, &std)?
+        };
+        let scaled = g.mul(&normed, ps.get(self.gamma))?;
+        g.add(&scaled, ps.get(self.beta))
+    }
+
+    fn update_running(&self, ps: &mut ParamStore, mean: &Tensor, var: &Tensor, n: usize) {
+        let unbias = n as f32 / (n as f32 - 1.0);
+        let blend = |old: &Tensor, new: &Tensor, scale: f32| -> Tensor {
+            let v: Vec<f32> = old
+                .to_vec()
+                .iter()
+                .zip(new.to_vec())
+                .map(|(o, b)| (1.0 - BN_MOMENTUM) * o + BN_MOMENTUM * b * scale)
+                .collect();
+            let (r, c) = old.shape();
+            Tensor { t: dfdx::tensor::TensorFromVec::tensor_from_vec(old.t.device(), v, (r, c)) }
+        };
+        let rm = blend(ps.get(self.running_mean), mean, 1.0);
+        let rv = blend(ps.get(self.running_var), var, unbias);
+        ps.entries[self.running_mean].value = rm;
+        ps.entries[self.running_var].value = rv;
+    }
+}
+
+/// Linear layers with batch norm and ReLU between them; the last layer is plain linear.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Mlp {
+    hidden: Vec<(Linear, Option<BatchNorm>)>,
+    last: Linear,
+}
+
+impl Mlp {
+    /// `widths` = input, hidden..., output.
+    pub fn new(e: &Engine, ps: &mut ParamStore, init: &mut Init, name: &str, widths: &[usize], batch_norm: bool) -> Mlp {
+        assert!(widths.len() >= 2, "an MLP needs an input and an output width");
+        let n = widths.len() - 1;
+        let hidden = (0..n - 1)
+            .map(|i| {
+                let lin = Linear::new(e, ps, init, &format!("{name}.{i}"), widths[i], widths[i + 1]);
+                let bn = batch_norm.then(|| BatchNorm::new(e, ps, &format!("{name}.{i}.bn"), widths[i + 1]));
+                (lin, bn)
+            })
+            .collect();
+        let last = Linear::new(e, ps, init, &format!("{name}.{}", n - 1), widths[n - 1], widths[n]);
+        Mlp { hidden, last }
+    }
+
+    pub fn forward(&self, ps: &mut ParamStore, g: &mut Graph, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut h = x.clone();
+        for (lin, bn) in &self.hidden {
+            h = lin.forward(ps, g, &h)?;
+            if let Some(bn) = bn {
+                h = bn.forward(ps, g, &h, train)?;
+            }
+            h = g.relu(&h)?;
+        }
+        self.last.forward(ps, g, &h)
+    }
+
+    pub fn output_width(&self) -> usize {
+        self.last.outputs
+    }
+}
+
+/// A convolution layer on channel-last activations (im2col + matmul).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Conv {
+    lin: Linear,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    pub out_channels: usize,
+}
+
+impl Conv {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(e: &Engine, ps: &mut ParamStore, init: &mut Init, name: &str, cin: usize, cout: usize, kernel: usize, stride: usize) -> Conv {
+        let lin = Linear::new(e, ps, init, name, kernel * kernel * cin, cout);
+        Conv { lin, kernel, stride, padding: kernel / 2, out_channels: cout }
+    }
+
+    pub fn forward(&self, ps: &ParamStore, g: &mut Graph, x: &Tensor, geo: Geometry) -> Result<(Tensor, Geometry)> {
+        let spec = ConvSpec { kernel: self.kernel, stride: self.stride, padding: self.padding };
+        let cols = g.im2col(x, geo, spec)?;
+        let y = self.lin.forward(ps, g, &cols)?;
+        let (oh, ow) = spec.out_hw(geo.height, geo.width);
+        Ok((y, Geometry { batch: geo.batch, height: oh, width: ow, channels: self.out_channels }))
+    }
+}
+
+/// The input layout of an encoder: flat vectors, or images `(channels, height, width)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputShape {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl InputShape {
+    pub fn len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Encoder architecture and sizes, as chosen in the pipeline file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum EncoderSpec {
+    Mlp { hidden: Vec<usize>, embed_dim: usize, batch_norm: bool },
+    ConvNet { width: usize, embed_dim: usize, batch_norm: bool },
+}
+
+impl EncoderSpec {
+    pub fn embed_dim(&self) -> usize {
+        match self {
+            EncoderSpec::Mlp { embed_dim, .. } | EncoderSpec::ConvNet { embed_dim, .. } => *embed_dim,
+        }
+    }
+}
+
+/// Three conv blocks (stride 1, 2, 2; widths w, 2w, 4w), global average pooling, a linear head.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConvNet {
+    blocks: Vec<(Conv, Option<BatchNorm>)>,
+    head: Linear,
+}
+
+/// An encoder: maps `(batch, C·H·W)` inputs (channel-major images) to `(batch, embed_dim)`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Encoder {
+    Mlp(Mlp),
+    ConvNet(ConvNet),
+}
+
+impl Encoder {
+    pub fn new(e: &Engine, ps: &mut ParamStore, init: &mut Init, spec: &EncoderSpec, input: InputShape) -> Result<Encoder> {
+        match spec {
+            EncoderSpec::Mlp { hidden, embed_dim, batch_norm } => {
+                let mut widths = vec![input.len()];
+                widths.extend(hidden);
+                widths.push(*embed_dim);
+                Ok(Encoder::Mlp(Mlp::new(e, ps, init, "encoder", &widths, *batch_norm)))
+            }
+            EncoderSpec::ConvNet { width, embed_dim, batch_norm } => {
+                if input.height < 4 || input.width < 4 {
+                    return Err(shape_err("convnet", format!("input {}x{} is too small (min 4x4)", input.height, input.width)));
+                }
+                let chans = [input.channels, *width, width * 2, width * 4];
+                let blocks = (0..3)
+                    .map(|i| {
+                        let name = format!("encoder.conv{i}");
+                        let stride = if i == 0 { 1 } else { 2 };
+                        let conv = Conv::new(e, ps, init, &name, chans[i], chans[i + 1], 3, stride);
+                        let bn = batch_norm.then(|| BatchNorm::new(e, ps, &format!("{name}.bn"), chans[i + 1]));
+                        (conv, bn)
+                    })
+                    .collect();
+                let head = Linear::new(e, ps, init, "encoder.head", chans[3], *embed_dim);
+                Ok(Encoder::ConvNet(ConvNet { blocks, head }))
+            }
+        }
+    }
+
+    pub fn forward(&self, ps: &mut ParamStore, g: &mut Graph, x: &Tensor, input: InputShape, train: bool) -> Result<Tensor> {
+        match self {
+            Encoder::Mlp(mlp) => mlp.forward(ps, g, x, train),
+            Encoder::ConvNet(net) => {
+                let (b, _) = x.shape();
+                let mut h = g.chw_to_hwc(x, input)?;
+                let mut geo = Geometry { batch: b, height: input.height, width: input.width, channels: input.channels };
+                for (conv, bn) in &net.blocks {
+                    let (y, ngeo) = conv.forward(ps, g, &h, geo)?;
+                    h = y;
+                    geo = ngeo;
+                    if let Some(bn) = bn {
+                        h = bn.forward(ps, g, &h, train)?;
+                    }
+                    h = g.relu(&h)?;
+                }
+                let pooled = g.mean_row_groups(&h, geo.height * geo.width)?;
+                net.head.forward(ps, g, &pooled)
+            }
+        }
+    }
+}
+
+impl Graph {
+    /// `(B, C·H·W)` channel-major → `(B·H·W, C)` channel-last, differentiable.
+    pub fn chw_to_hwc(&mut self, x: &Tensor, s: InputShape) -> Result<Tensor> {
+        let (b, n) = x.shape();
+        if n != s.len() {
+            return Err(shape_err("chw_to_hwc", format!("rows of {n} values for input {s:?}")));
+        }
+        let hw = s.height * s.width;
+        let perm = move |src: &[f32], inverse: bool| -> Vec<f32> {
+            let mut out = vec![0f32; src.len()];
+            for bi in 0..b {
+                for c in 0..s.channels {
+                    for p in 0..hw {
+                        let chw = bi * n + c * hw + p;
+                        let hwc = (bi * hw + p) * s.channels + c;
+                        if inverse {
+                            out[chw] = src[hwc];
+                        } else {
+                            out[hwc] = src[chw];
+                        }
+                    }
+                }
+            }
+            out
+        };
+        let y = dfdx::tensor::TensorFromVec::tensor_from_vec(&self.dev, perm(&x.to_vec(), false), (b * hw, s.channels));
+        Ok(self.custom(&[x], y, move |g| vec![Some(perm(&g, true))]))
+    }
+}

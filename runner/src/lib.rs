@@ -1,0 +1,8 @@
+//! pretext: self-supervised-learning pipelines declared in TOML.
+//!
+//! Map of the crate (see docs/architecture.md): `pipeline` (TOML → validated graph),
+//! `store` (content-addressed stage outputs, lockfile), `engine` (the only module naming
+//! dfdx), `plugins` (loading and hosting plugin libraries), `data` (datasets and formats),
+//! `stages` (one file per stage kind), `exec` (planning and running), `cli` (commands).
+
+pub mod engine;

@@ -6,3 +6,5 @@
 //! `stages` (one file per stage kind), `exec` (planning and running), `cli` (commands).
 
 pub mod engine;
+pub mod plugins;
+pub mod data;

@@ -12,12 +12,12 @@
 //! several places all get correct gradients.
 
 pub mod conv;
-mod graph;
+pub mod graph;
 pub mod io;
 pub mod nn;
 pub mod optim;
 
-pub use graph::{Grads, Graph};
+pub use graph::{Axis2, Grads, Graph};
 
 use dfdx::prelude::*;
 

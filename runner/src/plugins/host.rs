@@ -1,0 +1,584 @@
+//! The host side of plugin calls: log/error callbacks, parameter conversion, safe wrappers
+//! around objective and augmentation instances, and the tensor-op table objectives build
+//! their losses from (backed by the engine's [`Graph`]).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use pretext_plugin::abi::{self, Handle, PtxBuffer, PtxHost, PtxObjectiveInputs, PtxParam, PtxStr, PtxTensorOps};
+
+use super::loader::{Found, Library};
+use crate::engine::graph::Axis2;
+use crate::engine::{Engine, Graph, Tensor};
+
+/// An error raised by (or while calling) a plugin; names the plugin and the cause.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} `{name}` (plugin library {library}): {message}")]
+pub struct CallError {
+    pub what: &'static str,
+    pub name: String,
+    pub library: String,
+    pub message: String,
+    pub panicked: bool,
+}
+
+/// Per-call host context: which plugin is calling, and the error it reported.
+struct HostCtx {
+    plugin: String,
+    error: RefCell<Option<String>>,
+}
+
+unsafe extern "C" fn host_log(ctx: *mut c_void, level: u32, msg: PtxStr) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let ctx = &*(ctx as *const HostCtx);
+        let msg = msg.as_str();
+        let plugin = ctx.plugin.as_str();
+        match level {
+            abi::LOG_ERROR => tracing::error!(target: "pretext::plugin", plugin, "{msg}"),
+            abi::LOG_WARN => tracing::warn!(target: "pretext::plugin", plugin, "{msg}"),
+            abi::LOG_INFO => tracing::info!(target: "pretext::plugin", plugin, "{msg}"),
+            abi::LOG_DEBUG => tracing::debug!(target: "pretext::plugin", plugin, "{msg}"),
+            _ => tracing::trace!(target: "pretext::plugin", plugin, "{msg}"),
+        }
+    }));
+}
+
+unsafe extern "C" fn host_set_error(ctx: *mut c_void, msg: PtxStr) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let ctx = &*(ctx as *const HostCtx);
+        *ctx.error.borrow_mut() = Some(msg.as_str().to_string());
+    }));
+}
+
+/// Calls one plugin function with a fresh host context and turns its status into a Result.
+fn call(what: &'static str, name: &str, lib: &Library, extra_error: Option<String>, f: impl FnOnce(*const PtxHost) -> i32) -> Result<(), CallError> {
+    let ctx = HostCtx { plugin: name.to_string(), error: RefCell::new(None) };
+    let host = PtxHost { struct_size: std::mem::size_of::<PtxHost>() as u32, ctx: &ctx as *const HostCtx as *mut c_void, log: host_log, set_error: host_set_error };
+    let code = f(&host);
+    if code == abi::PTX_OK {
+        return Ok(());
+    }
+    let message = ctx.error.borrow_mut().take().or(extra_error).unwrap_or_else(|| format!("failed with status {code} and no message"));
+    Err(CallError { what, name: name.to_string(), library: lib.path.display().to_string(), message, panicked: code == abi::PTX_PANIC })
+}
+
+/// Plugin parameters from the pipeline file (a JSON object of scalars and number lists).
+pub struct RawParams {
+    keys: Vec<String>,
+    strs: Vec<String>,
+    lists: Vec<Vec<f64>>,
+    params: Vec<PtxParam>,
+}
+
+impl RawParams {
+    /// Convert; nested tables and non-number lists are errors naming the key.
+    pub fn from_json(map: &serde_json::Map<String, serde_json::Value>) -> Result<RawParams, String> {
+        let mut rp = RawParams { keys: Vec::new(), strs: Vec::new(), lists: Vec::new(), params: Vec::new() };
+        let mut kinds = Vec::new();
+        for (k, v) in map {
+            use serde_json::Value as J;
+            let kind = match v {
+                J::Bool(b) => (abi::PARAM_BOOL, *b as u8, 0, 0.0, None, None),
+                J::Number(n) if n.is_i64() => (abi::PARAM_INT, 0, n.as_i64().unwrap_or(0), 0.0, None, None),
+                J::Number(n) => (abi::PARAM_FLOAT, 0, 0, n.as_f64().unwrap_or(f64::NAN), None, None),
+                J::String(s) => (abi::PARAM_STR, 0, 0, 0.0, Some(s.clone()), None),
+                J::Array(a) => {
+                    let nums: Option<Vec<f64>> = a.iter().map(|x| x.as_f64()).collect();
+                    let nums = nums.ok_or_else(|| format!("parameter `{k}` must be a number, string, boolean or list of numbers"))?;
+                    (abi::PARAM_FLOAT_LIST, 0, 0, 0.0, None, Some(nums))
+                }
+                _ => return Err(format!("parameter `{k}` must be a number, string, boolean or list of numbers (tables are not allowed)")),
+            };
+            rp.keys.push(k.clone());
+            kinds.push(kind);
+        }
+        // Build the C structs after all owned buffers are in place (no reallocation later).
+        for (kind, _) in kinds.iter().zip(0..) {
+            if let Some(s) = &kind.4 {
+                rp.strs.push(s.clone());
+            }
+            if let Some(l) = &kind.5 {
+                rp.lists.push(l.clone());
+            }
+        }
+        let (mut si, mut li) = (0, 0);
+        for (i, kind) in kinds.iter().enumerate() {
+            let mut p = PtxParam { key: PtxStr::from_str(&rp.keys[i]), kind: kind.0, b: kind.1, i: kind.2, f: kind.3, s: PtxStr { ptr: std::ptr::null(), len: 0 }, list: std::ptr::null(), list_len: 0 };
+            if kind.4.is_some() {
+                p.s = PtxStr::from_str(&rp.strs[si]);
+                si += 1;
+            }
+            if kind.5.is_some() {
+                p.list = rp.lists[li].as_ptr();
+                p.list_len = rp.lists[li].len();
+                li += 1;
+            }
+            rp.params.push(p);
+        }
+        Ok(rp)
+    }
+}
+
+/// What an objective needs, in host terms.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ObjectiveNeeds {
+    pub views: usize,
+    pub projector: Option<(usize, usize, usize)>,
+    pub predictor_hidden: Option<usize>,
+    pub ema_teacher: Option<(f64, f64)>,
+    pub uses_state: bool,
+}
+
+/// A live objective instance (destroyed on drop, by the plugin that made it).
+pub struct ObjectiveInstance {
+    found: Found<abi::PtxObjectiveEntry>,
+    name: String,
+    inst: *mut c_void,
+}
+
+impl Drop for ObjectiveInstance {
+    fn drop(&mut self) {
+        unsafe { (self.found.entry.destroy)(self.inst) };
+    }
+}
+
+/// The tensors of one step, per view.
+pub struct StepInputs<'a> {
+    pub embeddings: &'a [Tensor],
+    pub projections: Option<&'a [Tensor]>,
+    pub predictions: Option<&'a [Tensor]>,
+    pub targets: Option<&'a [Tensor]>,
+    pub epoch: u32,
+    pub step: u64,
+    pub total_steps: u64,
+}
+
+/// The loss and the scalars the objective reported.
+pub struct StepOutput {
+    pub loss: Tensor,
+    pub reports: Vec<(String, f32)>,
+}
+
+impl ObjectiveInstance {
+    pub fn create(found: &Found<abi::PtxObjectiveEntry>, name: &str, params: &serde_json::Map<String, serde_json::Value>) -> Result<ObjectiveInstance, CallError> {
+        let lib = found.library.clone();
+        let raw = RawParams::from_json(params).map_err(|m| CallError { what: "objective", name: name.into(), library: lib.path.display().to_string(), message: m, panicked: false })?;
+        let mut inst: *mut c_void = std::ptr::null_mut();
+        call("objective", name, &lib, None, |host| unsafe { (found.entry.create)(host, raw.params.as_ptr(), raw.params.len(), &mut inst) })?;
+        Ok(ObjectiveInstance { found: found.clone(), name: name.to_string(), inst })
+    }
+
+    pub fn library(&self) -> &Arc<Library> {
+        &self.found.library
+    }
+
+    fn err(&self, message: String) -> CallError {
+        CallError { what: "objective", name: self.name.clone(), library: self.found.library.path.display().to_string(), message, panicked: false }
+    }
+
+    pub fn needs(&self) -> Result<ObjectiveNeeds, CallError> {
+        let mut raw = abi::PtxObjectiveNeeds { struct_size: std::mem::size_of::<abi::PtxObjectiveNeeds>() as u32, ..Default::default() };
+        call("objective", &self.name, &self.found.library, None, |host| unsafe { (self.found.entry.needs)(self.inst, host, &mut raw) })?;
+        if raw.views == 0 || raw.views > 16 {
+            return Err(self.err(format!("asks for {} views; it must be between 1 and 16", raw.views)));
+        }
+        let projector = (raw.projector_out > 0).then_some((raw.projector_hidden as usize, raw.projector_out as usize, raw.projector_layers.max(1) as usize));
+        Ok(ObjectiveNeeds {
+            views: raw.views as usize,
+            projector,
+            predictor_hidden: (raw.predictor_hidden > 0).then_some(raw.predictor_hidden as usize),
+            ema_teacher: (raw.ema_teacher != 0).then_some((raw.ema_momentum_start, raw.ema_momentum_end)),
+            uses_state: raw.uses_state != 0,
+        })
+    }
+
+    /// Run the objective's loss on `graph`. `state` persists across steps.
+    pub fn loss(&mut self, engine: &Engine, graph: &mut Graph, inputs: &StepInputs, state: &mut HashMap<String, Tensor>) -> Result<StepOutput, CallError> {
+        let mut ctx = OpsCtx { engine, graph, handles: Vec::new(), error: None, reports: Vec::new(), state };
+        let mut reg = |ts: &[Tensor]| -> Vec<Handle> { ts.iter().map(|t| ctx.put(t.clone())).collect() };
+        let emb = reg(inputs.embeddings);
+        let proj = inputs.projections.map(&mut reg);
+        let pred = inputs.predictions.map(&mut reg);
+        let targ = inputs.targets.map(&mut reg);
+        let ptr = |v: &Option<Vec<Handle>>| v.as_ref().map_or(std::ptr::null(), |v| v.as_ptr());
+        let raw_inputs = PtxObjectiveInputs {
+            struct_size: std::mem::size_of::<PtxObjectiveInputs>() as u32,
+            n_views: emb.len() as u32,
+            embeddings: emb.as_ptr(),
+            projections: ptr(&proj),
+            predictions: ptr(&pred),
+            targets: ptr(&targ),
+            batch_size: inputs.embeddings.first().map_or(0, |t| t.shape().0 as u32),
+            epoch: inputs.epoch,
+            step: inputs.step,
+            total_steps: inputs.total_steps,
+        };
+        let mut out: Handle = 0;
+        let table = ops_table(&mut ctx);
+        let entry = self.found.entry;
+        let inst = self.inst;
+        let res = call("objective", &self.name, &self.found.library, None, |host| unsafe { (entry.loss)(inst, host, &table, &raw_inputs, &mut out) });
+        if let Err(mut e) = res {
+            // A failed host op explains itself better than the plugin's generic error.
+            if let Some(op_err) = ctx.error.take() {
+                if !e.panicked {
+                    e.message = op_err;
+                }
+            }
+            return Err(e);
+        }
+        let loss = ctx.get(out).map_err(|m| self.err(format!("returned an invalid loss handle: {m}")))?;
+        if loss.shape() != (1, 1) {
+            return Err(self.err(format!("returned a loss of shape {:?}; a loss must be a scalar (1x1)", loss.shape())));
+        }
+        let v = loss.scalar();
+        if !v.is_finite() {
+            return Err(self.err(format!("loss is {v} at epoch {} step {}", inputs.epoch, inputs.step)));
+        }
+        Ok(StepOutput { loss, reports: std::mem::take(&mut ctx.reports) })
+    }
+}
+
+// ----------------------------------------------------------------------------- ops table
+
+struct OpsCtx<'a> {
+    engine: &'a Engine,
+    graph: &'a mut Graph,
+    handles: Vec<Tensor>,
+    error: Option<String>,
+    reports: Vec<(String, f32)>,
+    state: &'a mut HashMap<String, Tensor>,
+}
+
+impl OpsCtx<'_> {
+    fn put(&mut self, t: Tensor) -> Handle {
+        self.handles.push(t);
+        self.handles.len() as Handle
+    }
+    fn get(&self, h: Handle) -> Result<Tensor, String> {
+        if h == 0 || h as usize > self.handles.len() {
+            return Err(format!("unknown tensor handle {h}"));
+        }
+        Ok(self.handles[h as usize - 1].clone())
+    }
+}
+
+/// Run one op: resolve handles, catch errors and panics, store the result.
+unsafe fn op(ctx: *mut c_void, name: &str, f: impl FnOnce(&mut OpsCtx) -> Result<Tensor, String>) -> Handle {
+    let ctx = &mut *(ctx as *mut OpsCtx);
+    match catch_unwind(AssertUnwindSafe(|| f(ctx))) {
+        Ok(Ok(t)) => ctx.put(t),
+        Ok(Err(m)) => {
+            ctx.error.get_or_insert_with(|| format!("tensor op `{name}` failed: {m}"));
+            0
+        }
+        Err(_) => {
+            ctx.error.get_or_insert_with(|| format!("tensor op `{name}` failed inside the engine"));
+            0
+        }
+    }
+}
+
+fn axis(a: i32) -> Result<Axis2, String> {
+    Axis2::from_raw(a).ok_or_else(|| format!("axis {a} is not 0, 1 or -1"))
+}
+
+unsafe extern "C" fn op_unary(ctx: *mut c_void, code: u32, a: Handle) -> Handle {
+    op(ctx, "unary", |c| {
+        let a = c.get(a)?;
+        let g = &mut *c.graph;
+        let r = match code {
+            abi::UN_NEG => g.neg(&a),
+            abi::UN_EXP => g.exp(&a),
+            abi::UN_LOG => g.ln(&a),
+            abi::UN_SQRT => g.sqrt(&a),
+            abi::UN_ABS => g.abs(&a),
+            abi::UN_RELU => g.relu(&a),
+            abi::UN_SQUARE => g.square(&a),
+            abi::UN_DETACH => g.detach(&a),
+            abi::UN_TRANSPOSE => g.transpose(&a),
+            abi::UN_DIAG => g.diag(&a),
+            _ => return Err(format!("unary op code {code} is not supported by this host")),
+        };
+        r.map_err(|e| e.to_string())
+    })
+}
+
+unsafe extern "C" fn op_binary(ctx: *mut c_void, code: u32, a: Handle, b: Handle) -> Handle {
+    op(ctx, "binary", |c| {
+        let (a, b) = (c.get(a)?, c.get(b)?);
+        let g = &mut *c.graph;
+        let r = match code {
+            abi::BIN_ADD => g.add(&a, &b),
+            abi::BIN_SUB => g.sub(&a, &b),
+            abi::BIN_MUL => g.mul(&a, &b),
+            abi::BIN_DIV => g.div(&a, &b),
+            abi::BIN_MATMUL => g.matmul(&a, &b),
+            _ => return Err(format!("binary op code {code} is not supported by this host")),
+        };
+        r.map_err(|e| e.to_string())
+    })
+}
+
+unsafe extern "C" fn op_scalar(ctx: *mut c_void, code: u32, a: Handle, s: f64) -> Handle {
+    op(ctx, "scalar", |c| {
+        let a = c.get(a)?;
+        let g = &mut *c.graph;
+        let s = s as f32;
+        let r = match code {
+            abi::SC_ADD => g.add_scalar(&a, s),
+            abi::SC_MUL => g.mul_scalar(&a, s),
+            abi::SC_POW => g.powf(&a, s),
+            abi::SC_CLAMP_MIN => g.clamp(&a, s, f32::MAX),
+            abi::SC_CLAMP_MAX => g.clamp(&a, f32::MIN, s),
+            _ => return Err(format!("scalar op code {code} is not supported by this host")),
+        };
+        r.map_err(|e| e.to_string())
+    })
+}
+
+unsafe extern "C" fn op_reduce(ctx: *mut c_void, code: u32, a: Handle, ax: i32) -> Handle {
+    op(ctx, "reduce", |c| {
+        let a = c.get(a)?;
+        let ax = axis(ax)?;
+        let g = &mut *c.graph;
+        let r = match code {
+            abi::RED_SUM => g.sum(&a, ax),
+            abi::RED_MEAN => g.mean(&a, ax),
+            abi::RED_LOGSUMEXP => g.logsumexp(&a, ax),
+            abi::RED_MAX => g.max(&a, ax),
+            _ => return Err(format!("reduce op code {code} is not supported by this host")),
+        };
+        r.map_err(|e| e.to_string())
+    })
+}
+
+unsafe extern "C" fn op_axis(ctx: *mut c_void, code: u32, a: Handle, ax: i32, param: f64) -> Handle {
+    op(ctx, "axis_op", |c| {
+        let a = c.get(a)?;
+        let ax = axis(ax)?;
+        let g = &mut *c.graph;
+        let r = match code {
+            abi::AX_SOFTMAX => g.softmax(&a, ax),
+            abi::AX_LOG_SOFTMAX => g.log_softmax(&a, ax),
+            abi::AX_L2_NORMALIZE => g.l2_normalize(&a, ax, param.max(1e-12) as f32),
+            _ => return Err(format!("axis op code {code} is not supported by this host")),
+        };
+        r.map_err(|e| e.to_string())
+    })
+}
+
+unsafe extern "C" fn op_slice(ctx: *mut c_void, a: Handle, ax: i32, start: usize, end: usize) -> Handle {
+    op(ctx, "slice", |c| {
+        let a = c.get(a)?;
+        c.graph.slice(&a, axis(ax)?, start, end).map_err(|e| e.to_string())
+    })
+}
+
+unsafe extern "C" fn op_concat(ctx: *mut c_void, a: Handle, b: Handle, ax: i32) -> Handle {
+    op(ctx, "concat", |c| {
+        let (a, b) = (c.get(a)?, c.get(b)?);
+        c.graph.concat(&a, &b, axis(ax)?).map_err(|e| e.to_string())
+    })
+}
+
+unsafe extern "C" fn op_cross_entropy(ctx: *mut c_void, logits: Handle, labels: *const u32, n: usize) -> Handle {
+    op(ctx, "cross_entropy", |c| {
+        let l = c.get(logits)?;
+        if labels.is_null() && n > 0 {
+            return Err("null labels".into());
+        }
+        let labels = if n == 0 { &[][..] } else { std::slice::from_raw_parts(labels, n) };
+        c.graph.cross_entropy(&l, labels).map_err(|e| e.to_string())
+    })
+}
+
+unsafe extern "C" fn op_constant(ctx: *mut c_void, data: *const f32, rows: usize, cols: usize) -> Handle {
+    op(ctx, "constant", |c| {
+        if data.is_null() || rows.checked_mul(cols).is_none() || rows * cols > 1 << 28 {
+            return Err(format!("invalid constant {rows}x{cols}"));
+        }
+        let v = std::slice::from_raw_parts(data, rows * cols).to_vec();
+        c.engine.tensor(v, rows, cols).map_err(|e| e.to_string())
+    })
+}
+
+unsafe extern "C" fn op_full(ctx: *mut c_void, value: f64, rows: usize, cols: usize) -> Handle {
+    op(ctx, "full", |c| {
+        if rows == 0 || cols == 0 || rows.saturating_mul(cols) > 1 << 28 {
+            return Err(format!("invalid shape {rows}x{cols}"));
+        }
+        Ok(c.engine.full(value as f32, rows, cols))
+    })
+}
+
+unsafe extern "C" fn op_eye(ctx: *mut c_void, n: usize) -> Handle {
+    op(ctx, "eye", |c| {
+        if n == 0 || n > 1 << 14 {
+            return Err(format!("invalid size {n}"));
+        }
+        Ok(c.engine.eye(n))
+    })
+}
+
+unsafe extern "C" fn op_shape(ctx: *mut c_void, a: Handle, rows: *mut usize, cols: *mut usize) -> i32 {
+    let c = &mut *(ctx as *mut OpsCtx);
+    match c.get(a) {
+        Ok(t) if !rows.is_null() && !cols.is_null() => {
+            let (r, cc) = t.shape();
+            *rows = r;
+            *cols = cc;
+            abi::PTX_OK
+        }
+        Ok(_) => abi::PTX_ERROR,
+        Err(m) => {
+            c.error.get_or_insert(m);
+            abi::PTX_ERROR
+        }
+    }
+}
+
+unsafe extern "C" fn op_read(ctx: *mut c_void, a: Handle, out: *mut f32, len: usize) -> i32 {
+    let c = &mut *(ctx as *mut OpsCtx);
+    match c.get(a) {
+        Ok(t) if t.len() == len && !out.is_null() => {
+            std::ptr::copy_nonoverlapping(t.to_vec().as_ptr(), out, len);
+            abi::PTX_OK
+        }
+        Ok(t) => {
+            c.error.get_or_insert(format!("read: buffer of {len} values for a tensor of {}", t.len()));
+            abi::PTX_ERROR
+        }
+        Err(m) => {
+            c.error.get_or_insert(m);
+            abi::PTX_ERROR
+        }
+    }
+}
+
+unsafe extern "C" fn op_report(ctx: *mut c_void, name: PtxStr, a: Handle) -> i32 {
+    let c = &mut *(ctx as *mut OpsCtx);
+    match c.get(a) {
+        Ok(t) if t.shape() == (1, 1) => {
+            c.reports.push((name.as_str().to_string(), t.scalar()));
+            abi::PTX_OK
+        }
+        _ => {
+            c.error.get_or_insert(format!("report `{}`: not a scalar tensor", name.as_str()));
+            abi::PTX_ERROR
+        }
+    }
+}
+
+unsafe extern "C" fn op_state_get(ctx: *mut c_void, key: PtxStr) -> Handle {
+    let c = &mut *(ctx as *mut OpsCtx);
+    match c.state.get(key.as_str()).cloned() {
+        Some(t) => c.put(t),
+        None => 0,
+    }
+}
+
+unsafe extern "C" fn op_state_set(ctx: *mut c_void, key: PtxStr, a: Handle) -> i32 {
+    let c = &mut *(ctx as *mut OpsCtx);
+    match c.get(a) {
+        Ok(t) => {
+            c.state.insert(key.as_str().to_string(), t.detached());
+            abi::PTX_OK
+        }
+        Err(m) => {
+            c.error.get_or_insert(m);
+            abi::PTX_ERROR
+        }
+    }
+}
+
+unsafe extern "C" fn op_release(_ctx: *mut c_void, _a: Handle) {
+    // Handles are freed at the end of the step; early release is an optimisation we skip.
+}
+
+fn ops_table(ctx: &mut OpsCtx) -> PtxTensorOps {
+    PtxTensorOps {
+        struct_size: std::mem::size_of::<PtxTensorOps>() as u32,
+        ctx: ctx as *mut OpsCtx as *mut c_void,
+        unary: op_unary,
+        binary: op_binary,
+        scalar: op_scalar,
+        reduce: op_reduce,
+        axis_op: op_axis,
+        slice: op_slice,
+        concat: op_concat,
+        cross_entropy: op_cross_entropy,
+        constant: op_constant,
+        full: op_full,
+        eye: op_eye,
+        shape: op_shape,
+        read: op_read,
+        report: op_report,
+        state_get: op_state_get,
+        state_set: op_state_set,
+        release: op_release,
+    }
+}
+
+// ---------------------------------------------------------------------------- augmentations
+
+/// A live augmentation instance. `apply` may run on several threads at once (ABI contract).
+pub struct AugmentInstance {
+    found: Found<abi::PtxAugmentEntry>,
+    pub name: String,
+    inst: *mut c_void,
+}
+
+// SAFETY: the ABI requires `apply`/`output_shape` to be callable concurrently on one instance.
+unsafe impl Send for AugmentInstance {}
+unsafe impl Sync for AugmentInstance {}
+
+impl Drop for AugmentInstance {
+    fn drop(&mut self) {
+        unsafe { (self.found.entry.destroy)(self.inst) };
+    }
+}
+
+fn image_buffer(shape: (usize, usize, usize), data: *mut f32) -> PtxBuffer {
+    PtxBuffer { dtype: abi::DTYPE_F32, rank: 3, shape: [shape.0 as u32, shape.1 as u32, shape.2 as u32, 0], data: data as *mut c_void }
+}
+
+impl AugmentInstance {
+    pub fn create(found: &Found<abi::PtxAugmentEntry>, name: &str, params: &serde_json::Map<String, serde_json::Value>) -> Result<AugmentInstance, CallError> {
+        let lib = found.library.clone();
+        let raw = RawParams::from_json(params).map_err(|m| CallError { what: "augmentation", name: name.into(), library: lib.path.display().to_string(), message: m, panicked: false })?;
+        let mut inst: *mut c_void = std::ptr::null_mut();
+        call("augmentation", name, &lib, None, |host| unsafe { (found.entry.create)(host, raw.params.as_ptr(), raw.params.len(), &mut inst) })?;
+        Ok(AugmentInstance { found: found.clone(), name: name.to_string(), inst })
+    }
+
+    pub fn library(&self) -> &Arc<Library> {
+        &self.found.library
+    }
+
+    /// Output `(c, h, w)` for an input `(c, h, w)`.
+    pub fn output_shape(&self, input: (usize, usize, usize)) -> Result<(usize, usize, usize), CallError> {
+        let inb = image_buffer(input, std::ptr::null_mut());
+        let mut out = image_buffer((0, 0, 0), std::ptr::null_mut());
+        call("augmentation", &self.name, &self.found.library, None, |host| unsafe { (self.found.entry.output_shape)(self.inst, host, &inb, &mut out) })?;
+        let s = (out.shape[0] as usize, out.shape[1] as usize, out.shape[2] as usize);
+        if out.rank != 3 || s.0 == 0 || s.1 == 0 || s.2 == 0 || s.0 * s.1 * s.2 > 1 << 26 {
+            return Err(CallError { what: "augmentation", name: self.name.clone(), library: self.found.library.path.display().to_string(), message: format!("declared an invalid output shape {:?} (rank {})", out.shape, out.rank), panicked: false });
+        }
+        Ok(s)
+    }
+
+    /// Transform one image; `output` must have the length of `output_shape(shape)`.
+    pub fn apply(&self, seed: u64, input: &[f32], shape: (usize, usize, usize), output: &mut [f32], out_shape: (usize, usize, usize)) -> Result<(), CallError> {
+        let inb = image_buffer(shape, input.as_ptr() as *mut f32);
+        let mut outb = image_buffer(out_shape, output.as_mut_ptr());
+        call("augmentation", &self.name, &self.found.library, None, |host| unsafe { (self.found.entry.apply)(self.inst, host, seed, &inb, &mut outb) })?;
+        if let Some(bad) = output.iter().find(|v| !v.is_finite()) {
+            return Err(CallError { what: "augmentation", name: self.name.clone(), library: self.found.library.path.display().to_string(), message: format!("produced a non-finite value ({bad})"), panicked: false });
+        }
+        Ok(())
+    }
+}

@@ -8,3 +8,8 @@
 pub mod engine;
 pub mod plugins;
 pub mod data;
+pub mod pipeline;
+pub mod stages;
+pub mod exec;
+pub mod store;
+pub mod cli;

@@ -1,1 +1,37 @@
-fn main(){}
+//! The `pretext` binary: parse arguments, set up logging, dispatch, and map errors to exit
+//! codes (0 ok, 1 a stage or check failed, 2 bad input). All logic lives in the library.
+
+use clap::Parser;
+use pretext::cli::{dispatch, Cli, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // clap prints help/version to stdout (exit 0) and usage errors to stderr.
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let level = if cli.quiet {
+        "warn"
+    } else {
+        match cli.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = EnvFilter::try_from_env("PRETEXT_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.with_target(false).without_time().with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
+    if let Err(e) = dispatch(&cli) {
+        eprintln!("error: {e}");
+        std::process::exit(e.exit_code());
+    }
+}

@@ -46,7 +46,7 @@ impl PtxStr {
     pub const fn from_static(s: &'static str) -> Self {
         PtxStr { ptr: s.as_ptr(), len: s.len() }
     }
-    pub fn from_str(s: &str) -> Self {
+    pub fn borrowed(s: &str) -> Self {
         PtxStr { ptr: s.as_ptr(), len: s.len() }
     }
     /// # Safety

@@ -50,13 +50,13 @@ pub(crate) fn log_through_host(level: Level, msg: &str) {
             Level::Trace => LOG_TRACE,
         };
         // SAFETY: the host pointer is valid for the duration of the current plugin call.
-        unsafe { ((*host).log)((*host).ctx, lvl, PtxStr::from_str(msg)) };
+        unsafe { ((*host).log)((*host).ctx, lvl, PtxStr::borrowed(msg)) };
     });
 }
 
 unsafe fn set_error(host: *const PtxHost, msg: &str) {
     if !host.is_null() {
-        ((*host).set_error)((*host).ctx, PtxStr::from_str(msg));
+        ((*host).set_error)((*host).ctx, PtxStr::borrowed(msg));
     }
 }
 

@@ -24,7 +24,7 @@ mod rng;
 
 pub use augment::{Augmentation, Image, ImageMut, ImageShape};
 pub use objective::{Axis, Inputs, Needs, Objective, Ops, Tensor};
-pub use params::Params;
+pub use params::{Params, Value};
 pub use rng::Rng;
 
 #[doc(hidden)]

@@ -145,20 +145,20 @@ impl Ops {
     /// Persistent state saved under `key` by an earlier step, if any.
     pub fn state(&self, key: &str) -> Option<Tensor<'_>> {
         let t = self.t();
-        let h = unsafe { (t.state_get)(t.ctx, PtxStr::from_str(key)) };
+        let h = unsafe { (t.state_get)(t.ctx, PtxStr::borrowed(key)) };
         self.wrap(h).ok()
     }
 
     /// Keep a detached copy of `value` as persistent state under `key`.
     pub fn set_state(&self, key: &str, value: &Tensor) -> Result<()> {
         let t = self.t();
-        status(unsafe { (t.state_set)(t.ctx, PtxStr::from_str(key), value.h) })
+        status(unsafe { (t.state_set)(t.ctx, PtxStr::borrowed(key), value.h) })
     }
 
     /// Report a scalar as a per-epoch metric `objective.<name>`.
     pub fn report(&self, name: &str, value: &Tensor) -> Result<()> {
         let t = self.t();
-        status(unsafe { (t.report)(t.ctx, PtxStr::from_str(name), value.h) })
+        status(unsafe { (t.report)(t.ctx, PtxStr::borrowed(name), value.h) })
     }
 }
 

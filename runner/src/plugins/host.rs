@@ -106,9 +106,9 @@ impl RawParams {
         }
         let (mut si, mut li) = (0, 0);
         for (i, kind) in kinds.iter().enumerate() {
-            let mut p = PtxParam { key: PtxStr::from_str(&rp.keys[i]), kind: kind.0, b: kind.1, i: kind.2, f: kind.3, s: PtxStr { ptr: std::ptr::null(), len: 0 }, list: std::ptr::null(), list_len: 0 };
+            let mut p = PtxParam { key: PtxStr::borrowed(&rp.keys[i]), kind: kind.0, b: kind.1, i: kind.2, f: kind.3, s: PtxStr { ptr: std::ptr::null(), len: 0 }, list: std::ptr::null(), list_len: 0 };
             if kind.4.is_some() {
-                p.s = PtxStr::from_str(&rp.strs[si]);
+                p.s = PtxStr::borrowed(&rp.strs[si]);
                 si += 1;
             }
             if kind.5.is_some() {

@@ -1,0 +1,348 @@
+//! Planning and running a pipeline: stage keys, cache lookups, running stages into pending
+//! store entries, `expect` gates, `pretext.lock` and the run log.
+//!
+//! Invariants: a stage's files become visible only by an atomic commit of a complete folder;
+//! stages never touch the store themselves; timing metrics stay out of store entries (their
+//! digests must be reproducible) and go to the run log (`<store>/runs/<pipeline>.json`).
+
+pub mod progress;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{DeviceKind, Engine};
+use crate::pipeline::{Pipeline, Stage};
+use crate::plugins::{Registry, SearchPath};
+use crate::stages::{self, InputArtifact, Metrics, StageCtx, StageError, TIMING_PREFIX};
+use crate::store::{Entry, KeyBuilder, KeyParts, LockedStage, Lockfile, StageKey, Store};
+
+/// The version recorded in stage keys: a new runner version invalidates caches.
+pub const RUNNER_VERSION: &str = concat!("pretext ", env!("CARGO_PKG_VERSION"));
+pub const METRICS_FILE: &str = "metrics.json";
+pub const LOCKFILE_NAME: &str = "pretext.lock";
+
+/// An error with its exit code: 2 for bad input, 1 for a failed stage or check.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Input(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl AppError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AppError::Input(_) => 2,
+            AppError::Failed(_) => 1,
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for AppError {
+    fn from(e: crate::store::StoreError) -> Self {
+        AppError::Failed(e.to_string())
+    }
+}
+
+/// Options shared by `run`, `plan` and `validate`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub device: DeviceKind,
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Fail if anything differs from `pretext.lock` (CI reproducibility check).
+    pub locked: bool,
+    /// Wait for the store lock instead of failing when another run holds it.
+    pub wait: bool,
+}
+
+/// One stage of a plan.
+pub struct Planned<'p> {
+    pub stage: &'p Stage,
+    pub key: StageKey,
+    pub parts: KeyParts,
+    pub plugins: Vec<(String, String)>,
+    pub cached: Option<Entry>,
+    /// Why the stage will run (empty when cached).
+    pub reasons: Vec<String>,
+}
+
+/// Find plugins for a pipeline: its `plugin_paths`, `--plugin-dir`s and the defaults.
+pub fn registry(p: Option<&Pipeline>, plugin_dirs: &[PathBuf]) -> Result<Registry, AppError> {
+    let mut sp = SearchPath::default();
+    if let Some(p) = p {
+        for path in &p.plugin_paths {
+            if !path.exists() {
+                return Err(AppError::Input(format!(
+                    "{}: plugin path {} does not exist; fix `plugin_paths` in [pipeline]",
+                    p.file.display(),
+                    path.display()
+                )));
+            }
+            sp.files.push(path.clone());
+        }
+    }
+    sp.dirs.extend(plugin_dirs.iter().cloned());
+    for d in plugin_dirs {
+        if !d.is_dir() {
+            return Err(AppError::Input(format!("--plugin-dir {}: not a folder", d.display())));
+        }
+    }
+    Registry::discover(&sp.with_defaults()).map_err(|e| AppError::Input(e.to_string()))
+}
+
+fn stage_input_error(stage: &Stage, e: StageError) -> AppError {
+    match e {
+        StageError::Input(m) => AppError::Input(format!("stage `{}`: {m}", stage.name)),
+        StageError::Failed(m) => AppError::Failed(format!("stage `{}` failed: {m}", stage.name)),
+    }
+}
+
+/// Compute every stage's key and whether a complete entry exists, without running anything.
+/// Plugin parameters are validated here.
+pub fn plan<'p>(p: &'p Pipeline, reg: &Registry, store: &Store, device: DeviceKind) -> Result<Vec<Planned<'p>>, AppError> {
+    let previous = RunLog::load(store, &p.name);
+    let mut keys: HashMap<&str, StageKey> = HashMap::new();
+    let mut out = Vec::new();
+    for stage in &p.stages {
+        let plugins = stages::plugins_used(stage, p, reg).map_err(|e| stage_input_error(stage, e))?;
+        let mut kb = KeyBuilder::new(stage.kind.as_str())
+            .config(&stage.canonical_config())
+            .runner_version(RUNNER_VERSION)
+            .seed(p.seed)
+            .device(device.class());
+        for (role, src) in &stage.inputs {
+            kb = kb.input(role.clone(), &keys[src.as_str()]);
+        }
+        for (name, digest) in &plugins {
+            kb = kb.plugin(name.clone(), digest.clone());
+        }
+        let (key, parts) = kb.finish_with_parts();
+        keys.insert(stage.name.as_str(), key);
+        let cached = store.lookup(stage.kind.as_str(), &key);
+        let reasons = if cached.is_some() {
+            Vec::new()
+        } else {
+            match previous.as_ref().and_then(|l| l.stages.get(&stage.name)) {
+                Some(old) if old.key != key => {
+                    let d = parts.diff(&old.parts);
+                    if d.is_empty() {
+                        vec!["key changed".into()]
+                    } else {
+                        d
+                    }
+                }
+                Some(_) => vec!["its store entry is missing or incomplete".into()],
+                None => vec!["never run".into()],
+            }
+        };
+        out.push(Planned { stage, key, parts, plugins, cached, reasons });
+    }
+    Ok(out)
+}
+
+/// What happened to one stage in a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub kind: String,
+    pub key: StageKey,
+    pub parts: KeyParts,
+    pub status: String,
+    pub seconds: f64,
+    pub metrics: Metrics,
+    pub timings: Metrics,
+    pub entry: PathBuf,
+}
+
+/// The last run of a pipeline (`<store>/runs/<name>.json`): what `show` prints and what
+/// `plan` compares keys against.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunLog {
+    pub pipeline: String,
+    pub file: PathBuf,
+    pub device: String,
+    pub stages: BTreeMap<String, StageRecord>,
+    pub order: Vec<String>,
+    pub gate_failures: Vec<String>,
+}
+
+impl RunLog {
+    pub fn path(store: &Store, name: &str) -> PathBuf {
+        store.runs_dir().join(format!("{name}.json"))
+    }
+    pub fn load(store: &Store, name: &str) -> Option<RunLog> {
+        let text = std::fs::read_to_string(Self::path(store, name)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+    fn save(&self, store: &Store) -> Result<(), AppError> {
+        let path = Self::path(store, &self.pipeline);
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(self).map_err(|e| AppError::Failed(e.to_string()))?;
+        std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &path)).map_err(|e| AppError::Failed(format!("{}: {e}", path.display())))
+    }
+}
+
+/// Check `expect` bounds. Returns failure messages; unknown metrics are input errors.
+pub fn check_gates(stage: &Stage, metrics: &Metrics) -> Result<Vec<String>, AppError> {
+    let mut failures = Vec::new();
+    for exp in &stage.expect {
+        let Some(&value) = metrics.get(&exp.metric) else {
+            let known: Vec<&str> = metrics.keys().map(|k| k.as_str()).collect();
+            return Err(AppError::Input(format!(
+                "stage `{}`: `expect` names metric `{}`, which this stage does not produce; its metrics are: {}",
+                stage.name,
+                exp.metric,
+                known.join(", ")
+            )));
+        };
+        if !exp.holds(value) {
+            let bound = match (exp.min, exp.max) {
+                (Some(lo), Some(hi)) => format!("between {lo} and {hi}"),
+                (Some(lo), None) => format!(">= {lo}"),
+                (None, Some(hi)) => format!("<= {hi}"),
+                (None, None) => "a bound".into(),
+            };
+            failures.push(format!("stage `{}`: expected `{}` {bound}, got {value:.4}", stage.name, exp.metric));
+        }
+    }
+    Ok(failures)
+}
+
+/// Split wall-clock metrics off.
+fn split_timings(mut m: Metrics) -> (Metrics, Metrics) {
+    let timings: Metrics = m.iter().filter(|(k, _)| k.starts_with(TIMING_PREFIX)).map(|(k, v)| (k.clone(), *v)).collect();
+    m.retain(|k, _| !k.starts_with(TIMING_PREFIX));
+    (m, timings)
+}
+
+fn read_metrics(entry: &Entry) -> Metrics {
+    std::fs::read_to_string(entry.file(METRICS_FILE)).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+}
+
+/// Path of the pipeline's lockfile.
+pub fn lockfile_path(p: &Pipeline) -> PathBuf {
+    p.dir.join(LOCKFILE_NAME)
+}
+
+/// The result of a run.
+pub struct RunReport {
+    pub log: RunLog,
+    pub lockfile: PathBuf,
+}
+
+/// Run a pipeline: every stage not already in the store, in order.
+pub fn run(p: &Pipeline, opts: &Options, reporter: &progress::Reporter) -> Result<RunReport, AppError> {
+    let engine = Engine::open(opts.device).map_err(|e| AppError::Input(e.to_string()))?;
+    let reg = registry(Some(p), &opts.plugin_dirs)?;
+    let store = Store::open(&p.store_dir)?;
+    let lock = store.lock(opts.wait)?;
+    let cleaned = store.clean_tmp(&lock)?;
+    if cleaned > 0 {
+        tracing::info!(cleaned, "removed leftovers of an interrupted run from the store's tmp folder");
+    }
+    let planned = plan(p, &reg, &store, opts.device)?;
+    let lock_path = lockfile_path(p);
+    let old_lock = Lockfile::load(&lock_path).map_err(|e| AppError::Input(e.to_string()))?;
+    if opts.locked {
+        let Some(old) = &old_lock else {
+            return Err(AppError::Input(format!("--locked: {} does not exist; run once without --locked to create it", lock_path.display())));
+        };
+        let diffs: Vec<String> = planned
+            .iter()
+            .filter_map(|pl| match old.stages.get(&pl.stage.name) {
+                Some(ls) if ls.key == pl.key => None,
+                Some(ls) => Some(format!("stage `{}`: key changed ({} → {}): {}", pl.stage.name, ls.key.short(), pl.key.short(), pl.parts_reason())),
+                None => Some(format!("stage `{}` is not in {}", pl.stage.name, LOCKFILE_NAME)),
+            })
+            .collect();
+        if !diffs.is_empty() {
+            return Err(AppError::Failed(format!("--locked: the pipeline no longer matches {}:\n  {}", lock_path.display(), diffs.join("\n  "))));
+        }
+    }
+    let mut log = RunLog { pipeline: p.name.clone(), file: p.file.clone(), device: opts.device.class().into(), ..Default::default() };
+    let mut entries: HashMap<String, PathBuf> = HashMap::new();
+    let mut by_stage: HashMap<String, Entry> = HashMap::new();
+    let mut gate_failures = Vec::new();
+    for pl in &planned {
+        let stage = pl.stage;
+        let t0 = Instant::now();
+        let (entry, status, timings) = match &pl.cached {
+            Some(e) => {
+                reporter.stage_cached(&stage.name, stage.kind.as_str());
+                (e.clone(), "cached", Metrics::new())
+            }
+            None => {
+                reporter.stage_start(&stage.name, stage.kind.as_str(), &pl.reasons);
+                let pending = store.begin(&lock, &stage.name, stage.kind.as_str(), &pl.key, &pl.parts)?;
+                let inputs: BTreeMap<String, InputArtifact> = stage
+                    .inputs
+                    .iter()
+                    .map(|(role, src)| {
+                        let e = &by_stage[src];
+                        (role.clone(), InputArtifact { stage: src.clone(), key: e.meta.key.to_hex(), dir: e.path.clone() })
+                    })
+                    .collect();
+                let ctx = StageCtx { engine: &engine, registry: &reg, seed: p.seed, out_dir: pending.dir(), inputs, entries: &entries, progress: reporter };
+                let metrics = stages::run(stage, &ctx).map_err(|e| stage_input_error(stage, e))?;
+                let (metrics, timings) = split_timings(metrics);
+                stages::write_json(&pending.dir().join(METRICS_FILE), &metrics).map_err(|e| stage_input_error(stage, e))?;
+                let entry = pending.commit()?;
+                (entry, "ran", timings)
+            }
+        };
+        let metrics = read_metrics(&entry);
+        let seconds = t0.elapsed().as_secs_f64();
+        reporter.stage_done(&stage.name, status, seconds, &metrics);
+        gate_failures.extend(check_gates(stage, &metrics)?);
+        entries.insert(entry.meta.key.to_hex(), entry.path.clone());
+        log.order.push(stage.name.clone());
+        log.stages.insert(
+            stage.name.clone(),
+            StageRecord { kind: stage.kind.as_str().into(), key: pl.key, parts: pl.parts.clone(), status: status.into(), seconds, metrics, timings, entry: entry.path.clone() },
+        );
+        by_stage.insert(stage.name.clone(), entry);
+    }
+    log.gate_failures = gate_failures.clone();
+    log.save(&store)?;
+    let mut lockfile = Lockfile::new(&p.name, p.seed, RUNNER_VERSION, opts.device.class());
+    for pl in &planned {
+        lockfile.stages.insert(pl.stage.name.clone(), LockedStage::from_entry(&by_stage[&pl.stage.name]));
+    }
+    if opts.locked {
+        let old = old_lock.as_ref().expect("checked above");
+        let diffs = lockfile.compare(old);
+        if !diffs.is_empty() {
+            return Err(AppError::Failed(format!("--locked: the run's outputs differ from {}:\n  {}", lock_path.display(), diffs.join("\n  "))));
+        }
+    } else if old_lock.as_ref() != Some(&lockfile) {
+        lockfile.save(&lock_path).map_err(|e| AppError::Failed(e.to_string()))?;
+    }
+    if !gate_failures.is_empty() {
+        reporter.summary(&log);
+        return Err(AppError::Failed(format!("{} expect gate(s) failed:\n  {}", gate_failures.len(), gate_failures.join("\n  "))));
+    }
+    Ok(RunReport { log, lockfile: lock_path })
+}
+
+impl Planned<'_> {
+    fn parts_reason(&self) -> String {
+        if self.reasons.is_empty() {
+            "inputs changed".into()
+        } else {
+            self.reasons.join("; ")
+        }
+    }
+}
+
+/// The store folder of a pipeline file (used by `show` without loading plugins).
+pub fn store_of(p: &Pipeline) -> Result<Store, AppError> {
+    Store::open(&p.store_dir).map_err(AppError::from)
+}
+
+/// Where a path sits relative to the current directory, for messages.
+pub fn display_path(p: &Path) -> String {
+    std::env::current_dir().ok().and_then(|cwd| p.strip_prefix(cwd).ok().map(|r| r.display().to_string())).unwrap_or_else(|| p.display().to_string())
+}

@@ -1,0 +1,330 @@
+//! The raw, serde-level form of a pipeline file: exactly what the TOML says,
+//! with spans kept on every value that is validated later.
+//!
+//! Parsing happens in two passes over the same text:
+//!
+//! 1. [`RawHead`] reads only the stage names and their `kind`, ignoring
+//!    everything else, so that each stage's kind is known up front.
+//! 2. [`DocSeed`] reads the whole document, deserialising each stage into the
+//!    struct for its kind. Every struct is `deny_unknown_fields`, so a typo
+//!    is reported at the offending key with the list of keys that table takes.
+//!
+//! Tables are never wrapped in [`Spanned`]: TOML's implicit and dotted tables
+//! carry no span. Their positions are recovered from key paths instead.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Deref;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+use super::types::StageKind;
+
+/// A struct that must be written as a TOML table. serde-derived structs
+/// also accept arrays (fields by position), which would turn `[[stages.a]]`
+/// or `model = [..]` into confusing messages; this wrapper only takes tables.
+#[derive(Debug)]
+pub(crate) struct Tbl<T>(pub T);
+
+impl<T> Deref for Tbl<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Tbl<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TableOnly<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for TableOnly<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer
+            .deserialize_map(TableOnly(PhantomData))
+            .map(Tbl)
+    }
+}
+
+/// Pass 1: stage names and kinds only.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawHead {
+    /// `[stages.<name>]` tables, keyed by name (with the name's span).
+    pub stages: Option<BTreeMap<Spanned<String>, Tbl<RawStageHead>>>,
+}
+
+/// Pass 1: one stage, only its `kind`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawStageHead {
+    pub kind: Option<Spanned<String>>,
+}
+
+/// Pass 2: the whole document.
+#[derive(Debug, Default)]
+pub(crate) struct RawDoc {
+    pub pipeline: Option<RawPipeline>,
+    /// `true` when a `stages` key exists at all.
+    pub has_stages: bool,
+    /// Stages in the order their tables appear in the text.
+    pub stages: Vec<RawStage>,
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPipeline {
+    pub name: Option<Spanned<String>>,
+    pub seed: Option<Spanned<i64>>,
+    pub description: Option<String>,
+    pub store: Option<Spanned<String>>,
+    pub plugin_paths: Option<Vec<Spanned<String>>>,
+}
+
+/// One `[stages.<name>]` table.
+#[derive(Debug)]
+pub(crate) struct RawStage {
+    pub name: Spanned<String>,
+    pub body: RawStageBody,
+}
+
+/// A stage's keys, by kind.
+#[derive(Debug)]
+pub(crate) enum RawStageBody {
+    Ingest(RawIngest),
+    Augment(RawAugment),
+    Pretrain(Box<RawPretrain>),
+    Probe(RawProbe),
+}
+
+/// `expect = { "metric" = { min = .., max = .. } }`.
+pub(crate) type RawExpect = BTreeMap<Spanned<String>, Tbl<RawBound>>;
+
+/// One expectation's bounds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBound {
+    pub min: Option<Spanned<f64>>,
+    pub max: Option<Spanned<f64>>,
+}
+
+/// `kind = "ingest"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIngest {
+    #[allow(dead_code)]
+    pub kind: IgnoredAny,
+    /// Checked by hand: the accepted keys depend on `format`.
+    pub source: toml::Table,
+    pub split: Option<Tbl<RawSplit>>,
+    pub limit: Option<Spanned<i64>>,
+    pub expect: Option<RawExpect>,
+}
+
+/// `split = { train = .., test = .. }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSplit {
+    pub train: Option<Spanned<f64>>,
+    pub test: Option<Spanned<f64>>,
+}
+
+/// `kind = "augment"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAugment {
+    #[allow(dead_code)]
+    pub kind: IgnoredAny,
+    pub input: Spanned<String>,
+    /// Each augmentation is a name or an inline table; checked by hand.
+    pub views: Spanned<Vec<Spanned<Vec<Spanned<toml::Value>>>>>,
+    pub preview: Option<Spanned<i64>>,
+    pub expect: Option<RawExpect>,
+}
+
+/// `kind = "pretrain"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPretrain {
+    #[allow(dead_code)]
+    pub kind: IgnoredAny,
+    pub input: Spanned<String>,
+    /// `plugin` plus free-form plugin parameters; checked by hand.
+    pub objective: toml::Table,
+    pub model: Option<Tbl<RawModel>>,
+    pub optim: Option<Tbl<RawOptim>>,
+    pub epochs: Option<Spanned<i64>>,
+    pub batch_size: Option<Spanned<i64>>,
+    pub expect: Option<RawExpect>,
+}
+
+/// `model = { .. }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawModel {
+    pub arch: Option<Spanned<String>>,
+    pub hidden: Option<Spanned<Vec<Spanned<i64>>>>,
+    pub width: Option<Spanned<i64>>,
+    pub embed_dim: Option<Spanned<i64>>,
+    pub batch_norm: Option<bool>,
+}
+
+/// `optim = { .. }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOptim {
+    pub name: Option<Spanned<String>>,
+    pub lr: Option<Spanned<f64>>,
+    pub momentum: Option<Spanned<f64>>,
+    pub weight_decay: Option<Spanned<f64>>,
+    pub betas: Option<Spanned<Vec<Spanned<f64>>>>,
+    pub warmup_epochs: Option<Spanned<i64>>,
+    pub schedule: Option<Spanned<String>>,
+}
+
+/// `kind = "probe"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProbe {
+    #[allow(dead_code)]
+    pub kind: IgnoredAny,
+    pub encoder: Spanned<String>,
+    pub data: Spanned<String>,
+    pub methods: Option<Spanned<Vec<Spanned<String>>>>,
+    pub linear: Option<Tbl<RawLinear>>,
+    pub knn: Option<Tbl<RawKnn>>,
+    pub baseline: Option<bool>,
+    pub expect: Option<RawExpect>,
+}
+
+/// `linear = { .. }` in a probe stage.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLinear {
+    pub epochs: Option<Spanned<i64>>,
+    pub lr: Option<Spanned<f64>>,
+    pub weight_decay: Option<Spanned<f64>>,
+}
+
+/// `knn = { .. }` in a probe stage.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKnn {
+    pub k: Option<Spanned<i64>>,
+    pub temperature: Option<Spanned<f64>>,
+}
+
+/// Pass 2 entry point: deserialises the document given each stage's kind
+/// (from pass 1; only supported kinds).
+pub(crate) struct DocSeed<'a> {
+    pub kinds: &'a BTreeMap<String, StageKind>,
+}
+
+/// The top-level keys. An identifier enum, so that an unknown key is
+/// reported by serde at the key's span.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum TopKey {
+    Pipeline,
+    Stages,
+}
+
+impl<'de> DeserializeSeed<'de> for DocSeed<'_> {
+    type Value = RawDoc;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<RawDoc, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DocSeed<'_> {
+    type Value = RawDoc;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a pipeline document")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawDoc, A::Error> {
+        let mut doc = RawDoc::default();
+        while let Some(key) = map.next_key::<TopKey>()? {
+            match key {
+                TopKey::Pipeline => doc.pipeline = Some(map.next_value::<Tbl<_>>()?.0),
+                TopKey::Stages => {
+                    doc.has_stages = true;
+                    doc.stages = map.next_value_seed(StagesSeed { kinds: self.kinds })?;
+                }
+            }
+        }
+        Ok(doc)
+    }
+}
+
+struct StagesSeed<'a> {
+    kinds: &'a BTreeMap<String, StageKind>,
+}
+
+impl<'de> DeserializeSeed<'de> for StagesSeed<'_> {
+    type Value = Vec<RawStage>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StagesSeed<'_> {
+    type Value = Vec<RawStage>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a table of stages")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut stages = Vec::new();
+        while let Some(name) = map.next_key::<Spanned<String>>()? {
+            let kind = self.kinds.get(name.get_ref()).copied().ok_or_else(|| {
+                de::Error::custom(format!("stage `{}` has no supported kind", name.get_ref()))
+            })?;
+            let body = map.next_value_seed(StageSeed { kind })?;
+            stages.push(RawStage { name, body });
+        }
+        stages.sort_by_key(|s| s.name.span().start);
+        Ok(stages)
+    }
+}
+
+struct StageSeed {
+    kind: StageKind,
+}
+
+impl<'de> DeserializeSeed<'de> for StageSeed {
+    type Value = RawStageBody;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RawStageBody, D::Error> {
+        Ok(match self.kind {
+            StageKind::Ingest => RawStageBody::Ingest(Tbl::<RawIngest>::deserialize(d)?.0),
+            StageKind::Augment => RawStageBody::Augment(Tbl::<RawAugment>::deserialize(d)?.0),
+            StageKind::Pretrain => {
+                RawStageBody::Pretrain(Box::new(Tbl::<RawPretrain>::deserialize(d)?.0))
+            }
+            StageKind::Probe => RawStageBody::Probe(Tbl::<RawProbe>::deserialize(d)?.0),
+            other => {
+                return Err(de::Error::custom(format!(
+                    "stage kind `{}` is not yet supported",
+                    other.as_str()
+                )))
+            }
+        })
+    }
+}

@@ -1,0 +1,1066 @@
+//! Raw form → resolved [`Pipeline`]: checks every value, fills defaults,
+//! resolves paths against the pipeline's directory and orders the graph.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use serde_json::{Map, Value};
+use toml::Spanned;
+
+use super::error::{did_you_mean, list, PipelineError, Seg, Source};
+use super::graph::{self, Node};
+use super::raw::{
+    RawAugment, RawDoc, RawExpect, RawHead, RawIngest, RawModel, RawOptim, RawPipeline,
+    RawPretrain, RawProbe, RawStageBody,
+};
+use super::types::{
+    Arch, ArtifactKind, AugmentConfig, Augmentation, ConfigPath, Expectation, IngestConfig,
+    IngestSource, KnnConfig, LinearProbeConfig, ModelConfig, Objective, OptimConfig, Optimizer,
+    Pipeline, PretrainConfig, ProbeConfig, ProbeMethod, Schedule, Split, Stage, StageConfig,
+    StageKind,
+};
+
+type Result<T> = std::result::Result<T, PipelineError>;
+
+/// Ingest formats this version reads.
+const FORMATS: [&str; 1] = ["idx"];
+/// Ingest formats that are planned but not yet readable.
+const PLANNED_FORMATS: [&str; 4] = ["image_folder", "parquet", "csv", "text"];
+
+const VIEWS_HELP: &str = "each view is a list of augmentations, e.g. \
+    views = [[\"random_crop\"], [\"random_crop\", { name = \"gaussian_noise\", std = 0.1 }]]";
+const AUG_TABLE_HELP: &str =
+    "write an augmentation with parameters as { name = \"gaussian_noise\", std = 0.1 }";
+const OBJECTIVE_HELP: &str =
+    "name the objective plugin, e.g. objective = { plugin = \"simclr\", temperature = 0.5 }";
+
+fn supported_kinds() -> String {
+    list(StageKind::SUPPORTED.into_iter().map(StageKind::as_str))
+}
+
+fn is_name(s: &str, extra: &[char]) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
+}
+
+/// Pass 1 checks: stage names and kinds. Returns each stage's kind.
+pub(crate) fn check_kinds(src: &Source<'_>, head: &RawHead) -> Result<BTreeMap<String, StageKind>> {
+    let mut stages: Vec<_> = head.stages.iter().flatten().collect();
+    stages.sort_by_key(|(name, _)| name.span().start);
+    let mut kinds = BTreeMap::new();
+    for (name, stage) in stages {
+        if !is_name(name.get_ref(), &['_', '-']) {
+            return Err(src.error_at(
+                &name.span(),
+                format!("invalid stage name `{}`", name.get_ref()),
+                Some("stage names may only use letters, digits, `_` and `-`".into()),
+            ));
+        }
+        let Some(kind) = &stage.kind else {
+            return Err(src.error_at(
+                &name.span(),
+                format!("stage `{}` has no `kind`", name.get_ref()),
+                Some(format!(
+                    "add `kind = \"...\"`, one of {}",
+                    supported_kinds()
+                )),
+            ));
+        };
+        let k = match StageKind::from_name(kind.get_ref()) {
+            Some(k) => k,
+            None => {
+                let help = did_you_mean(kind.get_ref(), StageKind::ALL.iter().map(|k| k.as_str()))
+                    .unwrap_or_else(|| format!("supported kinds: {}", supported_kinds()));
+                return Err(src.error_at(
+                    &kind.span(),
+                    format!("unknown stage kind `{}`", kind.get_ref()),
+                    Some(help),
+                ));
+            }
+        };
+        if !k.is_supported() {
+            return Err(src.error_at(
+                &kind.span(),
+                format!(
+                    "stage kind `{}` is not yet supported by this version of pretext",
+                    k.as_str()
+                ),
+                Some(format!("supported kinds: {}", supported_kinds())),
+            ));
+        }
+        kinds.insert(name.get_ref().clone(), k);
+    }
+    Ok(kinds)
+}
+
+/// Makes `path` absolute (against the current directory) and lexically normal.
+pub(crate) fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        normalize(path)
+    } else {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        normalize(&cwd.join(path))
+    }
+}
+
+/// Removes `.` and resolves `..` lexically (no file-system access).
+pub(crate) fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                _ => out.push(".."),
+            },
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Checks and fills in everything; `file` is the pipeline file as given.
+pub(crate) fn resolve(src: &Source<'_>, raw: RawDoc, file: &Path) -> Result<Pipeline> {
+    let file_abs = absolute(file);
+    let dir = file_abs.parent().map(Path::to_path_buf).unwrap_or_default();
+    let r = Resolver { src, dir: &dir };
+
+    let Some(p) = raw.pipeline else {
+        return Err(src.error(
+            "missing [pipeline] table",
+            Some(
+                "start the file with a [pipeline] table containing at least `name = \"...\"`"
+                    .into(),
+            ),
+        ));
+    };
+    let head = r.pipeline(p)?;
+
+    if raw.stages.is_empty() {
+        return Err(src.error_at_key(
+            &[Seg::key("stages")],
+            "the pipeline has no stages",
+            Some(
+                "add at least one stage, e.g. a [stages.data] table with `kind = \"ingest\"`"
+                    .into(),
+            ),
+        ));
+    }
+
+    let mut stages = Vec::new();
+    let mut spans = Vec::new();
+    for s in &raw.stages {
+        let name = s.name.get_ref().clone();
+        let cx = StageCx { r: &r, name: &name };
+        let (kind, inputs, config, expect) = match &s.body {
+            RawStageBody::Ingest(b) => (
+                StageKind::Ingest,
+                vec![],
+                StageConfig::Ingest(cx.ingest(b)?),
+                &b.expect,
+            ),
+            RawStageBody::Augment(b) => (
+                StageKind::Augment,
+                vec![("input", &b.input, ArtifactKind::Dataset)],
+                StageConfig::Augment(cx.augment(b)?),
+                &b.expect,
+            ),
+            RawStageBody::Pretrain(b) => (
+                StageKind::Pretrain,
+                vec![("input", &b.input, ArtifactKind::Views)],
+                StageConfig::Pretrain(cx.pretrain(b)?),
+                &b.expect,
+            ),
+            RawStageBody::Probe(b) => (
+                StageKind::Probe,
+                vec![
+                    ("encoder", &b.encoder, ArtifactKind::Encoder),
+                    ("data", &b.data, ArtifactKind::Dataset),
+                ],
+                StageConfig::Probe(cx.probe(b)?),
+                &b.expect,
+            ),
+        };
+        let expect = cx.expect(expect.as_ref())?;
+        stages.push(Stage {
+            name,
+            kind,
+            inputs: inputs
+                .iter()
+                .map(|(role, target, _)| (role.to_string(), target.get_ref().clone()))
+                .collect(),
+            config,
+            expect,
+        });
+        spans.push(inputs);
+    }
+
+    let nodes: Vec<Node<'_>> = stages
+        .iter()
+        .zip(&spans)
+        .map(|(s, inputs)| Node {
+            name: &s.name,
+            kind: s.kind,
+            inputs: inputs.clone(),
+        })
+        .collect();
+    let order = graph::check_and_order(src, &nodes)?;
+    drop(nodes);
+    let mut slots: Vec<Option<Stage>> = stages.into_iter().map(Some).collect();
+    let stages = order
+        .into_iter()
+        .map(|i| slots[i].take().expect("each index appears once"))
+        .collect();
+
+    Ok(Pipeline {
+        name: head.name,
+        seed: head.seed,
+        description: head.description,
+        file: file_abs,
+        store_dir: r.path(&head.store).resolved,
+        plugin_paths: head
+            .plugin_paths
+            .iter()
+            .map(|p| r.path(p).resolved)
+            .collect(),
+        dir,
+        stages,
+    })
+}
+
+/// The checked `[pipeline]` table.
+struct Head {
+    name: String,
+    seed: u64,
+    description: Option<String>,
+    store: String,
+    plugin_paths: Vec<String>,
+}
+
+struct Resolver<'s, 'a> {
+    src: &'s Source<'a>,
+    dir: &'s Path,
+}
+
+impl Resolver<'_, '_> {
+    fn path(&self, written: &str) -> ConfigPath {
+        ConfigPath {
+            written: written.to_string(),
+            resolved: normalize(&self.dir.join(written)),
+        }
+    }
+
+    fn non_empty_path(&self, v: &Spanned<String>, what: &str) -> Result<String> {
+        if v.get_ref().trim().is_empty() {
+            return Err(self
+                .src
+                .error_at(&v.span(), format!("`{what}` must not be empty"), None));
+        }
+        Ok(v.get_ref().clone())
+    }
+
+    fn pipeline(&self, p: RawPipeline) -> Result<Head> {
+        let Some(name) = p.name else {
+            return Err(self.src.error_at_key(
+                &[Seg::key("pipeline")],
+                "missing key `name` in [pipeline]",
+                Some("add `name = \"my-pipeline\"` (letters, digits, `_`, `.` and `-`)".into()),
+            ));
+        };
+        if !is_name(name.get_ref(), &['_', '.', '-']) {
+            let message = if name.get_ref().is_empty() {
+                "the pipeline name is empty".to_string()
+            } else {
+                format!("invalid pipeline name `{}`", name.get_ref())
+            };
+            return Err(self.src.error_at(
+                &name.span(),
+                message,
+                Some("pipeline names may only use letters, digits, `_`, `.` and `-`".into()),
+            ));
+        }
+        let seed = match &p.seed {
+            Some(s) => self.int(s, "pipeline.seed", 0, None)?,
+            None => 0,
+        };
+        let store = match &p.store {
+            Some(s) => self.non_empty_path(s, "pipeline.store")?,
+            None => ".pretext".to_string(),
+        };
+        let plugin_paths = p
+            .plugin_paths
+            .iter()
+            .flatten()
+            .map(|s| self.non_empty_path(s, "pipeline.plugin_paths"))
+            .collect::<Result<_>>()?;
+        Ok(Head {
+            name: name.into_inner(),
+            seed,
+            description: p.description,
+            store,
+            plugin_paths,
+        })
+    }
+
+    /// An integer in `[min, max]`.
+    fn int(&self, v: &Spanned<i64>, what: &str, min: i64, max: Option<i64>) -> Result<u64> {
+        let x = *v.get_ref();
+        if x < min || max.is_some_and(|m| x > m) {
+            let rule = match (min, max) {
+                (1, None) => "a positive integer".to_string(),
+                (0, None) => "a non-negative integer".to_string(),
+                (lo, Some(hi)) => format!("an integer from {lo} to {hi}"),
+                (lo, None) => format!("an integer of at least {lo}"),
+            };
+            return Err(self.src.error_at(
+                &v.span(),
+                format!("`{what}` must be {rule}, found {x}"),
+                None,
+            ));
+        }
+        Ok(x as u64)
+    }
+
+    fn float(&self, v: &Spanned<f64>, what: &str, rule: FloatRule) -> Result<f64> {
+        let x = *v.get_ref();
+        let ok = x.is_finite()
+            && match rule {
+                FloatRule::Finite => true,
+                FloatRule::Positive => x > 0.0,
+                FloatRule::NonNegative => x >= 0.0,
+                FloatRule::HalfOpenUnit => (0.0..1.0).contains(&x),
+                FloatRule::OpenUnit => x > 0.0 && x < 1.0,
+            };
+        if !ok {
+            let rule = match rule {
+                FloatRule::Finite => "a finite number",
+                FloatRule::Positive => "a number greater than 0",
+                FloatRule::NonNegative => "a number of at least 0",
+                FloatRule::HalfOpenUnit => "a number in [0, 1)",
+                FloatRule::OpenUnit => "a number strictly between 0 and 1",
+            };
+            return Err(self.src.error_at(
+                &v.span(),
+                format!("`{what}` must be {rule}, found {x}"),
+                None,
+            ));
+        }
+        Ok(x)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum FloatRule {
+    Finite,
+    Positive,
+    NonNegative,
+    HalfOpenUnit,
+    OpenUnit,
+}
+
+/// Converts a TOML value to JSON for plugin parameters.
+fn to_json(v: &toml::Value) -> std::result::Result<Value, String> {
+    Ok(match v {
+        toml::Value::String(s) => Value::String(s.clone()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map(Value::Number)
+            .ok_or_else(|| {
+                format!(
+                    "must be a finite number, found {}",
+                    f.to_string().to_lowercase()
+                )
+            })?,
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(to_json)
+                .collect::<std::result::Result<_, _>>()?,
+        ),
+        toml::Value::Table(t) => Value::Object(
+            t.iter()
+                .map(|(k, v)| Ok((k.clone(), to_json(v)?)))
+                .collect::<std::result::Result<Map<_, _>, String>>()?,
+        ),
+    })
+}
+
+fn toml_type(v: &toml::Value) -> &'static str {
+    match v {
+        toml::Value::String(_) => "a string",
+        toml::Value::Integer(_) => "an integer",
+        toml::Value::Float(_) => "a float",
+        toml::Value::Boolean(_) => "a boolean",
+        toml::Value::Datetime(_) => "a datetime",
+        toml::Value::Array(_) => "an array",
+        toml::Value::Table(_) => "a table",
+    }
+}
+
+/// Resolution of one stage.
+struct StageCx<'r, 's, 'a> {
+    r: &'r Resolver<'s, 'a>,
+    name: &'r str,
+}
+
+impl StageCx<'_, '_, '_> {
+    fn what(&self, key: &str) -> String {
+        format!("stages.{}.{key}", self.name)
+    }
+
+    fn segs(&self, keys: &[&str]) -> Vec<Seg> {
+        let mut segs = vec![Seg::key("stages"), Seg::key(self.name)];
+        segs.extend(keys.iter().map(|k| Seg::key(k)));
+        segs
+    }
+
+    fn err_key(
+        &self,
+        keys: &[&str],
+        message: impl Into<String>,
+        help: Option<String>,
+    ) -> PipelineError {
+        self.r.src.error_at_key(&self.segs(keys), message, help)
+    }
+
+    fn err_at(
+        &self,
+        v: &Spanned<impl Sized>,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) -> PipelineError {
+        self.r.src.error_at(&v.span(), message, help)
+    }
+
+    fn int(
+        &self,
+        v: &Option<Spanned<i64>>,
+        key: &str,
+        min: i64,
+        max: Option<i64>,
+        default: u64,
+    ) -> Result<u64> {
+        v.as_ref()
+            .map_or(Ok(default), |v| self.r.int(v, &self.what(key), min, max))
+    }
+
+    fn float(
+        &self,
+        v: &Option<Spanned<f64>>,
+        key: &str,
+        rule: FloatRule,
+        default: f64,
+    ) -> Result<f64> {
+        v.as_ref()
+            .map_or(Ok(default), |v| self.r.float(v, &self.what(key), rule))
+    }
+
+    /// `{ plugin/name = "...", ..params }` tables: the name key and the rest
+    /// as JSON. `path` is the table's key path, `what` how messages name it.
+    fn named_table(
+        &self,
+        table: &toml::Table,
+        path: &[Seg],
+        what: &str,
+        name_key: &str,
+    ) -> Result<(Option<String>, Value)> {
+        let mut name = None;
+        let mut params = Map::new();
+        for (k, v) in table {
+            let mut p = path.to_vec();
+            p.push(Seg::key(k));
+            let at = |m: String| self.r.src.error_at_key(&p, m, None);
+            match v {
+                toml::Value::String(s) if k == name_key && !s.trim().is_empty() => {
+                    name = Some(s.clone())
+                }
+                toml::Value::String(_) if k == name_key => {
+                    return Err(at(format!("`{what}.{k}` must not be empty")))
+                }
+                other if k == name_key => {
+                    let found = toml_type(other);
+                    return Err(at(format!("`{what}.{k}` must be a string, found {found}")));
+                }
+                _ => {
+                    let json = to_json(v).map_err(|m| at(format!("`{what}.{k}` {m}")))?;
+                    params.insert(k.clone(), json);
+                }
+            }
+        }
+        Ok((name, Value::Object(params)))
+    }
+
+    fn ingest(&self, b: &RawIngest) -> Result<IngestConfig> {
+        let src_table = &b.source;
+        let format = match src_table.get("format") {
+            None => {
+                return Err(self.err_key(
+                    &["source"],
+                    format!("missing key `format` in [{}]", self.what("source")),
+                    Some(format!("supported formats: {}", list(FORMATS))),
+                ))
+            }
+            Some(toml::Value::String(s)) => s.as_str(),
+            Some(other) => {
+                return Err(self.err_key(
+                    &["source", "format"],
+                    format!(
+                        "`{}` must be a string, found {}",
+                        self.what("source.format"),
+                        toml_type(other)
+                    ),
+                    None,
+                ))
+            }
+        };
+        if PLANNED_FORMATS.contains(&format) {
+            return Err(self.err_key(
+                &["source", "format"],
+                format!("ingest format `{format}` is not yet supported"),
+                Some(format!(
+                    "this version of pretext reads {} only",
+                    list(FORMATS)
+                )),
+            ));
+        }
+        if !FORMATS.contains(&format) {
+            let all = FORMATS.iter().chain(PLANNED_FORMATS.iter()).copied();
+            let help = did_you_mean(format, all)
+                .unwrap_or_else(|| format!("supported formats: {}", list(FORMATS)));
+            return Err(self.err_key(
+                &["source", "format"],
+                format!("unknown ingest format `{format}`"),
+                Some(help),
+            ));
+        }
+        // format = "idx"
+        const IDX_KEYS: [&str; 3] = ["format", "images", "labels"];
+        for key in src_table.keys() {
+            if !IDX_KEYS.contains(&key.as_str()) {
+                let help = did_you_mean(key, IDX_KEYS)
+                    .unwrap_or_else(|| format!("expected one of {}", list(IDX_KEYS)));
+                return Err(self.err_key(
+                    &["source", key],
+                    format!("unknown key `{key}` in [{}]", self.what("source")),
+                    Some(help),
+                ));
+            }
+        }
+        let file = |key: &str| -> Result<ConfigPath> {
+            match src_table.get(key) {
+                None => Err(self.err_key(
+                    &["source"],
+                    format!("missing key `{key}` in [{}]", self.what("source")),
+                    Some(format!(
+                        "`{key}` is the IDX {key} file, relative to the pipeline file"
+                    )),
+                )),
+                Some(toml::Value::String(s)) if !s.trim().is_empty() => Ok(self.r.path(s)),
+                Some(toml::Value::String(_)) => Err(self.err_key(
+                    &["source", key],
+                    format!(
+                        "`{}` must not be empty",
+                        self.what(&format!("source.{key}"))
+                    ),
+                    None,
+                )),
+                Some(other) => Err(self.err_key(
+                    &["source", key],
+                    format!(
+                        "`{}` must be a string, found {}",
+                        self.what(&format!("source.{key}")),
+                        toml_type(other)
+                    ),
+                    None,
+                )),
+            }
+        };
+        let source = IngestSource::Idx {
+            images: file("images")?,
+            labels: file("labels")?,
+        };
+
+        let split = match &b.split {
+            None => Split {
+                train: 0.8,
+                test: 0.2,
+            },
+            Some(s) => {
+                let train = s
+                    .train
+                    .as_ref()
+                    .map(|v| {
+                        self.r
+                            .float(v, &self.what("split.train"), FloatRule::OpenUnit)
+                    })
+                    .transpose()?;
+                let test = s
+                    .test
+                    .as_ref()
+                    .map(|v| {
+                        self.r
+                            .float(v, &self.what("split.test"), FloatRule::OpenUnit)
+                    })
+                    .transpose()?;
+                let (train, test) = match (train, test) {
+                    (Some(a), Some(b)) => (a, b),
+                    (Some(a), None) => (a, 1.0 - a),
+                    (None, Some(b)) => (1.0 - b, b),
+                    (None, None) => (0.8, 0.2),
+                };
+                if ((train + test) - 1.0).abs() > 1e-9 {
+                    return Err(self.err_key(
+                        &["split"],
+                        format!(
+                            "`{}` must sum to 1, but train + test = {train} + {test} = {}",
+                            self.what("split"),
+                            ((train + test) * 1e12).round() / 1e12
+                        ),
+                        Some("e.g. split = { train = 0.8, test = 0.2 }".into()),
+                    ));
+                }
+                Split { train, test }
+            }
+        };
+        let limit = b
+            .limit
+            .as_ref()
+            .map(|v| self.r.int(v, &self.what("limit"), 1, None))
+            .transpose()?;
+        Ok(IngestConfig {
+            source,
+            split,
+            limit,
+        })
+    }
+
+    fn augment(&self, b: &RawAugment) -> Result<AugmentConfig> {
+        if b.views.get_ref().is_empty() {
+            return Err(self.err_at(
+                &b.views,
+                format!("`{}` must list at least one view", self.what("views")),
+                Some(VIEWS_HELP.into()),
+            ));
+        }
+        let mut views = Vec::new();
+        for (i, view) in b.views.get_ref().iter().enumerate() {
+            let mut augs = Vec::new();
+            for (j, aug) in view.get_ref().iter().enumerate() {
+                let what = format!("{}[{i}][{j}]", self.what("views"));
+                let a = match aug.get_ref() {
+                    toml::Value::String(s) if !s.trim().is_empty() => Augmentation {
+                        name: s.clone(),
+                        params: Value::Object(Map::new()),
+                    },
+                    toml::Value::String(_) => {
+                        let message = format!("`{what}`: the augmentation name is empty");
+                        return Err(self.err_at(aug, message, None));
+                    }
+                    toml::Value::Table(t) => {
+                        let mut path = self.segs(&["views"]);
+                        path.extend([Seg::Index(i), Seg::Index(j)]);
+                        let (name, params) = self.named_table(t, &path, &what, "name")?;
+                        let Some(name) = name else {
+                            return Err(self.err_at(
+                                aug,
+                                format!("augmentation `{what}` has no `name`"),
+                                Some(AUG_TABLE_HELP.into()),
+                            ));
+                        };
+                        Augmentation { name, params }
+                    }
+                    other => {
+                        let found = toml_type(other);
+                        return Err(self.err_at(
+                            aug,
+                            format!("`{what}` must be an augmentation name or a table with a `name`, found {found}"),
+                            None,
+                        ));
+                    }
+                };
+                augs.push(a);
+            }
+            views.push(augs);
+        }
+        let preview = self.int(&b.preview, "preview", 0, Some(64), 8)? as usize;
+        Ok(AugmentConfig { views, preview })
+    }
+
+    fn pretrain(&self, b: &RawPretrain) -> Result<PretrainConfig> {
+        let (plugin, params) = self.named_table(
+            &b.objective,
+            &self.segs(&["objective"]),
+            &self.what("objective"),
+            "plugin",
+        )?;
+        let Some(plugin) = plugin else {
+            return Err(self.err_key(
+                &["objective"],
+                format!("missing key `plugin` in [{}]", self.what("objective")),
+                Some(OBJECTIVE_HELP.into()),
+            ));
+        };
+        let objective = Objective { plugin, params };
+        let model = self.model(b.model.as_deref())?;
+        let epochs = self.int(&b.epochs, "epochs", 1, None, 10)?;
+        let batch_size = self.int(&b.batch_size, "batch_size", 1, None, 256)? as usize;
+        let optim = self.optim(b.optim.as_deref(), epochs)?;
+        Ok(PretrainConfig {
+            objective,
+            model,
+            optim,
+            epochs,
+            batch_size,
+        })
+    }
+
+    fn model(&self, m: Option<&RawModel>) -> Result<ModelConfig> {
+        let Some(m) = m else {
+            return Ok(ModelConfig {
+                arch: Arch::Mlp {
+                    hidden: vec![512, 512],
+                },
+                embed_dim: 128,
+                batch_norm: true,
+            });
+        };
+        const ARCHS: [&str; 2] = ["mlp", "convnet"];
+        let arch_name = m.arch.as_ref().map_or("mlp", |a| a.get_ref().as_str());
+        let only_for = |key: &str, arch: &str, span: std::ops::Range<usize>| {
+            self.r.src.error_at(
+                &span,
+                format!(
+                    "`{}` only applies to arch = \"{arch}\"",
+                    self.what(&format!("model.{key}"))
+                ),
+                Some(format!(
+                    "this model has arch = \"{arch_name}\"; remove `{key}` or change `arch`"
+                )),
+            )
+        };
+        let arch = match arch_name {
+            "mlp" => {
+                if let Some(w) = &m.width {
+                    return Err(only_for("width", "convnet", w.span()));
+                }
+                let hidden = match &m.hidden {
+                    None => vec![512, 512],
+                    Some(h) => h
+                        .get_ref()
+                        .iter()
+                        .map(|v| {
+                            self.r
+                                .int(v, &self.what("model.hidden"), 1, None)
+                                .map(|x| x as usize)
+                        })
+                        .collect::<Result<_>>()?,
+                };
+                Arch::Mlp { hidden }
+            }
+            "convnet" => {
+                if let Some(h) = &m.hidden {
+                    return Err(only_for("hidden", "mlp", h.span()));
+                }
+                Arch::Convnet {
+                    width: self.int(&m.width, "model.width", 1, None, 16)? as usize,
+                }
+            }
+            other => {
+                let help = did_you_mean(other, ARCHS)
+                    .unwrap_or_else(|| format!("supported archs: {}", list(ARCHS)));
+                let arch = m.arch.as_ref().expect("the default arch is known");
+                return Err(self.err_at(arch, format!("unknown model arch `{other}`"), Some(help)));
+            }
+        };
+        Ok(ModelConfig {
+            arch,
+            embed_dim: self.int(&m.embed_dim, "model.embed_dim", 1, None, 128)? as usize,
+            batch_norm: m.batch_norm.unwrap_or(true),
+        })
+    }
+
+    fn optim(&self, o: Option<&RawOptim>, epochs: u64) -> Result<OptimConfig> {
+        let Some(o) = o else {
+            return Ok(OptimConfig {
+                optimizer: Optimizer::AdamW {
+                    betas: [0.9, 0.999],
+                },
+                lr: 1e-3,
+                weight_decay: 1e-4,
+                warmup_epochs: 0,
+                schedule: Schedule::Cosine,
+            });
+        };
+        const NAMES: [&str; 2] = ["sgd", "adamw"];
+        let name = o.name.as_ref().map_or("adamw", |n| n.get_ref().as_str());
+        let only_for = |key: &str, opt: &str, span: std::ops::Range<usize>| {
+            self.r.src.error_at(
+                &span,
+                format!(
+                    "`{}` only applies to name = \"{opt}\"",
+                    self.what(&format!("optim.{key}"))
+                ),
+                Some(format!(
+                    "this optimizer is \"{name}\"; remove `{key}` or change `name`"
+                )),
+            )
+        };
+        let optimizer = match name {
+            "sgd" => {
+                if let Some(b) = &o.betas {
+                    return Err(only_for("betas", "adamw", b.span()));
+                }
+                Optimizer::Sgd {
+                    momentum: self.float(
+                        &o.momentum,
+                        "optim.momentum",
+                        FloatRule::HalfOpenUnit,
+                        0.9,
+                    )?,
+                }
+            }
+            "adamw" => {
+                if let Some(m) = &o.momentum {
+                    return Err(only_for("momentum", "sgd", m.span()));
+                }
+                let betas = match &o.betas {
+                    None => [0.9, 0.999],
+                    Some(b) => {
+                        let [b1, b2] = b.get_ref().as_slice() else {
+                            return Err(self.err_at(
+                                b,
+                                format!(
+                                    "`{}` must have exactly two numbers, found {}",
+                                    self.what("optim.betas"),
+                                    b.get_ref().len()
+                                ),
+                                Some("e.g. betas = [0.9, 0.999]".into()),
+                            ));
+                        };
+                        let what = self.what("optim.betas");
+                        [
+                            self.r.float(b1, &what, FloatRule::HalfOpenUnit)?,
+                            self.r.float(b2, &what, FloatRule::HalfOpenUnit)?,
+                        ]
+                    }
+                };
+                Optimizer::AdamW { betas }
+            }
+            other => {
+                let help = did_you_mean(other, NAMES)
+                    .unwrap_or_else(|| format!("supported optimizers: {}", list(NAMES)));
+                let n = o.name.as_ref().expect("the default optimizer is known");
+                return Err(self.err_at(n, format!("unknown optimizer `{other}`"), Some(help)));
+            }
+        };
+        let lr = self.float(&o.lr, "optim.lr", FloatRule::Positive, 1e-3)?;
+        let weight_decay = self.float(
+            &o.weight_decay,
+            "optim.weight_decay",
+            FloatRule::NonNegative,
+            1e-4,
+        )?;
+        let warmup_epochs = self.int(&o.warmup_epochs, "optim.warmup_epochs", 0, None, 0)?;
+        if let Some(w) = &o.warmup_epochs {
+            if warmup_epochs >= epochs {
+                return Err(self.err_at(
+                    w,
+                    format!(
+                        "`{}` ({warmup_epochs}) must be less than `epochs` ({epochs})",
+                        self.what("optim.warmup_epochs")
+                    ),
+                    Some("lower `warmup_epochs` or raise `epochs`".into()),
+                ));
+            }
+        }
+        const SCHEDULES: [&str; 2] = ["cosine", "constant"];
+        let schedule = match o.schedule.as_ref().map(|s| (s, s.get_ref().as_str())) {
+            None | Some((_, "cosine")) => Schedule::Cosine,
+            Some((_, "constant")) => Schedule::Constant,
+            Some((s, other)) => {
+                let help = did_you_mean(other, SCHEDULES)
+                    .unwrap_or_else(|| format!("supported schedules: {}", list(SCHEDULES)));
+                return Err(self.err_at(s, format!("unknown schedule `{other}`"), Some(help)));
+            }
+        };
+        Ok(OptimConfig {
+            optimizer,
+            lr,
+            weight_decay,
+            warmup_epochs,
+            schedule,
+        })
+    }
+
+    fn probe(&self, b: &RawProbe) -> Result<ProbeConfig> {
+        let methods = match &b.methods {
+            None => ProbeMethod::ALL.to_vec(),
+            Some(list_) => {
+                if list_.get_ref().is_empty() {
+                    return Err(self.err_at(
+                        list_,
+                        format!(
+                            "`{}` must list at least one probe method",
+                            self.what("methods")
+                        ),
+                        Some(format!(
+                            "supported methods: {}",
+                            list(ProbeMethod::ALL.map(ProbeMethod::as_str))
+                        )),
+                    ));
+                }
+                let mut methods = Vec::new();
+                for m in list_.get_ref() {
+                    let Some(method) = ProbeMethod::ALL
+                        .into_iter()
+                        .find(|x| x.as_str() == m.get_ref())
+                    else {
+                        let names = ProbeMethod::ALL.map(ProbeMethod::as_str);
+                        let help = did_you_mean(m.get_ref(), names)
+                            .unwrap_or_else(|| format!("supported methods: {}", list(names)));
+                        return Err(self.err_at(
+                            m,
+                            format!("unknown probe method `{}`", m.get_ref()),
+                            Some(help),
+                        ));
+                    };
+                    if methods.contains(&method) {
+                        return Err(self.err_at(
+                            m,
+                            format!("probe method `{}` is listed twice", m.get_ref()),
+                            None,
+                        ));
+                    }
+                    methods.push(method);
+                }
+                methods
+            }
+        };
+        let linear = match methods.contains(&ProbeMethod::Linear) {
+            false => None,
+            true => {
+                let l = b.linear.as_ref();
+                Some(LinearProbeConfig {
+                    epochs: self.int(
+                        l.map_or(&None, |l| &l.epochs),
+                        "linear.epochs",
+                        1,
+                        None,
+                        100,
+                    )?,
+                    lr: self.float(
+                        l.map_or(&None, |l| &l.lr),
+                        "linear.lr",
+                        FloatRule::Positive,
+                        0.01,
+                    )?,
+                    weight_decay: self.float(
+                        l.map_or(&None, |l| &l.weight_decay),
+                        "linear.weight_decay",
+                        FloatRule::NonNegative,
+                        1e-4,
+                    )?,
+                })
+            }
+        };
+        let knn = match methods.contains(&ProbeMethod::Knn) {
+            false => None,
+            true => {
+                let k = b.knn.as_ref();
+                Some(KnnConfig {
+                    k: self.int(k.map_or(&None, |k| &k.k), "knn.k", 1, None, 20)? as usize,
+                    temperature: self.float(
+                        k.map_or(&None, |k| &k.temperature),
+                        "knn.temperature",
+                        FloatRule::Positive,
+                        0.07,
+                    )?,
+                })
+            }
+        };
+        Ok(ProbeConfig {
+            methods,
+            linear,
+            knn,
+            baseline: b.baseline.unwrap_or(true),
+        })
+    }
+
+    fn expect(&self, e: Option<&RawExpect>) -> Result<Vec<Expectation>> {
+        let mut out = Vec::new();
+        for (metric, bound) in e.into_iter().flatten() {
+            let name = metric.get_ref();
+            if name.trim().is_empty() {
+                return Err(self.err_at(metric, "an expectation's metric name is empty", None));
+            }
+            let what = |b: &str| format!("stages.{}.expect.\"{name}\".{b}", self.name);
+            let min = bound
+                .min
+                .as_ref()
+                .map(|v| self.r.float(v, &what("min"), FloatRule::Finite))
+                .transpose()?;
+            let max = bound
+                .max
+                .as_ref()
+                .map(|v| self.r.float(v, &what("max"), FloatRule::Finite))
+                .transpose()?;
+            match (min, max) {
+                (None, None) => {
+                    return Err(self.err_at(
+                        metric,
+                        format!(
+                            "expectation for `{name}` in stage `{}` has neither `min` nor `max`",
+                            self.name
+                        ),
+                        Some(format!("give a bound, e.g. \"{name}\" = {{ min = 0.9 }}")),
+                    ))
+                }
+                (Some(lo), Some(hi)) if lo > hi => {
+                    let min_span = bound.min.as_ref().expect("min is set").span();
+                    return Err(self.r.src.error_at(
+                        &min_span,
+                        format!("expectation for `{name}` in stage `{}`: min ({lo}) is greater than max ({hi})", self.name),
+                        None,
+                    ));
+                }
+                _ => {}
+            }
+            out.push(Expectation {
+                metric: name.clone(),
+                min,
+                max,
+            });
+        }
+        out.sort_by(|a, b| a.metric.cmp(&b.metric));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_paths_lexically() {
+        assert_eq!(normalize(Path::new("/a/b/../c/./d")), Path::new("/a/c/d"));
+        assert_eq!(normalize(Path::new("/../a")), Path::new("/a"));
+        assert_eq!(normalize(Path::new("a/../../b")), Path::new("../b"));
+    }
+
+    #[test]
+    fn json_of_toml_values() {
+        let t: toml::Table = toml::from_str("a = 1\nb = [0.5, true]\nc = { d = \"x\" }\n").unwrap();
+        let v = to_json(&toml::Value::Table(t)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"a": 1, "b": [0.5, true], "c": {"d": "x"}})
+        );
+        assert!(to_json(&toml::Value::Float(f64::NAN)).is_err());
+    }
+}

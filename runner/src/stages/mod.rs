@@ -1,0 +1,150 @@
+//! Stage kinds: one file each. A stage reads its inputs' artifacts (folders of committed
+//! store entries) and writes its own files into a fresh output folder; it never touches the
+//! store itself (the executor commits the folder atomically).
+
+pub mod augment;
+pub mod ingest;
+pub mod pretrain;
+pub mod probe;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use crate::engine::Engine;
+use crate::pipeline::{Pipeline, Stage, StageConfig};
+use crate::plugins::Registry;
+
+/// Scalar results of a stage, written to `metrics.json` and checked by `expect` gates.
+pub type Metrics = BTreeMap<String, f64>;
+
+/// Metrics under this prefix are wall-clock measurements: they vary between runs, so the
+/// executor keeps them out of the store entry (whose digests must be reproducible) and records
+/// them in the run log instead.
+pub const TIMING_PREFIX: &str = "time.";
+
+/// Why a stage did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// Bad input (data files, plugin parameters): exit code 2.
+    #[error("{0}")]
+    Input(String),
+    /// The stage ran and failed: exit code 1.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<crate::data::DataError> for StageError {
+    fn from(e: crate::data::DataError) -> Self {
+        StageError::Input(e.to_string())
+    }
+}
+
+impl From<crate::engine::EngineError> for StageError {
+    fn from(e: crate::engine::EngineError) -> Self {
+        StageError::Failed(e.to_string())
+    }
+}
+
+impl From<crate::plugins::CallError> for StageError {
+    fn from(e: crate::plugins::CallError) -> Self {
+        StageError::Failed(e.to_string())
+    }
+}
+
+pub(crate) fn io_err(path: &Path, e: impl std::fmt::Display) -> StageError {
+    StageError::Failed(format!("{}: {e}", path.display()))
+}
+
+/// A committed input artifact.
+#[derive(Debug, Clone)]
+pub struct InputArtifact {
+    pub stage: String,
+    pub key: String,
+    pub dir: PathBuf,
+}
+
+/// Reports progress of long steps (the executor draws bars or logs lines).
+pub trait Progress: Sync {
+    /// A new phase with `total` steps (e.g. one epoch).
+    fn start(&self, label: &str, total: u64);
+    fn advance(&self, n: u64, message: &str);
+    fn finish(&self, message: &str);
+}
+
+/// Everything a stage may use.
+pub struct StageCtx<'a> {
+    pub engine: &'a Engine,
+    pub registry: &'a Registry,
+    pub seed: u64,
+    /// Where to write outputs (an uncommitted temp folder).
+    pub out_dir: &'a Path,
+    /// Direct inputs by role (`input`, `encoder`, `data`).
+    pub inputs: BTreeMap<String, InputArtifact>,
+    /// Every entry completed in this run so far, by key (to follow references in artifacts).
+    pub entries: &'a HashMap<String, PathBuf>,
+    pub progress: &'a dyn Progress,
+}
+
+impl StageCtx<'_> {
+    pub fn input(&self, role: &str) -> Result<&InputArtifact, StageError> {
+        self.inputs.get(role).ok_or_else(|| StageError::Failed(format!("internal: missing input `{role}`")))
+    }
+    pub fn entry_by_key(&self, key: &str) -> Result<&PathBuf, StageError> {
+        self.entries.get(key).ok_or_else(|| StageError::Failed(format!("internal: entry {key} is not available")))
+    }
+}
+
+/// Run one stage.
+pub fn run(stage: &Stage, ctx: &StageCtx) -> Result<Metrics, StageError> {
+    match &stage.config {
+        StageConfig::Ingest(c) => ingest::run(c, ctx),
+        StageConfig::Augment(c) => augment::run(c, ctx),
+        StageConfig::Pretrain(c) => pretrain::run(c, ctx),
+        StageConfig::Probe(c) => probe::run(c, ctx),
+    }
+}
+
+/// Plugin libraries a stage uses directly, as (plugin name, library digest); instantiates each
+/// plugin with its parameters so bad parameters are reported before anything runs.
+pub fn plugins_used(stage: &Stage, pipeline: &Pipeline, registry: &Registry) -> Result<Vec<(String, String)>, StageError> {
+    match &stage.config {
+        StageConfig::Augment(c) => augment::validate(c, registry),
+        StageConfig::Pretrain(c) => {
+            let views = stage.input("input").and_then(|i| pipeline.stage(i)).and_then(|s| match &s.config {
+                StageConfig::Augment(a) => Some(a.views.len()),
+                _ => None,
+            });
+            pretrain::validate(c, registry, views)
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Seed of one random draw, from (pipeline seed, stream, a, b, c): independent of thread
+/// scheduling and batch composition.
+pub fn mix_seed(seed: u64, stream: u64, a: u64, b: u64, c: u64) -> u64 {
+    let mut h = blake3::Hasher::new();
+    for v in [seed, stream, a, b, c] {
+        h.update(&v.to_le_bytes());
+    }
+    let out = h.finalize();
+    u64::from_le_bytes(out.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+/// A deterministic permutation of `0..n` (Fisher–Yates with a seeded generator).
+pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
+    use rand::{seq::SliceRandom, SeedableRng};
+    let mut v: Vec<usize> = (0..n).collect();
+    v.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    v
+}
+
+pub(crate) fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), StageError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| io_err(path, e))?;
+    std::fs::write(path, text + "\n").map_err(|e| io_err(path, e))
+}
+
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, StageError> {
+    let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
+    serde_json::from_str(&text).map_err(|e| io_err(path, e))
+}

@@ -58,7 +58,8 @@ pub struct PipelineArgs {
 }
 
 fn parse_device(s: &str) -> Result<DeviceKind, String> {
-    DeviceKind::parse(s).ok_or_else(|| format!("unknown device `{s}`; use `cpu`, `cuda` or `cuda:N`"))
+    DeviceKind::parse(s)
+        .ok_or_else(|| format!("unknown device `{s}`; use `cpu`, `cuda` or `cuda:N`"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -131,11 +132,13 @@ pub enum GraphFormat {
 }
 
 fn load(args: &PipelineArgs) -> Result<Pipeline, AppError> {
-    pipeline::load(&args.pipeline, &args.set).map_err(|e| AppError::Input(e.to_string().trim_start_matches("error: ").to_string()))
+    pipeline::load(&args.pipeline, &args.set)
+        .map_err(|e| AppError::Input(e.to_string().trim_start_matches("error: ").to_string()))
 }
 
 fn load_plain(path: &Path) -> Result<Pipeline, AppError> {
-    pipeline::load(path, &[]).map_err(|e| AppError::Input(e.to_string().trim_start_matches("error: ").to_string()))
+    pipeline::load(path, &[])
+        .map_err(|e| AppError::Input(e.to_string().trim_start_matches("error: ").to_string()))
 }
 
 /// Run one command; returns the text for stdout.
@@ -143,12 +146,23 @@ pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
     match &cli.command {
         Command::Run { args, locked, wait } => {
             let p = load(args)?;
-            let opts = Options { device: args.device, plugin_dirs: args.plugin_dirs.clone(), locked: *locked, wait: *wait };
-            let bars = cli.log_format == LogFormat::Human && !cli.quiet && std::io::stderr().is_terminal();
+            let opts = Options {
+                device: args.device,
+                plugin_dirs: args.plugin_dirs.clone(),
+                locked: *locked,
+                wait: *wait,
+            };
+            let bars =
+                cli.log_format == LogFormat::Human && !cli.quiet && std::io::stderr().is_terminal();
             let reporter = progress::Reporter::new(bars);
             let report = exec::run(&p, &opts, &reporter)?;
             reporter.summary(&report.log);
-            let ran = report.log.stages.values().filter(|s| s.status == "ran").count();
+            let ran = report
+                .log
+                .stages
+                .values()
+                .filter(|s| s.status == "ran")
+                .count();
             println!(
                 "\n{} stage(s) ran, {} cached. Lockfile: {}",
                 ran,
@@ -162,10 +176,25 @@ pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
             let reg = exec::registry(Some(&p), &args.plugin_dirs)?;
             let store = exec::store_of(&p)?;
             let planned = exec::plan(&p, &reg, &store, args.device)?;
-            println!("pipeline `{}` ({} stages), store {}", p.name, planned.len(), exec::display_path(store.root()));
+            println!(
+                "pipeline `{}` ({} stages), store {}",
+                p.name,
+                planned.len(),
+                exec::display_path(store.root())
+            );
             for pl in &planned {
-                let status = if pl.cached.is_some() { "cached".to_string() } else { format!("will run: {}", pl.reasons.join("; ")) };
-                println!("  {:<14} {:<9} {}  {}", pl.stage.name, pl.stage.kind.as_str(), pl.key.short(), status);
+                let status = if pl.cached.is_some() {
+                    "cached".to_string()
+                } else {
+                    format!("will run: {}", pl.reasons.join("; "))
+                };
+                println!(
+                    "  {:<14} {:<9} {}  {}",
+                    pl.stage.name,
+                    pl.stage.kind.as_str(),
+                    pl.key.short(),
+                    status
+                );
             }
             Ok(())
         }
@@ -174,10 +203,17 @@ pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
             let reg = exec::registry(Some(&p), &args.plugin_dirs)?;
             for stage in &p.stages {
                 crate::stages::plugins_used(stage, &p, &reg).map_err(|e| match e {
-                    crate::stages::StageError::Input(m) | crate::stages::StageError::Failed(m) => AppError::Input(format!("stage `{}`: {m}", stage.name)),
+                    crate::stages::StageError::Input(m) | crate::stages::StageError::Failed(m) => {
+                        AppError::Input(format!("stage `{}`: {m}", stage.name))
+                    }
                 })?;
             }
-            println!("ok: `{}` is valid ({} stages: {})", exec::display_path(&p.file), p.stages.len(), p.order().join(" → "));
+            println!(
+                "ok: `{}` is valid ({} stages: {})",
+                exec::display_path(&p.file),
+                p.stages.len(),
+                p.order().join(" → ")
+            );
             Ok(())
         }
         Command::Graph { args, format } => {
@@ -185,7 +221,10 @@ pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
             print!("{}", graph_text(&p, *format));
             Ok(())
         }
-        Command::Plugins { plugin_dirs, pipeline } => {
+        Command::Plugins {
+            plugin_dirs,
+            pipeline,
+        } => {
             let p = pipeline.as_deref().map(load_plain).transpose()?;
             let reg = exec::registry(p.as_ref(), plugin_dirs)?;
             print!("{}", plugins_text(&reg));
@@ -195,10 +234,19 @@ pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
             let p = load_plain(pipeline)?;
             let store = exec::store_of(&p)?;
             let Some(log) = RunLog::load(&store, &p.name) else {
-                return Err(AppError::Input(format!("pipeline `{}` has not been run yet (no run log in {}); run `pretext run {}`", p.name, exec::display_path(store.root()), pipeline.display())));
+                return Err(AppError::Input(format!(
+                    "pipeline `{}` has not been run yet (no run log in {}); run `pretext run {}`",
+                    p.name,
+                    exec::display_path(store.root()),
+                    pipeline.display()
+                )));
             };
             if *json {
-                println!("{}", serde_json::to_string_pretty(&log).map_err(|e| AppError::Failed(e.to_string()))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&log)
+                        .map_err(|e| AppError::Failed(e.to_string()))?
+                );
             } else {
                 print!("{}", progress::summary_table(&log));
                 for name in &log.order {
@@ -217,18 +265,37 @@ pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
             }
             Ok(())
         }
-        Command::Store { command: StoreCommand::Verify { pipeline } } => {
+        Command::Store {
+            command: StoreCommand::Verify { pipeline },
+        } => {
             let p = load_plain(pipeline)?;
             let store = exec::store_of(&p)?;
             let report = store.verify()?;
-            println!("{} entries ok, {} corrupt", report.ok.len(), report.corrupt.len());
+            println!(
+                "{} entries ok, {} corrupt",
+                report.ok.len(),
+                report.corrupt.len()
+            );
             for c in &report.corrupt {
-                println!("  CORRUPT {} ({}): {}", c.path.display(), c.kind, c.problems.join("; "));
+                println!(
+                    "  CORRUPT {} ({}): {}",
+                    c.path.display(),
+                    c.kind,
+                    c.problems.join("; ")
+                );
             }
             if report.is_ok() {
                 Ok(())
             } else {
-                Err(AppError::Failed(format!("{} corrupt store entr{}", report.corrupt.len(), if report.corrupt.len() == 1 { "y" } else { "ies" })))
+                Err(AppError::Failed(format!(
+                    "{} corrupt store entr{}",
+                    report.corrupt.len(),
+                    if report.corrupt.len() == 1 {
+                        "y"
+                    } else {
+                        "ies"
+                    }
+                )))
             }
         }
     }
@@ -239,13 +306,24 @@ pub fn graph_text(p: &Pipeline, format: GraphFormat) -> String {
     let mut out = String::new();
     match format {
         GraphFormat::Dot => {
-            out.push_str(&format!("digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, style=rounded];\n", p.name));
+            out.push_str(&format!(
+                "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, style=rounded];\n",
+                p.name
+            ));
             for s in &p.stages {
-                out.push_str(&format!("  \"{}\" [label=\"{}\\n({})\"];\n", s.name, s.name, s.kind.as_str()));
+                out.push_str(&format!(
+                    "  \"{}\" [label=\"{}\\n({})\"];\n",
+                    s.name,
+                    s.name,
+                    s.kind.as_str()
+                ));
             }
             for s in &p.stages {
                 for (role, src) in &s.inputs {
-                    out.push_str(&format!("  \"{src}\" -> \"{}\" [label=\"{role}\"];\n", s.name));
+                    out.push_str(&format!(
+                        "  \"{src}\" -> \"{}\" [label=\"{role}\"];\n",
+                        s.name
+                    ));
                 }
             }
             out.push_str("}\n");
@@ -253,11 +331,20 @@ pub fn graph_text(p: &Pipeline, format: GraphFormat) -> String {
         GraphFormat::Mermaid => {
             out.push_str("flowchart LR\n");
             for s in &p.stages {
-                out.push_str(&format!("  {}[\"{}<br/>({})\"]\n", mermaid_id(&s.name), s.name, s.kind.as_str()));
+                out.push_str(&format!(
+                    "  {}[\"{}<br/>({})\"]\n",
+                    mermaid_id(&s.name),
+                    s.name,
+                    s.kind.as_str()
+                ));
             }
             for s in &p.stages {
                 for (role, src) in &s.inputs {
-                    out.push_str(&format!("  {} -->|{role}| {}\n", mermaid_id(src), mermaid_id(&s.name)));
+                    out.push_str(&format!(
+                        "  {} -->|{role}| {}\n",
+                        mermaid_id(src),
+                        mermaid_id(&s.name)
+                    ));
                 }
             }
         }
@@ -266,7 +353,9 @@ pub fn graph_text(p: &Pipeline, format: GraphFormat) -> String {
 }
 
 fn mermaid_id(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }
 
 fn plugins_text(reg: &crate::plugins::Registry) -> String {
@@ -275,15 +364,26 @@ fn plugins_text(reg: &crate::plugins::Registry) -> String {
         out.push_str("no plugin libraries found. Build the workspace (`cargo build --release`) or pass --plugin-dir.\n");
     }
     for lib in &reg.libraries {
-        out.push_str(&format!("{} {} (sdk {})\n  path:   {}\n  digest: {}\n", lib.name, lib.version, lib.sdk_version, lib.path.display(), lib.digest));
+        out.push_str(&format!(
+            "{} {} (sdk {})\n  path:   {}\n  digest: {}\n",
+            lib.name,
+            lib.version,
+            lib.sdk_version,
+            lib.path.display(),
+            lib.digest
+        ));
         for (name, f) in &reg.objectives {
             if std::sync::Arc::ptr_eq(&f.library, lib) {
-                out.push_str(&format!("  objective     {name:<22} {}\n", unsafe { f.entry.summary.as_str() }));
+                out.push_str(&format!("  objective     {name:<22} {}\n", unsafe {
+                    f.entry.summary.as_str()
+                }));
             }
         }
         for (name, f) in &reg.augmentations {
             if std::sync::Arc::ptr_eq(&f.library, lib) {
-                out.push_str(&format!("  augmentation  {name:<22} {}\n", unsafe { f.entry.summary.as_str() }));
+                out.push_str(&format!("  augmentation  {name:<22} {}\n", unsafe {
+                    f.entry.summary.as_str()
+                }));
             }
         }
     }
@@ -295,5 +395,13 @@ fn plugins_text(reg: &crate::plugins::Registry) -> String {
 
 /// Stage kinds that run in this version (for help texts).
 pub fn supported_kinds() -> Vec<&'static str> {
-    [StageKind::Ingest, StageKind::Augment, StageKind::Pretrain, StageKind::Probe].iter().map(|k| k.as_str()).collect()
+    [
+        StageKind::Ingest,
+        StageKind::Augment,
+        StageKind::Pretrain,
+        StageKind::Probe,
+    ]
+    .iter()
+    .map(|k| k.as_str())
+    .collect()
 }

@@ -5,11 +5,11 @@
 //! dfdx), `plugins` (loading and hosting plugin libraries), `data` (datasets and formats),
 //! `stages` (one file per stage kind), `exec` (planning and running), `cli` (commands).
 
-pub mod engine;
-pub mod plugins;
-pub mod data;
-pub mod pipeline;
-pub mod stages;
-pub mod exec;
-pub mod store;
 pub mod cli;
+pub mod data;
+pub mod engine;
+pub mod exec;
+pub mod pipeline;
+pub mod plugins;
+pub mod stages;
+pub mod store;

@@ -51,7 +51,11 @@ impl Objective for SimClr {
     fn needs(&self) -> Needs {
         Needs {
             views: 2,
-            projector: Some((self.projector_hidden, self.projector_dim, self.projector_layers)),
+            projector: Some((
+                self.projector_hidden,
+                self.projector_dim,
+                self.projector_layers,
+            )),
             ..Needs::default()
         }
     }
@@ -65,13 +69,20 @@ impl Objective for SimClr {
 
 /// NT-Xent over the 2N rows of `[a; b]`: row i's positive is its other view, every other row
 /// (2N - 2 of them) is a negative; the self-similarity is masked out.
-pub fn nt_xent<'a>(ops: &'a Ops, a: &Tensor<'a>, b: &Tensor<'a>, temperature: f64) -> Result<Tensor<'a>> {
+pub fn nt_xent<'a>(
+    ops: &'a Ops,
+    a: &Tensor<'a>,
+    b: &Tensor<'a>,
+    temperature: f64,
+) -> Result<Tensor<'a>> {
     let (n, _) = a.shape()?;
     let z = a.concat(b, Axis::Rows)?.l2_normalize(Axis::Cols, 1e-8)?;
     let sim = z.matmul(&z.t()?)?.mul_scalar(1.0 / temperature)?;
     // Remove self-pairs: subtracting a large constant on the diagonal makes exp() vanish.
     let logits = sim.sub(&ops.eye(2 * n)?.mul_scalar(1e9)?)?;
-    let labels: Vec<u32> = (0..2 * n as u32).map(|i| (i + n as u32) % (2 * n as u32)).collect();
+    let labels: Vec<u32> = (0..2 * n as u32)
+        .map(|i| (i + n as u32) % (2 * n as u32))
+        .collect();
     let loss = logits.cross_entropy(&labels)?;
     // Mean cosine similarity of positive pairs: a cheap health signal for the run.
     let pos = a

@@ -44,10 +44,16 @@ pub struct PtxStr {
 
 impl PtxStr {
     pub const fn from_static(s: &'static str) -> Self {
-        PtxStr { ptr: s.as_ptr(), len: s.len() }
+        PtxStr {
+            ptr: s.as_ptr(),
+            len: s.len(),
+        }
     }
     pub fn borrowed(s: &str) -> Self {
-        PtxStr { ptr: s.as_ptr(), len: s.len() }
+        PtxStr {
+            ptr: s.as_ptr(),
+            len: s.len(),
+        }
     }
     /// # Safety
     /// `ptr..ptr+len` must be valid UTF-8 that outlives `'a`.
@@ -266,15 +272,28 @@ pub struct PtxTensorOps {
     ) -> Handle,
     pub concat: unsafe extern "C" fn(ctx: *mut c_void, a: Handle, b: Handle, axis: i32) -> Handle,
     /// Mean cross-entropy of `logits (n, c)` against class indices `labels[0..n]`.
-    pub cross_entropy:
-        unsafe extern "C" fn(ctx: *mut c_void, logits: Handle, labels: *const u32, n: usize) -> Handle,
+    pub cross_entropy: unsafe extern "C" fn(
+        ctx: *mut c_void,
+        logits: Handle,
+        labels: *const u32,
+        n: usize,
+    ) -> Handle,
     /// A constant (no gradient) from `rows * cols` row-major values.
-    pub constant:
-        unsafe extern "C" fn(ctx: *mut c_void, data: *const f32, rows: usize, cols: usize) -> Handle,
-    pub full: unsafe extern "C" fn(ctx: *mut c_void, value: f64, rows: usize, cols: usize) -> Handle,
+    pub constant: unsafe extern "C" fn(
+        ctx: *mut c_void,
+        data: *const f32,
+        rows: usize,
+        cols: usize,
+    ) -> Handle,
+    pub full:
+        unsafe extern "C" fn(ctx: *mut c_void, value: f64, rows: usize, cols: usize) -> Handle,
     pub eye: unsafe extern "C" fn(ctx: *mut c_void, n: usize) -> Handle,
-    pub shape:
-        unsafe extern "C" fn(ctx: *mut c_void, a: Handle, rows: *mut usize, cols: *mut usize) -> i32,
+    pub shape: unsafe extern "C" fn(
+        ctx: *mut c_void,
+        a: Handle,
+        rows: *mut usize,
+        cols: *mut usize,
+    ) -> i32,
     /// Copy the values of `a` (row-major) into `out[0..len]`; `len` must equal rows*cols.
     pub read: unsafe extern "C" fn(ctx: *mut c_void, a: Handle, out: *mut f32, len: usize) -> i32,
     /// Report a scalar as a per-epoch metric named `objective.<name>`.

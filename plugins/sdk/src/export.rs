@@ -30,7 +30,10 @@ fn install_panic_hook() {
             } else {
                 "unknown panic payload".to_string()
             };
-            let loc = info.location().map(|l| format!(" ({}:{})", l.file(), l.line())).unwrap_or_default();
+            let loc = info
+                .location()
+                .map(|l| format!(" ({}:{})", l.file(), l.line()))
+                .unwrap_or_default();
             LAST_PANIC.with(|p| *p.borrow_mut() = Some(format!("{msg}{loc}")));
         }));
     });
@@ -74,7 +77,9 @@ unsafe fn guard(host: *const PtxHost, what: &str, f: impl FnOnce() -> Result<(),
         }
         Ok(Err(Error::Host)) => PTX_ERROR,
         Err(_) => {
-            let msg = LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| "unknown panic".into());
+            let msg = LAST_PANIC
+                .with(|p| p.borrow_mut().take())
+                .unwrap_or_else(|| "unknown panic".into());
             set_error(host, &format!("the plugin panicked in `{what}`: {msg}"));
             PTX_PANIC
         }
@@ -120,7 +125,10 @@ unsafe extern "C" fn obj_loss<T: Objective>(
     guard(host, "loss", || {
         let obj = &mut *(inst as *mut T);
         let ops = Ops::from_raw(ops);
-        let inputs = Inputs { raw: &*inputs, ops: &ops };
+        let inputs = Inputs {
+            raw: &*inputs,
+            ops: &ops,
+        };
         let loss = obj.loss(&ops, &inputs)?;
         *out = loss.handle();
         Ok(())
@@ -153,7 +161,11 @@ unsafe fn image_shape(b: &PtxBuffer, what: &str) -> Result<ImageShape, Error> {
             b.dtype, b.rank
         )));
     }
-    Ok(ImageShape { channels: b.shape[0] as usize, height: b.shape[1] as usize, width: b.shape[2] as usize })
+    Ok(ImageShape {
+        channels: b.shape[0] as usize,
+        height: b.shape[1] as usize,
+        width: b.shape[2] as usize,
+    })
 }
 
 unsafe extern "C" fn aug_create<T: Augmentation>(
@@ -203,8 +215,14 @@ unsafe extern "C" fn aug_apply<T: Augmentation>(
         if ib.data.is_null() || ob.data.is_null() {
             return Err(Error::msg(format!("{}: null image buffer", T::NAME)));
         }
-        let inp = Image { shape: is, data: std::slice::from_raw_parts(ib.data as *const f32, is.len()) };
-        let out = ImageMut { shape: os, data: std::slice::from_raw_parts_mut(ob.data as *mut f32, os.len()) };
+        let inp = Image {
+            shape: is,
+            data: std::slice::from_raw_parts(ib.data as *const f32, is.len()),
+        };
+        let out = ImageMut {
+            shape: os,
+            data: std::slice::from_raw_parts_mut(ob.data as *mut f32, os.len()),
+        };
         let mut rng = Rng::new(seed);
         aug.apply(&mut rng, inp, out)
     })
@@ -262,7 +280,11 @@ impl InfoHolder {
             augmentations: augmentations.as_ptr(),
             n_augmentations: augmentations.len(),
         };
-        InfoHolder { _objectives: objectives, _augmentations: augmentations, info }
+        InfoHolder {
+            _objectives: objectives,
+            _augmentations: augmentations,
+            info,
+        }
     }
 
     pub fn info(&self) -> *const PtxPluginInfo {

@@ -24,7 +24,13 @@ pub struct Needs {
 
 impl Default for Needs {
     fn default() -> Self {
-        Needs { views: 2, projector: None, predictor_hidden: None, ema_teacher: None, uses_state: false }
+        Needs {
+            views: 2,
+            projector: None,
+            predictor_hidden: None,
+            ema_teacher: None,
+            uses_state: false,
+        }
     }
 }
 
@@ -274,7 +280,8 @@ impl<'a> Tensor<'a> {
 
     fn axis_op(&self, code: u32, axis: Axis, param: f64) -> Result<Tensor<'a>> {
         let t = self.ops.t();
-        self.ops.wrap(unsafe { (t.axis_op)(t.ctx, code, self.h, axis.raw(), param) })
+        self.ops
+            .wrap(unsafe { (t.axis_op)(t.ctx, code, self.h, axis.raw(), param) })
     }
 
     pub fn softmax(&self, axis: Axis) -> Result<Tensor<'a>> {
@@ -293,19 +300,22 @@ impl<'a> Tensor<'a> {
     /// Rows (`Axis::Rows`) or columns (`Axis::Cols`) `start..end`.
     pub fn slice(&self, axis: Axis, start: usize, end: usize) -> Result<Tensor<'a>> {
         let t = self.ops.t();
-        self.ops.wrap(unsafe { (t.slice)(t.ctx, self.h, axis.raw(), start, end) })
+        self.ops
+            .wrap(unsafe { (t.slice)(t.ctx, self.h, axis.raw(), start, end) })
     }
 
     /// Stack `self` and `other` along `axis` (`Axis::Rows`: more rows).
     pub fn concat(&self, other: &Tensor, axis: Axis) -> Result<Tensor<'a>> {
         let t = self.ops.t();
-        self.ops.wrap(unsafe { (t.concat)(t.ctx, self.h, other.h, axis.raw()) })
+        self.ops
+            .wrap(unsafe { (t.concat)(t.ctx, self.h, other.h, axis.raw()) })
     }
 
     /// Mean cross-entropy of these logits `(n, classes)` against class indices.
     pub fn cross_entropy(&self, labels: &[u32]) -> Result<Tensor<'a>> {
         let t = self.ops.t();
-        self.ops.wrap(unsafe { (t.cross_entropy)(t.ctx, self.h, labels.as_ptr(), labels.len()) })
+        self.ops
+            .wrap(unsafe { (t.cross_entropy)(t.ctx, self.h, labels.as_ptr(), labels.len()) })
     }
 
     /// `(rows, cols)`.
@@ -337,7 +347,10 @@ impl<'a> Tensor<'a> {
             return Err(Error::msg("covariance needs at least 2 rows"));
         }
         let centered = self.sub(&self.mean(Axis::Rows)?)?;
-        centered.t()?.matmul(&centered)?.mul_scalar(1.0 / (n as f64 - 1.0))
+        centered
+            .t()?
+            .matmul(&centered)?
+            .mul_scalar(1.0 / (n as f64 - 1.0))
     }
 }
 
@@ -350,7 +363,9 @@ pub struct Inputs<'a> {
 impl<'a> Inputs<'a> {
     fn per_view(&self, arr: *const Handle) -> Result<Vec<Tensor<'a>>> {
         if arr.is_null() {
-            return Err(Error::msg("the host did not provide this head (declare it in needs())"));
+            return Err(Error::msg(
+                "the host did not provide this head (declare it in needs())",
+            ));
         }
         let hs = unsafe { std::slice::from_raw_parts(arr, self.raw.n_views as usize) };
         hs.iter().map(|&h| self.ops.wrap(h)).collect()

@@ -38,13 +38,21 @@ pub struct Params {
 impl Params {
     /// Parameters for a plugin named `owner` (used in error messages).
     pub fn new(owner: &str, entries: Vec<(String, Value)>) -> Self {
-        Params { owner: owner.to_string(), entries, read: Vec::new() }
+        Params {
+            owner: owner.to_string(),
+            entries,
+            read: Vec::new(),
+        }
     }
 
     /// # Safety
     /// `ptr` must point to `n` valid [`PtxParam`]s whose strings and lists are valid.
     pub(crate) unsafe fn from_raw(owner: &str, ptr: *const PtxParam, n: usize) -> Result<Self> {
-        let raw = if n == 0 || ptr.is_null() { &[][..] } else { std::slice::from_raw_parts(ptr, n) };
+        let raw = if n == 0 || ptr.is_null() {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(ptr, n)
+        };
         let mut entries = Vec::with_capacity(n);
         for p in raw {
             let key = p.key.as_str().to_string();
@@ -201,7 +209,13 @@ mod tests {
     use super::*;
 
     fn params(entries: &[(&str, Value)]) -> Params {
-        Params::new("test", entries.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+        Params::new(
+            "test",
+            entries
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -219,14 +233,20 @@ mod tests {
         let mut p = params(&[("temprature", Value::Float(0.5))]);
         p.f64("temperature", 0.1).unwrap();
         let err = p.finish().unwrap_err().to_string();
-        assert!(err.contains("unknown parameter `temprature` (did you mean `temperature`?)"), "{err}");
+        assert!(
+            err.contains("unknown parameter `temprature` (did you mean `temperature`?)"),
+            "{err}"
+        );
     }
 
     #[test]
     fn wrong_type_and_range() {
         let mut p = params(&[("t", Value::Str("x".into())), ("r", Value::Float(3.0))]);
         let err = p.f64("t", 0.1).unwrap_err().to_string();
-        assert_eq!(err, "test: parameter `t` must be a number, but it is a string");
+        assert_eq!(
+            err,
+            "test: parameter `t` must be a number, but it is a string"
+        );
         let err = p.f64_in("r", 0.5, 0.0, 1.0).unwrap_err().to_string();
         assert!(err.contains("out of range"), "{err}");
     }

@@ -17,12 +17,18 @@ pub struct IdxArray {
 
 /// Read a file, transparently gunzipping it when it starts with the gzip magic.
 pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
-    let raw = std::fs::read(path).map_err(|e| DataError::file(path, format!("cannot read: {e}")))?;
+    let raw =
+        std::fs::read(path).map_err(|e| DataError::file(path, format!("cannot read: {e}")))?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(&raw[..])
             .read_to_end(&mut out)
-            .map_err(|e| DataError::file(path, format!("corrupt gzip data: {e}; re-fetch the file (datasets/fetch)")))?;
+            .map_err(|e| {
+                DataError::file(
+                    path,
+                    format!("corrupt gzip data: {e}; re-fetch the file (datasets/fetch)"),
+                )
+            })?;
         Ok(out)
     } else {
         Ok(raw)
@@ -32,28 +38,56 @@ pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
 /// Parse IDX bytes (already decompressed). `path` is for messages only.
 pub fn parse(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
     if bytes.len() < 4 {
-        return Err(DataError::file(path, "too short to be an IDX file (no 4-byte magic number)"));
+        return Err(DataError::file(
+            path,
+            "too short to be an IDX file (no 4-byte magic number)",
+        ));
     }
     if bytes[0] != 0 || bytes[1] != 0 {
-        return Err(DataError::file(path, format!("not an IDX file: magic number starts with {:#04x} {:#04x}, expected 0x00 0x00", bytes[0], bytes[1])));
+        return Err(DataError::file(
+            path,
+            format!(
+                "not an IDX file: magic number starts with {:#04x} {:#04x}, expected 0x00 0x00",
+                bytes[0], bytes[1]
+            ),
+        ));
     }
     if bytes[2] != 0x08 {
-        return Err(DataError::file(path, format!("IDX element type {:#04x} is not supported; only unsigned bytes (0x08) are", bytes[2])));
+        return Err(DataError::file(
+            path,
+            format!(
+                "IDX element type {:#04x} is not supported; only unsigned bytes (0x08) are",
+                bytes[2]
+            ),
+        ));
     }
     let ndims = bytes[3] as usize;
     if ndims == 0 || ndims > 4 {
-        return Err(DataError::file(path, format!("IDX file declares {ndims} dimensions; expected 1 to 4")));
+        return Err(DataError::file(
+            path,
+            format!("IDX file declares {ndims} dimensions; expected 1 to 4"),
+        ));
     }
     let header = 4 + 4 * ndims;
     if bytes.len() < header {
         return Err(DataError::file(path, "truncated IDX header"));
     }
     let dims: Vec<usize> = (0..ndims)
-        .map(|i| u32::from_be_bytes([bytes[4 + 4 * i], bytes[5 + 4 * i], bytes[6 + 4 * i], bytes[7 + 4 * i]]) as usize)
+        .map(|i| {
+            u32::from_be_bytes([
+                bytes[4 + 4 * i],
+                bytes[5 + 4 * i],
+                bytes[6 + 4 * i],
+                bytes[7 + 4 * i],
+            ]) as usize
+        })
         .collect();
     let expected = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
     let Some(expected) = expected else {
-        return Err(DataError::file(path, format!("IDX dimensions {dims:?} overflow")));
+        return Err(DataError::file(
+            path,
+            format!("IDX dimensions {dims:?} overflow"),
+        ));
     };
     let have = bytes.len() - header;
     if have != expected {
@@ -62,7 +96,10 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
             format!("IDX header promises {expected} bytes of data for dimensions {dims:?}, but the file has {have}; the file is truncated or corrupt"),
         ));
     }
-    Ok(IdxArray { dims, data: bytes[header..].to_vec() })
+    Ok(IdxArray {
+        dims,
+        data: bytes[header..].to_vec(),
+    })
 }
 
 /// Read an IDX file from disk (raw or gzip).
@@ -117,12 +154,18 @@ mod tests {
         let raw = dir.path().join("a.idx");
         std::fs::write(&raw, idx(&[1, 2], &[9, 8])).unwrap();
         let gz = dir.path().join("a.idx.gz");
-        let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::default());
+        let mut enc = flate2::write::GzEncoder::new(
+            std::fs::File::create(&gz).unwrap(),
+            flate2::Compression::default(),
+        );
         enc.write_all(&idx(&[1, 2], &[9, 8])).unwrap();
         enc.finish().unwrap();
         assert_eq!(read(&raw).unwrap(), read(&gz).unwrap());
         let broken = dir.path().join("b.gz");
         std::fs::write(&broken, [0x1f, 0x8b, 8, 0, 1, 2, 3]).unwrap();
-        assert!(read(&broken).unwrap_err().to_string().contains("corrupt gzip"));
+        assert!(read(&broken)
+            .unwrap_err()
+            .to_string()
+            .contains("corrupt gzip"));
     }
 }

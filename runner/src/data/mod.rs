@@ -28,12 +28,19 @@ pub enum DataError {
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
     #[error("{path}: record {record}: {message}")]
-    Record { path: PathBuf, record: usize, message: String },
+    Record {
+        path: PathBuf,
+        record: usize,
+        message: String,
+    },
 }
 
 impl DataError {
     pub fn file(path: impl Into<PathBuf>, message: impl Into<String>) -> DataError {
-        DataError::File { path: path.into(), message: message.into() }
+        DataError::File {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -64,22 +71,33 @@ impl Dataset {
     /// Pixels of row `i` scaled to `[0, 1]`.
     pub fn image_f32(&self, i: usize) -> Vec<f32> {
         let n = self.sample_len();
-        self.pixels[i * n..(i + 1) * n].iter().map(|&p| p as f32 / 255.0).collect()
+        self.pixels[i * n..(i + 1) * n]
+            .iter()
+            .map(|&p| p as f32 / 255.0)
+            .collect()
     }
     /// Row indices of one split.
     pub fn rows(&self, split: Split) -> Vec<usize> {
-        (0..self.len()).filter(|&i| self.splits[i] == split).collect()
+        (0..self.len())
+            .filter(|&i| self.splits[i] == split)
+            .collect()
     }
     /// Number of classes (max label + 1), if labelled.
     pub fn classes(&self) -> Option<usize> {
-        self.labels.as_ref().map(|l| l.iter().copied().max().map_or(0, |m| m as usize + 1))
+        self.labels
+            .as_ref()
+            .map(|l| l.iter().copied().max().map_or(0, |m| m as usize + 1))
     }
     /// Rows (scaled to `[0, 1]`) of `idx` as one row-major `(idx.len(), c·h·w)` buffer.
     pub fn batch_f32(&self, idx: &[usize]) -> Vec<f32> {
         let n = self.sample_len();
         let mut out = Vec::with_capacity(idx.len() * n);
         for &i in idx {
-            out.extend(self.pixels[i * n..(i + 1) * n].iter().map(|&p| p as f32 / 255.0));
+            out.extend(
+                self.pixels[i * n..(i + 1) * n]
+                    .iter()
+                    .map(|&p| p as f32 / 255.0),
+            );
         }
         out
     }

@@ -51,21 +51,31 @@ pub fn write_dataset(ds: &Dataset, path: &Path) -> Result<(), DataError> {
     .map_err(|e| perr(path, e))?;
     let (c, h, w) = ds.shape;
     let meta = vec![KeyValue::new(SHAPE_KEY.to_string(), format!("{c},{h},{w}"))];
-    let file = File::create(path).map_err(|e| DataError::file(path, format!("cannot create: {e}")))?;
-    let mut writer = SerializedFileWriter::new(file, Arc::new(schema), props(meta)).map_err(|e| perr(path, e))?;
+    let file =
+        File::create(path).map_err(|e| DataError::file(path, format!("cannot create: {e}")))?;
+    let mut writer = SerializedFileWriter::new(file, Arc::new(schema), props(meta))
+        .map_err(|e| perr(path, e))?;
     let n = ds.len();
     let ids: Vec<i64> = ds.ids.iter().map(|&i| i as i64).collect();
-    let splits: Vec<ByteArray> = ds.splits.iter().map(|s| ByteArray::from(s.as_str())).collect();
+    let splits: Vec<ByteArray> = ds
+        .splits
+        .iter()
+        .map(|s| ByteArray::from(s.as_str()))
+        .collect();
     let (labels, label_def) = label_levels(ds.labels.as_deref(), n);
     let k = ds.sample_len();
-    let images: Vec<ByteArray> = (0..n).map(|i| ByteArray::from(ds.pixels[i * k..(i + 1) * k].to_vec())).collect();
+    let images: Vec<ByteArray> = (0..n)
+        .map(|i| ByteArray::from(ds.pixels[i * k..(i + 1) * k].to_vec()))
+        .collect();
     let mut rg = writer.next_row_group().map_err(|e| perr(path, e))?;
     let mut col = 0;
     while let Some(mut cw) = rg.next_column().map_err(|e| perr(path, e))? {
         let r = match col {
             0 => cw.typed::<Int64Type>().write_batch(&ids, None, None),
             1 => cw.typed::<ByteArrayType>().write_batch(&splits, None, None),
-            2 => cw.typed::<Int32Type>().write_batch(&labels, Some(&label_def), None),
+            2 => cw
+                .typed::<Int32Type>()
+                .write_batch(&labels, Some(&label_def), None),
             _ => cw.typed::<ByteArrayType>().write_batch(&images, None, None),
         };
         r.map_err(|e| perr(path, e))?;
@@ -87,29 +97,54 @@ pub fn read_dataset(path: &Path) -> Result<Dataset, DataError> {
         .key_value_metadata()
         .and_then(|kv| kv.iter().find(|k| k.key == SHAPE_KEY))
         .and_then(|k| k.value.clone())
-        .ok_or_else(|| DataError::file(path, format!("missing `{SHAPE_KEY}` metadata; not a pretext dataset")))?;
+        .ok_or_else(|| {
+            DataError::file(
+                path,
+                format!("missing `{SHAPE_KEY}` metadata; not a pretext dataset"),
+            )
+        })?;
     let dims: Vec<usize> = shape.split(',').filter_map(|s| s.parse().ok()).collect();
     let [c, h, w] = dims[..] else {
-        return Err(DataError::file(path, format!("bad `{SHAPE_KEY}` metadata `{shape}`")));
+        return Err(DataError::file(
+            path,
+            format!("bad `{SHAPE_KEY}` metadata `{shape}`"),
+        ));
     };
-    let mut ds = Dataset { shape: (c, h, w), ids: Vec::new(), splits: Vec::new(), labels: Some(Vec::new()), pixels: Vec::new() };
+    let mut ds = Dataset {
+        shape: (c, h, w),
+        ids: Vec::new(),
+        splits: Vec::new(),
+        labels: Some(Vec::new()),
+        pixels: Vec::new(),
+    };
     let rows = reader.get_row_iter(None).map_err(|e| perr(path, e))?;
     for (record, row) in rows.enumerate() {
         let row = row.map_err(|e| perr(path, e))?;
-        let bad = |m: String| DataError::Record { path: path.to_path_buf(), record, message: m };
-        ds.ids.push(row.get_long(0).map_err(|e| bad(e.to_string()))? as u64);
-        ds.splits.push(match row.get_string(1).map_err(|e| bad(e.to_string()))?.as_str() {
-            "train" => Split::Train,
-            "test" => Split::Test,
-            other => return Err(bad(format!("unknown split `{other}`"))),
-        });
+        let bad = |m: String| DataError::Record {
+            path: path.to_path_buf(),
+            record,
+            message: m,
+        };
+        ds.ids
+            .push(row.get_long(0).map_err(|e| bad(e.to_string()))? as u64);
+        ds.splits.push(
+            match row.get_string(1).map_err(|e| bad(e.to_string()))?.as_str() {
+                "train" => Split::Train,
+                "test" => Split::Test,
+                other => return Err(bad(format!("unknown split `{other}`"))),
+            },
+        );
         match row.get_int(2) {
             Ok(l) if l >= 0 => ds.labels.as_mut().map(|v| v.push(l as u32)),
             _ => ds.labels.take().map(|_| ()),
         };
         let img = row.get_bytes(3).map_err(|e| bad(e.to_string()))?;
         if img.len() != c * h * w {
-            return Err(bad(format!("image has {} bytes, expected {}", img.len(), c * h * w)));
+            return Err(bad(format!(
+                "image has {} bytes, expected {}",
+                img.len(),
+                c * h * w
+            )));
         }
         ds.pixels.extend_from_slice(img.data());
     }
@@ -120,21 +155,35 @@ pub fn read_dataset(path: &Path) -> Result<Dataset, DataError> {
 }
 
 /// Write per-row embeddings `(n, d)` with ids, splits and labels.
-pub fn write_embeddings(path: &Path, ids: &[u64], splits: &[Split], labels: Option<&[u32]>, emb: &[f32], dim: usize) -> Result<(), DataError> {
+pub fn write_embeddings(
+    path: &Path,
+    ids: &[u64],
+    splits: &[Split],
+    labels: Option<&[u32]>,
+    emb: &[f32],
+    dim: usize,
+) -> Result<(), DataError> {
     let schema = parse_message_type(
         "message embeddings { REQUIRED INT64 id; REQUIRED BYTE_ARRAY split (UTF8); OPTIONAL INT32 label; \
          REQUIRED GROUP embedding (LIST) { REPEATED GROUP list { REQUIRED FLOAT element; } } }",
     )
     .map_err(|e| perr(path, e))?;
-    let file = File::create(path).map_err(|e| DataError::file(path, format!("cannot create: {e}")))?;
-    let meta = vec![KeyValue::new("pretext.embedding_dim".to_string(), dim.to_string())];
-    let mut writer = SerializedFileWriter::new(file, Arc::new(schema), props(meta)).map_err(|e| perr(path, e))?;
+    let file =
+        File::create(path).map_err(|e| DataError::file(path, format!("cannot create: {e}")))?;
+    let meta = vec![KeyValue::new(
+        "pretext.embedding_dim".to_string(),
+        dim.to_string(),
+    )];
+    let mut writer = SerializedFileWriter::new(file, Arc::new(schema), props(meta))
+        .map_err(|e| perr(path, e))?;
     let n = ids.len();
     let ids64: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
     let sp: Vec<ByteArray> = splits.iter().map(|s| ByteArray::from(s.as_str())).collect();
     let (lab, lab_def) = label_levels(labels, n);
     // One list per row: repetition level 0 starts a row, 1 continues it.
-    let rep: Vec<i16> = (0..n * dim).map(|i| if i % dim == 0 { 0 } else { 1 }).collect();
+    let rep: Vec<i16> = (0..n * dim)
+        .map(|i| if i % dim == 0 { 0 } else { 1 })
+        .collect();
     let def = vec![1i16; n * dim];
     let mut rg = writer.next_row_group().map_err(|e| perr(path, e))?;
     let mut col = 0;
@@ -142,8 +191,12 @@ pub fn write_embeddings(path: &Path, ids: &[u64], splits: &[Split], labels: Opti
         let r = match col {
             0 => cw.typed::<Int64Type>().write_batch(&ids64, None, None),
             1 => cw.typed::<ByteArrayType>().write_batch(&sp, None, None),
-            2 => cw.typed::<Int32Type>().write_batch(&lab, Some(&lab_def), None),
-            _ => cw.typed::<FloatType>().write_batch(emb, Some(&def), Some(&rep)),
+            2 => cw
+                .typed::<Int32Type>()
+                .write_batch(&lab, Some(&lab_def), None),
+            _ => cw
+                .typed::<FloatType>()
+                .write_batch(emb, Some(&def), Some(&rep)),
         };
         r.map_err(|e| perr(path, e))?;
         cw.close().map_err(|e| perr(path, e))?;
@@ -180,13 +233,28 @@ mod tests {
     fn embeddings_are_readable_lists() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("e.parquet");
-        write_embeddings(&p, &[1, 2], &[Split::Train, Split::Test], Some(&[4, 5]), &[0.5, 1.5, 2.5, 3.5, 4.5, 5.5], 3).unwrap();
+        write_embeddings(
+            &p,
+            &[1, 2],
+            &[Split::Train, Split::Test],
+            Some(&[4, 5]),
+            &[0.5, 1.5, 2.5, 3.5, 4.5, 5.5],
+            3,
+        )
+        .unwrap();
         let reader = SerializedFileReader::new(File::open(&p).unwrap()).unwrap();
-        let rows: Vec<_> = reader.get_row_iter(None).unwrap().map(|r| r.unwrap()).collect();
+        let rows: Vec<_> = reader
+            .get_row_iter(None)
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
         assert_eq!(rows.len(), 2);
         let l = rows[1].get_list(3).unwrap();
         use parquet::record::ListAccessor;
-        assert_eq!((l.len(), l.get_float(0).unwrap(), l.get_float(2).unwrap()), (3, 3.5, 5.5));
+        assert_eq!(
+            (l.len(), l.get_float(0).unwrap(), l.get_float(2).unwrap()),
+            (3, 3.5, 5.5)
+        );
         assert_eq!(rows[1].get_int(2).unwrap(), 5);
     }
 

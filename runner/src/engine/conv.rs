@@ -53,7 +53,8 @@ fn for_each_tap(g: Geometry, s: ConvSpec, mut f: impl FnMut(usize, usize, usize)
                         if ix < 0 || ix >= g.width as isize {
                             continue;
                         }
-                        let src = ((b * g.height + iy as usize) * g.width + ix as usize) * g.channels;
+                        let src =
+                            ((b * g.height + iy as usize) * g.width + ix as usize) * g.channels;
                         let dst = row * cols + (ky * s.kernel + kx) * g.channels;
                         for c in 0..g.channels {
                             f(dst + c, src + c, row);
@@ -84,15 +85,29 @@ impl Graph {
     /// im2col as a differentiable op. `x` is `(B·H·W, C)`.
     pub fn im2col(&mut self, x: &Tensor, g: Geometry, s: ConvSpec) -> Result<Tensor> {
         if x.shape() != (g.batch * g.height * g.width, g.channels) {
-            return Err(shape_err("im2col", format!("tensor {:?} does not match {g:?}", x.shape())));
+            return Err(shape_err(
+                "im2col",
+                format!("tensor {:?} does not match {g:?}", x.shape()),
+            ));
         }
-        if s.kernel == 0 || s.stride == 0 || g.height + 2 * s.padding < s.kernel || g.width + 2 * s.padding < s.kernel {
-            return Err(shape_err("im2col", format!("{s:?} does not fit a {}x{} input", g.height, g.width)));
+        if s.kernel == 0
+            || s.stride == 0
+            || g.height + 2 * s.padding < s.kernel
+            || g.width + 2 * s.padding < s.kernel
+        {
+            return Err(shape_err(
+                "im2col",
+                format!("{s:?} does not fit a {}x{} input", g.height, g.width),
+            ));
         }
         let (oh, ow) = s.out_hw(g.height, g.width);
         let cols = im2col_host(&x.to_vec(), g, s);
-        let out = self.dev.tensor_from_vec_2d(cols, g.batch * oh * ow, s.kernel * s.kernel * g.channels);
-        Ok(self.custom(&[x], out, move |g_out| vec![Some(col2im_host(&g_out, g, s))]))
+        let out =
+            self.dev
+                .tensor_from_vec_2d(cols, g.batch * oh * ow, s.kernel * s.kernel * g.channels);
+        Ok(self.custom(&[x], out, move |g_out| {
+            vec![Some(col2im_host(&g_out, g, s))]
+        }))
     }
 
     /// Mean over each consecutive group of `group` rows: `(B·P, C)` → `(B, C)` (global average
@@ -100,7 +115,10 @@ impl Graph {
     pub fn mean_row_groups(&mut self, x: &Tensor, group: usize) -> Result<Tensor> {
         let (r, c) = x.shape();
         if group == 0 || r % group != 0 {
-            return Err(shape_err("mean_row_groups", format!("{r} rows in groups of {group}")));
+            return Err(shape_err(
+                "mean_row_groups",
+                format!("{r} rows in groups of {group}"),
+            ));
         }
         let b = r / group;
         let v = x.to_vec();
@@ -140,7 +158,19 @@ mod tests {
     use crate::engine::Engine;
 
     fn geometry() -> (Geometry, ConvSpec) {
-        (Geometry { batch: 2, height: 5, width: 4, channels: 3 }, ConvSpec { kernel: 3, stride: 2, padding: 1 })
+        (
+            Geometry {
+                batch: 2,
+                height: 5,
+                width: 4,
+                channels: 3,
+            },
+            ConvSpec {
+                kernel: 3,
+                stride: 2,
+                padding: 1,
+            },
+        )
     }
 
     #[test]
@@ -150,7 +180,9 @@ mod tests {
         let x: Vec<f32> = (0..n).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
         let cout = 2;
         let kk = s.kernel * s.kernel * g.channels;
-        let w: Vec<f32> = (0..kk * cout).map(|i| ((i * 5) % 7) as f32 * 0.5 - 1.5).collect();
+        let w: Vec<f32> = (0..kk * cout)
+            .map(|i| ((i * 5) % 7) as f32 * 0.5 - 1.5)
+            .collect();
         let cols = im2col_host(&x, g, s);
         let (oh, ow) = s.out_hw(g.height, g.width);
         for b in 0..g.batch {
@@ -163,12 +195,20 @@ mod tests {
                             for kx in 0..s.kernel {
                                 let iy = (oy * s.stride + ky) as isize - s.padding as isize;
                                 let ix = (ox * s.stride + kx) as isize - s.padding as isize;
-                                if iy < 0 || ix < 0 || iy >= g.height as isize || ix >= g.width as isize {
+                                if iy < 0
+                                    || ix < 0
+                                    || iy >= g.height as isize
+                                    || ix >= g.width as isize
+                                {
                                     continue;
                                 }
                                 for c in 0..g.channels {
-                                    let xv = x[((b * g.height + iy as usize) * g.width + ix as usize) * g.channels + c];
-                                    direct += xv * w[((ky * s.kernel + kx) * g.channels + c) * cout + co];
+                                    let xv = x[((b * g.height + iy as usize) * g.width
+                                        + ix as usize)
+                                        * g.channels
+                                        + c];
+                                    direct +=
+                                        xv * w[((ky * s.kernel + kx) * g.channels + c) * cout + co];
                                 }
                             }
                         }
@@ -187,16 +227,25 @@ mod tests {
         let (g, s) = geometry();
         let e = Engine::cpu();
         let n = g.batch * g.height * g.width * g.channels;
-        let xv: Vec<f32> = (0..n).map(|i| ((i * 13) % 17) as f32 / 17.0 - 0.5).collect();
+        let xv: Vec<f32> = (0..n)
+            .map(|i| ((i * 13) % 17) as f32 / 17.0 - 0.5)
+            .collect();
         let (oh, ow) = s.out_hw(g.height, g.width);
         let (rows, cols) = (g.batch * oh * ow, s.kernel * s.kernel * g.channels);
-        let rv: Vec<f32> = (0..rows * cols).map(|i| ((i * 3) % 5) as f32 - 2.0).collect();
+        let rv: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 3) % 5) as f32 - 2.0)
+            .collect();
         let f = |xv: &[f32]| -> f64 {
             let c = im2col_host(xv, g, s);
             // A non-linear function so the test is not trivially linear: sum(r * c^2).
-            c.iter().zip(&rv).map(|(c, r)| (*r as f64) * (*c as f64).powi(2)).sum()
+            c.iter()
+                .zip(&rv)
+                .map(|(c, r)| (*r as f64) * (*c as f64).powi(2))
+                .sum()
         };
-        let x = e.tensor(xv.clone(), g.batch * g.height * g.width, g.channels).unwrap();
+        let x = e
+            .tensor(xv.clone(), g.batch * g.height * g.width, g.channels)
+            .unwrap();
         let r = e.tensor(rv.clone(), rows, cols).unwrap();
         let mut gr = e.graph(true);
         let c = gr.im2col(&x, g, s).unwrap();
@@ -211,7 +260,11 @@ mod tests {
             let mut xm = xv.clone();
             xm[i] -= h;
             let fd = (f(&xp) - f(&xm)) / (2.0 * h as f64);
-            assert!((fd - grad[i] as f64).abs() < 1e-2 * (1.0 + fd.abs()), "x[{i}]: fd {fd} vs grad {}", grad[i]);
+            assert!(
+                (fd - grad[i] as f64).abs() < 1e-2 * (1.0 + fd.abs()),
+                "x[{i}]: fd {fd} vs grad {}",
+                grad[i]
+            );
         }
     }
 
@@ -232,9 +285,39 @@ mod tests {
         let e = Engine::cpu();
         let x = e.zeros(4, 1);
         let mut g = e.graph(false);
-        let bad = Geometry { batch: 1, height: 3, width: 3, channels: 1 };
-        assert!(g.im2col(&x, bad, ConvSpec { kernel: 3, stride: 1, padding: 0 }).is_err());
-        let ok = Geometry { batch: 1, height: 2, width: 2, channels: 1 };
-        assert!(g.im2col(&x, ok, ConvSpec { kernel: 5, stride: 1, padding: 0 }).is_err());
+        let bad = Geometry {
+            batch: 1,
+            height: 3,
+            width: 3,
+            channels: 1,
+        };
+        assert!(g
+            .im2col(
+                &x,
+                bad,
+                ConvSpec {
+                    kernel: 3,
+                    stride: 1,
+                    padding: 0
+                }
+            )
+            .is_err());
+        let ok = Geometry {
+            batch: 1,
+            height: 2,
+            width: 2,
+            channels: 1,
+        };
+        assert!(g
+            .im2col(
+                &x,
+                ok,
+                ConvSpec {
+                    kernel: 5,
+                    stride: 1,
+                    padding: 0
+                }
+            )
+            .is_err());
     }
 }

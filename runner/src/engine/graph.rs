@@ -26,7 +26,9 @@ impl Grads {
     pub fn get(&mut self, t: &Tensor) -> Tensor {
         // Allocates zeros for tensors the loss does not depend on.
         let _ = self.grads.get_or_alloc_mut(&t.t);
-        Tensor { t: self.grads.get(&t.t) }
+        Tensor {
+            t: self.grads.get(&t.t),
+        }
     }
 }
 
@@ -57,7 +59,11 @@ fn bcast<T: Tape<f32, Dev>>(x: TT<T>, to: (usize, usize)) -> TT<T> {
     }
 }
 
-fn broadcast_shape(op: &'static str, a: (usize, usize), b: (usize, usize)) -> Result<(usize, usize)> {
+fn broadcast_shape(
+    op: &'static str,
+    a: (usize, usize),
+    b: (usize, usize),
+) -> Result<(usize, usize)> {
     let dim = |x: usize, y: usize| -> Option<usize> {
         if x == y || y == 1 {
             Some(x)
@@ -69,7 +75,10 @@ fn broadcast_shape(op: &'static str, a: (usize, usize), b: (usize, usize)) -> Re
     };
     match (dim(a.0, b.0), dim(a.1, b.1)) {
         (Some(r), Some(c)) => Ok((r, c)),
-        _ => Err(shape_err(op, format!("cannot broadcast {}x{} with {}x{}", a.0, a.1, b.0, b.1))),
+        _ => Err(shape_err(
+            op,
+            format!("cannot broadcast {}x{} with {}x{}", a.0, a.1, b.0, b.1),
+        )),
     }
 }
 
@@ -138,7 +147,10 @@ fn reduce<T: Tape<f32, Dev>>(x: TT<T>, how: Red, axis: Axis2) -> TT<T> {
 
 impl Graph {
     pub(crate) fn new(dev: Dev, grad: bool) -> Graph {
-        Graph { dev, tape: if grad { Some(OT::default()) } else { None } }
+        Graph {
+            dev,
+            tape: if grad { Some(OT::default()) } else { None },
+        }
     }
 
     /// Whether ops are being recorded for backward.
@@ -249,7 +261,11 @@ impl Graph {
     pub fn transpose(&mut self, a: &Tensor) -> Result<Tensor> {
         let (r, c) = a.shape();
         // Materialise the transpose so later ops see contiguous memory.
-        record!(self, [a], a.permute::<_, Axes2<1, 0>>().reshape_like(&(c, r)))
+        record!(
+            self,
+            [a],
+            a.permute::<_, Axes2<1, 0>>().reshape_like(&(c, r))
+        )
     }
 
     /// Rows (`Axis2::Rows`) or columns `start..end`.
@@ -257,11 +273,22 @@ impl Graph {
         let (r, c) = a.shape();
         let limit = if axis == Axis2::Rows { r } else { c };
         if start >= end || end > limit || axis == Axis2::All {
-            return Err(shape_err("slice", format!("range {start}..{end} of {r}x{c} along {axis:?}")));
+            return Err(shape_err(
+                "slice",
+                format!("range {start}..{end} of {r}x{c} along {axis:?}"),
+            ));
         }
         match axis {
-            Axis2::Rows => record!(self, [a], a.slice((start..end, ..)).reshape_like(&(end - start, c))),
-            _ => record!(self, [a], a.slice((.., start..end)).reshape_like(&(r, end - start))),
+            Axis2::Rows => record!(
+                self,
+                [a],
+                a.slice((start..end, ..)).reshape_like(&(end - start, c))
+            ),
+            _ => record!(
+                self,
+                [a],
+                a.slice((.., start..end)).reshape_like(&(r, end - start))
+            ),
         }
     }
 
@@ -270,12 +297,23 @@ impl Graph {
         let ((ra, ca), (rb, cb)) = (a.shape(), b.shape());
         match axis {
             Axis2::Rows if ca == cb => {
-                record!(self, [a, b], (a, b).concat_along(Axis::<0>).reshape_like(&(ra + rb, ca)))
+                record!(
+                    self,
+                    [a, b],
+                    (a, b).concat_along(Axis::<0>).reshape_like(&(ra + rb, ca))
+                )
             }
             Axis2::Cols if ra == rb => {
-                record!(self, [a, b], (a, b).concat_along(Axis::<1>).reshape_like(&(ra, ca + cb)))
+                record!(
+                    self,
+                    [a, b],
+                    (a, b).concat_along(Axis::<1>).reshape_like(&(ra, ca + cb))
+                )
             }
-            _ => Err(shape_err("concat", format!("{ra}x{ca} with {rb}x{cb} along {axis:?}"))),
+            _ => Err(shape_err(
+                "concat",
+                format!("{ra}x{ca} with {rb}x{cb} along {axis:?}"),
+            )),
         }
     }
 
@@ -320,7 +358,9 @@ impl Graph {
         if r != c {
             return Err(shape_err("diag", format!("{r}x{c} is not square")));
         }
-        let eye = Tensor { t: eye_t(&self.dev, r) };
+        let eye = Tensor {
+            t: eye_t(&self.dev, r),
+        };
         let masked = self.mul(a, &eye)?;
         self.sum(&masked, Axis2::Cols)
     }
@@ -329,16 +369,24 @@ impl Graph {
     pub fn cross_entropy(&mut self, logits: &Tensor, labels: &[u32]) -> Result<Tensor> {
         let (n, c) = logits.shape();
         if labels.len() != n {
-            return Err(shape_err("cross_entropy", format!("{} labels for {n} rows", labels.len())));
+            return Err(shape_err(
+                "cross_entropy",
+                format!("{} labels for {n} rows", labels.len()),
+            ));
         }
         if let Some(bad) = labels.iter().find(|&&l| l as usize >= c) {
-            return Err(shape_err("cross_entropy", format!("label {bad} out of range for {c} classes")));
+            return Err(shape_err(
+                "cross_entropy",
+                format!("label {bad} out of range for {c} classes"),
+            ));
         }
         let mut onehot = vec![0f32; n * c];
         for (i, &l) in labels.iter().enumerate() {
             onehot[i * c + l as usize] = -1.0 / n as f32;
         }
-        let target = Tensor { t: self.dev.tensor_from_vec(onehot, (n, c)) };
+        let target = Tensor {
+            t: self.dev.tensor_from_vec(onehot, (n, c)),
+        };
         let logp = self.log_softmax(logits, Axis2::Cols)?;
         let weighted = self.mul(&logp, &target)?;
         self.sum(&weighted, Axis2::All)
@@ -349,10 +397,15 @@ impl Graph {
     /// Gradients of the scalar `loss` with respect to every tensor recorded on this graph.
     pub fn backward(self, loss: &Tensor) -> Result<Grads> {
         if loss.shape() != (1, 1) {
-            return Err(shape_err("backward", format!("loss must be 1x1, got {:?}", loss.shape())));
+            return Err(shape_err(
+                "backward",
+                format!("loss must be 1x1, got {:?}", loss.shape()),
+            ));
         }
         let Some(tape) = self.tape else {
-            return Err(EngineError::Other("backward on a graph built without gradients".into()));
+            return Err(EngineError::Other(
+                "backward on a graph built without gradients".into(),
+            ));
         };
         let loss = loss.t.clone().put_tape(tape).sum::<(), _>();
         let grads = loss.backward();

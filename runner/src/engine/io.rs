@@ -15,13 +15,24 @@ pub fn save(ps: &ParamStore, metadata: BTreeMap<String, String>, path: &Path) ->
         .iter()
         .map(|e| {
             let (r, c) = e.value.shape();
-            let bytes: Vec<u8> = e.value.to_vec().iter().flat_map(|v| v.to_le_bytes()).collect();
+            let bytes: Vec<u8> = e
+                .value
+                .to_vec()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
             (e.name.clone(), bytes, vec![r, c])
         })
         .collect();
     let views: Vec<(String, TensorView)> = data
         .iter()
-        .map(|(n, b, s)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b).map_err(|e| EngineError::Other(e.to_string()))?)))
+        .map(|(n, b, s)| {
+            Ok((
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b)
+                    .map_err(|e| EngineError::Other(e.to_string()))?,
+            ))
+        })
         .collect::<Result<_>>()?;
     let meta: std::collections::HashMap<String, String> = metadata.into_iter().collect();
     safetensors::serialize_to_file(views, &Some(meta), path)
@@ -31,15 +42,22 @@ pub fn save(ps: &ParamStore, metadata: BTreeMap<String, String>, path: &Path) ->
 /// Load tensors from `path` into `ps` by name. Every entry of `ps` must be present with the
 /// same shape. Returns the file's metadata.
 pub fn load(e: &Engine, ps: &mut ParamStore, path: &Path) -> Result<BTreeMap<String, String>> {
-    let bytes = std::fs::read(path).map_err(|err| EngineError::Other(format!("reading {}: {err}", path.display())))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|err| EngineError::Other(format!("{}: not a safetensors file: {err}", path.display())))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|err| EngineError::Other(format!("{}: not a safetensors file: {err}", path.display())))?;
+    let bytes = std::fs::read(path)
+        .map_err(|err| EngineError::Other(format!("reading {}: {err}", path.display())))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|err| {
+        EngineError::Other(format!("{}: not a safetensors file: {err}", path.display()))
+    })?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|err| {
+        EngineError::Other(format!("{}: not a safetensors file: {err}", path.display()))
+    })?;
     for entry in &mut ps.entries {
-        let view = st
-            .tensor(&entry.name)
-            .map_err(|_| EngineError::Other(format!("{}: tensor `{}` is missing", path.display(), entry.name)))?;
+        let view = st.tensor(&entry.name).map_err(|_| {
+            EngineError::Other(format!(
+                "{}: tensor `{}` is missing",
+                path.display(),
+                entry.name
+            ))
+        })?;
         let (r, c) = entry.value.shape();
         if view.dtype() != Dtype::F32 || view.shape() != [r, c] {
             return Err(EngineError::Other(format!(
@@ -50,10 +68,19 @@ pub fn load(e: &Engine, ps: &mut ParamStore, path: &Path) -> Result<BTreeMap<Str
                 view.shape()
             )));
         }
-        let vals: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let vals: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
         entry.value = e.tensor(vals, r, c)?;
     }
-    Ok(header.metadata().clone().unwrap_or_default().into_iter().collect())
+    Ok(header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect())
 }
 
 #[cfg(test)]

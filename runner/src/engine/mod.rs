@@ -45,7 +45,10 @@ pub enum EngineError {
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
 pub(crate) fn shape_err(op: &'static str, detail: impl Into<String>) -> EngineError {
-    EngineError::Shape { op, detail: detail.into() }
+    EngineError::Shape {
+        op,
+        detail: detail.into(),
+    }
 }
 
 /// A 2-D f32 tensor on the engine device. Cloning is cheap (shared storage, same identity:
@@ -76,7 +79,9 @@ impl Tensor {
     }
     /// A copy with a fresh identity (no gradient links to `self`).
     pub fn detached(&self) -> Tensor {
-        Tensor { t: self.t.clone() * 1.0 }
+        Tensor {
+            t: self.t.clone() * 1.0,
+        }
     }
 }
 
@@ -99,7 +104,10 @@ impl DeviceKind {
         match s {
             "cpu" => Some(DeviceKind::Cpu),
             "cuda" => Some(DeviceKind::Cuda(0)),
-            _ => s.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(DeviceKind::Cuda),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceKind::Cuda),
         }
     }
     /// The device class recorded in stage keys and the lockfile.
@@ -116,11 +124,13 @@ impl Engine {
     pub fn open(kind: DeviceKind) -> Result<Engine> {
         match kind {
             #[cfg(not(feature = "cuda"))]
-            DeviceKind::Cpu => Ok(Engine { dev: Dev::default() }),
+            DeviceKind::Cpu => Ok(Engine {
+                dev: Dev::default(),
+            }),
             #[cfg(not(feature = "cuda"))]
             DeviceKind::Cuda(_) => Err(EngineError::Device(
-                "this pretext was built without CUDA support; rebuild with `--features cuda` \
-                 (see docs/cuda.md) or use `--device cpu`"
+                "this pretext was built without CUDA support (cargo feature `cuda`); \
+                 use `--device cpu`"
                     .into(),
             )),
             #[cfg(feature = "cuda")]
@@ -139,13 +149,20 @@ impl Engine {
     /// A tensor from row-major host values.
     pub fn tensor(&self, data: Vec<f32>, rows: usize, cols: usize) -> Result<Tensor> {
         if data.len() != rows * cols {
-            return Err(shape_err("tensor", format!("{} values for {rows}x{cols}", data.len())));
+            return Err(shape_err(
+                "tensor",
+                format!("{} values for {rows}x{cols}", data.len()),
+            ));
         }
-        Ok(Tensor { t: self.dev.tensor_from_vec(data, (rows, cols)) })
+        Ok(Tensor {
+            t: self.dev.tensor_from_vec(data, (rows, cols)),
+        })
     }
 
     pub fn zeros(&self, rows: usize, cols: usize) -> Tensor {
-        Tensor { t: self.dev.zeros_like(&(rows, cols)) }
+        Tensor {
+            t: self.dev.zeros_like(&(rows, cols)),
+        }
     }
 
     pub fn full(&self, value: f32, rows: usize, cols: usize) -> Tensor {
@@ -159,7 +176,9 @@ impl Engine {
         for i in 0..n {
             v[i * n + i] = 1.0;
         }
-        Tensor { t: self.dev.tensor_from_vec(v, (n, n)) }
+        Tensor {
+            t: self.dev.tensor_from_vec(v, (n, n)),
+        }
     }
 
     /// A graph that records ops for autodiff (`grad = true`) or only computes.
@@ -173,8 +192,11 @@ fn cuda_open(n: usize) -> Result<Engine> {
     // cudarc panics when the driver library is missing: probe for it first.
     let ok = std::panic::catch_unwind(|| cudarc::driver::result::init().is_ok()).unwrap_or(false);
     if !ok {
-        return Err(EngineError::Device("no CUDA driver found on this machine".into()));
+        return Err(EngineError::Device(
+            "no CUDA driver found on this machine".into(),
+        ));
     }
-    let dev = Cuda::try_seed_from_u64(n as u64).map_err(|e| EngineError::Device(format!("{e:?}")))?;
+    let dev =
+        Cuda::try_seed_from_u64(n as u64).map_err(|e| EngineError::Device(format!("{e:?}")))?;
     Ok(Engine { dev })
 }

@@ -50,13 +50,21 @@ impl ParamStore {
     }
     /// Number of trainable scalars.
     pub fn trainable_count(&self) -> usize {
-        self.entries.iter().filter(|e| e.kind != ParamKind::Buffer).map(|e| e.value.len()).sum()
+        self.entries
+            .iter()
+            .filter(|e| e.kind != ParamKind::Buffer)
+            .map(|e| e.value.len())
+            .sum()
     }
     /// Copy values from `other` for every name both have with equal shapes.
     pub fn copy_matching(&mut self, other: &ParamStore) -> usize {
         let mut n = 0;
         for e in &mut self.entries {
-            if let Some(o) = other.entries.iter().find(|o| o.name == e.name && o.value.shape() == e.value.shape()) {
+            if let Some(o) = other
+                .entries
+                .iter()
+                .find(|o| o.name == e.name && o.value.shape() == e.value.shape())
+            {
                 e.value = o.value.clone();
                 n += 1;
             }
@@ -72,11 +80,16 @@ pub struct Init {
 
 impl Init {
     pub fn new(seed: u64) -> Init {
-        Init { rng: StdRng::seed_from_u64(seed) }
+        Init {
+            rng: StdRng::seed_from_u64(seed),
+        }
     }
     fn uniform(&mut self, e: &Engine, rows: usize, cols: usize, bound: f32) -> Tensor {
-        let v: Vec<f32> = (0..rows * cols).map(|_| self.rng.gen_range(-bound..=bound)).collect();
-        e.tensor(v, rows, cols).expect("shape matches by construction")
+        let v: Vec<f32> = (0..rows * cols)
+            .map(|_| self.rng.gen_range(-bound..=bound))
+            .collect();
+        e.tensor(v, rows, cols)
+            .expect("shape matches by construction")
     }
 }
 
@@ -90,11 +103,31 @@ pub struct Linear {
 }
 
 impl Linear {
-    pub fn new(e: &Engine, ps: &mut ParamStore, init: &mut Init, name: &str, inputs: usize, outputs: usize) -> Linear {
+    pub fn new(
+        e: &Engine,
+        ps: &mut ParamStore,
+        init: &mut Init,
+        name: &str,
+        inputs: usize,
+        outputs: usize,
+    ) -> Linear {
         let bound = 1.0 / (inputs as f32).sqrt();
-        let w = ps.add(format!("{name}.weight"), init.uniform(e, inputs, outputs, bound), ParamKind::Weight);
-        let b = ps.add(format!("{name}.bias"), init.uniform(e, 1, outputs, bound), ParamKind::NoDecay);
-        Linear { w, b, inputs, outputs }
+        let w = ps.add(
+            format!("{name}.weight"),
+            init.uniform(e, inputs, outputs, bound),
+            ParamKind::Weight,
+        );
+        let b = ps.add(
+            format!("{name}.bias"),
+            init.uniform(e, 1, outputs, bound),
+            ParamKind::NoDecay,
+        );
+        Linear {
+            w,
+            b,
+            inputs,
+            outputs,
+        }
     }
     pub fn forward(&self, ps: &ParamStore, g: &mut Graph, x: &Tensor) -> Result<Tensor> {
         let y = g.matmul(x, ps.get(self.w))?;
@@ -118,16 +151,38 @@ const BN_MOMENTUM: f32 = 0.1;
 impl BatchNorm {
     pub fn new(e: &Engine, ps: &mut ParamStore, name: &str, features: usize) -> BatchNorm {
         BatchNorm {
-            gamma: ps.add(format!("{name}.gamma"), e.full(1.0, 1, features), ParamKind::NoDecay),
-            beta: ps.add(format!("{name}.beta"), e.zeros(1, features), ParamKind::NoDecay),
-            running_mean: ps.add(format!("{name}.running_mean"), e.zeros(1, features), ParamKind::Buffer),
-            running_var: ps.add(format!("{name}.running_var"), e.full(1.0, 1, features), ParamKind::Buffer),
+            gamma: ps.add(
+                format!("{name}.gamma"),
+                e.full(1.0, 1, features),
+                ParamKind::NoDecay,
+            ),
+            beta: ps.add(
+                format!("{name}.beta"),
+                e.zeros(1, features),
+                ParamKind::NoDecay,
+            ),
+            running_mean: ps.add(
+                format!("{name}.running_mean"),
+                e.zeros(1, features),
+                ParamKind::Buffer,
+            ),
+            running_var: ps.add(
+                format!("{name}.running_var"),
+                e.full(1.0, 1, features),
+                ParamKind::Buffer,
+            ),
             features,
         }
     }
 
     /// Training mode normalises with batch statistics and updates the running ones.
-    pub fn forward(&self, ps: &mut ParamStore, g: &mut Graph, x: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        ps: &mut ParamStore,
+        g: &mut Graph,
+        x: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
         let (n, _) = x.shape();
         let normed = if train && n > 1 {
             let mean = g.mean(x, Axis2::Rows)?;
@@ -158,7 +213,9 @@ impl BatchNorm {
                 .map(|(o, b)| (1.0 - BN_MOMENTUM) * o + BN_MOMENTUM * b * scale)
                 .collect();
             let (r, c) = old.shape();
-            Tensor { t: dfdx::tensor::TensorFromVec::tensor_from_vec(old.t.device(), v, (r, c)) }
+            Tensor {
+                t: dfdx::tensor::TensorFromVec::tensor_from_vec(old.t.device(), v, (r, c)),
+            }
         };
         let rm = blend(ps.get(self.running_mean), mean, 1.0);
         let rv = blend(ps.get(self.running_var), var, unbias);
@@ -176,21 +233,52 @@ pub struct Mlp {
 
 impl Mlp {
     /// `widths` = input, hidden..., output.
-    pub fn new(e: &Engine, ps: &mut ParamStore, init: &mut Init, name: &str, widths: &[usize], batch_norm: bool) -> Mlp {
-        assert!(widths.len() >= 2, "an MLP needs an input and an output width");
+    pub fn new(
+        e: &Engine,
+        ps: &mut ParamStore,
+        init: &mut Init,
+        name: &str,
+        widths: &[usize],
+        batch_norm: bool,
+    ) -> Mlp {
+        assert!(
+            widths.len() >= 2,
+            "an MLP needs an input and an output width"
+        );
         let n = widths.len() - 1;
         let hidden = (0..n - 1)
             .map(|i| {
-                let lin = Linear::new(e, ps, init, &format!("{name}.{i}"), widths[i], widths[i + 1]);
-                let bn = batch_norm.then(|| BatchNorm::new(e, ps, &format!("{name}.{i}.bn"), widths[i + 1]));
+                let lin = Linear::new(
+                    e,
+                    ps,
+                    init,
+                    &format!("{name}.{i}"),
+                    widths[i],
+                    widths[i + 1],
+                );
+                let bn = batch_norm
+                    .then(|| BatchNorm::new(e, ps, &format!("{name}.{i}.bn"), widths[i + 1]));
                 (lin, bn)
             })
             .collect();
-        let last = Linear::new(e, ps, init, &format!("{name}.{}", n - 1), widths[n - 1], widths[n]);
+        let last = Linear::new(
+            e,
+            ps,
+            init,
+            &format!("{name}.{}", n - 1),
+            widths[n - 1],
+            widths[n],
+        );
         Mlp { hidden, last }
     }
 
-    pub fn forward(&self, ps: &mut ParamStore, g: &mut Graph, x: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        ps: &mut ParamStore,
+        g: &mut Graph,
+        x: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
         let mut h = x.clone();
         for (lin, bn) in &self.hidden {
             h = lin.forward(ps, g, &h)?;
@@ -219,17 +307,50 @@ pub struct Conv {
 
 impl Conv {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(e: &Engine, ps: &mut ParamStore, init: &mut Init, name: &str, cin: usize, cout: usize, kernel: usize, stride: usize) -> Conv {
+    pub fn new(
+        e: &Engine,
+        ps: &mut ParamStore,
+        init: &mut Init,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        stride: usize,
+    ) -> Conv {
         let lin = Linear::new(e, ps, init, name, kernel * kernel * cin, cout);
-        Conv { lin, kernel, stride, padding: kernel / 2, out_channels: cout }
+        Conv {
+            lin,
+            kernel,
+            stride,
+            padding: kernel / 2,
+            out_channels: cout,
+        }
     }
 
-    pub fn forward(&self, ps: &ParamStore, g: &mut Graph, x: &Tensor, geo: Geometry) -> Result<(Tensor, Geometry)> {
-        let spec = ConvSpec { kernel: self.kernel, stride: self.stride, padding: self.padding };
+    pub fn forward(
+        &self,
+        ps: &ParamStore,
+        g: &mut Graph,
+        x: &Tensor,
+        geo: Geometry,
+    ) -> Result<(Tensor, Geometry)> {
+        let spec = ConvSpec {
+            kernel: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+        };
         let cols = g.im2col(x, geo, spec)?;
         let y = self.lin.forward(ps, g, &cols)?;
         let (oh, ow) = spec.out_hw(geo.height, geo.width);
-        Ok((y, Geometry { batch: geo.batch, height: oh, width: ow, channels: self.out_channels }))
+        Ok((
+            y,
+            Geometry {
+                batch: geo.batch,
+                height: oh,
+                width: ow,
+                channels: self.out_channels,
+            },
+        ))
     }
 }
 
@@ -253,14 +374,24 @@ impl InputShape {
 /// Encoder architecture and sizes, as chosen in the pipeline file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum EncoderSpec {
-    Mlp { hidden: Vec<usize>, embed_dim: usize, batch_norm: bool },
-    ConvNet { width: usize, embed_dim: usize, batch_norm: bool },
+    Mlp {
+        hidden: Vec<usize>,
+        embed_dim: usize,
+        batch_norm: bool,
+    },
+    ConvNet {
+        width: usize,
+        embed_dim: usize,
+        batch_norm: bool,
+    },
 }
 
 impl EncoderSpec {
     pub fn embed_dim(&self) -> usize {
         match self {
-            EncoderSpec::Mlp { embed_dim, .. } | EncoderSpec::ConvNet { embed_dim, .. } => *embed_dim,
+            EncoderSpec::Mlp { embed_dim, .. } | EncoderSpec::ConvNet { embed_dim, .. } => {
+                *embed_dim
+            }
         }
     }
 }
@@ -280,17 +411,44 @@ pub enum Encoder {
 }
 
 impl Encoder {
-    pub fn new(e: &Engine, ps: &mut ParamStore, init: &mut Init, spec: &EncoderSpec, input: InputShape) -> Result<Encoder> {
+    pub fn new(
+        e: &Engine,
+        ps: &mut ParamStore,
+        init: &mut Init,
+        spec: &EncoderSpec,
+        input: InputShape,
+    ) -> Result<Encoder> {
         match spec {
-            EncoderSpec::Mlp { hidden, embed_dim, batch_norm } => {
+            EncoderSpec::Mlp {
+                hidden,
+                embed_dim,
+                batch_norm,
+            } => {
                 let mut widths = vec![input.len()];
                 widths.extend(hidden);
                 widths.push(*embed_dim);
-                Ok(Encoder::Mlp(Mlp::new(e, ps, init, "encoder", &widths, *batch_norm)))
+                Ok(Encoder::Mlp(Mlp::new(
+                    e,
+                    ps,
+                    init,
+                    "encoder",
+                    &widths,
+                    *batch_norm,
+                )))
             }
-            EncoderSpec::ConvNet { width, embed_dim, batch_norm } => {
+            EncoderSpec::ConvNet {
+                width,
+                embed_dim,
+                batch_norm,
+            } => {
                 if input.height < 4 || input.width < 4 {
-                    return Err(shape_err("convnet", format!("input {}x{} is too small (min 4x4)", input.height, input.width)));
+                    return Err(shape_err(
+                        "convnet",
+                        format!(
+                            "input {}x{} is too small (min 4x4)",
+                            input.height, input.width
+                        ),
+                    ));
                 }
                 let chans = [input.channels, *width, width * 2, width * 4];
                 let blocks = (0..3)
@@ -298,7 +456,8 @@ impl Encoder {
                         let name = format!("encoder.conv{i}");
                         let stride = if i == 0 { 1 } else { 2 };
                         let conv = Conv::new(e, ps, init, &name, chans[i], chans[i + 1], 3, stride);
-                        let bn = batch_norm.then(|| BatchNorm::new(e, ps, &format!("{name}.bn"), chans[i + 1]));
+                        let bn = batch_norm
+                            .then(|| BatchNorm::new(e, ps, &format!("{name}.bn"), chans[i + 1]));
                         (conv, bn)
                     })
                     .collect();
@@ -308,13 +467,25 @@ impl Encoder {
         }
     }
 
-    pub fn forward(&self, ps: &mut ParamStore, g: &mut Graph, x: &Tensor, input: InputShape, train: bool) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        ps: &mut ParamStore,
+        g: &mut Graph,
+        x: &Tensor,
+        input: InputShape,
+        train: bool,
+    ) -> Result<Tensor> {
         match self {
             Encoder::Mlp(mlp) => mlp.forward(ps, g, x, train),
             Encoder::ConvNet(net) => {
                 let (b, _) = x.shape();
                 let mut h = g.chw_to_hwc(x, input)?;
-                let mut geo = Geometry { batch: b, height: input.height, width: input.width, channels: input.channels };
+                let mut geo = Geometry {
+                    batch: b,
+                    height: input.height,
+                    width: input.width,
+                    channels: input.channels,
+                };
                 for (conv, bn) in &net.blocks {
                     let (y, ngeo) = conv.forward(ps, g, &h, geo)?;
                     h = y;
@@ -336,7 +507,10 @@ impl Graph {
     pub fn chw_to_hwc(&mut self, x: &Tensor, s: InputShape) -> Result<Tensor> {
         let (b, n) = x.shape();
         if n != s.len() {
-            return Err(shape_err("chw_to_hwc", format!("rows of {n} values for input {s:?}")));
+            return Err(shape_err(
+                "chw_to_hwc",
+                format!("rows of {n} values for input {s:?}"),
+            ));
         }
         let hw = s.height * s.width;
         let perm = move |src: &[f32], inverse: bool| -> Vec<f32> {
@@ -356,7 +530,11 @@ impl Graph {
             }
             out
         };
-        let y = dfdx::tensor::TensorFromVec::tensor_from_vec(&self.dev, perm(&x.to_vec(), false), (b * hw, s.channels));
+        let y = dfdx::tensor::TensorFromVec::tensor_from_vec(
+            &self.dev,
+            perm(&x.to_vec(), false),
+            (b * hw, s.channels),
+        );
         Ok(self.custom(&[x], y, move |g| vec![Some(perm(&g, true))]))
     }
 }

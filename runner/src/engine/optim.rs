@@ -12,8 +12,17 @@ use super::{Grads, Tensor};
 /// Which optimizer, with its hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum OptimSpec {
-    Sgd { momentum: f32, weight_decay: f32, nesterov: bool },
-    AdamW { beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
+    Sgd {
+        momentum: f32,
+        weight_decay: f32,
+        nesterov: bool,
+    },
+    AdamW {
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        weight_decay: f32,
+    },
 }
 
 /// Optimizer state for one [`ParamStore`].
@@ -34,7 +43,12 @@ impl Optimizer {
                 .map(|e| (e.kind != ParamKind::Buffer).then(|| e.value.detached() * 0.0))
                 .collect()
         };
-        Optimizer { m: zeros(ps), v: zeros(ps), spec, steps: 0 }
+        Optimizer {
+            m: zeros(ps),
+            v: zeros(ps),
+            spec,
+            steps: 0,
+        }
     }
 
     /// Apply one update with learning rate `lr`.
@@ -48,24 +62,51 @@ impl Optimizer {
             let g = grads.get(&e.value);
             let decay = e.kind == ParamKind::Weight;
             let w = e.value.t.clone();
-            let m = self.m[i].take().expect("state exists for trainable entries").t;
+            let m = self.m[i]
+                .take()
+                .expect("state exists for trainable entries")
+                .t;
             let new_w = match self.spec {
-                OptimSpec::Sgd { momentum, weight_decay, nesterov } => {
-                    let g = if decay && weight_decay > 0.0 { g.t + w.clone() * weight_decay } else { g.t };
+                OptimSpec::Sgd {
+                    momentum,
+                    weight_decay,
+                    nesterov,
+                } => {
+                    let g = if decay && weight_decay > 0.0 {
+                        g.t + w.clone() * weight_decay
+                    } else {
+                        g.t
+                    };
                     let m = m * momentum + g.clone();
-                    let upd = if nesterov { g + m.clone() * momentum } else { m.clone() };
+                    let upd = if nesterov {
+                        g + m.clone() * momentum
+                    } else {
+                        m.clone()
+                    };
                     self.m[i] = Some(Tensor { t: m });
                     w - upd * lr
                 }
-                OptimSpec::AdamW { beta1, beta2, eps, weight_decay } => {
-                    let v = self.v[i].take().expect("state exists for trainable entries").t;
+                OptimSpec::AdamW {
+                    beta1,
+                    beta2,
+                    eps,
+                    weight_decay,
+                } => {
+                    let v = self.v[i]
+                        .take()
+                        .expect("state exists for trainable entries")
+                        .t;
                     let m = m * beta1 + g.t.clone() * (1.0 - beta1);
                     let v = v * beta2 + g.t.square() * (1.0 - beta2);
                     let mhat = m.clone() / (1.0 - beta1.powi(t));
                     let vhat = v.clone() / (1.0 - beta2.powi(t));
                     self.m[i] = Some(Tensor { t: m });
                     self.v[i] = Some(Tensor { t: v });
-                    let w = if decay && weight_decay > 0.0 { w.clone() - w * (lr * weight_decay) } else { w };
+                    let w = if decay && weight_decay > 0.0 {
+                        w.clone() - w * (lr * weight_decay)
+                    } else {
+                        w
+                    };
                     w - mhat / (vhat.sqrt() + eps) * lr
                 }
             };
@@ -100,7 +141,8 @@ impl Schedule {
         if !self.cosine || self.total_steps <= self.warmup_steps {
             return self.base_lr;
         }
-        let progress = (step - self.warmup_steps) as f64 / (self.total_steps - self.warmup_steps) as f64;
+        let progress =
+            (step - self.warmup_steps) as f64 / (self.total_steps - self.warmup_steps) as f64;
         self.base_lr * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
     }
 }
@@ -113,7 +155,12 @@ mod tests {
 
     #[test]
     fn schedule_warms_up_then_decays() {
-        let s = Schedule { base_lr: 1.0, warmup_steps: 10, total_steps: 110, cosine: true };
+        let s = Schedule {
+            base_lr: 1.0,
+            warmup_steps: 10,
+            total_steps: 110,
+            cosine: true,
+        };
         assert!((s.lr(0) - 0.1).abs() < 1e-12);
         assert!((s.lr(9) - 1.0).abs() < 1e-12);
         assert!((s.lr(10) - 1.0).abs() < 1e-12);
@@ -128,8 +175,17 @@ mod tests {
     fn optimizers_fit_linear_regression() {
         let e = Engine::cpu();
         for spec in [
-            OptimSpec::Sgd { momentum: 0.9, weight_decay: 0.0, nesterov: false },
-            OptimSpec::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
+            OptimSpec::Sgd {
+                momentum: 0.9,
+                weight_decay: 0.0,
+                nesterov: false,
+            },
+            OptimSpec::AdamW {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.0,
+            },
         ] {
             let mut ps = ParamStore::default();
             let lin = Linear::new(&e, &mut ps, &mut Init::new(1), "l", 1, 1);

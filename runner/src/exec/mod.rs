@@ -88,7 +88,10 @@ pub fn registry(p: Option<&Pipeline>, plugin_dirs: &[PathBuf]) -> Result<Registr
     sp.dirs.extend(plugin_dirs.iter().cloned());
     for d in plugin_dirs {
         if !d.is_dir() {
-            return Err(AppError::Input(format!("--plugin-dir {}: not a folder", d.display())));
+            return Err(AppError::Input(format!(
+                "--plugin-dir {}: not a folder",
+                d.display()
+            )));
         }
     }
     Registry::discover(&sp.with_defaults()).map_err(|e| AppError::Input(e.to_string()))
@@ -103,12 +106,18 @@ fn stage_input_error(stage: &Stage, e: StageError) -> AppError {
 
 /// Compute every stage's key and whether a complete entry exists, without running anything.
 /// Plugin parameters are validated here.
-pub fn plan<'p>(p: &'p Pipeline, reg: &Registry, store: &Store, device: DeviceKind) -> Result<Vec<Planned<'p>>, AppError> {
+pub fn plan<'p>(
+    p: &'p Pipeline,
+    reg: &Registry,
+    store: &Store,
+    device: DeviceKind,
+) -> Result<Vec<Planned<'p>>, AppError> {
     let previous = RunLog::load(store, &p.name);
     let mut keys: HashMap<&str, StageKey> = HashMap::new();
     let mut out = Vec::new();
     for stage in &p.stages {
-        let plugins = stages::plugins_used(stage, p, reg).map_err(|e| stage_input_error(stage, e))?;
+        let plugins =
+            stages::plugins_used(stage, p, reg).map_err(|e| stage_input_error(stage, e))?;
         let mut kb = KeyBuilder::new(stage.kind.as_str())
             .config(&stage.canonical_config())
             .runner_version(RUNNER_VERSION)
@@ -139,7 +148,14 @@ pub fn plan<'p>(p: &'p Pipeline, reg: &Registry, store: &Store, device: DeviceKi
                 None => vec!["never run".into()],
             }
         };
-        out.push(Planned { stage, key, parts, plugins, cached, reasons });
+        out.push(Planned {
+            stage,
+            key,
+            parts,
+            plugins,
+            cached,
+            reasons,
+        });
     }
     Ok(out)
 }
@@ -180,8 +196,11 @@ impl RunLog {
     fn save(&self, store: &Store) -> Result<(), AppError> {
         let path = Self::path(store, &self.pipeline);
         let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_string_pretty(self).map_err(|e| AppError::Failed(e.to_string()))?;
-        std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &path)).map_err(|e| AppError::Failed(format!("{}: {e}", path.display())))
+        let text =
+            serde_json::to_string_pretty(self).map_err(|e| AppError::Failed(e.to_string()))?;
+        std::fs::write(&tmp, text)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| AppError::Failed(format!("{}: {e}", path.display())))
     }
 }
 
@@ -205,7 +224,10 @@ pub fn check_gates(stage: &Stage, metrics: &Metrics) -> Result<Vec<String>, AppE
                 (None, Some(hi)) => format!("<= {hi}"),
                 (None, None) => "a bound".into(),
             };
-            failures.push(format!("stage `{}`: expected `{}` {bound}, got {value:.4}", stage.name, exp.metric));
+            failures.push(format!(
+                "stage `{}`: expected `{}` {bound}, got {value:.4}",
+                stage.name, exp.metric
+            ));
         }
     }
     Ok(failures)
@@ -213,13 +235,20 @@ pub fn check_gates(stage: &Stage, metrics: &Metrics) -> Result<Vec<String>, AppE
 
 /// Split wall-clock metrics off.
 fn split_timings(mut m: Metrics) -> (Metrics, Metrics) {
-    let timings: Metrics = m.iter().filter(|(k, _)| k.starts_with(TIMING_PREFIX)).map(|(k, v)| (k.clone(), *v)).collect();
+    let timings: Metrics = m
+        .iter()
+        .filter(|(k, _)| k.starts_with(TIMING_PREFIX))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
     m.retain(|k, _| !k.starts_with(TIMING_PREFIX));
     (m, timings)
 }
 
 fn read_metrics(entry: &Entry) -> Metrics {
-    std::fs::read_to_string(entry.file(METRICS_FILE)).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+    std::fs::read_to_string(entry.file(METRICS_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
 }
 
 /// Path of the pipeline's lockfile.
@@ -234,35 +263,63 @@ pub struct RunReport {
 }
 
 /// Run a pipeline: every stage not already in the store, in order.
-pub fn run(p: &Pipeline, opts: &Options, reporter: &progress::Reporter) -> Result<RunReport, AppError> {
+pub fn run(
+    p: &Pipeline,
+    opts: &Options,
+    reporter: &progress::Reporter,
+) -> Result<RunReport, AppError> {
     let engine = Engine::open(opts.device).map_err(|e| AppError::Input(e.to_string()))?;
     let reg = registry(Some(p), &opts.plugin_dirs)?;
     let store = Store::open(&p.store_dir)?;
     let lock = store.lock(opts.wait)?;
     let cleaned = store.clean_tmp(&lock)?;
     if cleaned > 0 {
-        tracing::info!(cleaned, "removed leftovers of an interrupted run from the store's tmp folder");
+        tracing::info!(
+            cleaned,
+            "removed leftovers of an interrupted run from the store's tmp folder"
+        );
     }
     let planned = plan(p, &reg, &store, opts.device)?;
     let lock_path = lockfile_path(p);
     let old_lock = Lockfile::load(&lock_path).map_err(|e| AppError::Input(e.to_string()))?;
     if opts.locked {
         let Some(old) = &old_lock else {
-            return Err(AppError::Input(format!("--locked: {} does not exist; run once without --locked to create it", lock_path.display())));
+            return Err(AppError::Input(format!(
+                "--locked: {} does not exist; run once without --locked to create it",
+                lock_path.display()
+            )));
         };
         let diffs: Vec<String> = planned
             .iter()
             .filter_map(|pl| match old.stages.get(&pl.stage.name) {
                 Some(ls) if ls.key == pl.key => None,
-                Some(ls) => Some(format!("stage `{}`: key changed ({} → {}): {}", pl.stage.name, ls.key.short(), pl.key.short(), pl.parts_reason())),
-                None => Some(format!("stage `{}` is not in {}", pl.stage.name, LOCKFILE_NAME)),
+                Some(ls) => Some(format!(
+                    "stage `{}`: key changed ({} → {}): {}",
+                    pl.stage.name,
+                    ls.key.short(),
+                    pl.key.short(),
+                    pl.parts_reason()
+                )),
+                None => Some(format!(
+                    "stage `{}` is not in {}",
+                    pl.stage.name, LOCKFILE_NAME
+                )),
             })
             .collect();
         if !diffs.is_empty() {
-            return Err(AppError::Failed(format!("--locked: the pipeline no longer matches {}:\n  {}", lock_path.display(), diffs.join("\n  "))));
+            return Err(AppError::Failed(format!(
+                "--locked: the pipeline no longer matches {}:\n  {}",
+                lock_path.display(),
+                diffs.join("\n  ")
+            )));
         }
     }
-    let mut log = RunLog { pipeline: p.name.clone(), file: p.file.clone(), device: opts.device.class().into(), ..Default::default() };
+    let mut log = RunLog {
+        pipeline: p.name.clone(),
+        file: p.file.clone(),
+        device: opts.device.class().into(),
+        ..Default::default()
+    };
     let mut entries: HashMap<String, PathBuf> = HashMap::new();
     let mut by_stage: HashMap<String, Entry> = HashMap::new();
     let mut gate_failures = Vec::new();
@@ -276,19 +333,36 @@ pub fn run(p: &Pipeline, opts: &Options, reporter: &progress::Reporter) -> Resul
             }
             None => {
                 reporter.stage_start(&stage.name, stage.kind.as_str(), &pl.reasons);
-                let pending = store.begin(&lock, &stage.name, stage.kind.as_str(), &pl.key, &pl.parts)?;
+                let pending =
+                    store.begin(&lock, &stage.name, stage.kind.as_str(), &pl.key, &pl.parts)?;
                 let inputs: BTreeMap<String, InputArtifact> = stage
                     .inputs
                     .iter()
                     .map(|(role, src)| {
                         let e = &by_stage[src];
-                        (role.clone(), InputArtifact { stage: src.clone(), key: e.meta.key.to_hex(), dir: e.path.clone() })
+                        (
+                            role.clone(),
+                            InputArtifact {
+                                stage: src.clone(),
+                                key: e.meta.key.to_hex(),
+                                dir: e.path.clone(),
+                            },
+                        )
                     })
                     .collect();
-                let ctx = StageCtx { engine: &engine, registry: &reg, seed: p.seed, out_dir: pending.dir(), inputs, entries: &entries, progress: reporter };
+                let ctx = StageCtx {
+                    engine: &engine,
+                    registry: &reg,
+                    seed: p.seed,
+                    out_dir: pending.dir(),
+                    inputs,
+                    entries: &entries,
+                    progress: reporter,
+                };
                 let metrics = stages::run(stage, &ctx).map_err(|e| stage_input_error(stage, e))?;
                 let (metrics, timings) = split_timings(metrics);
-                stages::write_json(&pending.dir().join(METRICS_FILE), &metrics).map_err(|e| stage_input_error(stage, e))?;
+                stages::write_json(&pending.dir().join(METRICS_FILE), &metrics)
+                    .map_err(|e| stage_input_error(stage, e))?;
                 let entry = pending.commit()?;
                 (entry, "ran", timings)
             }
@@ -301,7 +375,16 @@ pub fn run(p: &Pipeline, opts: &Options, reporter: &progress::Reporter) -> Resul
         log.order.push(stage.name.clone());
         log.stages.insert(
             stage.name.clone(),
-            StageRecord { kind: stage.kind.as_str().into(), key: pl.key, parts: pl.parts.clone(), status: status.into(), seconds, metrics, timings, entry: entry.path.clone() },
+            StageRecord {
+                kind: stage.kind.as_str().into(),
+                key: pl.key,
+                parts: pl.parts.clone(),
+                status: status.into(),
+                seconds,
+                metrics,
+                timings,
+                entry: entry.path.clone(),
+            },
         );
         by_stage.insert(stage.name.clone(), entry);
     }
@@ -309,22 +392,38 @@ pub fn run(p: &Pipeline, opts: &Options, reporter: &progress::Reporter) -> Resul
     log.save(&store)?;
     let mut lockfile = Lockfile::new(&p.name, p.seed, RUNNER_VERSION, opts.device.class());
     for pl in &planned {
-        lockfile.stages.insert(pl.stage.name.clone(), LockedStage::from_entry(&by_stage[&pl.stage.name]));
+        lockfile.stages.insert(
+            pl.stage.name.clone(),
+            LockedStage::from_entry(&by_stage[&pl.stage.name]),
+        );
     }
     if opts.locked {
         let old = old_lock.as_ref().expect("checked above");
         let diffs = lockfile.compare(old);
         if !diffs.is_empty() {
-            return Err(AppError::Failed(format!("--locked: the run's outputs differ from {}:\n  {}", lock_path.display(), diffs.join("\n  "))));
+            return Err(AppError::Failed(format!(
+                "--locked: the run's outputs differ from {}:\n  {}",
+                lock_path.display(),
+                diffs.join("\n  ")
+            )));
         }
     } else if old_lock.as_ref() != Some(&lockfile) {
-        lockfile.save(&lock_path).map_err(|e| AppError::Failed(e.to_string()))?;
+        lockfile
+            .save(&lock_path)
+            .map_err(|e| AppError::Failed(e.to_string()))?;
     }
     if !gate_failures.is_empty() {
         reporter.summary(&log);
-        return Err(AppError::Failed(format!("{} expect gate(s) failed:\n  {}", gate_failures.len(), gate_failures.join("\n  "))));
+        return Err(AppError::Failed(format!(
+            "{} expect gate(s) failed:\n  {}",
+            gate_failures.len(),
+            gate_failures.join("\n  ")
+        )));
     }
-    Ok(RunReport { log, lockfile: lock_path })
+    Ok(RunReport {
+        log,
+        lockfile: lock_path,
+    })
 }
 
 impl Planned<'_> {
@@ -344,5 +443,8 @@ pub fn store_of(p: &Pipeline) -> Result<Store, AppError> {
 
 /// Where a path sits relative to the current directory, for messages.
 pub fn display_path(p: &Path) -> String {
-    std::env::current_dir().ok().and_then(|cwd| p.strip_prefix(cwd).ok().map(|r| r.display().to_string())).unwrap_or_else(|| p.display().to_string())
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| p.strip_prefix(cwd).ok().map(|r| r.display().to_string()))
+        .unwrap_or_else(|| p.display().to_string())
 }

@@ -18,7 +18,10 @@ pub struct Reporter {
 
 impl Reporter {
     pub fn new(bars: bool) -> Reporter {
-        Reporter { bars, bar: Mutex::new(None) }
+        Reporter {
+            bars,
+            bar: Mutex::new(None),
+        }
     }
 
     pub fn stage_start(&self, name: &str, kind: &str, reasons: &[String]) {
@@ -42,10 +45,26 @@ impl Reporter {
 
 /// The most telling metrics of a stage, for one table cell.
 pub fn headline(m: &Metrics) -> String {
-    const PREFERRED: [&str; 8] = ["linear.accuracy", "knn.accuracy", "baseline.linear.accuracy", "baseline.knn.accuracy", "loss", "embedding_std", "samples", "views"];
-    let mut parts: Vec<String> = PREFERRED.iter().filter_map(|k| m.get(*k).map(|v| format!("{k}={}", fmt_num(*v)))).collect();
+    const PREFERRED: [&str; 8] = [
+        "linear.accuracy",
+        "knn.accuracy",
+        "baseline.linear.accuracy",
+        "baseline.knn.accuracy",
+        "loss",
+        "embedding_std",
+        "samples",
+        "views",
+    ];
+    let mut parts: Vec<String> = PREFERRED
+        .iter()
+        .filter_map(|k| m.get(*k).map(|v| format!("{k}={}", fmt_num(*v))))
+        .collect();
     if parts.is_empty() {
-        parts = m.iter().take(3).map(|(k, v)| format!("{k}={}", fmt_num(*v))).collect();
+        parts = m
+            .iter()
+            .take(3)
+            .map(|(k, v)| format!("{k}={}", fmt_num(*v)))
+            .collect();
     }
     parts.join("  ")
 }
@@ -59,19 +78,45 @@ fn fmt_num(v: f64) -> String {
 }
 
 pub fn summary_table(log: &RunLog) -> String {
-    let mut rows = vec![["stage".to_string(), "kind".into(), "status".into(), "time".into(), "key".into(), "metrics".into()]];
+    let mut rows = vec![[
+        "stage".to_string(),
+        "kind".into(),
+        "status".into(),
+        "time".into(),
+        "key".into(),
+        "metrics".into(),
+    ]];
     for name in &log.order {
         let r = &log.stages[name];
-        rows.push([name.clone(), r.kind.clone(), r.status.clone(), format!("{:.1}s", r.seconds), r.key.short(), headline(&r.metrics)]);
+        rows.push([
+            name.clone(),
+            r.kind.clone(),
+            r.status.clone(),
+            format!("{:.1}s", r.seconds),
+            r.key.short(),
+            headline(&r.metrics),
+        ]);
     }
-    let widths: Vec<usize> = (0..6).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..6)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for (i, r) in rows.iter().enumerate() {
-        let line: Vec<String> = r.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
         if i == 0 {
-            out.push_str(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
+            out.push_str(
+                &widths
+                    .iter()
+                    .map(|w| "-".repeat(*w))
+                    .collect::<Vec<_>>()
+                    .join("  "),
+            );
             out.push('\n');
         }
     }
@@ -85,9 +130,11 @@ impl Progress for Reporter {
         }
         let pb = ProgressBar::new(total);
         pb.set_style(
-            ProgressStyle::with_template("  {prefix:<22} [{bar:30}] {pos}/{len} {elapsed:>4} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "  {prefix:<22} [{bar:30}] {pos}/{len} {elapsed:>4} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         pb.set_prefix(label.to_string());
         if let Ok(mut b) = self.bar.lock() {

@@ -8,7 +8,9 @@ use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use pretext_plugin::abi::{self, Handle, PtxBuffer, PtxHost, PtxObjectiveInputs, PtxParam, PtxStr, PtxTensorOps};
+use pretext_plugin::abi::{
+    self, Handle, PtxBuffer, PtxHost, PtxObjectiveInputs, PtxParam, PtxStr, PtxTensorOps,
+};
 
 use super::loader::{Found, Library};
 use crate::engine::graph::Axis2;
@@ -54,15 +56,40 @@ unsafe extern "C" fn host_set_error(ctx: *mut c_void, msg: PtxStr) {
 }
 
 /// Calls one plugin function with a fresh host context and turns its status into a Result.
-fn call(what: &'static str, name: &str, lib: &Library, extra_error: Option<String>, f: impl FnOnce(*const PtxHost) -> i32) -> Result<(), CallError> {
-    let ctx = HostCtx { plugin: name.to_string(), error: RefCell::new(None) };
-    let host = PtxHost { struct_size: std::mem::size_of::<PtxHost>() as u32, ctx: &ctx as *const HostCtx as *mut c_void, log: host_log, set_error: host_set_error };
+fn call(
+    what: &'static str,
+    name: &str,
+    lib: &Library,
+    extra_error: Option<String>,
+    f: impl FnOnce(*const PtxHost) -> i32,
+) -> Result<(), CallError> {
+    let ctx = HostCtx {
+        plugin: name.to_string(),
+        error: RefCell::new(None),
+    };
+    let host = PtxHost {
+        struct_size: std::mem::size_of::<PtxHost>() as u32,
+        ctx: &ctx as *const HostCtx as *mut c_void,
+        log: host_log,
+        set_error: host_set_error,
+    };
     let code = f(&host);
     if code == abi::PTX_OK {
         return Ok(());
     }
-    let message = ctx.error.borrow_mut().take().or(extra_error).unwrap_or_else(|| format!("failed with status {code} and no message"));
-    Err(CallError { what, name: name.to_string(), library: lib.path.display().to_string(), message, panicked: code == abi::PTX_PANIC })
+    let message = ctx
+        .error
+        .borrow_mut()
+        .take()
+        .or(extra_error)
+        .unwrap_or_else(|| format!("failed with status {code} and no message"));
+    Err(CallError {
+        what,
+        name: name.to_string(),
+        library: lib.path.display().to_string(),
+        message,
+        panicked: code == abi::PTX_PANIC,
+    })
 }
 
 /// Plugin parameters from the pipeline file (a JSON object of scalars and number lists).
@@ -75,8 +102,15 @@ pub struct RawParams {
 
 impl RawParams {
     /// Convert; nested tables and non-number lists are errors naming the key.
-    pub fn from_json(map: &serde_json::Map<String, serde_json::Value>) -> Result<RawParams, String> {
-        let mut rp = RawParams { keys: Vec::new(), strs: Vec::new(), lists: Vec::new(), params: Vec::new() };
+    pub fn from_json(
+        map: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<RawParams, String> {
+        let mut rp = RawParams {
+            keys: Vec::new(),
+            strs: Vec::new(),
+            lists: Vec::new(),
+            params: Vec::new(),
+        };
         let mut kinds = Vec::new();
         for (k, v) in map {
             use serde_json::Value as J;
@@ -106,7 +140,19 @@ impl RawParams {
         }
         let (mut si, mut li) = (0, 0);
         for (i, kind) in kinds.iter().enumerate() {
-            let mut p = PtxParam { key: PtxStr::borrowed(&rp.keys[i]), kind: kind.0, b: kind.1, i: kind.2, f: kind.3, s: PtxStr { ptr: std::ptr::null(), len: 0 }, list: std::ptr::null(), list_len: 0 };
+            let mut p = PtxParam {
+                key: PtxStr::borrowed(&rp.keys[i]),
+                kind: kind.0,
+                b: kind.1,
+                i: kind.2,
+                f: kind.3,
+                s: PtxStr {
+                    ptr: std::ptr::null(),
+                    len: 0,
+                },
+                list: std::ptr::null(),
+                list_len: 0,
+            };
             if kind.4.is_some() {
                 p.s = PtxStr::borrowed(&rp.strs[si]);
                 si += 1;
@@ -163,12 +209,28 @@ pub struct StepOutput {
 }
 
 impl ObjectiveInstance {
-    pub fn create(found: &Found<abi::PtxObjectiveEntry>, name: &str, params: &serde_json::Map<String, serde_json::Value>) -> Result<ObjectiveInstance, CallError> {
+    pub fn create(
+        found: &Found<abi::PtxObjectiveEntry>,
+        name: &str,
+        params: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<ObjectiveInstance, CallError> {
         let lib = found.library.clone();
-        let raw = RawParams::from_json(params).map_err(|m| CallError { what: "objective", name: name.into(), library: lib.path.display().to_string(), message: m, panicked: false })?;
+        let raw = RawParams::from_json(params).map_err(|m| CallError {
+            what: "objective",
+            name: name.into(),
+            library: lib.path.display().to_string(),
+            message: m,
+            panicked: false,
+        })?;
         let mut inst: *mut c_void = std::ptr::null_mut();
-        call("objective", name, &lib, None, |host| unsafe { (found.entry.create)(host, raw.params.as_ptr(), raw.params.len(), &mut inst) })?;
-        Ok(ObjectiveInstance { found: found.clone(), name: name.to_string(), inst })
+        call("objective", name, &lib, None, |host| unsafe {
+            (found.entry.create)(host, raw.params.as_ptr(), raw.params.len(), &mut inst)
+        })?;
+        Ok(ObjectiveInstance {
+            found: found.clone(),
+            name: name.to_string(),
+            inst,
+        })
     }
 
     pub fn library(&self) -> &Arc<Library> {
@@ -176,29 +238,66 @@ impl ObjectiveInstance {
     }
 
     fn err(&self, message: String) -> CallError {
-        CallError { what: "objective", name: self.name.clone(), library: self.found.library.path.display().to_string(), message, panicked: false }
+        CallError {
+            what: "objective",
+            name: self.name.clone(),
+            library: self.found.library.path.display().to_string(),
+            message,
+            panicked: false,
+        }
     }
 
     pub fn needs(&self) -> Result<ObjectiveNeeds, CallError> {
-        let mut raw = abi::PtxObjectiveNeeds { struct_size: std::mem::size_of::<abi::PtxObjectiveNeeds>() as u32, ..Default::default() };
-        call("objective", &self.name, &self.found.library, None, |host| unsafe { (self.found.entry.needs)(self.inst, host, &mut raw) })?;
+        let mut raw = abi::PtxObjectiveNeeds {
+            struct_size: std::mem::size_of::<abi::PtxObjectiveNeeds>() as u32,
+            ..Default::default()
+        };
+        call(
+            "objective",
+            &self.name,
+            &self.found.library,
+            None,
+            |host| unsafe { (self.found.entry.needs)(self.inst, host, &mut raw) },
+        )?;
         if raw.views == 0 || raw.views > 16 {
-            return Err(self.err(format!("asks for {} views; it must be between 1 and 16", raw.views)));
+            return Err(self.err(format!(
+                "asks for {} views; it must be between 1 and 16",
+                raw.views
+            )));
         }
-        let projector = (raw.projector_out > 0).then_some((raw.projector_hidden as usize, raw.projector_out as usize, raw.projector_layers.max(1) as usize));
+        let projector = (raw.projector_out > 0).then_some((
+            raw.projector_hidden as usize,
+            raw.projector_out as usize,
+            raw.projector_layers.max(1) as usize,
+        ));
         Ok(ObjectiveNeeds {
             views: raw.views as usize,
             projector,
             predictor_hidden: (raw.predictor_hidden > 0).then_some(raw.predictor_hidden as usize),
-            ema_teacher: (raw.ema_teacher != 0).then_some((raw.ema_momentum_start, raw.ema_momentum_end)),
+            ema_teacher: (raw.ema_teacher != 0)
+                .then_some((raw.ema_momentum_start, raw.ema_momentum_end)),
             uses_state: raw.uses_state != 0,
         })
     }
 
     /// Run the objective's loss on `graph`. `state` persists across steps.
-    pub fn loss(&mut self, engine: &Engine, graph: &mut Graph, inputs: &StepInputs, state: &mut HashMap<String, Tensor>) -> Result<StepOutput, CallError> {
-        let mut ctx = OpsCtx { engine, graph, handles: Vec::new(), error: None, reports: Vec::new(), state };
-        let mut reg = |ts: &[Tensor]| -> Vec<Handle> { ts.iter().map(|t| ctx.put(t.clone())).collect() };
+    pub fn loss(
+        &mut self,
+        engine: &Engine,
+        graph: &mut Graph,
+        inputs: &StepInputs,
+        state: &mut HashMap<String, Tensor>,
+    ) -> Result<StepOutput, CallError> {
+        let mut ctx = OpsCtx {
+            engine,
+            graph,
+            handles: Vec::new(),
+            error: None,
+            reports: Vec::new(),
+            state,
+        };
+        let mut reg =
+            |ts: &[Tensor]| -> Vec<Handle> { ts.iter().map(|t| ctx.put(t.clone())).collect() };
         let emb = reg(inputs.embeddings);
         let proj = inputs.projections.map(&mut reg);
         let pred = inputs.predictions.map(&mut reg);
@@ -220,7 +319,13 @@ impl ObjectiveInstance {
         let table = ops_table(&mut ctx);
         let entry = self.found.entry;
         let inst = self.inst;
-        let res = call("objective", &self.name, &self.found.library, None, |host| unsafe { (entry.loss)(inst, host, &table, &raw_inputs, &mut out) });
+        let res = call(
+            "objective",
+            &self.name,
+            &self.found.library,
+            None,
+            |host| unsafe { (entry.loss)(inst, host, &table, &raw_inputs, &mut out) },
+        );
         if let Err(mut e) = res {
             // A failed host op explains itself better than the plugin's generic error.
             if let Some(op_err) = ctx.error.take() {
@@ -230,15 +335,26 @@ impl ObjectiveInstance {
             }
             return Err(e);
         }
-        let loss = ctx.get(out).map_err(|m| self.err(format!("returned an invalid loss handle: {m}")))?;
+        let loss = ctx
+            .get(out)
+            .map_err(|m| self.err(format!("returned an invalid loss handle: {m}")))?;
         if loss.shape() != (1, 1) {
-            return Err(self.err(format!("returned a loss of shape {:?}; a loss must be a scalar (1x1)", loss.shape())));
+            return Err(self.err(format!(
+                "returned a loss of shape {:?}; a loss must be a scalar (1x1)",
+                loss.shape()
+            )));
         }
         let v = loss.scalar();
         if !v.is_finite() {
-            return Err(self.err(format!("loss is {v} at epoch {} step {}", inputs.epoch, inputs.step)));
+            return Err(self.err(format!(
+                "loss is {v} at epoch {} step {}",
+                inputs.epoch, inputs.step
+            )));
         }
-        Ok(StepOutput { loss, reports: std::mem::take(&mut ctx.reports) })
+        Ok(StepOutput {
+            loss,
+            reports: std::mem::take(&mut ctx.reports),
+        })
     }
 }
 
@@ -267,16 +383,22 @@ impl OpsCtx<'_> {
 }
 
 /// Run one op: resolve handles, catch errors and panics, store the result.
-unsafe fn op(ctx: *mut c_void, name: &str, f: impl FnOnce(&mut OpsCtx) -> Result<Tensor, String>) -> Handle {
+unsafe fn op(
+    ctx: *mut c_void,
+    name: &str,
+    f: impl FnOnce(&mut OpsCtx) -> Result<Tensor, String>,
+) -> Handle {
     let ctx = &mut *(ctx as *mut OpsCtx);
     match catch_unwind(AssertUnwindSafe(|| f(ctx))) {
         Ok(Ok(t)) => ctx.put(t),
         Ok(Err(m)) => {
-            ctx.error.get_or_insert_with(|| format!("tensor op `{name}` failed: {m}"));
+            ctx.error
+                .get_or_insert_with(|| format!("tensor op `{name}` failed: {m}"));
             0
         }
         Err(_) => {
-            ctx.error.get_or_insert_with(|| format!("tensor op `{name}` failed inside the engine"));
+            ctx.error
+                .get_or_insert_with(|| format!("tensor op `{name}` failed inside the engine"));
             0
         }
     }
@@ -301,7 +423,11 @@ unsafe extern "C" fn op_unary(ctx: *mut c_void, code: u32, a: Handle) -> Handle 
             abi::UN_DETACH => g.detach(&a),
             abi::UN_TRANSPOSE => g.transpose(&a),
             abi::UN_DIAG => g.diag(&a),
-            _ => return Err(format!("unary op code {code} is not supported by this host")),
+            _ => {
+                return Err(format!(
+                    "unary op code {code} is not supported by this host"
+                ))
+            }
         };
         r.map_err(|e| e.to_string())
     })
@@ -317,7 +443,11 @@ unsafe extern "C" fn op_binary(ctx: *mut c_void, code: u32, a: Handle, b: Handle
             abi::BIN_MUL => g.mul(&a, &b),
             abi::BIN_DIV => g.div(&a, &b),
             abi::BIN_MATMUL => g.matmul(&a, &b),
-            _ => return Err(format!("binary op code {code} is not supported by this host")),
+            _ => {
+                return Err(format!(
+                    "binary op code {code} is not supported by this host"
+                ))
+            }
         };
         r.map_err(|e| e.to_string())
     })
@@ -334,7 +464,11 @@ unsafe extern "C" fn op_scalar(ctx: *mut c_void, code: u32, a: Handle, s: f64) -
             abi::SC_POW => g.powf(&a, s),
             abi::SC_CLAMP_MIN => g.clamp(&a, s, f32::MAX),
             abi::SC_CLAMP_MAX => g.clamp(&a, f32::MIN, s),
-            _ => return Err(format!("scalar op code {code} is not supported by this host")),
+            _ => {
+                return Err(format!(
+                    "scalar op code {code} is not supported by this host"
+                ))
+            }
         };
         r.map_err(|e| e.to_string())
     })
@@ -350,13 +484,23 @@ unsafe extern "C" fn op_reduce(ctx: *mut c_void, code: u32, a: Handle, ax: i32) 
             abi::RED_MEAN => g.mean(&a, ax),
             abi::RED_LOGSUMEXP => g.logsumexp(&a, ax),
             abi::RED_MAX => g.max(&a, ax),
-            _ => return Err(format!("reduce op code {code} is not supported by this host")),
+            _ => {
+                return Err(format!(
+                    "reduce op code {code} is not supported by this host"
+                ))
+            }
         };
         r.map_err(|e| e.to_string())
     })
 }
 
-unsafe extern "C" fn op_axis(ctx: *mut c_void, code: u32, a: Handle, ax: i32, param: f64) -> Handle {
+unsafe extern "C" fn op_axis(
+    ctx: *mut c_void,
+    code: u32,
+    a: Handle,
+    ax: i32,
+    param: f64,
+) -> Handle {
     op(ctx, "axis_op", |c| {
         let a = c.get(a)?;
         let ax = axis(ax)?;
@@ -371,10 +515,18 @@ unsafe extern "C" fn op_axis(ctx: *mut c_void, code: u32, a: Handle, ax: i32, pa
     })
 }
 
-unsafe extern "C" fn op_slice(ctx: *mut c_void, a: Handle, ax: i32, start: usize, end: usize) -> Handle {
+unsafe extern "C" fn op_slice(
+    ctx: *mut c_void,
+    a: Handle,
+    ax: i32,
+    start: usize,
+    end: usize,
+) -> Handle {
     op(ctx, "slice", |c| {
         let a = c.get(a)?;
-        c.graph.slice(&a, axis(ax)?, start, end).map_err(|e| e.to_string())
+        c.graph
+            .slice(&a, axis(ax)?, start, end)
+            .map_err(|e| e.to_string())
     })
 }
 
@@ -385,18 +537,32 @@ unsafe extern "C" fn op_concat(ctx: *mut c_void, a: Handle, b: Handle, ax: i32) 
     })
 }
 
-unsafe extern "C" fn op_cross_entropy(ctx: *mut c_void, logits: Handle, labels: *const u32, n: usize) -> Handle {
+unsafe extern "C" fn op_cross_entropy(
+    ctx: *mut c_void,
+    logits: Handle,
+    labels: *const u32,
+    n: usize,
+) -> Handle {
     op(ctx, "cross_entropy", |c| {
         let l = c.get(logits)?;
         if labels.is_null() && n > 0 {
             return Err("null labels".into());
         }
-        let labels = if n == 0 { &[][..] } else { std::slice::from_raw_parts(labels, n) };
+        let labels = if n == 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(labels, n)
+        };
         c.graph.cross_entropy(&l, labels).map_err(|e| e.to_string())
     })
 }
 
-unsafe extern "C" fn op_constant(ctx: *mut c_void, data: *const f32, rows: usize, cols: usize) -> Handle {
+unsafe extern "C" fn op_constant(
+    ctx: *mut c_void,
+    data: *const f32,
+    rows: usize,
+    cols: usize,
+) -> Handle {
     op(ctx, "constant", |c| {
         if data.is_null() || rows.checked_mul(cols).is_none() || rows * cols > 1 << 28 {
             return Err(format!("invalid constant {rows}x{cols}"));
@@ -424,7 +590,12 @@ unsafe extern "C" fn op_eye(ctx: *mut c_void, n: usize) -> Handle {
     })
 }
 
-unsafe extern "C" fn op_shape(ctx: *mut c_void, a: Handle, rows: *mut usize, cols: *mut usize) -> i32 {
+unsafe extern "C" fn op_shape(
+    ctx: *mut c_void,
+    a: Handle,
+    rows: *mut usize,
+    cols: *mut usize,
+) -> i32 {
     let c = &mut *(ctx as *mut OpsCtx);
     match c.get(a) {
         Ok(t) if !rows.is_null() && !cols.is_null() => {
@@ -449,7 +620,10 @@ unsafe extern "C" fn op_read(ctx: *mut c_void, a: Handle, out: *mut f32, len: us
             abi::PTX_OK
         }
         Ok(t) => {
-            c.error.get_or_insert(format!("read: buffer of {len} values for a tensor of {}", t.len()));
+            c.error.get_or_insert(format!(
+                "read: buffer of {len} values for a tensor of {}",
+                t.len()
+            ));
             abi::PTX_ERROR
         }
         Err(m) => {
@@ -467,7 +641,8 @@ unsafe extern "C" fn op_report(ctx: *mut c_void, name: PtxStr, a: Handle) -> i32
             abi::PTX_OK
         }
         _ => {
-            c.error.get_or_insert(format!("report `{}`: not a scalar tensor", name.as_str()));
+            c.error
+                .get_or_insert(format!("report `{}`: not a scalar tensor", name.as_str()));
             abi::PTX_ERROR
         }
     }
@@ -543,16 +718,37 @@ impl Drop for AugmentInstance {
 }
 
 fn image_buffer(shape: (usize, usize, usize), data: *mut f32) -> PtxBuffer {
-    PtxBuffer { dtype: abi::DTYPE_F32, rank: 3, shape: [shape.0 as u32, shape.1 as u32, shape.2 as u32, 0], data: data as *mut c_void }
+    PtxBuffer {
+        dtype: abi::DTYPE_F32,
+        rank: 3,
+        shape: [shape.0 as u32, shape.1 as u32, shape.2 as u32, 0],
+        data: data as *mut c_void,
+    }
 }
 
 impl AugmentInstance {
-    pub fn create(found: &Found<abi::PtxAugmentEntry>, name: &str, params: &serde_json::Map<String, serde_json::Value>) -> Result<AugmentInstance, CallError> {
+    pub fn create(
+        found: &Found<abi::PtxAugmentEntry>,
+        name: &str,
+        params: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<AugmentInstance, CallError> {
         let lib = found.library.clone();
-        let raw = RawParams::from_json(params).map_err(|m| CallError { what: "augmentation", name: name.into(), library: lib.path.display().to_string(), message: m, panicked: false })?;
+        let raw = RawParams::from_json(params).map_err(|m| CallError {
+            what: "augmentation",
+            name: name.into(),
+            library: lib.path.display().to_string(),
+            message: m,
+            panicked: false,
+        })?;
         let mut inst: *mut c_void = std::ptr::null_mut();
-        call("augmentation", name, &lib, None, |host| unsafe { (found.entry.create)(host, raw.params.as_ptr(), raw.params.len(), &mut inst) })?;
-        Ok(AugmentInstance { found: found.clone(), name: name.to_string(), inst })
+        call("augmentation", name, &lib, None, |host| unsafe {
+            (found.entry.create)(host, raw.params.as_ptr(), raw.params.len(), &mut inst)
+        })?;
+        Ok(AugmentInstance {
+            found: found.clone(),
+            name: name.to_string(),
+            inst,
+        })
     }
 
     pub fn library(&self) -> &Arc<Library> {
@@ -560,24 +756,65 @@ impl AugmentInstance {
     }
 
     /// Output `(c, h, w)` for an input `(c, h, w)`.
-    pub fn output_shape(&self, input: (usize, usize, usize)) -> Result<(usize, usize, usize), CallError> {
+    pub fn output_shape(
+        &self,
+        input: (usize, usize, usize),
+    ) -> Result<(usize, usize, usize), CallError> {
         let inb = image_buffer(input, std::ptr::null_mut());
         let mut out = image_buffer((0, 0, 0), std::ptr::null_mut());
-        call("augmentation", &self.name, &self.found.library, None, |host| unsafe { (self.found.entry.output_shape)(self.inst, host, &inb, &mut out) })?;
-        let s = (out.shape[0] as usize, out.shape[1] as usize, out.shape[2] as usize);
+        call(
+            "augmentation",
+            &self.name,
+            &self.found.library,
+            None,
+            |host| unsafe { (self.found.entry.output_shape)(self.inst, host, &inb, &mut out) },
+        )?;
+        let s = (
+            out.shape[0] as usize,
+            out.shape[1] as usize,
+            out.shape[2] as usize,
+        );
         if out.rank != 3 || s.0 == 0 || s.1 == 0 || s.2 == 0 || s.0 * s.1 * s.2 > 1 << 26 {
-            return Err(CallError { what: "augmentation", name: self.name.clone(), library: self.found.library.path.display().to_string(), message: format!("declared an invalid output shape {:?} (rank {})", out.shape, out.rank), panicked: false });
+            return Err(CallError {
+                what: "augmentation",
+                name: self.name.clone(),
+                library: self.found.library.path.display().to_string(),
+                message: format!(
+                    "declared an invalid output shape {:?} (rank {})",
+                    out.shape, out.rank
+                ),
+                panicked: false,
+            });
         }
         Ok(s)
     }
 
     /// Transform one image; `output` must have the length of `output_shape(shape)`.
-    pub fn apply(&self, seed: u64, input: &[f32], shape: (usize, usize, usize), output: &mut [f32], out_shape: (usize, usize, usize)) -> Result<(), CallError> {
+    pub fn apply(
+        &self,
+        seed: u64,
+        input: &[f32],
+        shape: (usize, usize, usize),
+        output: &mut [f32],
+        out_shape: (usize, usize, usize),
+    ) -> Result<(), CallError> {
         let inb = image_buffer(shape, input.as_ptr() as *mut f32);
         let mut outb = image_buffer(out_shape, output.as_mut_ptr());
-        call("augmentation", &self.name, &self.found.library, None, |host| unsafe { (self.found.entry.apply)(self.inst, host, seed, &inb, &mut outb) })?;
+        call(
+            "augmentation",
+            &self.name,
+            &self.found.library,
+            None,
+            |host| unsafe { (self.found.entry.apply)(self.inst, host, seed, &inb, &mut outb) },
+        )?;
         if let Some(bad) = output.iter().find(|v| !v.is_finite()) {
-            return Err(CallError { what: "augmentation", name: self.name.clone(), library: self.found.library.path.display().to_string(), message: format!("produced a non-finite value ({bad})"), panicked: false });
+            return Err(CallError {
+                what: "augmentation",
+                name: self.name.clone(),
+                library: self.found.library.path.display().to_string(),
+                message: format!("produced a non-finite value ({bad})"),
+                panicked: false,
+            });
         }
         Ok(())
     }

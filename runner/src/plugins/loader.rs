@@ -21,9 +21,19 @@ pub enum PluginError {
     #[error("plugin {path}: its entry function failed (returned no plugin description)")]
     NullInfo { path: PathBuf },
     #[error("plugin {path}: built for plugin ABI v{found}, but this pretext speaks ABI v{expected}; rebuild the plugin against pretext-plugin {sdk}")]
-    AbiMismatch { path: PathBuf, found: u32, expected: u32, sdk: &'static str },
+    AbiMismatch {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+        sdk: &'static str,
+    },
     #[error("{kind} `{name}` is provided by two plugin libraries: {first} and {second}; remove one of them from the plugin folders")]
-    Duplicate { kind: &'static str, name: String, first: PathBuf, second: PathBuf },
+    Duplicate {
+        kind: &'static str,
+        name: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
     #[error("cannot read plugin folder {path}: {reason}")]
     Folder { path: PathBuf, reason: String },
 }
@@ -72,20 +82,33 @@ impl Library {
 /// Load one library file and check its ABI version.
 pub fn load_library(path: &Path) -> Result<Library, PluginError> {
     let digest = std::fs::File::open(path)
-        .and_then(|f| blake3::Hasher::new().update_reader(f).map(|h| h.finalize().to_hex().to_string()))
-        .map_err(|e| PluginError::Load { path: path.to_path_buf(), reason: e.to_string() })?;
+        .and_then(|f| {
+            blake3::Hasher::new()
+                .update_reader(f)
+                .map(|h| h.finalize().to_hex().to_string())
+        })
+        .map_err(|e| PluginError::Load {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     // SAFETY: loading runs the library's initialisers; only files from explicit plugin paths
     // and plugin folders reach this point.
-    let lib = unsafe { libloading::Library::new(path) }
-        .map_err(|e| PluginError::Load { path: path.to_path_buf(), reason: e.to_string() })?;
+    let lib = unsafe { libloading::Library::new(path) }.map_err(|e| PluginError::Load {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     let info = {
         // SAFETY: the symbol's type is fixed by the ABI.
         let entry: libloading::Symbol<abi::EntryFn> = unsafe { lib.get(abi::ENTRY_SYMBOL) }
-            .map_err(|_| PluginError::NoEntry { path: path.to_path_buf() })?;
+            .map_err(|_| PluginError::NoEntry {
+                path: path.to_path_buf(),
+            })?;
         unsafe { entry() }
     };
     if info.is_null() {
-        return Err(PluginError::NullInfo { path: path.to_path_buf() });
+        return Err(PluginError::NullInfo {
+            path: path.to_path_buf(),
+        });
     }
     // Only the first field may be read before the version is known.
     let found = unsafe { std::ptr::read(info as *const u32) };
@@ -99,15 +122,29 @@ pub fn load_library(path: &Path) -> Result<Library, PluginError> {
     }
     let (name, version, sdk_version) = unsafe {
         let i = &*info;
-        (i.name.as_str().to_string(), i.version.as_str().to_string(), i.sdk_version.as_str().to_string())
+        (
+            i.name.as_str().to_string(),
+            i.version.as_str().to_string(),
+            i.sdk_version.as_str().to_string(),
+        )
     };
     // Never unload: leak the handle.
     std::mem::forget(lib);
-    Ok(Library { path: path.to_path_buf(), digest, name, version, sdk_version, info })
+    Ok(Library {
+        path: path.to_path_buf(),
+        digest,
+        name,
+        version,
+        sdk_version,
+        info,
+    })
 }
 
 fn is_shared_library(p: &Path) -> bool {
-    matches!(p.extension().and_then(|e| e.to_str()), Some("so" | "dylib" | "dll"))
+    matches!(
+        p.extension().and_then(|e| e.to_str()),
+        Some("so" | "dylib" | "dll")
+    )
 }
 
 /// Where plugins are looked for, in order.
@@ -184,8 +221,15 @@ impl SearchPath {
 }
 
 fn list_dir(d: &Path) -> Result<Vec<PathBuf>, PluginError> {
-    let rd = std::fs::read_dir(d).map_err(|e| PluginError::Folder { path: d.to_path_buf(), reason: e.to_string() })?;
-    let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file() && is_shared_library(p)).collect();
+    let rd = std::fs::read_dir(d).map_err(|e| PluginError::Folder {
+        path: d.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut v: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && is_shared_library(p))
+        .collect();
     v.sort();
     Ok(v)
 }
@@ -198,7 +242,10 @@ pub struct Found<E: 'static> {
 
 impl<E> Clone for Found<E> {
     fn clone(&self) -> Self {
-        Found { entry: self.entry, library: self.library.clone() }
+        Found {
+            entry: self.entry,
+            library: self.library.clone(),
+        }
     }
 }
 
@@ -218,7 +265,11 @@ impl Registry {
     /// fail are recorded in `failures`.
     pub fn discover(search: &SearchPath) -> Result<Registry, PluginError> {
         let mut reg = Registry::default();
-        let explicit: Vec<PathBuf> = search.files.iter().map(|p| p.canonicalize().unwrap_or(p.clone())).collect();
+        let explicit: Vec<PathBuf> = search
+            .files
+            .iter()
+            .map(|p| p.canonicalize().unwrap_or(p.clone()))
+            .collect();
         for path in search.candidates()? {
             match load_library(&path) {
                 Ok(lib) => reg.add(Arc::new(lib))?,
@@ -233,16 +284,38 @@ impl Registry {
         for entry in lib.objectives() {
             let name = unsafe { entry.name.as_str() }.to_string();
             if let Some(prev) = self.objectives.get(&name) {
-                return Err(PluginError::Duplicate { kind: "objective", name, first: prev.library.path.clone(), second: lib.path.clone() });
+                return Err(PluginError::Duplicate {
+                    kind: "objective",
+                    name,
+                    first: prev.library.path.clone(),
+                    second: lib.path.clone(),
+                });
             }
-            self.objectives.insert(name, Found { entry, library: lib.clone() });
+            self.objectives.insert(
+                name,
+                Found {
+                    entry,
+                    library: lib.clone(),
+                },
+            );
         }
         for entry in lib.augmentations() {
             let name = unsafe { entry.name.as_str() }.to_string();
             if let Some(prev) = self.augmentations.get(&name) {
-                return Err(PluginError::Duplicate { kind: "augmentation", name, first: prev.library.path.clone(), second: lib.path.clone() });
+                return Err(PluginError::Duplicate {
+                    kind: "augmentation",
+                    name,
+                    first: prev.library.path.clone(),
+                    second: lib.path.clone(),
+                });
             }
-            self.augmentations.insert(name, Found { entry, library: lib.clone() });
+            self.augmentations.insert(
+                name,
+                Found {
+                    entry,
+                    library: lib.clone(),
+                },
+            );
         }
         self.libraries.push(lib);
         Ok(())
@@ -250,7 +323,11 @@ impl Registry {
 
     /// A "not found" message with a did-you-mean and where to look.
     pub fn not_found(&self, kind: &str, name: &str) -> String {
-        let known: Vec<&String> = if kind == "objective" { self.objectives.keys().collect() } else { self.augmentations.keys().collect() };
+        let known: Vec<&String> = if kind == "objective" {
+            self.objectives.keys().collect()
+        } else {
+            self.augmentations.keys().collect()
+        };
         let hint = known
             .iter()
             .map(|k| (strsim::levenshtein(k, name), k))
@@ -258,10 +335,21 @@ impl Registry {
             .min()
             .map(|(_, k)| format!(" (did you mean `{k}`?)"))
             .unwrap_or_default();
-        let list = known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
-        let mut msg = format!("no plugin provides {kind} `{name}`{hint}; available: {}", if list.is_empty() { "none".into() } else { list });
+        let list = known
+            .iter()
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut msg = format!(
+            "no plugin provides {kind} `{name}`{hint}; available: {}",
+            if list.is_empty() { "none".into() } else { list }
+        );
         if !self.failures.is_empty() {
-            msg.push_str(&format!("; {} plugin librar{} failed to load (see `pretext plugins`)", self.failures.len(), if self.failures.len() == 1 { "y" } else { "ies" }));
+            msg.push_str(&format!(
+                "; {} plugin librar{} failed to load (see `pretext plugins`)",
+                self.failures.len(),
+                if self.failures.len() == 1 { "y" } else { "ies" }
+            ));
         }
         msg.push_str(". Run `pretext plugins` to see what is found and where.");
         msg

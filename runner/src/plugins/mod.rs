@@ -6,5 +6,7 @@
 pub mod host;
 pub mod loader;
 
-pub use host::{AugmentInstance, CallError, ObjectiveInstance, ObjectiveNeeds, StepInputs, StepOutput};
+pub use host::{
+    AugmentInstance, CallError, ObjectiveInstance, ObjectiveNeeds, StepInputs, StepOutput,
+};
 pub use loader::{load_library, Library, PluginError, Registry, SearchPath};

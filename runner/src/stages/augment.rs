@@ -45,16 +45,26 @@ fn params_map(v: &serde_json::Value) -> serde_json::Map<String, serde_json::Valu
 impl Views {
     /// Instantiate every augmentation and check that each view maps `input` to one shared
     /// output shape.
-    pub fn build(steps: &[Vec<(String, serde_json::Value)>], registry: &Registry, input: (usize, usize, usize)) -> Result<Views, StageError> {
+    pub fn build(
+        steps: &[Vec<(String, serde_json::Value)>],
+        registry: &Registry,
+        input: (usize, usize, usize),
+    ) -> Result<Views, StageError> {
         let mut chains = Vec::new();
         let mut output = None;
         for (vi, view) in steps.iter().enumerate() {
             let mut shape = input;
             let mut chain = Vec::new();
             for (name, params) in view {
-                let found = registry.augmentations.get(name).ok_or_else(|| StageError::Input(registry.not_found("augmentation", name)))?;
-                let inst = AugmentInstance::create(found, name, &params_map(params)).map_err(|e| StageError::Input(e.to_string()))?;
-                let out = inst.output_shape(shape).map_err(|e| StageError::Input(e.to_string()))?;
+                let found = registry
+                    .augmentations
+                    .get(name)
+                    .ok_or_else(|| StageError::Input(registry.not_found("augmentation", name)))?;
+                let inst = AugmentInstance::create(found, name, &params_map(params))
+                    .map_err(|e| StageError::Input(e.to_string()))?;
+                let out = inst
+                    .output_shape(shape)
+                    .map_err(|e| StageError::Input(e.to_string()))?;
                 chain.push((inst, shape));
                 shape = out;
             }
@@ -70,7 +80,11 @@ impl Views {
             }
             chains.push(chain);
         }
-        Ok(Views { chains, input_shape: input, output_shape: output.unwrap_or(input) })
+        Ok(Views {
+            chains,
+            input_shape: input,
+            output_shape: output.unwrap_or(input),
+        })
     }
 
     pub fn count(&self) -> usize {
@@ -83,7 +97,13 @@ impl Views {
         for (pos, (inst, in_shape)) in self.chains[v].iter().enumerate() {
             let out_shape = inst.output_shape(*in_shape)?;
             let mut out = vec![0f32; out_shape.0 * out_shape.1 * out_shape.2];
-            inst.apply(mix_seed(base_seed, 3, pos as u64, 0, 0), &cur, *in_shape, &mut out, out_shape)?;
+            inst.apply(
+                mix_seed(base_seed, 3, pos as u64, 0, 0),
+                &cur,
+                *in_shape,
+                &mut out,
+                out_shape,
+            )?;
             cur = out;
         }
         Ok(cur)
@@ -91,7 +111,12 @@ impl Views {
 
     /// Libraries used, as (augmentation name, digest).
     pub fn plugins(&self) -> Vec<(String, String)> {
-        let mut v: Vec<(String, String)> = self.chains.iter().flatten().map(|(i, _)| (i.name.clone(), i.library().digest.clone())).collect();
+        let mut v: Vec<(String, String)> = self
+            .chains
+            .iter()
+            .flatten()
+            .map(|(i, _)| (i.name.clone(), i.library().digest.clone()))
+            .collect();
         v.sort();
         v.dedup();
         v
@@ -99,15 +124,29 @@ impl Views {
 }
 
 fn steps(cfg: &AugmentConfig) -> Vec<Vec<(String, serde_json::Value)>> {
-    cfg.views.iter().map(|v| v.iter().map(|a| (a.name.clone(), a.params.clone())).collect()).collect()
+    cfg.views
+        .iter()
+        .map(|v| {
+            v.iter()
+                .map(|a| (a.name.clone(), a.params.clone()))
+                .collect()
+        })
+        .collect()
 }
 
 /// Instantiate every augmentation (bad parameters fail here, before anything runs).
-pub fn validate(cfg: &AugmentConfig, registry: &Registry) -> Result<Vec<(String, String)>, StageError> {
+pub fn validate(
+    cfg: &AugmentConfig,
+    registry: &Registry,
+) -> Result<Vec<(String, String)>, StageError> {
     let mut out = Vec::new();
     for (name, params) in steps(cfg).into_iter().flatten() {
-        let found = registry.augmentations.get(&name).ok_or_else(|| StageError::Input(registry.not_found("augmentation", &name)))?;
-        AugmentInstance::create(found, &name, &params_map(&params)).map_err(|e| StageError::Input(e.to_string()))?;
+        let found = registry
+            .augmentations
+            .get(&name)
+            .ok_or_else(|| StageError::Input(registry.not_found("augmentation", &name)))?;
+        AugmentInstance::create(found, &name, &params_map(&params))
+            .map_err(|e| StageError::Input(e.to_string()))?;
         out.push((name, found.library.digest.clone()));
     }
     out.sort();
@@ -130,7 +169,12 @@ pub fn run(cfg: &AugmentConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
             .map(|(v, chain)| {
                 v.iter()
                     .zip(chain)
-                    .map(|(a, (inst, _))| RecipeStep { name: a.name.clone(), params: a.params.clone(), library: inst.library().name.clone(), digest: inst.library().digest.clone() })
+                    .map(|(a, (inst, _))| RecipeStep {
+                        name: a.name.clone(),
+                        params: a.params.clone(),
+                        library: inst.library().name.clone(),
+                        digest: inst.library().digest.clone(),
+                    })
                     .collect()
             })
             .collect(),
@@ -138,21 +182,41 @@ pub fn run(cfg: &AugmentConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     write_json(&ctx.out_dir.join(VIEWS_FILE), &recipe)?;
 
     // Preview: the first train samples through every view (epoch 0 randomness).
-    let rows: Vec<usize> = ds.rows(Split::Train).into_iter().take(cfg.preview).collect();
+    let rows: Vec<usize> = ds
+        .rows(Split::Train)
+        .into_iter()
+        .take(cfg.preview)
+        .collect();
     let (c, h, w) = views.output_shape;
-    let mut preview = Dataset { shape: (c, h, w), ids: Vec::new(), splits: Vec::new(), labels: Some(Vec::new()), pixels: Vec::new() };
+    let mut preview = Dataset {
+        shape: (c, h, w),
+        ids: Vec::new(),
+        splits: Vec::new(),
+        labels: Some(Vec::new()),
+        pixels: Vec::new(),
+    };
     for &r in &rows {
         for v in 0..views.count() {
-            let img = views.apply(v, mix_seed(ctx.seed, 2, 0, ds.ids[r], v as u64), ds.image_f32(r))?;
+            let img = views.apply(
+                v,
+                mix_seed(ctx.seed, 2, 0, ds.ids[r], v as u64),
+                ds.image_f32(r),
+            )?;
             preview.ids.push(ds.ids[r]);
             preview.splits.push(Split::Train);
             preview.labels.as_mut().expect("set above").push(v as u32);
-            preview.pixels.extend(img.iter().map(|x| (x.clamp(0.0, 1.0) * 255.0).round() as u8));
+            preview.pixels.extend(
+                img.iter()
+                    .map(|x| (x.clamp(0.0, 1.0) * 255.0).round() as u8),
+            );
         }
     }
     table::write_dataset(&preview, &ctx.out_dir.join(PREVIEW_FILE))?;
     let mut m = Metrics::new();
     m.insert("views".into(), views.count() as f64);
-    m.insert("augmentations".into(), cfg.views.iter().map(|v| v.len()).sum::<usize>() as f64);
+    m.insert(
+        "augmentations".into(),
+        cfg.views.iter().map(|v| v.len()).sum::<usize>() as f64,
+    );
     Ok(m)
 }

@@ -14,7 +14,14 @@ pub fn run(cfg: &IngestConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     ctx.progress.advance(1, "images");
     let lab = idx::read(&labels.resolved)?;
     ctx.progress.advance(1, "labels");
-    let ds = build(&img, &lab, &images.resolved, &labels.resolved, cfg, ctx.seed)?;
+    let ds = build(
+        &img,
+        &lab,
+        &images.resolved,
+        &labels.resolved,
+        cfg,
+        ctx.seed,
+    )?;
     let out = ctx.out_dir.join(DATASET_FILE);
     table::write_dataset(&ds, &out)?;
     ctx.progress.finish(&format!("{} samples", ds.len()));
@@ -39,18 +46,40 @@ pub fn build(
     seed: u64,
 ) -> Result<Dataset, DataError> {
     if img.dims.len() != 3 {
-        return Err(DataError::file(img_path, format!("expected an images file with 3 dimensions (n, height, width), found {:?}", img.dims)));
+        return Err(DataError::file(
+            img_path,
+            format!(
+                "expected an images file with 3 dimensions (n, height, width), found {:?}",
+                img.dims
+            ),
+        ));
     }
     if lab.dims.len() != 1 {
-        return Err(DataError::file(lab_path, format!("expected a labels file with 1 dimension (n), found {:?}", lab.dims)));
+        return Err(DataError::file(
+            lab_path,
+            format!(
+                "expected a labels file with 1 dimension (n), found {:?}",
+                lab.dims
+            ),
+        ));
     }
     let (n, h, w) = (img.dims[0], img.dims[1], img.dims[2]);
     if lab.dims[0] != n {
-        return Err(DataError::file(lab_path, format!("has {} labels but {} has {n} images; they must pair up", lab.dims[0], img_path.display())));
+        return Err(DataError::file(
+            lab_path,
+            format!(
+                "has {} labels but {} has {n} images; they must pair up",
+                lab.dims[0],
+                img_path.display()
+            ),
+        ));
     }
     let n = cfg.limit.map_or(n, |l| n.min(l as usize));
     if n < 2 {
-        return Err(DataError::file(img_path, format!("only {n} sample(s); a train/test split needs at least 2")));
+        return Err(DataError::file(
+            img_path,
+            format!("only {n} sample(s); a train/test split needs at least 2"),
+        ));
     }
     let n_train = ((n as f64 * cfg.split.train).round() as usize).clamp(1, n - 1);
     let perm = super::permutation(n, super::mix_seed(seed, 1, 0, 0, 0));

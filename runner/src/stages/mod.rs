@@ -87,10 +87,14 @@ pub struct StageCtx<'a> {
 
 impl StageCtx<'_> {
     pub fn input(&self, role: &str) -> Result<&InputArtifact, StageError> {
-        self.inputs.get(role).ok_or_else(|| StageError::Failed(format!("internal: missing input `{role}`")))
+        self.inputs
+            .get(role)
+            .ok_or_else(|| StageError::Failed(format!("internal: missing input `{role}`")))
     }
     pub fn entry_by_key(&self, key: &str) -> Result<&PathBuf, StageError> {
-        self.entries.get(key).ok_or_else(|| StageError::Failed(format!("internal: entry {key} is not available")))
+        self.entries
+            .get(key)
+            .ok_or_else(|| StageError::Failed(format!("internal: entry {key} is not available")))
     }
 }
 
@@ -106,14 +110,21 @@ pub fn run(stage: &Stage, ctx: &StageCtx) -> Result<Metrics, StageError> {
 
 /// Plugin libraries a stage uses directly, as (plugin name, library digest); instantiates each
 /// plugin with its parameters so bad parameters are reported before anything runs.
-pub fn plugins_used(stage: &Stage, pipeline: &Pipeline, registry: &Registry) -> Result<Vec<(String, String)>, StageError> {
+pub fn plugins_used(
+    stage: &Stage,
+    pipeline: &Pipeline,
+    registry: &Registry,
+) -> Result<Vec<(String, String)>, StageError> {
     match &stage.config {
         StageConfig::Augment(c) => augment::validate(c, registry),
         StageConfig::Pretrain(c) => {
-            let views = stage.input("input").and_then(|i| pipeline.stage(i)).and_then(|s| match &s.config {
-                StageConfig::Augment(a) => Some(a.views.len()),
-                _ => None,
-            });
+            let views = stage
+                .input("input")
+                .and_then(|i| pipeline.stage(i))
+                .and_then(|s| match &s.config {
+                    StageConfig::Augment(a) => Some(a.views.len()),
+                    _ => None,
+                });
             pretrain::validate(c, registry, views)
         }
         _ => Ok(Vec::new()),

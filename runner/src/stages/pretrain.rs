@@ -9,7 +9,10 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::augment::{Views, ViewsRecipe, VIEWS_FILE};
-use super::{ingest::DATASET_FILE, io_err, TIMING_PREFIX, mix_seed, permutation, read_json, write_json, Metrics, StageCtx, StageError};
+use super::{
+    ingest::DATASET_FILE, io_err, mix_seed, permutation, read_json, write_json, Metrics, StageCtx,
+    StageError, TIMING_PREFIX,
+};
 use crate::data::{table, Dataset, Split};
 use crate::engine::nn::{Encoder, EncoderSpec, Init, InputShape, Mlp, ParamStore};
 use crate::engine::optim::{OptimSpec, Optimizer, Schedule};
@@ -45,28 +48,57 @@ pub struct EpochRecord {
 
 pub fn encoder_spec(cfg: &PretrainConfig) -> EncoderSpec {
     match &cfg.model.arch {
-        Arch::Mlp { hidden } => EncoderSpec::Mlp { hidden: hidden.clone(), embed_dim: cfg.model.embed_dim, batch_norm: cfg.model.batch_norm },
-        Arch::Convnet { width } => EncoderSpec::ConvNet { width: *width, embed_dim: cfg.model.embed_dim, batch_norm: cfg.model.batch_norm },
+        Arch::Mlp { hidden } => EncoderSpec::Mlp {
+            hidden: hidden.clone(),
+            embed_dim: cfg.model.embed_dim,
+            batch_norm: cfg.model.batch_norm,
+        },
+        Arch::Convnet { width } => EncoderSpec::ConvNet {
+            width: *width,
+            embed_dim: cfg.model.embed_dim,
+            batch_norm: cfg.model.batch_norm,
+        },
     }
 }
 
 fn optim_spec(o: &OptimConfig) -> OptimSpec {
     match o.optimizer {
-        crate::pipeline::Optimizer::Sgd { momentum } => OptimSpec::Sgd { momentum: momentum as f32, weight_decay: o.weight_decay as f32, nesterov: false },
-        crate::pipeline::Optimizer::AdamW { betas } => OptimSpec::AdamW { beta1: betas[0] as f32, beta2: betas[1] as f32, eps: 1e-8, weight_decay: o.weight_decay as f32 },
+        crate::pipeline::Optimizer::Sgd { momentum } => OptimSpec::Sgd {
+            momentum: momentum as f32,
+            weight_decay: o.weight_decay as f32,
+            nesterov: false,
+        },
+        crate::pipeline::Optimizer::AdamW { betas } => OptimSpec::AdamW {
+            beta1: betas[0] as f32,
+            beta2: betas[1] as f32,
+            eps: 1e-8,
+            weight_decay: o.weight_decay as f32,
+        },
     }
 }
 
 fn objective(cfg: &PretrainConfig, registry: &Registry) -> Result<ObjectiveInstance, StageError> {
     let name = &cfg.objective.plugin;
-    let found = registry.objectives.get(name).ok_or_else(|| StageError::Input(registry.not_found("objective", name)))?;
-    let params = cfg.objective.params.as_object().cloned().unwrap_or_default();
+    let found = registry
+        .objectives
+        .get(name)
+        .ok_or_else(|| StageError::Input(registry.not_found("objective", name)))?;
+    let params = cfg
+        .objective
+        .params
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     ObjectiveInstance::create(found, name, &params).map_err(|e| StageError::Input(e.to_string()))
 }
 
 /// Instantiate the objective (bad parameters fail here); check it against the number of views
 /// the input stage declares, when known.
-pub fn validate(cfg: &PretrainConfig, registry: &Registry, views: Option<usize>) -> Result<Vec<(String, String)>, StageError> {
+pub fn validate(
+    cfg: &PretrainConfig,
+    registry: &Registry,
+    views: Option<usize>,
+) -> Result<Vec<(String, String)>, StageError> {
     let obj = objective(cfg, registry)?;
     let needs = obj.needs().map_err(|e| StageError::Input(e.to_string()))?;
     if let Some(v) = views {
@@ -77,7 +109,10 @@ pub fn validate(cfg: &PretrainConfig, registry: &Registry, views: Option<usize>)
             )));
         }
     }
-    Ok(vec![(cfg.objective.plugin.clone(), obj.library().digest.clone())])
+    Ok(vec![(
+        cfg.objective.plugin.clone(),
+        obj.library().digest.clone(),
+    )])
 }
 
 /// Encoder plus the heads the objective asked for.
@@ -90,7 +125,13 @@ struct Model {
 }
 
 impl Model {
-    fn new(e: &Engine, spec: &EncoderSpec, input: InputShape, needs: &ObjectiveNeeds, seed: u64) -> Result<Model, StageError> {
+    fn new(
+        e: &Engine,
+        spec: &EncoderSpec,
+        input: InputShape,
+        needs: &ObjectiveNeeds,
+        seed: u64,
+    ) -> Result<Model, StageError> {
         let mut init = Init::new(seed);
         let mut enc = ParamStore::default();
         let encoder = Encoder::new(e, &mut enc, &mut init, spec, input)?;
@@ -101,12 +142,25 @@ impl Model {
             widths.push(out);
             Mlp::new(e, &mut heads, &mut init, "projector", &widths, true)
         });
-        Ok(Model { input, encoder, enc, projector, heads })
+        Ok(Model {
+            input,
+            encoder,
+            enc,
+            projector,
+            heads,
+        })
     }
 }
 
 /// Embeddings `(n, d)` of dataset rows (eval mode, no augmentation), row-major.
-pub fn embed(e: &Engine, encoder: &Encoder, ps: &mut ParamStore, input: InputShape, ds: &Dataset, rows: &[usize]) -> Result<Vec<f32>, StageError> {
+pub fn embed(
+    e: &Engine,
+    encoder: &Encoder,
+    ps: &mut ParamStore,
+    input: InputShape,
+    ds: &Dataset,
+    rows: &[usize],
+) -> Result<Vec<f32>, StageError> {
     let mut out = Vec::new();
     for chunk in rows.chunks(512) {
         let x = e.tensor(ds.batch_f32(chunk), chunk.len(), input.len())?;
@@ -117,11 +171,15 @@ pub fn embed(e: &Engine, encoder: &Encoder, ps: &mut ParamStore, input: InputSha
 }
 
 /// Load an encoder written by this stage.
-pub fn load_encoder(e: &Engine, dir: &Path) -> Result<(Encoder, ParamStore, EncoderMeta), StageError> {
+pub fn load_encoder(
+    e: &Engine,
+    dir: &Path,
+) -> Result<(Encoder, ParamStore, EncoderMeta), StageError> {
     let meta: EncoderMeta = read_json(&dir.join(ENCODER_META))?;
     let mut ps = ParamStore::default();
     let encoder = Encoder::new(e, &mut ps, &mut Init::new(0), &meta.spec, meta.input)?;
-    io::load(e, &mut ps, &dir.join(ENCODER_FILE)).map_err(|err| StageError::Failed(err.to_string()))?;
+    io::load(e, &mut ps, &dir.join(ENCODER_FILE))
+        .map_err(|err| StageError::Failed(err.to_string()))?;
     Ok((encoder, ps, meta))
 }
 
@@ -139,7 +197,10 @@ pub fn normalized_std(emb: &[f32], d: usize) -> f64 {
     let mut total = 0.0;
     for j in 0..d {
         let mean = (0..n).map(|i| normed[i * d + j] as f64).sum::<f64>() / n as f64;
-        let var = (0..n).map(|i| (normed[i * d + j] as f64 - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        let var = (0..n)
+            .map(|i| (normed[i * d + j] as f64 - mean).powi(2))
+            .sum::<f64>()
+            / (n - 1) as f64;
         total += var.sqrt();
     }
     total / d as f64
@@ -147,11 +208,21 @@ pub fn normalized_std(emb: &[f32], d: usize) -> f64 {
 
 /// Augment `batch` through every view, in parallel over samples; deterministic per
 /// (seed, epoch, sample id, view).
-fn augment_batch(views: &Views, ds: &Dataset, batch: &[usize], seed: u64, epoch: u64) -> Result<Vec<Vec<f32>>, StageError> {
+fn augment_batch(
+    views: &Views,
+    ds: &Dataset,
+    batch: &[usize],
+    seed: u64,
+    epoch: u64,
+) -> Result<Vec<Vec<f32>>, StageError> {
     let per = views.output_shape.0 * views.output_shape.1 * views.output_shape.2;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(batch.len().max(1));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(batch.len().max(1));
     let chunk = batch.len().div_ceil(threads);
-    let mut out: Vec<Vec<f32>> = (0..views.count()).map(|_| vec![0f32; batch.len() * per]).collect();
+    let mut out: Vec<Vec<f32>> = (0..views.count())
+        .map(|_| vec![0f32; batch.len() * per])
+        .collect();
     for v in 0..views.count() {
         let buf = &mut out[v];
         std::thread::scope(|s| -> Result<(), StageError> {
@@ -161,7 +232,11 @@ fn augment_batch(views: &Views, ds: &Dataset, batch: &[usize], seed: u64, epoch:
                 .map(|(dst, rows)| {
                     s.spawn(move || -> Result<(), StageError> {
                         for (slot, &r) in dst.chunks_mut(per).zip(rows) {
-                            let img = views.apply(v, mix_seed(seed, 2, epoch, ds.ids[r], v as u64), ds.image_f32(r))?;
+                            let img = views.apply(
+                                v,
+                                mix_seed(seed, 2, epoch, ds.ids[r], v as u64),
+                                ds.image_f32(r),
+                            )?;
                             slot.copy_from_slice(&img);
                         }
                         Ok(())
@@ -169,7 +244,9 @@ fn augment_batch(views: &Views, ds: &Dataset, batch: &[usize], seed: u64, epoch:
                 })
                 .collect();
             for h in handles {
-                h.join().map_err(|_| StageError::Failed("an augmentation worker thread panicked".into()))??;
+                h.join().map_err(|_| {
+                    StageError::Failed("an augmentation worker thread panicked".into())
+                })??;
             }
             Ok(())
         })?;
@@ -182,12 +259,25 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
     let views_dir = &ctx.input("input")?.dir;
     let recipe: ViewsRecipe = read_json(&views_dir.join(VIEWS_FILE))?;
     let ds = table::read_dataset(&ctx.entry_by_key(&recipe.dataset_key)?.join(DATASET_FILE))?;
-    let steps: Vec<Vec<(String, serde_json::Value)>> = recipe.views.iter().map(|v| v.iter().map(|s| (s.name.clone(), s.params.clone())).collect()).collect();
+    let steps: Vec<Vec<(String, serde_json::Value)>> = recipe
+        .views
+        .iter()
+        .map(|v| {
+            v.iter()
+                .map(|s| (s.name.clone(), s.params.clone()))
+                .collect()
+        })
+        .collect();
     let views = Views::build(&steps, ctx.registry, ds.shape)?;
     let mut obj = objective(cfg, ctx.registry)?;
     let needs = obj.needs()?;
     if needs.views != views.count() {
-        return Err(StageError::Input(format!("objective `{}` needs {} views, the input declares {}", cfg.objective.plugin, needs.views, views.count())));
+        return Err(StageError::Input(format!(
+            "objective `{}` needs {} views, the input declares {}",
+            cfg.objective.plugin,
+            needs.views,
+            views.count()
+        )));
     }
     if needs.predictor_hidden.is_some() || needs.ema_teacher.is_some() {
         return Err(StageError::Input(format!(
@@ -196,12 +286,18 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
         )));
     }
     let (c, h, w) = views.output_shape;
-    let input = InputShape { channels: c, height: h, width: w };
+    let input = InputShape {
+        channels: c,
+        height: h,
+        width: w,
+    };
     let spec = encoder_spec(cfg);
     let mut model = Model::new(e, &spec, input, &needs, mix_seed(ctx.seed, 4, 0, 0, 0))?;
     let train = ds.rows(Split::Train);
     if train.len() < 2 {
-        return Err(StageError::Input("the train split has fewer than 2 samples".into()));
+        return Err(StageError::Input(
+            "the train split has fewer than 2 samples".into(),
+        ));
     }
     let bs = cfg.batch_size.min(train.len()).max(2);
     let batches_per_epoch = train.len() / bs + usize::from(train.len() % bs >= 2);
@@ -215,7 +311,11 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
     let ospec = optim_spec(&cfg.optim);
     let mut opt_enc = Optimizer::new(ospec.clone(), &model.enc);
     let mut opt_heads = Optimizer::new(ospec, &model.heads);
-    let monitor: Vec<usize> = permutation(train.len(), mix_seed(ctx.seed, 5, 0, 0, 0)).into_iter().take(1024).map(|i| train[i]).collect();
+    let monitor: Vec<usize> = permutation(train.len(), mix_seed(ctx.seed, 5, 0, 0, 0))
+        .into_iter()
+        .take(1024)
+        .map(|i| train[i])
+        .collect();
     let mut state: HashMap<String, Tensor> = HashMap::new();
     let mut history: Vec<EpochRecord> = Vec::new();
     let started = Instant::now();
@@ -227,16 +327,33 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
     for epoch in 0..cfg.epochs {
         let t0 = Instant::now();
         let order = permutation(train.len(), mix_seed(ctx.seed, 6, epoch, 0, 0));
-        ctx.progress.start(&format!("epoch {}/{}", epoch + 1, cfg.epochs), batches_per_epoch as u64);
+        ctx.progress.start(
+            &format!("epoch {}/{}", epoch + 1, cfg.epochs),
+            batches_per_epoch as u64,
+        );
         let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
         let mut reports: BTreeMap<String, (f64, usize)> = BTreeMap::new();
         for b in 0..batches_per_epoch {
-            let rows: Vec<usize> = order[b * bs..((b + 1) * bs).min(order.len())].iter().map(|&i| train[i]).collect();
+            let rows: Vec<usize> = order[b * bs..((b + 1) * bs).min(order.len())]
+                .iter()
+                .map(|&i| train[i])
+                .collect();
             let augmented = augment_batch(&views, &ds, &rows, ctx.seed, epoch)?;
             let n = rows.len();
             let lr = schedule.lr(step);
             let mut g = e.graph(true);
-            let out = train_step(e, &mut g, &mut model, &mut obj, augmented, n, epoch, step, total_steps, &mut state)?;
+            let out = train_step(
+                e,
+                &mut g,
+                &mut model,
+                &mut obj,
+                augmented,
+                n,
+                epoch,
+                step,
+                total_steps,
+                &mut state,
+            )?;
             let loss = out.0;
             let mut grads = g.backward(&out.1)?;
             opt_enc.step(&mut model.enc, &mut grads, lr as f32);
@@ -257,21 +374,42 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
             loss: loss_sum / loss_n.max(1) as f64,
             lr: schedule.lr(step.saturating_sub(1)),
             embedding_std: normalized_std(&emb, spec.embed_dim()),
-            reports: reports.into_iter().map(|(k, (s, n))| (k, s / n as f64)).collect(),
+            reports: reports
+                .into_iter()
+                .map(|(k, (s, n))| (k, s / n as f64))
+                .collect(),
         };
-        ctx.progress.finish(&format!("loss {:.4}  emb-std {:.4}", rec.loss, rec.embedding_std));
-        tracing::info!(epoch = rec.epoch, loss = rec.loss, embedding_std = rec.embedding_std, seconds = t0.elapsed().as_secs_f64(), "epoch done");
+        ctx.progress.finish(&format!(
+            "loss {:.4}  emb-std {:.4}",
+            rec.loss, rec.embedding_std
+        ));
+        tracing::info!(
+            epoch = rec.epoch,
+            loss = rec.loss,
+            embedding_std = rec.embedding_std,
+            seconds = t0.elapsed().as_secs_f64(),
+            "epoch done"
+        );
         history.push(rec);
     }
     let seconds = started.elapsed().as_secs_f64();
-    save(ctx.out_dir, &model, &spec, &cfg.objective.plugin, &recipe.dataset_key)?;
+    save(
+        ctx.out_dir,
+        &model,
+        &spec,
+        &cfg.objective.plugin,
+        &recipe.dataset_key,
+    )?;
     write_json(&ctx.out_dir.join(HISTORY_FILE), &history)?;
     let last = history.last().cloned();
     let mut m = Metrics::new();
     m.insert("epochs".into(), cfg.epochs as f64);
     m.insert("steps".into(), step as f64);
     m.insert(format!("{TIMING_PREFIX}seconds"), seconds);
-    m.insert(format!("{TIMING_PREFIX}images_per_second"), (step as f64 * bs as f64 * views.count() as f64) / seconds.max(1e-9));
+    m.insert(
+        format!("{TIMING_PREFIX}images_per_second"),
+        (step as f64 * bs as f64 * views.count() as f64) / seconds.max(1e-9),
+    );
     m.insert("parameters".into(), model.enc.trainable_count() as f64);
     if let Some(last) = last {
         m.insert("loss".into(), last.loss);
@@ -302,27 +440,58 @@ fn train_step(
     let d = model.input.len();
     let x = e.tensor(augmented.concat(), v * n, d)?;
     // All views go through the encoder as one batch; heads see the same batch.
-    let emb = model.encoder.forward(&mut model.enc, g, &x, model.input, true)?;
+    let emb = model
+        .encoder
+        .forward(&mut model.enc, g, &x, model.input, true)?;
     let proj = match &model.projector {
         Some(p) => Some(p.forward(&mut model.heads, g, &emb, true)?),
         None => None,
     };
     let split = |g: &mut Graph, t: &Tensor| -> Result<Vec<Tensor>, StageError> {
-        (0..v).map(|i| g.slice(t, Axis2::Rows, i * n, (i + 1) * n).map_err(StageError::from)).collect()
+        (0..v)
+            .map(|i| {
+                g.slice(t, Axis2::Rows, i * n, (i + 1) * n)
+                    .map_err(StageError::from)
+            })
+            .collect()
     };
     let emb_v = split(g, &emb)?;
     let proj_v = proj.as_ref().map(|p| split(g, p)).transpose()?;
-    let inputs = StepInputs { embeddings: &emb_v, projections: proj_v.as_deref(), predictions: None, targets: None, epoch: epoch as u32, step, total_steps };
+    let inputs = StepInputs {
+        embeddings: &emb_v,
+        projections: proj_v.as_deref(),
+        predictions: None,
+        targets: None,
+        epoch: epoch as u32,
+        step,
+        total_steps,
+    };
     let out = obj.loss(e, g, &inputs, state)?;
     Ok((out.loss.scalar() as f64, out.loss, out.reports))
 }
 
-fn save(dir: &Path, model: &Model, spec: &EncoderSpec, objective: &str, dataset_key: &str) -> Result<(), StageError> {
-    let meta = EncoderMeta { spec: spec.clone(), input: model.input, embed_dim: spec.embed_dim(), objective: objective.to_string(), dataset_key: dataset_key.to_string() };
+fn save(
+    dir: &Path,
+    model: &Model,
+    spec: &EncoderSpec,
+    objective: &str,
+    dataset_key: &str,
+) -> Result<(), StageError> {
+    let meta = EncoderMeta {
+        spec: spec.clone(),
+        input: model.input,
+        embed_dim: spec.embed_dim(),
+        objective: objective.to_string(),
+        dataset_key: dataset_key.to_string(),
+    };
     let header = BTreeMap::from([
         ("format".to_string(), "pretext-encoder-v1".to_string()),
-        ("encoder".to_string(), serde_json::to_string(&meta).map_err(|err| io_err(dir, err))?),
+        (
+            "encoder".to_string(),
+            serde_json::to_string(&meta).map_err(|err| io_err(dir, err))?,
+        ),
     ]);
-    io::save(&model.enc, header, &dir.join(ENCODER_FILE)).map_err(|err| StageError::Failed(err.to_string()))?;
+    io::save(&model.enc, header, &dir.join(ENCODER_FILE))
+        .map_err(|err| StageError::Failed(err.to_string()))?;
     write_json(&dir.join(ENCODER_META), &meta)
 }

@@ -28,9 +28,15 @@ pub fn run(cfg: &ProbeConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     let e = ctx.engine;
     let ds = table::read_dataset(&ctx.input("data")?.dir.join(DATASET_FILE))?;
     let data_stage = ctx.input("data")?.stage.clone();
-    let labels = ds.labels.clone().ok_or_else(|| StageError::Input(format!("stage input `{data_stage}` has no labels; probes need labelled data")))?;
+    let labels = ds.labels.clone().ok_or_else(|| {
+        StageError::Input(format!(
+            "stage input `{data_stage}` has no labels; probes need labelled data"
+        ))
+    })?;
     let (encoder, mut ps, meta) = load_encoder(e, &ctx.input("encoder")?.dir)?;
-    if (ds.shape.0, ds.shape.1, ds.shape.2) != (meta.input.channels, meta.input.height, meta.input.width) {
+    if (ds.shape.0, ds.shape.1, ds.shape.2)
+        != (meta.input.channels, meta.input.height, meta.input.width)
+    {
         return Err(StageError::Input(format!(
             "the encoder takes images of shape {:?} but `data` has {:?}",
             (meta.input.channels, meta.input.height, meta.input.width),
@@ -42,12 +48,25 @@ pub fn run(cfg: &ProbeConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     ctx.progress.start("embedding", 1);
     let emb = embed(e, &encoder, &mut ps, meta.input, &ds, &all)?;
     ctx.progress.finish("embedded");
-    table::write_embeddings(&ctx.out_dir.join(EMBEDDINGS_FILE), &ds.ids, &ds.splits, Some(&labels), &emb, meta.embed_dim)?;
+    table::write_embeddings(
+        &ctx.out_dir.join(EMBEDDINGS_FILE),
+        &ds.ids,
+        &ds.splits,
+        Some(&labels),
+        &emb,
+        meta.embed_dim,
+    )?;
     let feats = split_features(&ds, &labels, &emb, meta.embed_dim)?;
     probe_all(e, cfg, ctx, &feats, "", &mut metrics)?;
     if cfg.baseline {
         let mut rps = ParamStore::default();
-        let random = Encoder::new(e, &mut rps, &mut Init::new(mix_seed(ctx.seed, 4, 0, 0, 0)), &meta.spec, meta.input)?;
+        let random = Encoder::new(
+            e,
+            &mut rps,
+            &mut Init::new(mix_seed(ctx.seed, 4, 0, 0, 0)),
+            &meta.spec,
+            meta.input,
+        )?;
         let remb = embed(e, &random, &mut rps, meta.input, &ds, &all)?;
         let rf = split_features(&ds, &labels, &remb, meta.embed_dim)?;
         probe_all(e, cfg, ctx, &rf, "baseline.", &mut metrics)?;
@@ -55,9 +74,17 @@ pub fn run(cfg: &ProbeConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     Ok(metrics)
 }
 
-fn probe_all(e: &Engine, cfg: &ProbeConfig, ctx: &StageCtx, f: &Features, prefix: &str, m: &mut Metrics) -> Result<(), StageError> {
+fn probe_all(
+    e: &Engine,
+    cfg: &ProbeConfig,
+    ctx: &StageCtx,
+    f: &Features,
+    prefix: &str,
+    m: &mut Metrics,
+) -> Result<(), StageError> {
     if let Some(lc) = &cfg.linear {
-        ctx.progress.start(&format!("{prefix}linear probe"), lc.epochs);
+        ctx.progress
+            .start(&format!("{prefix}linear probe"), lc.epochs);
         let (train_acc, test_acc) = linear_probe(e, f, lc, ctx.seed, ctx.progress)?;
         ctx.progress.finish(&format!("accuracy {test_acc:.4}"));
         m.insert(format!("{prefix}linear.accuracy"), test_acc);
@@ -73,8 +100,20 @@ fn probe_all(e: &Engine, cfg: &ProbeConfig, ctx: &StageCtx, f: &Features, prefix
 }
 
 /// Split row-major embeddings into train/test features.
-pub fn split_features(ds: &Dataset, labels: &[u32], emb: &[f32], dim: usize) -> Result<Features, StageError> {
-    let mut f = Features { dim, train_x: Vec::new(), train_y: Vec::new(), test_x: Vec::new(), test_y: Vec::new(), classes: ds.classes().unwrap_or(0) };
+pub fn split_features(
+    ds: &Dataset,
+    labels: &[u32],
+    emb: &[f32],
+    dim: usize,
+) -> Result<Features, StageError> {
+    let mut f = Features {
+        dim,
+        train_x: Vec::new(),
+        train_y: Vec::new(),
+        test_x: Vec::new(),
+        test_y: Vec::new(),
+        classes: ds.classes().unwrap_or(0),
+    };
     for i in 0..ds.len() {
         let row = &emb[i * dim..(i + 1) * dim];
         match ds.splits[i] {
@@ -89,7 +128,9 @@ pub fn split_features(ds: &Dataset, labels: &[u32], emb: &[f32], dim: usize) -> 
         }
     }
     if f.train_y.is_empty() || f.test_y.is_empty() {
-        return Err(StageError::Input("probes need samples in both the train and the test split".into()));
+        return Err(StageError::Input(
+            "probes need samples in both the train and the test split".into(),
+        ));
     }
     if f.classes < 2 {
         return Err(StageError::Input("probes need at least 2 classes".into()));
@@ -103,7 +144,13 @@ fn accuracy(pred: &[u32], truth: &[u32]) -> f64 {
 
 /// Standardise with train statistics, then fit logistic regression with AdamW (cosine LR),
 /// mini-batches of 256. Returns (train accuracy, test accuracy).
-pub fn linear_probe(e: &Engine, f: &Features, cfg: &LinearProbeConfig, seed: u64, progress: &dyn super::Progress) -> Result<(f64, f64), StageError> {
+pub fn linear_probe(
+    e: &Engine,
+    f: &Features,
+    cfg: &LinearProbeConfig,
+    seed: u64,
+    progress: &dyn super::Progress,
+) -> Result<(f64, f64), StageError> {
     let d = f.dim;
     let n = f.train_y.len();
     let mut mean = vec![0f64; d];
@@ -119,20 +166,52 @@ pub fn linear_probe(e: &Engine, f: &Features, cfg: &LinearProbeConfig, seed: u64
         }
     }
     let std: Vec<f64> = var.iter().map(|v| v.sqrt().max(1e-6)).collect();
-    let standardise = |x: &[f32]| -> Vec<f32> { x.chunks(d).flat_map(|r| r.iter().enumerate().map(|(j, v)| ((*v as f64 - mean[j]) / std[j]) as f32).collect::<Vec<_>>()).collect() };
+    let standardise = |x: &[f32]| -> Vec<f32> {
+        x.chunks(d)
+            .flat_map(|r| {
+                r.iter()
+                    .enumerate()
+                    .map(|(j, v)| ((*v as f64 - mean[j]) / std[j]) as f32)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
     let xtr = standardise(&f.train_x);
     let xte = standardise(&f.test_x);
     let mut ps = ParamStore::default();
-    let lin = Linear::new(e, &mut ps, &mut Init::new(mix_seed(seed, 7, 0, 0, 0)), "probe", d, f.classes);
-    let mut opt = Optimizer::new(OptimSpec::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: cfg.weight_decay as f32 }, &ps);
+    let lin = Linear::new(
+        e,
+        &mut ps,
+        &mut Init::new(mix_seed(seed, 7, 0, 0, 0)),
+        "probe",
+        d,
+        f.classes,
+    );
+    let mut opt = Optimizer::new(
+        OptimSpec::AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: cfg.weight_decay as f32,
+        },
+        &ps,
+    );
     let bs = 256.min(n);
     let per_epoch = n.div_ceil(bs);
-    let sched = Schedule { base_lr: cfg.lr, warmup_steps: 0, total_steps: cfg.epochs * per_epoch as u64, cosine: true };
+    let sched = Schedule {
+        base_lr: cfg.lr,
+        warmup_steps: 0,
+        total_steps: cfg.epochs * per_epoch as u64,
+        cosine: true,
+    };
     let mut step = 0;
     for epoch in 0..cfg.epochs {
         let order = permutation(n, mix_seed(seed, 8, epoch, 0, 0));
         for chunk in order.chunks(bs) {
-            let xb: Vec<f32> = chunk.iter().flat_map(|&i| xtr[i * d..(i + 1) * d].iter().copied()).collect();
+            let xb: Vec<f32> = chunk
+                .iter()
+                .flat_map(|&i| xtr[i * d..(i + 1) * d].iter().copied())
+                .collect();
             let yb: Vec<u32> = chunk.iter().map(|&i| f.train_y[i]).collect();
             let x = e.tensor(xb, chunk.len(), d)?;
             let mut g = e.graph(true);
@@ -151,7 +230,10 @@ pub fn linear_probe(e: &Engine, f: &Features, cfg: &LinearProbeConfig, seed: u64
         let logits = lin.forward(&ps, &mut g, &t)?.to_vec();
         Ok(logits.chunks(f.classes).map(argmax).collect())
     };
-    Ok((accuracy(&predict(&xtr)?, &f.train_y), accuracy(&predict(&xte)?, &f.test_y)))
+    Ok((
+        accuracy(&predict(&xtr)?, &f.train_y),
+        accuracy(&predict(&xte)?, &f.test_y),
+    ))
 }
 
 fn argmax(v: &[f32]) -> u32 {
@@ -194,7 +276,10 @@ pub fn knn_probe(e: &Engine, f: &Features, cfg: &KnnConfig) -> Result<f64, Stage
             for &i in &idx[..k] {
                 votes[f.train_y[i] as usize] += ((row[i] as f64) / cfg.temperature).exp();
             }
-            let best = votes.iter().enumerate().fold(0, |b, (i, v)| if *v > votes[b] { i } else { b });
+            let best = votes
+                .iter()
+                .enumerate()
+                .fold(0, |b, (i, v)| if *v > votes[b] { i } else { b });
             pred.push(best as u32);
         }
     }
@@ -232,14 +317,55 @@ mod tests {
         };
         let (trx, try_) = make(400, true);
         let (tex, tey) = make(200, true);
-        let f = Features { dim: 2, train_x: trx, train_y: try_, test_x: tex, test_y: tey, classes: 2 };
-        let (_, lin) = linear_probe(&e, &f, &LinearProbeConfig { epochs: 30, lr: 0.05, weight_decay: 0.0 }, 1, &Quiet).unwrap();
-        let knn = knn_probe(&e, &f, &KnnConfig { k: 20, temperature: 0.07 }).unwrap();
+        let f = Features {
+            dim: 2,
+            train_x: trx,
+            train_y: try_,
+            test_x: tex,
+            test_y: tey,
+            classes: 2,
+        };
+        let (_, lin) = linear_probe(
+            &e,
+            &f,
+            &LinearProbeConfig {
+                epochs: 30,
+                lr: 0.05,
+                weight_decay: 0.0,
+            },
+            1,
+            &Quiet,
+        )
+        .unwrap();
+        let knn = knn_probe(
+            &e,
+            &f,
+            &KnnConfig {
+                k: 20,
+                temperature: 0.07,
+            },
+        )
+        .unwrap();
         assert!(lin > 0.9 && knn > 0.9, "linear {lin} knn {knn}");
         let (trx, try_) = make(400, false);
         let (tex, tey) = make(400, false);
-        let noise = Features { dim: 2, train_x: trx, train_y: try_, test_x: tex, test_y: tey, classes: 2 };
-        let knn = knn_probe(&e, &noise, &KnnConfig { k: 20, temperature: 0.07 }).unwrap();
+        let noise = Features {
+            dim: 2,
+            train_x: trx,
+            train_y: try_,
+            test_x: tex,
+            test_y: tey,
+            classes: 2,
+        };
+        let knn = knn_probe(
+            &e,
+            &noise,
+            &KnnConfig {
+                k: 20,
+                temperature: 0.07,
+            },
+        )
+        .unwrap();
         assert!((knn - 0.5).abs() < 0.1, "noise knn {knn}");
     }
 }

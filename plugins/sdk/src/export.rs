@@ -88,19 +88,31 @@ unsafe fn guard(host: *const PtxHost, what: &str, f: impl FnOnce() -> Result<(),
 
 // ------------------------------------------------------------------------------ objectives
 
+/// Shared body of both `create` trampolines: read params, build, reject unknown keys.
+unsafe fn create_boxed<T>(
+    host: *const PtxHost,
+    owner: &str,
+    params: *const PtxParam,
+    n: usize,
+    out: *mut *mut c_void,
+    build: impl FnOnce(&mut Params) -> Result<T, Error>,
+) -> i32 {
+    guard(host, "create", || {
+        let mut p = Params::from_raw(owner, params, n)?;
+        let value = build(&mut p)?;
+        p.finish()?;
+        *out = Box::into_raw(Box::new(value)) as *mut c_void;
+        Ok(())
+    })
+}
+
 unsafe extern "C" fn obj_create<T: Objective>(
     host: *const PtxHost,
     params: *const PtxParam,
     n: usize,
     out: *mut *mut c_void,
 ) -> i32 {
-    guard(host, "create", || {
-        let mut p = Params::from_raw(T::NAME, params, n)?;
-        let obj = T::new(&mut p)?;
-        p.finish()?;
-        *out = Box::into_raw(Box::new(obj)) as *mut c_void;
-        Ok(())
-    })
+    create_boxed(host, T::NAME, params, n, out, T::new)
 }
 
 unsafe extern "C" fn obj_needs<T: Objective>(
@@ -174,13 +186,7 @@ unsafe extern "C" fn aug_create<T: Augmentation>(
     n: usize,
     out: *mut *mut c_void,
 ) -> i32 {
-    guard(host, "create", || {
-        let mut p = Params::from_raw(T::NAME, params, n)?;
-        let aug = T::new(&mut p)?;
-        p.finish()?;
-        *out = Box::into_raw(Box::new(aug)) as *mut c_void;
-        Ok(())
-    })
+    create_boxed(host, T::NAME, params, n, out, T::new)
 }
 
 unsafe extern "C" fn aug_output_shape<T: Augmentation>(

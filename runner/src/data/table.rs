@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use parquet::basic::Compression;
-use parquet::data_type::{ByteArray, ByteArrayType, FloatType, Int32Type, Int64Type};
+use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::writer::SerializedFileWriter;
@@ -43,40 +43,41 @@ fn label_levels(labels: Option<&[u32]>, n: usize) -> (Vec<i32>, Vec<i16>) {
     }
 }
 
-/// Write `ds` to `path`.
-pub fn write_dataset(ds: &Dataset, path: &Path) -> Result<(), DataError> {
-    let schema = parse_message_type(
-        "message dataset { REQUIRED INT64 id; REQUIRED BYTE_ARRAY split (UTF8); OPTIONAL INT32 label; REQUIRED BYTE_ARRAY image; }",
-    )
-    .map_err(|e| perr(path, e))?;
-    let (c, h, w) = ds.shape;
-    let meta = vec![KeyValue::new(SHAPE_KEY.to_string(), format!("{c},{h},{w}"))];
+/// Write one row group of `id, split, label` columns followed by one last column written by
+/// `last` (images or embeddings), with the schema and key-value metadata given.
+fn write_table(
+    path: &Path,
+    schema: &str,
+    meta: Vec<KeyValue>,
+    ids: &[u64],
+    splits: &[Split],
+    labels: Option<&[u32]>,
+    last: impl FnOnce(&mut parquet::column::writer::ColumnWriter) -> parquet::errors::Result<usize>,
+) -> Result<(), DataError> {
+    let schema = parse_message_type(schema).map_err(|e| perr(path, e))?;
     let file =
         File::create(path).map_err(|e| DataError::file(path, format!("cannot create: {e}")))?;
     let mut writer = SerializedFileWriter::new(file, Arc::new(schema), props(meta))
         .map_err(|e| perr(path, e))?;
-    let n = ds.len();
-    let ids: Vec<i64> = ds.ids.iter().map(|&i| i as i64).collect();
-    let splits: Vec<ByteArray> = ds
-        .splits
-        .iter()
-        .map(|s| ByteArray::from(s.as_str()))
-        .collect();
-    let (labels, label_def) = label_levels(ds.labels.as_deref(), n);
-    let k = ds.sample_len();
-    let images: Vec<ByteArray> = (0..n)
-        .map(|i| ByteArray::from(ds.pixels[i * k..(i + 1) * k].to_vec()))
-        .collect();
+    let ids64: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+    let sp: Vec<ByteArray> = splits.iter().map(|s| ByteArray::from(s.as_str())).collect();
+    let (lab, lab_def) = label_levels(labels, ids.len());
     let mut rg = writer.next_row_group().map_err(|e| perr(path, e))?;
+    let mut last = Some(last);
     let mut col = 0;
     while let Some(mut cw) = rg.next_column().map_err(|e| perr(path, e))? {
         let r = match col {
-            0 => cw.typed::<Int64Type>().write_batch(&ids, None, None),
-            1 => cw.typed::<ByteArrayType>().write_batch(&splits, None, None),
+            0 => cw.typed::<Int64Type>().write_batch(&ids64, None, None),
+            1 => cw.typed::<ByteArrayType>().write_batch(&sp, None, None),
             2 => cw
                 .typed::<Int32Type>()
-                .write_batch(&labels, Some(&label_def), None),
-            _ => cw.typed::<ByteArrayType>().write_batch(&images, None, None),
+                .write_batch(&lab, Some(&lab_def), None),
+            _ => match last.take() {
+                Some(f) => f(cw.untyped()),
+                None => Err(parquet::errors::ParquetError::General(
+                    "unexpected extra column".into(),
+                )),
+            },
         };
         r.map_err(|e| perr(path, e))?;
         cw.close().map_err(|e| perr(path, e))?;
@@ -85,6 +86,28 @@ pub fn write_dataset(ds: &Dataset, path: &Path) -> Result<(), DataError> {
     rg.close().map_err(|e| perr(path, e))?;
     writer.close().map_err(|e| perr(path, e))?;
     Ok(())
+}
+
+/// Write `ds` to `path`.
+pub fn write_dataset(ds: &Dataset, path: &Path) -> Result<(), DataError> {
+    let (c, h, w) = ds.shape;
+    let meta = vec![KeyValue::new(SHAPE_KEY.to_string(), format!("{c},{h},{w}"))];
+    let k = ds.sample_len();
+    let images: Vec<ByteArray> = (0..ds.len())
+        .map(|i| ByteArray::from(ds.pixels[i * k..(i + 1) * k].to_vec()))
+        .collect();
+    write_table(
+        path,
+        "message dataset { REQUIRED INT64 id; REQUIRED BYTE_ARRAY split (UTF8); OPTIONAL INT32 label; REQUIRED BYTE_ARRAY image; }",
+        meta,
+        &ds.ids,
+        &ds.splits,
+        ds.labels.as_deref(),
+        |cw| match cw {
+            parquet::column::writer::ColumnWriter::ByteArrayColumnWriter(w) => w.write_batch(&images, None, None),
+            _ => Err(parquet::errors::ParquetError::General("image column has the wrong type".into())),
+        },
+    )
 }
 
 /// Read a dataset written by [`write_dataset`].
@@ -163,48 +186,29 @@ pub fn write_embeddings(
     emb: &[f32],
     dim: usize,
 ) -> Result<(), DataError> {
-    let schema = parse_message_type(
-        "message embeddings { REQUIRED INT64 id; REQUIRED BYTE_ARRAY split (UTF8); OPTIONAL INT32 label; \
-         REQUIRED GROUP embedding (LIST) { REPEATED GROUP list { REQUIRED FLOAT element; } } }",
-    )
-    .map_err(|e| perr(path, e))?;
-    let file =
-        File::create(path).map_err(|e| DataError::file(path, format!("cannot create: {e}")))?;
-    let meta = vec![KeyValue::new(
-        "pretext.embedding_dim".to_string(),
-        dim.to_string(),
-    )];
-    let mut writer = SerializedFileWriter::new(file, Arc::new(schema), props(meta))
-        .map_err(|e| perr(path, e))?;
     let n = ids.len();
-    let ids64: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-    let sp: Vec<ByteArray> = splits.iter().map(|s| ByteArray::from(s.as_str())).collect();
-    let (lab, lab_def) = label_levels(labels, n);
     // One list per row: repetition level 0 starts a row, 1 continues it.
     let rep: Vec<i16> = (0..n * dim)
         .map(|i| if i % dim == 0 { 0 } else { 1 })
         .collect();
     let def = vec![1i16; n * dim];
-    let mut rg = writer.next_row_group().map_err(|e| perr(path, e))?;
-    let mut col = 0;
-    while let Some(mut cw) = rg.next_column().map_err(|e| perr(path, e))? {
-        let r = match col {
-            0 => cw.typed::<Int64Type>().write_batch(&ids64, None, None),
-            1 => cw.typed::<ByteArrayType>().write_batch(&sp, None, None),
-            2 => cw
-                .typed::<Int32Type>()
-                .write_batch(&lab, Some(&lab_def), None),
-            _ => cw
-                .typed::<FloatType>()
-                .write_batch(emb, Some(&def), Some(&rep)),
-        };
-        r.map_err(|e| perr(path, e))?;
-        cw.close().map_err(|e| perr(path, e))?;
-        col += 1;
-    }
-    rg.close().map_err(|e| perr(path, e))?;
-    writer.close().map_err(|e| perr(path, e))?;
-    Ok(())
+    let meta = vec![KeyValue::new(
+        "pretext.embedding_dim".to_string(),
+        dim.to_string(),
+    )];
+    write_table(
+        path,
+        "message embeddings { REQUIRED INT64 id; REQUIRED BYTE_ARRAY split (UTF8); OPTIONAL INT32 label; \
+         REQUIRED GROUP embedding (LIST) { REPEATED GROUP list { REQUIRED FLOAT element; } } }",
+        meta,
+        ids,
+        splits,
+        labels,
+        |cw| match cw {
+            parquet::column::writer::ColumnWriter::FloatColumnWriter(w) => w.write_batch(emb, Some(&def), Some(&rep)),
+            _ => Err(parquet::errors::ParquetError::General("embedding column has the wrong type".into())),
+        },
+    )
 }
 
 #[cfg(test)]

@@ -208,24 +208,41 @@ pub struct StepOutput {
     pub reports: Vec<(String, f32)>,
 }
 
+/// Convert parameters and call a plugin's `create`; returns the new instance pointer.
+fn create_raw(
+    what: &'static str,
+    name: &str,
+    lib: &Library,
+    params: &serde_json::Map<String, serde_json::Value>,
+    create: unsafe extern "C" fn(*const PtxHost, *const PtxParam, usize, *mut *mut c_void) -> i32,
+) -> Result<*mut c_void, CallError> {
+    let raw = RawParams::from_json(params).map_err(|m| CallError {
+        what,
+        name: name.into(),
+        library: lib.path.display().to_string(),
+        message: m,
+        panicked: false,
+    })?;
+    let mut inst: *mut c_void = std::ptr::null_mut();
+    call(what, name, lib, None, |host| unsafe {
+        create(host, raw.params.as_ptr(), raw.params.len(), &mut inst)
+    })?;
+    Ok(inst)
+}
+
 impl ObjectiveInstance {
     pub fn create(
         found: &Found<abi::PtxObjectiveEntry>,
         name: &str,
         params: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<ObjectiveInstance, CallError> {
-        let lib = found.library.clone();
-        let raw = RawParams::from_json(params).map_err(|m| CallError {
-            what: "objective",
-            name: name.into(),
-            library: lib.path.display().to_string(),
-            message: m,
-            panicked: false,
-        })?;
-        let mut inst: *mut c_void = std::ptr::null_mut();
-        call("objective", name, &lib, None, |host| unsafe {
-            (found.entry.create)(host, raw.params.as_ptr(), raw.params.len(), &mut inst)
-        })?;
+        let inst = create_raw(
+            "objective",
+            name,
+            &found.library,
+            params,
+            found.entry.create,
+        )?;
         Ok(ObjectiveInstance {
             found: found.clone(),
             name: name.to_string(),
@@ -732,18 +749,13 @@ impl AugmentInstance {
         name: &str,
         params: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<AugmentInstance, CallError> {
-        let lib = found.library.clone();
-        let raw = RawParams::from_json(params).map_err(|m| CallError {
-            what: "augmentation",
-            name: name.into(),
-            library: lib.path.display().to_string(),
-            message: m,
-            panicked: false,
-        })?;
-        let mut inst: *mut c_void = std::ptr::null_mut();
-        call("augmentation", name, &lib, None, |host| unsafe {
-            (found.entry.create)(host, raw.params.as_ptr(), raw.params.len(), &mut inst)
-        })?;
+        let inst = create_raw(
+            "augmentation",
+            name,
+            &found.library,
+            params,
+            found.entry.create,
+        )?;
         Ok(AugmentInstance {
             found: found.clone(),
             name: name.to_string(),

@@ -1,9 +1,10 @@
-//! Contrastive SSL objectives for pretext: SimCLR's NT-Xent loss.
+//! Contrastive SSL objectives for pretext: SimCLR's NT-Xent loss and MoCo (momentum encoder
+//! with a queue of negatives).
 //!
 //! Depends only on `pretext-plugin`: the loss is built from host tensor ops, so the same code
 //! runs on every engine device.
 
-use pretext_plugin::{Axis, Inputs, Needs, Objective, Ops, Params, Result, Tensor};
+use pretext_plugin::{Axis, Error, Inputs, Needs, Objective, Ops, Params, Result, Rng, Tensor};
 
 /// SimCLR (Chen et al., 2020): normalised-temperature cross-entropy over 2N views.
 pub struct SimClr {
@@ -95,8 +96,112 @@ pub fn nt_xent<'a>(
     Ok(loss)
 }
 
+/// MoCo v2 (He et al., 2020; Chen et al., 2020), symmetrised: queries from the online
+/// projector, keys from the EMA (momentum) encoder of the other view; negatives are the keys of
+/// earlier batches, kept in a queue as persistent state.
+pub struct MoCo {
+    temperature: f64,
+    queue_size: usize,
+    momentum: (f64, f64),
+    projector_hidden: u32,
+    projector_dim: u32,
+    seed: u64,
+}
+
+impl Objective for MoCo {
+    const NAME: &'static str = "moco";
+    const SUMMARY: &'static str =
+        "MoCo v2: InfoNCE against a momentum encoder's keys and a queue of negatives";
+    const PARAMS_DOC: &'static str = "\
+| key | type | default | meaning |
+|---|---|---|---|
+| `temperature` | float in (0, 10] | 0.2 | softmax temperature |
+| `queue_size` | int ≥ 1 | 4096 | number of negative keys kept from earlier batches |
+| `momentum_start` | float in [0, 1] | 0.99 | EMA momentum of the key encoder at the start (cosine schedule) |
+| `momentum_end` | float in [0, 1] | 0.999 | EMA momentum at the end |
+| `projector_hidden` | int ≥ 1 | 512 | hidden width of the projector |
+| `projector_dim` | int ≥ 1 | 128 | output width of the projector |
+| `queue_seed` | int | 0 | seed of the random unit vectors the queue starts with |
+";
+
+    fn new(params: &mut Params) -> Result<Self> {
+        let temperature = params.f64_in("temperature", 0.2, 1e-4, 10.0)?;
+        let queue_size = params.usize("queue_size", 4096)?;
+        let momentum = (
+            params.f64_in("momentum_start", 0.99, 0.0, 1.0)?,
+            params.f64_in("momentum_end", 0.999, 0.0, 1.0)?,
+        );
+        let projector_hidden = params.usize("projector_hidden", 512)?;
+        let projector_dim = params.usize("projector_dim", 128)?;
+        let seed = params.usize("queue_seed", 0)? as u64;
+        if queue_size == 0 || projector_hidden == 0 || projector_dim == 0 {
+            return Err(Error::msg(
+                "moco: `queue_size`, `projector_hidden` and `projector_dim` must be at least 1",
+            ));
+        }
+        Ok(MoCo {
+            temperature,
+            queue_size,
+            momentum,
+            projector_hidden: projector_hidden as u32,
+            projector_dim: projector_dim as u32,
+            seed,
+        })
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            views: 2,
+            projector: Some((self.projector_hidden, self.projector_dim, 2)),
+            ema_teacher: Some(self.momentum),
+            uses_state: true,
+            ..Needs::default()
+        }
+    }
+
+    fn loss<'a>(&mut self, ops: &'a Ops, inputs: &Inputs<'a>) -> Result<Tensor<'a>> {
+        let q = inputs.projections()?;
+        let k = inputs.targets()?;
+        let d = self.projector_dim as usize;
+        let queue = match ops.state("queue") {
+            Some(t) => t,
+            None => {
+                let mut rng = Rng::new(self.seed);
+                let v: Vec<f32> = (0..self.queue_size * d)
+                    .map(|_| rng.normal() as f32)
+                    .collect();
+                ops.constant(&v, self.queue_size, d)?
+                    .l2_normalize(Axis::Cols, 1e-8)?
+            }
+        };
+        let keys: Vec<Tensor<'a>> = k
+            .iter()
+            .map(|t| t.detach()?.l2_normalize(Axis::Cols, 1e-8))
+            .collect::<Result<_>>()?;
+        let info_nce = |q: &Tensor<'a>, key: &Tensor<'a>| -> Result<Tensor<'a>> {
+            let qn = q.l2_normalize(Axis::Cols, 1e-8)?;
+            let pos = qn.mul(key)?.sum(Axis::Cols)?;
+            let neg = qn.matmul(&queue.t()?)?;
+            let logits = pos
+                .concat(&neg, Axis::Cols)?
+                .mul_scalar(1.0 / self.temperature)?;
+            let (n, _) = logits.shape()?;
+            logits.cross_entropy(&vec![0u32; n])
+        };
+        let loss = info_nce(&q[0], &keys[1])?
+            .add(&info_nce(&q[1], &keys[0])?)?
+            .mul_scalar(0.5)?;
+        // Newest keys first; the oldest fall off the end.
+        let grown = keys[0]
+            .concat(&keys[1], Axis::Rows)?
+            .concat(&queue, Axis::Rows)?;
+        ops.set_state("queue", &grown.slice(Axis::Rows, 0, self.queue_size)?)?;
+        Ok(loss)
+    }
+}
+
 pretext_plugin::export_plugin! {
     name: "pretext-contrastive",
-    objectives: [SimClr],
+    objectives: [SimClr, MoCo],
     augmentations: [],
 }

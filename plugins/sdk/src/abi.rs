@@ -187,7 +187,11 @@ pub struct PtxObjectiveNeeds {
     pub ema_momentum_end: f64,
     /// 1 = the objective keeps persistent state through `state_get`/`state_set`.
     pub uses_state: u32,
-    pub reserved: [u64; 8],
+    /// Decoder MLP from the encoder output back to the input (autoencoders): hidden width
+    /// (0 = no decoder) and number of layers.
+    pub decoder_hidden: u32,
+    pub decoder_layers: u32,
+    pub reserved: [u64; 7],
 }
 
 /// The tensors of one step, per view. Arrays have `n_views` entries; an array pointer is null
@@ -208,6 +212,12 @@ pub struct PtxObjectiveInputs {
     pub epoch: u32,
     pub step: u64,
     pub total_steps: u64,
+    /// The network inputs per view, `(batch, C·H·W)` in `[0, 1]` (no gradient).
+    pub view_inputs: *const Handle,
+    /// The samples before augmentation, `(batch, C·H·W)` (one handle, no gradient).
+    pub originals: Handle,
+    /// Decoder outputs per view, `(batch, C·H·W)`; null without a decoder.
+    pub decoded: *const Handle,
 }
 
 // Op codes. Tensors are 2-D `(rows, cols)`; a scalar is `(1, 1)`. Binary ops broadcast a

@@ -20,6 +20,9 @@ pub struct Needs {
     pub ema_teacher: Option<(f64, f64)>,
     /// The objective keeps persistent state between steps.
     pub uses_state: bool,
+    /// Decoder MLP `(hidden width, layers)` from the encoder output back to the input
+    /// (autoencoders); `None` = no decoder.
+    pub decoder: Option<(u32, u32)>,
 }
 
 impl Default for Needs {
@@ -30,6 +33,7 @@ impl Default for Needs {
             predictor_hidden: None,
             ema_teacher: None,
             uses_state: false,
+            decoder: None,
         }
     }
 }
@@ -49,7 +53,9 @@ impl Needs {
             ema_momentum_start: ms,
             ema_momentum_end: me,
             uses_state: u32::from(self.uses_state),
-            reserved: [0; 8],
+            decoder_hidden: self.decoder.map_or(0, |d| d.0),
+            decoder_layers: self.decoder.map_or(0, |d| d.1),
+            reserved: [0; 7],
         }
     }
 }
@@ -402,5 +408,19 @@ impl<'a> Inputs<'a> {
     }
     pub fn total_steps(&self) -> u64 {
         self.raw.total_steps
+    }
+    /// The network inputs per view, `(batch, C·H·W)` (no gradient).
+    pub fn view_inputs(&self) -> Result<Vec<Tensor<'a>>> {
+        self.per_view(self.raw.view_inputs)
+    }
+    /// The samples before augmentation, `(batch, C·H·W)` (no gradient).
+    pub fn originals(&self) -> Result<Tensor<'a>> {
+        self.ops
+            .wrap(self.raw.originals)
+            .map_err(|_| Error::msg("the host provided no original samples"))
+    }
+    /// Decoder outputs per view (declare a decoder in `needs()`).
+    pub fn decoded(&self) -> Result<Vec<Tensor<'a>>> {
+        self.per_view(self.raw.decoded)
     }
 }

@@ -384,14 +384,20 @@ pub enum EncoderSpec {
         embed_dim: usize,
         batch_norm: bool,
     },
+    ResNet {
+        width: usize,
+        blocks: usize,
+        embed_dim: usize,
+        batch_norm: bool,
+    },
 }
 
 impl EncoderSpec {
     pub fn embed_dim(&self) -> usize {
         match self {
-            EncoderSpec::Mlp { embed_dim, .. } | EncoderSpec::ConvNet { embed_dim, .. } => {
-                *embed_dim
-            }
+            EncoderSpec::Mlp { embed_dim, .. }
+            | EncoderSpec::ConvNet { embed_dim, .. }
+            | EncoderSpec::ResNet { embed_dim, .. } => *embed_dim,
         }
     }
 }
@@ -403,11 +409,68 @@ pub struct ConvNet {
     head: Linear,
 }
 
+/// A basic residual block: conv-BN-ReLU-conv-BN plus a shortcut (a strided 1x1 conv + BN
+/// when the shape changes), then ReLU.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResBlock {
+    conv1: (Conv, Option<BatchNorm>),
+    conv2: (Conv, Option<BatchNorm>),
+    shortcut: Option<(Conv, Option<BatchNorm>)>,
+}
+
+/// A stem conv, three stages of residual blocks (widths w, 2w, 4w; stride 2 at the start of
+/// stages 2 and 3), global average pooling and a linear head.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResNet {
+    stem: (Conv, Option<BatchNorm>),
+    blocks: Vec<ResBlock>,
+    head: Linear,
+}
+
+/// Conv then optional batch norm (no activation).
+fn conv_bn(
+    layer: &(Conv, Option<BatchNorm>),
+    ps: &mut ParamStore,
+    g: &mut Graph,
+    x: &Tensor,
+    geo: Geometry,
+    train: bool,
+) -> Result<(Tensor, Geometry)> {
+    let (y, geo) = layer.0.forward(ps, g, x, geo)?;
+    let y = match &layer.1 {
+        Some(bn) => bn.forward(ps, g, &y, train)?,
+        None => y,
+    };
+    Ok((y, geo))
+}
+
+impl ResBlock {
+    fn forward(
+        &self,
+        ps: &mut ParamStore,
+        g: &mut Graph,
+        x: &Tensor,
+        geo: Geometry,
+        train: bool,
+    ) -> Result<(Tensor, Geometry)> {
+        let (h, hgeo) = conv_bn(&self.conv1, ps, g, x, geo, train)?;
+        let h = g.relu(&h)?;
+        let (h, hgeo) = conv_bn(&self.conv2, ps, g, &h, hgeo, train)?;
+        let sc = match &self.shortcut {
+            Some(s) => conv_bn(s, ps, g, x, geo, train)?.0,
+            None => x.clone(),
+        };
+        let y = g.add(&h, &sc)?;
+        Ok((g.relu(&y)?, hgeo))
+    }
+}
+
 /// An encoder: maps `(batch, C·H·W)` inputs (channel-major images) to `(batch, embed_dim)`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Encoder {
     Mlp(Mlp),
     ConvNet(ConvNet),
+    ResNet(ResNet),
 }
 
 impl Encoder {
@@ -464,6 +527,55 @@ impl Encoder {
                 let head = Linear::new(e, ps, init, "encoder.head", chans[3], *embed_dim);
                 Ok(Encoder::ConvNet(ConvNet { blocks, head }))
             }
+            EncoderSpec::ResNet {
+                width,
+                blocks,
+                embed_dim,
+                batch_norm,
+            } => {
+                if input.height < 4 || input.width < 4 {
+                    return Err(shape_err(
+                        "resnet",
+                        format!(
+                            "input {}x{} is too small (min 4x4)",
+                            input.height, input.width
+                        ),
+                    ));
+                }
+                let mut layer =
+                    |name: String, cin: usize, cout: usize, kernel: usize, stride: usize| {
+                        let conv = Conv::new(e, ps, init, &name, cin, cout, kernel, stride);
+                        let bn =
+                            batch_norm.then(|| BatchNorm::new(e, ps, &format!("{name}.bn"), cout));
+                        (conv, bn)
+                    };
+                let stem = layer("encoder.stem".into(), input.channels, *width, 3, 1);
+                let mut res = Vec::new();
+                let mut cin = *width;
+                for stage in 0..3 {
+                    let cout = width << stage;
+                    for b in 0..*blocks {
+                        let stride = if stage > 0 && b == 0 { 2 } else { 1 };
+                        let name = format!("encoder.stage{stage}.block{b}");
+                        let conv1 = layer(format!("{name}.conv1"), cin, cout, 3, stride);
+                        let conv2 = layer(format!("{name}.conv2"), cout, cout, 3, 1);
+                        let shortcut = (stride != 1 || cin != cout)
+                            .then(|| layer(format!("{name}.shortcut"), cin, cout, 1, stride));
+                        res.push(ResBlock {
+                            conv1,
+                            conv2,
+                            shortcut,
+                        });
+                        cin = cout;
+                    }
+                }
+                let head = Linear::new(e, ps, init, "encoder.head", cin, *embed_dim);
+                Ok(Encoder::ResNet(ResNet {
+                    stem,
+                    blocks: res,
+                    head,
+                }))
+            }
         }
     }
 
@@ -494,6 +606,25 @@ impl Encoder {
                         h = bn.forward(ps, g, &h, train)?;
                     }
                     h = g.relu(&h)?;
+                }
+                let pooled = g.mean_row_groups(&h, geo.height * geo.width)?;
+                net.head.forward(ps, g, &pooled)
+            }
+            Encoder::ResNet(net) => {
+                let (b, _) = x.shape();
+                let h = g.chw_to_hwc(x, input)?;
+                let geo = Geometry {
+                    batch: b,
+                    height: input.height,
+                    width: input.width,
+                    channels: input.channels,
+                };
+                let (h, mut geo) = conv_bn(&net.stem, ps, g, &h, geo, train)?;
+                let mut h = g.relu(&h)?;
+                for block in &net.blocks {
+                    let (y, ngeo) = block.forward(ps, g, &h, geo, train)?;
+                    h = y;
+                    geo = ngeo;
                 }
                 let pooled = g.mean_row_groups(&h, geo.height * geo.width)?;
                 net.head.forward(ps, g, &pooled)
@@ -563,6 +694,12 @@ mod tests {
             },
             EncoderSpec::ConvNet {
                 width: 4,
+                embed_dim: 4,
+                batch_norm: true,
+            },
+            EncoderSpec::ResNet {
+                width: 4,
+                blocks: 1,
                 embed_dim: 4,
                 batch_norm: true,
             },

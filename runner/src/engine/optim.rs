@@ -1,8 +1,11 @@
-//! Optimizers (SGD with momentum, AdamW) over a [`ParamStore`], and learning-rate schedules.
+//! Optimizers (SGD with momentum, AdamW, LARS) over a [`ParamStore`], gradient clipping and
+//! accumulation, EMA (teacher) updates, and learning-rate / momentum schedules.
 //!
 //! dfdx's optimizers walk compile-time module trees; the engine's layers are runtime-shaped,
 //! so updates are written here with dfdx tensor arithmetic (device-generic). Weight decay
-//! applies to [`ParamKind::Weight`] tensors only (not biases or norm parameters).
+//! applies to [`ParamKind::Weight`] tensors only (not biases or norm parameters), and LARS
+//! adapts only those (biases and norms get plain momentum SGD, as in the LARS paper's use in
+//! SimCLR/BYOL).
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +26,69 @@ pub enum OptimSpec {
         eps: f32,
         weight_decay: f32,
     },
+    /// Layer-wise adaptive rate scaling (You et al., 2017): each weight matrix's step is scaled
+    /// by `eta · ‖w‖ / (‖g‖ + wd · ‖w‖)`.
+    Lars {
+        momentum: f32,
+        weight_decay: f32,
+        eta: f32,
+    },
+}
+
+/// One gradient per [`ParamStore`] entry (`None` for buffers).
+pub type GradList = Vec<Option<Tensor>>;
+
+/// Read the gradients of every trainable entry of `ps`.
+pub fn collect(ps: &ParamStore, grads: &mut Grads) -> GradList {
+    ps.entries
+        .iter()
+        .map(|e| (e.kind != ParamKind::Buffer).then(|| grads.get(&e.value)))
+        .collect()
+}
+
+/// Add `more` into `acc` (gradient accumulation).
+pub fn accumulate(acc: &mut GradList, more: GradList) {
+    for (a, m) in acc.iter_mut().zip(more) {
+        *a = match (a.take(), m) {
+            (Some(x), Some(y)) => Some(Tensor { t: x.t + y.t }),
+            (x, y) => x.or(y),
+        };
+    }
+}
+
+fn sq_norm(t: &Tensor) -> f64 {
+    t.to_vec().iter().map(|v| (*v as f64) * (*v as f64)).sum()
+}
+
+/// The global L2 norm of all gradients.
+pub fn global_norm(gs: &GradList) -> f64 {
+    gs.iter().flatten().map(sq_norm).sum::<f64>().sqrt()
+}
+
+/// Scale all gradients by `s` (for averaging accumulated gradients or clipping).
+pub fn scale(gs: &mut GradList, s: f32) {
+    for g in gs.iter_mut().flatten() {
+        *g = Tensor { t: g.t.clone() * s };
+    }
+}
+
+/// Clip to a global norm of at most `max_norm`; returns the norm before clipping.
+pub fn clip_global_norm(gs: &mut GradList, max_norm: f64) -> f64 {
+    let norm = global_norm(gs);
+    if norm > max_norm && norm > 0.0 {
+        scale(gs, (max_norm / norm) as f32);
+    }
+    norm
+}
+
+/// `target ← m · target + (1 - m) · source` for every entry (the EMA teacher update; buffers
+/// such as batch-norm statistics are averaged the same way).
+pub fn ema_update(target: &mut ParamStore, source: &ParamStore, m: f32) {
+    for (t, s) in target.entries.iter_mut().zip(&source.entries) {
+        t.value = Tensor {
+            t: t.value.t.clone() * m + s.value.t.clone() * (1.0 - m),
+        };
+    }
 }
 
 /// Optimizer state for one [`ParamStore`].
@@ -51,15 +117,20 @@ impl Optimizer {
         }
     }
 
-    /// Apply one update with learning rate `lr`.
+    /// Apply one update with learning rate `lr`, reading gradients from `grads`.
     pub fn step(&mut self, ps: &mut ParamStore, grads: &mut Grads, lr: f32) {
+        let gs = collect(ps, grads);
+        self.apply(ps, &gs, lr);
+    }
+
+    /// Apply one update with explicit gradients (after accumulation or clipping).
+    pub fn apply(&mut self, ps: &mut ParamStore, gs: &GradList, lr: f32) {
         self.steps += 1;
         let t = self.steps as i32;
         for (i, e) in ps.entries.iter_mut().enumerate() {
-            if e.kind == ParamKind::Buffer {
+            let Some(g) = gs.get(i).cloned().flatten() else {
                 continue;
-            }
-            let g = grads.get(&e.value);
+            };
             let decay = e.kind == ParamKind::Weight;
             let w = e.value.t.clone();
             let m = self.m[i]
@@ -85,6 +156,27 @@ impl Optimizer {
                     };
                     self.m[i] = Some(Tensor { t: m });
                     w - upd * lr
+                }
+                OptimSpec::Lars {
+                    momentum,
+                    weight_decay,
+                    eta,
+                } => {
+                    let (g, rate) = if decay {
+                        let wn = sq_norm(&e.value).sqrt() as f32;
+                        let gn = sq_norm(&g).sqrt() as f32;
+                        let trust = if wn > 0.0 && gn > 0.0 {
+                            eta * wn / (gn + weight_decay * wn)
+                        } else {
+                            1.0
+                        };
+                        (g.t + w.clone() * weight_decay, lr * trust)
+                    } else {
+                        (g.t, lr)
+                    };
+                    let m = m * momentum + g * rate;
+                    self.m[i] = Some(Tensor { t: m.clone() });
+                    w - m
                 }
                 OptimSpec::AdamW {
                     beta1,
@@ -121,6 +213,15 @@ impl std::ops::Mul<f32> for Tensor {
     fn mul(self, s: f32) -> Tensor {
         Tensor { t: self.t * s }
     }
+}
+
+/// Cosine ramp from `start` to `end` over `total` steps (BYOL's EMA momentum schedule).
+pub fn cosine_ramp(start: f64, end: f64, step: u64, total: u64) -> f64 {
+    if total == 0 {
+        return end;
+    }
+    let p = (step as f64 / total as f64).min(1.0);
+    end - (end - start) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
 }
 
 /// Learning-rate schedule: linear warmup, then cosine decay to zero or constant.
@@ -207,5 +308,34 @@ mod tests {
             }
             assert!(last < 1e-3, "{spec:?}: final loss {last}");
         }
+    }
+
+    #[test]
+    fn clip_accumulate_ema_and_ramp() {
+        let e = Engine::cpu();
+        let t = |v: Vec<f32>| Some(e.tensor(v, 1, 2).unwrap());
+        let mut gs: GradList = vec![t(vec![3.0, 0.0]), None, t(vec![0.0, 4.0])];
+        assert!((global_norm(&gs) - 5.0).abs() < 1e-9);
+        let before = clip_global_norm(&mut gs, 1.0);
+        assert!((before - 5.0).abs() < 1e-9 && (global_norm(&gs) - 1.0).abs() < 1e-6);
+        assert_eq!(gs[0].as_ref().unwrap().to_vec(), vec![0.6, 0.0]);
+        // A norm already below the bound is untouched.
+        assert!((clip_global_norm(&mut gs, 10.0) - 1.0).abs() < 1e-6);
+        accumulate(&mut gs, vec![t(vec![1.0, 1.0]), None, None]);
+        assert_eq!(gs[0].as_ref().unwrap().to_vec(), vec![1.6, 1.0]);
+        let mut target = ParamStore::default();
+        Linear::new(&e, &mut target, &mut Init::new(1), "l", 1, 1);
+        let mut source = target.clone();
+        for en in &mut source.entries {
+            en.value = e.full(1.0, 1, 1);
+        }
+        let old: Vec<f32> = target.entries.iter().map(|x| x.value.scalar()).collect();
+        ema_update(&mut target, &source, 0.9);
+        for (o, n) in old.iter().zip(&target.entries) {
+            assert!((n.value.scalar() - (0.9 * o + 0.1)).abs() < 1e-6);
+        }
+        assert!((cosine_ramp(0.99, 1.0, 0, 100) - 0.99).abs() < 1e-12);
+        assert!((cosine_ramp(0.99, 1.0, 50, 100) - 0.995).abs() < 1e-12);
+        assert!((cosine_ramp(0.99, 1.0, 100, 100) - 1.0).abs() < 1e-12);
     }
 }

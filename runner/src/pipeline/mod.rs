@@ -55,10 +55,10 @@ mod tests;
 
 pub use error::PipelineError;
 pub use types::{
-    Arch, ArtifactKind, AugmentConfig, Augmentation, ConfigPath, Expectation, IngestConfig,
-    IngestSource, KnnConfig, LinearProbeConfig, ModelConfig, Objective, OptimConfig, Optimizer,
-    Pipeline, PretrainConfig, ProbeConfig, ProbeMethod, Schedule, Split, Stage, StageConfig,
-    StageKind,
+    Arch, ArtifactKind, AugmentConfig, Augmentation, CollapseConfig, ConfigPath, Expectation,
+    IngestConfig, IngestSource, KnnConfig, LinearProbeConfig, ModelConfig, Objective, OptimConfig,
+    Optimizer, Pipeline, PretrainConfig, ProbeConfig, ProbeMethod, Schedule, Split, Stage,
+    StageConfig, StageKind,
 };
 
 /// Reads the pipeline file at `path`, applies `--set` overrides

@@ -167,7 +167,18 @@ pub(crate) struct RawPretrain {
     pub optim: Option<Tbl<RawOptim>>,
     pub epochs: Option<Spanned<i64>>,
     pub batch_size: Option<Spanned<i64>>,
+    pub grad_clip: Option<Spanned<f64>>,
+    pub accumulate: Option<Spanned<i64>>,
+    pub collapse: Option<Tbl<RawCollapse>>,
     pub expect: Option<RawExpect>,
+}
+
+/// `collapse = { .. }` in a pretrain stage.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCollapse {
+    pub min_std: Option<Spanned<f64>>,
+    pub patience: Option<Spanned<i64>>,
 }
 
 /// `model = { .. }`.
@@ -177,6 +188,7 @@ pub(crate) struct RawModel {
     pub arch: Option<Spanned<String>>,
     pub hidden: Option<Spanned<Vec<Spanned<i64>>>>,
     pub width: Option<Spanned<i64>>,
+    pub blocks: Option<Spanned<i64>>,
     pub embed_dim: Option<Spanned<i64>>,
     pub batch_norm: Option<bool>,
 }
@@ -190,6 +202,7 @@ pub(crate) struct RawOptim {
     pub momentum: Option<Spanned<f64>>,
     pub weight_decay: Option<Spanned<f64>>,
     pub betas: Option<Spanned<Vec<Spanned<f64>>>>,
+    pub eta: Option<Spanned<f64>>,
     pub warmup_epochs: Option<Spanned<i64>>,
     pub schedule: Option<Spanned<String>>,
 }

@@ -14,10 +14,10 @@ use super::raw::{
     RawPretrain, RawProbe, RawStageBody,
 };
 use super::types::{
-    Arch, ArtifactKind, AugmentConfig, Augmentation, ConfigPath, Expectation, IngestConfig,
-    IngestSource, KnnConfig, LinearProbeConfig, ModelConfig, Objective, OptimConfig, Optimizer,
-    Pipeline, PretrainConfig, ProbeConfig, ProbeMethod, Schedule, Split, Stage, StageConfig,
-    StageKind,
+    Arch, ArtifactKind, AugmentConfig, Augmentation, CollapseConfig, ConfigPath, Expectation,
+    IngestConfig, IngestSource, KnnConfig, LinearProbeConfig, ModelConfig, Objective, OptimConfig,
+    Optimizer, Pipeline, PretrainConfig, ProbeConfig, ProbeMethod, Schedule, Split, Stage,
+    StageConfig, StageKind,
 };
 
 type Result<T> = std::result::Result<T, PipelineError>;
@@ -711,12 +711,39 @@ impl StageCx<'_, '_, '_> {
         let epochs = self.int(&b.epochs, "epochs", 1, None, 10)?;
         let batch_size = self.int(&b.batch_size, "batch_size", 1, None, 256)? as usize;
         let optim = self.optim(b.optim.as_deref(), epochs)?;
+        let grad_clip = b
+            .grad_clip
+            .as_ref()
+            .map(|v| {
+                self.r
+                    .float(v, &self.what("grad_clip"), FloatRule::Positive)
+            })
+            .transpose()?;
+        let accumulate = self.int(&b.accumulate, "accumulate", 1, Some(1024), 1)?;
+        let collapse = match b.collapse.as_deref() {
+            None => CollapseConfig {
+                min_std: 0.01,
+                patience: 2,
+            },
+            Some(c) => CollapseConfig {
+                min_std: self.float(
+                    &c.min_std,
+                    "collapse.min_std",
+                    FloatRule::NonNegative,
+                    0.01,
+                )?,
+                patience: self.int(&c.patience, "collapse.patience", 1, None, 2)?,
+            },
+        };
         Ok(PretrainConfig {
             objective,
             model,
             optim,
             epochs,
             batch_size,
+            grad_clip,
+            accumulate,
+            collapse,
         })
     }
 
@@ -730,14 +757,16 @@ impl StageCx<'_, '_, '_> {
                 batch_norm: true,
             });
         };
-        const ARCHS: [&str; 2] = ["mlp", "convnet"];
+        const ARCHS: [&str; 3] = ["mlp", "convnet", "resnet"];
         let arch_name = m.arch.as_ref().map_or("mlp", |a| a.get_ref().as_str());
-        let only_for = |key: &str, arch: &str, span: std::ops::Range<usize>| {
+        let only_for = |key: &str, archs: &[&str], span: std::ops::Range<usize>| {
+            let allowed: Vec<String> = archs.iter().map(|a| format!("\"{a}\"")).collect();
             self.r.src.error_at(
                 &span,
                 format!(
-                    "`{}` only applies to arch = \"{arch}\"",
-                    self.what(&format!("model.{key}"))
+                    "`{}` only applies to arch = {}",
+                    self.what(&format!("model.{key}")),
+                    allowed.join(" or ")
                 ),
                 Some(format!(
                     "this model has arch = \"{arch_name}\"; remove `{key}` or change `arch`"
@@ -747,7 +776,10 @@ impl StageCx<'_, '_, '_> {
         let arch = match arch_name {
             "mlp" => {
                 if let Some(w) = &m.width {
-                    return Err(only_for("width", "convnet", w.span()));
+                    return Err(only_for("width", &["convnet", "resnet"], w.span()));
+                }
+                if let Some(b) = &m.blocks {
+                    return Err(only_for("blocks", &["resnet"], b.span()));
                 }
                 let hidden = match &m.hidden {
                     None => vec![512, 512],
@@ -765,10 +797,22 @@ impl StageCx<'_, '_, '_> {
             }
             "convnet" => {
                 if let Some(h) = &m.hidden {
-                    return Err(only_for("hidden", "mlp", h.span()));
+                    return Err(only_for("hidden", &["mlp"], h.span()));
+                }
+                if let Some(b) = &m.blocks {
+                    return Err(only_for("blocks", &["resnet"], b.span()));
                 }
                 Arch::Convnet {
                     width: self.int(&m.width, "model.width", 1, None, 16)? as usize,
+                }
+            }
+            "resnet" => {
+                if let Some(h) = &m.hidden {
+                    return Err(only_for("hidden", &["mlp"], h.span()));
+                }
+                Arch::Resnet {
+                    width: self.int(&m.width, "model.width", 1, None, 16)? as usize,
+                    blocks: self.int(&m.blocks, "model.blocks", 1, Some(8), 1)? as usize,
                 }
             }
             other => {
@@ -797,14 +841,16 @@ impl StageCx<'_, '_, '_> {
                 schedule: Schedule::Cosine,
             });
         };
-        const NAMES: [&str; 2] = ["sgd", "adamw"];
+        const NAMES: [&str; 3] = ["sgd", "adamw", "lars"];
         let name = o.name.as_ref().map_or("adamw", |n| n.get_ref().as_str());
-        let only_for = |key: &str, opt: &str, span: std::ops::Range<usize>| {
+        let only_for = |key: &str, opts: &[&str], span: std::ops::Range<usize>| {
+            let allowed: Vec<String> = opts.iter().map(|o| format!("\"{o}\"")).collect();
             self.r.src.error_at(
                 &span,
                 format!(
-                    "`{}` only applies to name = \"{opt}\"",
-                    self.what(&format!("optim.{key}"))
+                    "`{}` only applies to name = {}",
+                    self.what(&format!("optim.{key}")),
+                    allowed.join(" or ")
                 ),
                 Some(format!(
                     "this optimizer is \"{name}\"; remove `{key}` or change `name`"
@@ -812,22 +858,37 @@ impl StageCx<'_, '_, '_> {
             )
         };
         let optimizer = match name {
-            "sgd" => {
-                if let Some(b) = &o.betas {
-                    return Err(only_for("betas", "adamw", b.span()));
-                }
-                Optimizer::Sgd {
-                    momentum: self.float(
-                        &o.momentum,
-                        "optim.momentum",
-                        FloatRule::HalfOpenUnit,
-                        0.9,
-                    )?,
-                }
+            "sgd" | "lars" if o.betas.is_some() => {
+                let b = o.betas.as_ref().expect("guarded");
+                return Err(only_for("betas", &["adamw"], b.span()));
             }
+            "sgd" if o.eta.is_some() => {
+                let e = o.eta.as_ref().expect("guarded");
+                return Err(only_for("eta", &["lars"], e.span()));
+            }
+            "lars" => Optimizer::Lars {
+                momentum: self.float(
+                    &o.momentum,
+                    "optim.momentum",
+                    FloatRule::HalfOpenUnit,
+                    0.9,
+                )?,
+                eta: self.float(&o.eta, "optim.eta", FloatRule::Positive, 0.001)?,
+            },
+            "sgd" => Optimizer::Sgd {
+                momentum: self.float(
+                    &o.momentum,
+                    "optim.momentum",
+                    FloatRule::HalfOpenUnit,
+                    0.9,
+                )?,
+            },
             "adamw" => {
                 if let Some(m) = &o.momentum {
-                    return Err(only_for("momentum", "sgd", m.span()));
+                    return Err(only_for("momentum", &["sgd", "lars"], m.span()));
+                }
+                if let Some(e) = &o.eta {
+                    return Err(only_for("eta", &["lars"], e.span()));
                 }
                 let betas = match &o.betas {
                     None => [0.9, 0.999],

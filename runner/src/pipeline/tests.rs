@@ -612,7 +612,10 @@ kind = "ingest"
                     "warmup_epochs": 0, "schedule": "cosine"
                 },
                 "epochs": 10,
-                "batch_size": 256
+                "batch_size": 256,
+                "grad_clip": null,
+                "accumulate": 1,
+                "collapse": {"min_std": 0.01, "patience": 2}
             },
             "expect": [{"metric": "acc", "min": 0.5}, {"metric": "loss", "max": 2.0}]
         })

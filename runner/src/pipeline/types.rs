@@ -351,6 +351,22 @@ pub struct PretrainConfig {
     pub epochs: u64,
     /// Batch size (> 0, default 256).
     pub batch_size: usize,
+    /// Clip the global gradient norm to this value (> 0), if set.
+    pub grad_clip: Option<f64>,
+    /// Accumulate gradients over this many batches per optimizer step (≥ 1, default 1).
+    pub accumulate: u64,
+    /// When to stop because the representation collapsed.
+    pub collapse: CollapseConfig,
+}
+
+/// `collapse = { min_std, patience }`: stop the stage when the per-epoch embedding spread
+/// (mean std of L2-normalised embeddings) stays below `min_std` for `patience` epochs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CollapseConfig {
+    /// Threshold on the embedding spread (≥ 0; 0 disables the check; default 0.01).
+    pub min_std: f64,
+    /// Consecutive epochs below the threshold before stopping (≥ 1, default 2).
+    pub patience: u64,
 }
 
 /// `objective = { plugin = .., ..params }`.
@@ -388,6 +404,13 @@ pub enum Arch {
         /// Base channel count (> 0, default 16).
         width: usize,
     },
+    /// A small ResNet: a stem and three stages of residual blocks (widths w, 2w, 4w).
+    Resnet {
+        /// Base channel count (> 0, default 16).
+        width: usize,
+        /// Residual blocks per stage (> 0, default 1).
+        blocks: usize,
+    },
 }
 
 /// `optim = { .. }`.
@@ -414,6 +437,13 @@ pub enum Optimizer {
     Sgd {
         /// Momentum in [0, 1) (default 0.9).
         momentum: f64,
+    },
+    /// LARS: momentum SGD with layer-wise trust ratios.
+    Lars {
+        /// Momentum in [0, 1) (default 0.9).
+        momentum: f64,
+        /// Trust coefficient η (> 0, default 0.001).
+        eta: f64,
     },
     /// AdamW (the default).
     #[serde(rename = "adamw")]

@@ -176,6 +176,7 @@ pub struct ObjectiveNeeds {
     pub predictor_hidden: Option<usize>,
     pub ema_teacher: Option<(f64, f64)>,
     pub uses_state: bool,
+    pub decoder: Option<(usize, usize)>,
 }
 
 /// A live objective instance (destroyed on drop, by the plugin that made it).
@@ -197,6 +198,9 @@ pub struct StepInputs<'a> {
     pub projections: Option<&'a [Tensor]>,
     pub predictions: Option<&'a [Tensor]>,
     pub targets: Option<&'a [Tensor]>,
+    pub view_inputs: Option<&'a [Tensor]>,
+    pub originals: Option<&'a Tensor>,
+    pub decoded: Option<&'a [Tensor]>,
     pub epoch: u32,
     pub step: u64,
     pub total_steps: u64,
@@ -294,6 +298,10 @@ impl ObjectiveInstance {
             ema_teacher: (raw.ema_teacher != 0)
                 .then_some((raw.ema_momentum_start, raw.ema_momentum_end)),
             uses_state: raw.uses_state != 0,
+            decoder: (raw.decoder_hidden > 0).then_some((
+                raw.decoder_hidden as usize,
+                raw.decoder_layers.max(1) as usize,
+            )),
         })
     }
 
@@ -319,6 +327,11 @@ impl ObjectiveInstance {
         let proj = inputs.projections.map(&mut reg);
         let pred = inputs.predictions.map(&mut reg);
         let targ = inputs.targets.map(&mut reg);
+        let view_in = inputs.view_inputs.map(&mut reg);
+        let dec = inputs.decoded.map(&mut reg);
+        let orig = inputs
+            .originals
+            .map_or(0, |t| reg(std::slice::from_ref(t))[0]);
         let ptr = |v: &Option<Vec<Handle>>| v.as_ref().map_or(std::ptr::null(), |v| v.as_ptr());
         let raw_inputs = PtxObjectiveInputs {
             struct_size: std::mem::size_of::<PtxObjectiveInputs>() as u32,
@@ -331,6 +344,9 @@ impl ObjectiveInstance {
             epoch: inputs.epoch,
             step: inputs.step,
             total_steps: inputs.total_steps,
+            view_inputs: ptr(&view_in),
+            originals: orig,
+            decoded: ptr(&dec),
         };
         let mut out: Handle = 0;
         let table = ops_table(&mut ctx);

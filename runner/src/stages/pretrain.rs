@@ -58,11 +58,22 @@ pub fn encoder_spec(cfg: &PretrainConfig) -> EncoderSpec {
             embed_dim: cfg.model.embed_dim,
             batch_norm: cfg.model.batch_norm,
         },
+        Arch::Resnet { width, blocks } => EncoderSpec::ResNet {
+            width: *width,
+            blocks: *blocks,
+            embed_dim: cfg.model.embed_dim,
+            batch_norm: cfg.model.batch_norm,
+        },
     }
 }
 
 fn optim_spec(o: &OptimConfig) -> OptimSpec {
     match o.optimizer {
+        crate::pipeline::Optimizer::Lars { momentum, eta } => OptimSpec::Lars {
+            momentum: momentum as f32,
+            weight_decay: o.weight_decay as f32,
+            eta: eta as f32,
+        },
         crate::pipeline::Optimizer::Sgd { momentum } => OptimSpec::Sgd {
             momentum: momentum as f32,
             weight_decay: o.weight_decay as f32,
@@ -462,6 +473,9 @@ fn train_step(
         projections: proj_v.as_deref(),
         predictions: None,
         targets: None,
+        view_inputs: None,
+        originals: None,
+        decoded: None,
         epoch: epoch as u32,
         step,
         total_steps,

@@ -117,6 +117,48 @@ impl Optimizer {
         }
     }
 
+    /// The optimizer's state as named tensors (`m/<i>`, `v/<i>`) plus its step count, for
+    /// checkpoints.
+    pub fn export(&self) -> (u64, Vec<(String, Tensor)>) {
+        let mut out = Vec::new();
+        for (prefix, list) in [("m", &self.m), ("v", &self.v)] {
+            for (i, t) in list.iter().enumerate() {
+                if let Some(t) = t {
+                    out.push((format!("{prefix}/{i}"), t.clone()));
+                }
+            }
+        }
+        (self.steps, out)
+    }
+
+    /// Restore state written by [`Optimizer::export`] (for the same parameter layout).
+    pub fn import(
+        &mut self,
+        steps: u64,
+        tensors: &std::collections::HashMap<String, Tensor>,
+    ) -> Result<(), String> {
+        for (prefix, list) in [("m", &mut self.m), ("v", &mut self.v)] {
+            for (i, t) in list.iter_mut().enumerate() {
+                if let Some(t) = t {
+                    let name = format!("{prefix}/{i}");
+                    let saved = tensors
+                        .get(&name)
+                        .ok_or_else(|| format!("optimizer state `{name}` is missing"))?;
+                    if saved.shape() != t.shape() {
+                        return Err(format!(
+                            "optimizer state `{name}` has shape {:?}, expected {:?}",
+                            saved.shape(),
+                            t.shape()
+                        ));
+                    }
+                    *t = saved.clone();
+                }
+            }
+        }
+        self.steps = steps;
+        Ok(())
+    }
+
     /// Apply one update with learning rate `lr`, reading gradients from `grads`.
     pub fn step(&mut self, ps: &mut ParamStore, grads: &mut Grads, lr: f32) {
         let gs = collect(ps, grads);

@@ -350,7 +350,17 @@ pub fn run(
                         )
                     })
                     .collect();
+                // Checkpoints outlive a failed or killed attempt at this exact key, so a rerun
+                // resumes; they are removed once the entry is committed.
+                let ckpt = store
+                    .root()
+                    .join("checkpoints")
+                    .join(stage.kind.as_str())
+                    .join(pl.key.to_hex());
+                std::fs::create_dir_all(&ckpt)
+                    .map_err(|e| AppError::Failed(format!("{}: {e}", ckpt.display())))?;
                 let ctx = StageCtx {
+                    checkpoint_dir: Some(&ckpt),
                     engine: &engine,
                     registry: &reg,
                     seed: p.seed,
@@ -364,6 +374,7 @@ pub fn run(
                 stages::write_json(&pending.dir().join(METRICS_FILE), &metrics)
                     .map_err(|e| stage_input_error(stage, e))?;
                 let entry = pending.commit()?;
+                let _ = std::fs::remove_dir_all(&ckpt);
                 (entry, "ran", timings)
             }
         };

@@ -4,6 +4,7 @@
 
 pub mod augment;
 pub mod ingest;
+pub mod monitor;
 pub mod pretrain;
 pub mod probe;
 
@@ -83,6 +84,9 @@ pub struct StageCtx<'a> {
     /// Every entry completed in this run so far, by key (to follow references in artifacts).
     pub entries: &'a HashMap<String, PathBuf>,
     pub progress: &'a dyn Progress,
+    /// A folder that survives a failed or killed run of this stage key (checkpoints), if the
+    /// executor provides one.
+    pub checkpoint_dir: Option<&'a Path>,
 }
 
 impl StageCtx<'_> {

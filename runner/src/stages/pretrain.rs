@@ -10,12 +10,14 @@ use serde::{Deserialize, Serialize};
 
 use super::augment::{Views, ViewsRecipe, VIEWS_FILE};
 use super::{
-    ingest::DATASET_FILE, io_err, mix_seed, permutation, read_json, write_json, Metrics, StageCtx,
-    StageError, TIMING_PREFIX,
+    ingest::DATASET_FILE, io_err, mix_seed, monitor, permutation, read_json, write_json, Metrics,
+    StageCtx, StageError, TIMING_PREFIX,
 };
 use crate::data::{table, Dataset, Split};
-use crate::engine::nn::{Encoder, EncoderSpec, Init, InputShape, Mlp, ParamStore};
-use crate::engine::optim::{OptimSpec, Optimizer, Schedule};
+use crate::engine::nn::{
+    Encoder, EncoderSpec, Init, InputShape, Mlp, ParamEntry, ParamKind, ParamStore,
+};
+use crate::engine::optim::{self, GradList, OptimSpec, Optimizer, Schedule};
 use crate::engine::{io, Axis2, Engine, Graph, Tensor};
 use crate::pipeline::{Arch, OptimConfig, PretrainConfig};
 use crate::plugins::{ObjectiveInstance, ObjectiveNeeds, Registry, StepInputs};
@@ -40,10 +42,28 @@ pub struct EpochRecord {
     pub epoch: u64,
     pub loss: f64,
     pub lr: f64,
+    /// Global gradient norm of the epoch's last optimizer step (before clipping).
+    pub grad_norm: f64,
     /// Mean per-dimension std of L2-normalised embeddings of a fixed monitor set
     /// (→ 0 when the representation collapses; about 1/√d when spread out).
     pub embedding_std: f64,
+    /// The same spread measured on the projector output (absent without a projector). The
+    /// collapse rule watches this one when it exists: collapse shows there first.
+    pub projection_std: Option<f64>,
+    /// Effective rank of the monitor embeddings (1 = collapsed to a line).
+    pub effective_rank: f64,
+    /// Mean squared distance of two views' normalised embeddings (lower = more invariant).
+    pub alignment: f64,
+    /// log E exp(-2‖x−y‖²) over pairs (lower = more uniform on the sphere).
+    pub uniformity: f64,
     pub reports: BTreeMap<String, f64>,
+}
+
+impl EpochRecord {
+    /// The spread the collapse rule watches: the projector output's when there is one.
+    pub fn watched_spread(&self) -> f64 {
+        self.projection_std.unwrap_or(self.embedding_std)
+    }
 }
 
 pub fn encoder_spec(cfg: &PretrainConfig) -> EncoderSpec {
@@ -126,40 +146,113 @@ pub fn validate(
     )])
 }
 
-/// Encoder plus the heads the objective asked for.
+/// Encoder plus the heads the objective asked for, all in one [`ParamStore`]: the encoder's
+/// entries come first (`enc_len` of them), so the saved encoder is a prefix of the store.
 struct Model {
     input: InputShape,
     encoder: Encoder,
-    enc: ParamStore,
+    enc_len: usize,
     projector: Option<Mlp>,
-    heads: ParamStore,
+    predictor: Option<Mlp>,
+    decoder: Option<Mlp>,
+}
+
+/// The outputs of one forward pass over all views (rows: view-major).
+struct Outputs {
+    emb: Tensor,
+    proj: Option<Tensor>,
+    pred: Option<Tensor>,
+    dec: Option<Tensor>,
 }
 
 impl Model {
     fn new(
         e: &Engine,
+        ps: &mut ParamStore,
         spec: &EncoderSpec,
         input: InputShape,
         needs: &ObjectiveNeeds,
         seed: u64,
     ) -> Result<Model, StageError> {
         let mut init = Init::new(seed);
-        let mut enc = ParamStore::default();
-        let encoder = Encoder::new(e, &mut enc, &mut init, spec, input)?;
-        let mut heads = ParamStore::default();
-        let projector = needs.projector.map(|(hidden, out, layers)| {
-            let mut widths = vec![spec.embed_dim()];
-            widths.extend(std::iter::repeat(hidden).take(layers - 1));
+        let encoder = Encoder::new(e, ps, &mut init, spec, input)?;
+        let enc_len = ps.entries.len();
+        let mlp = |ps: &mut ParamStore,
+                   init: &mut Init,
+                   name: &str,
+                   inp: usize,
+                   hidden: usize,
+                   layers: usize,
+                   out: usize| {
+            let mut widths = vec![inp];
+            widths.extend(std::iter::repeat(hidden).take(layers.saturating_sub(1)));
             widths.push(out);
-            Mlp::new(e, &mut heads, &mut init, "projector", &widths, true)
+            Mlp::new(e, ps, init, name, &widths, true)
+        };
+        let projector = needs
+            .projector
+            .map(|(h, o, l)| mlp(ps, &mut init, "projector", spec.embed_dim(), h, l, o));
+        let proj_out = needs.projector.map_or(spec.embed_dim(), |p| p.1);
+        let predictor = needs
+            .predictor_hidden
+            .map(|h| mlp(ps, &mut init, "predictor", proj_out, h, 2, proj_out));
+        let decoder = needs.decoder.map(|(h, l)| {
+            mlp(
+                ps,
+                &mut init,
+                "decoder",
+                spec.embed_dim(),
+                h,
+                l,
+                input.len(),
+            )
         });
         Ok(Model {
             input,
             encoder,
-            enc,
+            enc_len,
             projector,
-            heads,
+            predictor,
+            decoder,
         })
+    }
+
+    /// Forward through the encoder and heads. `full = false` stops after the projector (the
+    /// EMA teacher needs no predictor or decoder).
+    fn forward(
+        &self,
+        ps: &mut ParamStore,
+        g: &mut Graph,
+        x: &Tensor,
+        train: bool,
+        full: bool,
+    ) -> Result<Outputs, StageError> {
+        let emb = self.encoder.forward(ps, g, x, self.input, train)?;
+        let proj = self
+            .projector
+            .as_ref()
+            .map(|p| p.forward(ps, g, &emb, train))
+            .transpose()?;
+        let pred = match (&self.predictor, &proj, full) {
+            (Some(p), Some(z), true) => Some(p.forward(ps, g, z, train)?),
+            _ => None,
+        };
+        let dec = match (&self.decoder, full) {
+            (Some(d), true) => Some(d.forward(ps, g, &emb, train)?),
+            _ => None,
+        };
+        Ok(Outputs {
+            emb,
+            proj,
+            pred,
+            dec,
+        })
+    }
+
+    fn encoder_store(&self, ps: &ParamStore) -> ParamStore {
+        ParamStore {
+            entries: ps.entries[..self.enc_len].to_vec(),
+        }
     }
 }
 
@@ -192,29 +285,6 @@ pub fn load_encoder(
     io::load(e, &mut ps, &dir.join(ENCODER_FILE))
         .map_err(|err| StageError::Failed(err.to_string()))?;
     Ok((encoder, ps, meta))
-}
-
-/// Mean over dimensions of the std of L2-normalised embeddings.
-pub fn normalized_std(emb: &[f32], d: usize) -> f64 {
-    let n = emb.len() / d;
-    if n < 2 {
-        return 0.0;
-    }
-    let mut normed = emb.to_vec();
-    for row in normed.chunks_mut(d) {
-        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-        row.iter_mut().for_each(|v| *v /= norm);
-    }
-    let mut total = 0.0;
-    for j in 0..d {
-        let mean = (0..n).map(|i| normed[i * d + j] as f64).sum::<f64>() / n as f64;
-        let var = (0..n)
-            .map(|i| (normed[i * d + j] as f64 - mean).powi(2))
-            .sum::<f64>()
-            / (n - 1) as f64;
-        total += var.sqrt();
-    }
-    total / d as f64
 }
 
 /// Augment `batch` through every view, in parallel over samples; deterministic per
@@ -265,6 +335,217 @@ fn augment_batch(
     Ok(out)
 }
 
+/// Per-run training state that a checkpoint must capture to resume bit-for-bit.
+struct TrainState {
+    ps: ParamStore,
+    teacher: Option<ParamStore>,
+    opt: Optimizer,
+    objective_state: HashMap<String, Tensor>,
+    history: Vec<EpochRecord>,
+    /// Optimizer steps taken.
+    step: u64,
+}
+
+const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+const CHECKPOINT_META: &str = "checkpoint.json";
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointMeta {
+    /// Epochs completed.
+    epochs_done: u64,
+    step: u64,
+    optimizer_steps: u64,
+    state_keys: Vec<(String, (usize, usize))>,
+    history: Vec<EpochRecord>,
+}
+
+/// Write a checkpoint after `epochs_done` epochs (files replaced atomically).
+fn save_checkpoint(
+    e: &Engine,
+    dir: &Path,
+    st: &TrainState,
+    epochs_done: u64,
+) -> Result<(), StageError> {
+    let mut all = ParamStore::default();
+    let mut push = |name: String, t: &Tensor| {
+        all.entries.push(ParamEntry {
+            name,
+            value: t.clone(),
+            kind: ParamKind::Buffer,
+        });
+    };
+    for en in &st.ps.entries {
+        push(format!("student/{}", en.name), &en.value);
+    }
+    if let Some(t) = &st.teacher {
+        for en in &t.entries {
+            push(format!("teacher/{}", en.name), &en.value);
+        }
+    }
+    let (optimizer_steps, opt) = st.opt.export();
+    for (name, t) in &opt {
+        push(format!("optimizer/{name}"), t);
+    }
+    let mut keys: Vec<&String> = st.objective_state.keys().collect();
+    keys.sort();
+    for k in &keys {
+        push(format!("state/{k}"), &st.objective_state[*k]);
+    }
+    let meta = CheckpointMeta {
+        epochs_done,
+        step: st.step,
+        optimizer_steps,
+        state_keys: keys
+            .iter()
+            .map(|k| ((*k).clone(), st.objective_state[*k].shape()))
+            .collect(),
+        history: st.history.clone(),
+    };
+    let tmp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
+    io::save(&all, BTreeMap::new(), &tmp).map_err(|err| StageError::Failed(err.to_string()))?;
+    std::fs::rename(&tmp, dir.join(CHECKPOINT_FILE)).map_err(|err| io_err(dir, err))?;
+    let _ = e;
+    let tmp = dir.join(format!("{CHECKPOINT_META}.tmp"));
+    write_json(&tmp, &meta)?;
+    std::fs::rename(&tmp, dir.join(CHECKPOINT_META)).map_err(|err| io_err(dir, err))
+}
+
+/// Restore a checkpoint into `st`; returns the number of epochs it completed.
+fn load_checkpoint(e: &Engine, dir: &Path, st: &mut TrainState) -> Result<Option<u64>, StageError> {
+    let meta_path = dir.join(CHECKPOINT_META);
+    if !meta_path.exists() || !dir.join(CHECKPOINT_FILE).exists() {
+        return Ok(None);
+    }
+    let meta: CheckpointMeta = read_json(&meta_path)?;
+    // A template with every tensor the checkpoint must hold, filled by name.
+    let mut template = ParamStore::default();
+    let mut push = |name: String, shape: (usize, usize)| {
+        template.entries.push(ParamEntry {
+            name,
+            value: e.zeros(shape.0, shape.1),
+            kind: ParamKind::Buffer,
+        });
+    };
+    for en in &st.ps.entries {
+        push(format!("student/{}", en.name), en.value.shape());
+    }
+    if let Some(t) = &st.teacher {
+        for en in &t.entries {
+            push(format!("teacher/{}", en.name), en.value.shape());
+        }
+    }
+    for (name, t) in st.opt.export().1 {
+        push(format!("optimizer/{name}"), t.shape());
+    }
+    for (k, shape) in &meta.state_keys {
+        push(format!("state/{k}"), *shape);
+    }
+    io::load(e, &mut template, &dir.join(CHECKPOINT_FILE)).map_err(|err| {
+        StageError::Failed(format!(
+            "cannot resume from the checkpoint in {}: {err}",
+            dir.display()
+        ))
+    })?;
+    let by_name: HashMap<String, Tensor> = template
+        .entries
+        .into_iter()
+        .map(|en| (en.name, en.value))
+        .collect();
+    for en in &mut st.ps.entries {
+        en.value = by_name[&format!("student/{}", en.name)].clone();
+    }
+    if let Some(t) = &mut st.teacher {
+        for en in &mut t.entries {
+            en.value = by_name[&format!("teacher/{}", en.name)].clone();
+        }
+    }
+    let opt: HashMap<String, Tensor> = by_name
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("optimizer/")
+                .map(|n| (n.to_string(), v.clone()))
+        })
+        .collect();
+    st.opt
+        .import(meta.optimizer_steps, &opt)
+        .map_err(StageError::Failed)?;
+    st.objective_state = meta
+        .state_keys
+        .iter()
+        .map(|(k, _)| (k.clone(), by_name[&format!("state/{k}")].clone()))
+        .collect();
+    st.history = meta.history;
+    st.step = meta.step;
+    Ok(Some(meta.epochs_done))
+}
+
+/// Health of the representation on the monitor set, after an epoch.
+struct Health {
+    std: f64,
+    /// Spread of the projector output (what the objective acts on), when there is one.
+    proj_std: Option<f64>,
+    rank: f64,
+    alignment: f64,
+    uniformity: f64,
+}
+
+fn health(
+    e: &Engine,
+    model: &Model,
+    ps: &mut ParamStore,
+    views: &Views,
+    ds: &Dataset,
+    monitor: &[usize],
+    seed: u64,
+    d: usize,
+) -> Result<Health, StageError> {
+    let emb = embed(e, &model.encoder, ps, model.input, ds, monitor)?;
+    let proj_std = match &model.projector {
+        Some(_) => {
+            let mut out = Vec::new();
+            let mut width = 0;
+            for chunk in monitor.chunks(512) {
+                let x = e.tensor(ds.batch_f32(chunk), chunk.len(), model.input.len())?;
+                let mut g = e.graph(false);
+                let z = model
+                    .forward(ps, &mut g, &x, false, false)?
+                    .proj
+                    .expect("projector exists");
+                width = z.shape().1;
+                out.extend(z.to_vec());
+            }
+            Some(monitor::normalized_std(&out, width))
+        }
+        None => None,
+    };
+    // Two views of (up to) 256 monitor samples, with randomness of their own stream.
+    let few = &monitor[..monitor.len().min(256)];
+    let mut per_view = |v: usize| -> Result<Vec<f32>, StageError> {
+        let mut buf = Vec::with_capacity(few.len() * model.input.len());
+        for &r in few {
+            buf.extend(views.apply(
+                v % views.count(),
+                mix_seed(seed, 9, 0, ds.ids[r], v as u64),
+                ds.image_f32(r),
+            )?);
+        }
+        let x = e.tensor(buf, few.len(), model.input.len())?;
+        let mut g = e.graph(false);
+        Ok(model
+            .encoder
+            .forward(ps, &mut g, &x, model.input, false)?
+            .to_vec())
+    };
+    let (a, b) = (per_view(0)?, per_view(1)?);
+    Ok(Health {
+        std: monitor::normalized_std(&emb, d),
+        proj_std,
+        rank: monitor::effective_rank(&emb, d),
+        alignment: monitor::alignment(&a, &b, d),
+        uniformity: monitor::uniformity(&emb[..few.len() * d], d),
+    })
+}
+
 pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     let e = ctx.engine;
     let views_dir = &ctx.input("input")?.dir;
@@ -290,12 +571,6 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
             views.count()
         )));
     }
-    if needs.predictor_hidden.is_some() || needs.ema_teacher.is_some() {
-        return Err(StageError::Input(format!(
-            "objective `{}` asks for a predictor head or an EMA teacher, which this version of pretext does not provide yet",
-            cfg.objective.plugin
-        )));
-    }
     let (c, h, w) = views.output_shape;
     let input = InputShape {
         channels: c,
@@ -303,7 +578,15 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
         width: w,
     };
     let spec = encoder_spec(cfg);
-    let mut model = Model::new(e, &spec, input, &needs, mix_seed(ctx.seed, 4, 0, 0, 0))?;
+    let mut ps = ParamStore::default();
+    let model = Model::new(
+        e,
+        &mut ps,
+        &spec,
+        input,
+        &needs,
+        mix_seed(ctx.seed, 4, 0, 0, 0),
+    )?;
     let train = ds.rows(Split::Train);
     if train.len() < 2 {
         return Err(StageError::Input(
@@ -312,30 +595,49 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
     }
     let bs = cfg.batch_size.min(train.len()).max(2);
     let batches_per_epoch = train.len() / bs + usize::from(train.len() % bs >= 2);
-    let total_steps = cfg.epochs * batches_per_epoch as u64;
+    let accumulate = (cfg.accumulate as usize).max(1);
+    // The last batch of an epoch always completes an optimizer step.
+    let steps_per_epoch = batches_per_epoch.div_ceil(accumulate) as u64;
+    let total_steps = cfg.epochs * steps_per_epoch;
     let schedule = Schedule {
         base_lr: cfg.optim.lr,
-        warmup_steps: cfg.optim.warmup_epochs * batches_per_epoch as u64,
+        warmup_steps: cfg.optim.warmup_epochs * steps_per_epoch,
         total_steps,
         cosine: cfg.optim.schedule == crate::pipeline::Schedule::Cosine,
     };
-    let ospec = optim_spec(&cfg.optim);
-    let mut opt_enc = Optimizer::new(ospec.clone(), &model.enc);
-    let mut opt_heads = Optimizer::new(ospec, &model.heads);
+    let mut st = TrainState {
+        teacher: needs.ema_teacher.map(|_| ps.clone()),
+        opt: Optimizer::new(optim_spec(&cfg.optim), &ps),
+        ps,
+        objective_state: HashMap::new(),
+        history: Vec::new(),
+        step: 0,
+    };
+    let mut first_epoch = 0;
+    if let Some(dir) = ctx.checkpoint_dir {
+        if let Some(done) = load_checkpoint(e, dir, &mut st)? {
+            tracing::info!(epochs_done = done, checkpoint = %dir.display(), "resuming from checkpoint");
+            first_epoch = done;
+        }
+    }
     let monitor: Vec<usize> = permutation(train.len(), mix_seed(ctx.seed, 5, 0, 0, 0))
         .into_iter()
         .take(1024)
         .map(|i| train[i])
         .collect();
-    let mut state: HashMap<String, Tensor> = HashMap::new();
-    let mut history: Vec<EpochRecord> = Vec::new();
     let started = Instant::now();
-    let mut step: u64 = 0;
+    let d = spec.embed_dim();
     tracing::info!(
-        objective = %cfg.objective.plugin, params = model.enc.trainable_count() + model.heads.trainable_count(),
-        train = train.len(), batch = bs, epochs = cfg.epochs, "pretraining"
+        objective = %cfg.objective.plugin, params = st.ps.trainable_count(), train = train.len(),
+        batch = bs, epochs = cfg.epochs, "pretraining"
     );
-    for epoch in 0..cfg.epochs {
+    let mut unhealthy = st
+        .history
+        .iter()
+        .rev()
+        .take_while(|r| cfg.collapse.min_std > 0.0 && r.watched_spread() < cfg.collapse.min_std)
+        .count() as u64;
+    for epoch in first_epoch..cfg.epochs {
         let t0 = Instant::now();
         let order = permutation(train.len(), mix_seed(ctx.seed, 6, epoch, 0, 0));
         ctx.progress.start(
@@ -344,149 +646,252 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
         );
         let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
         let mut reports: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+        let mut acc: Option<GradList> = None;
+        let mut micro = 0usize;
+        let mut grad_norm = 0.0f64;
         for b in 0..batches_per_epoch {
             let rows: Vec<usize> = order[b * bs..((b + 1) * bs).min(order.len())]
                 .iter()
                 .map(|&i| train[i])
                 .collect();
             let augmented = augment_batch(&views, &ds, &rows, ctx.seed, epoch)?;
-            let n = rows.len();
-            let lr = schedule.lr(step);
-            let mut g = e.graph(true);
-            let out = train_step(
+            let originals = needs.decoder.map(|_| ds.batch_f32(&rows));
+            let step_ctx = StepCtx {
+                epoch,
+                step: st.step,
+                total_steps,
+            };
+            let (loss, grads, reps) = train_step(
                 e,
-                &mut g,
-                &mut model,
+                &model,
+                &mut st,
                 &mut obj,
                 augmented,
-                n,
-                epoch,
-                step,
-                total_steps,
-                &mut state,
+                originals,
+                rows.len(),
+                step_ctx,
             )?;
-            let loss = out.0;
-            let mut grads = g.backward(&out.1)?;
-            opt_enc.step(&mut model.enc, &mut grads, lr as f32);
-            opt_heads.step(&mut model.heads, &mut grads, lr as f32);
+            match &mut acc {
+                Some(a) => optim::accumulate(a, grads),
+                None => acc = Some(grads),
+            }
+            micro += 1;
             loss_sum += loss;
             loss_n += 1;
-            for (k, v) in out.2 {
+            for (k, v) in reps {
                 let r = reports.entry(k).or_insert((0.0, 0));
                 r.0 += v as f64;
                 r.1 += 1;
             }
-            step += 1;
+            if micro == accumulate || b + 1 == batches_per_epoch {
+                let mut gs = acc.take().expect("at least one micro-batch");
+                if micro > 1 {
+                    optim::scale(&mut gs, 1.0 / micro as f32);
+                }
+                grad_norm = match cfg.grad_clip {
+                    Some(max) => optim::clip_global_norm(&mut gs, max),
+                    None => optim::global_norm(&gs),
+                };
+                if !grad_norm.is_finite() {
+                    return Err(StageError::Failed(format!(
+                        "the gradient norm is {grad_norm} at epoch {} step {}; lower the learning rate or set `grad_clip`",
+                        epoch + 1,
+                        st.step
+                    )));
+                }
+                st.opt.apply(&mut st.ps, &gs, schedule.lr(st.step) as f32);
+                if let (Some(t), Some((m0, m1))) = (&mut st.teacher, needs.ema_teacher) {
+                    let m = optim::cosine_ramp(m0, m1, st.step, total_steps);
+                    optim::ema_update(t, &st.ps, m as f32);
+                }
+                st.step += 1;
+                micro = 0;
+            }
             ctx.progress.advance(1, &format!("loss {loss:.4}"));
         }
-        let emb = embed(e, &model.encoder, &mut model.enc, input, &ds, &monitor)?;
+        let hl = health(e, &model, &mut st.ps, &views, &ds, &monitor, ctx.seed, d)?;
         let rec = EpochRecord {
             epoch: epoch + 1,
             loss: loss_sum / loss_n.max(1) as f64,
-            lr: schedule.lr(step.saturating_sub(1)),
-            embedding_std: normalized_std(&emb, spec.embed_dim()),
+            lr: schedule.lr(st.step.saturating_sub(1)),
+            grad_norm,
+            embedding_std: hl.std,
+            projection_std: hl.proj_std,
+            effective_rank: hl.rank,
+            alignment: hl.alignment,
+            uniformity: hl.uniformity,
             reports: reports
                 .into_iter()
                 .map(|(k, (s, n))| (k, s / n as f64))
                 .collect(),
         };
         ctx.progress.finish(&format!(
-            "loss {:.4}  emb-std {:.4}",
-            rec.loss, rec.embedding_std
+            "loss {:.4}  emb-std {:.4}  rank {:.1}",
+            rec.loss, rec.embedding_std, rec.effective_rank
         ));
         tracing::info!(
             epoch = rec.epoch,
             loss = rec.loss,
             embedding_std = rec.embedding_std,
+            effective_rank = rec.effective_rank,
+            projection_std = rec.projection_std,
+            alignment = rec.alignment,
+            uniformity = rec.uniformity,
             seconds = t0.elapsed().as_secs_f64(),
             "epoch done"
         );
-        history.push(rec);
+        let spread = rec.watched_spread();
+        let collapsed_now = cfg.collapse.min_std > 0.0 && spread < cfg.collapse.min_std;
+        st.history.push(rec.clone());
+        if collapsed_now {
+            unhealthy += 1;
+            if unhealthy >= cfg.collapse.patience {
+                let kept = match ctx.checkpoint_dir {
+                    Some(dir) if dir.join(CHECKPOINT_META).exists() => {
+                        format!("; the last good checkpoint is kept in {}", dir.display())
+                    }
+                    _ => String::new(),
+                };
+                return Err(StageError::Failed(format!(
+                    "representation collapsed: the {} spread (std of L2-normalised outputs) was {:.5} at epoch {}, below collapse.min_std = {} for {} epoch(s) (encoder effective rank {:.2}){kept}. Check the objective's collapse-avoidance settings (predictor, negatives, variance terms) or lower the learning rate",
+                    if rec.projection_std.is_some() { "projection" } else { "embedding" },
+                    spread, rec.epoch, cfg.collapse.min_std, unhealthy, rec.effective_rank
+                )));
+            }
+        } else {
+            unhealthy = 0;
+            if let Some(dir) = ctx.checkpoint_dir {
+                save_checkpoint(e, dir, &st, epoch + 1)?;
+            }
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
     save(
         ctx.out_dir,
         &model,
+        &st.ps,
         &spec,
         &cfg.objective.plugin,
         &recipe.dataset_key,
     )?;
-    write_json(&ctx.out_dir.join(HISTORY_FILE), &history)?;
-    let last = history.last().cloned();
+    write_json(&ctx.out_dir.join(HISTORY_FILE), &st.history)?;
     let mut m = Metrics::new();
     m.insert("epochs".into(), cfg.epochs as f64);
-    m.insert("steps".into(), step as f64);
+    m.insert("steps".into(), st.step as f64);
     m.insert(format!("{TIMING_PREFIX}seconds"), seconds);
+    let trained_epochs = (cfg.epochs - first_epoch).max(1) as f64;
     m.insert(
         format!("{TIMING_PREFIX}images_per_second"),
-        (step as f64 * bs as f64 * views.count() as f64) / seconds.max(1e-9),
+        (trained_epochs * train.len() as f64 * views.count() as f64) / seconds.max(1e-9),
     );
-    m.insert("parameters".into(), model.enc.trainable_count() as f64);
-    if let Some(last) = last {
+    m.insert(
+        "parameters".into(),
+        model.encoder_store(&st.ps).trainable_count() as f64,
+    );
+    if let Some(last) = st.history.last() {
         m.insert("loss".into(), last.loss);
         m.insert("embedding_std".into(), last.embedding_std);
-        for (k, v) in last.reports {
-            m.insert(format!("objective.{k}"), v);
+        if let Some(p) = last.projection_std {
+            m.insert("projection_std".into(), p);
+        }
+        m.insert("effective_rank".into(), last.effective_rank);
+        m.insert("alignment".into(), last.alignment);
+        m.insert("uniformity".into(), last.uniformity);
+        for (k, v) in &last.reports {
+            m.insert(format!("objective.{k}"), *v);
         }
     }
     Ok(m)
 }
 
-type StepResult = (f64, Tensor, Vec<(String, f32)>);
-
-#[allow(clippy::too_many_arguments)]
-fn train_step(
-    e: &Engine,
-    g: &mut Graph,
-    model: &mut Model,
-    obj: &mut ObjectiveInstance,
-    augmented: Vec<Vec<f32>>,
-    n: usize,
+#[derive(Clone, Copy)]
+struct StepCtx {
     epoch: u64,
     step: u64,
     total_steps: u64,
-    state: &mut HashMap<String, Tensor>,
-) -> Result<StepResult, StageError> {
+}
+
+/// One forward/backward pass over a batch of `n` samples in every view; returns the loss,
+/// the gradients of the student's parameters, and the objective's reports.
+#[allow(clippy::too_many_arguments)]
+fn train_step(
+    e: &Engine,
+    model: &Model,
+    st: &mut TrainState,
+    obj: &mut ObjectiveInstance,
+    augmented: Vec<Vec<f32>>,
+    originals: Option<Vec<f32>>,
+    n: usize,
+    sc: StepCtx,
+) -> Result<(f64, GradList, Vec<(String, f32)>), StageError> {
     let v = augmented.len();
     let d = model.input.len();
+    let view_inputs: Vec<Tensor> = augmented
+        .iter()
+        .map(|a| e.tensor(a.clone(), n, d))
+        .collect::<Result<_, _>>()?;
     let x = e.tensor(augmented.concat(), v * n, d)?;
-    // All views go through the encoder as one batch; heads see the same batch.
-    let emb = model
-        .encoder
-        .forward(&mut model.enc, g, &x, model.input, true)?;
-    let proj = match &model.projector {
-        Some(p) => Some(p.forward(&mut model.heads, g, &emb, true)?),
+    let originals = originals.map(|o| e.tensor(o, n, d)).transpose()?;
+    // The EMA teacher sees the same batch without recording gradients.
+    let targets = match &mut st.teacher {
+        Some(t) => {
+            let mut tg = e.graph(false);
+            let out = model.forward(t, &mut tg, &x, true, false)?;
+            let z = out.proj.unwrap_or(out.emb);
+            Some(split_views(&mut tg, &z, v, n)?)
+        }
         None => None,
     };
-    let split = |g: &mut Graph, t: &Tensor| -> Result<Vec<Tensor>, StageError> {
-        (0..v)
-            .map(|i| {
-                g.slice(t, Axis2::Rows, i * n, (i + 1) * n)
-                    .map_err(StageError::from)
-            })
-            .collect()
-    };
-    let emb_v = split(g, &emb)?;
-    let proj_v = proj.as_ref().map(|p| split(g, p)).transpose()?;
+    let mut g = e.graph(true);
+    // All views go through the student as one batch; the heads see the same batch.
+    let out = model.forward(&mut st.ps, &mut g, &x, true, true)?;
+    let emb_v = split_views(&mut g, &out.emb, v, n)?;
+    let proj_v = out
+        .proj
+        .as_ref()
+        .map(|p| split_views(&mut g, p, v, n))
+        .transpose()?;
+    let pred_v = out
+        .pred
+        .as_ref()
+        .map(|p| split_views(&mut g, p, v, n))
+        .transpose()?;
+    let dec_v = out
+        .dec
+        .as_ref()
+        .map(|p| split_views(&mut g, p, v, n))
+        .transpose()?;
     let inputs = StepInputs {
         embeddings: &emb_v,
         projections: proj_v.as_deref(),
-        predictions: None,
-        targets: None,
-        view_inputs: None,
-        originals: None,
-        decoded: None,
-        epoch: epoch as u32,
-        step,
-        total_steps,
+        predictions: pred_v.as_deref(),
+        targets: targets.as_deref(),
+        view_inputs: Some(&view_inputs),
+        originals: originals.as_ref(),
+        decoded: dec_v.as_deref(),
+        epoch: sc.epoch as u32,
+        step: sc.step,
+        total_steps: sc.total_steps,
     };
-    let out = obj.loss(e, g, &inputs, state)?;
-    Ok((out.loss.scalar() as f64, out.loss, out.reports))
+    let res = obj.loss(e, &mut g, &inputs, &mut st.objective_state)?;
+    let loss = res.loss.scalar() as f64;
+    let mut grads = g.backward(&res.loss)?;
+    Ok((loss, optim::collect(&st.ps, &mut grads), res.reports))
+}
+
+fn split_views(g: &mut Graph, t: &Tensor, v: usize, n: usize) -> Result<Vec<Tensor>, StageError> {
+    (0..v)
+        .map(|i| {
+            g.slice(t, Axis2::Rows, i * n, (i + 1) * n)
+                .map_err(StageError::from)
+        })
+        .collect()
 }
 
 fn save(
     dir: &Path,
     model: &Model,
+    ps: &ParamStore,
     spec: &EncoderSpec,
     objective: &str,
     dataset_key: &str,
@@ -505,7 +910,7 @@ fn save(
             serde_json::to_string(&meta).map_err(|err| io_err(dir, err))?,
         ),
     ]);
-    io::save(&model.enc, header, &dir.join(ENCODER_FILE))
+    io::save(&model.encoder_store(ps), header, &dir.join(ENCODER_FILE))
         .map_err(|err| StageError::Failed(err.to_string()))?;
     write_json(&dir.join(ENCODER_META), &meta)
 }

@@ -174,13 +174,13 @@ pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
         Command::Plan { args } => {
             let p = load(args)?;
             let reg = exec::registry(Some(&p), &args.plugin_dirs)?;
-            let store = exec::store_of(&p)?;
-            let planned = exec::plan(&p, &reg, &store, args.device)?;
+            let store = exec::store_of(&p);
+            let planned = exec::plan(&p, &reg, store.as_ref(), args.device)?;
             println!(
                 "pipeline `{}` ({} stages), store {}",
                 p.name,
                 planned.len(),
-                exec::display_path(store.root())
+                exec::display_path(&p.store_dir)
             );
             for pl in &planned {
                 let status = if pl.cached.is_some() {
@@ -232,12 +232,12 @@ pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
         }
         Command::Show { pipeline, json } => {
             let p = load_plain(pipeline)?;
-            let store = exec::store_of(&p)?;
-            let Some(log) = RunLog::load(&store, &p.name) else {
+            let log = exec::store_of(&p).and_then(|store| RunLog::load(&store, &p.name));
+            let Some(log) = log else {
                 return Err(AppError::Input(format!(
                     "pipeline `{}` has not been run yet (no run log in {}); run `pretext run {}`",
                     p.name,
-                    exec::display_path(store.root()),
+                    exec::display_path(&p.store_dir),
                     pipeline.display()
                 )));
             };
@@ -269,7 +269,13 @@ pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
             command: StoreCommand::Verify { pipeline },
         } => {
             let p = load_plain(pipeline)?;
-            let store = exec::store_of(&p)?;
+            let Some(store) = exec::store_of(&p) else {
+                return Err(AppError::Input(format!(
+                    "{} has no store yet ({} does not exist); nothing to verify",
+                    pipeline.display(),
+                    exec::display_path(&p.store_dir)
+                )));
+            };
             let report = store.verify()?;
             println!(
                 "{} entries ok, {} corrupt",

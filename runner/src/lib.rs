@@ -9,6 +9,7 @@ pub mod cli;
 pub mod data;
 pub mod engine;
 pub mod exec;
+pub mod panic_guard;
 pub mod pipeline;
 pub mod plugins;
 pub mod stages;

@@ -6,6 +6,30 @@ use pretext::cli::{dispatch, Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() {
+    // Behave like other Unix tools when stdout is closed early (`pretext show … | head`):
+    // die quietly from SIGPIPE instead of failing on a write.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    // A panic is a bug in pretext, never the user's fault: report it as such, without Rust's
+    // default "panicked at" noise, and exit with a distinct code.
+    std::panic::set_hook(Box::new(|info| {
+        if pretext::panic_guard::is_catching() {
+            return;
+        }
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!(" ({}:{})", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("error: internal error: {msg}{at}\n  this is a bug in pretext; please report it with the command you ran");
+    }));
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -1,1 +1,16 @@
+//! End-to-end tests of the `pretext` binary: each test runs the real binary (built by
+//! `cargo build --workspace`) on pipelines in temporary folders and checks exit codes, messages,
+//! the store, `pretext.lock` and caching. Plugin tests build the fixture crates under
+//! `tests/fixtures/plugins/`; the NT-Xent test calls the SimCLR plugin through the library.
 
+mod support;
+
+mod caching;
+mod cli_errors;
+mod end_to_end;
+mod golden;
+mod kill;
+mod ntxent;
+mod plugins;
+mod regressions;
+mod reproducibility;

@@ -408,7 +408,10 @@ impl Graph {
             ));
         };
         let loss = loss.t.clone().put_tape(tape).sum::<(), _>();
-        let grads = loss.backward();
+        // dfdx asserts on internal invariants; never let that take the process down.
+        let grads = crate::panic_guard::catch(|| loss.backward()).map_err(|m| {
+            EngineError::Other(format!("internal engine error during backward: {m}"))
+        })?;
         Ok(Grads { grads })
     }
 }

@@ -8,6 +8,9 @@ use safetensors::tensor::{Dtype, TensorView};
 use super::nn::ParamStore;
 use super::{Engine, EngineError, Result};
 
+/// The one `__metadata__` key pretext writes: a JSON object of string values.
+const META_KEY: &str = "pretext";
+
 /// Write every tensor of `ps` to `path`, with `metadata` in the file header.
 pub fn save(ps: &ParamStore, metadata: BTreeMap<String, String>, path: &Path) -> Result<()> {
     let data: Vec<(String, Vec<u8>, Vec<usize>)> = ps
@@ -34,7 +37,11 @@ pub fn save(ps: &ParamStore, metadata: BTreeMap<String, String>, path: &Path) ->
             ))
         })
         .collect::<Result<_>>()?;
-    let meta: std::collections::HashMap<String, String> = metadata.into_iter().collect();
+    // One metadata key holding JSON: safetensors takes a HashMap, whose order is random, and
+    // the file must be byte-reproducible (its digest goes into pretext.lock).
+    let json = serde_json::to_string(&metadata).map_err(|e| EngineError::Other(e.to_string()))?;
+    let meta: std::collections::HashMap<String, String> =
+        [(META_KEY.to_string(), json)].into_iter().collect();
     safetensors::serialize_to_file(views, &Some(meta), path)
         .map_err(|e| EngineError::Other(format!("writing {}: {e}", path.display())))
 }
@@ -75,12 +82,13 @@ pub fn load(e: &Engine, ps: &mut ParamStore, path: &Path) -> Result<BTreeMap<Str
             .collect();
         entry.value = e.tensor(vals, r, c)?;
     }
-    Ok(header
+    let json = header
         .metadata()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect())
+        .as_ref()
+        .and_then(|m| m.get(META_KEY).cloned());
+    Ok(json
+        .and_then(|j| serde_json::from_str(&j).ok())
+        .unwrap_or_default())
 }
 
 #[cfg(test)]

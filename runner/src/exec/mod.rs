@@ -104,22 +104,52 @@ fn stage_input_error(stage: &Stage, e: StageError) -> AppError {
     }
 }
 
+/// The config that goes into a stage's key: its canonical config plus, for stages that read
+/// files outside the store, the blake3 digests of those files' contents (so a data file
+/// replaced in place invalidates the stage, and `plan` names it).
+fn keyed_config(stage: &Stage) -> Result<serde_json::Value, AppError> {
+    let mut config = stage.canonical_config();
+    if let crate::pipeline::StageConfig::Ingest(ic) = &stage.config {
+        let mut digests = serde_json::Map::new();
+        for (role, path) in ic.source_files() {
+            let digest = if path.is_dir() {
+                crate::store::digest_dir(path)
+            } else {
+                crate::store::digest_file(path)
+            };
+            let digest = digest.map_err(|e| {
+                AppError::Input(format!(
+                    "stage `{}`: cannot read {} `{}`: {e}",
+                    stage.name,
+                    role,
+                    path.display()
+                ))
+            })?;
+            digests.insert(role.to_string(), serde_json::Value::String(digest));
+        }
+        if let Some(obj) = config.as_object_mut() {
+            obj.insert("source_digests".into(), serde_json::Value::Object(digests));
+        }
+    }
+    Ok(config)
+}
+
 /// Compute every stage's key and whether a complete entry exists, without running anything.
 /// Plugin parameters are validated here.
 pub fn plan<'p>(
     p: &'p Pipeline,
     reg: &Registry,
-    store: &Store,
+    store: Option<&Store>,
     device: DeviceKind,
 ) -> Result<Vec<Planned<'p>>, AppError> {
-    let previous = RunLog::load(store, &p.name);
+    let previous = store.and_then(|s| RunLog::load(s, &p.name));
     let mut keys: HashMap<&str, StageKey> = HashMap::new();
     let mut out = Vec::new();
     for stage in &p.stages {
         let plugins =
             stages::plugins_used(stage, p, reg).map_err(|e| stage_input_error(stage, e))?;
         let mut kb = KeyBuilder::new(stage.kind.as_str())
-            .config(&stage.canonical_config())
+            .config(&keyed_config(stage)?)
             .runner_version(RUNNER_VERSION)
             .seed(p.seed)
             .device(device.class());
@@ -131,7 +161,7 @@ pub fn plan<'p>(
         }
         let (key, parts) = kb.finish_with_parts();
         keys.insert(stage.name.as_str(), key);
-        let cached = store.lookup(stage.kind.as_str(), &key);
+        let cached = store.and_then(|s| s.lookup(stage.kind.as_str(), &key));
         let reasons = if cached.is_some() {
             Vec::new()
         } else {
@@ -279,7 +309,7 @@ pub fn run(
             "removed leftovers of an interrupted run from the store's tmp folder"
         );
     }
-    let planned = plan(p, &reg, &store, opts.device)?;
+    let planned = plan(p, &reg, Some(&store), opts.device)?;
     let lock_path = lockfile_path(p);
     let old_lock = Lockfile::load(&lock_path).map_err(|e| AppError::Input(e.to_string()))?;
     if opts.locked {
@@ -447,9 +477,10 @@ impl Planned<'_> {
     }
 }
 
-/// The store folder of a pipeline file (used by `show` without loading plugins).
-pub fn store_of(p: &Pipeline) -> Result<Store, AppError> {
-    Store::open(&p.store_dir).map_err(AppError::from)
+/// The existing store of a pipeline, opened read-only (creates nothing); `None` before the
+/// first run.
+pub fn store_of(p: &Pipeline) -> Option<Store> {
+    Store::existing(&p.store_dir)
 }
 
 /// Where a path sits relative to the current directory, for messages.

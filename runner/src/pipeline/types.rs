@@ -298,6 +298,18 @@ pub struct IngestConfig {
     pub limit: Option<u64>,
 }
 
+impl IngestConfig {
+    /// The data files (or folders) the source reads, by role: their contents go into the stage
+    /// key, so replacing a data file in place reruns the stage.
+    pub fn source_files(&self) -> Vec<(&'static str, &std::path::Path)> {
+        match &self.source {
+            IngestSource::Idx { images, labels } => {
+                vec![("images", &images.resolved), ("labels", &labels.resolved)]
+            }
+        }
+    }
+}
+
 /// `source = { format = .., .. }`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "format", rename_all = "snake_case")]

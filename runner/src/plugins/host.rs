@@ -5,7 +5,6 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use pretext_plugin::abi::{
@@ -34,7 +33,7 @@ struct HostCtx {
 }
 
 unsafe extern "C" fn host_log(ctx: *mut c_void, level: u32, msg: PtxStr) {
-    let _ = catch_unwind(AssertUnwindSafe(|| {
+    let _ = crate::panic_guard::catch(|| {
         let ctx = &*(ctx as *const HostCtx);
         let msg = msg.as_str();
         let plugin = ctx.plugin.as_str();
@@ -45,14 +44,14 @@ unsafe extern "C" fn host_log(ctx: *mut c_void, level: u32, msg: PtxStr) {
             abi::LOG_DEBUG => tracing::debug!(target: "pretext::plugin", plugin, "{msg}"),
             _ => tracing::trace!(target: "pretext::plugin", plugin, "{msg}"),
         }
-    }));
+    });
 }
 
 unsafe extern "C" fn host_set_error(ctx: *mut c_void, msg: PtxStr) {
-    let _ = catch_unwind(AssertUnwindSafe(|| {
+    let _ = crate::panic_guard::catch(|| {
         let ctx = &*(ctx as *const HostCtx);
         *ctx.error.borrow_mut() = Some(msg.as_str().to_string());
-    }));
+    });
 }
 
 /// Calls one plugin function with a fresh host context and turns its status into a Result.
@@ -422,16 +421,16 @@ unsafe fn op(
     f: impl FnOnce(&mut OpsCtx) -> Result<Tensor, String>,
 ) -> Handle {
     let ctx = &mut *(ctx as *mut OpsCtx);
-    match catch_unwind(AssertUnwindSafe(|| f(ctx))) {
+    match crate::panic_guard::catch(|| f(ctx)) {
         Ok(Ok(t)) => ctx.put(t),
         Ok(Err(m)) => {
             ctx.error
                 .get_or_insert_with(|| format!("tensor op `{name}` failed: {m}"));
             0
         }
-        Err(_) => {
+        Err(m) => {
             ctx.error
-                .get_or_insert_with(|| format!("tensor op `{name}` failed inside the engine"));
+                .get_or_insert_with(|| format!("tensor op `{name}` failed inside the engine: {m}"));
             0
         }
     }
@@ -468,8 +467,16 @@ unsafe extern "C" fn op_unary(ctx: *mut c_void, code: u32, a: Handle) -> Handle 
 
 unsafe extern "C" fn op_binary(ctx: *mut c_void, code: u32, a: Handle, b: Handle) -> Handle {
     op(ctx, "binary", |c| {
+        let same = a == b;
         let (a, b) = (c.get(a)?, c.get(b)?);
         let g = &mut *c.graph;
+        // dfdx cannot take the gradient of an op whose two operands are one tensor: give the
+        // second operand its own identity through a recorded copy.
+        let b = if same {
+            g.mul_scalar(&b, 1.0).map_err(|e| e.to_string())?
+        } else {
+            b
+        };
         let r = match code {
             abi::BIN_ADD => g.add(&a, &b),
             abi::BIN_SUB => g.sub(&a, &b),
@@ -565,7 +572,13 @@ unsafe extern "C" fn op_slice(
 
 unsafe extern "C" fn op_concat(ctx: *mut c_void, a: Handle, b: Handle, ax: i32) -> Handle {
     op(ctx, "concat", |c| {
+        let same = a == b;
         let (a, b) = (c.get(a)?, c.get(b)?);
+        let b = if same {
+            c.graph.mul_scalar(&b, 1.0).map_err(|e| e.to_string())?
+        } else {
+            b
+        };
         c.graph.concat(&a, &b, axis(ax)?).map_err(|e| e.to_string())
     })
 }
@@ -683,7 +696,8 @@ unsafe extern "C" fn op_report(ctx: *mut c_void, name: PtxStr, a: Handle) -> i32
 
 unsafe extern "C" fn op_state_get(ctx: *mut c_void, key: PtxStr) -> Handle {
     let c = &mut *(ctx as *mut OpsCtx);
-    match c.state.get(key.as_str()).cloned() {
+    // A fresh copy per call: two handles never share one tensor identity.
+    match c.state.get(key.as_str()).map(|t| t.detached()) {
         Some(t) => c.put(t),
         None => 0,
     }

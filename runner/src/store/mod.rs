@@ -190,6 +190,13 @@ impl Store {
         Ok(store)
     }
 
+    /// A read-only handle on an existing store, creating nothing: `None` when the folder does
+    /// not exist. For commands that only look (`show`, `plan`, `store verify`).
+    pub fn existing(root: impl AsRef<Path>) -> Option<Store> {
+        let root = root.as_ref().canonicalize().ok()?;
+        root.is_dir().then_some(Store { root })
+    }
+
     /// The store folder (absolute).
     pub fn root(&self) -> &Path {
         &self.root

@@ -11,6 +11,8 @@ mod end_to_end;
 mod golden;
 mod kill;
 mod ntxent;
+mod objectives;
 mod plugins;
 mod regressions;
 mod reproducibility;
+mod training;

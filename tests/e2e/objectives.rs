@@ -1,0 +1,396 @@
+//! Every objective plugin, called through the host library as pretraining calls it, against
+//! an independent f64 implementation of its paper's loss, plus a gradient check of the plugin
+//! against central finite differences of itself.
+
+use std::collections::HashMap;
+
+use pretext::engine::{Engine, Tensor};
+use pretext::plugins::{ObjectiveInstance, Registry, SearchPath, StepInputs};
+
+use crate::support::{dylib_name, profile_dir};
+
+const N: usize = 4;
+const D: usize = 3;
+
+/// Two views' worth of fixed, non-degenerate values (row-major `N x D`).
+fn data(seed: u64) -> Vec<f64> {
+    let mut rng = pretext_plugin::Rng::new(seed);
+    (0..N * D).map(|_| rng.normal()).collect()
+}
+
+fn objective(lib: &str, name: &str, params: serde_json::Value) -> ObjectiveInstance {
+    let path = profile_dir().join(dylib_name(lib));
+    assert!(
+        path.is_file(),
+        "{} does not exist: run `cargo build --workspace` first",
+        path.display()
+    );
+    let reg = Registry::discover(&SearchPath {
+        files: vec![path],
+        ..SearchPath::default()
+    })
+    .expect("load the library");
+    let found = reg
+        .objectives
+        .get(name)
+        .unwrap_or_else(|| panic!("the library provides `{name}`"));
+    ObjectiveInstance::create(found, name, params.as_object().unwrap())
+        .expect("create the objective")
+}
+
+/// Which input of the step a slot fills.
+#[derive(Clone, Copy, PartialEq)]
+enum Slot {
+    Projections,
+    Predictions,
+    Targets,
+    Inputs,
+    Decoded,
+    Originals,
+}
+
+/// Runs one loss call with the given per-slot values; returns the loss and the gradient with
+/// respect to `wrt` (slot, view).
+struct Harness {
+    engine: Engine,
+    obj: ObjectiveInstance,
+    state: HashMap<String, Tensor>,
+}
+
+impl Harness {
+    fn new(obj: ObjectiveInstance) -> Harness {
+        Harness {
+            engine: Engine::cpu(),
+            obj,
+            state: HashMap::new(),
+        }
+    }
+
+    fn t(&self, v: &[f64]) -> Tensor {
+        self.engine
+            .tensor(v.iter().map(|&x| x as f32).collect(), N, D)
+            .unwrap()
+    }
+
+    fn call(
+        &mut self,
+        slots: &[(Slot, Vec<Vec<f64>>)],
+        wrt: Option<(Slot, usize)>,
+    ) -> (f64, Option<Vec<f32>>) {
+        let get = |s: Slot| -> Option<Vec<Tensor>> {
+            slots
+                .iter()
+                .find(|(k, _)| *k == s)
+                .map(|(_, vs)| vs.iter().map(|v| self.t(v)).collect())
+        };
+        let (proj, pred, targ, inp, dec, orig) = (
+            get(Slot::Projections),
+            get(Slot::Predictions),
+            get(Slot::Targets),
+            get(Slot::Inputs),
+            get(Slot::Decoded),
+            get(Slot::Originals),
+        );
+        let views = [&proj, &pred, &targ, &inp, &dec]
+            .iter()
+            .find_map(|s| s.as_ref().map(|v| v.len()))
+            .unwrap_or(1);
+        let emb: Vec<Tensor> = (0..views).map(|_| self.engine.zeros(N, D)).collect();
+        let mut g = self.engine.graph(true);
+        let inputs = StepInputs {
+            embeddings: &emb,
+            projections: proj.as_deref(),
+            predictions: pred.as_deref(),
+            targets: targ.as_deref(),
+            view_inputs: inp.as_deref(),
+            originals: orig.as_ref().map(|o| &o[0]),
+            decoded: dec.as_deref(),
+            epoch: 0,
+            step: 0,
+            total_steps: 1,
+        };
+        let out = self
+            .obj
+            .loss(&self.engine, &mut g, &inputs, &mut self.state)
+            .expect("loss");
+        let value = out.loss.scalar() as f64;
+        let grad = wrt.map(|(slot, view)| {
+            let t = match slot {
+                Slot::Projections => proj.as_ref(),
+                Slot::Predictions => pred.as_ref(),
+                Slot::Targets => targ.as_ref(),
+                Slot::Inputs => inp.as_ref(),
+                Slot::Decoded => dec.as_ref(),
+                Slot::Originals => orig.as_ref(),
+            }
+            .expect("the slot is filled")[view]
+                .clone();
+            g.backward(&out.loss).expect("backward").get(&t).to_vec()
+        });
+        (value, grad)
+    }
+
+    /// The analytic gradient of the slot against central differences of the plugin itself.
+    /// Persistent state (a MoCo queue) is restored before every call, so all calls see the
+    /// same state.
+    fn check_gradient(&mut self, slots: Vec<(Slot, Vec<Vec<f64>>)>, wrt: (Slot, usize)) {
+        let state = self.state.clone();
+        let (_, grad) = self.call(&slots, Some(wrt));
+        let grad = grad.unwrap();
+        let h = 1e-3;
+        for i in 0..N * D {
+            let shifted = |delta: f64| {
+                let mut s = slots.clone();
+                let slot = s.iter_mut().find(|(k, _)| *k == wrt.0).unwrap();
+                slot.1[wrt.1][i] += delta;
+                s
+            };
+            self.state = state.clone();
+            let plus = self.call(&shifted(h), None).0;
+            self.state = state.clone();
+            let minus = self.call(&shifted(-h), None).0;
+            let fd = (plus - minus) / (2.0 * h);
+            assert!(
+                (fd - grad[i] as f64).abs() < 2e-2 * (1.0 + fd.abs()),
+                "element {i}: finite difference {fd} vs gradient {}",
+                grad[i]
+            );
+        }
+        self.state = state;
+    }
+}
+
+fn rows(v: &[f64]) -> Vec<&[f64]> {
+    v.chunks(D).collect()
+}
+fn norm(r: &[f64]) -> Vec<f64> {
+    let n = r.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-8);
+    r.iter().map(|x| x / n).collect()
+}
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+fn cos(a: &[f64], b: &[f64]) -> f64 {
+    dot(&norm(a), &norm(b))
+}
+fn close(a: f64, b: f64) {
+    assert!(
+        (a - b).abs() < 1e-4 * (1.0 + b.abs()),
+        "plugin {a} vs reference {b}"
+    );
+}
+
+#[test]
+fn byol_matches_normalised_mse_to_the_other_views_target() {
+    let (p0, p1, t0, t1) = (data(1), data(2), data(3), data(4));
+    let reference = |p: &[f64], t: &[f64]| {
+        rows(p)
+            .iter()
+            .zip(rows(t))
+            .map(|(a, b)| 2.0 - 2.0 * cos(a, b))
+            .sum::<f64>()
+            / N as f64
+    };
+    let want = reference(&p0, &t1) + reference(&p1, &t0);
+    let mut h = Harness::new(objective(
+        "pretext_noncontrastive",
+        "byol",
+        serde_json::json!({}),
+    ));
+    let slots = vec![
+        (Slot::Projections, vec![data(5), data(6)]),
+        (Slot::Predictions, vec![p0, p1]),
+        (Slot::Targets, vec![t0, t1]),
+    ];
+    close(h.call(&slots, None).0, want);
+    h.check_gradient(slots.clone(), (Slot::Predictions, 0));
+    // The target is behind a stop-gradient.
+    let (_, g) = h.call(&slots, Some((Slot::Targets, 1)));
+    assert!(g.unwrap().iter().all(|v| *v == 0.0));
+}
+
+#[test]
+fn simsiam_matches_symmetrised_negative_cosine() {
+    let (z0, z1, p0, p1) = (data(7), data(8), data(9), data(10));
+    let d = |p: &[f64], z: &[f64]| {
+        -rows(p)
+            .iter()
+            .zip(rows(z))
+            .map(|(a, b)| cos(a, b))
+            .sum::<f64>()
+            / N as f64
+    };
+    let want = 0.5 * d(&p0, &z1) + 0.5 * d(&p1, &z0);
+    let mut h = Harness::new(objective(
+        "pretext_noncontrastive",
+        "simsiam",
+        serde_json::json!({}),
+    ));
+    let slots = vec![
+        (Slot::Projections, vec![z0, z1]),
+        (Slot::Predictions, vec![p0, p1]),
+    ];
+    close(h.call(&slots, None).0, want);
+    h.check_gradient(slots.clone(), (Slot::Predictions, 1));
+    let (_, g) = h.call(&slots, Some((Slot::Projections, 0)));
+    assert!(
+        g.unwrap().iter().all(|v| *v == 0.0),
+        "projections are behind a stop-gradient"
+    );
+}
+
+/// VICReg with its default weights (λ = μ = 25, ν = 1).
+fn vicreg_reference(a: &[f64], b: &[f64]) -> f64 {
+    let inv = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>() / (N * D) as f64;
+    let stats = |z: &[f64]| -> (f64, f64) {
+        let mean: Vec<f64> = (0..D)
+            .map(|j| (0..N).map(|i| z[i * D + j]).sum::<f64>() / N as f64)
+            .collect();
+        let cov = |j: usize, k: usize| {
+            (0..N)
+                .map(|i| (z[i * D + j] - mean[j]) * (z[i * D + k] - mean[k]))
+                .sum::<f64>()
+                / (N - 1) as f64
+        };
+        let var = (0..D)
+            .map(|j| (1.0 - (cov(j, j) + 1e-4).sqrt()).max(0.0))
+            .sum::<f64>()
+            / D as f64;
+        let off = (0..D)
+            .flat_map(|j| (0..D).map(move |k| (j, k)))
+            .filter(|(j, k)| j != k)
+            .map(|(j, k)| cov(j, k).powi(2))
+            .sum::<f64>()
+            / D as f64;
+        (var, off)
+    };
+    let (va, ca) = stats(a);
+    let (vb, cb) = stats(b);
+    25.0 * inv + 25.0 * (va + vb) + (ca + cb)
+}
+
+#[test]
+fn vicreg_matches_variance_invariance_covariance() {
+    // Small values so the variance hinge is active (std < 1) in some dimensions.
+    let a: Vec<f64> = data(11).iter().map(|v| v * 0.6).collect();
+    let b: Vec<f64> = data(12).iter().map(|v| v * 0.6).collect();
+    let mut h = Harness::new(objective(
+        "pretext_noncontrastive",
+        "vicreg",
+        serde_json::json!({}),
+    ));
+    let slots = vec![(Slot::Projections, vec![a.clone(), b.clone()])];
+    close(h.call(&slots, None).0, vicreg_reference(&a, &b));
+    h.check_gradient(slots, (Slot::Projections, 0));
+}
+
+#[test]
+fn barlow_twins_matches_cross_correlation_to_identity() {
+    let (a, b) = (data(13), data(14));
+    let lambda = 0.05;
+    let standardise = |z: &[f64]| -> Vec<f64> {
+        let mut out = z.to_vec();
+        for j in 0..D {
+            let mean = (0..N).map(|i| z[i * D + j]).sum::<f64>() / N as f64;
+            let std = ((0..N).map(|i| (z[i * D + j] - mean).powi(2)).sum::<f64>() / N as f64
+                + 1e-5)
+                .sqrt();
+            for i in 0..N {
+                out[i * D + j] = (z[i * D + j] - mean) / std;
+            }
+        }
+        out
+    };
+    let (sa, sb) = (standardise(&a), standardise(&b));
+    let c =
+        |j: usize, k: usize| (0..N).map(|i| sa[i * D + j] * sb[i * D + k]).sum::<f64>() / N as f64;
+    let on: f64 = (0..D).map(|j| (1.0 - c(j, j)).powi(2)).sum();
+    let off: f64 = (0..D)
+        .flat_map(|j| (0..D).map(move |k| (j, k)))
+        .filter(|(j, k)| j != k)
+        .map(|(j, k)| c(j, k).powi(2))
+        .sum();
+    let mut h = Harness::new(objective(
+        "pretext_noncontrastive",
+        "barlow_twins",
+        serde_json::json!({ "lambda": lambda }),
+    ));
+    let slots = vec![(Slot::Projections, vec![a, b])];
+    close(h.call(&slots, None).0, on + lambda * off);
+    h.check_gradient(slots, (Slot::Projections, 1));
+}
+
+#[test]
+fn moco_matches_info_nce_against_the_queue_of_earlier_keys() {
+    let tau = 0.2;
+    // A queue of exactly one step's keys: after step 1 it holds [k0; k1] of step 1.
+    let mut h = Harness::new(objective(
+        "pretext_contrastive",
+        "moco",
+        serde_json::json!({ "temperature": tau, "queue_size": 2 * N, "projector_dim": D }),
+    ));
+    let (k0, k1) = (data(15), data(16));
+    h.call(
+        &[
+            (Slot::Projections, vec![data(17), data(18)]),
+            (Slot::Targets, vec![k0.clone(), k1.clone()]),
+        ],
+        None,
+    );
+    let queue: Vec<Vec<f64>> = rows(&k0).into_iter().chain(rows(&k1)).map(norm).collect();
+    let (q0, q1, t0, t1) = (data(19), data(20), data(21), data(22));
+    let info_nce = |q: &[f64], k: &[f64]| -> f64 {
+        rows(q)
+            .iter()
+            .zip(rows(k))
+            .map(|(qi, ki)| {
+                let qn = norm(qi);
+                let pos = dot(&qn, &norm(ki)) / tau;
+                let negs: Vec<f64> = queue.iter().map(|n| dot(&qn, n) / tau).collect();
+                let lse = (pos.exp() + negs.iter().map(|v| v.exp()).sum::<f64>()).ln();
+                lse - pos
+            })
+            .sum::<f64>()
+            / N as f64
+    };
+    let want = 0.5 * (info_nce(&q0, &t1) + info_nce(&q1, &t0));
+    let slots = vec![
+        (Slot::Projections, vec![q0, q1]),
+        (Slot::Targets, vec![t0, t1]),
+    ];
+    let state = h.state.clone();
+    close(h.call(&slots, None).0, want);
+    h.state = state;
+    h.check_gradient(slots, (Slot::Projections, 0));
+}
+
+#[test]
+fn autoencoders_match_pixel_mse() {
+    let (x, y, o) = (data(23), data(24), data(25));
+    let mse = |a: &[f64], b: &[f64]| {
+        a.iter().zip(b).map(|(p, q)| (p - q).powi(2)).sum::<f64>() / (N * D) as f64
+    };
+    let mut ae = Harness::new(objective(
+        "pretext_generative",
+        "autoencoder",
+        serde_json::json!({}),
+    ));
+    let slots = vec![
+        (Slot::Inputs, vec![x.clone()]),
+        (Slot::Decoded, vec![y.clone()]),
+    ];
+    close(ae.call(&slots, None).0, mse(&y, &x));
+    ae.check_gradient(slots, (Slot::Decoded, 0));
+    let mut dae = Harness::new(objective(
+        "pretext_generative",
+        "denoising_autoencoder",
+        serde_json::json!({}),
+    ));
+    let slots = vec![
+        (Slot::Inputs, vec![x]),
+        (Slot::Decoded, vec![y.clone()]),
+        (Slot::Originals, vec![o.clone()]),
+    ];
+    close(dae.call(&slots, None).0, mse(&y, &o));
+    dae.check_gradient(slots, (Slot::Decoded, 0));
+}

@@ -1,0 +1,138 @@
+//! Training machinery end to end: the collapse monitor stops a collapsing objective, and a run
+//! killed after a checkpoint resumes to exactly the weights of an uninterrupted run.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::support::{command, expect_statuses, pretext, store, tempdir, Tiny};
+
+const WAIT_LIMIT: Duration = Duration::from_secs(120);
+
+/// SimSiam without its predictor collapses: the monitor stops the stage with a clear error.
+#[test]
+fn collapsing_objective_is_stopped_by_the_monitor() {
+    let dir = tempdir();
+    let tiny = Tiny {
+        objective:
+            "{ plugin = \"simsiam\", predictor = false, projector_hidden = 64, projector_dim = 32 }"
+                .into(),
+        epochs: 12,
+        ..Tiny::default()
+    };
+    let text = tiny.toml().replace(
+        "batch_size = 128",
+        "batch_size = 128\noptim = { lr = 0.05 }",
+    );
+    let p = dir.path().join("pipeline.toml");
+    std::fs::write(&p, text).unwrap();
+    let run = pretext(dir.path(), &["run", &p.display().to_string()]);
+    run.expect_code(1).expect_stderr_has(&[
+        "stage `ssl` failed",
+        "representation collapsed",
+        "collapse.min_std = 0.01",
+    ]);
+    // The same objective with its predictor trains to the end.
+    let healthy = tiny.objective.replace("predictor = false, ", "");
+    let text = Tiny {
+        objective: healthy,
+        ..tiny
+    }
+    .toml()
+    .replace(
+        "batch_size = 128",
+        "batch_size = 128\noptim = { lr = 0.05 }",
+    );
+    std::fs::write(&p, text).unwrap();
+    pretext(dir.path(), &["run", &p.display().to_string()]).expect_code(0);
+}
+
+fn encoder_digest(lock: &Path) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lock).unwrap()).unwrap();
+    v["stages"]["ssl"]["outputs"]["encoder.safetensors"]
+        .as_str()
+        .expect("encoder digest in the lockfile")
+        .to_string()
+}
+
+fn checkpoint_epochs(store: &Path) -> Option<u64> {
+    let dir = store.join("checkpoints").join("pretrain");
+    let meta: PathBuf = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .next()?
+        .path()
+        .join("checkpoint.json");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(meta).ok()?).ok()?;
+    v["epochs_done"].as_u64()
+}
+
+/// Kill after the second epoch's checkpoint; the rerun resumes there and ends with the very
+/// same encoder bytes as a run that was never interrupted (BYOL: EMA teacher and optimizer
+/// state are in the checkpoint too).
+#[test]
+fn killed_pretraining_resumes_to_identical_weights() {
+    let tiny = Tiny {
+        limit: 2000,
+        epochs: 8,
+        objective: "{ plugin = \"byol\", projector_hidden = 64, projector_dim = 32, predictor_hidden = 64 }".into(),
+        ..Tiny::default()
+    };
+    let whole = tempdir();
+    let p = tiny.write(whole.path()).display().to_string();
+    pretext(whole.path(), &["run", &p]).expect_code(0);
+    let want = encoder_digest(&whole.path().join("pretext.lock"));
+
+    let dir = tempdir();
+    let p = tiny.write(dir.path()).display().to_string();
+    let st = store(dir.path());
+    let log_path = dir.path().join("killed.log");
+    let log = File::create(&log_path).unwrap();
+    let mut child = command(dir.path(), &["run", &p])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start pretext run");
+    let start = Instant::now();
+    while checkpoint_epochs(&st).is_none_or(|e| e < 2) {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the run ended ({status}) before a checkpoint of 2 epochs\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+        assert!(
+            start.elapsed() < WAIT_LIMIT,
+            "timed out waiting for a checkpoint"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done = checkpoint_epochs(&st).expect("the checkpoint survives the kill");
+    assert!(done >= 2 && done < 8, "killed after {done} epochs");
+
+    let rerun = pretext(dir.path(), &["run", &p]);
+    rerun
+        .expect_code(0)
+        .expect_stderr_has(&["resuming from checkpoint"]);
+    expect_statuses(
+        &rerun,
+        &[
+            ("data", "cached"),
+            ("views", "cached"),
+            ("ssl", "ran"),
+            ("eval", "ran"),
+        ],
+    );
+    assert_eq!(
+        encoder_digest(&dir.path().join("pretext.lock")),
+        want,
+        "resumed weights differ from an uninterrupted run"
+    );
+    assert!(
+        checkpoint_epochs(&st).is_none(),
+        "the checkpoint is removed once the stage is committed"
+    );
+}

@@ -30,43 +30,135 @@ pub fn normalized_std(emb: &[f32], d: usize) -> f64 {
         / d as f64
 }
 
-/// Eigenvalues of a symmetric `d x d` matrix (cyclic Jacobi rotations).
-pub fn symmetric_eigenvalues(mut a: Vec<f64>, d: usize) -> Vec<f64> {
-    for _sweep in 0..100 {
-        let off: f64 = (0..d)
-            .flat_map(|i| (0..d).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[i * d + j].powi(2))
-            .sum();
-        if off < 1e-22 {
-            break;
+/// Eigenvalues of a symmetric `d x d` matrix (row-major): Householder reduction to
+/// tridiagonal form, then the implicit QL algorithm with Wilkinson shifts (the EISPACK
+/// `tred2`/`tql2` pair, eigenvalues only). O(d³) with a small constant.
+pub fn symmetric_eigenvalues(a: Vec<f64>, n: usize) -> Vec<f64> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut v = a;
+    let mut diag = vec![0f64; n];
+    let mut off = vec![0f64; n];
+    // Householder tridiagonalisation (works on the lower triangle, last row first).
+    for j in 0..n {
+        diag[j] = v[(n - 1) * n + j];
+    }
+    for i in (1..n).rev() {
+        let scale: f64 = (0..i).map(|k| diag[k].abs()).sum();
+        let mut h = 0.0;
+        if scale == 0.0 {
+            off[i] = diag[i - 1];
+            for j in 0..i {
+                diag[j] = v[(i - 1) * n + j];
+                v[i * n + j] = 0.0;
+                v[j * n + i] = 0.0;
+            }
+        } else {
+            for k in 0..i {
+                diag[k] /= scale;
+                h += diag[k] * diag[k];
+            }
+            let f = diag[i - 1];
+            let g = if f > 0.0 { -h.sqrt() } else { h.sqrt() };
+            off[i] = scale * g;
+            h -= f * g;
+            diag[i - 1] = f - g;
+            for o in off.iter_mut().take(i) {
+                *o = 0.0;
+            }
+            for j in 0..i {
+                let f = diag[j];
+                v[j * n + i] = f;
+                let mut g = off[j] + v[j * n + j] * f;
+                for k in j + 1..i {
+                    g += v[k * n + j] * diag[k];
+                    off[k] += v[k * n + j] * f;
+                }
+                off[j] = g;
+            }
+            let mut f = 0.0;
+            for j in 0..i {
+                off[j] /= h;
+                f += off[j] * diag[j];
+            }
+            let hh = f / (h + h);
+            for j in 0..i {
+                off[j] -= hh * diag[j];
+            }
+            for j in 0..i {
+                let (f, g) = (diag[j], off[j]);
+                for k in j..i {
+                    v[k * n + j] -= f * off[k] + g * diag[k];
+                }
+                diag[j] = v[(i - 1) * n + j];
+                v[i * n + j] = 0.0;
+            }
         }
-        for p in 0..d {
-            for q in p + 1..d {
-                let apq = a[p * d + q];
-                if apq.abs() < 1e-300 {
-                    continue;
+        diag[i] = h;
+    }
+    // The tridiagonal matrix: diagonal v[j][j] (after the reduction), sub-diagonal `off`.
+    for j in 0..n {
+        diag[j] = v[j * n + j];
+    }
+    for i in 1..n {
+        off[i - 1] = off[i];
+    }
+    off[n - 1] = 0.0;
+    // Implicit QL with shifts.
+    let eps = f64::EPSILON;
+    let (mut f, mut tst1) = (0.0f64, 0.0f64);
+    for l in 0..n {
+        tst1 = tst1.max(diag[l].abs() + off[l].abs());
+        let mut m = l;
+        while m < n - 1 && off[m].abs() > eps * tst1 {
+            m += 1;
+        }
+        if m > l {
+            for _iter in 0..100 {
+                let mut g = diag[l];
+                let mut p = (diag[l + 1] - g) / (2.0 * off[l]);
+                let mut r = p.hypot(1.0);
+                if p < 0.0 {
+                    r = -r;
                 }
-                let theta = (a[q * d + q] - a[p * d + p]) / (2.0 * apq);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..d {
-                    let akp = a[k * d + p];
-                    let akq = a[k * d + q];
-                    a[k * d + p] = c * akp - s * akq;
-                    a[k * d + q] = s * akp + c * akq;
+                diag[l] = off[l] / (p + r);
+                diag[l + 1] = off[l] * (p + r);
+                let dl1 = diag[l + 1];
+                let mut h = g - diag[l];
+                for d in diag.iter_mut().skip(l + 2) {
+                    *d -= h;
                 }
-                for k in 0..d {
-                    let apk = a[p * d + k];
-                    let aqk = a[q * d + k];
-                    a[p * d + k] = c * apk - s * aqk;
-                    a[q * d + k] = s * apk + c * aqk;
+                f += h;
+                p = diag[m];
+                let (mut c, mut c2, mut c3) = (1.0f64, 1.0f64, 1.0f64);
+                let el1 = off[l + 1];
+                let (mut s, mut s2) = (0.0f64, 0.0f64);
+                for i in (l..m).rev() {
+                    c3 = c2;
+                    c2 = c;
+                    s2 = s;
+                    g = c * off[i];
+                    h = c * p;
+                    r = p.hypot(off[i]);
+                    off[i + 1] = s * r;
+                    s = off[i] / r;
+                    c = p / r;
+                    p = c * diag[i] - s * g;
+                    diag[i + 1] = h + s * (c * g + s * diag[i]);
+                }
+                p = -s * s2 * c3 * el1 * off[l] / dl1;
+                off[l] = s * p;
+                diag[l] = c * p;
+                if off[l].abs() <= eps * tst1 {
+                    break;
                 }
             }
         }
+        diag[l] += f;
+        off[l] = 0.0;
     }
-    (0..d).map(|i| a[i * d + i]).collect()
+    diag
 }
 
 /// Effective rank of the (centred) embeddings: `exp(H(p))` with `p` the normalised singular
@@ -147,6 +239,43 @@ pub fn uniformity(emb: &[f32], d: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Eigenvalues of a random symmetric matrix keep its trace and Frobenius norm, and match
+    /// a matrix built from known eigenvalues (Q diag(λ) Qᵀ with a Householder Q).
+    #[test]
+    fn eigenvalues_of_random_and_constructed_matrices() {
+        let n = 12;
+        let mut rng = pretext_plugin::Rng::new(5);
+        let mut a = vec![0f64; n * n];
+        for i in 0..n {
+            for j in 0..=i {
+                let x = rng.normal();
+                a[i * n + j] = x;
+                a[j * n + i] = x;
+            }
+        }
+        let ev = symmetric_eigenvalues(a.clone(), n);
+        let trace: f64 = (0..n).map(|i| a[i * n + i]).sum();
+        let frob: f64 = a.iter().map(|x| x * x).sum();
+        assert!((ev.iter().sum::<f64>() - trace).abs() < 1e-9);
+        assert!((ev.iter().map(|x| x * x).sum::<f64>() - frob).abs() < 1e-8);
+        // Q = I - 2 u uᵀ / (uᵀu) is orthogonal; Q diag(λ) Qᵀ has eigenvalues λ.
+        let lambda: Vec<f64> = (0..n).map(|i| i as f64 * 1.5 - 4.0).collect();
+        let u: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+        let uu: f64 = u.iter().map(|x| x * x).sum();
+        let q = |i: usize, j: usize| f64::from(u8::from(i == j)) - 2.0 * u[i] * u[j] / uu;
+        let mut m = vec![0f64; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                m[i * n + j] = (0..n).map(|k| q(i, k) * lambda[k] * q(j, k)).sum();
+            }
+        }
+        let mut got = symmetric_eigenvalues(m, n);
+        got.sort_by(f64::total_cmp);
+        for (g, w) in got.iter().zip(&lambda) {
+            assert!((g - w).abs() < 1e-9, "{got:?} vs {lambda:?}");
+        }
+    }
 
     #[test]
     fn eigenvalues_of_a_known_matrix() {

@@ -1,25 +1,47 @@
 //! Datasets and embeddings as parquet files (snappy-compressed), readable by pandas/pyarrow.
 //!
-//! `dataset.parquet`: `id INT64, split UTF8, label INT32 (optional), image BYTE_ARRAY` (raw
-//! `u8` pixels, channel-major) with the image shape in the key-value metadata
-//! `pretext.shape = "c,h,w"`. `embeddings.parquet`: `id, split, label, embedding LIST<FLOAT>`.
+//! `dataset.parquet` columns, in this order (the optional ones only when the dataset has them):
+//!
+//! | column | type | what |
+//! |---|---|---|
+//! | `id` | `INT64` | stable sample id (the record index in the source) |
+//! | `split` | `UTF8` | `train` or `test` |
+//! | `label` | `INT32`, nullable | class index |
+//! | `image` *or* `features` | `BYTE_ARRAY` *or* `LIST<FLOAT>` | raw `u8` pixels, channel-major; or a feature vector |
+//! | `path` | `UTF8` | where the sample came from, relative to the source folder |
+//! | `source_height`, `source_width` | `INT32` | the image size before any resize |
+//! | `meta_<name>` | `UTF8` | metadata columns carried from the source (missing values are empty) |
+//!
+//! Key-value metadata: `pretext.shape = "c,h,w"` (images) or `pretext.features = "dim"`,
+//! `pretext.labelled = "true"|"false"`, and `pretext.classes` (a JSON list of class names) when
+//! the labels have names. Each written chunk of rows is one row group, and readers go row group
+//! by row group, so ingest and curate never hold a whole dataset in memory.
+//!
+//! `embeddings.parquet`: `id, split, label, embedding LIST<FLOAT>`.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parquet::basic::Compression;
+use parquet::basic::{Compression, ConvertedType, Repetition, Type as PhysicalType};
+use parquet::column::writer::ColumnWriter;
 use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::format::KeyValue;
-use parquet::record::RowAccessor;
+use parquet::record::{ListAccessor, RowAccessor};
 use parquet::schema::parser::parse_message_type;
+use parquet::schema::types::Type;
 
-use super::{DataError, Dataset, Split};
+use super::{DataError, Dataset, DatasetInfo, Layout, Records, Samples, Split};
 
 const SHAPE_KEY: &str = "pretext.shape";
+const FEATURES_KEY: &str = "pretext.features";
+const LABELLED_KEY: &str = "pretext.labelled";
+const CLASSES_KEY: &str = "pretext.classes";
+/// Prefix of metadata columns in `dataset.parquet`.
+pub const META_PREFIX: &str = "meta_";
 
 fn perr(path: &Path, e: impl std::fmt::Display) -> DataError {
     DataError::file(path, format!("parquet: {e}"))
@@ -44,7 +66,7 @@ fn label_levels(labels: Option<&[u32]>, n: usize) -> (Vec<i32>, Vec<i16>) {
 }
 
 /// Write one row group of `id, split, label` columns followed by one last column written by
-/// `last` (images or embeddings), with the schema and key-value metadata given.
+/// `last` (embeddings), with the schema and key-value metadata given.
 fn write_table(
     path: &Path,
     schema: &str,
@@ -52,7 +74,7 @@ fn write_table(
     ids: &[u64],
     splits: &[Split],
     labels: Option<&[u32]>,
-    last: impl FnOnce(&mut parquet::column::writer::ColumnWriter) -> parquet::errors::Result<usize>,
+    last: impl FnOnce(&mut ColumnWriter) -> parquet::errors::Result<usize>,
 ) -> Result<(), DataError> {
     let schema = parse_message_type(schema).map_err(|e| perr(path, e))?;
     let file =
@@ -88,93 +110,485 @@ fn write_table(
     Ok(())
 }
 
-/// Write `ds` to `path`.
-pub fn write_dataset(ds: &Dataset, path: &Path) -> Result<(), DataError> {
-    let (c, h, w) = ds.shape;
-    let meta = vec![KeyValue::new(SHAPE_KEY.to_string(), format!("{c},{h},{w}"))];
-    let k = ds.sample_len();
-    let images: Vec<ByteArray> = (0..ds.len())
-        .map(|i| ByteArray::from(ds.pixels[i * k..(i + 1) * k].to_vec()))
-        .collect();
-    write_table(
-        path,
-        "message dataset { REQUIRED INT64 id; REQUIRED BYTE_ARRAY split (UTF8); OPTIONAL INT32 label; REQUIRED BYTE_ARRAY image; }",
-        meta,
-        &ds.ids,
-        &ds.splits,
-        ds.labels.as_deref(),
-        |cw| match cw {
-            parquet::column::writer::ColumnWriter::ByteArrayColumnWriter(w) => w.write_batch(&images, None, None),
-            _ => Err(parquet::errors::ParquetError::General("image column has the wrong type".into())),
-        },
-    )
+type PResult<T> = parquet::errors::Result<T>;
+
+fn prim(name: &str, t: PhysicalType, rep: Repetition, utf8: bool) -> PResult<Arc<Type>> {
+    let b = Type::primitive_type_builder(name, t).with_repetition(rep);
+    let b = if utf8 {
+        b.with_converted_type(ConvertedType::UTF8)
+    } else {
+        b
+    };
+    Ok(Arc::new(b.build()?))
 }
 
-/// Read a dataset written by [`write_dataset`].
-pub fn read_dataset(path: &Path) -> Result<Dataset, DataError> {
-    let file = File::open(path).map_err(|e| DataError::file(path, format!("cannot open: {e}")))?;
-    let reader = SerializedFileReader::new(file).map_err(|e| perr(path, e))?;
-    let shape = reader
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .and_then(|kv| kv.iter().find(|k| k.key == SHAPE_KEY))
-        .and_then(|k| k.value.clone())
-        .ok_or_else(|| {
-            DataError::file(
-                path,
-                format!("missing `{SHAPE_KEY}` metadata; not a pretext dataset"),
-            )
-        })?;
-    let dims: Vec<usize> = shape.split(',').filter_map(|s| s.parse().ok()).collect();
-    let [c, h, w] = dims[..] else {
-        return Err(DataError::file(
-            path,
-            format!("bad `{SHAPE_KEY}` metadata `{shape}`"),
+/// `REQUIRED GROUP name (LIST) { REPEATED GROUP list { REQUIRED FLOAT element; } }`.
+fn float_list(name: &str) -> PResult<Arc<Type>> {
+    let element = prim("element", PhysicalType::FLOAT, Repetition::REQUIRED, false)?;
+    let list = Type::group_type_builder("list")
+        .with_repetition(Repetition::REPEATED)
+        .with_fields(vec![element])
+        .build()?;
+    Ok(Arc::new(
+        Type::group_type_builder(name)
+            .with_repetition(Repetition::REQUIRED)
+            .with_converted_type(ConvertedType::LIST)
+            .with_fields(vec![Arc::new(list)])
+            .build()?,
+    ))
+}
+
+/// The parquet schema of a dataset with `info`'s columns.
+fn dataset_schema(info: &DatasetInfo) -> PResult<Type> {
+    use PhysicalType::{BYTE_ARRAY, INT32, INT64};
+    use Repetition::{OPTIONAL, REQUIRED};
+    let mut fields = vec![
+        prim("id", INT64, REQUIRED, false)?,
+        prim("split", BYTE_ARRAY, REQUIRED, true)?,
+        prim("label", INT32, OPTIONAL, false)?,
+        match info.layout {
+            Layout::Image { .. } => prim("image", BYTE_ARRAY, REQUIRED, false)?,
+            Layout::Features { .. } => float_list("features")?,
+        },
+    ];
+    if info.paths {
+        fields.push(prim("path", BYTE_ARRAY, REQUIRED, true)?);
+    }
+    if info.source_sizes {
+        fields.push(prim("source_height", INT32, REQUIRED, false)?);
+        fields.push(prim("source_width", INT32, REQUIRED, false)?);
+    }
+    for m in &info.meta {
+        fields.push(prim(
+            &format!("{META_PREFIX}{m}"),
+            BYTE_ARRAY,
+            REQUIRED,
+            true,
+        )?);
+    }
+    Type::group_type_builder("dataset")
+        .with_fields(fields)
+        .build()
+}
+
+fn info_metadata(info: &DatasetInfo) -> Vec<KeyValue> {
+    let mut kv = vec![match info.layout {
+        Layout::Image {
+            channels,
+            height,
+            width,
+        } => KeyValue::new(SHAPE_KEY.into(), format!("{channels},{height},{width}")),
+        Layout::Features { dim } => KeyValue::new(FEATURES_KEY.into(), dim.to_string()),
+    }];
+    kv.push(KeyValue::new(
+        LABELLED_KEY.into(),
+        info.labelled.to_string(),
+    ));
+    if let Some(c) = &info.classes {
+        kv.push(KeyValue::new(
+            CLASSES_KEY.into(),
+            serde_json::to_string(c).unwrap_or_default(),
         ));
-    };
-    let mut ds = Dataset {
-        shape: (c, h, w),
-        ids: Vec::new(),
-        splits: Vec::new(),
-        labels: Some(Vec::new()),
-        pixels: Vec::new(),
-    };
-    let rows = reader.get_row_iter(None).map_err(|e| perr(path, e))?;
-    for (record, row) in rows.enumerate() {
-        let row = row.map_err(|e| perr(path, e))?;
-        let bad = |m: String| DataError::Record {
-            path: path.to_path_buf(),
-            record,
-            message: m,
+    }
+    kv
+}
+
+/// The values of one leaf column of a row group.
+enum Column {
+    I64(Vec<i64>),
+    I32(Vec<i32>, Option<Vec<i16>>),
+    Bytes(Vec<ByteArray>),
+    FloatList(Vec<f32>, Vec<i16>, Vec<i16>),
+}
+
+impl Column {
+    fn strings(v: &[String]) -> Column {
+        Column::Bytes(v.iter().map(|s| ByteArray::from(s.as_str())).collect())
+    }
+
+    fn write(&self, cw: &mut ColumnWriter) -> PResult<usize> {
+        let wrong = || {
+            Err(parquet::errors::ParquetError::General(
+                "column has the wrong type".into(),
+            ))
         };
-        ds.ids
-            .push(row.get_long(0).map_err(|e| bad(e.to_string()))? as u64);
-        ds.splits.push(
-            match row.get_string(1).map_err(|e| bad(e.to_string()))?.as_str() {
-                "train" => Split::Train,
-                "test" => Split::Test,
-                other => return Err(bad(format!("unknown split `{other}`"))),
-            },
-        );
-        match row.get_int(2) {
-            Ok(l) if l >= 0 => ds.labels.as_mut().map(|v| v.push(l as u32)),
-            _ => ds.labels.take().map(|_| ()),
-        };
-        let img = row.get_bytes(3).map_err(|e| bad(e.to_string()))?;
-        if img.len() != c * h * w {
-            return Err(bad(format!(
-                "image has {} bytes, expected {}",
-                img.len(),
-                c * h * w
-            )));
+        match (self, cw) {
+            (Column::I64(v), ColumnWriter::Int64ColumnWriter(w)) => w.write_batch(v, None, None),
+            (Column::I32(v, def), ColumnWriter::Int32ColumnWriter(w)) => {
+                w.write_batch(v, def.as_deref(), None)
+            }
+            (Column::Bytes(v), ColumnWriter::ByteArrayColumnWriter(w)) => {
+                w.write_batch(v, None, None)
+            }
+            (Column::FloatList(v, def, rep), ColumnWriter::FloatColumnWriter(w)) => {
+                w.write_batch(v, Some(def), Some(rep))
+            }
+            _ => wrong(),
         }
-        ds.pixels.extend_from_slice(img.data());
     }
-    if ds.labels.as_ref().is_some_and(|l| l.len() != ds.ids.len()) {
-        ds.labels = None;
+}
+
+/// Writes a dataset file chunk by chunk: each [`DatasetWriter::write`] is one row group, so
+/// memory stays bounded by the chunk size.
+pub struct DatasetWriter {
+    path: PathBuf,
+    info: DatasetInfo,
+    writer: SerializedFileWriter<File>,
+    rows: usize,
+}
+
+impl DatasetWriter {
+    /// Creates (or truncates) `path` for a dataset with `info`'s columns.
+    pub fn create(path: &Path, info: &DatasetInfo) -> Result<DatasetWriter, DataError> {
+        let schema = dataset_schema(info).map_err(|e| perr(path, e))?;
+        let file =
+            File::create(path).map_err(|e| DataError::file(path, format!("cannot create: {e}")))?;
+        let writer = SerializedFileWriter::new(file, Arc::new(schema), props(info_metadata(info)))
+            .map_err(|e| perr(path, e))?;
+        Ok(DatasetWriter {
+            path: path.to_path_buf(),
+            info: info.clone(),
+            writer,
+            rows: 0,
+        })
     }
-    Ok(ds)
+
+    /// Rows written so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Writes `r` as one row group (nothing for an empty batch).
+    pub fn write(&mut self, r: &Records) -> Result<(), DataError> {
+        let path = self.path.clone();
+        let n = r.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let bad = |m: &str| DataError::file(&path, format!("internal: {m}"));
+        if r.samples.layout() != self.info.layout || r.samples.len() != n || r.splits.len() != n {
+            return Err(bad("rows do not match the dataset's columns"));
+        }
+        let mut cols = vec![
+            Column::I64(r.ids.iter().map(|&i| i as i64).collect()),
+            Column::Bytes(
+                r.splits
+                    .iter()
+                    .map(|s| ByteArray::from(s.as_str()))
+                    .collect(),
+            ),
+        ];
+        let (lab, def) = label_levels(r.labels.as_deref(), n);
+        cols.push(Column::I32(lab, Some(def)));
+        match &r.samples {
+            Samples::U8 { shape, data } => {
+                let k = shape.0 * shape.1 * shape.2;
+                cols.push(Column::Bytes(
+                    data.chunks(k.max(1))
+                        .map(|c| ByteArray::from(c.to_vec()))
+                        .collect(),
+                ));
+            }
+            Samples::F32 { dim, data } => {
+                let rep = (0..data.len())
+                    .map(|i| if i % dim == 0 { 0 } else { 1 })
+                    .collect();
+                cols.push(Column::FloatList(data.clone(), vec![1; data.len()], rep));
+            }
+        }
+        if self.info.paths {
+            let p = r.paths.as_ref().ok_or_else(|| bad("missing paths"))?;
+            cols.push(Column::strings(p));
+        }
+        if self.info.source_sizes {
+            let s = r
+                .source_sizes
+                .as_ref()
+                .ok_or_else(|| bad("missing sizes"))?;
+            cols.push(Column::I32(s.iter().map(|x| x.0 as i32).collect(), None));
+            cols.push(Column::I32(s.iter().map(|x| x.1 as i32).collect(), None));
+        }
+        if r.meta.len() != self.info.meta.len() || r.meta.iter().any(|m| m.len() != n) {
+            return Err(bad("metadata columns do not match"));
+        }
+        cols.extend(r.meta.iter().map(|m| Column::strings(m)));
+
+        let mut rg = self.writer.next_row_group().map_err(|e| perr(&path, e))?;
+        let mut it = cols.iter();
+        while let Some(mut cw) = rg.next_column().map_err(|e| perr(&path, e))? {
+            let col = it.next().ok_or_else(|| bad("too few columns"))?;
+            col.write(cw.untyped()).map_err(|e| perr(&path, e))?;
+            cw.close().map_err(|e| perr(&path, e))?;
+        }
+        rg.close().map_err(|e| perr(&path, e))?;
+        self.rows += n;
+        Ok(())
+    }
+
+    /// Finishes the file; returns the number of rows written.
+    pub fn finish(self) -> Result<usize, DataError> {
+        self.writer.close().map_err(|e| perr(&self.path, e))?;
+        Ok(self.rows)
+    }
+}
+
+/// Column positions of a dataset file.
+struct Positions {
+    id: usize,
+    split: usize,
+    label: Option<usize>,
+    sample: usize,
+    path: Option<usize>,
+    sizes: Option<(usize, usize)>,
+    meta: Vec<usize>,
+}
+
+/// Reads a dataset file one row group at a time.
+pub struct DatasetReader {
+    path: PathBuf,
+    info: DatasetInfo,
+    reader: SerializedFileReader<File>,
+    pos: Positions,
+    next_group: usize,
+}
+
+impl DatasetReader {
+    /// Opens a dataset written by [`DatasetWriter`] (or an older pretext).
+    pub fn open(path: &Path) -> Result<DatasetReader, DataError> {
+        let file =
+            File::open(path).map_err(|e| DataError::file(path, format!("cannot open: {e}")))?;
+        let reader = SerializedFileReader::new(file).map_err(|e| perr(path, e))?;
+        let meta = reader.metadata();
+        let kv = |key: &str| {
+            meta.file_metadata()
+                .key_value_metadata()
+                .and_then(|kv| kv.iter().find(|k| k.key == key))
+                .and_then(|k| k.value.clone())
+        };
+        let not_ours = |m: String| DataError::file(path, format!("{m}; not a pretext dataset"));
+        let layout = match (kv(SHAPE_KEY), kv(FEATURES_KEY)) {
+            (Some(shape), _) => {
+                let dims: Vec<usize> = shape.split(',').filter_map(|s| s.parse().ok()).collect();
+                let [c, h, w] = dims[..] else {
+                    return Err(DataError::file(
+                        path,
+                        format!("bad `{SHAPE_KEY}` metadata `{shape}`"),
+                    ));
+                };
+                Layout::Image {
+                    channels: c,
+                    height: h,
+                    width: w,
+                }
+            }
+            (None, Some(dim)) => match dim.parse::<usize>() {
+                Ok(d) if d > 0 => Layout::Features { dim: d },
+                _ => {
+                    return Err(DataError::file(
+                        path,
+                        format!("bad `{FEATURES_KEY}` metadata `{dim}`"),
+                    ))
+                }
+            },
+            (None, None) => {
+                return Err(not_ours(format!(
+                    "missing `{SHAPE_KEY}` (or `{FEATURES_KEY}`) metadata"
+                )))
+            }
+        };
+        let fields = meta.file_metadata().schema().get_fields();
+        let find = |name: &str| fields.iter().position(|f| f.name() == name);
+        let need = |name: &str| find(name).ok_or_else(|| not_ours(format!("no `{name}` column")));
+        let sample_col = if layout.is_image() {
+            "image"
+        } else {
+            "features"
+        };
+        let mut meta_names = Vec::new();
+        let mut meta_pos = Vec::new();
+        for (i, f) in fields.iter().enumerate() {
+            if let Some(m) = f.name().strip_prefix(META_PREFIX) {
+                meta_names.push(m.to_string());
+                meta_pos.push(i);
+            }
+        }
+        let pos = Positions {
+            id: need("id")?,
+            split: need("split")?,
+            label: find("label"),
+            sample: need(sample_col)?,
+            path: find("path"),
+            sizes: find("source_height").zip(find("source_width")),
+            meta: meta_pos,
+        };
+        let labelled = pos.label.is_some()
+            && match kv(LABELLED_KEY).as_deref() {
+                Some(v) => v == "true",
+                // Older files: labelled unless a row group has nulls in the label column.
+                None => meta.row_groups().iter().all(|rg| {
+                    pos.label
+                        .and_then(|l| rg.column(l).statistics())
+                        .and_then(|s| s.null_count_opt())
+                        .map_or(true, |n| n == 0)
+                }),
+            };
+        let classes = kv(CLASSES_KEY).and_then(|c| serde_json::from_str(&c).ok());
+        let info = DatasetInfo {
+            layout,
+            labelled,
+            classes,
+            paths: pos.path.is_some(),
+            source_sizes: pos.sizes.is_some(),
+            meta: meta_names,
+        };
+        Ok(DatasetReader {
+            path: path.to_path_buf(),
+            info,
+            reader,
+            pos,
+            next_group: 0,
+        })
+    }
+
+    pub fn info(&self) -> &DatasetInfo {
+        &self.info
+    }
+
+    /// Rows in the file.
+    pub fn len(&self) -> usize {
+        self.reader.metadata().file_metadata().num_rows().max(0) as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The next row group's rows; `None` after the last.
+    pub fn next_chunk(&mut self) -> Result<Option<Records>, DataError> {
+        if self.next_group >= self.reader.num_row_groups() {
+            return Ok(None);
+        }
+        let path = self.path.clone();
+        let first_record = (0..self.next_group)
+            .map(|g| self.reader.metadata().row_group(g).num_rows().max(0) as usize)
+            .sum::<usize>();
+        let group = self
+            .reader
+            .get_row_group(self.next_group)
+            .map_err(|e| perr(&path, e))?;
+        self.next_group += 1;
+        let rows = group.get_row_iter(None).map_err(|e| perr(&path, e))?;
+        let mut out = Records::empty(&self.info);
+        let mut labels = Some(Vec::new());
+        let p = &self.pos;
+        let layout = self.info.layout;
+        let k = layout.sample_len();
+        for (i, row) in rows.enumerate() {
+            let record = first_record + i;
+            let bad = |m: String| DataError::Record {
+                path: path.clone(),
+                record,
+                message: m,
+            };
+            let row = row.map_err(|e| perr(&path, e))?;
+            out.ids
+                .push(row.get_long(p.id).map_err(|e| bad(e.to_string()))? as u64);
+            out.splits.push(
+                match row
+                    .get_string(p.split)
+                    .map_err(|e| bad(e.to_string()))?
+                    .as_str()
+                {
+                    "train" => Split::Train,
+                    "test" => Split::Test,
+                    other => return Err(bad(format!("unknown split `{other}`"))),
+                },
+            );
+            match p.label.map(|l| row.get_int(l)) {
+                Some(Ok(l)) if l >= 0 => labels.as_mut().map(|v| v.push(l as u32)),
+                _ => labels.take().map(|_| ()),
+            };
+            match &mut out.samples {
+                Samples::U8 { data, .. } => {
+                    let img = row.get_bytes(p.sample).map_err(|e| bad(e.to_string()))?;
+                    if img.len() != k {
+                        return Err(bad(format!(
+                            "image has {} bytes, expected {k} ({})",
+                            img.len(),
+                            layout.describe()
+                        )));
+                    }
+                    data.extend_from_slice(img.data());
+                }
+                Samples::F32 { data, .. } => {
+                    let list = row.get_list(p.sample).map_err(|e| bad(e.to_string()))?;
+                    if list.len() != k {
+                        return Err(bad(format!(
+                            "feature vector has {} values, expected {k}",
+                            list.len()
+                        )));
+                    }
+                    for j in 0..k {
+                        data.push(list.get_float(j).map_err(|e| bad(e.to_string()))?);
+                    }
+                }
+            }
+            if let (Some(v), Some(c)) = (&mut out.paths, p.path) {
+                v.push(row.get_string(c).map_err(|e| bad(e.to_string()))?.clone());
+            }
+            if let (Some(v), Some((h, w))) = (&mut out.source_sizes, p.sizes) {
+                let h = row.get_int(h).map_err(|e| bad(e.to_string()))?;
+                let w = row.get_int(w).map_err(|e| bad(e.to_string()))?;
+                v.push((h.max(0) as u32, w.max(0) as u32));
+            }
+            for (col, &c) in out.meta.iter_mut().zip(&p.meta) {
+                col.push(row.get_string(c).map_err(|e| bad(e.to_string()))?.clone());
+            }
+        }
+        out.labels = if self.info.labelled { labels } else { None };
+        Ok(Some(out))
+    }
+}
+
+/// Reads a whole dataset file (any layout).
+pub fn read_records(path: &Path) -> Result<(DatasetInfo, Records), DataError> {
+    let mut reader = DatasetReader::open(path)?;
+    let info = reader.info().clone();
+    let mut all = Records::empty(&info);
+    while let Some(chunk) = reader.next_chunk()? {
+        all.append(chunk).map_err(|m| DataError::file(path, m))?;
+    }
+    Ok((info, all))
+}
+
+/// Writes a whole dataset as one row group.
+pub fn write_records(path: &Path, info: &DatasetInfo, records: &Records) -> Result<(), DataError> {
+    let mut w = DatasetWriter::create(path, info)?;
+    w.write(records)?;
+    w.finish().map(|_| ())
+}
+
+/// Write an image dataset to `path`.
+pub fn write_dataset(ds: &Dataset, path: &Path) -> Result<(), DataError> {
+    let (info, records) = ds.clone().into_records();
+    write_records(path, &info, &records)
+}
+
+/// Read an image dataset (written by [`write_dataset`] or by the ingest/curate stages). A
+/// dataset of feature vectors is a clear error: the stages that read this form (augment,
+/// pretrain, probe) work on images.
+pub fn read_dataset(path: &Path) -> Result<Dataset, DataError> {
+    let (info, records) = read_records(path)?;
+    Dataset::from_records(records).ok_or_else(|| {
+        DataError::file(
+            path,
+            format!(
+                "the dataset holds {} (tabular data), not images; image augmentations cannot \
+                 apply to it, and augment, pretrain and probe read image datasets only",
+                info.layout.describe()
+            ),
+        )
+    })
 }
 
 /// Write per-row embeddings `(n, d)` with ids, splits and labels.
@@ -205,7 +619,7 @@ pub fn write_embeddings(
         splits,
         labels,
         |cw| match cw {
-            parquet::column::writer::ColumnWriter::FloatColumnWriter(w) => w.write_batch(emb, Some(&def), Some(&rep)),
+            ColumnWriter::FloatColumnWriter(w) => w.write_batch(emb, Some(&def), Some(&rep)),
             _ => Err(parquet::errors::ParquetError::General("embedding column has the wrong type".into())),
         },
     )
@@ -233,6 +647,65 @@ mod tests {
         assert_eq!(read_dataset(&p).unwrap(), ds);
     }
 
+    fn feature_records() -> (DatasetInfo, Records) {
+        let info = DatasetInfo {
+            layout: Layout::Features { dim: 3 },
+            labelled: true,
+            classes: Some(vec!["cat".into(), "dog".into()]),
+            paths: true,
+            source_sizes: true,
+            meta: vec!["camera".into(), "site id".into()],
+        };
+        let records = Records {
+            ids: vec![0, 1],
+            splits: vec![Split::Test, Split::Train],
+            labels: Some(vec![1, 0]),
+            samples: Samples::F32 {
+                dim: 3,
+                data: vec![0.5, -1.0, 2.0, 3.0, 4.0, 5.5],
+            },
+            paths: Some(vec!["a/x.png".into(), "b/y.png".into()]),
+            source_sizes: Some(vec![(10, 20), (30, 40)]),
+            meta: vec![
+                vec!["nikon".into(), "".into()],
+                vec!["s1".into(), "s2".into()],
+            ],
+        };
+        (info, records)
+    }
+
+    #[test]
+    fn records_round_trip_in_row_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.parquet");
+        let (info, records) = feature_records();
+        let mut w = DatasetWriter::create(&p, &info).unwrap();
+        w.write(&records.select(&[0])).unwrap();
+        w.write(&Records::empty(&info)).unwrap();
+        w.write(&records.select(&[1])).unwrap();
+        assert_eq!(w.finish().unwrap(), 2);
+        let mut r = DatasetReader::open(&p).unwrap();
+        assert_eq!(r.info(), &info);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r.next_chunk().unwrap().unwrap(), records.select(&[0]));
+        assert_eq!(r.next_chunk().unwrap().unwrap(), records.select(&[1]));
+        assert!(r.next_chunk().unwrap().is_none());
+        assert_eq!(read_records(&p).unwrap(), (info, records));
+    }
+
+    #[test]
+    fn feature_datasets_are_not_image_datasets() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.parquet");
+        let (info, records) = feature_records();
+        write_records(&p, &info, &records).unwrap();
+        let e = read_dataset(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("feature vectors of dimension 3") && e.contains("not images"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn embeddings_are_readable_lists() {
         let dir = tempfile::tempdir().unwrap();
@@ -254,7 +727,6 @@ mod tests {
             .collect();
         assert_eq!(rows.len(), 2);
         let l = rows[1].get_list(3).unwrap();
-        use parquet::record::ListAccessor;
         assert_eq!(
             (l.len(), l.get_float(0).unwrap(), l.get_float(2).unwrap()),
             (3, 3.5, 5.5)

@@ -102,9 +102,7 @@ impl Graph {
         }
         let (oh, ow) = s.out_hw(g.height, g.width);
         let cols = im2col_host(&x.to_vec(), g, s);
-        let out =
-            self.dev
-                .tensor_from_vec_2d(cols, g.batch * oh * ow, s.kernel * s.kernel * g.channels);
+        let out = self.host_tensor(cols, g.batch * oh * ow, s.kernel * s.kernel * g.channels);
         Ok(self.custom(&[x], out, move |g_out| {
             vec![Some(col2im_host(&g_out, g, s))]
         }))
@@ -128,7 +126,7 @@ impl Graph {
                 *o += x / group as f32;
             }
         }
-        let t = self.dev.tensor_from_vec_2d(out, b, c);
+        let t = self.host_tensor(out, b, c);
         Ok(self.custom(&[x], t, move |g_out| {
             let mut g_in = vec![0f32; r * c];
             for (i, row) in g_in.chunks_mut(c).enumerate() {
@@ -138,17 +136,6 @@ impl Graph {
             }
             vec![Some(g_in)]
         }))
-    }
-}
-
-trait FromVec2d {
-    fn tensor_from_vec_2d(&self, v: Vec<f32>, r: usize, c: usize) -> super::T2;
-}
-
-impl FromVec2d for super::Dev {
-    fn tensor_from_vec_2d(&self, v: Vec<f32>, r: usize, c: usize) -> super::T2 {
-        use dfdx::tensor::TensorFromVec;
-        self.tensor_from_vec(v, (r, c))
     }
 }
 

@@ -153,6 +153,11 @@ impl Graph {
         }
     }
 
+    /// A tensor on the graph's device from row-major host values (shape checked by callers).
+    pub(crate) fn host_tensor(&self, v: Vec<f32>, rows: usize, cols: usize) -> T2 {
+        self.dev.tensor_from_vec(v, (rows, cols))
+    }
+
     /// Whether ops are being recorded for backward.
     pub fn records(&self) -> bool {
         self.tape.is_some()
@@ -239,6 +244,10 @@ impl Graph {
     }
     pub fn relu(&mut self, a: &Tensor) -> Result<Tensor> {
         record!(self, [a], a.relu())
+    }
+    /// GELU (tanh approximation).
+    pub fn gelu(&mut self, a: &Tensor) -> Result<Tensor> {
+        record!(self, [a], a.fast_gelu())
     }
     pub fn square(&mut self, a: &Tensor) -> Result<Tensor> {
         record!(self, [a], a.square())

@@ -11,6 +11,7 @@
 //! order and keys gradients by tensor id, so fan-out, dead branches and parameters used in
 //! several places all get correct gradients.
 
+pub mod attention;
 pub mod conv;
 pub mod graph;
 pub mod io;

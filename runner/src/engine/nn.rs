@@ -9,6 +9,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use super::attention::AttnShape;
 use super::conv::{ConvSpec, Geometry};
 use super::graph::Axis2;
 use super::{shape_err, Engine, Graph, Result, Tensor};
@@ -390,6 +391,16 @@ pub enum EncoderSpec {
         embed_dim: usize,
         batch_norm: bool,
     },
+    /// Vision transformer: `patch x patch` patches embedded to `dim`, `depth` pre-norm blocks
+    /// with `heads` attention heads, CLS-token or mean pooling, a linear head to `embed_dim`.
+    Vit {
+        patch: usize,
+        dim: usize,
+        depth: usize,
+        heads: usize,
+        cls_token: bool,
+        embed_dim: usize,
+    },
 }
 
 impl EncoderSpec {
@@ -397,7 +408,8 @@ impl EncoderSpec {
         match self {
             EncoderSpec::Mlp { embed_dim, .. }
             | EncoderSpec::ConvNet { embed_dim, .. }
-            | EncoderSpec::ResNet { embed_dim, .. } => *embed_dim,
+            | EncoderSpec::ResNet { embed_dim, .. }
+            | EncoderSpec::Vit { embed_dim, .. } => *embed_dim,
         }
     }
 }
@@ -465,12 +477,204 @@ impl ResBlock {
     }
 }
 
+/// Layer norm with a learned scale and shift.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct LayerNorm {
+    gamma: Pid,
+    beta: Pid,
+}
+
+impl LayerNorm {
+    pub fn new(e: &Engine, ps: &mut ParamStore, name: &str, features: usize) -> LayerNorm {
+        LayerNorm {
+            gamma: ps.add(
+                format!("{name}.gamma"),
+                e.full(1.0, 1, features),
+                ParamKind::NoDecay,
+            ),
+            beta: ps.add(
+                format!("{name}.beta"),
+                e.zeros(1, features),
+                ParamKind::NoDecay,
+            ),
+        }
+    }
+    pub fn forward(&self, ps: &ParamStore, g: &mut Graph, x: &Tensor) -> Result<Tensor> {
+        let n = g.layer_norm_rows(x, 1e-6)?;
+        let n = g.mul(&n, ps.get(self.gamma))?;
+        g.add(&n, ps.get(self.beta))
+    }
+}
+
+/// A pre-norm transformer block: `x + Attn(LN(x))`, then `x + MLP(LN(x))` (GELU, 2x width).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransformerBlock {
+    ln1: LayerNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    ln2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    heads: usize,
+}
+
+impl TransformerBlock {
+    pub fn new(
+        e: &Engine,
+        ps: &mut ParamStore,
+        init: &mut Init,
+        name: &str,
+        dim: usize,
+        heads: usize,
+    ) -> TransformerBlock {
+        let mut lin =
+            |n: &str, i: usize, o: usize| Linear::new(e, ps, init, &format!("{name}.{n}"), i, o);
+        let (q, k, v, o) = (
+            lin("q", dim, dim),
+            lin("k", dim, dim),
+            lin("v", dim, dim),
+            lin("o", dim, dim),
+        );
+        let (fc1, fc2) = (lin("fc1", dim, 2 * dim), lin("fc2", 2 * dim, dim));
+        let ln1 = LayerNorm::new(e, ps, &format!("{name}.ln1"), dim);
+        let ln2 = LayerNorm::new(e, ps, &format!("{name}.ln2"), dim);
+        TransformerBlock {
+            ln1,
+            q,
+            k,
+            v,
+            o,
+            ln2,
+            fc1,
+            fc2,
+            heads,
+        }
+    }
+
+    /// `x`: `(batch · tokens, dim)`.
+    pub fn forward(
+        &self,
+        ps: &ParamStore,
+        g: &mut Graph,
+        x: &Tensor,
+        batch: usize,
+        tokens: usize,
+    ) -> Result<Tensor> {
+        let a = self.ln1.forward(ps, g, x)?;
+        let (q, k, v) = (
+            self.q.forward(ps, g, &a)?,
+            self.k.forward(ps, g, &a)?,
+            self.v.forward(ps, g, &a)?,
+        );
+        let att = g.attention(
+            &q,
+            &k,
+            &v,
+            AttnShape {
+                batch,
+                tokens,
+                heads: self.heads,
+            },
+        )?;
+        let att = self.o.forward(ps, g, &att)?;
+        let x = g.add(x, &att)?;
+        let m = self.ln2.forward(ps, g, &x)?;
+        let m = self.fc1.forward(ps, g, &m)?;
+        let m = g.gelu(&m)?;
+        let m = self.fc2.forward(ps, g, &m)?;
+        g.add(&x, &m)
+    }
+}
+
+/// The vision transformer encoder (see [`EncoderSpec::Vit`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Vit {
+    patch: usize,
+    tokens: usize,
+    embed: Linear,
+    pos: Pid,
+    cls: Option<Pid>,
+    blocks: Vec<TransformerBlock>,
+    norm: LayerNorm,
+    head: Linear,
+}
+
+impl Vit {
+    /// Patch tokens `(B·T, dim)` with position embeddings added.
+    pub fn tokens(
+        &self,
+        ps: &ParamStore,
+        g: &mut Graph,
+        x: &Tensor,
+        input: InputShape,
+    ) -> Result<Tensor> {
+        let (b, _) = x.shape();
+        let hwc = g.chw_to_hwc(x, input)?;
+        let geo = Geometry {
+            batch: b,
+            height: input.height,
+            width: input.width,
+            channels: input.channels,
+        };
+        let patches = g.im2col(
+            &hwc,
+            geo,
+            ConvSpec {
+                kernel: self.patch,
+                stride: self.patch,
+                padding: 0,
+            },
+        )?;
+        let tok = self.embed.forward(ps, g, &patches)?;
+        let pos = g.tile_rows(ps.get(self.pos), b)?;
+        g.add(&tok, &pos)
+    }
+
+    /// Run the blocks on `(B·T', dim)` tokens (T' = tokens per sample) and pool to `(B, embed)`.
+    pub fn encode_tokens(
+        &self,
+        ps: &ParamStore,
+        g: &mut Graph,
+        tok: &Tensor,
+        batch: usize,
+        per_sample: usize,
+    ) -> Result<Tensor> {
+        let (mut h, t) = match self.cls {
+            Some(cls) => {
+                // [cls; tokens of sample 0; cls; tokens of sample 1; ...]
+                let c = g.tile_rows(ps.get(cls), batch)?;
+                let both = g.concat(&c, tok, Axis2::Rows)?;
+                let idx: Vec<usize> = (0..batch)
+                    .flat_map(|b| {
+                        std::iter::once(b)
+                            .chain((0..per_sample).map(move |i| batch + b * per_sample + i))
+                    })
+                    .collect();
+                (g.select_rows(&both, &idx)?, per_sample + 1)
+            }
+            None => (tok.clone(), per_sample),
+        };
+        for block in &self.blocks {
+            h = block.forward(ps, g, &h, batch, t)?;
+        }
+        let h = self.norm.forward(ps, g, &h)?;
+        let pooled = match self.cls {
+            Some(_) => g.select_rows(&h, &(0..batch).map(|b| b * t).collect::<Vec<_>>())?,
+            None => g.mean_row_groups(&h, t)?,
+        };
+        self.head.forward(ps, g, &pooled)
+    }
+}
+
 /// An encoder: maps `(batch, C·H·W)` inputs (channel-major images) to `(batch, embed_dim)`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Encoder {
     Mlp(Mlp),
     ConvNet(ConvNet),
     ResNet(ResNet),
+    Vit(Vit),
 }
 
 impl Encoder {
@@ -576,6 +780,75 @@ impl Encoder {
                     head,
                 }))
             }
+            EncoderSpec::Vit {
+                patch,
+                dim,
+                depth,
+                heads,
+                cls_token,
+                embed_dim,
+            } => {
+                if *patch == 0 || input.height % patch != 0 || input.width % patch != 0 {
+                    return Err(shape_err(
+                        "vit",
+                        format!(
+                            "patch size {patch} does not divide the {}x{} input",
+                            input.height, input.width
+                        ),
+                    ));
+                }
+                if *heads == 0 || dim % heads != 0 {
+                    return Err(shape_err(
+                        "vit",
+                        format!("dim {dim} is not divisible by {heads} heads"),
+                    ));
+                }
+                let tokens = (input.height / patch) * (input.width / patch);
+                let embed = Linear::new(
+                    e,
+                    ps,
+                    init,
+                    "encoder.patch_embed",
+                    patch * patch * input.channels,
+                    *dim,
+                );
+                let pos = ps.add(
+                    "encoder.pos_embed".into(),
+                    init.uniform(e, tokens, *dim, 0.02),
+                    ParamKind::NoDecay,
+                );
+                let cls = cls_token.then(|| {
+                    ps.add(
+                        "encoder.cls_token".into(),
+                        init.uniform(e, 1, *dim, 0.02),
+                        ParamKind::NoDecay,
+                    )
+                });
+                let blocks = (0..*depth)
+                    .map(|i| {
+                        TransformerBlock::new(
+                            e,
+                            ps,
+                            init,
+                            &format!("encoder.block{i}"),
+                            *dim,
+                            *heads,
+                        )
+                    })
+                    .collect();
+                let norm = LayerNorm::new(e, ps, "encoder.norm", *dim);
+                let head = Linear::new(e, ps, init, "encoder.head", *dim, *embed_dim);
+                Ok(Encoder::Vit(Vit {
+                    patch: *patch,
+                    tokens,
+                    embed,
+                    pos,
+                    cls,
+                    blocks,
+                    norm,
+                    head,
+                }))
+            }
         }
     }
 
@@ -629,6 +902,11 @@ impl Encoder {
                 let pooled = g.mean_row_groups(&h, geo.height * geo.width)?;
                 net.head.forward(ps, g, &pooled)
             }
+            Encoder::Vit(vit) => {
+                let (b, _) = x.shape();
+                let tok = vit.tokens(ps, g, x, input)?;
+                vit.encode_tokens(ps, g, &tok, b, vit.tokens)
+            }
         }
     }
 }
@@ -661,11 +939,7 @@ impl Graph {
             }
             out
         };
-        let y = dfdx::tensor::TensorFromVec::tensor_from_vec(
-            &self.dev,
-            perm(&x.to_vec(), false),
-            (b * hw, s.channels),
-        );
+        let y = self.host_tensor(perm(&x.to_vec(), false), b * hw, s.channels);
         Ok(self.custom(&[x], y, move |g| vec![Some(perm(&g, true))]))
     }
 }
@@ -703,6 +977,22 @@ mod tests {
                 embed_dim: 4,
                 batch_norm: true,
             },
+            EncoderSpec::Vit {
+                patch: 4,
+                dim: 8,
+                depth: 2,
+                heads: 2,
+                cls_token: true,
+                embed_dim: 4,
+            },
+            EncoderSpec::Vit {
+                patch: 4,
+                dim: 8,
+                depth: 2,
+                heads: 4,
+                cls_token: false,
+                embed_dim: 4,
+            },
         ];
         let batch = 6;
         let xs: Vec<f32> = (0..batch * input.len())
@@ -737,7 +1027,7 @@ mod tests {
                 &ps,
             );
             let mut losses = Vec::new();
-            for _ in 0..30 {
+            for _ in 0..60 {
                 let mut g = e.graph(true);
                 let out = enc.forward(&mut ps, &mut g, &x, input, true).unwrap();
                 assert_eq!(out.shape(), (batch, 4));
@@ -749,10 +1039,10 @@ mod tests {
                 opt.step(&mut ps, &mut grads, 0.01);
             }
             assert!(
-                losses[29] < 0.5 * losses[0],
+                losses[59] < 0.5 * losses[0],
                 "{spec:?}: loss {} -> {}",
                 losses[0],
-                losses[29]
+                losses[59]
             );
             // Eval mode uses running statistics and still gives the right shape.
             let mut g = e.graph(false);

@@ -18,7 +18,8 @@ use toml_edit::{ImDocument, Item, TableLike, Value};
 ///
 /// Displays as `error: <file>:<line>:<col>: <message>` (or
 /// `error: <file>: <message>` when no position is known), followed by
-/// `\n  help: <help>` when there is a hint.
+/// `\n  help: <help>` when there is a hint, and by `\n  see: <reference page>#<anchor>` when
+/// the error is about a key or a stage kind that the TOML reference documents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PipelineError {
     /// The pipeline file, as given by the caller; `--set` for a malformed override.
@@ -31,6 +32,9 @@ pub struct PipelineError {
     pub message: String,
     /// What to do about it (a did-you-mean, the accepted values, ...).
     pub help: Option<String>,
+    /// The section of the TOML reference that documents the key or stage kind involved,
+    /// e.g. `docs/reference/pretrain.md#optim`.
+    pub see: Option<String>,
 }
 
 impl PipelineError {
@@ -42,12 +46,19 @@ impl PipelineError {
             column: None,
             message: message.into(),
             help: None,
+            see: None,
         }
     }
 
     /// Sets (or clears) the help line.
     pub fn with_help(mut self, help: Option<String>) -> Self {
         self.help = help;
+        self
+    }
+
+    /// Sets (or clears) the `see:` line: a reference page section.
+    pub fn with_see(mut self, see: Option<String>) -> Self {
+        self.see = see;
         self
     }
 
@@ -71,6 +82,9 @@ impl fmt::Display for PipelineError {
         write!(f, ": {}", self.message)?;
         if let Some(help) = &self.help {
             write!(f, "\n  help: {help}")?;
+        }
+        if let Some(see) = &self.see {
+            write!(f, "\n  see: {see}")?;
         }
         Ok(())
     }
@@ -111,6 +125,86 @@ where
         .map(|s| format!("`{s}`"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Where the TOML reference lives, relative to the repository root.
+pub(crate) const REFERENCE_DIR: &str = "docs/reference";
+
+/// Stage keys whose values are tables or lists documented in a section of their own on the
+/// stage kind's reference page (the section's anchor is the key).
+pub(crate) const REFERENCE_SECTIONS: [&str; 12] = [
+    "source",
+    "split",
+    "near_duplicates",
+    "quality",
+    "fail_if",
+    "views",
+    "objective",
+    "model",
+    "optim",
+    "collapse",
+    "linear",
+    "knn",
+];
+
+/// Ingest formats with a section of their own (anchor: the format) on the ingest page.
+pub(crate) const REFERENCE_FORMATS: [&str; 4] = ["idx", "image_folder", "parquet", "csv"];
+
+/// The reference page and anchor that document the key at `path`, e.g. `("pretrain", "optim")`
+/// for `stages.ssl.optim.lr`. `kind` is the stage's `kind` as written and `format` its
+/// `source.format`, when the path is inside a stage that has them.
+///
+/// - the top level, `[pipeline]` and `[stages]`: `pipeline.md#top-level`, `#pipeline`, `#stages`;
+/// - a stage's `kind`, or any key of a stage whose kind is missing, unknown or not supported:
+///   `pipeline.md#stage-kinds`; `expect`: `pipeline.md#expect`;
+/// - keys of a stage of a supported kind: `<kind>.md#keys`, or the key's own section for the
+///   tables in [`REFERENCE_SECTIONS`] and any key nested in a table (`source` keys go to the
+///   section of their format).
+pub(crate) fn reference_section(
+    path: &[Seg],
+    kind: Option<&str>,
+    format: Option<&str>,
+) -> (String, String) {
+    let key = |i: usize| match path.get(i) {
+        Some(Seg::Key(k)) => Some(k.as_str()),
+        _ => None,
+    };
+    let at = |page: &str, anchor: &str| (page.to_string(), anchor.to_string());
+    match key(0) {
+        Some("stages") => {}
+        Some("pipeline") => return at("pipeline", "pipeline"),
+        _ => return at("pipeline", "top-level"),
+    }
+    let kind = kind
+        .and_then(super::types::StageKind::from_name)
+        .filter(|k| k.is_supported());
+    if path.len() == 1 {
+        return at("pipeline", "stages");
+    }
+    let Some(kind) = kind else {
+        return if path.len() == 2 {
+            at("pipeline", "stages")
+        } else {
+            at("pipeline", "stage-kinds")
+        };
+    };
+    let page = kind.as_str();
+    match key(2) {
+        None => at(page, "keys"),
+        Some("kind") => at("pipeline", "stage-kinds"),
+        Some("expect") => at("pipeline", "expect"),
+        Some("source") => match format.filter(|f| REFERENCE_FORMATS.contains(f)) {
+            Some(f) => at(page, f),
+            None => at(page, "source"),
+        },
+        Some(k) if REFERENCE_SECTIONS.contains(&k) || key(3).is_some() => at(page, k),
+        Some(_) => at(page, "keys"),
+    }
+}
+
+/// `docs/reference/<page>.md#<anchor>` for a [`reference_section`].
+pub(crate) fn reference_link((page, anchor): &(String, String)) -> String {
+    format!("{REFERENCE_DIR}/{page}.md#{anchor}")
 }
 
 /// One step of a TOML key path.
@@ -225,8 +319,18 @@ impl<'a> Source<'a> {
         PipelineError::new(self.file, message).with_help(help)
     }
 
-    /// An error pointing at the start of `span`.
+    /// An error pointing at the start of `span`, with a `see:` line for the key there.
     pub(crate) fn error_at(
+        &self,
+        span: &Range<usize>,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) -> PipelineError {
+        let see = self.path_at(span.start).map(|(path, _)| self.see(&path));
+        self.positioned(span, message, help).with_see(see)
+    }
+
+    fn positioned(
         &self,
         span: &Range<usize>,
         message: impl Into<String>,
@@ -242,17 +346,40 @@ impl<'a> Source<'a> {
         }
     }
 
-    /// An error pointing at the key `path` if it can be found, else with no position.
+    /// An error pointing at the key `path` if it can be found, else with no position; with a
+    /// `see:` line for that key either way.
     pub(crate) fn error_at_key(
         &self,
         path: &[Seg],
         message: impl Into<String>,
         help: Option<String>,
     ) -> PipelineError {
+        let see = Some(self.see(path));
         match self.key_span(path) {
-            Some(span) => self.error_at(&span, message, help),
+            Some(span) => self.positioned(&span, message, help),
             None => self.error(message, help),
         }
+        .with_see(see)
+    }
+
+    /// The `see:` line for the key at `path`: its section of the TOML reference.
+    pub(crate) fn see(&self, path: &[Seg]) -> String {
+        let stage = match path {
+            [Seg::Key(s), Seg::Key(name), ..] if s == "stages" => Some(name.as_str()),
+            _ => None,
+        };
+        let kind = stage.and_then(|n| self.str_at(&["stages", n, "kind"]));
+        let format = stage.and_then(|n| self.str_at(&["stages", n, "source", "format"]));
+        reference_link(&reference_section(path, kind, format))
+    }
+
+    /// The string value at a key path of the document, if there is one.
+    fn str_at(&self, keys: &[&str]) -> Option<&str> {
+        let mut item = self.doc()?.as_item();
+        for k in keys {
+            item = item.get(k)?;
+        }
+        item.as_str()
     }
 
     fn doc(&self) -> Option<&ImDocument<&'a str>> {
@@ -305,10 +432,12 @@ impl<'a> Source<'a> {
     pub(crate) fn toml_error(&self, err: &toml::de::Error) -> PipelineError {
         let hit = err.span().and_then(|s| self.path_at(s.start));
         let (message, help) = rewrite_message(err.message(), hit.as_ref());
+        let see = hit.as_ref().map(|(path, _)| self.see(path));
         match err.span() {
-            Some(span) => self.error_at(&span, message, help),
+            Some(span) => self.positioned(&span, message, help),
             None => self.error(message, help),
         }
+        .with_see(see)
     }
 }
 
@@ -529,6 +658,78 @@ mod tests {
         assert_eq!(e.to_string(), "error: p.toml:3:5: boom\n  help: try again");
         let e = PipelineError::new("--set", "bad");
         assert_eq!(e.to_string(), "error: --set: bad");
+    }
+
+    #[test]
+    fn see_line_after_help() {
+        let e = PipelineError::new("p.toml", "boom")
+            .with_help(Some("try again".into()))
+            .with_see(Some("docs/reference/pipeline.md#stages".into()));
+        assert_eq!(
+            e.to_string(),
+            "error: p.toml: boom\n  help: try again\n  see: docs/reference/pipeline.md#stages"
+        );
+    }
+
+    #[test]
+    fn reference_sections() {
+        let path = |s: &str| -> Vec<Seg> { s.split('.').map(Seg::key).collect() };
+        let see =
+            |p: &str, kind, format| reference_link(&reference_section(&path(p), kind, format));
+        assert_eq!(
+            see("seed", None, None),
+            "docs/reference/pipeline.md#top-level"
+        );
+        assert_eq!(
+            see("pipeline.seed", None, None),
+            "docs/reference/pipeline.md#pipeline"
+        );
+        assert_eq!(
+            see("stages", None, None),
+            "docs/reference/pipeline.md#stages"
+        );
+        assert_eq!(
+            see("stages.a", None, None),
+            "docs/reference/pipeline.md#stages"
+        );
+        assert_eq!(
+            see("stages.a", Some("probe"), None),
+            "docs/reference/probe.md#keys"
+        );
+        assert_eq!(
+            see("stages.a.kind", Some("pretrian"), None),
+            "docs/reference/pipeline.md#stage-kinds"
+        );
+        assert_eq!(
+            see("stages.a.epochs", Some("finetune"), None),
+            "docs/reference/pipeline.md#stage-kinds"
+        );
+        assert_eq!(
+            see("stages.a.expect.x.min", Some("probe"), None),
+            "docs/reference/pipeline.md#expect"
+        );
+        assert_eq!(
+            see("stages.a.epochs", Some("pretrain"), None),
+            "docs/reference/pretrain.md#keys"
+        );
+        assert_eq!(
+            see("stages.a.optim.lr", Some("pretrain"), None),
+            "docs/reference/pretrain.md#optim"
+        );
+        assert_eq!(
+            see("stages.a.source.images", Some("ingest"), Some("idx")),
+            "docs/reference/ingest.md#idx"
+        );
+        assert_eq!(
+            see("stages.a.source.format", Some("ingest"), Some("text")),
+            "docs/reference/ingest.md#source"
+        );
+        let mut drop = path("stages.a.drop");
+        drop.push(Seg::Index(1));
+        assert_eq!(
+            reference_link(&reference_section(&drop, Some("curate"), None)),
+            "docs/reference/curate.md#keys"
+        );
     }
 
     #[test]

@@ -53,12 +53,15 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+/// The candidate closest to a misspelt name (Jaro-Winkler ≥ 0.8), for did-you-mean help.
+pub(crate) use error::closest as closest_name;
 pub use error::PipelineError;
 pub use types::{
-    Arch, ArtifactKind, AugmentConfig, Augmentation, CollapseConfig, ConfigPath, Expectation,
-    IngestConfig, IngestSource, KnnConfig, LinearProbeConfig, ModelConfig, Objective, OptimConfig,
-    Optimizer, Pipeline, PretrainConfig, ProbeConfig, ProbeMethod, Schedule, Split, Stage,
-    StageConfig, StageKind,
+    Arch, ArtifactKind, AugmentConfig, Augmentation, CollapseConfig, ColorMode, ConfigPath,
+    CurateConfig, DropRule, Expectation, FailIf, FeatureColumns, FolderLabels, IngestConfig,
+    IngestSource, KnnConfig, LinearProbeConfig, ModelConfig, NearDuplicates, Objective, OnError,
+    OptimConfig, Optimizer, Pipeline, Pool, PretrainConfig, ProbeConfig, ProbeMethod, Quality,
+    Schedule, Split, Stage, StageConfig, StageKind,
 };
 
 /// Reads the pipeline file at `path`, applies `--set` overrides

@@ -104,6 +104,7 @@ pub(crate) struct RawStage {
 #[derive(Debug)]
 pub(crate) enum RawStageBody {
     Ingest(RawIngest),
+    Curate(RawCurate),
     Augment(RawAugment),
     Pretrain(Box<RawPretrain>),
     Probe(RawProbe),
@@ -130,7 +131,46 @@ pub(crate) struct RawIngest {
     pub source: toml::Table,
     pub split: Option<Tbl<RawSplit>>,
     pub limit: Option<Spanned<i64>>,
+    pub on_error: Option<Spanned<String>>,
+    /// A number or `[height, width]`; checked by hand.
+    pub resize: Option<Spanned<toml::Value>>,
+    pub color: Option<Spanned<String>>,
     pub expect: Option<RawExpect>,
+}
+
+/// `kind = "curate"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCurate {
+    #[allow(dead_code)]
+    pub kind: IgnoredAny,
+    pub input: Spanned<String>,
+    pub near_duplicates: Option<Tbl<RawNear>>,
+    pub quality: Option<Tbl<RawQuality>>,
+    pub metadata: Option<Spanned<Vec<Spanned<String>>>>,
+    pub drop: Option<Spanned<Vec<Spanned<String>>>>,
+    pub fail_if: Option<BTreeMap<Spanned<String>, Spanned<f64>>>,
+    pub max_listed: Option<Spanned<i64>>,
+    pub expect: Option<RawExpect>,
+}
+
+/// `near_duplicates = { .. }` in a curate stage.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNear {
+    pub enabled: Option<bool>,
+    pub max_distance: Option<Spanned<i64>>,
+    pub min_cosine: Option<Spanned<f64>>,
+}
+
+/// `quality = { .. }` in a curate stage.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawQuality {
+    pub blank_std: Option<Spanned<f64>>,
+    pub min_mean: Option<Spanned<f64>>,
+    pub max_mean: Option<Spanned<f64>>,
+    pub min_size: Option<Spanned<i64>>,
 }
 
 /// `split = { train = .., test = .. }`.
@@ -189,6 +229,11 @@ pub(crate) struct RawModel {
     pub hidden: Option<Spanned<Vec<Spanned<i64>>>>,
     pub width: Option<Spanned<i64>>,
     pub blocks: Option<Spanned<i64>>,
+    pub patch: Option<Spanned<i64>>,
+    pub dim: Option<Spanned<i64>>,
+    pub depth: Option<Spanned<i64>>,
+    pub heads: Option<Spanned<i64>>,
+    pub pool: Option<Spanned<String>>,
     pub embed_dim: Option<Spanned<i64>>,
     pub batch_norm: Option<bool>,
 }
@@ -327,6 +372,7 @@ impl<'de> DeserializeSeed<'de> for StageSeed {
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RawStageBody, D::Error> {
         Ok(match self.kind {
             StageKind::Ingest => RawStageBody::Ingest(Tbl::<RawIngest>::deserialize(d)?.0),
+            StageKind::Curate => RawStageBody::Curate(Tbl::<RawCurate>::deserialize(d)?.0),
             StageKind::Augment => RawStageBody::Augment(Tbl::<RawAugment>::deserialize(d)?.0),
             StageKind::Pretrain => {
                 RawStageBody::Pretrain(Box::new(Tbl::<RawPretrain>::deserialize(d)?.0))

@@ -10,22 +10,23 @@ use toml::Spanned;
 use super::error::{did_you_mean, list, PipelineError, Seg, Source};
 use super::graph::{self, Node};
 use super::raw::{
-    RawAugment, RawDoc, RawExpect, RawHead, RawIngest, RawModel, RawOptim, RawPipeline,
+    RawAugment, RawCurate, RawDoc, RawExpect, RawHead, RawIngest, RawModel, RawOptim, RawPipeline,
     RawPretrain, RawProbe, RawStageBody,
 };
 use super::types::{
-    Arch, ArtifactKind, AugmentConfig, Augmentation, CollapseConfig, ConfigPath, Expectation,
-    IngestConfig, IngestSource, KnnConfig, LinearProbeConfig, ModelConfig, Objective, OptimConfig,
-    Optimizer, Pipeline, PretrainConfig, ProbeConfig, ProbeMethod, Schedule, Split, Stage,
-    StageConfig, StageKind,
+    Arch, ArtifactKind, AugmentConfig, Augmentation, CollapseConfig, ColorMode, ConfigPath,
+    CurateConfig, DropRule, Expectation, FailIf, FeatureColumns, FolderLabels, IngestConfig,
+    IngestSource, KnnConfig, LinearProbeConfig, ModelConfig, NearDuplicates, Objective, OnError,
+    OptimConfig, Optimizer, Pipeline, Pool, PretrainConfig, ProbeConfig, ProbeMethod, Quality,
+    Schedule, Split, Stage, StageConfig, StageKind,
 };
 
 type Result<T> = std::result::Result<T, PipelineError>;
 
 /// Ingest formats this version reads.
-const FORMATS: [&str; 1] = ["idx"];
+const FORMATS: [&str; 4] = ["idx", "image_folder", "parquet", "csv"];
 /// Ingest formats that are planned but not yet readable.
-const PLANNED_FORMATS: [&str; 4] = ["image_folder", "parquet", "csv", "text"];
+const PLANNED_FORMATS: [&str; 1] = ["text"];
 
 const VIEWS_HELP: &str = "each view is a list of augmentations, e.g. \
     views = [[\"random_crop\"], [\"random_crop\", { name = \"gaussian_noise\", std = 0.1 }]]";
@@ -161,6 +162,12 @@ pub(crate) fn resolve(src: &Source<'_>, raw: RawDoc, file: &Path) -> Result<Pipe
                 StageKind::Ingest,
                 vec![],
                 StageConfig::Ingest(cx.ingest(b)?),
+                &b.expect,
+            ),
+            RawStageBody::Curate(b) => (
+                StageKind::Curate,
+                vec![("input", &b.input, ArtifactKind::Dataset)],
+                StageConfig::Curate(cx.curate(b)?),
                 &b.expect,
             ),
             RawStageBody::Augment(b) => (
@@ -496,9 +503,122 @@ impl StageCx<'_, '_, '_> {
         Ok((name, Value::Object(params)))
     }
 
-    fn ingest(&self, b: &RawIngest) -> Result<IngestConfig> {
-        let src_table = &b.source;
-        let format = match src_table.get("format") {
+    fn source_err(&self, key: &str, message: String, help: Option<String>) -> PipelineError {
+        self.err_key(&["source", key], message, help)
+    }
+
+    /// An optional non-empty string key of `source`.
+    fn source_str(&self, t: &toml::Table, key: &str) -> Result<Option<String>> {
+        let what = self.what(&format!("source.{key}"));
+        match t.get(key) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
+            Some(toml::Value::String(_)) => {
+                Err(self.source_err(key, format!("`{what}` must not be empty"), None))
+            }
+            Some(other) => Err(self.source_err(
+                key,
+                format!("`{what}` must be a string, found {}", toml_type(other)),
+                None,
+            )),
+        }
+    }
+
+    /// A required path key of `source`.
+    fn source_path(&self, t: &toml::Table, key: &str, help: &str) -> Result<ConfigPath> {
+        match self.source_str(t, key)? {
+            Some(s) => Ok(self.r.path(&s)),
+            None => Err(self.err_key(
+                &["source"],
+                format!("missing key `{key}` in [{}]", self.what("source")),
+                Some(help.to_string()),
+            )),
+        }
+    }
+
+    /// An optional list of distinct, non-empty column names.
+    fn source_names(&self, t: &toml::Table, key: &str) -> Result<Option<Vec<String>>> {
+        let what = self.what(&format!("source.{key}"));
+        let Some(v) = t.get(key) else {
+            return Ok(None);
+        };
+        let toml::Value::Array(items) = v else {
+            return Err(self.source_err(
+                key,
+                format!(
+                    "`{what}` must be an array of column names, found {}",
+                    toml_type(v)
+                ),
+                Some(format!("e.g. {key} = [\"a\", \"b\"]")),
+            ));
+        };
+        let mut out: Vec<String> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let at = |m: String| {
+                let mut p = self.segs(&["source", key]);
+                p.push(Seg::Index(i));
+                self.r.src.error_at_key(&p, m, None)
+            };
+            match item {
+                toml::Value::String(s) if !s.trim().is_empty() => {
+                    if out.contains(s) {
+                        return Err(at(format!("`{what}` lists column `{s}` twice")));
+                    }
+                    out.push(s.clone());
+                }
+                toml::Value::String(_) => return Err(at(format!("`{what}[{i}]` is empty"))),
+                other => {
+                    return Err(at(format!(
+                        "`{what}[{i}]` must be a column name (a string), found {}",
+                        toml_type(other)
+                    )))
+                }
+            }
+        }
+        Ok(Some(out))
+    }
+
+    fn check_source_keys(&self, t: &toml::Table, format: &str, keys: &[&str]) -> Result<()> {
+        for key in t.keys() {
+            if !keys.contains(&key.as_str()) {
+                let help = did_you_mean(key, keys.iter().copied()).unwrap_or_else(|| {
+                    format!(
+                        "format = \"{format}\" takes the keys {}",
+                        list(keys.iter().copied())
+                    )
+                });
+                return Err(self.source_err(
+                    key,
+                    format!("unknown key `{key}` in [{}]", self.what("source")),
+                    Some(help),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A column named in two roles (label and feature, ...) is an error.
+    fn distinct_roles(&self, roles: &[(&str, Vec<String>)]) -> Result<()> {
+        for (i, (a, names_a)) in roles.iter().enumerate() {
+            for (b, names_b) in &roles[i + 1..] {
+                if let Some(n) = names_a.iter().find(|n| names_b.contains(n)) {
+                    return Err(self.source_err(
+                        b,
+                        format!(
+                            "column `{n}` is named both in `{}` and in `{}`",
+                            self.what(&format!("source.{a}")),
+                            self.what(&format!("source.{b}"))
+                        ),
+                        Some("a column can have only one role".into()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn source(&self, t: &toml::Table) -> Result<IngestSource> {
+        let format = match t.get("format") {
             None => {
                 return Err(self.err_key(
                     &["source"],
@@ -508,8 +628,8 @@ impl StageCx<'_, '_, '_> {
             }
             Some(toml::Value::String(s)) => s.as_str(),
             Some(other) => {
-                return Err(self.err_key(
-                    &["source", "format"],
+                return Err(self.source_err(
+                    "format",
                     format!(
                         "`{}` must be a string, found {}",
                         self.what("source.format"),
@@ -520,71 +640,225 @@ impl StageCx<'_, '_, '_> {
             }
         };
         if PLANNED_FORMATS.contains(&format) {
-            return Err(self.err_key(
-                &["source", "format"],
+            return Err(self.source_err(
+                "format",
                 format!("ingest format `{format}` is not yet supported"),
-                Some(format!(
-                    "this version of pretext reads {} only",
-                    list(FORMATS)
-                )),
+                Some(format!("this version of pretext reads {}", list(FORMATS))),
             ));
         }
-        if !FORMATS.contains(&format) {
-            let all = FORMATS.iter().chain(PLANNED_FORMATS.iter()).copied();
-            let help = did_you_mean(format, all)
-                .unwrap_or_else(|| format!("supported formats: {}", list(FORMATS)));
-            return Err(self.err_key(
-                &["source", "format"],
-                format!("unknown ingest format `{format}`"),
-                Some(help),
-            ));
-        }
-        // format = "idx"
-        const IDX_KEYS: [&str; 3] = ["format", "images", "labels"];
-        for key in src_table.keys() {
-            if !IDX_KEYS.contains(&key.as_str()) {
-                let help = did_you_mean(key, IDX_KEYS)
-                    .unwrap_or_else(|| format!("expected one of {}", list(IDX_KEYS)));
-                return Err(self.err_key(
-                    &["source", key],
-                    format!("unknown key `{key}` in [{}]", self.what("source")),
+        match format {
+            "idx" => {
+                self.check_source_keys(t, format, &["format", "images", "labels"])?;
+                Ok(IngestSource::Idx {
+                    images: self.source_path(
+                        t,
+                        "images",
+                        "`images` is the IDX images file, relative to the pipeline file",
+                    )?,
+                    labels: self.source_path(
+                        t,
+                        "labels",
+                        "`labels` is the IDX labels file, relative to the pipeline file",
+                    )?,
+                })
+            }
+            "image_folder" => {
+                self.check_source_keys(t, format, &["format", "path", "labels"])?;
+                let path = self.source_path(
+                    t,
+                    "path",
+                    "`path` is the folder of images, relative to the pipeline file",
+                )?;
+                const LABELS: [&str; 2] = ["none", "folders"];
+                let labels = match self.source_str(t, "labels")?.as_deref() {
+                    None | Some("none") => FolderLabels::None,
+                    Some("folders") => FolderLabels::Folders,
+                    Some(other) => {
+                        let help = did_you_mean(other, LABELS)
+                            .unwrap_or_else(|| format!("expected one of {}", list(LABELS)));
+                        return Err(self.source_err(
+                            "labels",
+                            format!("unknown image-folder labels `{other}`"),
+                            Some(help),
+                        ));
+                    }
+                };
+                Ok(IngestSource::ImageFolder { path, labels })
+            }
+            "parquet" => {
+                const KEYS: [&str; 7] = [
+                    "format", "path", "image", "features", "label", "meta", "shape",
+                ];
+                self.check_source_keys(t, format, &KEYS)?;
+                let path = self.source_path(
+                    t,
+                    "path",
+                    "`path` is the parquet file, relative to the pipeline file",
+                )?;
+                let image = self.source_str(t, "image")?;
+                let features = match t.get("features") {
+                    None => None,
+                    Some(toml::Value::String(_)) => {
+                        self.source_str(t, "features")?.map(FeatureColumns::List)
+                    }
+                    Some(_) => match self.source_names(t, "features")? {
+                        Some(v) if v.is_empty() => {
+                            return Err(self.source_err(
+                                "features",
+                                format!("`{}` lists no columns", self.what("source.features")),
+                                None,
+                            ))
+                        }
+                        v => v.map(FeatureColumns::Columns),
+                    },
+                };
+                const SAMPLES_HELP: &str = "set `image = \"<column>\"` for a column of image bytes, or `features = \"<column>\"` for a list column (or `features = [\"a\", \"b\"]` for numeric columns)";
+                match (&image, &features) {
+                    (None, None) => {
+                        return Err(self.err_key(
+                            &["source"],
+                            format!("[{}] names no sample column", self.what("source")),
+                            Some(SAMPLES_HELP.into()),
+                        ))
+                    }
+                    (Some(_), Some(_)) => {
+                        return Err(self.source_err(
+                            "features",
+                            format!(
+                                "`{}` and `{}` cannot both be set",
+                                self.what("source.image"),
+                                self.what("source.features")
+                            ),
+                            Some("a dataset holds either images or feature vectors".into()),
+                        ))
+                    }
+                    _ => {}
+                }
+                let label = self.source_str(t, "label")?;
+                let meta = self.source_names(t, "meta")?.unwrap_or_default();
+                let shape = match t.get("shape") {
+                    None => None,
+                    Some(_) if image.is_none() => {
+                        return Err(self.source_err(
+                            "shape",
+                            format!(
+                                "`{}` only applies with `image`",
+                                self.what("source.shape")
+                            ),
+                            Some("`shape` is the [channels, height, width] of raw pixel bytes".into()),
+                        ))
+                    }
+                    Some(toml::Value::Array(a))
+                        if a.len() == 3
+                            && a.iter().all(|v| {
+                                v.as_integer().is_some_and(|x| (1..=65535).contains(&x))
+                            }) =>
+                    {
+                        let d: Vec<usize> =
+                            a.iter().filter_map(|v| v.as_integer()).map(|x| x as usize).collect();
+                        Some([d[0], d[1], d[2]])
+                    }
+                    Some(_) => {
+                        return Err(self.source_err(
+                            "shape",
+                            format!(
+                                "`{}` must be [channels, height, width], three integers from 1 to 65535",
+                                self.what("source.shape")
+                            ),
+                            Some("e.g. shape = [1, 28, 28]".into()),
+                        ))
+                    }
+                };
+                let mut roles = vec![("label", label.iter().cloned().collect())];
+                match &features {
+                    Some(FeatureColumns::Columns(c)) => roles.push(("features", c.clone())),
+                    Some(FeatureColumns::List(c)) => roles.push(("features", vec![c.clone()])),
+                    None => {}
+                }
+                roles.push(("image", image.iter().cloned().collect()));
+                roles.push(("meta", meta.clone()));
+                self.distinct_roles(&roles)?;
+                Ok(IngestSource::Parquet {
+                    path,
+                    image,
+                    features,
+                    label,
+                    meta,
+                    shape,
+                })
+            }
+            "csv" => {
+                const KEYS: [&str; 6] =
+                    ["format", "path", "features", "label", "meta", "delimiter"];
+                self.check_source_keys(t, format, &KEYS)?;
+                let path = self.source_path(
+                    t,
+                    "path",
+                    "`path` is the CSV file, relative to the pipeline file",
+                )?;
+                let features = self.source_names(t, "features")?;
+                if features.as_ref().is_some_and(Vec::is_empty) {
+                    return Err(self.source_err(
+                        "features",
+                        format!("`{}` lists no columns", self.what("source.features")),
+                        Some("leave `features` out to use every other column".into()),
+                    ));
+                }
+                let label = self.source_str(t, "label")?;
+                let meta = self.source_names(t, "meta")?.unwrap_or_default();
+                let delimiter = match t.get("delimiter") {
+                    None => ',',
+                    Some(toml::Value::String(d))
+                        if d.chars().count() == 1
+                            && d.is_ascii()
+                            && !matches!(d.as_str(), "\"" | "\n" | "\r") =>
+                    {
+                        d.chars().next().unwrap_or(',')
+                    }
+                    Some(other) => {
+                        let found = match other {
+                            toml::Value::String(s) => format!("{s:?}"),
+                            v => toml_type(v).to_string(),
+                        };
+                        return Err(self.source_err(
+                            "delimiter",
+                            format!(
+                                "`{}` must be one ASCII character, found {found}",
+                                self.what("source.delimiter")
+                            ),
+                            Some("e.g. delimiter = \";\" or delimiter = \"\\t\"".into()),
+                        ));
+                    }
+                };
+                let roles = vec![
+                    ("label", label.iter().cloned().collect()),
+                    ("features", features.clone().unwrap_or_default()),
+                    ("meta", meta.clone()),
+                ];
+                self.distinct_roles(&roles)?;
+                Ok(IngestSource::Csv {
+                    path,
+                    features,
+                    label,
+                    meta,
+                    delimiter,
+                })
+            }
+            _ => {
+                let all = FORMATS.iter().chain(PLANNED_FORMATS.iter()).copied();
+                let help = did_you_mean(format, all)
+                    .unwrap_or_else(|| format!("supported formats: {}", list(FORMATS)));
+                Err(self.source_err(
+                    "format",
+                    format!("unknown ingest format `{format}`"),
                     Some(help),
-                ));
+                ))
             }
         }
-        let file = |key: &str| -> Result<ConfigPath> {
-            match src_table.get(key) {
-                None => Err(self.err_key(
-                    &["source"],
-                    format!("missing key `{key}` in [{}]", self.what("source")),
-                    Some(format!(
-                        "`{key}` is the IDX {key} file, relative to the pipeline file"
-                    )),
-                )),
-                Some(toml::Value::String(s)) if !s.trim().is_empty() => Ok(self.r.path(s)),
-                Some(toml::Value::String(_)) => Err(self.err_key(
-                    &["source", key],
-                    format!(
-                        "`{}` must not be empty",
-                        self.what(&format!("source.{key}"))
-                    ),
-                    None,
-                )),
-                Some(other) => Err(self.err_key(
-                    &["source", key],
-                    format!(
-                        "`{}` must be a string, found {}",
-                        self.what(&format!("source.{key}")),
-                        toml_type(other)
-                    ),
-                    None,
-                )),
-            }
-        };
-        let source = IngestSource::Idx {
-            images: file("images")?,
-            labels: file("labels")?,
-        };
+    }
+
+    fn ingest(&self, b: &RawIngest) -> Result<IngestConfig> {
+        let source = self.source(&b.source)?;
 
         let split = match &b.split {
             None => Split {
@@ -633,10 +907,262 @@ impl StageCx<'_, '_, '_> {
             .as_ref()
             .map(|v| self.r.int(v, &self.what("limit"), 1, None))
             .transpose()?;
+        const ON_ERROR: [&str; 2] = ["fail", "skip"];
+        let on_error = match b.on_error.as_ref().map(|v| (v, v.get_ref().as_str())) {
+            None | Some((_, "fail")) => OnError::Fail,
+            Some((_, "skip")) => OnError::Skip,
+            Some((v, other)) => {
+                let help = did_you_mean(other, ON_ERROR)
+                    .unwrap_or_else(|| format!("expected one of {}", list(ON_ERROR)));
+                return Err(self.err_at(
+                    v,
+                    format!("unknown `{}` policy `{other}`", self.what("on_error")),
+                    Some(help),
+                ));
+            }
+        };
+        let images_only = |key: &str, span: std::ops::Range<usize>| {
+            self.r.src.error_at(
+                &span,
+                format!(
+                    "`{}` only applies to image sources (`idx`, `image_folder`, or `parquet` with `image`)",
+                    self.what(key)
+                ),
+                Some(format!("this source reads feature vectors; remove `{key}`")),
+            )
+        };
+        let resize = match &b.resize {
+            None => None,
+            Some(v) if !source.has_images() => return Err(images_only("resize", v.span())),
+            Some(v) => {
+                let side = |x: &toml::Value| {
+                    x.as_integer()
+                        .filter(|n| (1..=8192).contains(n))
+                        .map(|n| n as u32)
+                };
+                let size = match v.get_ref() {
+                    toml::Value::Integer(_) => side(v.get_ref()).map(|s| [s, s]),
+                    toml::Value::Array(a) if a.len() == 2 => {
+                        side(&a[0]).zip(side(&a[1])).map(|(h, w)| [h, w])
+                    }
+                    _ => None,
+                };
+                let Some(size) = size else {
+                    return Err(self.err_at(
+                        v,
+                        format!(
+                            "`{}` must be [height, width] or one number, each from 1 to 8192",
+                            self.what("resize")
+                        ),
+                        Some("e.g. resize = [64, 64] or resize = 64".into()),
+                    ));
+                };
+                Some(size)
+            }
+        };
+        const COLORS: [&str; 2] = ["grayscale", "rgb"];
+        let color = match &b.color {
+            None => None,
+            Some(v) if !source.has_images() => return Err(images_only("color", v.span())),
+            Some(v) => match v.get_ref().as_str() {
+                "grayscale" => Some(ColorMode::Grayscale),
+                "rgb" => Some(ColorMode::Rgb),
+                other => {
+                    let help = did_you_mean(other, COLORS)
+                        .unwrap_or_else(|| format!("expected one of {}", list(COLORS)));
+                    return Err(self.err_at(v, format!("unknown color `{other}`"), Some(help)));
+                }
+            },
+        };
         Ok(IngestConfig {
             source,
             split,
             limit,
+            on_error,
+            resize,
+            color,
+        })
+    }
+
+    fn curate(&self, b: &RawCurate) -> Result<CurateConfig> {
+        let near = b.near_duplicates.as_deref();
+        let near_duplicates = NearDuplicates {
+            enabled: near.and_then(|n| n.enabled).unwrap_or(true),
+            max_distance: self.int(
+                near.map_or(&None, |n| &n.max_distance),
+                "near_duplicates.max_distance",
+                0,
+                Some(32),
+                8,
+            )? as u32,
+            min_cosine: match near.and_then(|n| n.min_cosine.as_ref()) {
+                None => 0.995,
+                Some(v) => {
+                    let x = *v.get_ref();
+                    if !(x > 0.0 && x <= 1.0) {
+                        return Err(self.err_at(
+                            v,
+                            format!(
+                                "`{}` must be a number in (0, 1], found {x}",
+                                self.what("near_duplicates.min_cosine")
+                            ),
+                            None,
+                        ));
+                    }
+                    x
+                }
+            },
+        };
+        let q = b.quality.as_deref();
+        let unit = |v: &Option<Spanned<f64>>, key: &str, default: f64| -> Result<f64> {
+            match v {
+                None => Ok(default),
+                Some(v) => {
+                    let x = *v.get_ref();
+                    if !(0.0..=255.0).contains(&x) {
+                        return Err(self.err_at(
+                            v,
+                            format!(
+                                "`{}` must be a pixel value from 0 to 255, found {x}",
+                                self.what(key)
+                            ),
+                            None,
+                        ));
+                    }
+                    Ok(x)
+                }
+            }
+        };
+        let min_mean = unit(q.map_or(&None, |q| &q.min_mean), "quality.min_mean", 2.0)?;
+        let max_mean = unit(q.map_or(&None, |q| &q.max_mean), "quality.max_mean", 253.0)?;
+        if min_mean >= max_mean {
+            return Err(self.err_key(
+                &["quality"],
+                format!(
+                    "`{}` ({min_mean}) must be below `{}` ({max_mean})",
+                    self.what("quality.min_mean"),
+                    self.what("quality.max_mean")
+                ),
+                None,
+            ));
+        }
+        let quality = Quality {
+            blank_std: self.float(
+                q.map_or(&None, |q| &q.blank_std),
+                "quality.blank_std",
+                FloatRule::NonNegative,
+                1.0,
+            )?,
+            min_mean,
+            max_mean,
+            min_size: self.int(
+                q.map_or(&None, |q| &q.min_size),
+                "quality.min_size",
+                0,
+                Some(65535),
+                16,
+            )? as u32,
+        };
+        let metadata = match &b.metadata {
+            None => None,
+            Some(names) => {
+                let mut out: Vec<String> = Vec::new();
+                for n in names.get_ref() {
+                    if n.get_ref().trim().is_empty() {
+                        return Err(self.err_at(
+                            n,
+                            format!("`{}` has an empty column name", self.what("metadata")),
+                            None,
+                        ));
+                    }
+                    if out.contains(n.get_ref()) {
+                        return Err(self.err_at(
+                            n,
+                            format!("`{}` lists `{}` twice", self.what("metadata"), n.get_ref()),
+                            None,
+                        ));
+                    }
+                    out.push(n.get_ref().clone());
+                }
+                Some(out)
+            }
+        };
+        let drop = match &b.drop {
+            None => vec![DropRule::Duplicates, DropRule::LeakedTrain],
+            Some(items) => {
+                let names = DropRule::ALL.map(DropRule::as_str);
+                let mut out = Vec::new();
+                for item in items.get_ref() {
+                    let Some(rule) = DropRule::ALL
+                        .into_iter()
+                        .find(|r| r.as_str() == item.get_ref())
+                    else {
+                        let help = did_you_mean(item.get_ref(), names)
+                            .unwrap_or_else(|| format!("expected any of {}", list(names)));
+                        return Err(self.err_at(
+                            item,
+                            format!("unknown `{}` entry `{}`", self.what("drop"), item.get_ref()),
+                            Some(help),
+                        ));
+                    };
+                    if out.contains(&rule) {
+                        return Err(self.err_at(
+                            item,
+                            format!("`{}` lists `{}` twice", self.what("drop"), item.get_ref()),
+                            None,
+                        ));
+                    }
+                    out.push(rule);
+                }
+                if out.contains(&DropRule::LeakedTrain) && out.contains(&DropRule::LeakedTest) {
+                    return Err(self.err_at(
+                        items,
+                        format!(
+                            "`{}` has both `leaked_train` and `leaked_test`",
+                            self.what("drop")
+                        ),
+                        Some(
+                            "drop the train copy or the test copy of a leaked sample, not both"
+                                .into(),
+                        ),
+                    ));
+                }
+                out.sort();
+                out
+            }
+        };
+        let mut fail_if = Vec::new();
+        for (metric, bound) in b.fail_if.iter().flatten() {
+            let name = metric.get_ref();
+            if !CurateConfig::CHECKS.contains(&name.as_str()) {
+                let help = did_you_mean(name, CurateConfig::CHECKS).unwrap_or_else(|| {
+                    format!("`fail_if` can bound {}", list(CurateConfig::CHECKS))
+                });
+                return Err(self.err_at(
+                    metric,
+                    format!("`{}` names unknown check `{name}`", self.what("fail_if")),
+                    Some(help),
+                ));
+            }
+            let max = self.r.float(
+                bound,
+                &format!("stages.{}.fail_if.{name}", self.name),
+                FloatRule::NonNegative,
+            )?;
+            fail_if.push(FailIf {
+                metric: name.clone(),
+                max,
+            });
+        }
+        fail_if.sort_by(|a, b| a.metric.cmp(&b.metric));
+        let max_listed = self.int(&b.max_listed, "max_listed", 0, Some(1_000_000), 1000)? as usize;
+        Ok(CurateConfig {
+            near_duplicates,
+            quality,
+            metadata,
+            drop,
+            fail_if,
+            max_listed,
         })
     }
 
@@ -757,7 +1283,7 @@ impl StageCx<'_, '_, '_> {
                 batch_norm: true,
             });
         };
-        const ARCHS: [&str; 3] = ["mlp", "convnet", "resnet"];
+        const ARCHS: [&str; 4] = ["mlp", "convnet", "resnet", "vit"];
         let arch_name = m.arch.as_ref().map_or("mlp", |a| a.get_ref().as_str());
         let only_for = |key: &str, archs: &[&str], span: std::ops::Range<usize>| {
             let allowed: Vec<String> = archs.iter().map(|a| format!("\"{a}\"")).collect();
@@ -773,7 +1299,74 @@ impl StageCx<'_, '_, '_> {
                 )),
             )
         };
+        if arch_name != "vit" {
+            for (key, span) in [
+                ("patch", m.patch.as_ref().map(|v| v.span())),
+                ("dim", m.dim.as_ref().map(|v| v.span())),
+                ("depth", m.depth.as_ref().map(|v| v.span())),
+                ("heads", m.heads.as_ref().map(|v| v.span())),
+                ("pool", m.pool.as_ref().map(|v| v.span())),
+            ] {
+                if let Some(span) = span {
+                    return Err(only_for(key, &["vit"], span));
+                }
+            }
+        }
         let arch = match arch_name {
+            "vit" => {
+                for (key, span) in [
+                    ("hidden", m.hidden.as_ref().map(|v| v.span())),
+                    ("width", m.width.as_ref().map(|v| v.span())),
+                    ("blocks", m.blocks.as_ref().map(|v| v.span())),
+                ] {
+                    if let Some(span) = span {
+                        return Err(only_for(
+                            key,
+                            &[if key == "hidden" {
+                                "mlp"
+                            } else {
+                                "convnet\" or \"resnet"
+                            }],
+                            span,
+                        ));
+                    }
+                }
+                let dim = self.int(&m.dim, "model.dim", 1, None, 64)? as usize;
+                let heads = self.int(&m.heads, "model.heads", 1, None, 4)? as usize;
+                if dim % heads != 0 {
+                    let span = m
+                        .heads
+                        .as_ref()
+                        .or(m.dim.as_ref())
+                        .map(|v| v.span())
+                        .unwrap_or(0..0);
+                    return Err(self.r.src.error_at(
+                        &span,
+                        format!(
+                            "`{}` ({dim}) must be divisible by `heads` ({heads})",
+                            self.what("model.dim")
+                        ),
+                        Some("choose heads that divide dim, e.g. dim = 64, heads = 4".into()),
+                    ));
+                }
+                const POOLS: [&str; 2] = ["cls", "mean"];
+                let pool = match m.pool.as_ref().map(|p| (p, p.get_ref().as_str())) {
+                    None | Some((_, "cls")) => Pool::Cls,
+                    Some((_, "mean")) => Pool::Mean,
+                    Some((p, other)) => {
+                        let help = did_you_mean(other, POOLS)
+                            .unwrap_or_else(|| format!("supported: {}", list(POOLS)));
+                        return Err(self.err_at(p, format!("unknown pool `{other}`"), Some(help)));
+                    }
+                };
+                Arch::Vit {
+                    patch: self.int(&m.patch, "model.patch", 1, None, 7)? as usize,
+                    dim,
+                    depth: self.int(&m.depth, "model.depth", 1, Some(64), 4)? as usize,
+                    heads,
+                    pool,
+                }
+            }
             "mlp" => {
                 if let Some(w) = &m.width {
                     return Err(only_for("width", &["convnet", "resnet"], w.span()));

@@ -130,7 +130,9 @@ fn valid_minimal_pipeline_gets_defaults() {
     let StageConfig::Ingest(ingest) = &p.stages[0].config else {
         panic!()
     };
-    let IngestSource::Idx { images, labels } = &ingest.source;
+    let IngestSource::Idx { images, labels } = &ingest.source else {
+        panic!("not an IDX source: {:?}", ingest.source)
+    };
     assert_eq!(images.written, "data/images.idx");
     assert_eq!(images.resolved, dir.join("data/images.idx"));
     assert_eq!(labels.resolved, dir.join("data/labels.idx"));
@@ -240,7 +242,9 @@ fn valid_full_pipeline_keeps_every_value() {
     let StageConfig::Ingest(ingest) = &p.stage("data").unwrap().config else {
         panic!()
     };
-    let IngestSource::Idx { images, labels } = &ingest.source;
+    let IngestSource::Idx { images, labels } = &ingest.source else {
+        panic!("not an IDX source: {:?}", ingest.source)
+    };
     assert_eq!(images.written, "../datasets/mnist/images.idx");
     assert_eq!(
         images.resolved,

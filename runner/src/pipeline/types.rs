@@ -134,7 +134,7 @@ pub(crate) fn sort_keys(value: Value) -> Value {
 pub enum StageKind {
     /// Reads a dataset from disk.
     Ingest,
-    /// Filters a dataset (not yet supported).
+    /// Audits a dataset (duplicates, quality, balance, leakage) and writes a curated copy.
     Curate,
     /// Builds augmented views of a dataset.
     Augment,
@@ -164,8 +164,9 @@ impl StageKind {
     ];
 
     /// The kinds this version can run.
-    pub const SUPPORTED: [StageKind; 4] = [
+    pub const SUPPORTED: [StageKind; 5] = [
         StageKind::Ingest,
+        StageKind::Curate,
         StageKind::Augment,
         StageKind::Pretrain,
         StageKind::Probe,
@@ -261,6 +262,8 @@ impl ArtifactKind {
 pub enum StageConfig {
     /// `kind = "ingest"`.
     Ingest(IngestConfig),
+    /// `kind = "curate"`.
+    Curate(CurateConfig),
     /// `kind = "augment"`.
     Augment(AugmentConfig),
     /// `kind = "pretrain"`.
@@ -287,15 +290,37 @@ impl Serialize for ConfigPath {
     }
 }
 
-/// `kind = "ingest"`.
+/// `kind = "ingest"`: reads a source into `dataset.parquet` with a seeded train/test split.
+///
+/// The keys `on_error`, `resize` and `color` are left out of the canonical config (and so of
+/// the stage key) while at their defaults, so pipelines written before they existed keep
+/// their keys.
 #[derive(Debug, Clone, Serialize)]
 pub struct IngestConfig {
-    /// Where the samples come from.
+    /// `source = { format = "...", .. }`: where the samples come from.
     pub source: IngestSource,
-    /// Train/test fractions.
+    /// `split = { train, test }`: train/test fractions.
     pub split: Split,
-    /// Cap on the number of samples read, if any.
+    /// `limit`: read at most this many records, the first ones in source order (> 0; default:
+    /// all). Records skipped by `on_error = "skip"` count towards the limit.
     pub limit: Option<u64>,
+    /// `on_error = "fail" | "skip"`: what a record that cannot be read (a corrupt image, a
+    /// malformed CSV row, a null value) does. `fail` (the default) stops the stage with an
+    /// error naming the file or record (exit code 2); `skip` leaves it out, logs its path and
+    /// the reason, and counts it in the `skipped` metric (`skipped.json` lists them).
+    #[serde(skip_serializing_if = "OnError::is_fail")]
+    pub on_error: OnError,
+    /// `resize = [height, width]` (or one number for a square): resize every image to this
+    /// size (bilinear, the aspect ratio is not kept), each side 1 to 8192. Image sources only
+    /// (`idx`, `image_folder`, `parquet` with `image`). Without it all images must share one
+    /// size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resize: Option<[u32; 2]>,
+    /// `color = "grayscale" | "rgb"`: convert every image to 1 or 3 channels (alpha is
+    /// dropped). Image sources only. Without it gray images stay 1 channel and colour images
+    /// become 3, and all images must agree.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub color: Option<ColorMode>,
 }
 
 impl IngestConfig {
@@ -306,21 +331,129 @@ impl IngestConfig {
             IngestSource::Idx { images, labels } => {
                 vec![("images", &images.resolved), ("labels", &labels.resolved)]
             }
+            IngestSource::ImageFolder { path, .. }
+            | IngestSource::Parquet { path, .. }
+            | IngestSource::Csv { path, .. } => vec![("path", &path.resolved)],
         }
     }
 }
 
-/// `source = { format = .., .. }`.
+/// `on_error` of an ingest stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Stop at the first unreadable record (the default).
+    #[default]
+    Fail,
+    /// Leave unreadable records out, logging and counting them.
+    Skip,
+}
+
+impl OnError {
+    /// Whether this is the default, `fail`.
+    pub fn is_fail(&self) -> bool {
+        *self == OnError::Fail
+    }
+}
+
+/// `color` of an ingest stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColorMode {
+    /// One channel.
+    Grayscale,
+    /// Three channels.
+    Rgb,
+}
+
+/// `source = { format = .., .. }`. Paths are relative to the pipeline file.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "format", rename_all = "snake_case")]
 pub enum IngestSource {
-    /// IDX files (the MNIST format): an images file and a labels file.
+    /// `format = "idx"`: IDX files (the MNIST format), raw or gzipped.
     Idx {
-        /// The images file.
+        /// `images`: the images file (3 dimensions: n, height, width).
         images: ConfigPath,
-        /// The labels file.
+        /// `labels`: the labels file (1 dimension: n).
         labels: ConfigPath,
     },
+    /// `format = "image_folder"`: every PNG/JPEG file under a folder, walked in sorted order
+    /// (hidden files and other files are ignored and counted). Records carry their path,
+    /// their size before resizing and their folder (the metadata column `folder`).
+    ImageFolder {
+        /// `path`: the folder.
+        path: ConfigPath,
+        /// `labels = "none" | "folders"` (default `none`: unlabelled data is the normal case).
+        /// `folders` takes each image's class from its first-level sub-folder
+        /// (`path/<class>/**/x.png`), classes numbered in sorted order.
+        labels: FolderLabels,
+    },
+    /// `format = "parquet"`: a parquet file (pyarrow/pandas; snappy, zstd or uncompressed),
+    /// read row group by row group. Exactly one of `image` and `features`.
+    Parquet {
+        /// `path`: the file.
+        path: ConfigPath,
+        /// `image`: a binary column of encoded PNG/JPEG bytes or raw pixels (or a struct
+        /// column with a `bytes` field).
+        image: Option<String>,
+        /// `features`: a `list<number>` column (a string), or several numeric columns (an
+        /// array of strings), as the feature vector.
+        features: Option<FeatureColumns>,
+        /// `label`: an integer column (values ≥ 0) or a string column (class names, numbered
+        /// in sorted order).
+        label: Option<String>,
+        /// `meta = ["col", ..]`: columns carried into the dataset as metadata (strings), e.g.
+        /// for curate's distribution audit.
+        meta: Vec<String>,
+        /// `shape = [channels, height, width]`: the shape of raw pixel bytes (channel-major);
+        /// only with `image`, and only needed for raw bytes without pretext metadata.
+        shape: Option<[usize; 3]>,
+    },
+    /// `format = "csv"`: a CSV file whose first row names the columns; tabular features.
+    Csv {
+        /// `path`: the file.
+        path: ConfigPath,
+        /// `features = ["col", ..]`: the numeric feature columns, in order (default: every
+        /// column that is neither `label` nor in `meta`).
+        features: Option<Vec<String>>,
+        /// `label`: the label column: integers ≥ 0, or class names (numbered in sorted order).
+        label: Option<String>,
+        /// `meta = ["col", ..]`: columns carried into the dataset as metadata.
+        meta: Vec<String>,
+        /// `delimiter`: one ASCII character (default `","`).
+        delimiter: char,
+    },
+}
+
+impl IngestSource {
+    /// Whether the source yields images (so `resize` and `color` apply).
+    pub fn has_images(&self) -> bool {
+        match self {
+            IngestSource::Idx { .. } | IngestSource::ImageFolder { .. } => true,
+            IngestSource::Parquet { image, .. } => image.is_some(),
+            IngestSource::Csv { .. } => false,
+        }
+    }
+}
+
+/// `labels` of an image-folder source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FolderLabels {
+    /// No labels.
+    None,
+    /// The first-level sub-folder names.
+    Folders,
+}
+
+/// `features` of a parquet source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum FeatureColumns {
+    /// One list column.
+    List(String),
+    /// Several numeric columns, in order.
+    Columns(Vec<String>),
 }
 
 /// `split = { train, test }`: both in (0, 1), summing to 1.
@@ -330,6 +463,164 @@ pub struct Split {
     pub train: f64,
     /// Fraction of samples for testing (default 0.2).
     pub test: f64,
+}
+
+/// `kind = "curate"`: audits a dataset stage's output and writes a curated copy.
+///
+/// `input` names a stage that produces a dataset (ingest or another curate). The stage finds
+/// exact duplicates (same content hash) and near duplicates (perceptual hash for images,
+/// cosine similarity for feature vectors), blank, too dark, too bright and tiny images, the
+/// class histogram and the distribution of metadata columns (the bias audit), and leakage (the
+/// same sample, exactly or nearly, in both train and test). It writes `dataset.parquet` (the
+/// rows `drop` keeps), `audit.json` (every finding, pairs listed by id) and metrics:
+/// `samples`, `kept`, `dropped`, `dropped_fraction`, `duplicates`, `duplicate_fraction`,
+/// `near_duplicate_pairs`, `blank`, `dark`, `bright`, `tiny`, `leakage`, `leaked_pairs`,
+/// `classes` and `class_imbalance` (the last two for labelled data).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CurateConfig {
+    /// `near_duplicates = { .. }`: the near-duplicate search.
+    pub near_duplicates: NearDuplicates,
+    /// `quality = { .. }`: the image quality checks.
+    pub quality: Quality,
+    /// `metadata = ["col", ..]`: metadata columns whose distribution to audit (per split and
+    /// per class); default: every metadata column of the dataset (`folder` for image folders,
+    /// the `meta` columns of parquet and CSV sources).
+    pub metadata: Option<Vec<String>>,
+    /// `drop = [..]`: which findings to remove from the curated dataset, any of
+    /// `duplicates` (exact copies within a split; the lowest id is kept), `near_duplicates`
+    /// (near copies within a split; the lowest id of each group is kept), `blank`, `dark`,
+    /// `bright`, `tiny`, `leaked_train` (the train copies of samples also in test) and
+    /// `leaked_test` (the test copies); default `["duplicates", "leaked_train"]`; `[]` only
+    /// audits. Everything is reported whether dropped or not.
+    pub drop: Vec<DropRule>,
+    /// `fail_if = { metric = bound, .. }`: fail the stage (exit code 1) when a metric is above
+    /// its bound, e.g. `fail_if = { duplicate_fraction = 0.05, leakage = 0 }`. Metrics:
+    /// those in [`CurateConfig::CHECKS`]; bounds are finite and ≥ 0. Checked on the findings
+    /// in the input (before dropping). The audit is still written, to the stage's checkpoint
+    /// folder, which the error names.
+    pub fail_if: Vec<FailIf>,
+    /// `max_listed`: list at most this many pairs (or ids) per finding in `audit.json`
+    /// (0 to 1000000, default 1000); counts are always complete.
+    pub max_listed: usize,
+}
+
+impl CurateConfig {
+    /// The metrics `fail_if` can bound.
+    pub const CHECKS: [&'static str; 12] = [
+        "duplicates",
+        "duplicate_fraction",
+        "near_duplicate_pairs",
+        "blank",
+        "dark",
+        "bright",
+        "tiny",
+        "leakage",
+        "leaked_pairs",
+        "class_imbalance",
+        "dropped",
+        "dropped_fraction",
+    ];
+
+    /// Whether `rule` is in `drop`.
+    pub fn drops(&self, rule: DropRule) -> bool {
+        self.drop.contains(&rule)
+    }
+}
+
+/// `near_duplicates = { enabled, max_distance, min_cosine }`.
+///
+/// Images: pairs whose 64-bit perceptual hashes (DCT of a 32×32 grayscale thumbnail) differ in
+/// at most `max_distance` bits are candidates, confirmed when their mean-centred thumbnails
+/// have a cosine similarity of at least `min_cosine` (the hash alone matches many distinct
+/// but similar small images, e.g. MNIST digits). Feature vectors: pairs with a cosine
+/// similarity of at least `min_cosine` (all pairs are compared, so the search is skipped,
+/// and reported as skipped, above 20000 samples). Blank samples are left out.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NearDuplicates {
+    /// `enabled`: search for near duplicates (default true).
+    pub enabled: bool,
+    /// `max_distance`: the perceptual-hash distance of image candidates, in bits (0 to 32,
+    /// default 8).
+    pub max_distance: u32,
+    /// `min_cosine`: the similarity that confirms a near duplicate (in (0, 1], default 0.995).
+    pub min_cosine: f64,
+}
+
+/// `quality = { blank_std, min_mean, max_mean, min_size }` (pixel values on the 0–255 scale).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Quality {
+    /// `blank_std`: an image whose pixel standard deviation is at most this is blank
+    /// (constant); for feature vectors, a vector with all values equal is (≥ 0, default 1).
+    pub blank_std: f64,
+    /// `min_mean`: a non-blank image whose mean pixel value is below this is dark (0 to 255,
+    /// default 2; 0 disables).
+    pub min_mean: f64,
+    /// `max_mean`: a non-blank image whose mean is above this is bright (0 to 255, default
+    /// 253; 255 disables); must be above `min_mean`.
+    pub max_mean: f64,
+    /// `min_size`: an image whose height or width before resizing was below this many pixels
+    /// is tiny (0 to 65535, default 16; 0 disables). Only for sources that record the size
+    /// (image folders, encoded parquet images).
+    pub min_size: u32,
+}
+
+/// One entry of a curate stage's `drop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropRule {
+    /// Exact copies within a split, all but the lowest id.
+    Duplicates,
+    /// Near copies within a split, all but the lowest id of each group.
+    NearDuplicates,
+    /// Blank (constant) samples.
+    Blank,
+    /// Too dark images.
+    Dark,
+    /// Too bright images.
+    Bright,
+    /// Images below `quality.min_size`.
+    Tiny,
+    /// The train copies of samples that are also (exactly or nearly) in test.
+    LeakedTrain,
+    /// The test copies of samples that are also in train.
+    LeakedTest,
+}
+
+impl DropRule {
+    /// Every rule, in canonical order.
+    pub const ALL: [DropRule; 8] = [
+        DropRule::Duplicates,
+        DropRule::NearDuplicates,
+        DropRule::Blank,
+        DropRule::Dark,
+        DropRule::Bright,
+        DropRule::Tiny,
+        DropRule::LeakedTrain,
+        DropRule::LeakedTest,
+    ];
+
+    /// The name used in `drop`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropRule::Duplicates => "duplicates",
+            DropRule::NearDuplicates => "near_duplicates",
+            DropRule::Blank => "blank",
+            DropRule::Dark => "dark",
+            DropRule::Bright => "bright",
+            DropRule::Tiny => "tiny",
+            DropRule::LeakedTrain => "leaked_train",
+            DropRule::LeakedTest => "leaked_test",
+        }
+    }
+}
+
+/// One `fail_if` entry: fail when `metric` is above `max`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FailIf {
+    /// One of [`CurateConfig::CHECKS`].
+    pub metric: String,
+    /// The largest allowed value.
+    pub max: f64,
 }
 
 /// `kind = "augment"`.
@@ -423,6 +714,29 @@ pub enum Arch {
         /// Residual blocks per stage (> 0, default 1).
         blocks: usize,
     },
+    /// A vision transformer: patch embedding, pre-norm transformer blocks, pooling.
+    Vit {
+        /// Patch side in pixels; must divide the image height and width (default 7).
+        patch: usize,
+        /// Token width (> 0, divisible by `heads`, default 64).
+        dim: usize,
+        /// Transformer blocks (> 0, default 4).
+        depth: usize,
+        /// Attention heads (> 0, default 4).
+        heads: usize,
+        /// `"cls"` (a learned CLS token, the default) or `"mean"` (mean of the patch tokens).
+        pool: Pool,
+    },
+}
+
+/// How a ViT turns its tokens into one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pool {
+    /// A learned CLS token's output.
+    Cls,
+    /// The mean of the patch tokens' outputs.
+    Mean,
 }
 
 /// `optim = { .. }`.

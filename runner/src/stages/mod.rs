@@ -3,6 +3,7 @@
 //! store itself (the executor commits the folder atomically).
 
 pub mod augment;
+pub mod curate;
 pub mod ingest;
 pub mod monitor;
 pub mod pretrain;
@@ -106,6 +107,7 @@ impl StageCtx<'_> {
 pub fn run(stage: &Stage, ctx: &StageCtx) -> Result<Metrics, StageError> {
     match &stage.config {
         StageConfig::Ingest(c) => ingest::run(c, ctx),
+        StageConfig::Curate(c) => curate::run(c, ctx),
         StageConfig::Augment(c) => augment::run(c, ctx),
         StageConfig::Pretrain(c) => pretrain::run(c, ctx),
         StageConfig::Probe(c) => probe::run(c, ctx),

@@ -78,6 +78,20 @@ pub fn encoder_spec(cfg: &PretrainConfig) -> EncoderSpec {
             embed_dim: cfg.model.embed_dim,
             batch_norm: cfg.model.batch_norm,
         },
+        Arch::Vit {
+            patch,
+            dim,
+            depth,
+            heads,
+            pool,
+        } => EncoderSpec::Vit {
+            patch: *patch,
+            dim: *dim,
+            depth: *depth,
+            heads: *heads,
+            cls_token: *pool == crate::pipeline::Pool::Cls,
+            embed_dim: cfg.model.embed_dim,
+        },
         Arch::Resnet { width, blocks } => EncoderSpec::ResNet {
             width: *width,
             blocks: *blocks,

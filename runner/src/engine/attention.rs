@@ -1,0 +1,336 @@
+//! Multi-head scaled dot-product attention as an engine op (forward and backward on the host
+//! CPU), plus the small helpers a ViT needs: row tiling (position embeddings) and layer norm.
+//!
+//! Tokens are rows: `q`, `k`, `v` are `(B·T, H·dh)` with the tokens of one sample contiguous
+//! and the heads side by side in the columns. dfdx has no batched attention for runtime
+//! shapes, so the op computes `softmax(Q Kᵀ / √dh) V` per (sample, head) itself and registers
+//! the exact backward: `dV = Pᵀ dO`, `dP = dO Vᵀ`, `dS = P ⊙ (dP − rowsum(dP ⊙ P))`,
+//! `dQ = dS K / √dh`, `dK = dSᵀ Q / √dh`.
+
+use super::graph::Axis2;
+use super::{shape_err, Graph, Result, Tensor};
+
+/// Attention geometry: `batch` samples of `tokens` tokens, `heads` heads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttnShape {
+    pub batch: usize,
+    pub tokens: usize,
+    pub heads: usize,
+}
+
+/// Per (sample, head): the attention probabilities `P` (T x T), row-major, for backward.
+fn forward(q: &[f32], k: &[f32], v: &[f32], s: AttnShape, width: usize) -> (Vec<f32>, Vec<f32>) {
+    let (t, h) = (s.tokens, s.heads);
+    let dh = width / h;
+    let scale = 1.0 / (dh as f32).sqrt();
+    let mut out = vec![0f32; q.len()];
+    let mut probs = vec![0f32; s.batch * h * t * t];
+    let at = |b: usize, i: usize, hh: usize, c: usize| (b * t + i) * width + hh * dh + c;
+    for b in 0..s.batch {
+        for hh in 0..h {
+            let p = &mut probs[(b * h + hh) * t * t..][..t * t];
+            for i in 0..t {
+                let row = &mut p[i * t..(i + 1) * t];
+                for (j, r) in row.iter_mut().enumerate() {
+                    *r = (0..dh)
+                        .map(|c| q[at(b, i, hh, c)] * k[at(b, j, hh, c)])
+                        .sum::<f32>()
+                        * scale;
+                }
+                let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let mut z = 0.0;
+                for r in row.iter_mut() {
+                    *r = (*r - m).exp();
+                    z += *r;
+                }
+                row.iter_mut().for_each(|r| *r /= z);
+                for c in 0..dh {
+                    out[at(b, i, hh, c)] = (0..t).map(|j| row[j] * v[at(b, j, hh, c)]).sum();
+                }
+            }
+        }
+    }
+    (out, probs)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward(
+    g_out: &[f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    probs: &[f32],
+    s: AttnShape,
+    width: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (t, h) = (s.tokens, s.heads);
+    let dh = width / h;
+    let scale = 1.0 / (dh as f32).sqrt();
+    let (mut dq, mut dk, mut dv) = (
+        vec![0f32; q.len()],
+        vec![0f32; k.len()],
+        vec![0f32; v.len()],
+    );
+    let at = |b: usize, i: usize, hh: usize, c: usize| (b * t + i) * width + hh * dh + c;
+    let mut ds = vec![0f32; t * t];
+    for b in 0..s.batch {
+        for hh in 0..h {
+            let p = &probs[(b * h + hh) * t * t..][..t * t];
+            for i in 0..t {
+                // dP[i, j] = dO[i] · V[j]; dS = P ⊙ (dP − Σ_j dP ⊙ P).
+                let dp: Vec<f32> = (0..t)
+                    .map(|j| {
+                        (0..dh)
+                            .map(|c| g_out[at(b, i, hh, c)] * v[at(b, j, hh, c)])
+                            .sum()
+                    })
+                    .collect();
+                let dot: f32 = (0..t).map(|j| dp[j] * p[i * t + j]).sum();
+                for j in 0..t {
+                    ds[i * t + j] = p[i * t + j] * (dp[j] - dot);
+                    for c in 0..dh {
+                        dv[at(b, j, hh, c)] += p[i * t + j] * g_out[at(b, i, hh, c)];
+                    }
+                }
+            }
+            for i in 0..t {
+                for j in 0..t {
+                    let d = ds[i * t + j] * scale;
+                    for c in 0..dh {
+                        dq[at(b, i, hh, c)] += d * k[at(b, j, hh, c)];
+                        dk[at(b, j, hh, c)] += d * q[at(b, i, hh, c)];
+                    }
+                }
+            }
+        }
+    }
+    (dq, dk, dv)
+}
+
+impl Graph {
+    /// Multi-head attention of `(B·T, width)` queries, keys and values.
+    pub fn attention(
+        &mut self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        s: AttnShape,
+    ) -> Result<Tensor> {
+        let (rows, width) = q.shape();
+        if k.shape() != (rows, width) || v.shape() != (rows, width) {
+            return Err(shape_err(
+                "attention",
+                format!(
+                    "q {:?}, k {:?}, v {:?} differ",
+                    q.shape(),
+                    k.shape(),
+                    v.shape()
+                ),
+            ));
+        }
+        if s.heads == 0 || width % s.heads != 0 || rows != s.batch * s.tokens {
+            return Err(shape_err(
+                "attention",
+                format!("{rows}x{width} does not split into {s:?}"),
+            ));
+        }
+        let (qv, kv, vv) = (q.to_vec(), k.to_vec(), v.to_vec());
+        let (out, probs) = forward(&qv, &kv, &vv, s, width);
+        let t = self.host_tensor(out, rows, width);
+        Ok(self.custom(&[q, k, v], t, move |g| {
+            let (dq, dk, dv) = backward(&g, &qv, &kv, &vv, &probs, s, width);
+            vec![Some(dq), Some(dk), Some(dv)]
+        }))
+    }
+
+    /// Repeat the rows of `x` (`(T, D)`) `times` times: `(times·T, D)` (adds a position
+    /// embedding to every sample's tokens).
+    pub fn tile_rows(&mut self, x: &Tensor, times: usize) -> Result<Tensor> {
+        let (t, d) = x.shape();
+        if times == 0 {
+            return Err(shape_err("tile_rows", "times must be at least 1"));
+        }
+        let xv = x.to_vec();
+        let out: Vec<f32> = (0..times).flat_map(|_| xv.iter().copied()).collect();
+        let y = self.host_tensor(out, times * t, d);
+        Ok(self.custom(&[x], y, move |g| {
+            let mut gx = vec![0f32; t * d];
+            for chunk in g.chunks(t * d) {
+                for (a, b) in gx.iter_mut().zip(chunk) {
+                    *a += b;
+                }
+            }
+            vec![Some(gx)]
+        }))
+    }
+
+    /// Rows `idx` of `x`, in that order (a row may repeat); the backward adds each output
+    /// row's gradient into its source row. Used for CLS tokens and MAE's visible patches.
+    pub fn select_rows(&mut self, x: &Tensor, idx: &[usize]) -> Result<Tensor> {
+        let (r, c) = x.shape();
+        if let Some(bad) = idx.iter().find(|&&i| i >= r) {
+            return Err(shape_err(
+                "select_rows",
+                format!("row {bad} of a {r}x{c} tensor"),
+            ));
+        }
+        let xv = x.to_vec();
+        let out: Vec<f32> = idx
+            .iter()
+            .flat_map(|&i| xv[i * c..(i + 1) * c].iter().copied())
+            .collect();
+        let y = self.host_tensor(out, idx.len(), c);
+        let idx = idx.to_vec();
+        Ok(self.custom(&[x], y, move |g| {
+            let mut gx = vec![0f32; r * c];
+            for (k, &i) in idx.iter().enumerate() {
+                for (a, b) in gx[i * c..(i + 1) * c]
+                    .iter_mut()
+                    .zip(&g[k * c..(k + 1) * c])
+                {
+                    *a += b;
+                }
+            }
+            vec![Some(gx)]
+        }))
+    }
+
+    /// Layer normalisation of each row (no affine part; multiply/add parameters after).
+    pub fn layer_norm_rows(&mut self, x: &Tensor, eps: f32) -> Result<Tensor> {
+        let mean = self.mean(x, Axis2::Cols)?;
+        let xc = self.sub(x, &mean)?;
+        let sq = self.square(&xc)?;
+        let var = self.mean(&sq, Axis2::Cols)?;
+        let std = self.add_scalar(&var, eps)?;
+        let std = self.sqrt(&std)?;
+        self.div(&xc, &std)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Engine;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut r = pretext_plugin::Rng::new(seed);
+        (0..n).map(|_| r.normal() as f32 * 0.5).collect()
+    }
+
+    /// One head, one sample, two tokens: hand-computed softmax attention.
+    #[test]
+    fn attention_forward_by_hand() {
+        let e = Engine::cpu();
+        let q = e.tensor(vec![1.0, 0.0, 0.0, 1.0], 2, 2).unwrap();
+        let k = q.clone();
+        let v = e.tensor(vec![1.0, 2.0, 3.0, 4.0], 2, 2).unwrap();
+        let mut g = e.graph(false);
+        let out = g
+            .attention(
+                &q,
+                &k,
+                &v,
+                AttnShape {
+                    batch: 1,
+                    tokens: 2,
+                    heads: 1,
+                },
+            )
+            .unwrap()
+            .to_vec();
+        // Scores (÷√2): token 0 → [0.707, 0]; softmax → [0.6698, 0.3302].
+        let p0 = 1.0 / (1.0 + (-(0.5f32).sqrt()).exp());
+        let want0 = [p0 * 1.0 + (1.0 - p0) * 3.0, p0 * 2.0 + (1.0 - p0) * 4.0];
+        assert!(
+            (out[0] - want0[0]).abs() < 1e-5 && (out[1] - want0[1]).abs() < 1e-5,
+            "{out:?}"
+        );
+    }
+
+    /// The gradients of a non-linear function of the attention output with respect to q, k
+    /// and v agree with central finite differences.
+    #[test]
+    fn attention_gradient_matches_finite_differences() {
+        let e = Engine::cpu();
+        let s = AttnShape {
+            batch: 2,
+            tokens: 3,
+            heads: 2,
+        };
+        let (rows, width) = (6, 4);
+        let base = [
+            values(rows * width, 1),
+            values(rows * width, 2),
+            values(rows * width, 3),
+        ];
+        let weights = values(rows * width, 4);
+        let loss_of = |xs: &[Vec<f32>; 3]| -> f64 {
+            let (out, _) = forward(&xs[0], &xs[1], &xs[2], s, width);
+            out.iter()
+                .zip(&weights)
+                .map(|(o, w)| (*o as f64).powi(2) * *w as f64)
+                .sum()
+        };
+        let ts: Vec<Tensor> = base
+            .iter()
+            .map(|v| e.tensor(v.clone(), rows, width).unwrap())
+            .collect();
+        let mut g = e.graph(true);
+        let out = g.attention(&ts[0], &ts[1], &ts[2], s).unwrap();
+        let sq = g.square(&out).unwrap();
+        let w = e.tensor(weights.clone(), rows, width).unwrap();
+        let prod = g.mul(&sq, &w).unwrap();
+        let loss = g.sum(&prod, Axis2::All).unwrap();
+        let mut grads = g.backward(&loss).unwrap();
+        let h = 1e-2f32;
+        for (which, t) in ts.iter().enumerate() {
+            let grad = grads.get(t).to_vec();
+            for i in 0..rows * width {
+                let mut plus = base.clone();
+                plus[which][i] += h;
+                let mut minus = base.clone();
+                minus[which][i] -= h;
+                let fd = (loss_of(&plus) - loss_of(&minus)) / (2.0 * h as f64);
+                assert!(
+                    (fd - grad[i] as f64).abs() < 1e-2 * (1.0 + fd.abs()),
+                    "input {which} element {i}: fd {fd} vs {}",
+                    grad[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn select_rows_gathers_and_scatters() {
+        let e = Engine::cpu();
+        let x = e.tensor((0..6).map(|v| v as f32).collect(), 3, 2).unwrap();
+        let mut g = e.graph(true);
+        let y = g.select_rows(&x, &[2, 0, 2]).unwrap();
+        assert_eq!(y.to_vec(), vec![4.0, 5.0, 0.0, 1.0, 4.0, 5.0]);
+        let loss = g.sum(&y, Axis2::All).unwrap();
+        assert_eq!(
+            g.backward(&loss).unwrap().get(&x).to_vec(),
+            vec![1.0, 1.0, 0.0, 0.0, 2.0, 2.0]
+        );
+        assert!(e.graph(false).select_rows(&x, &[3]).is_err());
+    }
+
+    #[test]
+    fn tile_rows_and_layer_norm() {
+        let e = Engine::cpu();
+        let x = e.tensor(vec![1.0, 2.0, 3.0, 5.0], 2, 2).unwrap();
+        let mut g = e.graph(true);
+        let y = g.tile_rows(&x, 3).unwrap();
+        assert_eq!(y.shape(), (6, 2));
+        assert_eq!(y.to_vec(), [1.0, 2.0, 3.0, 5.0].repeat(3));
+        let loss = g.sum(&y, Axis2::All).unwrap();
+        let gx = g.backward(&loss).unwrap().get(&x).to_vec();
+        assert_eq!(gx, vec![3.0; 4]);
+        let mut g = e.graph(false);
+        let ln = g.layer_norm_rows(&x, 0.0).unwrap().to_vec();
+        assert!(
+            (ln[0] + 1.0).abs() < 1e-5 && (ln[1] - 1.0).abs() < 1e-5,
+            "{ln:?}"
+        );
+    }
+}

@@ -110,6 +110,7 @@ impl Simclr {
             view_inputs: None,
             originals: None,
             decoded: None,
+            masked_patches: None,
             epoch: 0,
             step: 0,
             total_steps: 1,

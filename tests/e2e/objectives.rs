@@ -105,6 +105,7 @@ impl Harness {
             view_inputs: inp.as_deref(),
             originals: orig.as_ref().map(|o| &o[0]),
             decoded: dec.as_deref(),
+            masked_patches: None,
             epoch: 0,
             step: 0,
             total_steps: 1,
@@ -393,4 +394,86 @@ fn autoencoders_match_pixel_mse() {
     ];
     close(dae.call(&slots, None).0, mse(&y, &o));
     dae.check_gradient(slots, (Slot::Decoded, 0));
+}
+
+#[test]
+fn mae_matches_masked_patch_mse() {
+    let engine = Engine::cpu();
+    let (pred, target) = (data(26), data(27));
+    // Patches 1 and 3 are hidden from the encoder.
+    let mask: [f32; N] = [0.0, 1.0, 0.0, 1.0];
+    let reference = |norm_pix: bool| -> f64 {
+        let rows_t: Vec<Vec<f64>> = rows(&target)
+            .iter()
+            .map(|r| {
+                if !norm_pix {
+                    return r.to_vec();
+                }
+                let m = r.iter().sum::<f64>() / D as f64;
+                let var = r.iter().map(|x| (x - m).powi(2)).sum::<f64>() / D as f64;
+                r.iter().map(|x| (x - m) / (var + 1e-6).sqrt()).collect()
+            })
+            .collect();
+        let per: Vec<f64> = rows(&pred)
+            .iter()
+            .zip(&rows_t)
+            .map(|(p, t)| p.iter().zip(t).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / D as f64)
+            .collect();
+        per.iter().zip(mask).map(|(l, m)| l * m as f64).sum::<f64>() / 2.0
+    };
+    for norm_pix in [false, true] {
+        let obj = objective(
+            "pretext_masked",
+            "mae",
+            serde_json::json!({ "mask_ratio": 0.5, "norm_pix": norm_pix }),
+        );
+        assert_eq!(obj.needs().unwrap().mask_ratio, Some(0.5));
+        let mut obj = obj;
+        let run = |obj: &mut ObjectiveInstance, pred: &[f64]| -> (f64, Vec<f32>) {
+            let p = engine
+                .tensor(pred.iter().map(|&x| x as f32).collect(), N, D)
+                .unwrap();
+            let t = engine
+                .tensor(target.iter().map(|&x| x as f32).collect(), N, D)
+                .unwrap();
+            let m = engine.tensor(mask.to_vec(), N, 1).unwrap();
+            let emb = [engine.zeros(N, D)];
+            let mut g = engine.graph(true);
+            let inputs = StepInputs {
+                embeddings: &emb,
+                projections: None,
+                predictions: None,
+                targets: None,
+                view_inputs: None,
+                originals: None,
+                decoded: None,
+                masked_patches: Some((&p, &t, &m)),
+                epoch: 0,
+                step: 0,
+                total_steps: 1,
+            };
+            let out = obj
+                .loss(&engine, &mut g, &inputs, &mut HashMap::new())
+                .expect("mae loss");
+            let value = out.loss.scalar() as f64;
+            (value, g.backward(&out.loss).unwrap().get(&p).to_vec())
+        };
+        let (value, grad) = run(&mut obj, &pred);
+        close(value, reference(norm_pix));
+        for i in 0..N * D {
+            let h = 1e-3;
+            let (mut plus, mut minus) = (pred.clone(), pred.clone());
+            plus[i] += h;
+            minus[i] -= h;
+            let fd = (run(&mut obj, &plus).0 - run(&mut obj, &minus).0) / (2.0 * h);
+            assert!(
+                (fd - grad[i] as f64).abs() < 2e-2 * (1.0 + fd.abs()),
+                "element {i}: {fd} vs {}",
+                grad[i]
+            );
+            if mask[i / D] == 0.0 {
+                assert_eq!(grad[i], 0.0, "visible patches carry no loss");
+            }
+        }
+    }
 }

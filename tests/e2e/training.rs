@@ -136,3 +136,36 @@ fn killed_pretraining_resumes_to_identical_weights() {
         "the checkpoint is removed once the stage is committed"
     );
 }
+
+/// MAE pretrains a ViT (patches masked per sample, light decoder) and the probe reads the
+/// trained ViT; a non-ViT model is refused at validation.
+#[test]
+fn mae_pretrains_a_vit_end_to_end() {
+    let dir = tempdir();
+    let tiny = Tiny {
+        objective: "{ plugin = \"mae\", mask_ratio = 0.75 }".into(),
+        epochs: 2,
+        ..Tiny::default()
+    };
+    let one_view = "views = [[{ name = \"random_resized_crop\", scale = [0.8, 1.0] }]]";
+    let text = tiny.toml();
+    let start = text.find("views = [").unwrap();
+    let end = start + text[start..].find("\n]\n").unwrap() + 3;
+    let text = format!("{}{one_view}\n{}", &text[..start], &text[end..]);
+    let vit = text.replace(
+        "model = { arch = \"mlp\", hidden = [64], embed_dim = 32 }",
+        "model = { arch = \"vit\", patch = 7, dim = 16, depth = 1, heads = 2, embed_dim = 32 }",
+    );
+    let p = dir.path().join("pipeline.toml");
+    std::fs::write(&p, &vit).unwrap();
+    let ps = p.display().to_string();
+    let run = pretext(dir.path(), &["run", &ps]);
+    run.expect_code(0);
+    let show = pretext(dir.path(), &["show", &ps]);
+    show.expect_code(0)
+        .expect_stdout_has(&["objective.masked_fraction", "linear.accuracy"]);
+    std::fs::write(&p, text).unwrap();
+    pretext(dir.path(), &["validate", &ps])
+        .expect_code(2)
+        .expect_stderr_has(&["needs a vision transformer"]);
+}

@@ -191,7 +191,10 @@ pub struct PtxObjectiveNeeds {
     /// (0 = no decoder) and number of layers.
     pub decoder_hidden: u32,
     pub decoder_layers: u32,
-    pub reserved: [u64; 7],
+    /// Masked patch modelling (MAE): the fraction of patches hidden from the encoder (0 =
+    /// none). Needs a ViT encoder; the host adds a light decoder that predicts every patch.
+    pub mask_ratio: f64,
+    pub reserved: [u64; 6],
 }
 
 /// The tensors of one step, per view. Arrays have `n_views` entries; an array pointer is null
@@ -218,6 +221,12 @@ pub struct PtxObjectiveInputs {
     pub originals: Handle,
     /// Decoder outputs per view, `(batch, C·H·W)`; null without a decoder.
     pub decoded: *const Handle,
+    /// Masked patch modelling (view 0): predicted patches `(batch · patches, pixels per
+    /// patch)`, the true patches in the same layout, and the mask `(batch · patches, 1)`
+    /// (1 = hidden from the encoder). 0 when `mask_ratio` is 0.
+    pub patch_predictions: Handle,
+    pub patch_targets: Handle,
+    pub patch_mask: Handle,
 }
 
 // Op codes. Tensors are 2-D `(rows, cols)`; a scalar is `(1, 1)`. Binary ops broadcast a

@@ -23,6 +23,9 @@ pub struct Needs {
     /// Decoder MLP `(hidden width, layers)` from the encoder output back to the input
     /// (autoencoders); `None` = no decoder.
     pub decoder: Option<(u32, u32)>,
+    /// Masked patch modelling: the fraction of patches hidden from the encoder (MAE);
+    /// `None` = no masking.
+    pub mask_ratio: Option<f64>,
 }
 
 impl Default for Needs {
@@ -34,6 +37,7 @@ impl Default for Needs {
             ema_teacher: None,
             uses_state: false,
             decoder: None,
+            mask_ratio: None,
         }
     }
 }
@@ -55,7 +59,8 @@ impl Needs {
             uses_state: u32::from(self.uses_state),
             decoder_hidden: self.decoder.map_or(0, |d| d.0),
             decoder_layers: self.decoder.map_or(0, |d| d.1),
-            reserved: [0; 7],
+            mask_ratio: self.mask_ratio.unwrap_or(0.0),
+            reserved: [0; 6],
         }
     }
 }
@@ -418,6 +423,20 @@ impl<'a> Inputs<'a> {
         self.ops
             .wrap(self.raw.originals)
             .map_err(|_| Error::msg("the host provided no original samples"))
+    }
+    /// Masked patch modelling: `(predicted patches, true patches, mask)`, each with one row
+    /// per patch of every sample; the mask is 1 where the patch was hidden from the encoder.
+    pub fn masked_patches(&self) -> Result<(Tensor<'a>, Tensor<'a>, Tensor<'a>)> {
+        let need = |h| {
+            self.ops.wrap(h).map_err(|_| {
+                Error::msg("the host provided no masked patches (declare mask_ratio in needs())")
+            })
+        };
+        Ok((
+            need(self.raw.patch_predictions)?,
+            need(self.raw.patch_targets)?,
+            need(self.raw.patch_mask)?,
+        ))
     }
     /// Decoder outputs per view (declare a decoder in `needs()`).
     pub fn decoded(&self) -> Result<Vec<Tensor<'a>>> {

@@ -632,15 +632,48 @@ impl Vit {
         g.add(&tok, &pos)
     }
 
-    /// Run the blocks on `(B·T', dim)` tokens (T' = tokens per sample) and pool to `(B, embed)`.
-    pub fn encode_tokens(
+    /// The raw pixel patches `(B·T, patch·patch·C)`, in token order (MAE targets).
+    pub fn patches(&self, g: &mut Graph, x: &Tensor, input: InputShape) -> Result<Tensor> {
+        let (b, _) = x.shape();
+        let hwc = g.chw_to_hwc(x, input)?;
+        let geo = Geometry {
+            batch: b,
+            height: input.height,
+            width: input.width,
+            channels: input.channels,
+        };
+        g.im2col(
+            &hwc,
+            geo,
+            ConvSpec {
+                kernel: self.patch,
+                stride: self.patch,
+                padding: 0,
+            },
+        )
+    }
+
+    /// Patch tokens per sample.
+    pub fn num_tokens(&self) -> usize {
+        self.tokens
+    }
+
+    /// Whether the encoder prepends a CLS token.
+    pub fn has_cls(&self) -> bool {
+        self.cls.is_some()
+    }
+
+    /// Run the blocks and the final norm on `(B·T', dim)` tokens (`per_sample` = T'), with the
+    /// CLS token prepended to each sample when configured. Returns the token outputs and the
+    /// tokens per sample including CLS.
+    pub fn run_blocks(
         &self,
         ps: &ParamStore,
         g: &mut Graph,
         tok: &Tensor,
         batch: usize,
         per_sample: usize,
-    ) -> Result<Tensor> {
+    ) -> Result<(Tensor, usize)> {
         let (mut h, t) = match self.cls {
             Some(cls) => {
                 // [cls; tokens of sample 0; cls; tokens of sample 1; ...]
@@ -659,12 +692,129 @@ impl Vit {
         for block in &self.blocks {
             h = block.forward(ps, g, &h, batch, t)?;
         }
-        let h = self.norm.forward(ps, g, &h)?;
+        Ok((self.norm.forward(ps, g, &h)?, t))
+    }
+
+    /// Pool token outputs (`t` per sample) to one vector per sample and apply the head.
+    pub fn pool(
+        &self,
+        ps: &ParamStore,
+        g: &mut Graph,
+        h: &Tensor,
+        batch: usize,
+        t: usize,
+    ) -> Result<Tensor> {
         let pooled = match self.cls {
-            Some(_) => g.select_rows(&h, &(0..batch).map(|b| b * t).collect::<Vec<_>>())?,
-            None => g.mean_row_groups(&h, t)?,
+            Some(_) => g.select_rows(h, &(0..batch).map(|b| b * t).collect::<Vec<_>>())?,
+            None => g.mean_row_groups(h, t)?,
         };
         self.head.forward(ps, g, &pooled)
+    }
+
+    /// Blocks then pooling: `(B, embed_dim)`.
+    pub fn encode_tokens(
+        &self,
+        ps: &ParamStore,
+        g: &mut Graph,
+        tok: &Tensor,
+        batch: usize,
+        per_sample: usize,
+    ) -> Result<Tensor> {
+        let (h, t) = self.run_blocks(ps, g, tok, batch, per_sample)?;
+        self.pool(ps, g, &h, batch, t)
+    }
+}
+
+/// MAE's light decoder: encoder tokens of the visible patches plus a learned mask token at
+/// every hidden position, position embeddings, one transformer block, and a linear map to
+/// the pixels of each patch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MaeDecoder {
+    embed: Linear,
+    mask_token: Pid,
+    pos: Pid,
+    block: TransformerBlock,
+    norm: LayerNorm,
+    pred: Linear,
+    tokens: usize,
+}
+
+impl MaeDecoder {
+    pub fn new(
+        e: &Engine,
+        ps: &mut ParamStore,
+        init: &mut Init,
+        vit: &Vit,
+        input: InputShape,
+        heads: usize,
+    ) -> MaeDecoder {
+        let dim = vit.embed.outputs;
+        let pixels = vit.patch * vit.patch * input.channels;
+        MaeDecoder {
+            embed: Linear::new(e, ps, init, "mae_decoder.embed", dim, dim),
+            mask_token: ps.add(
+                "mae_decoder.mask_token".into(),
+                init.uniform(e, 1, dim, 0.02),
+                ParamKind::NoDecay,
+            ),
+            pos: ps.add(
+                "mae_decoder.pos_embed".into(),
+                init.uniform(e, vit.tokens, dim, 0.02),
+                ParamKind::NoDecay,
+            ),
+            block: TransformerBlock::new(e, ps, init, "mae_decoder.block", dim, heads),
+            norm: LayerNorm::new(e, ps, "mae_decoder.norm", dim),
+            pred: Linear::new(e, ps, init, "mae_decoder.pred", dim, pixels),
+            tokens: vit.tokens,
+        }
+    }
+
+    /// Predict every patch `(B·T, pixels)` from the encoder outputs of the visible patches
+    /// `(B·keep, dim)`; `visible[b]` lists sample b's visible patch positions, ascending.
+    pub fn forward(
+        &self,
+        ps: &ParamStore,
+        g: &mut Graph,
+        enc: &Tensor,
+        visible: &[Vec<usize>],
+    ) -> Result<Tensor> {
+        let batch = visible.len();
+        let t = self.tokens;
+        let keep = visible.first().map_or(0, |v| v.len());
+        if keep == 0
+            || keep >= t
+            || visible.iter().any(|v| v.len() != keep)
+            || enc.shape().0 != batch * keep
+        {
+            return Err(shape_err(
+                "mae_decoder",
+                format!("{} visible of {t} patches for {batch} samples", keep),
+            ));
+        }
+        let d = self.embed.forward(ps, g, enc)?;
+        let masked = t - keep;
+        let fill = g.tile_rows(ps.get(self.mask_token), batch * masked)?;
+        let all = g.concat(&d, &fill, Axis2::Rows)?;
+        // Back to token order: visible tokens from `d`, hidden ones from the mask tokens.
+        let mut order = Vec::with_capacity(batch * t);
+        for (b, vis) in visible.iter().enumerate() {
+            let (mut r, mut m) = (0, 0);
+            for i in 0..t {
+                if r < keep && vis[r] == i {
+                    order.push(b * keep + r);
+                    r += 1;
+                } else {
+                    order.push(batch * keep + b * masked + m);
+                    m += 1;
+                }
+            }
+        }
+        let full = g.select_rows(&all, &order)?;
+        let pos = g.tile_rows(ps.get(self.pos), batch)?;
+        let h = g.add(&full, &pos)?;
+        let h = self.block.forward(ps, g, &h, batch, t)?;
+        let h = self.norm.forward(ps, g, &h)?;
+        self.pred.forward(ps, g, &h)
     }
 }
 

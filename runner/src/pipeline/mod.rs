@@ -51,6 +51,8 @@ mod resolve;
 mod types;
 
 #[cfg(test)]
+mod reference_test;
+#[cfg(test)]
 mod tests;
 
 /// The candidate closest to a misspelt name (Jaro-Winkler ≥ 0.8), for did-you-mean help.

@@ -176,6 +176,7 @@ pub struct ObjectiveNeeds {
     pub ema_teacher: Option<(f64, f64)>,
     pub uses_state: bool,
     pub decoder: Option<(usize, usize)>,
+    pub mask_ratio: Option<f64>,
 }
 
 /// A live objective instance (destroyed on drop, by the plugin that made it).
@@ -200,6 +201,8 @@ pub struct StepInputs<'a> {
     pub view_inputs: Option<&'a [Tensor]>,
     pub originals: Option<&'a Tensor>,
     pub decoded: Option<&'a [Tensor]>,
+    /// Masked patch modelling: (predicted patches, true patches, mask).
+    pub masked_patches: Option<(&'a Tensor, &'a Tensor, &'a Tensor)>,
     pub epoch: u32,
     pub step: u64,
     pub total_steps: u64,
@@ -301,6 +304,7 @@ impl ObjectiveInstance {
                 raw.decoder_hidden as usize,
                 raw.decoder_layers.max(1) as usize,
             )),
+            mask_ratio: (raw.mask_ratio > 0.0).then_some(raw.mask_ratio),
         })
     }
 
@@ -331,6 +335,10 @@ impl ObjectiveInstance {
         let orig = inputs
             .originals
             .map_or(0, |t| reg(std::slice::from_ref(t))[0]);
+        let masked = inputs
+            .masked_patches
+            .map(|(p, t, m)| reg(&[p.clone(), t.clone(), m.clone()]));
+        let patch = |i: usize| masked.as_ref().map_or(0, |h| h[i]);
         let ptr = |v: &Option<Vec<Handle>>| v.as_ref().map_or(std::ptr::null(), |v| v.as_ptr());
         let raw_inputs = PtxObjectiveInputs {
             struct_size: std::mem::size_of::<PtxObjectiveInputs>() as u32,
@@ -346,6 +354,9 @@ impl ObjectiveInstance {
             view_inputs: ptr(&view_in),
             originals: orig,
             decoded: ptr(&dec),
+            patch_predictions: patch(0),
+            patch_targets: patch(1),
+            patch_mask: patch(2),
         };
         let mut out: Handle = 0;
         let table = ops_table(&mut ctx);

@@ -381,3 +381,337 @@ pub fn ingest(
         ignored: cols.ignored,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::table::read_records;
+    use crate::data::Samples;
+    use crate::pipeline::StageConfig;
+    use ::image::{DynamicImage, GrayImage, ImageFormat, RgbImage};
+
+    struct Quiet;
+    impl Progress for Quiet {
+        fn start(&self, _: &str, _: u64) {}
+        fn advance(&self, _: u64, _: &str) {}
+        fn finish(&self, _: &str) {}
+    }
+
+    /// The ingest config of a one-stage pipeline with `body` (absolute paths).
+    fn config(body: &str) -> IngestConfig {
+        let text = format!("[pipeline]\nname = \"t\"\n[stages.data]\nkind = \"ingest\"\n{body}\n");
+        let p = crate::pipeline::parse_str(&text, Path::new("/p/pipeline.toml"), &[])
+            .unwrap_or_else(|e| panic!("{e}"));
+        match &p.stages[0].config {
+            StageConfig::Ingest(c) => c.clone(),
+            _ => unreachable!(),
+        }
+    }
+
+    fn fixture(name: &str) -> String {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/data")
+            .join(name)
+            .display()
+            .to_string()
+    }
+
+    /// Ingests with `body`; the report and the dataset written.
+    fn run_ingest(body: &str) -> Result<(IngestReport, DatasetInfo, Records), StageError> {
+        let cfg = config(body);
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join(DATASET_FILE);
+        let mut source = open_source(&cfg)?;
+        let report = ingest(source.as_mut(), &cfg, 7, &out, &Quiet)?;
+        let (info, records) = read_records(&out).unwrap();
+        assert_eq!(info, report.info);
+        assert_eq!(records.len(), report.samples);
+        Ok((report, info, records))
+    }
+
+    fn input_err(r: Result<(IngestReport, DatasetInfo, Records), StageError>) -> String {
+        match r {
+            Err(StageError::Input(m)) => m,
+            Err(StageError::Failed(m)) => panic!("expected an input error (exit 2), got a failure: {m}"),
+            Ok(_) => panic!("expected an error"),
+        }
+    }
+
+    #[test]
+    fn idx_streams_in_chunks_with_the_seeded_split() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/mnist");
+        let (i, l) = (
+            dir.join("t10k-images-idx3-ubyte.gz"),
+            dir.join("t10k-labels-idx1-ubyte.gz"),
+        );
+        let body = format!(
+            "source = {{ format = \"idx\", images = \"{}\", labels = \"{}\" }}\nlimit = 5000",
+            i.display(),
+            l.display()
+        );
+        let (report, info, rec) = run_ingest(&body).unwrap();
+        assert_eq!(info, DatasetInfo::plain(Layout::Image { channels: 1, height: 28, width: 28 }, true));
+        assert_eq!((report.samples, report.classes), (5000, Some(10)));
+        assert_eq!((report.train, report.test), (4000, 1000));
+        assert_eq!(rec.ids, (0..5000).collect::<Vec<u64>>());
+        let img = crate::data::idx::read(&i).unwrap();
+        let lab = crate::data::idx::read(&l).unwrap();
+        assert_eq!(
+            rec.samples,
+            Samples::U8 {
+                shape: (1, 28, 28),
+                data: img.data[..5000 * 784].to_vec()
+            }
+        );
+        assert_eq!(
+            rec.labels.unwrap(),
+            lab.data[..5000].iter().map(|&x| x as u32).collect::<Vec<_>>()
+        );
+        // The split: the first 4000 of a permutation seeded by (seed, stream 1).
+        let perm = super::super::permutation(5000, super::super::mix_seed(7, 1, 0, 0, 0));
+        let mut want = vec![Split::Test; 5000];
+        for &p in &perm[..4000] {
+            want[p] = Split::Train;
+        }
+        assert_eq!(rec.splits, want);
+        // Two row groups (chunks of 4096).
+        let f = std::fs::File::open(tempfile::tempdir().unwrap().path().join("x")).err();
+        assert!(f.is_some());
+    }
+
+    fn write_image(path: &Path, format: ImageFormat, w: u32, h: u32, rgb: bool, seed: u32) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let img = if rgb {
+            DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |x, y| {
+                ::image::Rgb([(x * 30 + seed) as u8, (y * 30) as u8, (seed * 50) as u8])
+            }))
+        } else {
+            DynamicImage::ImageLuma8(GrayImage::from_fn(w, h, |x, y| {
+                ::image::Luma([((x + y) * 20 + seed * 7) as u8])
+            }))
+        };
+        img.save_with_format(path, format).unwrap();
+    }
+
+    /// `root/`: cats/a.png, cats/indoor/b.jpg, cats/indoor/c.png, dogs/d.jpg, dogs/e.png,
+    /// dogs/old/f.jpg (all 8×6 RGB), dogs/broken.png (corrupt), notes.txt (not an image).
+    fn image_folder(root: &Path) {
+        let files = [
+            ("cats/a.png", ImageFormat::Png),
+            ("cats/indoor/b.jpg", ImageFormat::Jpeg),
+            ("cats/indoor/c.png", ImageFormat::Png),
+            ("dogs/d.jpg", ImageFormat::Jpeg),
+            ("dogs/e.png", ImageFormat::Png),
+            ("dogs/old/f.jpg", ImageFormat::Jpeg),
+        ];
+        for (i, (rel, format)) in files.iter().enumerate() {
+            write_image(&root.join(rel), *format, 8, 6, true, i as u32);
+        }
+        std::fs::write(root.join("dogs/broken.png"), b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR trunc").unwrap();
+        std::fs::write(root.join("notes.txt"), "not an image").unwrap();
+    }
+
+    #[test]
+    fn image_folder_every_row_and_the_corrupt_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("photos");
+        image_folder(&root);
+        let src = format!(
+            "source = {{ format = \"image_folder\", path = \"{}\", labels = \"folders\" }}",
+            root.display()
+        );
+        // fail (the default): exit 2, naming the file.
+        let e = input_err(run_ingest(&src));
+        assert!(
+            e.contains(&format!("{}", root.join("dogs/broken.png").display()))
+                && e.contains("corrupt or truncated PNG")
+                && e.contains("on_error = \"skip\""),
+            "{e}"
+        );
+        // skip: the other six, each checked.
+        let (report, info, rec) = run_ingest(&format!("{src}\non_error = \"skip\"")).unwrap();
+        assert_eq!(info.layout, Layout::Image { channels: 3, height: 6, width: 8 });
+        assert_eq!(info.classes, Some(vec!["cats".into(), "dogs".into()]));
+        assert!(info.paths && info.source_sizes && info.meta == ["folder"]);
+        assert_eq!(
+            rec.paths.as_ref().unwrap(),
+            &[
+                "cats/a.png",
+                "cats/indoor/b.jpg",
+                "cats/indoor/c.png",
+                "dogs/d.jpg",
+                "dogs/e.png",
+                "dogs/old/f.jpg"
+            ]
+        );
+        // Ids are positions in the walk: dogs/broken.png (4) sorts before dogs/d.jpg.
+        assert_eq!(rec.ids, [0, 1, 2, 4, 5, 6]);
+        assert_eq!(rec.labels.as_deref(), Some(&[0, 0, 0, 1, 1, 1][..]));
+        assert_eq!(rec.meta[0], ["cats", "cats/indoor", "cats/indoor", "dogs", "dogs", "dogs/old"]);
+        assert_eq!(rec.source_sizes.as_deref(), Some(&[(6, 8); 6][..]));
+        assert_eq!(report.skipped.len(), 1);
+        assert!(report.skipped[0].at.ends_with("dogs/broken.png"));
+        assert_eq!(report.ignored, ["notes.txt"]);
+        assert_eq!((report.samples, report.classes), (6, Some(2)));
+        assert_eq!(report.train + report.test, 6);
+        // The PNG pixels come through exactly (channel-major): a.png is image 0.
+        let Samples::U8 { data, .. } = &rec.samples else { panic!() };
+        assert_eq!(&data[..3], &[0, 30, 60]); // red plane, first row: x * 30
+        assert_eq!(data[48], 0); // green plane starts with y * 30 = 0
+
+        // Unlabelled, grayscale and resized.
+        let (report, info, rec) = run_ingest(&format!(
+            "source = {{ format = \"image_folder\", path = \"{}\" }}\non_error = \"skip\"\ncolor = \"grayscale\"\nresize = [4, 5]",
+            root.display()
+        ))
+        .unwrap();
+        assert!(!info.labelled && rec.labels.is_none() && report.classes.is_none());
+        assert_eq!(info.layout, Layout::Image { channels: 1, height: 4, width: 5 });
+        assert_eq!(rec.source_sizes.as_deref(), Some(&[(6, 8); 6][..]));
+    }
+
+    #[test]
+    fn mixed_image_shapes_need_resize_or_color() {
+        let dir = tempfile::tempdir().unwrap();
+        write_image(&dir.path().join("a.png"), ImageFormat::Png, 4, 4, false, 1);
+        write_image(&dir.path().join("b.png"), ImageFormat::Png, 4, 4, true, 2);
+        write_image(&dir.path().join("c.png"), ImageFormat::Png, 5, 4, false, 3);
+        let src = format!(
+            "source = {{ format = \"image_folder\", path = \"{}\" }}",
+            dir.path().display()
+        );
+        let e = input_err(run_ingest(&src));
+        assert!(e.contains("b.png") && e.contains("color = \\\"grayscale\\\"") || e.contains("`color = \"grayscale\"`"), "{e}");
+        let e = input_err(run_ingest(&format!("{src}\ncolor = \"rgb\"")));
+        assert!(e.contains("c.png") && e.contains("4×5 images") && e.contains("resize = [height, width]"), "{e}");
+        let (_, info, _) = run_ingest(&format!("{src}\ncolor = \"rgb\"\nresize = 4")).unwrap();
+        assert_eq!(info.layout, Layout::Image { channels: 3, height: 4, width: 4 });
+    }
+
+    #[test]
+    fn parquet_images_snappy_every_row() {
+        let src = format!(
+            "source = {{ format = \"parquet\", path = \"{}\", image = \"image\", label = \"species\", meta = [\"camera\"] }}",
+            fixture("images_snappy.parquet")
+        );
+        let e = input_err(run_ingest(&src));
+        assert!(e.contains("images_snappy.parquet: record 3") && e.contains("corrupt"), "{e}");
+        let e = input_err(run_ingest(&format!("{src}\non_error = \"skip\"")));
+        assert!(e.contains("record 5") && e.contains("8×8 images") && e.contains("resize"), "{e}");
+        let (report, info, rec) =
+            run_ingest(&format!("{src}\non_error = \"skip\"\nresize = [6, 6]")).unwrap();
+        assert_eq!(rec.ids, [0, 1, 2, 4, 5]);
+        assert_eq!(rec.labels.as_deref(), Some(&[0, 1, 0, 1, 0][..]));
+        assert_eq!(rec.meta[0], ["a", "b", "a", "", "a"]);
+        assert_eq!(info.classes, Some(vec!["cat".into(), "dog".into()]));
+        assert_eq!(rec.source_sizes.as_deref(), Some(&[(6, 6), (6, 6), (6, 6), (6, 6), (8, 8)][..]));
+        assert_eq!(report.skipped.len(), 1);
+        assert!(report.skipped[0].at.ends_with("record 3"));
+        assert!(!info.paths);
+    }
+
+    #[test]
+    fn parquet_features_zstd_every_row() {
+        let src = format!(
+            "source = {{ format = \"parquet\", path = \"{}\", features = \"embedding\", label = \"label\", meta = [\"site\"] }}",
+            fixture("features_zstd.parquet")
+        );
+        let e = input_err(run_ingest(&src));
+        assert!(e.contains("features_zstd.parquet: record 2") && e.contains("non-finite"), "{e}");
+        let (report, info, rec) = run_ingest(&format!("{src}\non_error = \"skip\"")).unwrap();
+        assert_eq!(info.layout, Layout::Features { dim: 3 });
+        assert_eq!(rec.ids, [0, 1, 3, 6]);
+        assert_eq!(
+            rec.samples,
+            Samples::F32 {
+                dim: 3,
+                data: vec![0.5, 0.25, 1.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.5]
+            }
+        );
+        assert_eq!(rec.labels.as_deref(), Some(&[0, 1, 0, 2][..]));
+        assert_eq!(rec.meta[0], ["s1", "s2", "s2", ""]);
+        assert_eq!(report.classes, Some(3));
+        let reasons: Vec<&str> = report.skipped.iter().map(|b| b.reason.as_str()).collect();
+        assert_eq!(reasons.len(), 3);
+        assert!(reasons[1].contains("has 2 values") && reasons[2].contains("null"), "{reasons:?}");
+        // The features of a dataset are not images.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.parquet");
+        crate::data::table::write_records(&p, &info, &rec).unwrap();
+        let e = crate::data::table::read_dataset(&p).unwrap_err().to_string();
+        assert!(e.contains("image augmentations cannot apply"), "{e}");
+    }
+
+    #[test]
+    fn pandas_parquet_and_csv() {
+        let (report, info, rec) = run_ingest(&format!(
+            "source = {{ format = \"parquet\", path = \"{}\", features = [\"a\", \"b\", \"c\"], label = \"kind\" }}",
+            fixture("tabular_pandas.parquet")
+        ))
+        .unwrap();
+        assert_eq!(info.layout, Layout::Features { dim: 3 });
+        assert_eq!(rec.labels.as_deref(), Some(&[0, 1, 0, 2, 1][..]));
+        assert_eq!(report.samples, 5);
+
+        let src = format!(
+            "source = {{ format = \"csv\", path = \"{}\", label = \"species\", meta = [\"site\"] }}",
+            fixture("tabular.csv")
+        );
+        let e = input_err(run_ingest(&src));
+        assert!(e.contains("tabular.csv: record 2 (line 4)") && e.contains("`abc`"), "{e}");
+        let (report, info, rec) = run_ingest(&format!("{src}\non_error = \"skip\"")).unwrap();
+        assert_eq!(info.layout, Layout::Features { dim: 2 });
+        assert_eq!(rec.ids, [0, 1, 3, 6]);
+        assert_eq!(
+            rec.samples,
+            Samples::F32 {
+                dim: 2,
+                data: vec![5.1, 3.5, 4.9, 3.0, 6.4, 3.2, 6.5, 3.0]
+            }
+        );
+        assert_eq!(rec.labels.as_deref(), Some(&[0, 0, 1, 2][..]));
+        assert_eq!(rec.meta[0], ["north", "south", "south", ""]);
+        assert_eq!(report.skipped.len(), 3);
+        assert!(report.skipped[1].reason.contains("has 2 fields"));
+        assert!(report.skipped[2].reason.contains("empty value"));
+    }
+
+    #[test]
+    fn limit_and_small_or_empty_results() {
+        let csv = fixture("tabular.csv");
+        let (report, _, rec) = run_ingest(&format!(
+            "source = {{ format = \"csv\", path = \"{csv}\", label = \"species\", meta = [\"site\"] }}\nlimit = 2"
+        ))
+        .unwrap();
+        assert_eq!((report.samples, rec.ids.clone()), (2, vec![0, 1]));
+        assert_eq!((report.train, report.test), (1, 1));
+        let e = input_err(run_ingest(&format!(
+            "source = {{ format = \"csv\", path = \"{csv}\" }}\nlimit = 1"
+        )));
+        assert!(e.contains("only 1 record(s)"), "{e}");
+        // Every record unreadable.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.csv");
+        std::fs::write(&p, "x,y\na,1\nb,2\n").unwrap();
+        let e = input_err(run_ingest(&format!(
+            "source = {{ format = \"csv\", path = \"{}\" }}\non_error = \"skip\"",
+            p.display()
+        )));
+        assert!(e.contains("no readable records (2 skipped; the first:") && e.contains("`a`"), "{e}");
+        // One split left empty by skipping.
+        std::fs::write(&p, "x\n1\nbad\n").unwrap();
+        let r = run_ingest(&format!(
+            "source = {{ format = \"csv\", path = \"{}\" }}\non_error = \"skip\"\nsplit = {{ train = 0.5 }}",
+            p.display()
+        ));
+        let e = input_err(r);
+        assert!(e.contains("split is empty after leaving out 1 unreadable record"), "{e}");
+        // A missing folder or file is an input error naming it.
+        let e = input_err(run_ingest("source = { format = \"image_folder\", path = \"/no/photos\" }"));
+        assert!(e.contains("/no/photos") && e.contains("does not exist"), "{e}");
+        let e = input_err(run_ingest(
+            "source = { format = \"parquet\", path = \"/no/x.parquet\", image = \"png\" }",
+        ));
+        assert!(e.contains("/no/x.parquet: cannot open"), "{e}");
+    }
+}

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::data::{table, Dataset, Split};
 use crate::engine::nn::{
-    Encoder, EncoderSpec, Init, InputShape, Mlp, ParamEntry, ParamKind, ParamStore,
+    Encoder, EncoderSpec, Init, InputShape, MaeDecoder, Mlp, ParamEntry, ParamKind, ParamStore, Vit,
 };
 use crate::engine::optim::{self, GradList, OptimSpec, Optimizer, Schedule};
 use crate::engine::{io, Axis2, Engine, Graph, Tensor};
@@ -154,6 +154,12 @@ pub fn validate(
             )));
         }
     }
+    if needs.mask_ratio.is_some() && !matches!(cfg.model.arch, Arch::Vit { .. }) {
+        return Err(StageError::Input(format!(
+            "objective `{}` masks image patches, which needs a vision transformer: set `model = {{ arch = \"vit\", ... }}`",
+            cfg.objective.plugin
+        )));
+    }
     Ok(vec![(
         cfg.objective.plugin.clone(),
         obj.library().digest.clone(),
@@ -169,6 +175,8 @@ struct Model {
     projector: Option<Mlp>,
     predictor: Option<Mlp>,
     decoder: Option<Mlp>,
+    /// Masked patch modelling: the mask ratio and the MAE decoder.
+    mae: Option<(f64, MaeDecoder)>,
 }
 
 /// The outputs of one forward pass over all views (rows: view-major).
@@ -221,6 +229,17 @@ impl Model {
                 input.len(),
             )
         });
+        let mae = match (needs.mask_ratio, &encoder) {
+            (None, _) => None,
+            (Some(ratio), Encoder::Vit(vit)) => {
+                Some((ratio, MaeDecoder::new(e, ps, &mut init, vit, input, 4)))
+            }
+            (Some(_), _) => {
+                return Err(StageError::Input(
+                    "masked patch modelling needs `model.arch = \"vit\"`".into(),
+                ))
+            }
+        };
         Ok(Model {
             input,
             encoder,
@@ -228,6 +247,7 @@ impl Model {
             projector,
             predictor,
             decoder,
+            mae,
         })
     }
 
@@ -670,10 +690,13 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
                 .collect();
             let augmented = augment_batch(&views, &ds, &rows, ctx.seed, epoch)?;
             let originals = needs.decoder.map(|_| ds.batch_f32(&rows));
+            let ids: Vec<u64> = rows.iter().map(|&r| ds.ids[r]).collect();
             let step_ctx = StepCtx {
                 epoch,
                 step: st.step,
                 total_steps,
+                seed: ctx.seed,
+                ids: &ids,
             };
             let (loss, grads, reps) = train_step(
                 e,
@@ -819,10 +842,13 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
 }
 
 #[derive(Clone, Copy)]
-struct StepCtx {
+struct StepCtx<'a> {
     epoch: u64,
     step: u64,
     total_steps: u64,
+    seed: u64,
+    /// Sample ids of the batch (per-sample randomness such as MAE masks).
+    ids: &'a [u64],
 }
 
 /// One forward/backward pass over a batch of `n` samples in every view; returns the loss,
@@ -838,6 +864,9 @@ fn train_step(
     n: usize,
     sc: StepCtx,
 ) -> Result<(f64, GradList, Vec<(String, f32)>), StageError> {
+    if let (Some((ratio, dec)), Encoder::Vit(vit)) = (&model.mae, &model.encoder) {
+        return mae_step(e, model, vit, *ratio, dec, st, obj, &augmented[0], n, sc);
+    }
     let v = augmented.len();
     let d = model.input.len();
     let view_inputs: Vec<Tensor> = augmented
@@ -883,6 +912,84 @@ fn train_step(
         view_inputs: Some(&view_inputs),
         originals: originals.as_ref(),
         decoded: dec_v.as_deref(),
+        masked_patches: None,
+        epoch: sc.epoch as u32,
+        step: sc.step,
+        total_steps: sc.total_steps,
+    };
+    let res = obj.loss(e, &mut g, &inputs, &mut st.objective_state)?;
+    let loss = res.loss.scalar() as f64;
+    let mut grads = g.backward(&res.loss)?;
+    Ok((loss, optim::collect(&st.ps, &mut grads), res.reports))
+}
+
+/// One masked-patch-modelling step: each sample hides a random `ratio` of its patches
+/// (seeded per sample and epoch), the ViT encodes the visible ones, the decoder predicts all.
+#[allow(clippy::too_many_arguments)]
+fn mae_step(
+    e: &Engine,
+    model: &Model,
+    vit: &Vit,
+    ratio: f64,
+    dec: &MaeDecoder,
+    st: &mut TrainState,
+    obj: &mut ObjectiveInstance,
+    view: &[f32],
+    n: usize,
+    sc: StepCtx,
+) -> Result<(f64, GradList, Vec<(String, f32)>), StageError> {
+    let t = vit.num_tokens();
+    let keep = ((t as f64 * (1.0 - ratio)).round() as usize).clamp(1, t - 1);
+    let visible: Vec<Vec<usize>> = sc
+        .ids
+        .iter()
+        .map(|&id| {
+            let mut v: Vec<usize> = permutation(t, mix_seed(sc.seed, 10, sc.epoch, id, 0))
+                .into_iter()
+                .take(keep)
+                .collect();
+            v.sort_unstable();
+            v
+        })
+        .collect();
+    let mut mask = vec![1f32; n * t];
+    for (b, vis) in visible.iter().enumerate() {
+        for &i in vis {
+            mask[b * t + i] = 0.0;
+        }
+    }
+    let x = e.tensor(view.to_vec(), n, model.input.len())?;
+    let targets = vit.patches(&mut e.graph(false), &x, model.input)?;
+    let mask = e.tensor(mask, n * t, 1)?;
+    let mut g = e.graph(true);
+    let tok = vit.tokens(&st.ps, &mut g, &x, model.input)?;
+    let vis_idx: Vec<usize> = visible
+        .iter()
+        .enumerate()
+        .flat_map(|(b, v)| v.iter().map(move |&i| b * t + i))
+        .collect();
+    let vis = g.select_rows(&tok, &vis_idx)?;
+    let (h, per) = vit.run_blocks(&st.ps, &mut g, &vis, n, keep)?;
+    let emb = vit.pool(&st.ps, &mut g, &h, n, per)?;
+    let enc_tokens = if vit.has_cls() {
+        let idx: Vec<usize> = (0..n)
+            .flat_map(|b| (1..per).map(move |i| b * per + i))
+            .collect();
+        g.select_rows(&h, &idx)?
+    } else {
+        h
+    };
+    let pred = dec.forward(&st.ps, &mut g, &enc_tokens, &visible)?;
+    let view_inputs = [x];
+    let inputs = StepInputs {
+        embeddings: std::slice::from_ref(&emb),
+        projections: None,
+        predictions: None,
+        targets: None,
+        view_inputs: Some(&view_inputs),
+        originals: None,
+        decoded: None,
+        masked_patches: Some((&pred, &targets, &mask)),
         epoch: sc.epoch as u32,
         step: sc.step,
         total_steps: sc.total_steps,

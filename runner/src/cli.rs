@@ -15,44 +15,73 @@ use crate::pipeline::{self, Pipeline, StageKind};
     name = "pretext",
     version,
     about = "Run self-supervised-learning pipelines declared in TOML",
-    long_about = "pretext runs self-supervised-learning pipelines declared in TOML: ingest → augment → \
-pretrain → probe, with objectives and augmentations loaded from plugin libraries. Every stage's \
-outputs are stored by a content hash of everything that determines them, so unchanged stages never \
-run twice, and pretext.lock records the result so CI can check it with `run --locked`.\n\n\
-Exit codes: 0 success, 1 a stage or check failed, 2 bad input (pipeline file, data, plugin, flags).",
-    after_help = "Start with `pretext run pipelines/quickstart.toml`. Docs: docs/guide/README.md"
+    long_about = "pretext runs self-supervised-learning pipelines declared in TOML: ingest → curate → \
+augment → pretrain → probe, with objectives and augmentations loaded from plugin libraries. Every \
+stage's outputs are stored by a content hash of everything that determines them, so unchanged stages \
+never run twice, and pretext.lock records the result so CI can check it with `run --locked`.\n\n\
+Exit codes: 0 success; 1 a stage, an `expect` gate or a --locked check failed; 2 bad input \
+(pipeline file, data file, plugin, flags), always with a message saying what to fix.",
+    after_help = "Start with `pretext run pipelines/quickstart.toml`. \
+Docs: docs/SUMMARY.md (getting started, every TOML key, plugins, CI).",
+    after_long_help = "Examples:\n  \
+pretext run pipelines/quickstart.toml            run every stage not already stored\n  \
+pretext run p.toml --set stages.ssl.epochs=1     override a key for one run\n  \
+pretext plan p.toml                              what would run, and why\n  \
+pretext validate p.toml                          check the file and plugin parameters\n  \
+pretext show p.toml                              metrics of the last run\n  \
+pretext run p.toml --locked --log-format json    CI: fail on any difference from pretext.lock\n\n\
+Environment:\n  \
+PRETEXT_LOG          log filter instead of -v/-q, e.g. `debug` or `pretext=trace`\n  \
+PRETEXT_PLUGIN_PATH  more folders to load plugin libraries from (separated like PATH)\n\n\
+Docs: docs/SUMMARY.md. Getting started: docs/getting-started.md. Every pipeline key: \
+docs/reference/README.md. Writing plugins: docs/plugins.md. CI: docs/ci.md."
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Log format on stderr.
+    /// Log format on stderr: `human`, or `json` (one JSON object per line, for CI).
+    ///
+    /// Only the log changes: the summary table still goes to stdout, and a final error is
+    /// still printed as plain `error: ...` text on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
-    /// More log detail (repeat for more).
+    /// More log detail: `-v` debug, `-vv` trace (PRETEXT_LOG, when set, takes precedence).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Only warnings and errors on stderr.
+    /// Only warnings and errors on stderr (no progress, no per-stage log lines).
     #[arg(short, long, global = true)]
     pub quiet: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    /// Readable lines (and progress bars on a terminal).
     Human,
+    /// One JSON object per line: timestamp, level, fields (stage, status, metrics, ...).
     Json,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct PipelineArgs {
-    /// The pipeline file.
+    /// The pipeline file (TOML). Relative paths inside it are relative to its folder.
     pub pipeline: PathBuf,
-    /// Override a key, e.g. `--set stages.ssl.epochs=1` (repeatable; value in TOML syntax).
+    /// Override a key, e.g. `--set stages.ssl.epochs=1` (repeatable).
+    ///
+    /// KEY is the key's path as in the TOML reference (quote parts with dots:
+    /// `stages.eval.expect."linear.accuracy".min=0.9`). VALUE is a TOML value (`1`, `0.5`,
+    /// `true`, `"text"`, `[1, 2]`, `{ a = 1 }`); anything else is taken as a string. Overridden
+    /// values count like values in the file: they are validated and part of stage keys.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Another folder to load plugin libraries from (repeatable).
+    /// Also load every plugin library in this folder (repeatable).
+    ///
+    /// Plugins are also found in `pipeline.plugin_paths`, in PRETEXT_PLUGIN_PATH folders and,
+    /// for the built-in `libpretext_*` libraries, next to the pretext binary.
     #[arg(long = "plugin-dir", value_name = "DIR")]
     pub plugin_dirs: Vec<PathBuf>,
-    /// Compute device: `cpu`, `cuda` or `cuda:N`.
+    /// Compute device: `cpu`, `cuda` or `cuda:N` (CUDA needs a build with the `cuda` feature).
+    ///
+    /// The device class (cpu or cuda) is part of every stage key and of pretext.lock.
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     pub device: DeviceKind,
 }
@@ -65,51 +94,99 @@ fn parse_device(s: &str) -> Result<DeviceKind, String> {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a pipeline: every stage whose result is not already stored.
+    ///
+    /// Stages run in dependency order. A stage whose key (a hash of its settings, its inputs'
+    /// keys, its plugins, the seed and the device class) is already in the store is reused, not
+    /// rerun. Afterwards `expect` gates are checked, pretext.lock (beside the pipeline file) and
+    /// the run log (`<store>/runs/<name>.json`, what `show` prints) are written, and a summary
+    /// table goes to stdout. Exit code 1 when a stage or a gate failed, 2 for bad input.
+    #[command(after_help = "Examples:\n  \
+pretext run pipelines/quickstart.toml\n  \
+pretext run p.toml --set stages.ssl.epochs=1 --set pipeline.seed=3\n  \
+pretext run p.toml --locked --log-format json    (CI)")]
     Run {
         #[command(flatten)]
         args: PipelineArgs,
-        /// Fail (exit 1) if any stage key or output digest differs from pretext.lock.
+        /// Check the run against pretext.lock instead of updating it (for CI).
+        ///
+        /// Fails with exit code 1 before running anything if a stage's key differs from the
+        /// lockfile (saying why: which setting, input or plugin changed), and after running if
+        /// any output file's digest differs. Fails with exit code 2 if there is no pretext.lock.
         #[arg(long)]
         locked: bool,
-        /// Wait for another run holding the store instead of failing at once.
+        /// If another pretext process is writing to the same store, wait for it to finish
+        /// instead of failing at once.
         #[arg(long)]
         wait: bool,
     },
     /// Show what `run` would do: each stage's key, whether it is cached, and why it would run.
+    ///
+    /// Nothing runs and nothing is written. Validates the pipeline and plugin parameters like
+    /// `validate`. A stage that would run gets a reason: "never run", "config changed
+    /// (`epochs`: 15 → 30)", "input `input` changed", "plugin `simclr` changed", ...
+    #[command(
+        after_help = "Example: pretext plan pipelines/quickstart.toml --set stages.ssl.epochs=60"
+    )]
     Plan {
         #[command(flatten)]
         args: PipelineArgs,
     },
     /// Check a pipeline file and its plugin parameters without running anything.
+    ///
+    /// Reports the first problem as `error: <file>:<line>:<col>: <message>`, with a `help:` line
+    /// saying what to do and a `see:` line naming the section of the TOML reference
+    /// (docs/reference/) that documents the key; exit code 2. Prints `ok: ...` and the stage
+    /// order when the pipeline is valid. Data files are not read.
+    #[command(after_help = "Example: pretext validate pipelines/quickstart.toml")]
     Validate {
         #[command(flatten)]
         args: PipelineArgs,
     },
     /// Print the stage graph as Graphviz DOT or Mermaid.
+    ///
+    /// Only reads the pipeline file (`--plugin-dir` and `--device` are accepted and unused).
+    #[command(after_help = "Examples:\n  \
+pretext graph pipelines/quickstart.toml | dot -Tsvg > graph.svg\n  \
+pretext graph pipelines/quickstart.toml --format mermaid")]
     Graph {
         #[command(flatten)]
         args: PipelineArgs,
+        /// `dot` (Graphviz) or `mermaid` (renders in Markdown on GitHub and in mdBook).
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
     /// List plugin libraries found, where, and what they provide.
+    ///
+    /// Searches, in order: the pipeline's `plugin_paths` (with --pipeline), --plugin-dir
+    /// folders, PRETEXT_PLUGIN_PATH folders, and the built-in `libpretext_*` libraries next to
+    /// the pretext binary. Each library is listed with its version, the pretext-plugin SDK it
+    /// was built with, its digest, and its objectives and augmentations; libraries that cannot
+    /// be loaded are listed with the reason.
+    #[command(after_help = "Example: pretext plugins --plugin-dir ../my-plugin/target/release")]
     Plugins {
-        /// Also look in this folder (repeatable).
+        /// Also load every plugin library in this folder (repeatable).
         #[arg(long = "plugin-dir", value_name = "DIR")]
         plugin_dirs: Vec<PathBuf>,
-        /// A pipeline whose `plugin_paths` to include.
+        /// Also load the libraries in this pipeline file's `plugin_paths`.
         #[arg(long)]
         pipeline: Option<PathBuf>,
     },
     /// Print the metrics of a pipeline's last run.
+    ///
+    /// Reads the run log the last `run` wrote (`<store>/runs/<name>.json`): the summary table,
+    /// then every stage's metrics, then any failed `expect` gates. Runs nothing.
+    #[command(
+        after_help = "Example: pretext show pipelines/quickstart.toml --json | jq '.stages.eval.metrics'"
+    )]
     Show {
         /// The pipeline file.
         pipeline: PathBuf,
-        /// Print the run log as JSON.
+        /// Print the whole run log as JSON instead: per stage its kind, key, status (ran or
+        /// cached), seconds, metrics, timings and store entry, plus the failed gates.
         #[arg(long)]
         json: bool,
     },
-    /// Store maintenance.
+    /// Store maintenance: `pretext store verify <pipeline>`.
     Store {
         #[command(subcommand)]
         command: StoreCommand,
@@ -119,6 +196,9 @@ pub enum Command {
 #[derive(Subcommand, Debug)]
 pub enum StoreCommand {
     /// Re-digest every entry of a pipeline's store and report corrupt ones (exit 1 if any).
+    ///
+    /// Checks every file of every entry against the digests recorded in its entry.json. A
+    /// corrupt entry can be deleted (`<store>/objects/<kind>/<key>/`); the next run rebuilds it.
     Verify {
         /// The pipeline file whose store to check.
         pipeline: PathBuf,
@@ -127,7 +207,9 @@ pub enum StoreCommand {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum GraphFormat {
+    /// Graphviz DOT.
     Dot,
+    /// A Mermaid flowchart.
     Mermaid,
 }
 

@@ -7,6 +7,7 @@ mod support;
 
 mod caching;
 mod cli_errors;
+mod data;
 mod end_to_end;
 mod golden;
 mod kill;

@@ -169,3 +169,40 @@ fn mae_pretrains_a_vit_end_to_end() {
         .expect_code(2)
         .expect_stderr_has(&["needs a vision transformer"]);
 }
+
+/// Label-efficiency probes: class-balanced fractions with mean ± std over seeds, the
+/// supervised-from-scratch baseline on the same labels, and `expect` gates on those metrics.
+#[test]
+fn label_fractions_and_the_supervised_baseline_are_reported_and_gated() {
+    let dir = tempdir();
+    let text = Tiny::default().toml().replace(
+        "linear = { epochs = 5 }",
+        "linear = { epochs = 5 }\nlabel_fractions = [0.1, 1.0]\nseeds = 2\nsupervised = { epochs = 2 }\nexpect = { \"linear@10%.accuracy\" = { min = 0.12 }, \"supervised@10%.accuracy\" = { max = 1.0 } }",
+    );
+    let p = dir.path().join("pipeline.toml");
+    std::fs::write(&p, &text).unwrap();
+    let ps = p.display().to_string();
+    pretext(dir.path(), &["run", &ps]).expect_code(0);
+    let show = pretext(dir.path(), &["show", "--json", &ps]);
+    let log: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    let m = &log["stages"]["eval"]["metrics"];
+    for key in [
+        "linear@10%.accuracy",
+        "linear@10%.accuracy_std",
+        "knn@10%.accuracy",
+        "baseline.linear@10%.accuracy",
+        "supervised@10%.accuracy",
+        "supervised.accuracy",
+        "linear.accuracy",
+    ] {
+        let v = m[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("metric {key} missing: {m}"));
+        assert!((0.0..=1.0).contains(&v), "{key} = {v}");
+    }
+    // A gate on a fraction metric fails the run with the metric, bound and value.
+    std::fs::write(&p, text.replace("{ min = 0.12 }", "{ min = 1.01 }")).unwrap();
+    pretext(dir.path(), &["run", &ps])
+        .expect_code(1)
+        .expect_stderr_has(&["expected `linear@10%.accuracy` >= 1.01, got"]);
+}

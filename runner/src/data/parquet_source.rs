@@ -298,7 +298,7 @@ impl ParquetSource {
             labelled: spec.label.is_some(),
             classes: class_index.clone(),
             paths: false,
-            source_sizes: false,
+            source_sizes: spec.image.is_some(),
             meta: spec.meta.clone(),
             ignored: Vec::new(),
         };
@@ -355,6 +355,7 @@ impl ParquetSource {
                             "image column `{col}` holds neither PNG nor JPEG bytes; for raw pixels set `shape = [channels, height, width]` in the source"
                         )));
                     };
+                    source_size = Some((h as u32, w as u32));
                     if bytes.len() != c * h * w {
                         return Err(bad(format!(
                             "raw image has {} bytes, but shape [{c}, {h}, {w}] needs {}",
@@ -555,7 +556,7 @@ mod tests {
             assert_eq!(s.len(), 6);
             let cols = s.columns().clone();
             assert_eq!(cols.classes, Some(vec!["cat".into(), "dog".into()]));
-            assert!(cols.labelled && !cols.paths && cols.meta == ["camera"]);
+            assert!(cols.labelled && !cols.paths && cols.source_sizes && cols.meta == ["camera"]);
             let items = all(&mut s);
             assert_eq!(items.len(), 6);
             let ok = |i: usize| items[i].as_ref().unwrap();

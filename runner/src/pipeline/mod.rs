@@ -63,7 +63,7 @@ pub use types::{
     CurateConfig, DropRule, Expectation, FailIf, FeatureColumns, FolderLabels, IngestConfig,
     IngestSource, KnnConfig, LinearProbeConfig, ModelConfig, NearDuplicates, Objective, OnError,
     OptimConfig, Optimizer, Pipeline, Pool, PretrainConfig, ProbeConfig, ProbeMethod, Quality,
-    Schedule, Split, Stage, StageConfig, StageKind,
+    Schedule, Split, Stage, StageConfig, StageKind, SupervisedConfig,
 };
 
 /// Reads the pipeline file at `path`, applies `--set` overrides

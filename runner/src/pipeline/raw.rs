@@ -264,7 +264,18 @@ pub(crate) struct RawProbe {
     pub linear: Option<Tbl<RawLinear>>,
     pub knn: Option<Tbl<RawKnn>>,
     pub baseline: Option<bool>,
+    pub label_fractions: Option<Spanned<Vec<Spanned<f64>>>>,
+    pub seeds: Option<Spanned<i64>>,
+    pub supervised: Option<Tbl<RawSupervised>>,
     pub expect: Option<RawExpect>,
+}
+
+/// `supervised = { .. }` in a probe stage: a from-scratch baseline on the same labels.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSupervised {
+    pub epochs: Option<Spanned<i64>>,
+    pub lr: Option<Spanned<f64>>,
 }
 
 /// `linear = { .. }` in a probe stage.

@@ -18,7 +18,7 @@ use super::types::{
     CurateConfig, DropRule, Expectation, FailIf, FeatureColumns, FolderLabels, IngestConfig,
     IngestSource, KnnConfig, LinearProbeConfig, ModelConfig, NearDuplicates, Objective, OnError,
     OptimConfig, Optimizer, Pipeline, Pool, PretrainConfig, ProbeConfig, ProbeMethod, Quality,
-    Schedule, Split, Stage, StageConfig, StageKind,
+    Schedule, Split, Stage, StageConfig, StageKind, SupervisedConfig,
 };
 
 type Result<T> = std::result::Result<T, PipelineError>;
@@ -1638,11 +1638,63 @@ impl StageCx<'_, '_, '_> {
                 })
             }
         };
+        let label_fractions = match &b.label_fractions {
+            None => vec![1.0],
+            Some(list_) => {
+                if list_.get_ref().is_empty() {
+                    return Err(self.err_at(
+                        list_,
+                        format!("`{}` is empty", self.what("label_fractions")),
+                        Some(
+                            "list at least one fraction, e.g. label_fractions = [0.01, 0.1, 1.0]"
+                                .into(),
+                        ),
+                    ));
+                }
+                let mut out = Vec::new();
+                for f in list_.get_ref() {
+                    let v = *f.get_ref();
+                    if !(v > 0.0 && v <= 1.0) {
+                        return Err(self.err_at(
+                            f,
+                            format!(
+                                "`{}` value {v} must be in (0, 1]",
+                                self.what("label_fractions")
+                            ),
+                            Some("fractions of the train labels, e.g. 0.01 for 1 %".into()),
+                        ));
+                    }
+                    if out.contains(&v) {
+                        return Err(self.err_at(
+                            f,
+                            format!("`{}` lists {v} twice", self.what("label_fractions")),
+                            None,
+                        ));
+                    }
+                    out.push(v);
+                }
+                out
+            }
+        };
+        let seeds = self.int(&b.seeds, "seeds", 1, Some(100), 3)?;
+        let supervised = b
+            .supervised
+            .as_deref()
+            .map(|s| -> Result<SupervisedConfig> {
+                Ok(SupervisedConfig {
+                    epochs: self.int(&s.epochs, "supervised.epochs", 1, None, 30)?,
+                    lr: self.float(&s.lr, "supervised.lr", FloatRule::Positive, 1e-3)?,
+                })
+            })
+            .transpose()?;
         Ok(ProbeConfig {
             methods,
             linear,
             knn,
             baseline: b.baseline.unwrap_or(true),
+            label_fractions,
+            seeds,
+            supervised,
         })
     }
 

@@ -218,6 +218,9 @@ fn valid_minimal_pipeline_gets_defaults() {
                 temperature: 0.07
             }),
             baseline: true,
+            label_fractions: vec![1.0],
+            seeds: 3,
+            supervised: None,
         }
     );
     assert!(p.stages.iter().all(|s| s.expect.is_empty()));
@@ -658,4 +661,151 @@ fn stage_kinds_and_artifacts() {
         [StageKind::Pretrain, StageKind::Finetune]
     );
     assert!(!StageKind::OodEval.is_supported());
+}
+
+#[test]
+fn ingest_formats_and_curate_get_defaults() {
+    let text = r#"[pipeline]
+name = "data"
+
+[stages.photos]
+kind = "ingest"
+source = { format = "image_folder", path = "data/photos" }
+on_error = "skip"
+resize = 32
+color = "rgb"
+
+[stages.pq]
+kind = "ingest"
+source = { format = "parquet", path = "d/x.parquet", features = ["a", "b"], label = "y", meta = ["site"] }
+
+[stages.pqimg]
+kind = "ingest"
+source = { format = "parquet", path = "d/i.parquet", image = "png", shape = [1, 28, 28] }
+
+[stages.table]
+kind = "ingest"
+source = { format = "csv", path = "d/t.tsv", delimiter = "\t", label = "y" }
+
+[stages.clean]
+kind = "curate"
+input = "photos"
+
+[stages.strict]
+kind = "curate"
+input = "clean"
+near_duplicates = { enabled = false }
+quality = { min_size = 0, blank_std = 3 }
+metadata = ["folder"]
+drop = ["leaked_test", "blank", "duplicates"]
+fail_if = { leakage = 0, duplicate_fraction = 0.05 }
+max_listed = 10
+expect = { kept = { min = 100 } }
+"#;
+    let p = parse(text, &[]).unwrap();
+    assert_eq!(
+        p.order(),
+        ["photos", "pq", "pqimg", "table", "clean", "strict"]
+    );
+    let StageConfig::Ingest(photos) = &p.stage("photos").unwrap().config else {
+        panic!()
+    };
+    let IngestSource::ImageFolder { path, labels } = &photos.source else {
+        panic!()
+    };
+    assert_eq!(path.resolved, Path::new("/work/p/data/photos"));
+    assert_eq!(*labels, FolderLabels::None);
+    assert_eq!(
+        (photos.on_error, photos.resize, photos.color),
+        (OnError::Skip, Some([32, 32]), Some(ColorMode::Rgb))
+    );
+    assert_eq!(
+        p.stage("photos").unwrap().canonical_config()["config"],
+        json!({
+            "source": {"format": "image_folder", "path": "data/photos", "labels": "none"},
+            "split": {"train": 0.8, "test": 0.2},
+            "limit": null,
+            "on_error": "skip",
+            "resize": [32, 32],
+            "color": "rgb"
+        })
+    );
+    assert_eq!(
+        p.stage("pq").unwrap().canonical_config()["config"]["source"],
+        json!({
+            "format": "parquet", "path": "d/x.parquet", "image": null,
+            "features": ["a", "b"], "label": "y", "meta": ["site"], "shape": null
+        })
+    );
+    let StageConfig::Ingest(pqimg) = &p.stage("pqimg").unwrap().config else {
+        panic!()
+    };
+    assert!(matches!(
+        &pqimg.source,
+        IngestSource::Parquet { image: Some(i), shape: Some([1, 28, 28]), features: None, .. } if i == "png"
+    ));
+    let StageConfig::Ingest(table) = &p.stage("table").unwrap().config else {
+        panic!()
+    };
+    assert!(matches!(
+        &table.source,
+        IngestSource::Csv { delimiter: '\t', features: None, label: Some(l), .. } if l == "y"
+    ));
+    assert_eq!(table.on_error, OnError::Fail);
+
+    let clean = p.stage("clean").unwrap();
+    assert_eq!(clean.inputs, [("input".to_string(), "photos".to_string())]);
+    assert_eq!(clean.output(), ArtifactKind::Dataset);
+    assert_eq!(
+        clean.canonical_config()["config"],
+        json!({
+            "near_duplicates": {"enabled": true, "max_distance": 8, "min_cosine": 0.995},
+            "quality": {"blank_std": 1.0, "min_mean": 2.0, "max_mean": 253.0, "min_size": 16},
+            "metadata": null,
+            "drop": ["duplicates", "leaked_train"],
+            "fail_if": [],
+            "max_listed": 1000
+        })
+    );
+    let StageConfig::Curate(strict) = &p.stage("strict").unwrap().config else {
+        panic!()
+    };
+    assert!(!strict.near_duplicates.enabled);
+    assert_eq!(
+        (strict.quality.min_size, strict.quality.blank_std),
+        (0, 3.0)
+    );
+    assert_eq!(strict.metadata, Some(vec!["folder".to_string()]));
+    assert_eq!(
+        strict.drop,
+        [DropRule::Duplicates, DropRule::Blank, DropRule::LeakedTest]
+    );
+    assert_eq!(
+        strict.fail_if,
+        [
+            FailIf {
+                metric: "duplicate_fraction".into(),
+                max: 0.05
+            },
+            FailIf {
+                metric: "leakage".into(),
+                max: 0.0
+            }
+        ]
+    );
+    assert_eq!(strict.max_listed, 10);
+    assert_eq!(p.stage("strict").unwrap().expect[0].metric, "kept");
+    // An IDX pipeline's canonical config is unchanged by the new keys at their defaults.
+    let q = parse(MINIMAL, &["stages.data.on_error=\"fail\""]).unwrap();
+    assert_eq!(
+        q.stage("data").unwrap().canonical_config(),
+        parse(MINIMAL, &[])
+            .unwrap()
+            .stage("data")
+            .unwrap()
+            .canonical_config()
+    );
+    assert!(q.stage("data").unwrap().canonical_config()["config"]
+        .get("on_error")
+        .is_none());
 }

@@ -800,6 +800,25 @@ pub struct ProbeConfig {
     pub knn: Option<KnnConfig>,
     /// Also probe a randomly initialised encoder of the same architecture (default true).
     pub baseline: bool,
+    /// Fractions of the train labels the probes may use, each in (0, 1], class-balanced and
+    /// seeded (default `[1.0]`). Metrics are named `linear@10%.accuracy` etc. for fractions
+    /// below 1, and `linear.accuracy` for 1.
+    pub label_fractions: Vec<f64>,
+    /// Repeats (different label subsets) for each fraction below 1; metrics report the mean
+    /// and `…_std` (≥ 1, default 3).
+    pub seeds: u64,
+    /// Also train the encoder architecture from scratch, supervised, on the same labels (the
+    /// label-efficiency baseline); `None` = off.
+    pub supervised: Option<SupervisedConfig>,
+}
+
+/// `supervised = { epochs, lr }`: the from-scratch supervised baseline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SupervisedConfig {
+    /// Training epochs over the labelled subset (> 0, default 30).
+    pub epochs: u64,
+    /// AdamW learning rate (> 0, default 1e-3).
+    pub lr: f64,
 }
 
 /// A probe method.

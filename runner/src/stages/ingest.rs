@@ -432,7 +432,9 @@ mod tests {
     fn input_err(r: Result<(IngestReport, DatasetInfo, Records), StageError>) -> String {
         match r {
             Err(StageError::Input(m)) => m,
-            Err(StageError::Failed(m)) => panic!("expected an input error (exit 2), got a failure: {m}"),
+            Err(StageError::Failed(m)) => {
+                panic!("expected an input error (exit 2), got a failure: {m}")
+            }
             Ok(_) => panic!("expected an error"),
         }
     }
@@ -450,7 +452,17 @@ mod tests {
             l.display()
         );
         let (report, info, rec) = run_ingest(&body).unwrap();
-        assert_eq!(info, DatasetInfo::plain(Layout::Image { channels: 1, height: 28, width: 28 }, true));
+        assert_eq!(
+            info,
+            DatasetInfo::plain(
+                Layout::Image {
+                    channels: 1,
+                    height: 28,
+                    width: 28
+                },
+                true
+            )
+        );
         assert_eq!((report.samples, report.classes), (5000, Some(10)));
         assert_eq!((report.train, report.test), (4000, 1000));
         assert_eq!(rec.ids, (0..5000).collect::<Vec<u64>>());
@@ -465,7 +477,10 @@ mod tests {
         );
         assert_eq!(
             rec.labels.unwrap(),
-            lab.data[..5000].iter().map(|&x| x as u32).collect::<Vec<_>>()
+            lab.data[..5000]
+                .iter()
+                .map(|&x| x as u32)
+                .collect::<Vec<_>>()
         );
         // The split: the first 4000 of a permutation seeded by (seed, stream 1).
         let perm = super::super::permutation(5000, super::super::mix_seed(7, 1, 0, 0, 0));
@@ -474,9 +489,17 @@ mod tests {
             want[p] = Split::Train;
         }
         assert_eq!(rec.splits, want);
-        // Two row groups (chunks of 4096).
-        let f = std::fs::File::open(tempfile::tempdir().unwrap().path().join("x")).err();
-        assert!(f.is_some());
+        // Written in chunks: two row groups (4096 + 904).
+        let cfg = config(&body);
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join(DATASET_FILE);
+        ingest(open_source(&cfg).unwrap().as_mut(), &cfg, 7, &out, &Quiet).unwrap();
+        let mut reader = crate::data::table::DatasetReader::open(&out).unwrap();
+        let mut sizes = Vec::new();
+        while let Some(c) = reader.next_chunk().unwrap() {
+            sizes.push(c.len());
+        }
+        assert_eq!(sizes, [CHUNK_ROWS, 5000 - CHUNK_ROWS]);
     }
 
     fn write_image(path: &Path, format: ImageFormat, w: u32, h: u32, rgb: bool, seed: u32) {
@@ -507,7 +530,11 @@ mod tests {
         for (i, (rel, format)) in files.iter().enumerate() {
             write_image(&root.join(rel), *format, 8, 6, true, i as u32);
         }
-        std::fs::write(root.join("dogs/broken.png"), b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR trunc").unwrap();
+        std::fs::write(
+            root.join("dogs/broken.png"),
+            b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR trunc",
+        )
+        .unwrap();
         std::fs::write(root.join("notes.txt"), "not an image").unwrap();
     }
 
@@ -530,7 +557,14 @@ mod tests {
         );
         // skip: the other six, each checked.
         let (report, info, rec) = run_ingest(&format!("{src}\non_error = \"skip\"")).unwrap();
-        assert_eq!(info.layout, Layout::Image { channels: 3, height: 6, width: 8 });
+        assert_eq!(
+            info.layout,
+            Layout::Image {
+                channels: 3,
+                height: 6,
+                width: 8
+            }
+        );
         assert_eq!(info.classes, Some(vec!["cats".into(), "dogs".into()]));
         assert!(info.paths && info.source_sizes && info.meta == ["folder"]);
         assert_eq!(
@@ -547,7 +581,17 @@ mod tests {
         // Ids are positions in the walk: dogs/broken.png (4) sorts before dogs/d.jpg.
         assert_eq!(rec.ids, [0, 1, 2, 4, 5, 6]);
         assert_eq!(rec.labels.as_deref(), Some(&[0, 0, 0, 1, 1, 1][..]));
-        assert_eq!(rec.meta[0], ["cats", "cats/indoor", "cats/indoor", "dogs", "dogs", "dogs/old"]);
+        assert_eq!(
+            rec.meta[0],
+            [
+                "cats",
+                "cats/indoor",
+                "cats/indoor",
+                "dogs",
+                "dogs",
+                "dogs/old"
+            ]
+        );
         assert_eq!(rec.source_sizes.as_deref(), Some(&[(6, 8); 6][..]));
         assert_eq!(report.skipped.len(), 1);
         assert!(report.skipped[0].at.ends_with("dogs/broken.png"));
@@ -555,7 +599,9 @@ mod tests {
         assert_eq!((report.samples, report.classes), (6, Some(2)));
         assert_eq!(report.train + report.test, 6);
         // The PNG pixels come through exactly (channel-major): a.png is image 0.
-        let Samples::U8 { data, .. } = &rec.samples else { panic!() };
+        let Samples::U8 { data, .. } = &rec.samples else {
+            panic!()
+        };
         assert_eq!(&data[..3], &[0, 30, 60]); // red plane, first row: x * 30
         assert_eq!(data[48], 0); // green plane starts with y * 30 = 0
 
@@ -566,7 +612,14 @@ mod tests {
         ))
         .unwrap();
         assert!(!info.labelled && rec.labels.is_none() && report.classes.is_none());
-        assert_eq!(info.layout, Layout::Image { channels: 1, height: 4, width: 5 });
+        assert_eq!(
+            info.layout,
+            Layout::Image {
+                channels: 1,
+                height: 4,
+                width: 5
+            }
+        );
         assert_eq!(rec.source_sizes.as_deref(), Some(&[(6, 8); 6][..]));
     }
 
@@ -581,11 +634,27 @@ mod tests {
             dir.path().display()
         );
         let e = input_err(run_ingest(&src));
-        assert!(e.contains("b.png") && e.contains("color = \\\"grayscale\\\"") || e.contains("`color = \"grayscale\"`"), "{e}");
+        assert!(
+            e.contains("b.png: 4×4 images with 3 channels but earlier records are 4×4 images with 1 channel")
+                && e.contains("set `color = \"grayscale\"` or `color = \"rgb\"` in the ingest stage"),
+            "{e}"
+        );
         let e = input_err(run_ingest(&format!("{src}\ncolor = \"rgb\"")));
-        assert!(e.contains("c.png") && e.contains("4×5 images") && e.contains("resize = [height, width]"), "{e}");
+        assert!(
+            e.contains("c.png")
+                && e.contains("4×5 images")
+                && e.contains("resize = [height, width]"),
+            "{e}"
+        );
         let (_, info, _) = run_ingest(&format!("{src}\ncolor = \"rgb\"\nresize = 4")).unwrap();
-        assert_eq!(info.layout, Layout::Image { channels: 3, height: 4, width: 4 });
+        assert_eq!(
+            info.layout,
+            Layout::Image {
+                channels: 3,
+                height: 4,
+                width: 4
+            }
+        );
     }
 
     #[test]
@@ -595,16 +664,25 @@ mod tests {
             fixture("images_snappy.parquet")
         );
         let e = input_err(run_ingest(&src));
-        assert!(e.contains("images_snappy.parquet: record 3") && e.contains("corrupt"), "{e}");
+        assert!(
+            e.contains("images_snappy.parquet: record 3") && e.contains("corrupt"),
+            "{e}"
+        );
         let e = input_err(run_ingest(&format!("{src}\non_error = \"skip\"")));
-        assert!(e.contains("record 5") && e.contains("8×8 images") && e.contains("resize"), "{e}");
+        assert!(
+            e.contains("record 5") && e.contains("8×8 images") && e.contains("resize"),
+            "{e}"
+        );
         let (report, info, rec) =
             run_ingest(&format!("{src}\non_error = \"skip\"\nresize = [6, 6]")).unwrap();
         assert_eq!(rec.ids, [0, 1, 2, 4, 5]);
         assert_eq!(rec.labels.as_deref(), Some(&[0, 1, 0, 1, 0][..]));
         assert_eq!(rec.meta[0], ["a", "b", "a", "", "a"]);
         assert_eq!(info.classes, Some(vec!["cat".into(), "dog".into()]));
-        assert_eq!(rec.source_sizes.as_deref(), Some(&[(6, 6), (6, 6), (6, 6), (6, 6), (8, 8)][..]));
+        assert_eq!(
+            rec.source_sizes.as_deref(),
+            Some(&[(6, 6), (6, 6), (6, 6), (6, 6), (8, 8)][..])
+        );
         assert_eq!(report.skipped.len(), 1);
         assert!(report.skipped[0].at.ends_with("record 3"));
         assert!(!info.paths);
@@ -617,8 +695,14 @@ mod tests {
             fixture("features_zstd.parquet")
         );
         let e = input_err(run_ingest(&src));
-        assert!(e.contains("features_zstd.parquet: record 2") && e.contains("non-finite"), "{e}");
-        let (report, info, rec) = run_ingest(&format!("{src}\non_error = \"skip\"")).unwrap();
+        assert!(
+            e.contains("features_zstd.parquet: record 2") && e.contains("non-finite"),
+            "{e}"
+        );
+        let (report, info, rec) = run_ingest(&format!(
+            "{src}\non_error = \"skip\"\nsplit = {{ train = 0.5 }}"
+        ))
+        .unwrap();
         assert_eq!(info.layout, Layout::Features { dim: 3 });
         assert_eq!(rec.ids, [0, 1, 3, 6]);
         assert_eq!(
@@ -633,12 +717,17 @@ mod tests {
         assert_eq!(report.classes, Some(3));
         let reasons: Vec<&str> = report.skipped.iter().map(|b| b.reason.as_str()).collect();
         assert_eq!(reasons.len(), 3);
-        assert!(reasons[1].contains("has 2 values") && reasons[2].contains("null"), "{reasons:?}");
+        assert!(
+            reasons[1].contains("has 2 values") && reasons[2].contains("null"),
+            "{reasons:?}"
+        );
         // The features of a dataset are not images.
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f.parquet");
         crate::data::table::write_records(&p, &info, &rec).unwrap();
-        let e = crate::data::table::read_dataset(&p).unwrap_err().to_string();
+        let e = crate::data::table::read_dataset(&p)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("image augmentations cannot apply"), "{e}");
     }
 
@@ -658,8 +747,14 @@ mod tests {
             fixture("tabular.csv")
         );
         let e = input_err(run_ingest(&src));
-        assert!(e.contains("tabular.csv: record 2 (line 4)") && e.contains("`abc`"), "{e}");
-        let (report, info, rec) = run_ingest(&format!("{src}\non_error = \"skip\"")).unwrap();
+        assert!(
+            e.contains("tabular.csv: record 2 (line 4)") && e.contains("`abc`"),
+            "{e}"
+        );
+        let (report, info, rec) = run_ingest(&format!(
+            "{src}\non_error = \"skip\"\nsplit = {{ train = 0.5 }}"
+        ))
+        .unwrap();
         assert_eq!(info.layout, Layout::Features { dim: 2 });
         assert_eq!(rec.ids, [0, 1, 3, 6]);
         assert_eq!(
@@ -697,7 +792,10 @@ mod tests {
             "source = {{ format = \"csv\", path = \"{}\" }}\non_error = \"skip\"",
             p.display()
         )));
-        assert!(e.contains("no readable records (2 skipped; the first:") && e.contains("`a`"), "{e}");
+        assert!(
+            e.contains("no readable records (2 skipped; the first:") && e.contains("`a`"),
+            "{e}"
+        );
         // One split left empty by skipping.
         std::fs::write(&p, "x\n1\nbad\n").unwrap();
         let r = run_ingest(&format!(
@@ -705,10 +803,18 @@ mod tests {
             p.display()
         ));
         let e = input_err(r);
-        assert!(e.contains("split is empty after leaving out 1 unreadable record"), "{e}");
+        assert!(
+            e.contains("split is empty after leaving out 1 unreadable record"),
+            "{e}"
+        );
         // A missing folder or file is an input error naming it.
-        let e = input_err(run_ingest("source = { format = \"image_folder\", path = \"/no/photos\" }"));
-        assert!(e.contains("/no/photos") && e.contains("does not exist"), "{e}");
+        let e = input_err(run_ingest(
+            "source = { format = \"image_folder\", path = \"/no/photos\" }",
+        ));
+        assert!(
+            e.contains("/no/photos") && e.contains("does not exist"),
+            "{e}"
+        );
         let e = input_err(run_ingest(
             "source = { format = \"parquet\", path = \"/no/x.parquet\", image = \"png\" }",
         ));

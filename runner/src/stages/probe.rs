@@ -4,13 +4,13 @@
 //! `baseline = true` the same probes run on the same architecture at random initialisation,
 //! so the gain from pretraining is visible. Writes `embeddings.parquet` of the encoder.
 
-use super::pretrain::{embed, load_encoder};
+use super::pretrain::{embed, load_encoder, EncoderMeta};
 use super::{ingest::DATASET_FILE, mix_seed, permutation, Metrics, StageCtx, StageError};
 use crate::data::{table, Dataset, Split};
 use crate::engine::nn::{Encoder, Init, Linear, ParamStore};
 use crate::engine::optim::{OptimSpec, Optimizer, Schedule};
 use crate::engine::Engine;
-use crate::pipeline::{KnnConfig, LinearProbeConfig, ProbeConfig};
+use crate::pipeline::{KnnConfig, LinearProbeConfig, ProbeConfig, SupervisedConfig};
 
 pub const EMBEDDINGS_FILE: &str = "embeddings.parquet";
 
@@ -22,6 +22,196 @@ pub struct Features {
     pub test_x: Vec<f32>,
     pub test_y: Vec<u32>,
     pub classes: usize,
+    /// Dataset rows of the train features, in order.
+    pub train_rows: Vec<usize>,
+}
+
+impl Features {
+    /// Positions (into the train features) of a class-balanced `fraction` of the labels: each
+    /// class keeps `round(fraction · count)` samples (at least one), chosen by `seed`.
+    pub fn balanced_subset(&self, fraction: f64, seed: u64) -> Vec<usize> {
+        let mut picked = Vec::new();
+        for c in 0..self.classes as u32 {
+            let of_class: Vec<usize> = (0..self.train_y.len())
+                .filter(|&i| self.train_y[i] == c)
+                .collect();
+            if of_class.is_empty() {
+                continue;
+            }
+            let take =
+                ((of_class.len() as f64 * fraction).round() as usize).clamp(1, of_class.len());
+            let perm = permutation(of_class.len(), mix_seed(seed, 11, c as u64, 0, 0));
+            picked.extend(perm[..take].iter().map(|&k| of_class[k]));
+        }
+        picked.sort_unstable();
+        picked
+    }
+
+    /// The same features with only the train samples at `positions`.
+    pub fn with_train(&self, positions: &[usize]) -> Features {
+        let d = self.dim;
+        Features {
+            dim: d,
+            train_x: positions
+                .iter()
+                .flat_map(|&i| self.train_x[i * d..(i + 1) * d].iter().copied())
+                .collect(),
+            train_y: positions.iter().map(|&i| self.train_y[i]).collect(),
+            test_x: self.test_x.clone(),
+            test_y: self.test_y.clone(),
+            classes: self.classes,
+            train_rows: positions.iter().map(|&i| self.train_rows[i]).collect(),
+        }
+    }
+}
+
+/// `@10%`-style tag of a label fraction.
+pub fn fraction_tag(f: f64) -> String {
+    let pct = f * 100.0;
+    if (pct - pct.round()).abs() < 1e-9 {
+        format!("@{}%", pct.round() as i64)
+    } else {
+        format!("@{pct}%")
+    }
+}
+
+/// `linear.accuracy` → `linear@10%.accuracy`.
+fn tagged(metric: &str, tag: &str) -> String {
+    match metric.split_once('.') {
+        Some((method, rest)) => format!("{method}{tag}.{rest}"),
+        None => format!("{metric}{tag}"),
+    }
+}
+
+/// Run the probes at every label fraction: all labels under the plain names, smaller
+/// fractions as the mean (and `_std`) over `cfg.seeds` class-balanced subsets.
+fn probe_fractions(
+    e: &Engine,
+    cfg: &ProbeConfig,
+    ctx: &StageCtx,
+    f: &Features,
+    prefix: &str,
+    m: &mut Metrics,
+) -> Result<(), StageError> {
+    for &frac in &cfg.label_fractions {
+        if frac >= 1.0 {
+            probe_all(e, cfg, ctx, f, prefix, m)?;
+            continue;
+        }
+        let tag = fraction_tag(frac);
+        let mut runs: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+        for s in 0..cfg.seeds {
+            let sub = f
+                .with_train(&f.balanced_subset(frac, mix_seed(ctx.seed, 12, s, frac.to_bits(), 0)));
+            let mut one = Metrics::new();
+            probe_all(e, cfg, ctx, &sub, "", &mut one)?;
+            for (k, v) in one {
+                runs.entry(k).or_default().push(v);
+            }
+        }
+        insert_mean_std(m, &format!("{prefix}"), &tag, runs);
+    }
+    Ok(())
+}
+
+fn insert_mean_std(
+    m: &mut Metrics,
+    prefix: &str,
+    tag: &str,
+    runs: std::collections::BTreeMap<String, Vec<f64>>,
+) {
+    for (k, vs) in runs {
+        let n = vs.len() as f64;
+        let mean = vs.iter().sum::<f64>() / n;
+        let std = if vs.len() > 1 {
+            (vs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        } else {
+            0.0
+        };
+        let name = tagged(&k, tag);
+        m.insert(format!("{prefix}{name}"), mean);
+        m.insert(format!("{prefix}{name}_std"), std);
+    }
+}
+
+/// The supervised baseline: the encoder architecture trained from scratch with a linear head
+/// and cross-entropy on the labelled train rows `rows`; returns the test accuracy.
+#[allow(clippy::too_many_arguments)]
+fn supervised_from_scratch(
+    e: &Engine,
+    sc: &SupervisedConfig,
+    meta: &EncoderMeta,
+    ds: &Dataset,
+    rows: &[usize],
+    labels: &[u32],
+    classes: usize,
+    seed: u64,
+    progress: &dyn super::Progress,
+) -> Result<f64, StageError> {
+    let mut ps = ParamStore::default();
+    let mut init = Init::new(mix_seed(seed, 13, 0, 0, 0));
+    let encoder = Encoder::new(e, &mut ps, &mut init, &meta.spec, meta.input)?;
+    let head = Linear::new(
+        e,
+        &mut ps,
+        &mut init,
+        "supervised_head",
+        meta.embed_dim,
+        classes,
+    );
+    let mut opt = Optimizer::new(
+        OptimSpec::AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 1e-4,
+        },
+        &ps,
+    );
+    let bs = 128.min(rows.len()).max(2);
+    let per_epoch = rows.len().div_ceil(bs) as u64;
+    let sched = Schedule {
+        base_lr: sc.lr,
+        warmup_steps: 0,
+        total_steps: sc.epochs * per_epoch,
+        cosine: true,
+    };
+    let mut step = 0;
+    progress.start("supervised baseline", sc.epochs);
+    for epoch in 0..sc.epochs {
+        let order = permutation(rows.len(), mix_seed(seed, 14, epoch, 0, 0));
+        for chunk in order.chunks(bs) {
+            if chunk.len() < 2 {
+                continue;
+            }
+            let batch: Vec<usize> = chunk.iter().map(|&i| rows[i]).collect();
+            let x = e.tensor(ds.batch_f32(&batch), batch.len(), meta.input.len())?;
+            let y: Vec<u32> = batch.iter().map(|&r| labels[r]).collect();
+            let mut g = e.graph(true);
+            let emb = encoder.forward(&mut ps, &mut g, &x, meta.input, true)?;
+            let logits = head.forward(&ps, &mut g, &emb)?;
+            let loss = g.cross_entropy(&logits, &y)?;
+            let mut grads = g.backward(&loss)?;
+            opt.step(&mut ps, &mut grads, sched.lr(step) as f32);
+            step += 1;
+        }
+        progress.advance(1, "");
+    }
+    progress.finish("");
+    let test = ds.rows(Split::Test);
+    let mut correct = 0usize;
+    for chunk in test.chunks(512) {
+        let x = e.tensor(ds.batch_f32(chunk), chunk.len(), meta.input.len())?;
+        let mut g = e.graph(false);
+        let emb = encoder.forward(&mut ps, &mut g, &x, meta.input, false)?;
+        let logits = head.forward(&ps, &mut g, &emb)?.to_vec();
+        correct += logits
+            .chunks(classes)
+            .zip(chunk)
+            .filter(|(l, &r)| argmax(l) == labels[r])
+            .count();
+    }
+    Ok(correct as f64 / test.len().max(1) as f64)
 }
 
 pub fn run(cfg: &ProbeConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
@@ -57,7 +247,7 @@ pub fn run(cfg: &ProbeConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
         meta.embed_dim,
     )?;
     let feats = split_features(&ds, &labels, &emb, meta.embed_dim)?;
-    probe_all(e, cfg, ctx, &feats, "", &mut metrics)?;
+    probe_fractions(e, cfg, ctx, &feats, "", &mut metrics)?;
     if cfg.baseline {
         let mut rps = ParamStore::default();
         let random = Encoder::new(
@@ -69,7 +259,44 @@ pub fn run(cfg: &ProbeConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
         )?;
         let remb = embed(e, &random, &mut rps, meta.input, &ds, &all)?;
         let rf = split_features(&ds, &labels, &remb, meta.embed_dim)?;
-        probe_all(e, cfg, ctx, &rf, "baseline.", &mut metrics)?;
+        probe_fractions(e, cfg, ctx, &rf, "baseline.", &mut metrics)?;
+    }
+    if let Some(sc) = &cfg.supervised {
+        for &frac in &cfg.label_fractions {
+            let seeds = if frac >= 1.0 { 1 } else { cfg.seeds };
+            let mut accs = Vec::new();
+            for s in 0..seeds {
+                let positions = if frac >= 1.0 {
+                    (0..feats.train_y.len()).collect()
+                } else {
+                    feats.balanced_subset(frac, mix_seed(ctx.seed, 12, s, frac.to_bits(), 0))
+                };
+                let rows: Vec<usize> = positions.iter().map(|&i| feats.train_rows[i]).collect();
+                accs.push(supervised_from_scratch(
+                    e,
+                    sc,
+                    &meta,
+                    &ds,
+                    &rows,
+                    &labels,
+                    feats.classes,
+                    mix_seed(ctx.seed, 15, s, 0, 0),
+                    ctx.progress,
+                )?);
+            }
+            if frac >= 1.0 {
+                metrics.insert("supervised.accuracy".into(), accs[0]);
+            } else {
+                insert_mean_std(
+                    &mut metrics,
+                    "",
+                    &fraction_tag(frac),
+                    [("supervised.accuracy".to_string(), accs)]
+                        .into_iter()
+                        .collect(),
+                );
+            }
+        }
     }
     Ok(metrics)
 }
@@ -113,6 +340,7 @@ pub fn split_features(
         test_x: Vec::new(),
         test_y: Vec::new(),
         classes: ds.classes().unwrap_or(0),
+        train_rows: Vec::new(),
     };
     for i in 0..ds.len() {
         let row = &emb[i * dim..(i + 1) * dim];
@@ -120,6 +348,7 @@ pub fn split_features(
             Split::Train => {
                 f.train_x.extend_from_slice(row);
                 f.train_y.push(labels[i]);
+                f.train_rows.push(i);
             }
             Split::Test => {
                 f.test_x.extend_from_slice(row);
@@ -329,6 +558,7 @@ mod tests {
             test_x: tex,
             test_y: tey,
             classes: 2,
+            train_rows: (0..400).collect(),
         };
         let (_, lin) = linear_probe(
             &e,
@@ -361,6 +591,7 @@ mod tests {
             test_x: tex,
             test_y: tey,
             classes: 2,
+            train_rows: (0..400).collect(),
         };
         let knn = knn_probe(
             &e,
@@ -372,5 +603,52 @@ mod tests {
         )
         .unwrap();
         assert!((knn - 0.5).abs() < 0.1, "noise knn {knn}");
+    }
+
+    #[test]
+    fn balanced_subsets_and_tags() {
+        // 3 classes with 10, 20 and 30 samples.
+        let train_y: Vec<u32> = (0..60)
+            .map(|i| {
+                if i < 10 {
+                    0
+                } else if i < 30 {
+                    1
+                } else {
+                    2
+                }
+            })
+            .collect();
+        let f = Features {
+            dim: 1,
+            train_x: (0..60).map(|i| i as f32).collect(),
+            train_y,
+            test_x: vec![0.0],
+            test_y: vec![0],
+            classes: 3,
+            train_rows: (100..160).collect(),
+        };
+        let sub = f.balanced_subset(0.1, 1);
+        let count = |c: u32| sub.iter().filter(|&&i| f.train_y[i] == c).count();
+        assert_eq!((count(0), count(1), count(2)), (1, 2, 3));
+        assert_eq!(sub, f.balanced_subset(0.1, 1), "seeded");
+        assert_ne!(
+            sub,
+            f.balanced_subset(0.1, 2),
+            "another seed, another subset"
+        );
+        // A tiny fraction still keeps one sample per class.
+        assert_eq!(f.balanced_subset(0.001, 1).len(), 3);
+        let w = f.with_train(&sub);
+        assert_eq!(
+            w.train_rows,
+            sub.iter().map(|&i| 100 + i).collect::<Vec<_>>()
+        );
+        assert_eq!(w.train_x, sub.iter().map(|&i| i as f32).collect::<Vec<_>>());
+        assert_eq!(
+            (fraction_tag(0.01), fraction_tag(0.1), fraction_tag(0.005)),
+            ("@1%".into(), "@10%".into(), "@0.5%".into())
+        );
+        assert_eq!(tagged("linear.accuracy", "@1%"), "linear@1%.accuracy");
     }
 }

@@ -8,6 +8,7 @@ mod support;
 mod caching;
 mod cli_errors;
 mod data;
+mod docs_template;
 mod end_to_end;
 mod golden;
 mod kill;

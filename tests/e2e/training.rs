@@ -206,3 +206,56 @@ fn label_fractions_and_the_supervised_baseline_are_reported_and_gated() {
         .expect_code(1)
         .expect_stderr_has(&["expected `linear@10%.accuracy` >= 1.01, got"]);
 }
+
+/// Fine-tuning: full, partial, LoRA (merged into a plain model) and adapters each run,
+/// report their trainable parameter counts, and produce an encoder later stages can probe.
+#[test]
+fn finetune_methods_train_and_their_encoders_can_be_probed() {
+    let dir = tempdir();
+    let mut text = Tiny::default().toml();
+    for (name, extra) in [
+        ("full", ""),
+        ("partial", "method = \"partial\"\ntrainable_blocks = 1\n"),
+        (
+            "lora",
+            "method = \"lora\"\nlora = { rank = 2, alpha = 4.0 }\n",
+        ),
+        (
+            "adapter",
+            "method = \"adapter\"\nadapter = { bottleneck = 4 }\n",
+        ),
+    ] {
+        text.push_str(&format!("\n[stages.tune_{name}]\nkind = \"finetune\"\nencoder = \"ssl\"\ndata = \"data\"\nepochs = 2\n{extra}"));
+        text.push_str(&format!("\n[stages.probe_{name}]\nkind = \"probe\"\nencoder = \"tune_{name}\"\ndata = \"data\"\nmethods = [\"knn\"]\nbaseline = false\n"));
+    }
+    let p = dir.path().join("pipeline.toml");
+    std::fs::write(&p, &text).unwrap();
+    let ps = p.display().to_string();
+    pretext(dir.path(), &["run", &ps]).expect_code(0);
+    let show = pretext(dir.path(), &["show", "--json", &ps]);
+    let log: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    let trainable = |name: &str| {
+        log["stages"][format!("tune_{name}")]["metrics"]["trainable_parameters"]
+            .as_f64()
+            .unwrap()
+    };
+    let full = trainable("full");
+    for name in ["partial", "lora", "adapter"] {
+        assert!(
+            trainable(name) < full / 2.0,
+            "{name}: {} trainable vs {full} for full fine-tuning",
+            trainable(name)
+        );
+        let acc = log["stages"][format!("probe_{name}")]["metrics"]["knn.accuracy"]
+            .as_f64()
+            .unwrap();
+        assert!((0.0..=1.0).contains(&acc));
+    }
+    // The LoRA-tuned encoder was merged: its file holds no LoRA tensors.
+    let entry = log["stages"]["tune_lora"]["entry"].as_str().unwrap();
+    let bytes = std::fs::read(std::path::Path::new(entry).join("encoder.safetensors")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&bytes[..4096.min(bytes.len())]).contains("lora"),
+        "LoRA tensors were saved"
+    );
+}

@@ -129,12 +129,19 @@ pub fn thumbnail_cosine(a: &[u8], ca: Centred, b: &[u8], cb: Centred) -> f64 {
     if ca.norm <= 0.0 || cb.norm <= 0.0 || a.len() != b.len() {
         return 0.0;
     }
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| (x as f64 - ca.mean as f64) * (y as f64 - cb.mean as f64))
+    // Σ (a - ma)(b - mb) = Σ ab - n·ma·mb; the integer dot product vectorises.
+    let dot: u64 = a
+        .chunks(256)
+        .zip(b.chunks(256))
+        .map(|(x, y)| {
+            x.iter()
+                .zip(y)
+                .map(|(&p, &q)| p as u32 * q as u32)
+                .sum::<u32>() as u64
+        })
         .sum();
-    dot / (ca.norm as f64 * cb.norm as f64)
+    let centred = dot as f64 - a.len() as f64 * ca.mean as f64 * cb.mean as f64;
+    (centred / (ca.norm as f64 * cb.norm as f64)).clamp(-1.0, 1.0)
 }
 
 /// Bits in which `a` and `b` differ.
@@ -145,6 +152,17 @@ pub fn hamming(a: u64, b: u64) -> u32 {
 /// Every pair `(i, j, distance)` with `i < j` and `hamming(hashes[i], hashes[j]) <=
 /// max_distance`, sorted. `skip` marks entries left out of the search.
 pub fn near_pairs(hashes: &[u64], skip: &[bool], max_distance: u32) -> Vec<(usize, usize, u32)> {
+    near_pairs_where(hashes, skip, max_distance, |_, _, _| true)
+}
+
+/// Like [`near_pairs`], keeping only the pairs `keep(i, j, distance)` accepts (checked as they
+/// are found, so rejected candidates never take memory).
+pub fn near_pairs_where(
+    hashes: &[u64],
+    skip: &[bool],
+    max_distance: u32,
+    mut keep: impl FnMut(usize, usize, u32) -> bool,
+) -> Vec<(usize, usize, u32)> {
     let n = hashes.len();
     let live: Vec<usize> = (0..n)
         .filter(|&i| !skip.get(i).copied().unwrap_or(false))
@@ -155,7 +173,7 @@ pub fn near_pairs(hashes: &[u64], skip: &[bool], max_distance: u32) -> Vec<(usiz
         for (a, &i) in live.iter().enumerate() {
             for &j in &live[a + 1..] {
                 let d = hamming(hashes[i], hashes[j]);
-                if d <= max_distance {
+                if d <= max_distance && keep(i, j, d) {
                     out.push((i, j, d));
                 }
             }
@@ -185,7 +203,9 @@ pub fn near_pairs(hashes: &[u64], skip: &[bool], max_distance: u32) -> Vec<(usiz
                 for &j in &members[a + 1..] {
                     let d = hamming(hashes[i], hashes[j]);
                     // Count each pair once: in the first band where the two agree.
-                    if d <= max_distance && (0..b).all(|e| band(hashes[i], e) != band(hashes[j], e))
+                    if d <= max_distance
+                        && (0..b).all(|e| band(hashes[i], e) != band(hashes[j], e))
+                        && keep(i.min(j), i.max(j), d)
                     {
                         out.push((i.min(j), i.max(j), d));
                     }

@@ -212,6 +212,12 @@ impl IdxSource {
             ));
         }
         let n = dims[0];
+        if dims[1] == 0 || dims[2] == 0 {
+            return Err(DataError::file(
+                images,
+                format!("declares images of {}×{} pixels", dims[1], dims[2]),
+            ));
+        }
         if lab.dims[0] != n {
             return Err(DataError::file(
                 labels,
@@ -409,5 +415,15 @@ mod tests {
         assert!(open(vec![0, 0, 8]).contains("too short"));
         assert!(open(vec![0, 0, 8, 3, 0]).contains("truncated IDX header"));
         assert!(open(vec![1, 2, 3, 4]).contains("not an IDX file"));
+        assert!(open(idx(&[2, 0, 3], &[])).contains("images of 0×3 pixels"));
+        // A gzip stream that breaks after the header.
+        let mut raw = Vec::new();
+        let mut enc = flate2::write::GzEncoder::new(&mut raw, flate2::Compression::default());
+        enc.write_all(&idx(&[2, 4, 4], &[7; 32])).unwrap();
+        enc.finish().unwrap();
+        let len = raw.len();
+        raw[len / 2..].iter_mut().for_each(|b| *b ^= 0x5a);
+        let e = open(raw);
+        assert!(e.contains("i.idx"), "{e}");
     }
 }

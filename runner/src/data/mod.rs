@@ -252,11 +252,7 @@ impl Samples {
             Samples::U8 { data, .. } => data.len(),
             Samples::F32 { data, .. } => data.len(),
         };
-        if k == 0 {
-            0
-        } else {
-            n / k
-        }
+        n.checked_div(k).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {

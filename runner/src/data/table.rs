@@ -426,10 +426,11 @@ impl DatasetReader {
                 Some(v) => v == "true",
                 // Older files: labelled unless a row group has nulls in the label column.
                 None => meta.row_groups().iter().all(|rg| {
-                    pos.label
+                    let nulls = pos
+                        .label
                         .and_then(|l| rg.column(l).statistics())
-                        .and_then(|s| s.null_count_opt())
-                        .map_or(true, |n| n == 0)
+                        .and_then(|s| s.null_count_opt());
+                    !matches!(nulls, Some(n) if n > 0)
                 }),
             };
         let classes = kv(CLASSES_KEY).and_then(|c| serde_json::from_str(&c).ok());

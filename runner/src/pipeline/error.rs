@@ -154,7 +154,8 @@ pub(crate) const REFERENCE_FORMATS: [&str; 4] = ["idx", "image_folder", "parquet
 /// for `stages.ssl.optim.lr`. `kind` is the stage's `kind` as written and `format` its
 /// `source.format`, when the path is inside a stage that has them.
 ///
-/// - the top level, `[pipeline]` and `[stages]`: `pipeline.md#top-level`, `#pipeline`, `#stages`;
+/// - the top level, `[pipeline]` and `[stages]`: `pipeline.md#top-level`, `#pipeline`, `#stages`
+///   (also for a stage whose name is not a valid stage name);
 /// - a stage's `kind`, or any key of a stage whose kind is missing, unknown or not supported:
 ///   `pipeline.md#stage-kinds`; `expect`: `pipeline.md#expect`;
 /// - keys of a stage of a supported kind: `<kind>.md#keys`, or the key's own section for the
@@ -178,7 +179,13 @@ pub(crate) fn reference_section(
     let kind = kind
         .and_then(super::types::StageKind::from_name)
         .filter(|k| k.is_supported());
-    if path.len() == 1 {
+    let valid_name = key(1).is_some_and(|n| {
+        !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    });
+    if path.len() == 1 || !valid_name {
+        // The `stages` table itself, or a stage whose name is the problem.
         return at("pipeline", "stages");
     }
     let Some(kind) = kind else {

@@ -60,10 +60,11 @@ pub(crate) use error::closest as closest_name;
 pub use error::PipelineError;
 pub use types::{
     Arch, ArtifactKind, AugmentConfig, Augmentation, CollapseConfig, ColorMode, ConfigPath,
-    CurateConfig, DropRule, Expectation, FailIf, FeatureColumns, FolderLabels, IngestConfig,
-    IngestSource, KnnConfig, LinearProbeConfig, ModelConfig, NearDuplicates, Objective, OnError,
-    OptimConfig, Optimizer, Pipeline, Pool, PretrainConfig, ProbeConfig, ProbeMethod, Quality,
-    Schedule, Split, Stage, StageConfig, StageKind, SupervisedConfig,
+    CurateConfig, DropRule, Expectation, FailIf, FeatureColumns, FinetuneConfig, FinetuneMethod,
+    FolderLabels, IngestConfig, IngestSource, KnnConfig, LinearProbeConfig, ModelConfig,
+    NearDuplicates, Objective, OnError, OptimConfig, Optimizer, Pipeline, Pool, PretrainConfig,
+    ProbeConfig, ProbeMethod, Quality, Schedule, Split, Stage, StageConfig, StageKind,
+    SupervisedConfig,
 };
 
 /// Reads the pipeline file at `path`, applies `--set` overrides

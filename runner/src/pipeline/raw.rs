@@ -108,6 +108,7 @@ pub(crate) enum RawStageBody {
     Augment(RawAugment),
     Pretrain(Box<RawPretrain>),
     Probe(RawProbe),
+    Finetune(RawFinetune),
 }
 
 /// `expect = { "metric" = { min = .., max = .. } }`.
@@ -270,6 +271,42 @@ pub(crate) struct RawProbe {
     pub expect: Option<RawExpect>,
 }
 
+/// `kind = "finetune"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFinetune {
+    #[allow(dead_code)]
+    pub kind: IgnoredAny,
+    pub encoder: Spanned<String>,
+    pub data: Spanned<String>,
+    pub method: Option<Spanned<String>>,
+    pub trainable_blocks: Option<Spanned<i64>>,
+    pub lora: Option<Tbl<RawLora>>,
+    pub adapter: Option<Tbl<RawAdapter>>,
+    pub epochs: Option<Spanned<i64>>,
+    pub lr: Option<Spanned<f64>>,
+    pub batch_size: Option<Spanned<i64>>,
+    pub label_fraction: Option<Spanned<f64>>,
+    pub expect: Option<RawExpect>,
+}
+
+/// `lora = { .. }` in a finetune stage.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLora {
+    pub rank: Option<Spanned<i64>>,
+    pub alpha: Option<Spanned<f64>>,
+    pub layers: Option<Vec<String>>,
+}
+
+/// `adapter = { .. }` in a finetune stage.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdapter {
+    pub bottleneck: Option<Spanned<i64>>,
+    pub layers: Option<Vec<String>>,
+}
+
 /// `supervised = { .. }` in a probe stage: a from-scratch baseline on the same labels.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -389,6 +426,7 @@ impl<'de> DeserializeSeed<'de> for StageSeed {
                 RawStageBody::Pretrain(Box::new(Tbl::<RawPretrain>::deserialize(d)?.0))
             }
             StageKind::Probe => RawStageBody::Probe(Tbl::<RawProbe>::deserialize(d)?.0),
+            StageKind::Finetune => RawStageBody::Finetune(Tbl::<RawFinetune>::deserialize(d)?.0),
             other => {
                 return Err(de::Error::custom(format!(
                     "stage kind `{}` is not yet supported",

@@ -441,10 +441,20 @@ fn anchor(heading: &str) -> String {
         .collect()
 }
 
-/// One reference page: its key rows (with the anchor of the section each is in) and its
-/// headings' anchors.
+/// One key row of a reference table.
+struct Row {
+    key: Key,
+    /// The anchor of the section the row is in.
+    section: String,
+    line: usize,
+    /// The `default` and `example` cells (third and fourth columns).
+    default: String,
+    example: String,
+}
+
+/// One reference page: its key rows and its headings' anchors.
 struct Page {
-    rows: Vec<(Key, String, usize)>,
+    rows: Vec<Row>,
     anchors: BTreeSet<String>,
 }
 
@@ -468,13 +478,13 @@ fn read_page(page: &str, text: &str) -> Page {
             anchors.insert(section.clone());
             continue;
         }
-        let Some(first) = trimmed
+        let Some(cells) = trimmed
             .strip_prefix('|')
-            .and_then(|r| r.split('|').next())
-            .map(str::trim)
+            .map(|r| r.split('|').map(str::trim).collect::<Vec<_>>())
         else {
             continue;
         };
+        let first = cells[0];
         let Some(path) = first.strip_prefix('`').and_then(|p| p.strip_suffix('`')) else {
             continue;
         };
@@ -497,7 +507,13 @@ fn read_page(page: &str, text: &str) -> Page {
             format,
             path: normalize(path),
         };
-        rows.push((key, section.clone(), i + 1));
+        rows.push(Row {
+            key,
+            section: section.clone(),
+            line: i + 1,
+            default: cells.get(2).copied().unwrap_or_default().to_string(),
+            example: cells.get(3).copied().unwrap_or_default().to_string(),
+        });
     }
     Page { rows, anchors }
 }
@@ -531,11 +547,14 @@ fn reference_lists_exactly_the_schema_keys() {
     let mut documented = BTreeSet::new();
     for page in pages.values() {
         let mut seen = BTreeMap::new();
-        for (key, _, line) in &page.rows {
-            if let Some(first) = seen.insert(key.clone(), *line) {
-                problems.push(format!("{key} is listed twice (lines {first} and {line})"));
+        for row in &page.rows {
+            if let Some(first) = seen.insert(row.key.clone(), row.line) {
+                problems.push(format!(
+                    "{} is listed twice (lines {first} and {})",
+                    row.key, row.line
+                ));
             }
-            documented.insert(key.clone());
+            documented.insert(row.key.clone());
         }
     }
     for key in schema.keys.difference(&documented) {
@@ -570,7 +589,7 @@ fn reference_lists_exactly_the_schema_keys() {
             page: page.clone(),
             ..key.clone()
         };
-        if !p.rows.iter().any(|(k, _, _)| *k == wanted) {
+        if !p.rows.iter().any(|r| r.key == wanted) {
             problems.push(format!(
                 "{key}: `see: {link}`, but that page does not list the key"
             ));

@@ -10,15 +10,16 @@ use toml::Spanned;
 use super::error::{did_you_mean, list, PipelineError, Seg, Source};
 use super::graph::{self, Node};
 use super::raw::{
-    RawAugment, RawCurate, RawDoc, RawExpect, RawHead, RawIngest, RawModel, RawOptim, RawPipeline,
-    RawPretrain, RawProbe, RawStageBody,
+    RawAugment, RawCurate, RawDoc, RawExpect, RawFinetune, RawHead, RawIngest, RawModel, RawOptim,
+    RawPipeline, RawPretrain, RawProbe, RawStageBody,
 };
 use super::types::{
     Arch, ArtifactKind, AugmentConfig, Augmentation, CollapseConfig, ColorMode, ConfigPath,
-    CurateConfig, DropRule, Expectation, FailIf, FeatureColumns, FolderLabels, IngestConfig,
-    IngestSource, KnnConfig, LinearProbeConfig, ModelConfig, NearDuplicates, Objective, OnError,
-    OptimConfig, Optimizer, Pipeline, Pool, PretrainConfig, ProbeConfig, ProbeMethod, Quality,
-    Schedule, Split, Stage, StageConfig, StageKind, SupervisedConfig,
+    CurateConfig, DropRule, Expectation, FailIf, FeatureColumns, FinetuneConfig, FinetuneMethod,
+    FolderLabels, IngestConfig, IngestSource, KnnConfig, LinearProbeConfig, ModelConfig,
+    NearDuplicates, Objective, OnError, OptimConfig, Optimizer, Pipeline, Pool, PretrainConfig,
+    ProbeConfig, ProbeMethod, Quality, Schedule, Split, Stage, StageConfig, StageKind,
+    SupervisedConfig,
 };
 
 type Result<T> = std::result::Result<T, PipelineError>;
@@ -189,6 +190,15 @@ pub(crate) fn resolve(src: &Source<'_>, raw: RawDoc, file: &Path) -> Result<Pipe
                     ("data", &b.data, ArtifactKind::Dataset),
                 ],
                 StageConfig::Probe(cx.probe(b)?),
+                &b.expect,
+            ),
+            RawStageBody::Finetune(b) => (
+                StageKind::Finetune,
+                vec![
+                    ("encoder", &b.encoder, ArtifactKind::Encoder),
+                    ("data", &b.data, ArtifactKind::Dataset),
+                ],
+                StageConfig::Finetune(cx.finetune(b)?),
                 &b.expect,
             ),
         };
@@ -1695,6 +1705,106 @@ impl StageCx<'_, '_, '_> {
             label_fractions,
             seeds,
             supervised,
+        })
+    }
+
+    fn finetune(&self, b: &RawFinetune) -> Result<FinetuneConfig> {
+        const METHODS: [&str; 4] = ["full", "partial", "lora", "adapter"];
+        let name = b.method.as_ref().map_or("full", |m| m.get_ref().as_str());
+        let misplaced = |key: &str, method: &str, span: std::ops::Range<usize>| {
+            self.r.src.error_at(
+                &span,
+                format!("`{}` only applies to method = \"{method}\"", self.what(key)),
+                Some(format!(
+                    "this stage has method = \"{name}\"; remove `{key}` or change `method`"
+                )),
+            )
+        };
+        if name != "partial" {
+            if let Some(t) = &b.trainable_blocks {
+                return Err(misplaced("trainable_blocks", "partial", t.span()));
+            }
+        }
+        if name != "lora" && b.lora.is_some() {
+            return Err(self.err_key(
+                &["lora"],
+                format!("`{}` only applies to method = \"lora\"", self.what("lora")),
+                Some(format!("this stage has method = \"{name}\"")),
+            ));
+        }
+        if name != "adapter" && b.adapter.is_some() {
+            return Err(self.err_key(
+                &["adapter"],
+                format!(
+                    "`{}` only applies to method = \"adapter\"",
+                    self.what("adapter")
+                ),
+                Some(format!("this stage has method = \"{name}\"")),
+            ));
+        }
+        let method = match name {
+            "full" => FinetuneMethod::Full,
+            "partial" => FinetuneMethod::Partial {
+                trainable_blocks: self.int(&b.trainable_blocks, "trainable_blocks", 1, None, 1)?
+                    as usize,
+            },
+            "lora" => {
+                let l = b.lora.as_deref();
+                FinetuneMethod::Lora {
+                    rank: match l {
+                        Some(l) => self.int(&l.rank, "lora.rank", 1, Some(1024), 4)? as usize,
+                        None => 4,
+                    },
+                    alpha: match l {
+                        Some(l) => self.float(&l.alpha, "lora.alpha", FloatRule::Positive, 8.0)?,
+                        None => 8.0,
+                    },
+                    layers: l.and_then(|l| l.layers.clone()).unwrap_or_default(),
+                }
+            }
+            "adapter" => {
+                let a = b.adapter.as_deref();
+                FinetuneMethod::Adapter {
+                    bottleneck: match a {
+                        Some(a) => {
+                            self.int(&a.bottleneck, "adapter.bottleneck", 1, None, 16)? as usize
+                        }
+                        None => 16,
+                    },
+                    layers: a.and_then(|a| a.layers.clone()).unwrap_or_default(),
+                }
+            }
+            other => {
+                let help = did_you_mean(other, METHODS)
+                    .unwrap_or_else(|| format!("supported methods: {}", list(METHODS)));
+                let m = b.method.as_ref().expect("the default method is known");
+                return Err(self.err_at(
+                    m,
+                    format!("unknown finetune method `{other}`"),
+                    Some(help),
+                ));
+            }
+        };
+        let label_fraction = match &b.label_fraction {
+            None => 1.0,
+            Some(f) => {
+                let v = *f.get_ref();
+                if !(v > 0.0 && v <= 1.0) {
+                    return Err(self.err_at(
+                        f,
+                        format!("`{}` = {v} must be in (0, 1]", self.what("label_fraction")),
+                        None,
+                    ));
+                }
+                v
+            }
+        };
+        Ok(FinetuneConfig {
+            method,
+            epochs: self.int(&b.epochs, "epochs", 1, None, 10)?,
+            lr: self.float(&b.lr, "lr", FloatRule::Positive, 1e-3)?,
+            batch_size: self.int(&b.batch_size, "batch_size", 2, None, 128)? as usize,
+            label_fraction,
         })
     }
 

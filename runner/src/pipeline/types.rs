@@ -142,7 +142,7 @@ pub enum StageKind {
     Pretrain,
     /// Linear / kNN probes of an encoder on a dataset.
     Probe,
-    /// Supervised fine-tuning (not yet supported).
+    /// Supervised fine-tuning of an encoder (full, partial, LoRA or adapters).
     Finetune,
     /// Out-of-distribution evaluation (not yet supported).
     OodEval,
@@ -164,12 +164,13 @@ impl StageKind {
     ];
 
     /// The kinds this version can run.
-    pub const SUPPORTED: [StageKind; 5] = [
+    pub const SUPPORTED: [StageKind; 6] = [
         StageKind::Ingest,
         StageKind::Curate,
         StageKind::Augment,
         StageKind::Pretrain,
         StageKind::Probe,
+        StageKind::Finetune,
     ];
 
     /// The name used in `kind = "..."`.
@@ -270,6 +271,8 @@ pub enum StageConfig {
     Pretrain(PretrainConfig),
     /// `kind = "probe"`.
     Probe(ProbeConfig),
+    /// `kind = "finetune"`.
+    Finetune(FinetuneConfig),
 }
 
 /// A path from the pipeline file: as written (for cache keys and messages)
@@ -810,6 +813,51 @@ pub struct ProbeConfig {
     /// Also train the encoder architecture from scratch, supervised, on the same labels (the
     /// label-efficiency baseline); `None` = off.
     pub supervised: Option<SupervisedConfig>,
+}
+
+/// `kind = "finetune"`: supervised fine-tuning of a pretrained encoder with a linear head on
+/// the labelled train split; the output is the fine-tuned encoder (LoRA merged into it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FinetuneConfig {
+    /// What is trained (default `full`).
+    pub method: FinetuneMethod,
+    /// Epochs over the labelled data (> 0, default 10).
+    pub epochs: u64,
+    /// AdamW learning rate (> 0, default 1e-3).
+    pub lr: f64,
+    /// Batch size (> 0, default 128).
+    pub batch_size: usize,
+    /// Class-balanced fraction of the train labels used, in (0, 1] (default 1.0).
+    pub label_fraction: f64,
+}
+
+/// `method = ".."` of a finetune stage, with its own settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum FinetuneMethod {
+    /// Every encoder parameter and the head.
+    Full,
+    /// Only the last `trainable_blocks` blocks of the encoder (and the head).
+    Partial {
+        /// Encoder blocks left trainable, counted from the output (> 0, default 1).
+        trainable_blocks: usize,
+    },
+    /// Low-rank updates of the encoder's weight matrices; the encoder itself is frozen.
+    Lora {
+        /// Rank r (> 0, default 4).
+        rank: usize,
+        /// Scale α (the update is multiplied by α / r; > 0, default 8.0).
+        alpha: f64,
+        /// Only weights whose name contains one of these (default: every weight).
+        layers: Vec<String>,
+    },
+    /// Residual bottleneck adapters after the encoder's layers; the encoder is frozen.
+    Adapter {
+        /// Bottleneck width (> 0, default 16).
+        bottleneck: usize,
+        /// Only layers whose weight name contains one of these (default: every layer).
+        layers: Vec<String>,
+    },
 }
 
 /// `supervised = { epochs, lr }`: the from-scratch supervised baseline.

@@ -231,7 +231,7 @@ pub fn run(cfg: &CurateConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
                     "`{}` = {} is above the bound {} (fail_if)",
                     c.metric,
                     fmt_value(c.value),
-                    fmt_value(c.max)
+                    c.max
                 )
             })
             .collect();
@@ -479,19 +479,21 @@ pub fn analyse(
         Vec::new()
     } else if is_image {
         let hashes: Vec<u64> = unit_rep.iter().map(|&r| phashes[r]).collect();
-        hash::near_pairs(&hashes, &skip, cfg.near_duplicates.max_distance)
-            .into_iter()
-            .filter_map(|(u, v, d)| {
-                let (a, b) = (unit_rep[u], unit_rep[v]);
-                let c = hash::thumbnail_cosine(
-                    &thumbs[a * THUMB_LEN..(a + 1) * THUMB_LEN],
-                    centred[a],
-                    &thumbs[b * THUMB_LEN..(b + 1) * THUMB_LEN],
-                    centred[b],
-                );
-                (c >= cfg.near_duplicates.min_cosine).then_some((u, v, Some(d), c))
-            })
-            .collect()
+        let thumb = |r: usize| &thumbs[r * THUMB_LEN..(r + 1) * THUMB_LEN];
+        let cosine = |u: usize, v: usize| {
+            let (a, b) = (unit_rep[u], unit_rep[v]);
+            hash::thumbnail_cosine(thumb(a), centred[a], thumb(b), centred[b])
+        };
+        let min = cfg.near_duplicates.min_cosine;
+        hash::near_pairs_where(
+            &hashes,
+            &skip,
+            cfg.near_duplicates.max_distance,
+            |u, v, _| cosine(u, v) >= min,
+        )
+        .into_iter()
+        .map(|(u, v, d)| (u, v, Some(d), cosine(u, v)))
+        .collect()
     } else if n > MAX_FEATURE_SEARCH {
         near_skipped = Some(format!(
             "{n} feature vectors: the all-pairs cosine search runs up to {MAX_FEATURE_SEARCH}"
@@ -548,10 +550,10 @@ pub fn analyse(
             leaked_train.extend(&unit_members[tr]);
         }
     }
-    near_pairs.sort_by(|x, y| (x.a.id, x.b.id).cmp(&(y.a.id, y.b.id)));
-    leak_pairs.sort_by(|x, y| (x.test.id, x.train.id).cmp(&(y.test.id, y.train.id)));
+    near_pairs.sort_by_key(|x| (x.a.id, x.b.id));
+    leak_pairs.sort_by_key(|x| (x.test.id, x.train.id));
     leak_pairs.dedup();
-    duplicate_pairs.sort_by(|x, y| (x.keep.id, x.copy.id).cmp(&(y.keep.id, y.copy.id)));
+    duplicate_pairs.sort_by_key(|x| (x.keep.id, x.copy.id));
     // Near-duplicate groups: keep the unit with the lowest id of each.
     let mut near_drop_rows = Vec::new();
     let mut best: HashMap<usize, usize> = HashMap::new();

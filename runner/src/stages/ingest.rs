@@ -267,6 +267,9 @@ pub fn ingest(
         let got = items.len();
         for item in items {
             let id = pos;
+            if id >= n {
+                break; // a source that returned more than asked for
+            }
             pos += 1;
             let rec = match item {
                 Ok(rec) if cols.labelled && rec.label.is_none() => {

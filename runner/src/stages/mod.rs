@@ -4,6 +4,7 @@
 
 pub mod augment;
 pub mod curate;
+pub mod finetune;
 pub mod ingest;
 pub mod monitor;
 pub mod pretrain;
@@ -111,6 +112,7 @@ pub fn run(stage: &Stage, ctx: &StageCtx) -> Result<Metrics, StageError> {
         StageConfig::Augment(c) => augment::run(c, ctx),
         StageConfig::Pretrain(c) => pretrain::run(c, ctx),
         StageConfig::Probe(c) => probe::run(c, ctx),
+        StageConfig::Finetune(c) => finetune::run(c, ctx),
     }
 }
 

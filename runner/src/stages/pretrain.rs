@@ -35,6 +35,10 @@ pub struct EncoderMeta {
     pub objective: String,
     /// Key of the dataset the encoder was trained on.
     pub dataset_key: String,
+    /// Bottleneck adapters attached by a finetune stage: `(width, layer name filters)`; the
+    /// loader re-attaches them before reading the weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapters: Option<(usize, Vec<String>)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -286,6 +290,7 @@ impl Model {
     fn encoder_store(&self, ps: &ParamStore) -> ParamStore {
         ParamStore {
             entries: ps.entries[..self.enc_len].to_vec(),
+            ..ParamStore::default()
         }
     }
 }
@@ -316,6 +321,10 @@ pub fn load_encoder(
     let meta: EncoderMeta = read_json(&dir.join(ENCODER_META))?;
     let mut ps = ParamStore::default();
     let encoder = Encoder::new(e, &mut ps, &mut Init::new(0), &meta.spec, meta.input)?;
+    if let Some((width, layers)) = &meta.adapters {
+        let weights = ps.weights_matching(layers);
+        ps.attach_adapters(e, &mut Init::new(0), &weights, *width);
+    }
     io::load(e, &mut ps, &dir.join(ENCODER_FILE))
         .map_err(|err| StageError::Failed(err.to_string()))?;
     Ok((encoder, ps, meta))
@@ -1009,6 +1018,23 @@ fn split_views(g: &mut Graph, t: &Tensor, v: usize, n: usize) -> Result<Vec<Tens
         .collect()
 }
 
+pub(crate) fn save_encoder(
+    dir: &Path,
+    ps: &ParamStore,
+    meta: &EncoderMeta,
+) -> Result<(), StageError> {
+    let header = BTreeMap::from([
+        ("format".to_string(), "pretext-encoder-v1".to_string()),
+        (
+            "encoder".to_string(),
+            serde_json::to_string(meta).map_err(|err| io_err(dir, err))?,
+        ),
+    ]);
+    io::save(ps, header, &dir.join(ENCODER_FILE))
+        .map_err(|err| StageError::Failed(err.to_string()))?;
+    write_json(&dir.join(ENCODER_META), meta)
+}
+
 fn save(
     dir: &Path,
     model: &Model,
@@ -1023,15 +1049,7 @@ fn save(
         embed_dim: spec.embed_dim(),
         objective: objective.to_string(),
         dataset_key: dataset_key.to_string(),
+        adapters: None,
     };
-    let header = BTreeMap::from([
-        ("format".to_string(), "pretext-encoder-v1".to_string()),
-        (
-            "encoder".to_string(),
-            serde_json::to_string(&meta).map_err(|err| io_err(dir, err))?,
-        ),
-    ]);
-    io::save(&model.encoder_store(ps), header, &dir.join(ENCODER_FILE))
-        .map_err(|err| StageError::Failed(err.to_string()))?;
-    write_json(&dir.join(ENCODER_META), &meta)
+    save_encoder(dir, &model.encoder_store(ps), &meta)
 }

@@ -30,21 +30,7 @@ impl Features {
     /// Positions (into the train features) of a class-balanced `fraction` of the labels: each
     /// class keeps `round(fraction · count)` samples (at least one), chosen by `seed`.
     pub fn balanced_subset(&self, fraction: f64, seed: u64) -> Vec<usize> {
-        let mut picked = Vec::new();
-        for c in 0..self.classes as u32 {
-            let of_class: Vec<usize> = (0..self.train_y.len())
-                .filter(|&i| self.train_y[i] == c)
-                .collect();
-            if of_class.is_empty() {
-                continue;
-            }
-            let take =
-                ((of_class.len() as f64 * fraction).round() as usize).clamp(1, of_class.len());
-            let perm = permutation(of_class.len(), mix_seed(seed, 11, c as u64, 0, 0));
-            picked.extend(perm[..take].iter().map(|&k| of_class[k]));
-        }
-        picked.sort_unstable();
-        picked
+        balanced_rows(&self.train_y, self.classes, fraction, seed)
     }
 
     /// The same features with only the train samples at `positions`.
@@ -63,6 +49,23 @@ impl Features {
             train_rows: positions.iter().map(|&i| self.train_rows[i]).collect(),
         }
     }
+}
+
+/// Positions of a class-balanced `fraction` of `labels`: each class keeps
+/// `round(fraction · count)` of its samples (at least one), chosen by `seed`; ascending.
+pub fn balanced_rows(labels: &[u32], classes: usize, fraction: f64, seed: u64) -> Vec<usize> {
+    let mut picked = Vec::new();
+    for c in 0..classes as u32 {
+        let of_class: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == c).collect();
+        if of_class.is_empty() {
+            continue;
+        }
+        let take = ((of_class.len() as f64 * fraction).round() as usize).clamp(1, of_class.len());
+        let perm = permutation(of_class.len(), mix_seed(seed, 11, c as u64, 0, 0));
+        picked.extend(perm[..take].iter().map(|&k| of_class[k]));
+    }
+    picked.sort_unstable();
+    picked
 }
 
 /// `@10%`-style tag of a label fraction.
@@ -465,7 +468,7 @@ pub fn linear_probe(
     ))
 }
 
-fn argmax(v: &[f32]) -> u32 {
+pub(crate) fn argmax(v: &[f32]) -> u32 {
     let mut best = 0;
     for (i, x) in v.iter().enumerate() {
         if *x > v[best] {

@@ -326,13 +326,16 @@ views = [["random_resized_crop"], ["random_resized_crop"]]
         ),
     )
     .unwrap();
-    pretext(dir.path(), &["run", &file.display().to_string()])
-        .expect_code(2)
-        .expect_stderr_has(&[
-            "stage `views`",
-            "feature vectors of dimension 3",
-            "image augmentations cannot apply",
-        ]);
+    // Refused when the pipeline is checked, before anything runs.
+    for command in ["validate", "run"] {
+        pretext(dir.path(), &[command, &file.display().to_string()])
+            .expect_code(2)
+            .expect_stderr_has(&[
+                "stage `views` augments the data of `data`, which reads feature vectors (format = \"parquet\")",
+                "augmentations are image operations",
+            ]);
+    }
+    assert!(entries(&store(dir.path()), "ingest").is_empty());
 }
 
 /// The tiny training pipeline with a curate stage between ingest and the stages that read

@@ -259,3 +259,54 @@ fn finetune_methods_train_and_their_encoders_can_be_probed() {
         "LoRA tensors were saved"
     );
 }
+
+/// OOD evaluation: MNIST against Fashion-MNIST with all three scores, and the corruption
+/// suite; metrics in range, the raw scores and the corruption grid written.
+#[test]
+fn ood_eval_scores_a_far_ood_set_and_runs_the_corruption_suite() {
+    let dir = tempdir();
+    let ws = crate::support::workspace();
+    let fashion = (
+        ws.join("datasets/fashion-mnist/t10k-2000-images-idx3-ubyte.gz"),
+        ws.join("datasets/fashion-mnist/t10k-2000-labels-idx1-ubyte.gz"),
+    );
+    let mut text = Tiny::default().toml();
+    text.push_str(&format!(
+        "\n[stages.fashion]\nkind = \"ingest\"\nsource = {{ format = \"idx\", images = {}, labels = {} }}\nlimit = 300\n\n[stages.ood]\nkind = \"ood_eval\"\nencoder = \"ssl\"\ndata = \"data\"\nood = \"fashion\"\ncorruptions = [\"gaussian_noise\", \"rotation\"]\nseverities = [1, 5]\nlinear = {{ epochs = 5 }}\n",
+        crate::support::toml_path(&fashion.0),
+        crate::support::toml_path(&fashion.1)
+    ));
+    let p = dir.path().join("pipeline.toml");
+    std::fs::write(&p, &text).unwrap();
+    let ps = p.display().to_string();
+    pretext(dir.path(), &["run", &ps]).expect_code(0);
+    let show = pretext(dir.path(), &["show", "--json", &ps]);
+    let log: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    let m = &log["stages"]["ood"]["metrics"];
+    for key in [
+        "ood.knn.auroc",
+        "ood.mahalanobis.auroc",
+        "ood.max_softmax.auroc",
+        "ood.knn.fpr95",
+        "clean_accuracy",
+        "corruption.gaussian_noise.5.accuracy",
+        "corruption.rotation.error",
+        "corruption.mean_error",
+    ] {
+        let v = m[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("metric {key} missing: {m}"));
+        assert!((0.0..=1.0).contains(&v), "{key} = {v}");
+    }
+    let entry = std::path::PathBuf::from(log["stages"]["ood"]["entry"].as_str().unwrap());
+    let scores: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(entry.join("ood_scores.json")).unwrap())
+            .unwrap();
+    assert_eq!(scores.as_array().unwrap().len(), 3);
+    assert!(entry.join("corruptions.json").is_file());
+    // An unknown corruption is a validation error with a suggestion.
+    std::fs::write(&p, text.replace("\"rotation\"]", "\"rotaton\"]")).unwrap();
+    pretext(dir.path(), &["validate", &ps])
+        .expect_code(2)
+        .expect_stderr_has(&["unknown corruption `rotaton`", "rotation"]);
+}

@@ -45,14 +45,20 @@ impl Reporter {
 
 /// The most telling metrics of a stage, for one table cell.
 pub fn headline(m: &Metrics) -> String {
-    const PREFERRED: [&str; 8] = [
+    const PREFERRED: [&str; 14] = [
         "linear.accuracy",
         "knn.accuracy",
         "baseline.linear.accuracy",
         "baseline.knn.accuracy",
+        "accuracy",
+        "trainable_parameters",
+        "ood.best_auroc",
+        "clean_accuracy",
+        "corruption.mean_error",
         "loss",
         "embedding_std",
         "samples",
+        "kept",
         "views",
     ];
     let mut parts: Vec<String> = PREFERRED

@@ -62,9 +62,9 @@ pub use types::{
     Arch, ArtifactKind, AugmentConfig, Augmentation, CollapseConfig, ColorMode, ConfigPath,
     CurateConfig, DropRule, Expectation, FailIf, FeatureColumns, FinetuneConfig, FinetuneMethod,
     FolderLabels, IngestConfig, IngestSource, KnnConfig, LinearProbeConfig, ModelConfig,
-    NearDuplicates, Objective, OnError, OptimConfig, Optimizer, Pipeline, Pool, PretrainConfig,
-    ProbeConfig, ProbeMethod, Quality, Schedule, Split, Stage, StageConfig, StageKind,
-    SupervisedConfig,
+    NearDuplicates, Objective, OnError, OodEvalConfig, OodScore, OptimConfig, Optimizer, Pipeline,
+    Pool, PretrainConfig, ProbeConfig, ProbeMethod, Quality, Schedule, Split, Stage, StageConfig,
+    StageKind, SupervisedConfig,
 };
 
 /// Reads the pipeline file at `path`, applies `--set` overrides

@@ -109,6 +109,7 @@ pub(crate) enum RawStageBody {
     Pretrain(Box<RawPretrain>),
     Probe(RawProbe),
     Finetune(RawFinetune),
+    OodEval(RawOodEval),
 }
 
 /// `expect = { "metric" = { min = .., max = .. } }`.
@@ -290,6 +291,23 @@ pub(crate) struct RawFinetune {
     pub expect: Option<RawExpect>,
 }
 
+/// `kind = "ood_eval"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOodEval {
+    #[allow(dead_code)]
+    pub kind: IgnoredAny,
+    pub encoder: Spanned<String>,
+    pub data: Spanned<String>,
+    pub ood: Option<Spanned<String>>,
+    pub scores: Option<Spanned<Vec<Spanned<String>>>>,
+    pub k: Option<Spanned<i64>>,
+    pub corruptions: Option<Spanned<Vec<Spanned<String>>>>,
+    pub severities: Option<Spanned<Vec<Spanned<i64>>>>,
+    pub linear: Option<Tbl<RawLinear>>,
+    pub expect: Option<RawExpect>,
+}
+
 /// `lora = { .. }` in a finetune stage.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -427,6 +445,7 @@ impl<'de> DeserializeSeed<'de> for StageSeed {
             }
             StageKind::Probe => RawStageBody::Probe(Tbl::<RawProbe>::deserialize(d)?.0),
             StageKind::Finetune => RawStageBody::Finetune(Tbl::<RawFinetune>::deserialize(d)?.0),
+            StageKind::OodEval => RawStageBody::OodEval(Tbl::<RawOodEval>::deserialize(d)?.0),
             other => {
                 return Err(de::Error::custom(format!(
                     "stage kind `{}` is not yet supported",

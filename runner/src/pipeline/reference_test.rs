@@ -58,6 +58,11 @@ objective = { plugin = "simclr" }
 kind = "probe"
 encoder = "ssl"
 data = "clean"
+
+[stages.tune]
+kind = "finetune"
+encoder = "ssl"
+data = "clean"
 "#;
 
 /// The stage of `BASE` that has `kind`.
@@ -68,6 +73,7 @@ fn stage_of(kind: StageKind) -> &'static str {
         StageKind::Augment => "views",
         StageKind::Pretrain => "ssl",
         StageKind::Probe => "eval",
+        StageKind::Finetune => "tune",
         other => panic!(
             "stage kind `{}` is supported but reference_test.rs has no stage of it: add one to \
              BASE and to stage_of(), and a page docs/reference/{}.md",
@@ -589,9 +595,18 @@ fn reference_lists_exactly_the_schema_keys() {
             page: page.clone(),
             ..key.clone()
         };
-        if !p.rows.iter().any(|r| r.key == wanted) {
+        // The row must sit in the section the line points at; a table's own row may sit in
+        // its parent's section (the link then goes to the table's section).
+        let own_section = key.path.rsplit('.').next() == Some(anchor.as_str());
+        let rows: Vec<&Row> = p.rows.iter().filter(|r| r.key == wanted).collect();
+        if rows.is_empty() {
             problems.push(format!(
                 "{key}: `see: {link}`, but that page does not list the key"
+            ));
+        } else if !own_section && !rows.iter().any(|r| r.section == *anchor) {
+            problems.push(format!(
+                "{key}: `see: {link}`, but the key is listed under `#{}`",
+                rows[0].section
             ));
         }
     }
@@ -625,4 +640,175 @@ fn every_stage_kind_has_a_page_or_is_listed_as_planned() {
             );
         }
     }
+}
+
+/// The first backticked literal of a table cell (`0.8`, `"adamw"`, `[512, 512]`), parsed as a
+/// TOML value; `None` for cells that do not start with one (`required`, `none`, prose).
+fn literal(cell: &str) -> Option<toml::Value> {
+    let inner = cell.strip_prefix('`')?.split('`').next()?;
+    let table: toml::Table = toml::from_str(&format!("v = {inner}")).ok()?;
+    table.get("v").cloned()
+}
+
+/// Whether a TOML literal equals a value of the canonical config (numbers compare as floats).
+fn same(doc: &toml::Value, actual: &serde_json::Value) -> bool {
+    use serde_json::Value as J;
+    match (doc, actual) {
+        (toml::Value::Integer(i), J::Number(n)) => n.as_f64() == Some(*i as f64),
+        (toml::Value::Float(f), J::Number(n)) => n.as_f64() == Some(*f),
+        (toml::Value::String(s), J::String(a)) => s == a,
+        (toml::Value::Boolean(b), J::Bool(a)) => b == a,
+        (toml::Value::Array(d), J::Array(a)) => {
+            d.len() == a.len() && d.iter().zip(a).all(|(x, y)| same(x, y))
+        }
+        // `fail_if = {}` is kept as a list of bounds.
+        (toml::Value::Table(d), J::Array(a)) => d.is_empty() && a.is_empty(),
+        (toml::Value::Table(d), J::Object(a)) => {
+            d.len() == a.len() && d.iter().all(|(k, v)| a.get(k).is_some_and(|y| same(v, y)))
+        }
+        _ => false,
+    }
+}
+
+/// Variants of `BASE` in which keys that only apply to some settings exist: every `arch`,
+/// optimiser, finetune method and ingest format, and tables that are off by default.
+fn contexts(kind: StageKind) -> Vec<String> {
+    let name = stage_of(kind);
+    let stage = ["stages", name];
+    let set = |key: &str, value: &str| with_key(BASE, &stage, key, value);
+    let mut out = vec![BASE.to_string()];
+    match kind {
+        StageKind::Ingest => {
+            // Feature-vector sources cannot feed the image stages of BASE: the ingest stage
+            // alone.
+            let alone = "[pipeline]\nname = \"reference\"\n\n[stages.data]\nkind = \"ingest\"\n";
+            for source in [
+                r#"{ format = "image_folder", path = "p" }"#,
+                r#"{ format = "parquet", path = "p.parquet", image = "img" }"#,
+                r#"{ format = "parquet", path = "p.parquet", features = "f" }"#,
+                r#"{ format = "csv", path = "p.csv" }"#,
+            ] {
+                out.push(with_key(alone, &stage, "source", source));
+            }
+        }
+        StageKind::Pretrain => {
+            for arch in ["convnet", "resnet", "vit"] {
+                out.push(set("model", &format!("{{ arch = \"{arch}\" }}")));
+            }
+            for optim in ["sgd", "lars"] {
+                out.push(set("optim", &format!("{{ name = \"{optim}\" }}")));
+            }
+        }
+        StageKind::Probe => out.push(set("supervised", "{}")),
+        StageKind::Finetune => {
+            for method in ["partial", "lora", "adapter"] {
+                out.push(set("method", &format!("\"{method}\"")));
+            }
+            out.push(with_key(&out[2], &stage, "lora", "{}"));
+            out.push(with_key(&out[3], &stage, "adapter", "{}"));
+        }
+        _ => {}
+    }
+    out
+}
+
+/// The value at `path` (keys below the stage) in a stage's canonical config. A tagged enum
+/// kept under its own key (`method = { method = "full", .. }`) counts as its tag.
+fn canonical_at<'v>(config: &'v serde_json::Value, path: &[&str]) -> Option<&'v serde_json::Value> {
+    let v = path.iter().try_fold(config, |v, k| v.get(k))?;
+    match (v, path.last()) {
+        (serde_json::Value::Object(o), Some(last)) if o.contains_key(*last) => o.get(*last),
+        _ => Some(v),
+    }
+}
+
+#[test]
+fn reference_defaults_and_examples_match_the_schema() {
+    let pages = read_reference();
+    let mut problems = Vec::new();
+    let mut checked = (0, 0);
+    for kind in StageKind::SUPPORTED {
+        let Some(page) = pages.get(kind.as_str()) else {
+            continue;
+        };
+        let name = stage_of(kind);
+        let contexts = contexts(kind);
+        let configs: Vec<serde_json::Value> = contexts
+            .iter()
+            .map(|text| {
+                let p = parse(text).unwrap_or_else(|e| panic!("a context of {kind:?}: {e}"));
+                p.stage(name).expect("the stage exists").canonical_config()["config"].clone()
+            })
+            .collect();
+        for row in &page.rows {
+            let Some(rest) = row.key.path.strip_prefix("stages.<>.") else {
+                continue;
+            };
+            if rest.contains('<') || rest.contains('[') || rest == "kind" || rest == "expect" {
+                continue;
+            }
+            let keys: Vec<&str> = rest.split('.').collect();
+            // The default: the canonical config of a stage that does not set the key.
+            if let Some(doc) = literal(&row.default) {
+                let found: Vec<&serde_json::Value> = configs
+                    .iter()
+                    .filter_map(|c| canonical_at(c, &keys))
+                    .filter(|v| !v.is_null())
+                    .collect();
+                if !found.is_empty() {
+                    checked.0 += 1;
+                    if !found.iter().any(|v| same(&doc, v)) {
+                        problems.push(format!(
+                            "{}.md:{}: `{}` documents default {} but the schema's is {}",
+                            kind.as_str(),
+                            row.line,
+                            row.key.path,
+                            row.default,
+                            found[0]
+                        ));
+                    }
+                }
+            }
+            // The example: accepted by the loader in one of the contexts.
+            if let Some(example) = row
+                .example
+                .strip_prefix('`')
+                .and_then(|e| e.split('`').next())
+            {
+                checked.1 += 1;
+                let stage_keys: Vec<&str> = ["stages", name]
+                    .into_iter()
+                    .chain(keys[..keys.len() - 1].iter().copied())
+                    .collect();
+                let last = keys[keys.len() - 1];
+                let errors: Vec<String> = contexts
+                    .iter()
+                    .map(|text| parse(&with_key(text, &stage_keys, last, example)))
+                    .filter_map(Result::err)
+                    .map(|e| e.to_string())
+                    .collect();
+                if errors.len() == contexts.len() {
+                    problems.push(format!(
+                        "{}.md:{}: the example of `{}`, `{example}`, is rejected: {}",
+                        kind.as_str(),
+                        row.line,
+                        row.key.path,
+                        errors[0]
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        checked.0 > 50 && checked.1 > 80,
+        "too few defaults ({}) or examples ({}) checked: has the table layout changed?",
+        checked.0,
+        checked.1
+    );
+    assert!(
+        problems.is_empty(),
+        "defaults or examples in {REFERENCE_DIR}/ are wrong ({}):\n  {}",
+        problems.len(),
+        problems.join("\n  ")
+    );
 }

@@ -10,16 +10,16 @@ use toml::Spanned;
 use super::error::{did_you_mean, list, PipelineError, Seg, Source};
 use super::graph::{self, Node};
 use super::raw::{
-    RawAugment, RawCurate, RawDoc, RawExpect, RawFinetune, RawHead, RawIngest, RawModel, RawOptim,
-    RawPipeline, RawPretrain, RawProbe, RawStageBody,
+    RawAugment, RawCurate, RawDoc, RawExpect, RawFinetune, RawHead, RawIngest, RawModel,
+    RawOodEval, RawOptim, RawPipeline, RawPretrain, RawProbe, RawStageBody,
 };
 use super::types::{
     Arch, ArtifactKind, AugmentConfig, Augmentation, CollapseConfig, ColorMode, ConfigPath,
     CurateConfig, DropRule, Expectation, FailIf, FeatureColumns, FinetuneConfig, FinetuneMethod,
     FolderLabels, IngestConfig, IngestSource, KnnConfig, LinearProbeConfig, ModelConfig,
-    NearDuplicates, Objective, OnError, OptimConfig, Optimizer, Pipeline, Pool, PretrainConfig,
-    ProbeConfig, ProbeMethod, Quality, Schedule, Split, Stage, StageConfig, StageKind,
-    SupervisedConfig,
+    NearDuplicates, Objective, OnError, OodEvalConfig, OodScore, OptimConfig, Optimizer, Pipeline,
+    Pool, PretrainConfig, ProbeConfig, ProbeMethod, Quality, Schedule, Split, Stage, StageConfig,
+    StageKind, SupervisedConfig,
 };
 
 type Result<T> = std::result::Result<T, PipelineError>;
@@ -192,6 +192,21 @@ pub(crate) fn resolve(src: &Source<'_>, raw: RawDoc, file: &Path) -> Result<Pipe
                 StageConfig::Probe(cx.probe(b)?),
                 &b.expect,
             ),
+            RawStageBody::OodEval(b) => {
+                let mut inputs = vec![
+                    ("encoder", &b.encoder, ArtifactKind::Encoder),
+                    ("data", &b.data, ArtifactKind::Dataset),
+                ];
+                if let Some(o) = &b.ood {
+                    inputs.push(("ood", o, ArtifactKind::Dataset));
+                }
+                (
+                    StageKind::OodEval,
+                    inputs,
+                    StageConfig::OodEval(cx.ood_eval(b)?),
+                    &b.expect,
+                )
+            }
             RawStageBody::Finetune(b) => (
                 StageKind::Finetune,
                 vec![
@@ -227,6 +242,7 @@ pub(crate) fn resolve(src: &Source<'_>, raw: RawDoc, file: &Path) -> Result<Pipe
         .collect();
     let order = graph::check_and_order(src, &nodes)?;
     drop(nodes);
+    check_augment_inputs(src, &stages, &spans)?;
     let mut slots: Vec<Option<Stage>> = stages.into_iter().map(Some).collect();
     let stages = order
         .into_iter()
@@ -247,6 +263,56 @@ pub(crate) fn resolve(src: &Source<'_>, raw: RawDoc, file: &Path) -> Result<Pipe
         dir,
         stages,
     })
+}
+
+/// Augmentations are image operations: an augment stage whose data comes (through any curate
+/// stages) from an ingest of feature vectors is an error at its `input`.
+fn check_augment_inputs(
+    src: &Source<'_>,
+    stages: &[Stage],
+    spans: &[Vec<(&'static str, &Spanned<String>, ArtifactKind)>],
+) -> Result<()> {
+    let by_name = |n: &str| stages.iter().find(|s| s.name == n);
+    for (stage, inputs) in stages.iter().zip(spans) {
+        if stage.kind != StageKind::Augment {
+            continue;
+        }
+        let Some((_, target, _)) = inputs.iter().find(|(role, ..)| *role == "input") else {
+            continue;
+        };
+        // Follow curate stages back to the ingest (the graph is acyclic: checked above).
+        let mut current = by_name(target.get_ref());
+        let mut hops = 0;
+        while let Some(s) = current {
+            match &s.config {
+                StageConfig::Curate(_) if hops < stages.len() => {
+                    hops += 1;
+                    current = s.input("input").and_then(by_name);
+                }
+                StageConfig::Ingest(ic) if !ic.source.has_images() => {
+                    let format = match &ic.source {
+                        IngestSource::Csv { .. } => "csv",
+                        _ => "parquet",
+                    };
+                    let via = if s.name == *target.get_ref() {
+                        String::new()
+                    } else {
+                        format!(" (through `{}`)", target.get_ref())
+                    };
+                    return Err(src.error_at(
+                        &target.span(),
+                        format!(
+                            "stage `{}` augments the data of `{}`{via}, which reads feature vectors (format = \"{format}\"); augmentations are image operations",
+                            stage.name, s.name
+                        ),
+                        Some("augment, pretrain and probe need an image source (`idx`, `image_folder`, or `parquet` with `image`)".into()),
+                    ));
+                }
+                _ => break,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The checked `[pipeline]` table.
@@ -1705,6 +1771,114 @@ impl StageCx<'_, '_, '_> {
             label_fractions,
             seeds,
             supervised,
+        })
+    }
+
+    fn ood_eval(&self, b: &RawOodEval) -> Result<OodEvalConfig> {
+        let names = |given: &Option<Spanned<Vec<Spanned<String>>>>,
+                     key: &str,
+                     known: &[&str]|
+         -> Result<Option<Vec<String>>> {
+            let Some(l) = given else { return Ok(None) };
+            let mut out: Vec<String> = Vec::new();
+            for item in l.get_ref() {
+                let v = item.get_ref();
+                if !known.contains(&v.as_str()) {
+                    let help = did_you_mean(v, known.iter().copied())
+                        .unwrap_or_else(|| format!("known: {}", list(known.iter().copied())));
+                    return Err(self.err_at(
+                        item,
+                        format!("unknown {} `{v}`", key.trim_end_matches('s')),
+                        Some(help),
+                    ));
+                }
+                if out.contains(v) {
+                    return Err(self.err_at(
+                        item,
+                        format!("`{}` lists `{v}` twice", self.what(key)),
+                        None,
+                    ));
+                }
+                out.push(v.clone());
+            }
+            Ok(Some(out))
+        };
+        let score_names: Vec<&str> = OodScore::ALL.iter().map(|s| s.as_str()).collect();
+        let scores = match names(&b.scores, "scores", &score_names)? {
+            None => OodScore::ALL.to_vec(),
+            Some(v) => v
+                .iter()
+                .map(|n| {
+                    OodScore::ALL
+                        .into_iter()
+                        .find(|s| s.as_str() == n)
+                        .expect("validated")
+                })
+                .collect(),
+        };
+        let corruptions = names(
+            &b.corruptions,
+            "corruptions",
+            &crate::stages::corruptions::ALL,
+        )?
+        .unwrap_or_else(|| {
+            crate::stages::corruptions::ALL
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        });
+        let severities = match &b.severities {
+            None => vec![1, 2, 3, 4, 5],
+            Some(l) => l
+                .get_ref()
+                .iter()
+                .map(|v| {
+                    self.r
+                        .int(v, &self.what("severities"), 1, Some(5))
+                        .map(|x| x as u8)
+                })
+                .collect::<Result<_>>()?,
+        };
+        if b.ood.is_none() && corruptions.is_empty() {
+            return Err(self.err_key(
+                &["kind"],
+                format!(
+                    "stage `{}` has nothing to evaluate: no `ood` data set and no corruptions",
+                    self.name
+                ),
+                Some(
+                    "add `ood = \"<a dataset stage>\"` or leave `corruptions` at its default"
+                        .into(),
+                ),
+            ));
+        }
+        let l = b.linear.as_deref();
+        Ok(OodEvalConfig {
+            scores,
+            k: self.int(&b.k, "k", 1, None, 1)? as usize,
+            corruptions,
+            severities,
+            linear: LinearProbeConfig {
+                epochs: self.int(
+                    l.map_or(&None, |l| &l.epochs),
+                    "linear.epochs",
+                    1,
+                    None,
+                    100,
+                )?,
+                lr: self.float(
+                    l.map_or(&None, |l| &l.lr),
+                    "linear.lr",
+                    FloatRule::Positive,
+                    0.01,
+                )?,
+                weight_decay: self.float(
+                    l.map_or(&None, |l| &l.weight_decay),
+                    "linear.weight_decay",
+                    FloatRule::NonNegative,
+                    1e-4,
+                )?,
+            },
         })
     }
 

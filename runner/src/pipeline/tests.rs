@@ -660,7 +660,7 @@ fn stage_kinds_and_artifacts() {
         ArtifactKind::Encoder.producers(),
         [StageKind::Pretrain, StageKind::Finetune]
     );
-    assert!(!StageKind::OodEval.is_supported());
+    assert!(StageKind::OodEval.is_supported() && !StageKind::Report.is_supported());
 }
 
 #[test]

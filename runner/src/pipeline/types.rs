@@ -144,7 +144,7 @@ pub enum StageKind {
     Probe,
     /// Supervised fine-tuning of an encoder (full, partial, LoRA or adapters).
     Finetune,
-    /// Out-of-distribution evaluation (not yet supported).
+    /// Out-of-distribution detection and corruption robustness of an encoder.
     OodEval,
     /// Report generation (not yet supported).
     Report,
@@ -164,13 +164,14 @@ impl StageKind {
     ];
 
     /// The kinds this version can run.
-    pub const SUPPORTED: [StageKind; 6] = [
+    pub const SUPPORTED: [StageKind; 7] = [
         StageKind::Ingest,
         StageKind::Curate,
         StageKind::Augment,
         StageKind::Pretrain,
         StageKind::Probe,
         StageKind::Finetune,
+        StageKind::OodEval,
     ];
 
     /// The name used in `kind = "..."`.
@@ -273,6 +274,8 @@ pub enum StageConfig {
     Probe(ProbeConfig),
     /// `kind = "finetune"`.
     Finetune(FinetuneConfig),
+    /// `kind = "ood_eval"`.
+    OodEval(OodEvalConfig),
 }
 
 /// A path from the pipeline file: as written (for cache keys and messages)
@@ -858,6 +861,47 @@ pub enum FinetuneMethod {
         /// Only layers whose weight name contains one of these (default: every layer).
         layers: Vec<String>,
     },
+}
+
+/// `kind = "ood_eval"`: how well the encoder's embeddings tell in-distribution test samples
+/// from an OOD data set (`ood`), and how a linear probe's accuracy degrades under corruptions.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OodEvalConfig {
+    /// OOD scores to compute when `ood` is given (default all three).
+    pub scores: Vec<OodScore>,
+    /// k of the kNN score: cosine similarity to the k-th nearest train embedding (> 0, default 1).
+    pub k: usize,
+    /// Corruptions of the in-distribution test set (default all; `[]` for none). One of
+    /// `gaussian_noise`, `gaussian_blur`, `contrast`, `brightness`, `rotation`,
+    /// `translation`, `elastic`, `pixelate`.
+    pub corruptions: Vec<String>,
+    /// Severities 1..=5 of each corruption (default all five).
+    pub severities: Vec<u8>,
+    /// The linear probe used for the max-softmax score and the corruption accuracies.
+    pub linear: LinearProbeConfig,
+}
+
+/// An OOD score (higher = more in-distribution).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OodScore {
+    /// Cosine similarity to the k-th nearest in-distribution train embedding.
+    Knn,
+    /// Negative class-conditional Mahalanobis distance (shared covariance).
+    Mahalanobis,
+    /// The largest softmax probability of a linear probe.
+    MaxSoftmax,
+}
+
+impl OodScore {
+    pub const ALL: [OodScore; 3] = [OodScore::Knn, OodScore::Mahalanobis, OodScore::MaxSoftmax];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OodScore::Knn => "knn",
+            OodScore::Mahalanobis => "mahalanobis",
+            OodScore::MaxSoftmax => "max_softmax",
+        }
+    }
 }
 
 /// `supervised = { epochs, lr }`: the from-scratch supervised baseline.

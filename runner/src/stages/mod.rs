@@ -3,10 +3,13 @@
 //! store itself (the executor commits the folder atomically).
 
 pub mod augment;
+pub mod corruptions;
 pub mod curate;
 pub mod finetune;
 pub mod ingest;
 pub mod monitor;
+pub mod ood_eval;
+pub mod ood_metrics;
 pub mod pretrain;
 pub mod probe;
 
@@ -113,6 +116,7 @@ pub fn run(stage: &Stage, ctx: &StageCtx) -> Result<Metrics, StageError> {
         StageConfig::Pretrain(c) => pretrain::run(c, ctx),
         StageConfig::Probe(c) => probe::run(c, ctx),
         StageConfig::Finetune(c) => finetune::run(c, ctx),
+        StageConfig::OodEval(c) => ood_eval::run(c, ctx),
     }
 }
 

@@ -370,19 +370,71 @@ pub fn split_features(
     Ok(f)
 }
 
-fn accuracy(pred: &[u32], truth: &[u32]) -> f64 {
+pub(crate) fn accuracy(pred: &[u32], truth: &[u32]) -> f64 {
     pred.iter().zip(truth).filter(|(a, b)| a == b).count() as f64 / truth.len().max(1) as f64
 }
 
-/// Standardise with train statistics, then fit logistic regression with AdamW (cosine LR),
-/// mini-batches of 256. Returns (train accuracy, test accuracy).
-pub fn linear_probe(
+/// A fitted linear probe: standardisation statistics of the train features plus a logistic
+/// regression layer.
+pub struct LinearModel {
+    mean: Vec<f64>,
+    std: Vec<f64>,
+    lin: Linear,
+    ps: ParamStore,
+    classes: usize,
+}
+
+impl LinearModel {
+    fn standardise(&self, x: &[f32]) -> Vec<f32> {
+        let d = self.mean.len();
+        x.chunks(d)
+            .flat_map(|r| {
+                r.iter()
+                    .enumerate()
+                    .map(|(j, v)| ((*v as f64 - self.mean[j]) / self.std[j]) as f32)
+            })
+            .collect()
+    }
+
+    /// Logits `(n, classes)` of raw (unstandardised) features, row-major.
+    pub fn logits(&self, e: &Engine, x: &[f32]) -> Result<Vec<f32>, StageError> {
+        let d = self.mean.len();
+        let t = e.tensor(self.standardise(x), x.len() / d, d)?;
+        let mut g = e.graph(false);
+        Ok(self.lin.forward(&self.ps, &mut g, &t)?.to_vec())
+    }
+
+    pub fn predict(&self, e: &Engine, x: &[f32]) -> Result<Vec<u32>, StageError> {
+        Ok(self
+            .logits(e, x)?
+            .chunks(self.classes)
+            .map(argmax)
+            .collect())
+    }
+
+    /// The largest softmax probability per row (the max-softmax OOD score).
+    pub fn max_softmax(&self, e: &Engine, x: &[f32]) -> Result<Vec<f64>, StageError> {
+        Ok(self
+            .logits(e, x)?
+            .chunks(self.classes)
+            .map(|l| {
+                let m = l.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let z: f64 = l.iter().map(|v| ((v - m) as f64).exp()).sum();
+                1.0 / z
+            })
+            .collect())
+    }
+}
+
+/// Fit logistic regression on standardised train features with AdamW (cosine LR),
+/// mini-batches of 256.
+pub fn fit_linear(
     e: &Engine,
     f: &Features,
     cfg: &LinearProbeConfig,
     seed: u64,
     progress: &dyn super::Progress,
-) -> Result<(f64, f64), StageError> {
+) -> Result<LinearModel, StageError> {
     let d = f.dim;
     let n = f.train_y.len();
     let mut mean = vec![0f64; d];
@@ -398,18 +450,6 @@ pub fn linear_probe(
         }
     }
     let std: Vec<f64> = var.iter().map(|v| v.sqrt().max(1e-6)).collect();
-    let standardise = |x: &[f32]| -> Vec<f32> {
-        x.chunks(d)
-            .flat_map(|r| {
-                r.iter()
-                    .enumerate()
-                    .map(|(j, v)| ((*v as f64 - mean[j]) / std[j]) as f32)
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
-    let xtr = standardise(&f.train_x);
-    let xte = standardise(&f.test_x);
     let mut ps = ParamStore::default();
     let lin = Linear::new(
         e,
@@ -419,6 +459,14 @@ pub fn linear_probe(
         d,
         f.classes,
     );
+    let mut model = LinearModel {
+        mean,
+        std,
+        lin,
+        ps,
+        classes: f.classes,
+    };
+    let xtr = model.standardise(&f.train_x);
     let mut opt = Optimizer::new(
         OptimSpec::AdamW {
             beta1: 0.9,
@@ -426,7 +474,7 @@ pub fn linear_probe(
             eps: 1e-8,
             weight_decay: cfg.weight_decay as f32,
         },
-        &ps,
+        &model.ps,
     );
     let bs = 256.min(n);
     let per_epoch = n.div_ceil(bs);
@@ -447,24 +495,29 @@ pub fn linear_probe(
             let yb: Vec<u32> = chunk.iter().map(|&i| f.train_y[i]).collect();
             let x = e.tensor(xb, chunk.len(), d)?;
             let mut g = e.graph(true);
-            let logits = lin.forward(&ps, &mut g, &x)?;
+            let logits = model.lin.forward(&model.ps, &mut g, &x)?;
             let loss = g.cross_entropy(&logits, &yb)?;
             let mut grads = g.backward(&loss)?;
-            opt.step(&mut ps, &mut grads, sched.lr(step) as f32);
+            opt.step(&mut model.ps, &mut grads, sched.lr(step) as f32);
             step += 1;
         }
         progress.advance(1, "");
     }
-    let predict = |x: &[f32]| -> Result<Vec<u32>, StageError> {
-        let rows = x.len() / d;
-        let t = e.tensor(x.to_vec(), rows, d)?;
-        let mut g = e.graph(false);
-        let logits = lin.forward(&ps, &mut g, &t)?.to_vec();
-        Ok(logits.chunks(f.classes).map(argmax).collect())
-    };
+    Ok(model)
+}
+
+/// Linear probe: fit on the train features, return (train accuracy, test accuracy).
+pub fn linear_probe(
+    e: &Engine,
+    f: &Features,
+    cfg: &LinearProbeConfig,
+    seed: u64,
+    progress: &dyn super::Progress,
+) -> Result<(f64, f64), StageError> {
+    let model = fit_linear(e, f, cfg, seed, progress)?;
     Ok((
-        accuracy(&predict(&xtr)?, &f.train_y),
-        accuracy(&predict(&xte)?, &f.test_y),
+        accuracy(&model.predict(e, &f.train_x)?, &f.train_y),
+        accuracy(&model.predict(e, &f.test_x)?, &f.test_y),
     ))
 }
 

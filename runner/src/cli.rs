@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::engine::DeviceKind;
 use crate::exec::{self, progress, AppError, Options, RunLog};
-use crate::pipeline::{self, Pipeline, StageKind};
+use crate::pipeline::{self, Pipeline};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -481,15 +481,3 @@ fn plugins_text(reg: &crate::plugins::Registry) -> String {
     out
 }
 
-/// Stage kinds that run in this version (for help texts).
-pub fn supported_kinds() -> Vec<&'static str> {
-    [
-        StageKind::Ingest,
-        StageKind::Augment,
-        StageKind::Pretrain,
-        StageKind::Probe,
-    ]
-    .iter()
-    .map(|k| k.as_str())
-    .collect()
-}

@@ -480,4 +480,3 @@ fn plugins_text(reg: &crate::plugins::Registry) -> String {
     }
     out
 }
-

@@ -10,7 +10,7 @@ use toml::Spanned;
 use super::error::{did_you_mean, list, PipelineError, Seg, Source};
 use super::graph::{self, Node};
 use super::raw::{
-    RawAugment, RawCurate, RawDoc, RawExpect, RawFinetune, RawHead, RawIngest, RawModel,
+    RawAugment, RawCurate, RawDoc, RawExpect, RawFinetune, RawHead, RawIngest, RawLinear, RawModel,
     RawOodEval, RawOptim, RawPipeline, RawPretrain, RawProbe, RawStageBody,
 };
 use super::types::{
@@ -1674,30 +1674,7 @@ impl StageCx<'_, '_, '_> {
         };
         let linear = match methods.contains(&ProbeMethod::Linear) {
             false => None,
-            true => {
-                let l = b.linear.as_ref();
-                Some(LinearProbeConfig {
-                    epochs: self.int(
-                        l.map_or(&None, |l| &l.epochs),
-                        "linear.epochs",
-                        1,
-                        None,
-                        100,
-                    )?,
-                    lr: self.float(
-                        l.map_or(&None, |l| &l.lr),
-                        "linear.lr",
-                        FloatRule::Positive,
-                        0.01,
-                    )?,
-                    weight_decay: self.float(
-                        l.map_or(&None, |l| &l.weight_decay),
-                        "linear.weight_decay",
-                        FloatRule::NonNegative,
-                        1e-4,
-                    )?,
-                })
-            }
+            true => Some(self.linear_config(b.linear.as_deref())?),
         };
         let knn = match methods.contains(&ProbeMethod::Knn) {
             false => None,
@@ -1771,6 +1748,31 @@ impl StageCx<'_, '_, '_> {
             label_fractions,
             seeds,
             supervised,
+        })
+    }
+
+    /// `linear = { epochs, lr, weight_decay }` with its defaults.
+    fn linear_config(&self, l: Option<&RawLinear>) -> Result<LinearProbeConfig> {
+        Ok(LinearProbeConfig {
+            epochs: self.int(
+                l.map_or(&None, |l| &l.epochs),
+                "linear.epochs",
+                1,
+                None,
+                100,
+            )?,
+            lr: self.float(
+                l.map_or(&None, |l| &l.lr),
+                "linear.lr",
+                FloatRule::Positive,
+                0.01,
+            )?,
+            weight_decay: self.float(
+                l.map_or(&None, |l| &l.weight_decay),
+                "linear.weight_decay",
+                FloatRule::NonNegative,
+                1e-4,
+            )?,
         })
     }
 
@@ -1852,33 +1854,12 @@ impl StageCx<'_, '_, '_> {
                 ),
             ));
         }
-        let l = b.linear.as_deref();
         Ok(OodEvalConfig {
             scores,
             k: self.int(&b.k, "k", 1, None, 1)? as usize,
             corruptions,
             severities,
-            linear: LinearProbeConfig {
-                epochs: self.int(
-                    l.map_or(&None, |l| &l.epochs),
-                    "linear.epochs",
-                    1,
-                    None,
-                    100,
-                )?,
-                lr: self.float(
-                    l.map_or(&None, |l| &l.lr),
-                    "linear.lr",
-                    FloatRule::Positive,
-                    0.01,
-                )?,
-                weight_decay: self.float(
-                    l.map_or(&None, |l| &l.weight_decay),
-                    "linear.weight_decay",
-                    FloatRule::NonNegative,
-                    1e-4,
-                )?,
-            },
+            linear: self.linear_config(b.linear.as_deref())?,
         })
     }
 

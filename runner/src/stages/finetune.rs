@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use super::pretrain::{load_encoder, save_encoder};
-use super::probe::balanced_rows;
+use super::probe::{balanced_rows, head_accuracy};
 use super::{
     ingest::DATASET_FILE, mix_seed, permutation, Metrics, StageCtx, StageError, TIMING_PREFIX,
 };
@@ -198,19 +198,7 @@ pub fn run(cfg: &FinetuneConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
     }
     let seconds = started.elapsed().as_secs_f64();
     let accuracy = |ps: &mut ParamStore, rows: &[usize]| -> Result<f64, StageError> {
-        let mut correct = 0usize;
-        for chunk in rows.chunks(512) {
-            let x = e.tensor(ds.batch_f32(chunk), chunk.len(), meta.input.len())?;
-            let mut g = e.graph(false);
-            let emb = encoder.forward(ps, &mut g, &x, meta.input, false)?;
-            let logits = head.forward(ps, &mut g, &emb)?.to_vec();
-            correct += logits
-                .chunks(classes)
-                .zip(chunk)
-                .filter(|(l, &r)| super::probe::argmax(l) == labels[r])
-                .count();
-        }
-        Ok(correct as f64 / rows.len().max(1) as f64)
+        head_accuracy(e, &encoder, ps, &head, &meta, &ds, rows, &labels, classes)
     };
     let test = ds.rows(Split::Test);
     let test_acc = accuracy(&mut ps, &test)?;

@@ -201,20 +201,45 @@ fn supervised_from_scratch(
         progress.advance(1, "");
     }
     progress.finish("");
-    let test = ds.rows(Split::Test);
+    head_accuracy(
+        e,
+        &encoder,
+        &mut ps,
+        &head,
+        meta,
+        ds,
+        &ds.rows(Split::Test),
+        labels,
+        classes,
+    )
+}
+
+/// Accuracy of an encoder with a linear classification head on dataset `rows` (eval mode).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn head_accuracy(
+    e: &Engine,
+    encoder: &Encoder,
+    ps: &mut ParamStore,
+    head: &Linear,
+    meta: &EncoderMeta,
+    ds: &Dataset,
+    rows: &[usize],
+    labels: &[u32],
+    classes: usize,
+) -> Result<f64, StageError> {
     let mut correct = 0usize;
-    for chunk in test.chunks(512) {
+    for chunk in rows.chunks(512) {
         let x = e.tensor(ds.batch_f32(chunk), chunk.len(), meta.input.len())?;
         let mut g = e.graph(false);
-        let emb = encoder.forward(&mut ps, &mut g, &x, meta.input, false)?;
-        let logits = head.forward(&ps, &mut g, &emb)?.to_vec();
+        let emb = encoder.forward(ps, &mut g, &x, meta.input, false)?;
+        let logits = head.forward(ps, &mut g, &emb)?.to_vec();
         correct += logits
             .chunks(classes)
             .zip(chunk)
             .filter(|(l, &r)| argmax(l) == labels[r])
             .count();
     }
-    Ok(correct as f64 / test.len().max(1) as f64)
+    Ok(correct as f64 / rows.len().max(1) as f64)
 }
 
 pub fn run(cfg: &ProbeConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {

@@ -16,9 +16,10 @@ use crate::pipeline::{self, Pipeline};
     version,
     about = "Run self-supervised-learning pipelines declared in TOML",
     long_about = "pretext runs self-supervised-learning pipelines declared in TOML: ingest → curate → \
-augment → pretrain → probe, with objectives and augmentations loaded from plugin libraries. Every \
-stage's outputs are stored by a content hash of everything that determines them, so unchanged stages \
-never run twice, and pretext.lock records the result so CI can check it with `run --locked`.\n\n\
+augment → pretrain → probe (and finetune, ood_eval), with objectives and augmentations loaded from \
+plugin libraries. Every stage's outputs are stored by a content hash of everything that determines \
+them, so unchanged stages never run twice, and pretext.lock records the result so CI can check it \
+with `run --locked`.\n\n\
 Exit codes: 0 success; 1 a stage, an `expect` gate or a --locked check failed; 2 bad input \
 (pipeline file, data file, plugin, flags), always with a message saying what to fix.",
     after_help = "Start with `pretext run pipelines/quickstart.toml`. \

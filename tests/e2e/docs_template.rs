@@ -307,3 +307,272 @@ fn builtin_plugin_parameters_match_the_reference() {
         problems.join("\n  ")
     );
 }
+
+/// The fields of each `struct Ptx…` in `text`, in order: Rust (`pub name: T,`) or C (`T name;`,
+/// `T (*name)(…);`, `T name[N];`). Comments are ignored.
+fn struct_fields(text: &str, c: bool) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    let mut current: Option<(String, Vec<String>)> = None;
+    let mut pending = String::new();
+    for raw in text.lines() {
+        let line = raw.split("//").next().unwrap_or("");
+        let line = match (line.find("/*"), line.find("*/")) {
+            (Some(a), Some(b)) if b > a => format!("{}{}", &line[..a], &line[b + 2..]),
+            (Some(a), None) => line[..a].to_string(),
+            _ => line.to_string(),
+        };
+        let line = line.trim();
+        let opener = if c {
+            "typedef struct Ptx"
+        } else {
+            "pub struct Ptx"
+        };
+        if let Some(rest) = line.strip_prefix(opener) {
+            if line.ends_with('{') {
+                let name = rest.trim_end_matches('{').trim();
+                current = Some((format!("Ptx{name}"), Vec::new()));
+                pending.clear();
+            }
+            continue;
+        }
+        let Some((name, fields)) = current.as_mut() else {
+            continue;
+        };
+        if line.starts_with('}') {
+            out.insert(name.clone(), std::mem::take(fields));
+            current = None;
+            continue;
+        }
+        if c {
+            pending.push_str(line);
+            pending.push(' ');
+            if !line.ends_with(';') {
+                continue;
+            }
+            let decl = std::mem::take(&mut pending);
+            let field = match decl.find("(*") {
+                Some(i) => decl[i + 2..].split(')').next().unwrap_or("").to_string(),
+                None => decl
+                    .trim_end_matches([';', ' '])
+                    .split(|ch: char| ch.is_whitespace() || ch == '*')
+                    .next_back()
+                    .unwrap_or("")
+                    .split('[')
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            };
+            fields.push(field);
+        } else if let Some(rest) = line.strip_prefix("pub ") {
+            if let Some((field, _)) = rest.split_once(':') {
+                if !field.contains(' ') && !field.contains('(') {
+                    fields.push(field.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn c_header_matches_the_rust_abi() {
+    let rust = std::fs::read_to_string(workspace().join("plugins/sdk/src/abi.rs")).unwrap();
+    let header =
+        std::fs::read_to_string(workspace().join("docs/plugins/pretext_plugin.h")).unwrap();
+    let (rust, c) = (struct_fields(&rust, false), struct_fields(&header, true));
+    assert!(
+        rust.len() >= 10,
+        "found only {} structs in abi.rs: {rust:?}",
+        rust.len()
+    );
+    assert_eq!(
+        rust, c,
+        "docs/plugins/pretext_plugin.h no longer matches plugins/sdk/src/abi.rs (left: Rust, \
+         right: C): update the header (and docs/plugins/abi.md)"
+    );
+    let version = rust_const(
+        &std::fs::read_to_string(workspace().join("plugins/sdk/src/abi.rs")).unwrap(),
+        "ABI_VERSION",
+    );
+    assert!(
+        header.contains(&format!("#define PTX_ABI_VERSION {version}u")),
+        "the header's PTX_ABI_VERSION is not {version}"
+    );
+}
+
+/// The value of `pub const NAME: T = value;` in Rust source.
+fn rust_const(text: &str, name: &str) -> String {
+    let decl = format!("pub const {name}:");
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(&decl))
+        .and_then(|rest| rest.split('=').nth(1))
+        .map(|v| v.trim().trim_end_matches(';').to_string())
+        .unwrap_or_else(|| panic!("no `pub const {name}` in abi.rs"))
+}
+
+#[test]
+fn c_example_plugin_builds_and_runs_where_a_c_compiler_exists() {
+    let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
+    if Command::new(&cc).arg("--version").output().is_err() {
+        eprintln!(
+            "no C compiler (`{}`): skipping the C plugin example",
+            cc.to_string_lossy()
+        );
+        return;
+    }
+    let dir = tempdir();
+    let lib = dir.path().join("plugins").join(dylib_name("invert"));
+    std::fs::create_dir_all(lib.parent().unwrap()).unwrap();
+    let docs = workspace().join("docs/plugins");
+    let out = Command::new(&cc)
+        .args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-I"])
+        .arg(&docs)
+        .arg("-o")
+        .arg(&lib)
+        .arg(docs.join("c-example/invert.c"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "compiling docs/plugins/c-example/invert.c failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (images, labels) = mnist();
+    let p = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"[pipeline]
+name = "c-plugin"
+plugin_paths = [{lib}]
+
+[stages.data]
+kind = "ingest"
+source = {{ format = "idx", images = {images}, labels = {labels} }}
+limit = 300
+
+[stages.views]
+kind = "augment"
+input = "data"
+views = [["invert"], [{{ name = "invert", p = 0.9 }}]]
+
+[stages.ssl]
+kind = "pretrain"
+input = "views"
+objective = {{ plugin = "simclr", projector_hidden = 32, projector_dim = 16 }}
+model = {{ hidden = [32], embed_dim = 16 }}
+epochs = 1
+batch_size = 100
+"#,
+            lib = toml_path(&lib),
+            images = toml_path(&images),
+            labels = toml_path(&labels),
+        ),
+    )
+    .unwrap();
+    let p = p.display().to_string();
+    pretext(dir.path(), &["run", &p]).expect_code(0);
+    // Its parameter check reaches the user.
+    let bad = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("p = 0.9", "p = 2");
+    std::fs::write(&p, bad).unwrap();
+    pretext(dir.path(), &["validate", &p])
+        .expect_code(2)
+        .expect_stderr_has(&["invert: parameter `p` must be between 0 and 1"]);
+}
+
+/// The Rust code blocks of a section of a Markdown page, from its `## <heading prefix>` to the
+/// next `## `.
+fn rust_blocks(page: &str, heading: &str) -> Vec<String> {
+    let start = page
+        .find(&format!("\n## {heading}"))
+        .unwrap_or_else(|| panic!("no `## {heading}` section"));
+    let section = &page[start + 1..];
+    let end = section[3..].find("\n## ").map_or(section.len(), |e| e + 3);
+    section[..end]
+        .split("```rust\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn plugin_guide_new_objective_builds_and_trains() {
+    // Step 4 of docs/plugins.md, done the way a reader does it: copy the template, add the
+    // guide's objective (its first code block) as src/cosine.rs, register it (the second code
+    // block replaces the template's export_plugin!), build, and train with it.
+    let guide = std::fs::read_to_string(workspace().join("docs/plugins.md")).unwrap();
+    let blocks = rust_blocks(&guide, "4. Write your own objective");
+    assert_eq!(
+        blocks.len(),
+        2,
+        "step 4 has the objective and the registration"
+    );
+    let dir = tempdir();
+    let krate = dir.path().join("my-plugin");
+    std::fs::create_dir_all(krate.join("src")).unwrap();
+    for file in ["Cargo.lock", "src/objective.rs", "src/augmentation.rs"] {
+        std::fs::copy(template_dir().join(file), krate.join(file)).unwrap();
+    }
+    let sdk = workspace().join("plugins/sdk");
+    let manifest = std::fs::read_to_string(template_dir().join("Cargo.toml"))
+        .unwrap()
+        .replace("\"../../plugins/sdk\"", &toml_path(&sdk));
+    std::fs::write(krate.join("Cargo.toml"), manifest).unwrap();
+    std::fs::write(krate.join("src/cosine.rs"), &blocks[0]).unwrap();
+    let lib = std::fs::read_to_string(template_dir().join("src/lib.rs")).unwrap();
+    let export = lib
+        .find("pretext_plugin::export_plugin!")
+        .expect("the template exports its plugin");
+    std::fs::write(
+        krate.join("src/lib.rs"),
+        format!("{}{}", &lib[..export], blocks[1]),
+    )
+    .unwrap();
+
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target = workspace().join("target").join("docs-guide");
+    let out = Command::new(&cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--offline",
+            "--locked",
+            "--manifest-path",
+        ])
+        .arg(krate.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the objective of docs/plugins.md step 4 does not build:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let built = target.join("debug").join(dylib_name("my_ssl_plugin"));
+    let p = dir.path().join("pipeline.toml");
+    let text = tiny_pipeline(&built).replace(
+        "{ plugin = \"align_uniform\", t = 2.0, projector_hidden = 64, projector_dim = 32 }",
+        "{ plugin = \"cosine_var\" }",
+    );
+    assert!(text.contains("cosine_var"));
+    std::fs::write(&p, text).unwrap();
+    let p = p.display().to_string();
+    let run = pretext(dir.path(), &["run", &p]);
+    run.expect_code(0);
+    expect_statuses(
+        &run,
+        &[
+            ("data", "ran"),
+            ("views", "ran"),
+            ("ssl", "ran"),
+            ("eval", "ran"),
+        ],
+    );
+}

@@ -29,6 +29,7 @@ fn tiny_pipeline_runs_then_everything_is_cached() {
     let lock_path = dir.path().join("pretext.lock");
     let lock_text = std::fs::read_to_string(&lock_path).expect("run writes pretext.lock");
     let lock: serde_json::Value = serde_json::from_str(&lock_text).expect("pretext.lock is JSON");
+    let lock = &lock["pipelines"]["tiny"];
     assert_eq!(lock["pipeline"], "tiny");
     let stages = lock["stages"]
         .as_object()

@@ -109,3 +109,47 @@ fn regression_looking_commands_create_no_store() {
         "a store was created by a read-only command"
     );
 }
+
+/// Two pipelines in one folder once overwrote each other's `pretext.lock`: each now owns a
+/// section, and `--locked` checks its own.
+#[test]
+fn regression_two_pipelines_in_one_folder_keep_both_lock_sections() {
+    let dir = tempdir();
+    let a = Tiny::default().write(dir.path());
+    let b = dir.path().join("other.toml");
+    std::fs::write(
+        &b,
+        Tiny {
+            name: "other".into(),
+            ..Tiny::default()
+        }
+        .toml(),
+    )
+    .unwrap();
+    let (a, b) = (a.display().to_string(), b.display().to_string());
+    pretext(dir.path(), &["run", &a]).expect_code(0);
+    pretext(dir.path(), &["run", &b]).expect_code(0);
+    let lock: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("pretext.lock")).unwrap())
+            .unwrap();
+    assert!(
+        lock["pipelines"]["tiny"]["stages"]["ssl"].is_object()
+            && lock["pipelines"]["other"]["stages"]["ssl"].is_object(),
+        "{lock}"
+    );
+    pretext(dir.path(), &["run", "--locked", &a]).expect_code(0);
+    pretext(dir.path(), &["run", "--locked", &b]).expect_code(0);
+    let c = dir.path().join("third.toml");
+    std::fs::write(
+        &c,
+        Tiny {
+            name: "third".into(),
+            ..Tiny::default()
+        }
+        .toml(),
+    )
+    .unwrap();
+    pretext(dir.path(), &["run", "--locked", &c.display().to_string()])
+        .expect_code(2)
+        .expect_stderr_has(&["no section for pipeline `third`"]);
+}

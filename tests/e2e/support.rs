@@ -266,7 +266,9 @@ linear = {{ epochs = 5 }}
 
 /// The stage statuses (`ran` / `cached`) in the summary table printed by `run` and `show`.
 pub fn statuses(stdout: &str) -> BTreeMap<String, String> {
-    const KINDS: [&str; 7] = ["ingest", "curate", "augment", "pretrain", "probe", "finetune", "ood_eval"];
+    const KINDS: [&str; 7] = [
+        "ingest", "curate", "augment", "pretrain", "probe", "finetune", "ood_eval",
+    ];
     stdout
         .lines()
         .filter_map(|line| {

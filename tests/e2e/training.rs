@@ -50,7 +50,7 @@ fn collapsing_objective_is_stopped_by_the_monitor() {
 fn encoder_digest(lock: &Path) -> String {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(lock).unwrap()).unwrap();
-    v["stages"]["ssl"]["outputs"]["encoder.safetensors"]
+    v["pipelines"]["tiny"]["stages"]["ssl"]["outputs"]["encoder.safetensors"]
         .as_str()
         .expect("encoder digest in the lockfile")
         .to_string()

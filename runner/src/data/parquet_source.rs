@@ -158,8 +158,18 @@ pub struct ParquetSource {
 }
 
 impl ParquetSource {
-    /// Opens `path` and checks the named columns.
+    /// Opens `path` and checks the named columns. A corrupt file is an error, never a panic
+    /// (the parquet crate panics on some malformed footers and pages).
     pub fn open(
+        path: &Path,
+        spec: ParquetSpec,
+        opts: ImageOptions,
+    ) -> Result<ParquetSource, DataError> {
+        crate::panic_guard::catch(|| Self::open_unguarded(path, spec, opts))
+            .unwrap_or_else(|p| Err(perr(path, format!("the file is corrupt ({p})"))))
+    }
+
+    fn open_unguarded(
         path: &Path,
         spec: ParquetSpec,
         opts: ImageOptions,

@@ -353,8 +353,14 @@ pub struct DatasetReader {
 }
 
 impl DatasetReader {
-    /// Opens a dataset written by [`DatasetWriter`] (or an older pretext).
+    /// Opens a dataset written by [`DatasetWriter`] (or an older pretext). A corrupt file is an
+    /// error, never a panic (the parquet crate panics on some malformed footers).
     pub fn open(path: &Path) -> Result<DatasetReader, DataError> {
+        crate::panic_guard::catch(|| Self::open_unguarded(path))
+            .unwrap_or_else(|p| Err(perr(path, format!("the file is corrupt ({p})"))))
+    }
+
+    fn open_unguarded(path: &Path) -> Result<DatasetReader, DataError> {
         let file =
             File::open(path).map_err(|e| DataError::file(path, format!("cannot open: {e}")))?;
         let reader = SerializedFileReader::new(file).map_err(|e| perr(path, e))?;
@@ -464,8 +470,15 @@ impl DatasetReader {
         self.len() == 0
     }
 
-    /// The next row group's rows; `None` after the last.
+    /// The next row group's rows; `None` after the last. Corrupt data is an error, never a
+    /// panic.
     pub fn next_chunk(&mut self) -> Result<Option<Records>, DataError> {
+        let path = self.path.clone();
+        crate::panic_guard::catch(|| self.next_chunk_unguarded())
+            .unwrap_or_else(|p| Err(perr(&path, format!("the file is corrupt ({p})"))))
+    }
+
+    fn next_chunk_unguarded(&mut self) -> Result<Option<Records>, DataError> {
         if self.next_group >= self.reader.num_row_groups() {
             return Ok(None);
         }

@@ -17,7 +17,9 @@ use crate::engine::{DeviceKind, Engine};
 use crate::pipeline::{Pipeline, Stage};
 use crate::plugins::{Registry, SearchPath};
 use crate::stages::{self, InputArtifact, Metrics, StageCtx, StageError, TIMING_PREFIX};
-use crate::store::{Entry, KeyBuilder, KeyParts, LockedStage, Lockfile, StageKey, Store};
+use crate::store::{
+    Entry, KeyBuilder, KeyParts, LockedStage, Lockfile, LockfileSet, StageKey, Store,
+};
 
 /// The version recorded in stage keys: a new runner version invalidates caches.
 pub const RUNNER_VERSION: &str = concat!("pretext ", env!("CARGO_PKG_VERSION"));
@@ -311,12 +313,21 @@ pub fn run(
     }
     let planned = plan(p, &reg, Some(&store), opts.device)?;
     let lock_path = lockfile_path(p);
-    let old_lock = Lockfile::load(&lock_path).map_err(|e| AppError::Input(e.to_string()))?;
+    // One file per folder, one section per pipeline: other pipelines' sections are kept.
+    let lock_set = LockfileSet::load(&lock_path).map_err(|e| AppError::Input(e.to_string()))?;
+    let old_lock = lock_set.as_ref().and_then(|s| s.get(&p.name)).cloned();
     if opts.locked {
-        let Some(old) = &old_lock else {
+        if lock_set.is_none() {
             return Err(AppError::Input(format!(
                 "--locked: {} does not exist; run once without --locked to create it",
                 lock_path.display()
+            )));
+        }
+        let Some(old) = &old_lock else {
+            return Err(AppError::Input(format!(
+                "--locked: {} has no section for pipeline `{}`; run once without --locked to add it",
+                lock_path.display(),
+                p.name
             )));
         };
         let diffs: Vec<String> = planned
@@ -448,9 +459,15 @@ pub fn run(
                 diffs.join("\n  ")
             )));
         }
-    } else if old_lock.as_ref() != Some(&lockfile) {
-        lockfile
-            .save(&lock_path)
+    } else if old_lock.as_ref() != Some(&lockfile)
+        || lock_set
+            .as_ref()
+            .is_some_and(|s| s.version != crate::store::LOCKFILE_SET_VERSION)
+    {
+        let mut set = lock_set.unwrap_or_default();
+        set.version = crate::store::LOCKFILE_SET_VERSION;
+        set.insert(lockfile);
+        set.save(&lock_path)
             .map_err(|e| AppError::Failed(e.to_string()))?;
     }
     if !gate_failures.is_empty() {

@@ -33,8 +33,8 @@ pub struct PipelineError {
     /// What to do about it (a did-you-mean, the accepted values, ...).
     pub help: Option<String>,
     /// The section of the TOML reference that documents the key or stage kind involved,
-    /// e.g. `docs/reference/pretrain.md#optim`.
-    pub see: Option<String>,
+    /// e.g. `docs/reference/pretrain.md#optim`. (Boxed to keep the error small.)
+    pub see: Option<Box<str>>,
 }
 
 impl PipelineError {
@@ -58,7 +58,7 @@ impl PipelineError {
 
     /// Sets (or clears) the `see:` line: a reference page section.
     pub fn with_see(mut self, see: Option<String>) -> Self {
-        self.see = see;
+        self.see = see.map(String::into_boxed_str);
         self
     }
 
@@ -108,7 +108,7 @@ where
     let mut best: Option<(f64, &str)> = None;
     for cand in candidates {
         let score = strsim::jaro_winkler(&got.to_ascii_lowercase(), &cand.to_ascii_lowercase());
-        if score >= 0.8 && best.map_or(true, |(s, _)| score > s) {
+        if score >= 0.8 && !best.is_some_and(|(s, _)| score <= s) {
             best = Some((score, cand));
         }
     }
@@ -708,9 +708,18 @@ mod tests {
             "docs/reference/pipeline.md#stage-kinds"
         );
         assert_eq!(
-            see("stages.a.epochs", Some("finetune"), None),
+            see("stages.a.epochs", Some("pretrian"), None),
             "docs/reference/pipeline.md#stage-kinds"
         );
+        let unsupported = super::super::types::StageKind::ALL
+            .into_iter()
+            .find(|k| !k.is_supported());
+        if let Some(k) = unsupported {
+            assert_eq!(
+                see("stages.a.epochs", Some(k.as_str()), None),
+                "docs/reference/pipeline.md#stage-kinds"
+            );
+        }
         assert_eq!(
             see("stages.a.expect.x.min", Some("probe"), None),
             "docs/reference/pipeline.md#expect"

@@ -18,8 +18,14 @@
 //! section they are in.
 //!
 //! Both sets must be equal, each key listed once per page, and every key's `see:` line (what
-//! `pretext validate` prints) must point at a page that lists the key and at a heading that
-//! exists on it.
+//! `pretext validate` prints) must point at a heading of a page that lists the key in that
+//! section. Every stage kind has a page, or is listed as planned.
+//!
+//! **Defaults and examples.** On the stage kinds' pages, a default cell that starts with a
+//! backticked TOML value must equal the value the loader fills in when the key is left out
+//! (read from the stage's canonical config, in variants of the base pipeline where keys that
+//! only apply to some `arch`, `name`, `method` or `format` exist), and every example must be
+//! accepted by the loader in one of those variants.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -63,6 +69,15 @@ data = "clean"
 kind = "finetune"
 encoder = "ssl"
 data = "clean"
+
+[stages.fashion]
+kind = "ingest"
+source = { format = "idx", images = "f.idx", labels = "fl.idx" }
+
+[stages.ood]
+kind = "ood_eval"
+encoder = "ssl"
+data = "clean"
 "#;
 
 /// The stage of `BASE` that has `kind`.
@@ -74,6 +89,7 @@ fn stage_of(kind: StageKind) -> &'static str {
         StageKind::Pretrain => "ssl",
         StageKind::Probe => "eval",
         StageKind::Finetune => "tune",
+        StageKind::OodEval => "ood",
         other => panic!(
             "stage kind `{}` is supported but reference_test.rs has no stage of it: add one to \
              BASE and to stage_of(), and a page docs/reference/{}.md",
@@ -191,12 +207,16 @@ fn expect_keys(text: &str, table: &[&str]) -> Vec<String> {
     })
 }
 
+/// What `reference_section` needs for a key: its path with real stage names, the stage's kind
+/// and its source format.
+type SeeArgs = (Vec<Seg>, Option<String>, Option<String>);
+
 /// Collects the schema's keys.
 struct Schema {
     keys: BTreeSet<Key>,
     /// For each key, the path segments (with real stage names) and the stage's kind and
     /// format, to compute its `see:` line.
-    see: BTreeMap<Key, (Vec<Seg>, Option<String>, Option<String>)>,
+    see: BTreeMap<Key, SeeArgs>,
 }
 
 impl Schema {

@@ -26,6 +26,9 @@ pub struct CallError {
     pub panicked: bool,
 }
 
+/// How a non-finite loss is reported (pretraining recognises it to add a diagnosis).
+pub const NON_FINITE_LOSS: &str = "returned a non-finite loss";
+
 /// Per-call host context: which plugin is calling, and the error it reported.
 struct HostCtx {
     plugin: String,
@@ -389,9 +392,11 @@ impl ObjectiveInstance {
         }
         let v = loss.scalar();
         if !v.is_finite() {
+            // `inputs.epoch` is 0-based (as plugins see it); messages count epochs from 1.
             return Err(self.err(format!(
-                "loss is {v} at epoch {} step {}",
-                inputs.epoch, inputs.step
+                "{NON_FINITE_LOSS} ({v}) at epoch {} step {}",
+                inputs.epoch + 1,
+                inputs.step
             )));
         }
         Ok(StepOutput {

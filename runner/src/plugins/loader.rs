@@ -80,6 +80,66 @@ impl Library {
 }
 
 /// Load one library file and check its ABI version.
+/// For a 64-bit little-endian ELF file (what Linux loads): every loadable segment and the
+/// section header table must lie inside the file. Other formats pass unchecked (the platform
+/// loader reports them).
+fn check_elf_extent(path: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    if !bytes.starts_with(b"\x7fELF") || bytes.get(4) != Some(&2) || bytes.get(5) != Some(&1) {
+        return Ok(());
+    }
+    let len = bytes.len() as u64;
+    let truncated = |what: &str| {
+        format!("the file is truncated or corrupt ({what} lies past its end, at {len} bytes); rebuild or re-copy the library")
+    };
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as u64)
+    };
+    let u32_at = |o: u64| {
+        let o = usize::try_from(o).ok()?;
+        bytes
+            .get(o..o.checked_add(4)?)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
+    };
+    let u64_at = |o: u64| {
+        let o = usize::try_from(o).ok()?;
+        bytes
+            .get(o..o.checked_add(8)?)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+    };
+    let (Some(phoff), Some(shoff), Some(phentsize), Some(phnum), Some(shentsize), Some(shnum)) = (
+        u64_at(0x20),
+        u64_at(0x28),
+        u16_at(0x36),
+        u16_at(0x38),
+        u16_at(0x3a),
+        u16_at(0x3c),
+    ) else {
+        return Err(truncated("the ELF header"));
+    };
+    let fits = |off: u64, size: u64| off.checked_add(size).is_some_and(|end| end <= len);
+    if !fits(phoff, phentsize.saturating_mul(phnum)) {
+        return Err(truncated("the program header table"));
+    }
+    if shnum > 0 && !fits(shoff, shentsize.saturating_mul(shnum)) {
+        return Err(truncated("the section header table"));
+    }
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        const PT_LOAD: u32 = 1;
+        if u32_at(ph) != Some(PT_LOAD) {
+            continue;
+        }
+        match (u64_at(ph + 8), u64_at(ph + 0x20)) {
+            (Some(off), Some(filesz)) if fits(off, filesz) => {}
+            _ => return Err(truncated("a loadable segment")),
+        }
+    }
+    Ok(())
+}
+
 pub fn load_library(path: &Path) -> Result<Library, PluginError> {
     let digest = std::fs::File::open(path)
         .and_then(|f| {
@@ -91,6 +151,12 @@ pub fn load_library(path: &Path) -> Result<Library, PluginError> {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
+    // A truncated ELF library crashes the dynamic loader (SIGBUS when it maps a segment past
+    // the end of the file), so check the segments fit before `dlopen` sees it.
+    check_elf_extent(path).map_err(|reason| PluginError::Load {
+        path: path.to_path_buf(),
+        reason,
+    })?;
     // SAFETY: loading runs the library's initialisers; only files from explicit plugin paths
     // and plugin folders reach this point.
     let lib = unsafe { libloading::Library::new(path) }.map_err(|e| PluginError::Load {

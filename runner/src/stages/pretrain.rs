@@ -378,6 +378,39 @@ fn augment_batch(
     Ok(out)
 }
 
+/// Why a loss or gradient norm became non-finite after `steps_done` optimizer steps, what to
+/// change, and where the last good checkpoint is.
+fn divergence_hint(
+    steps_done: u64,
+    base_lr: f64,
+    lr_now: f64,
+    checkpoint_dir: Option<&Path>,
+) -> String {
+    let why = if steps_done == 0 {
+        format!(
+            "no optimizer step has been taken yet, so the objective or the data is the likely cause, not the learning rate (optim.lr = {base_lr})"
+        )
+    } else {
+        format!(
+            "training diverged after {steps_done} finite optimizer step(s): the learning rate is likely too high (optim.lr = {base_lr}, {lr_now:.3e} at this step); lower `optim.lr`, add warmup (`optim.warmup_epochs`) or set `grad_clip`"
+        )
+    };
+    let kept = match checkpoint_dir {
+        Some(dir) if dir.join(CHECKPOINT_META).exists() => {
+            let epochs = read_json::<CheckpointMeta>(&dir.join(CHECKPOINT_META))
+                .map(|m| format!(" (after epoch {})", m.epochs_done))
+                .unwrap_or_default();
+            format!(
+                "; the last good checkpoint{epochs} is kept in {}",
+                dir.display()
+            )
+        }
+        Some(_) => "; no healthy epoch has been checkpointed yet".into(),
+        None => String::new(),
+    };
+    format!("{why}{kept}")
+}
+
 /// Per-run training state that a checkpoint must capture to resume bit-for-bit.
 struct TrainState {
     ps: ParamStore,
@@ -716,7 +749,21 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
                 originals,
                 rows.len(),
                 step_ctx,
-            )?;
+            )
+            .map_err(|err| match err {
+                StageError::Failed(m) if m.contains(crate::plugins::host::NON_FINITE_LOSS) => {
+                    StageError::Failed(format!(
+                        "{m}; {}",
+                        divergence_hint(
+                            st.step,
+                            cfg.optim.lr,
+                            schedule.lr(st.step),
+                            ctx.checkpoint_dir
+                        )
+                    ))
+                }
+                other => other,
+            })?;
             match &mut acc {
                 Some(a) => optim::accumulate(a, grads),
                 None => acc = Some(grads),
@@ -740,9 +787,15 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
                 };
                 if !grad_norm.is_finite() {
                     return Err(StageError::Failed(format!(
-                        "the gradient norm is {grad_norm} at epoch {} step {}; lower the learning rate or set `grad_clip`",
+                        "the gradient norm is {grad_norm} at epoch {} step {}; {}",
                         epoch + 1,
-                        st.step
+                        st.step,
+                        divergence_hint(
+                            st.step,
+                            cfg.optim.lr,
+                            schedule.lr(st.step),
+                            ctx.checkpoint_dir
+                        )
                     )));
                 }
                 st.opt.apply(&mut st.ps, &gs, schedule.lr(st.step) as f32);

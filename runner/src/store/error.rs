@@ -21,6 +21,15 @@ pub enum StoreError {
     )]
     NotWritable { path: PathBuf, source: io::Error },
 
+    /// The store folder is a filesystem root, or an existing folder with other contents that
+    /// pretext did not create: pretext refuses to scatter its files there.
+    #[error(
+        "refusing to use {} as the pretext store: {reason}; point `store` in [pipeline] at a \
+         new or empty folder (the default is `.pretext` beside the pipeline)",
+        .path.display()
+    )]
+    NotAStore { path: PathBuf, reason: String },
+
     /// Another process holds the store's writer lock and the caller asked not to wait.
     #[error(
         "another pretext run ({}) holds the store lock at {}; wait for it to finish and retry \
@@ -136,6 +145,7 @@ impl StoreError {
     pub fn path(&self) -> &std::path::Path {
         match self {
             StoreError::NotWritable { path, .. }
+            | StoreError::NotAStore { path, .. }
             | StoreError::Locked { path, .. }
             | StoreError::Io { path, .. }
             | StoreError::NonUtf8Path { path }

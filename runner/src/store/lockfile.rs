@@ -38,7 +38,86 @@ use super::Entry;
 /// The lockfile format version this runner reads and writes.
 pub const LOCKFILE_VERSION: u32 = 1;
 
-/// Contents of `pretext.lock`.
+/// Version of the `pretext.lock` file format that holds one section per pipeline.
+pub const LOCKFILE_SET_VERSION: u32 = 2;
+
+/// `pretext.lock`: one [`Lockfile`] section per pipeline name, so several pipelines can live in
+/// one folder; a run rewrites only its own section. Deterministic pretty JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockfileSet {
+    /// Format version ([`LOCKFILE_SET_VERSION`]).
+    pub version: u32,
+    /// Pipeline name -> its lock.
+    pub pipelines: BTreeMap<String, Lockfile>,
+}
+
+impl Default for LockfileSet {
+    fn default() -> Self {
+        LockfileSet {
+            version: LOCKFILE_SET_VERSION,
+            pipelines: BTreeMap::new(),
+        }
+    }
+}
+
+impl LockfileSet {
+    /// Reads `pretext.lock`: `Ok(None)` when it does not exist. A version-1 file (one
+    /// pipeline) is read as a set with that one section.
+    pub fn load(path: impl AsRef<Path>) -> Result<Option<LockfileSet>> {
+        let path = path.as_ref();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io("cannot read lockfile", path, e)),
+        };
+        #[derive(Deserialize)]
+        struct VersionOnly {
+            version: u32,
+        }
+        let parse_err = |source| StoreError::Parse {
+            what: "pretext lockfile",
+            path: path.to_path_buf(),
+            source,
+        };
+        let v: VersionOnly = serde_json::from_str(&text).map_err(parse_err)?;
+        match v.version {
+            LOCKFILE_SET_VERSION => serde_json::from_str(&text).map(Some).map_err(parse_err),
+            LOCKFILE_VERSION => {
+                let one: Lockfile = serde_json::from_str(&text).map_err(parse_err)?;
+                let mut set = LockfileSet::default();
+                set.pipelines.insert(one.pipeline.clone(), one);
+                Ok(Some(set))
+            }
+            found => Err(StoreError::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found,
+                supported: LOCKFILE_SET_VERSION,
+            }),
+        }
+    }
+
+    pub fn get(&self, pipeline: &str) -> Option<&Lockfile> {
+        self.pipelines.get(pipeline)
+    }
+
+    /// Set (or replace) one pipeline's section.
+    pub fn insert(&mut self, lock: Lockfile) {
+        self.pipelines.insert(lock.pipeline.clone(), lock);
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("a lockfile always serializes");
+        s.push('\n');
+        s
+    }
+
+    /// Write atomically (temporary file, fsync, rename).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        write_atomic(path.as_ref(), &self.to_text())
+    }
+}
+
+/// One pipeline's section of `pretext.lock`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lockfile {
     /// Format version ([`LOCKFILE_VERSION`]).
@@ -142,7 +221,14 @@ impl Lockfile {
     /// Writes the lockfile atomically: to a temporary file in the same folder, flushed to disk,
     /// then renamed over `path`.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
+        write_atomic(path.as_ref(), &self.to_text())
+    }
+}
+
+/// Write `text` to `path` atomically: a temporary file in the same folder, flushed to disk,
+/// then renamed over `path`.
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    {
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => std::path::PathBuf::from("."),
@@ -154,7 +240,7 @@ impl Lockfile {
         let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(self.to_text().as_bytes())?;
+            f.write_all(text.as_bytes())?;
             f.sync_all()?;
             Ok(())
         };
@@ -169,7 +255,9 @@ impl Lockfile {
         super::sync_dir(&dir);
         Ok(())
     }
+}
 
+impl Lockfile {
     /// Differences between `self` (what this run would record) and `old` (the recorded
     /// lockfile), in plain words; `pretext run --locked` fails when this is not empty.
     ///
@@ -389,5 +477,33 @@ mod tests {
         assert!(back.contains(&"stage `ssl`: output `metrics.json` was removed".to_string()));
         assert!(back.contains(&"stage `ssl`: plugin `byol` was removed".to_string()));
         assert!(back.contains(&"seed changed 8 → 7".to_string()));
+    }
+
+    #[test]
+    fn lockfile_set_keeps_sections_and_reads_version_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pretext.lock");
+        let mut one = Lockfile::new("a", 1, "r", "cpu");
+        one.save(&path).unwrap();
+        let set = LockfileSet::load(&path).unwrap().unwrap();
+        assert_eq!(set.version, LOCKFILE_SET_VERSION);
+        assert_eq!(set.get("a"), Some(&one));
+        let mut set = set;
+        one.seed = 2;
+        set.insert(one.clone());
+        set.insert(Lockfile::new("b", 3, "r", "cpu"));
+        set.save(&path).unwrap();
+        let back = LockfileSet::load(&path).unwrap().unwrap();
+        assert_eq!(back, set);
+        assert_eq!(back.get("a").unwrap().seed, 2);
+        assert!(back.get("b").is_some() && back.get("c").is_none());
+        assert!(LockfileSet::load(dir.path().join("missing.lock"))
+            .unwrap()
+            .is_none());
+        std::fs::write(&path, r#"{"version": 9}"#).unwrap();
+        assert!(LockfileSet::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("9"));
     }
 }

@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 pub use digest::{digest_dir, digest_file, digest_tree, FileDigest};
 pub use error::{Result, StoreError};
 pub use key::{canonical_json, config_digest, KeyBuilder, KeyParts, ParseKeyError, StageKey};
-pub use lockfile::{LockedStage, Lockfile, LOCKFILE_VERSION};
+pub use lockfile::{LockedStage, Lockfile, LockfileSet, LOCKFILE_SET_VERSION, LOCKFILE_VERSION};
 
 use digest::{digest_file_sized, list_files, Symlinks};
 
@@ -176,6 +176,7 @@ impl Store {
         };
         fs::create_dir_all(root).map_err(|e| not_writable(root, e))?;
         let root = root.canonicalize().map_err(|e| not_writable(root, e))?;
+        check_store_folder(&root)?;
         let store = Store { root };
         for dir in [store.objects_dir(), store.tmp_dir(), store.runs_dir()] {
             fs::create_dir_all(&dir).map_err(|e| not_writable(&dir, e))?;
@@ -575,6 +576,32 @@ pub(crate) fn sync_dir(dir: &Path) {
     }
     #[cfg(not(unix))]
     let _ = dir;
+}
+
+/// A store is written into a folder pretext owns: a new or empty one, or one holding a store
+/// already (`store.lock` or `objects/`). A filesystem root or a folder with other contents
+/// (`store = "/"`, `store = "."`, a home folder) is refused before anything is written there.
+fn check_store_folder(root: &Path) -> Result<()> {
+    let refuse = |reason: &str| StoreError::NotAStore {
+        path: root.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    if root.parent().is_none() {
+        return Err(refuse("it is the root of the filesystem"));
+    }
+    if root.join("store.lock").is_file() || root.join("objects").is_dir() {
+        return Ok(());
+    }
+    let mut children = fs::read_dir(root).map_err(|e| StoreError::NotWritable {
+        path: root.to_path_buf(),
+        source: e,
+    })?;
+    if children.next().is_some() {
+        return Err(refuse(
+            "the folder already holds other files and is not a pretext store",
+        ));
+    }
+    Ok(())
 }
 
 fn open_lock_file(path: &Path) -> Result<File> {

@@ -1,0 +1,82 @@
+//! The harnesses behind the fuzz targets: each feeds arbitrary bytes to one input parser of
+//! pretext. A harness may return errors (that is the point); it must never panic.
+
+use std::path::{Path, PathBuf};
+
+use pretext::data::image::ImageOptions;
+use pretext::data::parquet_source::{FeatureColumns, ParquetSource, ParquetSpec};
+use pretext::data::source::Source;
+
+/// `pretext::pipeline::parse_str` on the bytes as UTF-8 (the loader reads text), plain and
+/// with a `--set` override applied.
+pub fn pipeline_parse(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let file = Path::new("/nonexistent-fuzz/pipeline.toml");
+    let _ = pretext::pipeline::parse_str(text, file, &[]);
+    let _ = pretext::pipeline::parse_str(text, file, &["stages.ssl.epochs=2".to_string()]);
+}
+
+/// `pretext::data::idx::parse`.
+pub fn idx_parse(data: &[u8]) {
+    let _ = pretext::data::idx::parse(data, Path::new("fuzz.idx"));
+}
+
+/// The column selections the parquet fixtures are read with.
+pub fn parquet_specs() -> Vec<ParquetSpec> {
+    vec![
+        ParquetSpec {
+            features: Some(FeatureColumns::List("embedding".into())),
+            label: Some("label".into()),
+            meta: vec!["site".into()],
+            ..ParquetSpec::default()
+        },
+        ParquetSpec {
+            image: Some("image_struct".into()),
+            label: Some("species".into()),
+            meta: vec!["camera".into()],
+            ..ParquetSpec::default()
+        },
+        ParquetSpec {
+            image: Some("image".into()),
+            label: Some("species".into()),
+            ..ParquetSpec::default()
+        },
+        ParquetSpec {
+            features: Some(FeatureColumns::Columns(vec!["a".into(), "b".into(), "c".into()])),
+            label: Some("kind".into()),
+            ..ParquetSpec::default()
+        },
+    ]
+}
+
+/// The parquet ingest path on a file holding `data`: open with each spec and read every
+/// record; then the store's own dataset reader on the same file.
+pub fn parquet_ingest(data: &[u8], scratch: &Path) {
+    let path: PathBuf = scratch.to_path_buf();
+    if std::fs::write(&path, data).is_err() {
+        return;
+    }
+    for spec in parquet_specs() {
+        if let Ok(mut src) = ParquetSource::open(&path, spec, ImageOptions::default()) {
+            let _ = src.len();
+            // Bounded: a corrupt length field must not make the harness loop forever.
+            for _ in 0..1000 {
+                match src.next_batch(64) {
+                    Ok(batch) if !batch.is_empty() => {}
+                    _ => break,
+                }
+            }
+        }
+    }
+    let _ = pretext::data::table::read_records(&path);
+}
+
+/// Plugin parameter conversion: the bytes as JSON; an object goes through
+/// `RawParams::from_json` (pipeline values → C ABI parameters).
+pub fn plugin_params(data: &[u8]) {
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(data) {
+        let _ = pretext::plugins::host::RawParams::from_json(&map);
+    }
+}

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| pretext_fuzz::idx_parse(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| pretext_fuzz::guarded(|| pretext_fuzz::idx_parse(data)));

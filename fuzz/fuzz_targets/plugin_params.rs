@@ -1,3 +1,5 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| pretext_fuzz::plugin_params(data));
+libfuzzer_sys::fuzz_target!(
+    |data: &[u8]| pretext_fuzz::guarded(|| pretext_fuzz::plugin_params(data))
+);

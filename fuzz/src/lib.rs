@@ -1,11 +1,31 @@
 //! The harnesses behind the fuzz targets: each feeds arbitrary bytes to one input parser of
 //! pretext. A harness may return errors (that is the point); it must never panic.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::Once;
 
 use pretext::data::image::ImageOptions;
 use pretext::data::parquet_source::{FeatureColumns, ParquetSource, ParquetSpec};
 use pretext::data::source::Source;
+
+/// Runs a harness so that only panics escaping pretext count as crashes. libFuzzer's panic
+/// hook aborts on every panic, including the ones pretext catches on purpose
+/// (`pretext::panic_guard`, e.g. around the parquet crate, which panics on some corrupt
+/// files); this replaces it with a quiet hook and aborts only when a panic reaches here.
+pub fn guarded(f: impl FnOnce()) {
+    static QUIET: Once = Once::new();
+    QUIET.call_once(|| std::panic::set_hook(Box::new(|_| {})));
+    if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        eprintln!("panic escaped pretext: {msg}");
+        std::process::abort();
+    }
+}
 
 /// `pretext::pipeline::parse_str` on the bytes as UTF-8 (the loader reads text), plain and
 /// with a `--set` override applied.
@@ -44,7 +64,11 @@ pub fn parquet_specs() -> Vec<ParquetSpec> {
             ..ParquetSpec::default()
         },
         ParquetSpec {
-            features: Some(FeatureColumns::Columns(vec!["a".into(), "b".into(), "c".into()])),
+            features: Some(FeatureColumns::Columns(vec![
+                "a".into(),
+                "b".into(),
+                "c".into(),
+            ])),
             label: Some("kind".into()),
             ..ParquetSpec::default()
         },

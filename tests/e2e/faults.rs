@@ -66,6 +66,9 @@ fn sigkill_at_random_points_then_rerun_reuses_finished_stages_and_verifies() {
 
     let mut rng = Rng(0x6b11_1e55);
     let (mut kills, mut rounds, mut reused_total) = (0usize, 0u64, 0usize);
+    // Kills by how many stages had been committed (0 to 4), and reruns that resumed pretraining
+    // from a checkpoint.
+    let (mut phases, mut resumed) = ([0usize; 5], 0usize);
     let mut points = Vec::new();
     while kills < 22 && rounds < 60 {
         rounds += 1;
@@ -100,8 +103,12 @@ fn sigkill_at_random_points_then_rerun_reuses_finished_stages_and_verifies() {
         // Whatever was committed before the kill is reused; the rest runs; nothing is lost.
         let cached = cached_in_plan(dir.path(), &p);
         reused_total += cached.len();
+        if !finished_first {
+            phases[cached.len()] += 1;
+        }
         let rerun = pretext(dir.path(), &["run", &p]);
         rerun.expect_code(0);
+        resumed += usize::from(rerun.stderr.contains("resuming from checkpoint"));
         assert!(
             !rerun.stderr.contains("internal error"),
             "{}",
@@ -128,7 +135,10 @@ fn sigkill_at_random_points_then_rerun_reuses_finished_stages_and_verifies() {
             .expect_code(0)
             .expect_stdout_has(&[&format!("{} entries ok, 0 corrupt", 4 * (rounds + 1))]);
     }
-    eprintln!("{kills} kills in {rounds} rounds; delays (ms): {points:?}");
+    eprintln!(
+        "{kills} kills in {rounds} rounds; by stages committed before the kill: {phases:?}; \
+         {resumed} rerun(s) resumed from a checkpoint; delays (ms): {points:?}"
+    );
     assert!(
         kills >= 20,
         "only {kills} of {rounds} runs were still running when killed (delays {points:?} ms, \
@@ -466,4 +476,98 @@ fn an_exploding_learning_rate_is_reported_as_such() {
         "lower `optim.lr`",
     ]);
     assert!(!run.stderr.contains("internal error"), "{}", run.describe());
+}
+
+/// Every file under `root` (relative paths), with its blake3 digest.
+fn tree(root: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                out.insert(rel, pretext::store::digest_file(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_run_writes_only_into_its_store_and_its_lockfile() {
+    let root = tempdir();
+    let r = root.path();
+    // Data and plugin reached through `..`, the store in a sibling folder.
+    for d in ["proj", "data", "plugins"] {
+        std::fs::create_dir(r.join(d)).unwrap();
+    }
+    let (images, labels) = mnist();
+    std::fs::copy(&images, r.join("data/images.gz")).unwrap();
+    std::fs::copy(&labels, r.join("data/labels.gz")).unwrap();
+    let lib = r.join("plugins").join(dylib_name("ext"));
+    std::fs::copy(&fixtures().external_objective, &lib).unwrap();
+    let text = Tiny {
+        objective: simclr_objective("external_simclr"),
+        ..Tiny::default()
+    }
+    .toml()
+    .replace(&toml_path(&images), "\"../data/images.gz\"")
+    .replace(&toml_path(&labels), "\"../data/labels.gz\"")
+    .replace(
+        "seed = 7\n",
+        "seed = 7\nstore = \"../out/store\"\nplugin_paths = [\"../plugins/libext.so\"]\n",
+    )
+    .replace("libext.so", &dylib_name("ext"));
+    std::fs::write(r.join("proj/pipeline.toml"), text).unwrap();
+    let before = tree(r);
+    // Run from yet another folder: nothing may land in the working directory either.
+    let cwd = tempdir();
+    let p = r.join("proj/pipeline.toml").display().to_string();
+    pretext(cwd.path(), &["run", &p]).expect_code(0);
+    assert!(tree(cwd.path()).is_empty(), "{:?}", tree(cwd.path()));
+    let after = tree(r);
+    for (file, digest) in &before {
+        assert_eq!(after.get(file), Some(digest), "{file} changed or vanished");
+    }
+    let new: Vec<&String> = after
+        .keys()
+        .filter(|f| !before.contains_key(*f))
+        .filter(|f| !f.starts_with("out/store/"))
+        .collect();
+    assert_eq!(
+        new,
+        vec!["proj/pretext.lock"],
+        "files written outside the store"
+    );
+}
+
+#[test]
+fn plugins_load_only_from_explicit_paths_and_plugin_folders() {
+    let dir = tempdir();
+    // The library sits beside the pipeline and in the working directory, but is not named.
+    let cwd = tempdir();
+    for d in [dir.path(), cwd.path()] {
+        std::fs::copy(
+            &fixtures().external_objective,
+            d.join(dylib_name("external_objective")),
+        )
+        .unwrap();
+    }
+    let tiny = Tiny {
+        objective: simclr_objective("external_simclr"),
+        ..Tiny::default()
+    };
+    let p = tiny.write(dir.path()).display().to_string();
+    pretext(cwd.path(), &["run", &p])
+        .expect_code(2)
+        .expect_stderr_has(&["no plugin provides objective `external_simclr`"]);
+    // Named through a plugin folder, it loads.
+    let run = pretext(
+        cwd.path(),
+        &["run", "--plugin-dir", &dir.path().display().to_string(), &p],
+    );
+    run.expect_code(0);
 }

@@ -354,6 +354,17 @@ fn data_and_plugin_cases() -> Vec<Case> {
             |_| fixtures().panicky.clone(),
         ),
         plugin_case(
+            "plugin: infinite loss",
+            1,
+            &[
+                "objective `nan_loss`",
+                "returned a non-finite loss (inf) at epoch 1 step 2",
+                "the learning rate is likely too high",
+            ],
+            "{ plugin = \"nan_loss\", finite_steps = 2, value = \"inf\" }",
+            |_| fixtures().panicky.clone(),
+        ),
+        plugin_case(
             "plugin: 1×d loss",
             1,
             &[

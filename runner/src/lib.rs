@@ -11,6 +11,7 @@ pub mod engine;
 pub mod exec;
 pub mod panic_guard;
 pub mod pipeline;
+pub mod plot;
 pub mod plugins;
 pub mod stages;
 pub mod store;

@@ -19,5 +19,6 @@ mod ntxent;
 mod objectives;
 mod plugins;
 mod regressions;
+mod report;
 mod reproducibility;
 mod training;

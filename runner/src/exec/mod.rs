@@ -111,6 +111,12 @@ fn stage_input_error(stage: &Stage, e: StageError) -> AppError {
 /// replaced in place invalidates the stage, and `plan` names it).
 fn keyed_config(stage: &Stage) -> Result<serde_json::Value, AppError> {
     let mut config = stage.canonical_config();
+    // `expect` gates are checked after a stage runs or is reused; they do not change what it
+    // produces, so tightening a gate must not retrain anything. (A report stage does show the
+    // gates: its own config carries its sources' bounds, so it re-renders.)
+    if let Some(obj) = config.as_object_mut() {
+        obj.remove("expect");
+    }
     if let crate::pipeline::StageConfig::Ingest(ic) = &stage.config {
         let mut digests = serde_json::Map::new();
         for (role, path) in ic.source_files() {

@@ -126,6 +126,15 @@ pub fn summary_table(log: &RunLog) -> String {
             out.push('\n');
         }
     }
+    for name in &log.order {
+        let r = &log.stages[name];
+        if r.kind == "report" {
+            out.push_str(&format!(
+                "report `{name}`: {}\n",
+                r.entry.join(crate::stages::report::HTML_FILE).display()
+            ));
+        }
+    }
     out
 }
 

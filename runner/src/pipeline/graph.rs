@@ -13,8 +13,9 @@ use super::types::{ArtifactKind, StageKind};
 pub(crate) struct Node<'a> {
     pub name: &'a str,
     pub kind: StageKind,
-    /// `(role, referenced stage, artifact the role needs)`.
-    pub inputs: Vec<(&'static str, &'a Spanned<String>, ArtifactKind)>,
+    /// `(role, referenced stage, artifact the role needs)`; `None`: any artifact but a report
+    /// (what a report stage reads).
+    pub inputs: Vec<(&'a str, &'a Spanned<String>, Option<ArtifactKind>)>,
 }
 
 /// `a or b`, `a, b or c`.
@@ -46,8 +47,10 @@ pub(crate) fn check_and_order(
 
     // 1. Every reference names a stage.
     for node in nodes {
-        for (role, target, _) in &node.inputs {
+        for (role, target, needs) in &node.inputs {
             let name = target.get_ref().as_str();
+            // A report's roles are the stage names it lists; the key is `inputs`.
+            let role = if needs.is_none() { "inputs" } else { role };
             if !index.contains_key(name) {
                 let help = did_you_mean(name, nodes.iter().map(|n| n.name)).or_else(|| {
                     Some(format!(
@@ -86,6 +89,19 @@ pub(crate) fn check_and_order(
         for (role, target, needs) in &node.inputs {
             let other = &nodes[index[target.get_ref().as_str()]];
             let has = other.kind.output();
+            let Some(needs) = needs else {
+                if has == ArtifactKind::Report {
+                    return Err(src.error_at(
+                        &target.span(),
+                        format!(
+                            "stage `{}`: `inputs` names `{}`, which is itself a report; a report reads the results of other kinds of stage",
+                            node.name, other.name
+                        ),
+                        Some("list the stages whose results the report should show".into()),
+                    ));
+                }
+                continue;
+            };
             if has != *needs {
                 let producers: Vec<&str> = needs
                     .producers()

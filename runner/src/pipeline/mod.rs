@@ -63,8 +63,8 @@ pub use types::{
     CurateConfig, DropRule, Expectation, FailIf, FeatureColumns, FinetuneConfig, FinetuneMethod,
     FolderLabels, IngestConfig, IngestSource, KnnConfig, LinearProbeConfig, ModelConfig,
     NearDuplicates, Objective, OnError, OodEvalConfig, OodScore, OptimConfig, Optimizer, Pipeline,
-    Pool, PretrainConfig, ProbeConfig, ProbeMethod, Quality, Schedule, Split, Stage, StageConfig,
-    StageKind, SupervisedConfig,
+    Pool, PretrainConfig, ProbeConfig, ProbeMethod, Quality, ReportConfig, ReportSource, Schedule,
+    Split, Stage, StageConfig, StageKind, SupervisedConfig,
 };
 
 /// Reads the pipeline file at `path`, applies `--set` overrides

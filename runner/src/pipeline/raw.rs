@@ -110,6 +110,7 @@ pub(crate) enum RawStageBody {
     Probe(RawProbe),
     Finetune(RawFinetune),
     OodEval(RawOodEval),
+    Report(RawReport),
 }
 
 /// `expect = { "metric" = { min = .., max = .. } }`.
@@ -308,6 +309,17 @@ pub(crate) struct RawOodEval {
     pub expect: Option<RawExpect>,
 }
 
+/// `kind = "report"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawReport {
+    #[allow(dead_code)]
+    pub kind: IgnoredAny,
+    pub inputs: Option<Spanned<Vec<Spanned<String>>>>,
+    pub title: Option<Spanned<String>>,
+    pub expect: Option<RawExpect>,
+}
+
 /// `lora = { .. }` in a finetune stage.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -446,12 +458,7 @@ impl<'de> DeserializeSeed<'de> for StageSeed {
             StageKind::Probe => RawStageBody::Probe(Tbl::<RawProbe>::deserialize(d)?.0),
             StageKind::Finetune => RawStageBody::Finetune(Tbl::<RawFinetune>::deserialize(d)?.0),
             StageKind::OodEval => RawStageBody::OodEval(Tbl::<RawOodEval>::deserialize(d)?.0),
-            other => {
-                return Err(de::Error::custom(format!(
-                    "stage kind `{}` is not yet supported",
-                    other.as_str()
-                )))
-            }
+            StageKind::Report => RawStageBody::Report(Tbl::<RawReport>::deserialize(d)?.0),
         })
     }
 }

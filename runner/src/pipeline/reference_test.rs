@@ -78,6 +78,9 @@ source = { format = "idx", images = "f.idx", labels = "fl.idx" }
 kind = "ood_eval"
 encoder = "ssl"
 data = "clean"
+
+[stages.summary]
+kind = "report"
 "#;
 
 /// The stage of `BASE` that has `kind`.
@@ -90,6 +93,8 @@ fn stage_of(kind: StageKind) -> &'static str {
         StageKind::Probe => "eval",
         StageKind::Finetune => "tune",
         StageKind::OodEval => "ood",
+        StageKind::Report => "summary",
+        #[allow(unreachable_patterns)]
         other => panic!(
             "stage kind `{}` is supported but reference_test.rs has no stage of it: add one to \
              BASE and to stage_of(), and a page docs/reference/{}.md",

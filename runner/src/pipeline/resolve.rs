@@ -11,15 +11,15 @@ use super::error::{did_you_mean, list, PipelineError, Seg, Source};
 use super::graph::{self, Node};
 use super::raw::{
     RawAugment, RawCurate, RawDoc, RawExpect, RawFinetune, RawHead, RawIngest, RawLinear, RawModel,
-    RawOodEval, RawOptim, RawPipeline, RawPretrain, RawProbe, RawStageBody,
+    RawOodEval, RawOptim, RawPipeline, RawPretrain, RawProbe, RawReport, RawStageBody,
 };
 use super::types::{
     Arch, ArtifactKind, AugmentConfig, Augmentation, CollapseConfig, ColorMode, ConfigPath,
     CurateConfig, DropRule, Expectation, FailIf, FeatureColumns, FinetuneConfig, FinetuneMethod,
     FolderLabels, IngestConfig, IngestSource, KnnConfig, LinearProbeConfig, ModelConfig,
     NearDuplicates, Objective, OnError, OodEvalConfig, OodScore, OptimConfig, Optimizer, Pipeline,
-    Pool, PretrainConfig, ProbeConfig, ProbeMethod, Quality, Schedule, Split, Stage, StageConfig,
-    StageKind, SupervisedConfig,
+    Pool, PretrainConfig, ProbeConfig, ProbeMethod, Quality, ReportConfig, ReportSource, Schedule,
+    Split, Stage, StageConfig, StageKind, SupervisedConfig,
 };
 
 type Result<T> = std::result::Result<T, PipelineError>;
@@ -216,6 +216,24 @@ pub(crate) fn resolve(src: &Source<'_>, raw: RawDoc, file: &Path) -> Result<Pipe
                 StageConfig::Finetune(cx.finetune(b)?),
                 &b.expect,
             ),
+            RawStageBody::Report(b) => (
+                StageKind::Report,
+                Vec::new(),
+                StageConfig::Report(cx.report(b, &head.name)?),
+                &b.expect,
+            ),
+        };
+        // Inputs as (role, referenced stage, what the role needs; None: any artifact but a
+        // report). A report's roles are the names of the stages it reads.
+        let inputs: Vec<(&str, &Spanned<String>, Option<ArtifactKind>)> = match &s.body {
+            RawStageBody::Report(b) => report_inputs(&cx, b, &raw.stages)?
+                .into_iter()
+                .map(|t| (t.get_ref().as_str(), t, None))
+                .collect(),
+            _ => inputs
+                .into_iter()
+                .map(|(r, t, k)| (r, t, Some(k)))
+                .collect(),
         };
         let expect = cx.expect(expect.as_ref())?;
         stages.push(Stage {
@@ -243,6 +261,7 @@ pub(crate) fn resolve(src: &Source<'_>, raw: RawDoc, file: &Path) -> Result<Pipe
     let order = graph::check_and_order(src, &nodes)?;
     drop(nodes);
     check_augment_inputs(src, &stages, &spans)?;
+    fill_report_sources(&mut stages);
     let mut slots: Vec<Option<Stage>> = stages.into_iter().map(Some).collect();
     let stages = order
         .into_iter()
@@ -265,12 +284,74 @@ pub(crate) fn resolve(src: &Source<'_>, raw: RawDoc, file: &Path) -> Result<Pipe
     })
 }
 
+/// The stages a report reads: `inputs` as written (checked for repeats), or every stage of
+/// another kind than `report`, in file order.
+fn report_inputs<'r>(
+    cx: &StageCx<'_, '_, '_>,
+    b: &'r RawReport,
+    all: &'r [super::raw::RawStage],
+) -> Result<Vec<&'r Spanned<String>>> {
+    match &b.inputs {
+        Some(list) => {
+            if list.get_ref().is_empty() {
+                return Err(cx.err_at(
+                    list,
+                    "`inputs` is empty",
+                    Some("name the stages to report on, or leave `inputs` out to report on every stage".into()),
+                ));
+            }
+            let mut seen: Vec<&str> = Vec::new();
+            for item in list.get_ref() {
+                if seen.contains(&item.get_ref().as_str()) {
+                    return Err(cx.err_at(
+                        item,
+                        format!("`inputs` names stage `{}` twice", item.get_ref()),
+                        Some("list each stage once".into()),
+                    ));
+                }
+                seen.push(item.get_ref());
+            }
+            Ok(list.get_ref().iter().collect())
+        }
+        None => Ok(all
+            .iter()
+            .filter(|s| !matches!(s.body, RawStageBody::Report(_)))
+            .map(|s| &s.name)
+            .collect()),
+    }
+}
+
+/// Copies each report source's kind and `expect` bounds from the stage it names (the graph
+/// check has made sure it exists and is not a report).
+fn fill_report_sources(stages: &mut [Stage]) {
+    let info: BTreeMap<String, (StageKind, Vec<Expectation>)> = stages
+        .iter()
+        .map(|s| (s.name.clone(), (s.kind, s.expect.clone())))
+        .collect();
+    for s in stages.iter_mut() {
+        let inputs: Vec<String> = s.inputs.iter().map(|(_, t)| t.clone()).collect();
+        if let StageConfig::Report(rc) = &mut s.config {
+            rc.sources = inputs
+                .into_iter()
+                .filter_map(|t| {
+                    let (kind, expect) = info.get(&t)?.clone();
+                    Some(ReportSource {
+                        stage: t,
+                        kind,
+                        expect,
+                    })
+                })
+                .collect();
+        }
+    }
+}
+
 /// Augmentations are image operations: an augment stage whose data comes (through any curate
 /// stages) from an ingest of feature vectors is an error at its `input`.
 fn check_augment_inputs(
     src: &Source<'_>,
     stages: &[Stage],
-    spans: &[Vec<(&'static str, &Spanned<String>, ArtifactKind)>],
+    spans: &[Vec<(&str, &Spanned<String>, Option<ArtifactKind>)>],
 ) -> Result<()> {
     let by_name = |n: &str| stages.iter().find(|s| s.name == n);
     for (stage, inputs) in stages.iter().zip(spans) {
@@ -1773,6 +1854,24 @@ impl StageCx<'_, '_, '_> {
                 FloatRule::NonNegative,
                 1e-4,
             )?,
+        })
+    }
+
+    fn report(&self, b: &RawReport, pipeline: &str) -> Result<ReportConfig> {
+        let title = match &b.title {
+            Some(t) if t.get_ref().trim().is_empty() => {
+                return Err(self.err_at(
+                    t,
+                    "`title` is empty",
+                    Some("leave it out to use the pipeline's name".into()),
+                ))
+            }
+            Some(t) => t.get_ref().clone(),
+            None => pipeline.to_string(),
+        };
+        Ok(ReportConfig {
+            title,
+            sources: Vec::new(),
         })
     }
 

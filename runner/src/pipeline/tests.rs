@@ -660,7 +660,8 @@ fn stage_kinds_and_artifacts() {
         ArtifactKind::Encoder.producers(),
         [StageKind::Pretrain, StageKind::Finetune]
     );
-    assert!(StageKind::OodEval.is_supported() && !StageKind::Report.is_supported());
+    assert!(StageKind::ALL.iter().all(|k| k.is_supported()));
+    assert_eq!(StageKind::Report.output(), ArtifactKind::Report);
 }
 
 #[test]

@@ -146,7 +146,7 @@ pub enum StageKind {
     Finetune,
     /// Out-of-distribution detection and corruption robustness of an encoder.
     OodEval,
-    /// Report generation (not yet supported).
+    /// An HTML + Markdown report with plots of other stages' results.
     Report,
 }
 
@@ -164,15 +164,7 @@ impl StageKind {
     ];
 
     /// The kinds this version can run.
-    pub const SUPPORTED: [StageKind; 7] = [
-        StageKind::Ingest,
-        StageKind::Curate,
-        StageKind::Augment,
-        StageKind::Pretrain,
-        StageKind::Probe,
-        StageKind::Finetune,
-        StageKind::OodEval,
-    ];
+    pub const SUPPORTED: [StageKind; 8] = StageKind::ALL;
 
     /// The name used in `kind = "..."`.
     pub fn as_str(self) -> &'static str {
@@ -276,6 +268,28 @@ pub enum StageConfig {
     Finetune(FinetuneConfig),
     /// `kind = "ood_eval"`.
     OodEval(OodEvalConfig),
+    /// `kind = "report"`.
+    Report(ReportConfig),
+}
+
+/// `kind = "report"`: renders other stages' results as `report.html` and `report.md` with PNG
+/// plots.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportConfig {
+    /// `title` (default: the pipeline's name).
+    pub title: String,
+    /// The stages reported on, in the order given (`inputs`, default: every other
+    /// non-report stage in file order), each with its kind and `expect` bounds so the report
+    /// can show every gate's verdict.
+    pub sources: Vec<ReportSource>,
+}
+
+/// One stage a report reads.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportSource {
+    pub stage: String,
+    pub kind: StageKind,
+    pub expect: Vec<Expectation>,
 }
 
 /// A path from the pipeline file: as written (for cache keys and messages)

@@ -12,6 +12,7 @@ pub mod ood_eval;
 pub mod ood_metrics;
 pub mod pretrain;
 pub mod probe;
+pub mod report;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -117,6 +118,7 @@ pub fn run(stage: &Stage, ctx: &StageCtx) -> Result<Metrics, StageError> {
         StageConfig::Probe(c) => probe::run(c, ctx),
         StageConfig::Finetune(c) => finetune::run(c, ctx),
         StageConfig::OodEval(c) => ood_eval::run(c, ctx),
+        StageConfig::Report(c) => report::run(c, ctx),
     }
 }
 

@@ -177,7 +177,15 @@ impl ParquetSource {
         let open = || -> Result<SerializedFileReader<File>, DataError> {
             let file =
                 File::open(path).map_err(|e| DataError::file(path, format!("cannot open: {e}")))?;
-            SerializedFileReader::new(file).map_err(|e| perr(path, e))
+            SerializedFileReader::new(file).map_err(|e| {
+                perr(
+                    path,
+                    format!(
+                        "cannot read the file's metadata ({e}): it is corrupt, truncated or not \
+                         a parquet file; write it again (e.g. pyarrow.parquet.write_table)"
+                    ),
+                )
+            })
         };
         let reader = open()?;
         let meta = reader.metadata();

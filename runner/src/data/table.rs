@@ -26,10 +26,10 @@ use std::sync::Arc;
 use parquet::basic::{Compression, ConvertedType, Repetition, Type as PhysicalType};
 use parquet::column::writer::ColumnWriter;
 use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::writer::SerializedFileWriter;
-use parquet::format::KeyValue;
 use parquet::record::{ListAccessor, RowAccessor};
 use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::Type;
@@ -140,8 +140,8 @@ fn float_list(name: &str) -> PResult<Arc<Type>> {
 
 /// The parquet schema of a dataset with `info`'s columns.
 fn dataset_schema(info: &DatasetInfo) -> PResult<Type> {
+    use parquet::basic::FieldRepetitionType::{OPTIONAL, REQUIRED};
     use PhysicalType::{BYTE_ARRAY, INT32, INT64};
-    use Repetition::{OPTIONAL, REQUIRED};
     let mut fields = vec![
         prim("id", INT64, REQUIRED, false)?,
         prim("split", BYTE_ARRAY, REQUIRED, true)?,

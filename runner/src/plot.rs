@@ -196,12 +196,9 @@ pub fn tick_label(v: f64, step: f64) -> String {
             (scaled - scaled.round()).abs() < 1e-6 * scaled.abs().max(1.0)
         })
         .unwrap_or(6) as usize;
-    let s = format!("{v:.decimals$}");
-    if s == "-0" {
-        "0".into()
-    } else {
-        s
-    }
+    // A tick at zero computed as -1e-19 must not print as "-0.0000".
+    let v = if v.abs() < step.abs() * 1e-6 { 0.0 } else { v };
+    format!("{v:.decimals$}")
 }
 
 /// One line of a line chart: points in x order, optional ± error per point.
@@ -223,7 +220,7 @@ pub enum XAxis {
 
 const W: usize = 640;
 const H: usize = 400;
-const LEFT: i64 = 70;
+const LEFT: i64 = 84;
 const RIGHT: i64 = 20;
 const TOP: i64 = 40;
 const BOTTOM: i64 = 50;
@@ -290,7 +287,7 @@ impl Frame {
         c.text_centered(c.width as i64 / 2, 12, title, 2, BLACK);
         c.text_centered((l + r) / 2, H as i64 - 18, x_label, 1, BLACK);
         let mid = (t + b) / 2 + text_width(y_label) / 2;
-        c.text_up(10, mid, y_label, BLACK);
+        c.text_up(4, mid, y_label, BLACK);
     }
 }
 
@@ -631,6 +628,7 @@ mod tests {
         assert_eq!(labels(1.0, 40.0, 6), ["10", "20", "30", "40"]);
         assert_eq!(labels(-1500.0, 10.0, 6), ["-1500", "-1000", "-500", "0"]);
         assert_eq!(tick_label(20.0, 10.0), "20");
+        assert_eq!(tick_label(-1e-19, 0.0005), "0.0000");
     }
 
     #[test]

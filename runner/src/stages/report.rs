@@ -37,6 +37,8 @@ const METRICS_FILE: &str = crate::exec::METRICS_FILE;
 /// One figure: a PNG in `plots/` and its caption.
 struct Figure {
     file: String,
+    /// Short text for `alt` (`ssl: loss`).
+    alt: String,
     caption: String,
 }
 
@@ -148,6 +150,7 @@ fn section(src: &ReportSource, dir: &Path, plots: &Path) -> Result<Section, Stag
             .map_err(StageError::Failed)?;
         s.figures.push(Figure {
             file: format!("{PLOTS_DIR}/{file}"),
+            alt: format!("{}: {name}", src.stage),
             caption,
         });
         Ok::<(), StageError>(())
@@ -494,14 +497,14 @@ fn gate_summary(sections: &[Section]) -> (usize, Vec<(String, String, String, St
     (total, failed)
 }
 
-const CSS: &str = "body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}\
+const CSS: &str = "body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}\
 h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}\
 .kind{font-size:.7em;color:#666;font-weight:normal;background:#f0f0f0;border-radius:4px;padding:.1em .4em;margin-left:.4em}\
 table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left}\
 th{background:#f6f6f6}td.num{text-align:right;font-variant-numeric:tabular-nums}\
 .pass{color:#0a7d32;font-weight:600}.fail{color:#b00020;font-weight:700}\
 .banner{padding:.6em 1em;border-radius:6px;margin:1em 0}.banner.ok{background:#e7f6ec}.banner.bad{background:#fdecee}\
-figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top;max-width:660px}figure img{max-width:100%;border:1px solid #eee}\
+figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top;max-width:100%}figure img{max-width:100%;border:1px solid #eee}figcaption{max-width:640px}\
 figcaption{font-size:.9em;color:#444}nav a{margin-right:1em}code{background:#f4f4f4;padding:0 .2em;border-radius:3px}";
 
 fn render_html(cfg: &ReportConfig, sections: &[Section]) -> String {
@@ -556,7 +559,7 @@ fn render_html(cfg: &ReportConfig, sections: &[Section]) -> String {
                 h,
                 "<figure><img src=\"{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>",
                 html_escape(&f.file),
-                html_escape(&f.caption),
+                html_escape(&f.alt),
                 html_caption(&f.caption)
             );
         }
@@ -619,13 +622,7 @@ fn render_markdown(cfg: &ReportConfig, sections: &[Section]) -> String {
     for s in sections {
         let _ = writeln!(m, "## {} ({})\n", s.stage, s.kind.as_str());
         for f in &s.figures {
-            let _ = writeln!(
-                m,
-                "![{}]({})\n\n{}\n",
-                f.caption.replace('`', ""),
-                f.file,
-                f.caption
-            );
+            let _ = writeln!(m, "![{}]({})\n\n{}\n", f.alt, f.file, f.caption);
         }
         for n in &s.notes {
             let _ = writeln!(m, "{n}\n");

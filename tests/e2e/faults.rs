@@ -74,8 +74,12 @@ fn sigkill_at_random_points_then_rerun_reuses_finished_stages_and_verifies() {
         rounds += 1;
         let p = seeded_pipeline(dir.path(), rounds).display().to_string();
         // Uniform in [0, 1.1 × a full run): ingest, augment, every epoch of pretraining, the
-        // commits and checkpoint writes in between, the probe and the lockfile.
-        let delay = Duration::from_micros(rng.next() % (scale.as_micros() as u64 * 11 / 10));
+        // commits and checkpoint writes in between, the probe and the lockfile. Every fourth
+        // round aims at the first 5 % (start-up, the lock, ingest and its commit), which a
+        // uniform delay would rarely hit.
+        let span = if rounds % 4 == 0 { 5 } else { 110 };
+        let delay =
+            Duration::from_micros(rng.next() % (scale.as_micros() as u64 * span / 100).max(1));
         let log_path = dir.path().join("killed.log");
         let log = File::create(&log_path).unwrap();
         let mut child = command(dir.path(), &["run", &p])

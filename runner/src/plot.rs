@@ -216,6 +216,8 @@ pub enum XAxis {
     Linear,
     /// Log10 scale with ticks at the given (x, label) pairs.
     Log(Vec<(f64, String)>),
+    /// Linear, with ticks at the given (x, label) pairs (categories).
+    Ticks(Vec<(f64, String)>),
 }
 
 const W: usize = 640;
@@ -274,7 +276,7 @@ impl Frame {
                 let step = if ts.len() > 1 { ts[1] - ts[0] } else { 1.0 };
                 ts.into_iter().map(|v| (v, tick_label(v, step))).collect()
             }
-            XAxis::Log(ticks) => ticks.clone(),
+            XAxis::Log(ticks) | XAxis::Ticks(ticks) => ticks.clone(),
         };
         for (v, s) in &xt {
             let x = self.px(*v);
@@ -496,6 +498,55 @@ pub fn histograms(title: &str, x_label: &str, groups: &[(&str, &[f64])], bins: u
 
 fn tint(c: Rgb) -> Rgb {
     c.map(|v| (v as u16 + (255 - v as u16) * 3 / 4) as u8)
+}
+
+/// Grouped bars: one group per category, one bar per series (e.g. train and test counts per
+/// class), from zero.
+pub fn bar_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    categories: &[String],
+    series: &[(&str, Vec<f64>)],
+) -> Canvas {
+    let top = series
+        .iter()
+        .flat_map(|s| s.1.iter().copied())
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max)
+        .max(1e-12);
+    let names: Vec<&str> = series.iter().map(|s| s.0).collect();
+    let f = Frame {
+        x0: 0.0,
+        x1: categories.len().max(1) as f64,
+        y0: 0.0,
+        y1: top * 1.08,
+        log_x: false,
+    };
+    let mut c = canvas_for(legend_width(&names));
+    // Category labels as ticks at the group centres.
+    let ticks: Vec<(f64, String)> = categories
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i as f64 + 0.5, n.clone()))
+        .collect();
+    f.draw(&mut c, title, x_label, y_label, &XAxis::Ticks(ticks));
+    let k = series.len().max(1) as f64;
+    for (j, (_, vals)) in series.iter().enumerate() {
+        let col = PALETTE[j % PALETTE.len()];
+        for (i, v) in vals.iter().enumerate().take(categories.len()) {
+            if !v.is_finite() || *v <= 0.0 {
+                continue;
+            }
+            let x0 = i as f64 + 0.1 + 0.8 * j as f64 / k;
+            let x1 = x0 + 0.8 / k;
+            let (xa, xb) = (f.px(x0), f.px(x1));
+            let (ya, yb) = (f.py(*v), f.py(0.0));
+            c.rect(xa, ya, (xb - xa - 1).max(1), yb - ya, col);
+        }
+    }
+    legend(&mut c, &names);
+    c
 }
 
 /// A heat map of `values[row][col]` in [0, 1] (white → blue), each cell labelled with its

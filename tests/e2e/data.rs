@@ -410,3 +410,31 @@ fail_if = {{ duplicates = 0, near_duplicate_pairs = 0, blank = 0, dark = 0, brig
     );
     assert!(metric(&m, "class_imbalance") < 1.3, "{m}");
 }
+
+/// The report's curate section: the findings table names the flagged files, and the class
+/// balance is drawn.
+#[test]
+fn report_shows_the_curate_audit() {
+    let dir = tempdir();
+    let root = photos_with_copies(dir.path());
+    let file = dir.path().join("pipeline.toml");
+    let text = folder_pipeline(&root, "on_error = \"skip\"", "")
+        + "\n[stages.summary]\nkind = \"report\"\ninputs = [\"clean\"]\n";
+    std::fs::write(&file, text).unwrap();
+    pretext(dir.path(), &["run", &file.display().to_string()]).expect_code(0);
+    let report = entry(dir.path(), "report");
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(
+        md.contains("| blank images | 1 | #") && md.contains("(cats/blank.png) |"),
+        "{md}"
+    );
+    assert!(md.contains("| tiny images | 1 |") && md.contains("(dogs/outdoor/tiny.png)"));
+    assert!(
+        md.contains("| dropped from the curated dataset | 2 |"),
+        "{md}"
+    );
+    assert!(md.contains("](plots/clean-classes.png)"));
+    assert!(report.join("plots/clean-classes.png").is_file());
+    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    assert!(html.contains("<th>finding</th>"));
+}

@@ -20,6 +20,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::augment::PREVIEW_FILE;
+use super::curate::AUDIT_FILE;
 use super::ood_eval::{CORRUPTIONS_FILE, SCORES_FILE};
 use super::pretrain::{EpochRecord, HISTORY_FILE};
 use super::{io_err, read_json, Metrics, StageCtx, StageError};
@@ -58,6 +59,8 @@ struct Section {
     rows: Vec<Row>,
     figures: Vec<Figure>,
     notes: Vec<String>,
+    /// Curate audits: (finding, count, the first examples).
+    findings: Vec<(String, usize, String)>,
 }
 
 pub fn run(cfg: &ReportConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
@@ -142,6 +145,7 @@ fn section(src: &ReportSource, dir: &Path, plots: &Path) -> Result<Section, Stag
         rows,
         figures: Vec::new(),
         notes: Vec::new(),
+        findings: Vec::new(),
     };
     let save = |s: &mut Section, name: &str, canvas: Canvas, caption: String| {
         let file = format!("{}-{name}.png", src.stage);
@@ -244,12 +248,142 @@ fn section(src: &ReportSource, dir: &Path, plots: &Path) -> Result<Section, Stag
         StageKind::Ingest | StageKind::Curate | StageKind::Finetune | StageKind::Report => {}
     }
     if src.kind == StageKind::Curate {
+        let audit: serde_json::Value = read_json(&dir.join(AUDIT_FILE))?;
+        s.findings = curate_findings(&audit);
+        if let Some((canvas, caption)) = class_balance(&audit) {
+            save(&mut s, "classes", canvas, caption)?;
+        }
+        if let Some(why) = audit["near_duplicates"]["skipped"].as_str() {
+            s.notes
+                .push(format!("The near-duplicate search was skipped: {why}."));
+        }
         s.notes.push(
-            "The full audit (duplicate pairs, flagged ids, class and metadata distributions) is in this stage's `audit.json`."
+            "Every pair and flagged id (up to `max_listed` of each) and the metadata distributions are in this stage's `audit.json`."
                 .into(),
         );
     }
     Ok(s)
+}
+
+/// `#12` or `#12 (path)`.
+fn sample_ref(v: &serde_json::Value) -> String {
+    let id = v["id"].as_u64().map_or("?".into(), |i| format!("#{i}"));
+    match v["path"].as_str() {
+        Some(p) => format!("{id} ({p})"),
+        None => id,
+    }
+}
+
+/// The first five entries of a `Listed` list, each written by `one`, with "…" when there are
+/// more.
+fn examples(listed: &serde_json::Value, one: impl Fn(&serde_json::Value) -> String) -> String {
+    let items = listed["listed"].as_array().cloned().unwrap_or_default();
+    let mut out: Vec<String> = items.iter().take(5).map(one).collect();
+    if items.len() > 5 || listed["truncated"].as_bool() == Some(true) {
+        out.push("…".into());
+    }
+    out.join(", ")
+}
+
+/// The curate audit as (finding, count, examples) rows.
+fn curate_findings(a: &serde_json::Value) -> Vec<(String, usize, String)> {
+    let count = |v: &serde_json::Value| v["count"].as_u64().unwrap_or(0) as usize;
+    let mut out = vec![(
+        "exact duplicates within a split (copy = kept)".to_string(),
+        count(&a["duplicates"]),
+        examples(&a["duplicates"], |p| {
+            format!("{} = {}", sample_ref(&p["copy"]), sample_ref(&p["keep"]))
+        }),
+    )];
+    if a["near_duplicates"]["enabled"].as_bool() == Some(true) {
+        out.push((
+            "near-duplicate pairs within a split".into(),
+            count(&a["near_duplicates"]["pairs"]),
+            examples(&a["near_duplicates"]["pairs"], |p| {
+                let d = p["distance"]
+                    .as_u64()
+                    .map_or(String::new(), |d| format!(" ({d} bits)"));
+                format!("{} ~ {}{d}", sample_ref(&p["a"]), sample_ref(&p["b"]))
+            }),
+        ));
+    }
+    for q in ["blank", "dark", "bright", "tiny"] {
+        out.push((
+            format!("{q} images"),
+            count(&a["quality"][q]),
+            examples(&a["quality"][q], sample_ref),
+        ));
+    }
+    let leak = &a["leakage"];
+    out.push((
+        format!(
+            "train/test leakage ({} test and {} train samples)",
+            leak["test_samples"].as_u64().unwrap_or(0),
+            leak["train_samples"].as_u64().unwrap_or(0)
+        ),
+        count(&leak["pairs"]),
+        examples(&leak["pairs"], |p| {
+            let how = if p["exact"].as_bool() == Some(true) {
+                "="
+            } else {
+                "~"
+            };
+            format!(
+                "train {} {how} test {}",
+                sample_ref(&p["train"]),
+                sample_ref(&p["test"])
+            )
+        }),
+    ));
+    out.push((
+        "dropped from the curated dataset".into(),
+        count(&a["dropped"]["samples"]),
+        a["dropped"]["by_rule"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default(),
+    ));
+    out
+}
+
+/// Train and test samples per class, when the data is labelled.
+fn class_balance(a: &serde_json::Value) -> Option<(Canvas, String)> {
+    let counts = a["classes"]["counts"].as_array()?;
+    if counts.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = counts
+        .iter()
+        .map(|c| {
+            c["name"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| c["label"].as_u64().unwrap_or(0).to_string())
+        })
+        .collect();
+    let col = |k: &str| -> Vec<f64> {
+        counts
+            .iter()
+            .map(|c| c[k].as_u64().unwrap_or(0) as f64)
+            .collect()
+    };
+    let canvas = plot::bar_chart(
+        "Class balance",
+        "class",
+        "samples",
+        &names,
+        &[("train", col("train")), ("test", col("test"))],
+    );
+    let caption = format!(
+        "Samples per class in each split, before dropping; largest / smallest class: {:.2}.",
+        a["classes"]["imbalance"].as_f64().unwrap_or(f64::NAN)
+    );
+    Some((canvas, caption))
 }
 
 #[derive(Deserialize)]
@@ -563,6 +697,19 @@ fn render_html(cfg: &ReportConfig, sections: &[Section]) -> String {
                 html_caption(&f.caption)
             );
         }
+        if !s.findings.is_empty() {
+            h.push_str("<table>\n<tr><th>finding</th><th>count</th><th>first examples</th></tr>\n");
+            for (what, n, ex) in &s.findings {
+                let class = if *n > 0 { " class=\"fail\"" } else { "" };
+                let _ = writeln!(
+                    h,
+                    "<tr><td>{}</td><td class=\"num\"><span{class}>{n}</span></td><td>{}</td></tr>",
+                    html_escape(what),
+                    html_escape(ex)
+                );
+            }
+            h.push_str("</table>\n");
+        }
         for n in &s.notes {
             let _ = writeln!(h, "<p>{}</p>", html_caption(n));
         }
@@ -623,6 +770,13 @@ fn render_markdown(cfg: &ReportConfig, sections: &[Section]) -> String {
         let _ = writeln!(m, "## {} ({})\n", s.stage, s.kind.as_str());
         for f in &s.figures {
             let _ = writeln!(m, "![{}]({})\n\n{}\n", f.alt, f.file, f.caption);
+        }
+        if !s.findings.is_empty() {
+            m.push_str("| finding | count | first examples |\n|---|---:|---|\n");
+            for (what, n, ex) in &s.findings {
+                let _ = writeln!(m, "| {} | {n} | {} |", md_cell(what), md_cell(ex));
+            }
+            m.push('\n');
         }
         for n in &s.notes {
             let _ = writeln!(m, "{n}\n");

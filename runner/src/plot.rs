@@ -363,7 +363,8 @@ pub fn line_chart(
     } else if x1 <= x0 {
         (x0, x1) = (x0 - 1.0, x1 + 1.0);
     }
-    let (y0, y1) = padded(min_max(&ys).0, min_max(&ys).1);
+    let (y_lo, y_hi) = min_max(&ys);
+    let (y0, y1) = padded(y_lo, y_hi);
     let names: Vec<&str> = series.iter().map(|s| s.name.as_str()).collect();
     let f = Frame {
         x0,
@@ -415,27 +416,22 @@ fn min_max(v: &[f64]) -> (f64, f64) {
 /// Overlaid histograms of several groups over shared bins, as outlined bars (density, so
 /// groups of different sizes compare).
 pub fn histograms(title: &str, x_label: &str, groups: &[(&str, &[f64])], bins: usize) -> Canvas {
-    let all: Vec<f64> = groups
+    let mut sorted: Vec<f64> = groups
         .iter()
         .flat_map(|g| g.1.iter().copied())
         .filter(|v| v.is_finite())
         .collect();
+    sorted.sort_by(f64::total_cmp);
     // The central 99 % of all values sets the range (a few far outliers would squash the
     // rest into one bin); values outside land in the edge bins.
-    let mut sorted = all.clone();
-    sorted.sort_by(f64::total_cmp);
     let q = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
     let (lo, hi) = if sorted.is_empty() {
         (0.0, 1.0)
     } else {
-        (q(0.005), q(0.995))
-    };
-    let (lo, hi) = if all.is_empty() {
-        (0.0, 1.0)
-    } else if hi - lo < 1e-12 {
-        (lo - 0.5, hi + 0.5)
-    } else {
-        (lo, hi)
+        match (q(0.005), q(0.995)) {
+            (lo, hi) if hi - lo < 1e-12 => (lo - 0.5, hi + 0.5),
+            range => range,
+        }
     };
     let bins = bins.max(1);
     let width = (hi - lo) / bins as f64;

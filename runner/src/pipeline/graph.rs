@@ -9,13 +9,15 @@ use toml::Spanned;
 use super::error::{did_you_mean, list, PipelineError, Source};
 use super::types::{ArtifactKind, StageKind};
 
+/// One input reference: `(role, referenced stage, artifact the role needs)`; `None`: any
+/// artifact but a report (what a report stage reads; its roles are the stage names).
+pub(crate) type InputRef<'a> = (&'a str, &'a Spanned<String>, Option<ArtifactKind>);
+
 /// What the graph checks need to know about one stage.
 pub(crate) struct Node<'a> {
     pub name: &'a str,
     pub kind: StageKind,
-    /// `(role, referenced stage, artifact the role needs)`; `None`: any artifact but a report
-    /// (what a report stage reads).
-    pub inputs: Vec<(&'a str, &'a Spanned<String>, Option<ArtifactKind>)>,
+    pub inputs: Vec<InputRef<'a>>,
 }
 
 /// `a or b`, `a, b or c`.

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use toml::Spanned;
 
 use super::error::{did_you_mean, list, PipelineError, Seg, Source};
-use super::graph::{self, Node};
+use super::graph::{self, InputRef, Node};
 use super::raw::{
     RawAugment, RawCurate, RawDoc, RawExpect, RawFinetune, RawHead, RawIngest, RawLinear, RawModel,
     RawOodEval, RawOptim, RawPipeline, RawPretrain, RawProbe, RawReport, RawStageBody,
@@ -225,7 +225,7 @@ pub(crate) fn resolve(src: &Source<'_>, raw: RawDoc, file: &Path) -> Result<Pipe
         };
         // Inputs as (role, referenced stage, what the role needs; None: any artifact but a
         // report). A report's roles are the names of the stages it reads.
-        let inputs: Vec<(&str, &Spanned<String>, Option<ArtifactKind>)> = match &s.body {
+        let inputs: Vec<InputRef<'_>> = match &s.body {
             RawStageBody::Report(b) => report_inputs(&cx, b, &raw.stages)?
                 .into_iter()
                 .map(|t| (t.get_ref().as_str(), t, None))
@@ -329,16 +329,16 @@ fn fill_report_sources(stages: &mut [Stage]) {
         .map(|s| (s.name.clone(), (s.kind, s.expect.clone())))
         .collect();
     for s in stages.iter_mut() {
-        let inputs: Vec<String> = s.inputs.iter().map(|(_, t)| t.clone()).collect();
         if let StageConfig::Report(rc) = &mut s.config {
-            rc.sources = inputs
-                .into_iter()
-                .filter_map(|t| {
-                    let (kind, expect) = info.get(&t)?.clone();
+            rc.sources = s
+                .inputs
+                .iter()
+                .filter_map(|(_, t)| {
+                    let (kind, expect) = info.get(t)?;
                     Some(ReportSource {
-                        stage: t,
-                        kind,
-                        expect,
+                        stage: t.clone(),
+                        kind: *kind,
+                        expect: expect.clone(),
                     })
                 })
                 .collect();
@@ -351,7 +351,7 @@ fn fill_report_sources(stages: &mut [Stage]) {
 fn check_augment_inputs(
     src: &Source<'_>,
     stages: &[Stage],
-    spans: &[Vec<(&str, &Spanned<String>, Option<ArtifactKind>)>],
+    spans: &[Vec<InputRef<'_>>],
 ) -> Result<()> {
     let by_name = |n: &str| stages.iter().find(|s| s.name == n);
     for (stage, inputs) in stages.iter().zip(spans) {

@@ -332,7 +332,7 @@ views = [["random_resized_crop"], ["random_resized_crop"]]
             .expect_code(2)
             .expect_stderr_has(&[
                 "stage `views` augments the data of `data`, which reads feature vectors (format = \"parquet\")",
-                "augmentations are image operations",
+                "augmentations work on images and text",
             ]);
     }
     assert!(entries(&store(dir.path()), "ingest").is_empty());

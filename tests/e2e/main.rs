@@ -21,4 +21,5 @@ mod plugins;
 mod regressions;
 mod report;
 mod reproducibility;
+mod text;
 mod training;

@@ -111,6 +111,7 @@ impl Simclr {
             originals: None,
             decoded: None,
             masked_patches: None,
+            masked_tokens: None,
             epoch: 0,
             step: 0,
             total_steps: 1,

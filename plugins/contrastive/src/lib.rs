@@ -1,5 +1,6 @@
-//! Contrastive SSL objectives for pretext: SimCLR's NT-Xent loss and MoCo (momentum encoder
-//! with a queue of negatives).
+//! Contrastive SSL objectives for pretext: SimCLR's NT-Xent loss, MoCo (momentum encoder
+//! with a queue of negatives) and SimCSE (sentence embeddings contrasted across two dropout
+//! masks).
 //!
 //! Depends only on `pretext-plugin`: the loss is built from host tensor ops, so the same code
 //! runs on every engine device.
@@ -200,8 +201,59 @@ impl Objective for MoCo {
     }
 }
 
+/// SimCSE, unsupervised (Gao et al., 2021): the same sentence encoded twice with different
+/// dropout masks is the positive pair; the other sentences of the batch are the negatives.
+/// `L = mean_i −log softmax_j(cos(z₁ᵢ, z₂ⱼ) / τ)[i]`.
+pub struct SimCse {
+    temperature: f64,
+}
+
+impl Objective for SimCse {
+    const NAME: &'static str = "simcse";
+    const SUMMARY: &'static str =
+        "SimCSE: contrast two dropout-noised encodings of the same sentence (text transformer)";
+    const PARAMS_DOC: &'static str = "\
+| key | type | default | meaning |
+|---|---|---|---|
+| `temperature` | float in (0, 10] | 0.05 | softmax temperature τ of the cosine similarities |
+
+Needs two views and `model = { arch = \"transformer\", dropout = 0.1, ... }`: the views may
+be identical (no augmentation) — dropout makes the two encodings differ.
+";
+
+    fn new(params: &mut Params) -> Result<Self> {
+        Ok(SimCse {
+            temperature: params.f64_in("temperature", 0.05, 1e-4, 10.0)?,
+        })
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            views: 2,
+            needs_dropout: true,
+            ..Needs::default()
+        }
+    }
+
+    fn loss<'a>(&mut self, _ops: &'a Ops, inputs: &Inputs<'a>) -> Result<Tensor<'a>> {
+        let z = inputs.embeddings()?;
+        simcse_loss(&z[0], &z[1], self.temperature)
+    }
+}
+
+/// One-directional InfoNCE over cosine similarities: row i of `a` against every row of `b`,
+/// the positive on the diagonal.
+pub fn simcse_loss<'a>(a: &Tensor<'a>, b: &Tensor<'a>, temperature: f64) -> Result<Tensor<'a>> {
+    let (n, _) = a.shape()?;
+    let a = a.l2_normalize(Axis::Cols, 1e-8)?;
+    let b = b.l2_normalize(Axis::Cols, 1e-8)?;
+    let logits = a.matmul(&b.t()?)?.mul_scalar(1.0 / temperature)?;
+    let labels: Vec<u32> = (0..n as u32).collect();
+    logits.cross_entropy(&labels)
+}
+
 pretext_plugin::export_plugin! {
     name: "pretext-contrastive",
-    objectives: [SimClr, MoCo],
+    objectives: [SimClr, MoCo, SimCse],
     augmentations: [],
 }

@@ -1,8 +1,14 @@
-//! Masked-modelling SSL objectives for pretext: MAE (masked autoencoder).
+//! Masked-modelling SSL objectives for pretext: MAE (masked autoencoder) for images and MLM
+//! (masked language modelling) for text.
 //!
-//! The host hides a random `mask_ratio` of each image's patches from a ViT encoder, a light
-//! decoder predicts every patch, and the loss is the pixel MSE on the hidden patches only
+//! MAE: the host hides a random `mask_ratio` of each image's patches from a ViT encoder, a
+//! light decoder predicts every patch, and the loss is the pixel MSE on the hidden patches only
 //! (He et al., 2022), optionally against per-patch normalised pixels.
+//!
+//! MLM: a token augmentation (`token_mask`, `span_mask`) chooses and corrupts positions of
+//! each sequence and flags them; the host runs the text transformer and a prediction head over
+//! the vocabulary at the flagged positions; the loss is the cross-entropy against the original
+//! tokens (Devlin et al., 2019).
 
 use pretext_plugin::{Axis, Error, Inputs, Needs, Objective, Ops, Params, Result, Tensor};
 
@@ -76,8 +82,79 @@ pub fn mae_loss<'a>(
     Ok(loss)
 }
 
+/// MLM: predict the original token at every position the views flagged.
+pub struct Mlm;
+
+impl Objective for Mlm {
+    const NAME: &'static str = "mlm";
+    const SUMMARY: &'static str =
+        "MLM: predict the original tokens at masked positions (BERT; text transformer)";
+    const PARAMS_DOC: &'static str = "\
+No parameters: the masking is the view's job (`token_mask` or `span_mask` from
+`pretext-augment-text`, with its own `prob`, `mask`, `random`). Needs one view and
+`model = { arch = \"transformer\", ... }`. Reports `masked_accuracy` and `perplexity`
+(on the training batches; the pretrain stage also measures both on held-out sequences).
+";
+
+    fn new(_params: &mut Params) -> Result<Self> {
+        Ok(Mlm)
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            views: 1,
+            masked_tokens: true,
+            ..Needs::default()
+        }
+    }
+
+    fn loss<'a>(&mut self, ops: &'a Ops, inputs: &Inputs<'a>) -> Result<Tensor<'a>> {
+        let (logits, targets) = inputs.masked_tokens()?;
+        mlm_loss(ops, &logits, &targets)
+    }
+}
+
+/// Mean cross-entropy of `logits (n, vocab)` against `targets`; reports the accuracy of the
+/// arg-max prediction and the perplexity.
+pub fn mlm_loss<'a>(ops: &'a Ops, logits: &Tensor<'a>, targets: &[u32]) -> Result<Tensor<'a>> {
+    let (n, vocab) = logits.shape()?;
+    if n == 0 || n != targets.len() {
+        return Err(Error::msg(format!(
+            "mlm: {n} logit rows for {} targets",
+            targets.len()
+        )));
+    }
+    if let Some(bad) = targets.iter().find(|&&t| t as usize >= vocab) {
+        return Err(Error::msg(format!(
+            "mlm: target token {bad} is outside the vocabulary of {vocab}"
+        )));
+    }
+    let loss = logits.cross_entropy(targets)?;
+    let values = logits.to_vec()?;
+    let correct = values
+        .chunks(vocab)
+        .zip(targets)
+        .filter(|(row, &t)| {
+            let best = row
+                .iter()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |b, (j, &v)| if v > b.1 { (j, v) } else { b },
+                );
+            best.0 == t as usize
+        })
+        .count();
+    ops.report(
+        "masked_accuracy",
+        &ops.constant(&[correct as f32 / n as f32], 1, 1)?,
+    )?;
+    ops.report("perplexity", &loss.detach()?.exp()?)?;
+    Ok(loss)
+}
+
 pretext_plugin::export_plugin! {
     name: "pretext-masked",
-    objectives: [Mae],
+    objectives: [Mae, Mlm],
     augmentations: [],
 }

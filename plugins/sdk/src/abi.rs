@@ -194,7 +194,13 @@ pub struct PtxObjectiveNeeds {
     /// Masked patch modelling (MAE): the fraction of patches hidden from the encoder (0 =
     /// none). Needs a ViT encoder; the host adds a light decoder that predicts every patch.
     pub mask_ratio: f64,
-    pub reserved: [u64; 6],
+    /// Masked token modelling (MLM): 1 = the host adds a prediction head over the vocabulary
+    /// and passes logits at the positions the views flagged with `tokens::TARGET`.
+    pub masked_tokens: u32,
+    /// 1 = the views differ only through dropout (SimCSE): the host refuses a model without
+    /// dropout.
+    pub needs_dropout: u32,
+    pub reserved: [u64; 5],
 }
 
 /// The tensors of one step, per view. Arrays have `n_views` entries; an array pointer is null
@@ -227,6 +233,11 @@ pub struct PtxObjectiveInputs {
     pub patch_predictions: Handle,
     pub patch_targets: Handle,
     pub patch_mask: Handle,
+    /// Masked token modelling (view 0): logits over the vocabulary at every flagged position
+    /// `(n_flagged, vocab)` and the original token ids there `(n_flagged, 1)` (as floats, no
+    /// gradient). 0 without `masked_tokens`.
+    pub token_logits: Handle,
+    pub token_targets: Handle,
 }
 
 // Op codes. Tensors are 2-D `(rows, cols)`; a scalar is `(1, 1)`. Binary ops broadcast a

@@ -9,6 +9,7 @@ use std::sync::Once;
 
 use crate::abi::*;
 use crate::objective::{Inputs, Ops};
+use crate::tokens::{TokenAugmentation, TokenSeq};
 use crate::{Augmentation, Error, Image, ImageMut, ImageShape, Level, Objective, Params, Rng};
 
 thread_local! {
@@ -252,6 +253,93 @@ pub fn augment_entry<T: Augmentation>() -> PtxAugmentEntry {
     }
 }
 
+// --------------------------------------------------------------------- token augmentations
+
+/// `(length, vocabulary size)` of a token buffer: `u32` ids, rank 2, shape `[len, vocab]`.
+unsafe fn token_shape(b: &PtxBuffer, what: &str) -> Result<(usize, usize), Error> {
+    if b.dtype != DTYPE_U32 || b.rank != 2 {
+        return Err(Error::msg(format!(
+            "{what}: expected a u32 token sequence of rank 2 (length, vocabulary), got dtype {} rank {}",
+            b.dtype, b.rank
+        )));
+    }
+    Ok((b.shape[0] as usize, b.shape[1] as usize))
+}
+
+unsafe extern "C" fn tok_create<T: TokenAugmentation>(
+    host: *const PtxHost,
+    params: *const PtxParam,
+    n: usize,
+    out: *mut *mut c_void,
+) -> i32 {
+    create_boxed(host, T::NAME, params, n, out, T::new)
+}
+
+unsafe extern "C" fn tok_output_shape<T: TokenAugmentation>(
+    _inst: *mut c_void,
+    host: *const PtxHost,
+    input: *const PtxBuffer,
+    out: *mut PtxBuffer,
+) -> i32 {
+    guard(host, "output_shape", || {
+        let (len, vocab) = token_shape(&*input, T::NAME)?;
+        let o = &mut *out;
+        o.dtype = DTYPE_U32;
+        o.rank = 2;
+        o.shape = [len as u32, vocab as u32, 0, 0];
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn tok_apply<T: TokenAugmentation>(
+    inst: *mut c_void,
+    host: *const PtxHost,
+    seed: u64,
+    input: *const PtxBuffer,
+    output: *mut PtxBuffer,
+) -> i32 {
+    guard(host, "apply", || {
+        let aug = &*(inst as *const T);
+        let (ib, ob) = (&*input, &*output);
+        let (len, vocab_size) = token_shape(ib, T::NAME)?;
+        let (olen, _) = token_shape(ob, T::NAME)?;
+        if olen != len {
+            return Err(Error::msg(format!(
+                "{}: output length {olen} differs from input length {len}",
+                T::NAME
+            )));
+        }
+        if ib.data.is_null() || ob.data.is_null() {
+            return Err(Error::msg(format!("{}: null token buffer", T::NAME)));
+        }
+        let input = TokenSeq {
+            ids: std::slice::from_raw_parts(ib.data as *const u32, len),
+            vocab_size,
+        };
+        let out = std::slice::from_raw_parts_mut(ob.data as *mut u32, len);
+        let mut rng = Rng::new(seed);
+        aug.apply(&mut rng, input, out)
+    })
+}
+
+unsafe extern "C" fn tok_destroy<T: TokenAugmentation>(inst: *mut c_void) {
+    let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(inst as *mut T))));
+}
+
+/// The ABI table entry for token augmentation `T`.
+pub fn token_augment_entry<T: TokenAugmentation>() -> PtxAugmentEntry {
+    PtxAugmentEntry {
+        name: PtxStr::from_static(T::NAME),
+        summary: PtxStr::from_static(T::SUMMARY),
+        params_doc: PtxStr::from_static(T::PARAMS_DOC),
+        modality: MODALITY_TOKENS,
+        create: tok_create::<T>,
+        output_shape: tok_output_shape::<T>,
+        apply: tok_apply::<T>,
+        destroy: tok_destroy::<T>,
+    }
+}
+
 // ------------------------------------------------------------------------------ the entry
 
 /// Owns the tables that [`PtxPluginInfo`] points into. Lives in a `static` of the plugin.
@@ -305,13 +393,15 @@ pub fn entry_guard(build: impl FnOnce() -> *const PtxPluginInfo) -> *const PtxPl
     catch_unwind(AssertUnwindSafe(build)).unwrap_or(std::ptr::null())
 }
 
-/// Export a plugin library: its name, objectives and augmentations.
+/// Export a plugin library: its name, objectives and augmentations (image augmentations, and
+/// optionally token augmentations for text).
 ///
 /// ```text
 /// pretext_plugin::export_plugin! {
 ///     name: "my-plugin",
 ///     objectives: [MyLoss],
 ///     augmentations: [],
+///     token_augmentations: [MyTokenNoise], // optional
 /// }
 /// ```
 #[macro_export]
@@ -320,6 +410,19 @@ macro_rules! export_plugin {
         name: $name:expr,
         objectives: [$($obj:ty),* $(,)?],
         augmentations: [$($aug:ty),* $(,)?] $(,)?
+    ) => {
+        $crate::export_plugin! {
+            name: $name,
+            objectives: [$($obj),*],
+            augmentations: [$($aug),*],
+            token_augmentations: [],
+        }
+    };
+    (
+        name: $name:expr,
+        objectives: [$($obj:ty),* $(,)?],
+        augmentations: [$($aug:ty),* $(,)?],
+        token_augmentations: [$($tok:ty),* $(,)?] $(,)?
     ) => {
         /// The plugin entry point (pretext plugin ABI).
         #[no_mangle]
@@ -332,7 +435,12 @@ macro_rules! export_plugin {
                         $name,
                         env!("CARGO_PKG_VERSION"),
                         vec![$($crate::__private::objective_entry::<$obj>()),*],
-                        vec![$($crate::__private::augment_entry::<$aug>()),*],
+                        {
+                            let mut augs: Vec<$crate::abi::PtxAugmentEntry> =
+                                vec![$($crate::__private::augment_entry::<$aug>()),*];
+                            augs.extend([$($crate::__private::token_augment_entry::<$tok>()),*]);
+                            augs
+                        },
                     )
                 })
                 .info()

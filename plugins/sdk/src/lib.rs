@@ -21,11 +21,13 @@ mod export;
 mod objective;
 mod params;
 mod rng;
+pub mod tokens;
 
 pub use augment::{Augmentation, Image, ImageMut, ImageShape};
 pub use objective::{Axis, Inputs, Needs, Objective, Ops, Tensor};
 pub use params::{Params, Value};
 pub use rng::Rng;
+pub use tokens::{TokenAugmentation, TokenSeq};
 
 #[doc(hidden)]
 pub mod __private {

@@ -26,6 +26,11 @@ pub struct Needs {
     /// Masked patch modelling: the fraction of patches hidden from the encoder (MAE);
     /// `None` = no masking.
     pub mask_ratio: Option<f64>,
+    /// Masked token modelling (MLM): the host adds a head over the vocabulary and passes its
+    /// logits at the positions the views flagged (see [`crate::tokens::TARGET`]).
+    pub masked_tokens: bool,
+    /// The views differ only through dropout (SimCSE): the model must have `dropout > 0`.
+    pub needs_dropout: bool,
 }
 
 impl Default for Needs {
@@ -38,6 +43,8 @@ impl Default for Needs {
             uses_state: false,
             decoder: None,
             mask_ratio: None,
+            masked_tokens: false,
+            needs_dropout: false,
         }
     }
 }
@@ -60,7 +67,9 @@ impl Needs {
             decoder_hidden: self.decoder.map_or(0, |d| d.0),
             decoder_layers: self.decoder.map_or(0, |d| d.1),
             mask_ratio: self.mask_ratio.unwrap_or(0.0),
-            reserved: [0; 6],
+            masked_tokens: u32::from(self.masked_tokens),
+            needs_dropout: u32::from(self.needs_dropout),
+            reserved: [0; 5],
         }
     }
 }
@@ -437,6 +446,20 @@ impl<'a> Inputs<'a> {
             need(self.raw.patch_targets)?,
             need(self.raw.patch_mask)?,
         ))
+    }
+    /// Masked token modelling: `(logits, targets)`: logits over the vocabulary at every
+    /// flagged position `(n, vocab)` and the original ids there as class indices.
+    pub fn masked_tokens(&self) -> Result<(Tensor<'a>, Vec<u32>)> {
+        let none =
+            || Error::msg("the host provided no masked tokens (declare masked_tokens in needs())");
+        let struct_ok = self.raw.struct_size as usize >= std::mem::size_of::<PtxObjectiveInputs>();
+        if !struct_ok {
+            return Err(none());
+        }
+        let logits = self.ops.wrap(self.raw.token_logits).map_err(|_| none())?;
+        let targets = self.ops.wrap(self.raw.token_targets).map_err(|_| none())?;
+        let ids = targets.to_vec()?.into_iter().map(|v| v as u32).collect();
+        Ok((logits, ids))
     }
     /// Decoder outputs per view (declare a decoder in `needs()`).
     pub fn decoded(&self) -> Result<Vec<Tensor<'a>>> {

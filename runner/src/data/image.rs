@@ -143,7 +143,7 @@ pub fn transform(sample: Sample, opts: &ImageOptions) -> Result<Sample, String> 
                 shape.0
             )),
         },
-        Sample::Features(_) => Ok(sample),
+        Sample::Features(_) | Sample::Tokens { .. } => Ok(sample),
     }
 }
 

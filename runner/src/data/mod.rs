@@ -19,6 +19,8 @@ pub mod image;
 pub mod parquet_source;
 pub mod source;
 pub mod table;
+pub mod text;
+pub mod tokenizer;
 
 use std::path::PathBuf;
 
@@ -60,18 +62,24 @@ impl DataError {
     }
 }
 
-/// An image dataset: `u8` pixels, channel-major, one row per sample.
+/// A dataset in memory, one row per sample: images (`u8` pixels, channel-major) or token
+/// sequences (text, `u32` ids of a fixed length). Stages see both through the same `f32` rows:
+/// pixels scaled to `[0, 1]`, or token ids as exact floats.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
-    /// `(channels, height, width)` of every image.
+    /// `(channels, height, width)` of every image; `(1, 1, length)` for token sequences.
     pub shape: (usize, usize, usize),
     /// Stable sample ids (the record index in the source).
     pub ids: Vec<u64>,
     pub splits: Vec<Split>,
     /// Class labels, when the source has them.
     pub labels: Option<Vec<u32>>,
-    /// `len * c * h * w` bytes.
+    /// `len * c * h * w` bytes (images; empty for token sequences).
     pub pixels: Vec<u8>,
+    /// Token sequences: the vocabulary size; `None` for images.
+    pub vocab: Option<usize>,
+    /// `len * length` token ids (token sequences; empty for images).
+    pub tokens: Vec<u32>,
 }
 
 impl Dataset {
@@ -84,9 +92,19 @@ impl Dataset {
     pub fn sample_len(&self) -> usize {
         self.shape.0 * self.shape.1 * self.shape.2
     }
-    /// Pixels of row `i` scaled to `[0, 1]`.
+    /// `true` for token sequences (text).
+    pub fn is_text(&self) -> bool {
+        self.vocab.is_some()
+    }
+    /// Row `i` as `f32`s: pixels scaled to `[0, 1]`, or token ids.
     pub fn image_f32(&self, i: usize) -> Vec<f32> {
         let n = self.sample_len();
+        if self.is_text() {
+            return self.tokens[i * n..(i + 1) * n]
+                .iter()
+                .map(|&t| t as f32)
+                .collect();
+        }
         self.pixels[i * n..(i + 1) * n]
             .iter()
             .map(|&p| p as f32 / 255.0)
@@ -104,10 +122,17 @@ impl Dataset {
             .as_ref()
             .map(|l| l.iter().copied().max().map_or(0, |m| m as usize + 1))
     }
-    /// Rows (scaled to `[0, 1]`) of `idx` as one row-major `(idx.len(), c·h·w)` buffer.
+    /// Rows (scaled to `[0, 1]`, or token ids) of `idx` as one row-major
+    /// `(idx.len(), c·h·w)` buffer.
     pub fn batch_f32(&self, idx: &[usize]) -> Vec<f32> {
         let n = self.sample_len();
         let mut out = Vec::with_capacity(idx.len() * n);
+        if self.is_text() {
+            for &i in idx {
+                out.extend(self.tokens[i * n..(i + 1) * n].iter().map(|&t| t as f32));
+            }
+            return out;
+        }
         for &i in idx {
             out.extend(
                 self.pixels[i * n..(i + 1) * n]
@@ -131,6 +156,8 @@ pub enum Layout {
     },
     /// `f32` feature vectors (tabular data).
     Features { dim: usize },
+    /// Token sequences (text): `len` ids each, from a vocabulary of `vocab` ids.
+    Tokens { len: usize, vocab: usize },
 }
 
 impl Layout {
@@ -143,6 +170,7 @@ impl Layout {
                 width,
             } => channels * height * width,
             Layout::Features { dim } => dim,
+            Layout::Tokens { len, .. } => len,
         }
     }
 
@@ -155,6 +183,7 @@ impl Layout {
                 width,
             } => (channels, height, width),
             Layout::Features { dim } => (1, 1, dim),
+            Layout::Tokens { len, .. } => (1, 1, len),
         }
     }
 
@@ -170,6 +199,9 @@ impl Layout {
                 if channels == 1 { "" } else { "s" }
             ),
             Layout::Features { dim } => format!("feature vectors of dimension {dim}"),
+            Layout::Tokens { len, vocab } => {
+                format!("token sequences of length {len} (vocabulary of {vocab})")
+            }
         }
     }
 
@@ -188,6 +220,8 @@ pub enum Sample {
     },
     /// A feature vector.
     Features(Vec<f32>),
+    /// A token sequence from a vocabulary of `vocab` ids.
+    Tokens { vocab: usize, ids: Vec<u32> },
 }
 
 impl Sample {
@@ -199,6 +233,10 @@ impl Sample {
                 width: shape.2,
             },
             Sample::Features(v) => Layout::Features { dim: v.len() },
+            Sample::Tokens { vocab, ids } => Layout::Tokens {
+                len: ids.len(),
+                vocab: *vocab,
+            },
         }
     }
 }
@@ -213,6 +251,12 @@ pub enum Samples {
     },
     /// Feature vectors: `dim` values per sample.
     F32 { dim: usize, data: Vec<f32> },
+    /// Token sequences: `len` ids per sample from a vocabulary of `vocab`.
+    Tokens {
+        len: usize,
+        vocab: usize,
+        data: Vec<u32>,
+    },
 }
 
 impl Samples {
@@ -231,6 +275,11 @@ impl Samples {
                 dim,
                 data: Vec::new(),
             },
+            Layout::Tokens { len, vocab } => Samples::Tokens {
+                len,
+                vocab,
+                data: Vec::new(),
+            },
         }
     }
 
@@ -242,6 +291,10 @@ impl Samples {
                 width: shape.2,
             },
             Samples::F32 { dim, .. } => Layout::Features { dim: *dim },
+            Samples::Tokens { len, vocab, .. } => Layout::Tokens {
+                len: *len,
+                vocab: *vocab,
+            },
         }
     }
 
@@ -251,6 +304,7 @@ impl Samples {
         let n = match self {
             Samples::U8 { data, .. } => data.len(),
             Samples::F32 { data, .. } => data.len(),
+            Samples::Tokens { data, .. } => data.len(),
         };
         n.checked_div(k).unwrap_or(0)
     }
@@ -272,6 +326,12 @@ impl Samples {
                 data.extend_from_slice(v);
                 Ok(())
             }
+            (Samples::Tokens { len, vocab, data }, Sample::Tokens { vocab: sv, ids })
+                if ids.len() == *len && sv == vocab =>
+            {
+                data.extend_from_slice(ids);
+                Ok(())
+            }
             (me, s) => Err(format!(
                 "{} do not match the dataset's {}",
                 s.layout().describe(),
@@ -289,6 +349,9 @@ impl Samples {
                 .map(|&p| p as f32 / 255.0)
                 .collect(),
             Samples::F32 { data, .. } => data[i * k..(i + 1) * k].to_vec(),
+            Samples::Tokens { data, .. } => {
+                data[i * k..(i + 1) * k].iter().map(|&t| t as f32).collect()
+            }
         }
     }
 
@@ -302,6 +365,9 @@ impl Samples {
                     out.extend(data[i * k..(i + 1) * k].iter().map(|&p| p as f32 / 255.0))
                 }
                 Samples::F32 { data, .. } => out.extend_from_slice(&data[i * k..(i + 1) * k]),
+                Samples::Tokens { data, .. } => {
+                    out.extend(data[i * k..(i + 1) * k].iter().map(|&t| t as f32))
+                }
             }
         }
         out
@@ -318,6 +384,12 @@ impl Samples {
                     .flat_map(|v| v.to_le_bytes())
                     .collect(),
             ),
+            Samples::Tokens { data, .. } => std::borrow::Cow::Owned(
+                data[i * k..(i + 1) * k]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+            ),
         }
     }
 
@@ -327,6 +399,14 @@ impl Samples {
         match self {
             Samples::U8 { shape, data } => Samples::U8 {
                 shape: *shape,
+                data: rows
+                    .iter()
+                    .flat_map(|&i| data[i * k..(i + 1) * k].iter().copied())
+                    .collect(),
+            },
+            Samples::Tokens { len, vocab, data } => Samples::Tokens {
+                len: *len,
+                vocab: *vocab,
                 data: rows
                     .iter()
                     .flat_map(|&i| data[i * k..(i + 1) * k].iter().copied())
@@ -452,6 +532,7 @@ impl Records {
         match (&mut self.samples, other.samples) {
             (Samples::U8 { data: a, .. }, Samples::U8 { data: b, .. }) => a.extend(b),
             (Samples::F32 { data: a, .. }, Samples::F32 { data: b, .. }) => a.extend(b),
+            (Samples::Tokens { data: a, .. }, Samples::Tokens { data: b, .. }) => a.extend(b),
             _ => unreachable!("layouts were compared above"),
         }
         if let (Some(a), Some(b)) = (&mut self.paths, other.paths) {
@@ -468,8 +549,14 @@ impl Records {
 }
 
 impl Dataset {
-    /// The image layout of this dataset.
+    /// The layout of this dataset.
     pub fn layout(&self) -> Layout {
+        if let Some(vocab) = self.vocab {
+            return Layout::Tokens {
+                len: self.shape.2,
+                vocab,
+            };
+        }
         Layout::Image {
             channels: self.shape.0,
             height: self.shape.1,
@@ -484,9 +571,16 @@ impl Dataset {
             ids: self.ids,
             splits: self.splits,
             labels: self.labels,
-            samples: Samples::U8 {
-                shape: self.shape,
-                data: self.pixels,
+            samples: match self.vocab {
+                Some(vocab) => Samples::Tokens {
+                    len: self.shape.2,
+                    vocab,
+                    data: self.tokens,
+                },
+                None => Samples::U8 {
+                    shape: self.shape,
+                    data: self.pixels,
+                },
             },
             paths: None,
             source_sizes: None,
@@ -495,7 +589,7 @@ impl Dataset {
         (info, records)
     }
 
-    /// The image dataset in `records`; `None` for feature vectors.
+    /// The image or token dataset in `records`; `None` for feature vectors.
     pub fn from_records(records: Records) -> Option<Dataset> {
         match records.samples {
             Samples::U8 { shape, data } => Some(Dataset {
@@ -504,6 +598,17 @@ impl Dataset {
                 splits: records.splits,
                 labels: records.labels,
                 pixels: data,
+                vocab: None,
+                tokens: Vec::new(),
+            }),
+            Samples::Tokens { len, vocab, data } => Some(Dataset {
+                shape: (1, 1, len),
+                ids: records.ids,
+                splits: records.splits,
+                labels: records.labels,
+                pixels: Vec::new(),
+                vocab: Some(vocab),
+                tokens: data,
             }),
             Samples::F32 { .. } => None,
         }

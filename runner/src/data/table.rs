@@ -7,12 +7,13 @@
 //! | `id` | `INT64` | stable sample id (the record index in the source) |
 //! | `split` | `UTF8` | `train` or `test` |
 //! | `label` | `INT32`, nullable | class index |
-//! | `image` *or* `features` | `BYTE_ARRAY` *or* `LIST<FLOAT>` | raw `u8` pixels, channel-major; or a feature vector |
+//! | `image` *or* `features` *or* `tokens` | `BYTE_ARRAY` *or* `LIST<FLOAT>` *or* `LIST<INT32>` | raw `u8` pixels, channel-major; or a feature vector; or token ids |
 //! | `path` | `UTF8` | where the sample came from, relative to the source folder |
 //! | `source_height`, `source_width` | `INT32` | the image size before any resize |
 //! | `meta_<name>` | `UTF8` | metadata columns carried from the source (missing values are empty) |
 //!
-//! Key-value metadata: `pretext.shape = "c,h,w"` (images) or `pretext.features = "dim"`,
+//! Key-value metadata: `pretext.shape = "c,h,w"` (images), `pretext.features = "dim"` or
+//! `pretext.tokens = "length,vocabulary"` (text; the tokenizer is `tokenizer.json` beside it),
 //! `pretext.labelled = "true"|"false"`, and `pretext.classes` (a JSON list of class names) when
 //! the labels have names. Each written chunk of rows is one row group, and readers go row group
 //! by row group, so ingest and curate never hold a whole dataset in memory.
@@ -38,6 +39,7 @@ use super::{DataError, Dataset, DatasetInfo, Layout, Records, Samples, Split};
 
 const SHAPE_KEY: &str = "pretext.shape";
 const FEATURES_KEY: &str = "pretext.features";
+const TOKENS_KEY: &str = "pretext.tokens";
 const LABELLED_KEY: &str = "pretext.labelled";
 const CLASSES_KEY: &str = "pretext.classes";
 /// Prefix of metadata columns in `dataset.parquet`.
@@ -124,7 +126,12 @@ fn prim(name: &str, t: PhysicalType, rep: Repetition, utf8: bool) -> PResult<Arc
 
 /// `REQUIRED GROUP name (LIST) { REPEATED GROUP list { REQUIRED FLOAT element; } }`.
 fn float_list(name: &str) -> PResult<Arc<Type>> {
-    let element = prim("element", PhysicalType::FLOAT, Repetition::REQUIRED, false)?;
+    value_list(name, PhysicalType::FLOAT)
+}
+
+/// `REQUIRED GROUP name (LIST) { REPEATED GROUP list { REQUIRED <t> element; } }`.
+fn value_list(name: &str, t: PhysicalType) -> PResult<Arc<Type>> {
+    let element = prim("element", t, Repetition::REQUIRED, false)?;
     let list = Type::group_type_builder("list")
         .with_repetition(Repetition::REPEATED)
         .with_fields(vec![element])
@@ -149,6 +156,7 @@ fn dataset_schema(info: &DatasetInfo) -> PResult<Type> {
         match info.layout {
             Layout::Image { .. } => prim("image", BYTE_ARRAY, REQUIRED, false)?,
             Layout::Features { .. } => float_list("features")?,
+            Layout::Tokens { .. } => value_list("tokens", INT32)?,
         },
     ];
     if info.paths {
@@ -179,6 +187,7 @@ fn info_metadata(info: &DatasetInfo) -> Vec<KeyValue> {
             width,
         } => KeyValue::new(SHAPE_KEY.into(), format!("{channels},{height},{width}")),
         Layout::Features { dim } => KeyValue::new(FEATURES_KEY.into(), dim.to_string()),
+        Layout::Tokens { len, vocab } => KeyValue::new(TOKENS_KEY.into(), format!("{len},{vocab}")),
     }];
     kv.push(KeyValue::new(
         LABELLED_KEY.into(),
@@ -199,6 +208,7 @@ enum Column {
     I32(Vec<i32>, Option<Vec<i16>>),
     Bytes(Vec<ByteArray>),
     FloatList(Vec<f32>, Vec<i16>, Vec<i16>),
+    IntList(Vec<i32>, Vec<i16>, Vec<i16>),
 }
 
 impl Column {
@@ -221,6 +231,9 @@ impl Column {
                 w.write_batch(v, None, None)
             }
             (Column::FloatList(v, def, rep), ColumnWriter::FloatColumnWriter(w)) => {
+                w.write_batch(v, Some(def), Some(rep))
+            }
+            (Column::IntList(v, def, rep), ColumnWriter::Int32ColumnWriter(w)) => {
                 w.write_batch(v, Some(def), Some(rep))
             }
             _ => wrong(),
@@ -294,6 +307,13 @@ impl DatasetWriter {
                     .map(|i| if i % dim == 0 { 0 } else { 1 })
                     .collect();
                 cols.push(Column::FloatList(data.clone(), vec![1; data.len()], rep));
+            }
+            Samples::Tokens { len, data, .. } => {
+                let rep = (0..data.len())
+                    .map(|i| if i % len == 0 { 0 } else { 1 })
+                    .collect();
+                let ids = data.iter().map(|&t| t as i32).collect();
+                cols.push(Column::IntList(ids, vec![1; data.len()], rep));
             }
         }
         if self.info.paths {
@@ -373,6 +393,19 @@ impl DatasetReader {
         };
         let not_ours = |m: String| DataError::file(path, format!("{m}; not a pretext dataset"));
         let layout = match (kv(SHAPE_KEY), kv(FEATURES_KEY)) {
+            (None, None) if kv(TOKENS_KEY).is_some() => {
+                let t = kv(TOKENS_KEY).unwrap_or_default();
+                let dims: Vec<usize> = t.split(',').filter_map(|s| s.parse().ok()).collect();
+                match dims[..] {
+                    [len, vocab] if len > 0 && vocab > 0 => Layout::Tokens { len, vocab },
+                    _ => {
+                        return Err(DataError::file(
+                            path,
+                            format!("bad `{TOKENS_KEY}` metadata `{t}`"),
+                        ))
+                    }
+                }
+            }
             (Some(shape), _) => {
                 let dims: Vec<usize> = shape.split(',').filter_map(|s| s.parse().ok()).collect();
                 let [c, h, w] = dims[..] else {
@@ -405,10 +438,10 @@ impl DatasetReader {
         let fields = meta.file_metadata().schema().get_fields();
         let find = |name: &str| fields.iter().position(|f| f.name() == name);
         let need = |name: &str| find(name).ok_or_else(|| not_ours(format!("no `{name}` column")));
-        let sample_col = if layout.is_image() {
-            "image"
-        } else {
-            "features"
+        let sample_col = match layout {
+            Layout::Image { .. } => "image",
+            Layout::Features { .. } => "features",
+            Layout::Tokens { .. } => "tokens",
         };
         let mut meta_names = Vec::new();
         let mut meta_pos = Vec::new();
@@ -546,6 +579,24 @@ impl DatasetReader {
                         data.push(list.get_float(j).map_err(|e| bad(e.to_string()))?);
                     }
                 }
+                Samples::Tokens { data, vocab, .. } => {
+                    let list = row.get_list(p.sample).map_err(|e| bad(e.to_string()))?;
+                    if list.len() != k {
+                        return Err(bad(format!(
+                            "token sequence has {} ids, expected {k}",
+                            list.len()
+                        )));
+                    }
+                    for j in 0..k {
+                        let t = list.get_int(j).map_err(|e| bad(e.to_string()))?;
+                        if t < 0 || t as usize >= *vocab {
+                            return Err(bad(format!(
+                                "token id {t} at position {j} is outside the vocabulary of {vocab}"
+                            )));
+                        }
+                        data.push(t as u32);
+                    }
+                }
             }
             if let (Some(v), Some(c)) = (&mut out.paths, p.path) {
                 v.push(row.get_string(c).map_err(|e| bad(e.to_string()))?.clone());
@@ -588,9 +639,9 @@ pub fn write_dataset(ds: &Dataset, path: &Path) -> Result<(), DataError> {
     write_records(path, &info, &records)
 }
 
-/// Read an image dataset (written by [`write_dataset`] or by the ingest/curate stages). A
-/// dataset of feature vectors is a clear error: the stages that read this form (augment,
-/// pretrain, probe) work on images.
+/// Read an image or text dataset (written by [`write_dataset`] or by the ingest/curate stages).
+/// A dataset of feature vectors is a clear error: the stages that read this form (augment,
+/// pretrain, probe) work on images and token sequences.
 pub fn read_dataset(path: &Path) -> Result<Dataset, DataError> {
     let (info, records) = read_records(path)?;
     Dataset::from_records(records).ok_or_else(|| {
@@ -652,6 +703,8 @@ mod tests {
             splits: vec![Split::Train, Split::Test, Split::Train],
             labels: Some(vec![3, 0, 7]),
             pixels: (0..12).collect(),
+            vocab: None,
+            tokens: Vec::new(),
         };
         let p = dir.path().join("d.parquet");
         write_dataset(&ds, &p).unwrap();
@@ -659,6 +712,35 @@ mod tests {
         ds.labels = None;
         write_dataset(&ds, &p).unwrap();
         assert_eq!(read_dataset(&p).unwrap(), ds);
+    }
+
+    #[test]
+    fn token_dataset_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Dataset {
+            shape: (1, 1, 4),
+            ids: vec![0, 1],
+            splits: vec![Split::Train, Split::Test],
+            labels: Some(vec![1, 0]),
+            pixels: Vec::new(),
+            vocab: Some(300),
+            tokens: vec![2, 17, 299, 0, 2, 5, 6, 7],
+        };
+        let p = dir.path().join("t.parquet");
+        write_dataset(&ds, &p).unwrap();
+        let back = read_dataset(&p).unwrap();
+        assert_eq!(back, ds);
+        assert_eq!(back.batch_f32(&[1]), vec![2.0, 5.0, 6.0, 7.0]);
+        // An id outside the vocabulary is a clear error naming the record.
+        let mut bad = ds.clone();
+        bad.tokens[5] = 300;
+        bad.vocab = Some(300);
+        write_dataset(&bad, &p).unwrap();
+        let e = read_dataset(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("record 1") && e.contains("outside the vocabulary"),
+            "{e}"
+        );
     }
 
     fn feature_records() -> (DatasetInfo, Records) {

@@ -18,38 +18,110 @@ pub struct AttnShape {
     pub heads: usize,
 }
 
+/// Worker threads for the per-sample loops (samples are independent).
+fn threads(batch: usize) -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(batch)
+        .max(1)
+}
+
+/// Copy head `hh` of sample `b`'s rows into a contiguous `(T, dh)` buffer.
+fn gather(x: &[f32], b: usize, hh: usize, t: usize, width: usize, dh: usize, out: &mut [f32]) {
+    for i in 0..t {
+        let src = (b * t + i) * width + hh * dh;
+        out[i * dh..(i + 1) * dh].copy_from_slice(&x[src..src + dh]);
+    }
+}
+
+/// Add a contiguous `(T, dh)` buffer into head `hh` of sample-local rows `dst` (`(T, width)`).
+fn scatter_add(src: &[f32], hh: usize, t: usize, width: usize, dh: usize, dst: &mut [f32]) {
+    for i in 0..t {
+        let d = &mut dst[i * width + hh * dh..i * width + (hh + 1) * dh];
+        for (a, b) in d.iter_mut().zip(&src[i * dh..(i + 1) * dh]) {
+            *a += b;
+        }
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
 /// Per (sample, head): the attention probabilities `P` (T x T), row-major, for backward.
-fn forward(q: &[f32], k: &[f32], v: &[f32], s: AttnShape, width: usize) -> (Vec<f32>, Vec<f32>) {
+/// `key_valid` (one flag per row, `B·T`): keys marked `false` (padding) get probability 0.
+/// Samples run in parallel; each head is gathered into contiguous buffers first.
+fn forward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    s: AttnShape,
+    width: usize,
+    key_valid: Option<&[bool]>,
+) -> (Vec<f32>, Vec<f32>) {
     let (t, h) = (s.tokens, s.heads);
     let dh = width / h;
     let scale = 1.0 / (dh as f32).sqrt();
     let mut out = vec![0f32; q.len()];
     let mut probs = vec![0f32; s.batch * h * t * t];
-    let at = |b: usize, i: usize, hh: usize, c: usize| (b * t + i) * width + hh * dh + c;
-    for b in 0..s.batch {
-        for hh in 0..h {
-            let p = &mut probs[(b * h + hh) * t * t..][..t * t];
-            for i in 0..t {
-                let row = &mut p[i * t..(i + 1) * t];
-                for (j, r) in row.iter_mut().enumerate() {
-                    *r = (0..dh)
-                        .map(|c| q[at(b, i, hh, c)] * k[at(b, j, hh, c)])
-                        .sum::<f32>()
-                        * scale;
+    let per = s.batch.div_ceil(threads(s.batch)).max(1);
+    std::thread::scope(|scope| {
+        for (ci, (out_c, probs_c)) in out
+            .chunks_mut(per * t * width)
+            .zip(probs.chunks_mut(per * h * t * t))
+            .enumerate()
+        {
+            scope.spawn(move || {
+                let (mut qh, mut kh, mut vh, mut oh) = (
+                    vec![0f32; t * dh],
+                    vec![0f32; t * dh],
+                    vec![0f32; t * dh],
+                    vec![0f32; t * dh],
+                );
+                for (lb, out_b) in out_c.chunks_mut(t * width).enumerate() {
+                    let b = ci * per + lb;
+                    for hh in 0..h {
+                        gather(q, b, hh, t, width, dh, &mut qh);
+                        gather(k, b, hh, t, width, dh, &mut kh);
+                        gather(v, b, hh, t, width, dh, &mut vh);
+                        oh.iter_mut().for_each(|x| *x = 0.0);
+                        let p = &mut probs_c[(lb * h + hh) * t * t..][..t * t];
+                        for i in 0..t {
+                            let row = &mut p[i * t..(i + 1) * t];
+                            let qi = &qh[i * dh..(i + 1) * dh];
+                            let mut m = f32::NEG_INFINITY;
+                            for (j, r) in row.iter_mut().enumerate() {
+                                *r = if key_valid.is_none_or(|kv| kv[b * t + j]) {
+                                    dot(qi, &kh[j * dh..(j + 1) * dh]) * scale
+                                } else {
+                                    f32::NEG_INFINITY
+                                };
+                                m = m.max(*r);
+                            }
+                            let mut z = 0.0;
+                            for r in row.iter_mut() {
+                                // A row with no valid key (never built by the encoders)
+                                // attends nowhere.
+                                *r = if m.is_finite() { (*r - m).exp() } else { 0.0 };
+                                z += *r;
+                            }
+                            let z = if z > 0.0 { 1.0 / z } else { 1.0 };
+                            let oi = &mut oh[i * dh..(i + 1) * dh];
+                            for (j, r) in row.iter_mut().enumerate() {
+                                *r *= z;
+                                if *r != 0.0 {
+                                    for (o, vv) in oi.iter_mut().zip(&vh[j * dh..(j + 1) * dh]) {
+                                        *o += *r * vv;
+                                    }
+                                }
+                            }
+                        }
+                        scatter_add(&oh, hh, t, width, dh, out_b);
+                    }
                 }
-                let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                let mut z = 0.0;
-                for r in row.iter_mut() {
-                    *r = (*r - m).exp();
-                    z += *r;
-                }
-                row.iter_mut().for_each(|r| *r /= z);
-                for c in 0..dh {
-                    out[at(b, i, hh, c)] = (0..t).map(|j| row[j] * v[at(b, j, hh, c)]).sum();
-                }
-            }
+            });
         }
-    }
+    });
     (out, probs)
 }
 
@@ -71,39 +143,69 @@ fn backward(
         vec![0f32; k.len()],
         vec![0f32; v.len()],
     );
-    let at = |b: usize, i: usize, hh: usize, c: usize| (b * t + i) * width + hh * dh + c;
-    let mut ds = vec![0f32; t * t];
-    for b in 0..s.batch {
-        for hh in 0..h {
-            let p = &probs[(b * h + hh) * t * t..][..t * t];
-            for i in 0..t {
-                // dP[i, j] = dO[i] · V[j]; dS = P ⊙ (dP − Σ_j dP ⊙ P).
-                let dp: Vec<f32> = (0..t)
-                    .map(|j| {
-                        (0..dh)
-                            .map(|c| g_out[at(b, i, hh, c)] * v[at(b, j, hh, c)])
-                            .sum()
-                    })
-                    .collect();
-                let dot: f32 = (0..t).map(|j| dp[j] * p[i * t + j]).sum();
-                for j in 0..t {
-                    ds[i * t + j] = p[i * t + j] * (dp[j] - dot);
-                    for c in 0..dh {
-                        dv[at(b, j, hh, c)] += p[i * t + j] * g_out[at(b, i, hh, c)];
+    let per = s.batch.div_ceil(threads(s.batch)).max(1);
+    let rows = per * t * width;
+    std::thread::scope(|scope| {
+        for (ci, ((dq_c, dk_c), dv_c)) in dq
+            .chunks_mut(rows)
+            .zip(dk.chunks_mut(rows))
+            .zip(dv.chunks_mut(rows))
+            .enumerate()
+        {
+            scope.spawn(move || {
+                let buf = || vec![0f32; t * dh];
+                let (mut qh, mut kh, mut vh, mut gh) = (buf(), buf(), buf(), buf());
+                let (mut dqh, mut dkh, mut dvh) = (buf(), buf(), buf());
+                let mut dp = vec![0f32; t];
+                let n_local = dq_c.len() / (t * width);
+                for lb in 0..n_local {
+                    let b = ci * per + lb;
+                    let local = lb * t * width..(lb + 1) * t * width;
+                    for hh in 0..h {
+                        gather(q, b, hh, t, width, dh, &mut qh);
+                        gather(k, b, hh, t, width, dh, &mut kh);
+                        gather(v, b, hh, t, width, dh, &mut vh);
+                        gather(g_out, b, hh, t, width, dh, &mut gh);
+                        for x in [&mut dqh, &mut dkh, &mut dvh] {
+                            x.iter_mut().for_each(|y| *y = 0.0);
+                        }
+                        let p = &probs[(b * h + hh) * t * t..][..t * t];
+                        for i in 0..t {
+                            // dP[i, j] = dO[i] · V[j]; dS = P ⊙ (dP − Σ_j dP ⊙ P).
+                            let gi = &gh[i * dh..(i + 1) * dh];
+                            let prow = &p[i * t..(i + 1) * t];
+                            let mut sum = 0.0;
+                            for j in 0..t {
+                                dp[j] = if prow[j] != 0.0 {
+                                    dot(gi, &vh[j * dh..(j + 1) * dh])
+                                } else {
+                                    0.0
+                                };
+                                sum += dp[j] * prow[j];
+                            }
+                            let qi = &qh[i * dh..(i + 1) * dh];
+                            for j in 0..t {
+                                let pij = prow[j];
+                                if pij == 0.0 {
+                                    continue;
+                                }
+                                let d = pij * (dp[j] - sum) * scale;
+                                let (kj, vj) = (j * dh..(j + 1) * dh, j * dh..(j + 1) * dh);
+                                for c in 0..dh {
+                                    dvh[vj.start + c] += pij * gi[c];
+                                    dqh[i * dh + c] += d * kh[kj.start + c];
+                                    dkh[kj.start + c] += d * qi[c];
+                                }
+                            }
+                        }
+                        scatter_add(&dqh, hh, t, width, dh, &mut dq_c[local.clone()]);
+                        scatter_add(&dkh, hh, t, width, dh, &mut dk_c[local.clone()]);
+                        scatter_add(&dvh, hh, t, width, dh, &mut dv_c[local.clone()]);
                     }
                 }
-            }
-            for i in 0..t {
-                for j in 0..t {
-                    let d = ds[i * t + j] * scale;
-                    for c in 0..dh {
-                        dq[at(b, i, hh, c)] += d * k[at(b, j, hh, c)];
-                        dk[at(b, j, hh, c)] += d * q[at(b, i, hh, c)];
-                    }
-                }
-            }
+            });
         }
-    }
+    });
     (dq, dk, dv)
 }
 
@@ -115,6 +217,19 @@ impl Graph {
         k: &Tensor,
         v: &Tensor,
         s: AttnShape,
+    ) -> Result<Tensor> {
+        self.attention_masked(q, k, v, s, None)
+    }
+
+    /// Multi-head attention where keys flagged `false` in `key_valid` (one flag per row,
+    /// e.g. padding tokens) receive no attention.
+    pub fn attention_masked(
+        &mut self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        s: AttnShape,
+        key_valid: Option<&[bool]>,
     ) -> Result<Tensor> {
         let (rows, width) = q.shape();
         if k.shape() != (rows, width) || v.shape() != (rows, width) {
@@ -134,8 +249,17 @@ impl Graph {
                 format!("{rows}x{width} does not split into {s:?}"),
             ));
         }
+        if key_valid.is_some_and(|m| m.len() != rows) {
+            return Err(shape_err(
+                "attention",
+                format!(
+                    "key mask of {} flags for {rows} rows",
+                    key_valid.map_or(0, |m| m.len())
+                ),
+            ));
+        }
         let (qv, kv, vv) = (q.to_vec(), k.to_vec(), v.to_vec());
-        let (out, probs) = forward(&qv, &kv, &vv, s, width);
+        let (out, probs) = forward(&qv, &kv, &vv, s, width, key_valid);
         let t = self.host_tensor(out, rows, width);
         Ok(self.custom(&[q, k, v], t, move |g| {
             let (dq, dk, dv) = backward(&g, &qv, &kv, &vv, &probs, s, width);
@@ -265,7 +389,7 @@ mod tests {
         ];
         let weights = values(rows * width, 4);
         let loss_of = |xs: &[Vec<f32>; 3]| -> f64 {
-            let (out, _) = forward(&xs[0], &xs[1], &xs[2], s, width);
+            let (out, _) = forward(&xs[0], &xs[1], &xs[2], s, width, None);
             out.iter()
                 .zip(&weights)
                 .map(|(o, w)| (*o as f64).powi(2) * *w as f64)

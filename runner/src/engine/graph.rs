@@ -14,6 +14,9 @@ type TT<T> = dfdx::tensor::Tensor<(usize, usize), f32, Dev, T>;
 pub struct Graph {
     pub(crate) dev: Dev,
     tape: Option<OT>,
+    /// Randomness of ops such as dropout: `(seed, draws so far)`; deterministic given the seed
+    /// and the order of ops.
+    rng: (u64, u64),
 }
 
 /// Gradients from [`Graph::backward`].
@@ -150,7 +153,50 @@ impl Graph {
         Graph {
             dev,
             tape: if grad { Some(OT::default()) } else { None },
+            rng: (0, 0),
         }
+    }
+
+    /// Seed the randomness of this graph's random ops (dropout).
+    pub fn set_seed(&mut self, seed: u64) {
+        self.rng = (seed, 0);
+    }
+
+    /// Inverted dropout: each element is zeroed with probability `p` and the others scaled
+    /// by `1 / (1 - p)`; the mask comes from the graph's seed and the op's position.
+    pub fn dropout(&mut self, x: &Tensor, p: f32) -> Result<Tensor> {
+        if p <= 0.0 {
+            return Ok(x.clone());
+        }
+        if p >= 1.0 {
+            return Err(shape_err(
+                "dropout",
+                format!("probability {p} must be below 1"),
+            ));
+        }
+        let (r, c) = x.shape();
+        self.rng.1 += 1;
+        let mut state = self.rng.0 ^ self.rng.1.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let keep = 1.0 / (1.0 - p);
+        let mask: Vec<f32> = (0..r * c)
+            .map(|_| {
+                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                let u = (z >> 40) as f32 / (1u64 << 24) as f32;
+                if u < p {
+                    0.0
+                } else {
+                    keep
+                }
+            })
+            .collect();
+        let m = Tensor {
+            t: self.host_tensor(mask, r, c),
+        };
+        self.mul(x, &m)
     }
 
     /// A tensor on the graph's device from row-major host values (shape checked by callers).

@@ -17,6 +17,7 @@ pub mod graph;
 pub mod io;
 pub mod nn;
 pub mod optim;
+pub mod text;
 
 pub use graph::{Axis2, Grads, Graph};
 

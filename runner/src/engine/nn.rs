@@ -241,7 +241,7 @@ impl ParamStore {
             .collect();
     }
 
-    fn add(&mut self, name: String, value: Tensor, kind: ParamKind) -> Pid {
+    pub(crate) fn add(&mut self, name: String, value: Tensor, kind: ParamKind) -> Pid {
         self.entries.push(ParamEntry { name, value, kind });
         self.entries.len() - 1
     }
@@ -284,7 +284,7 @@ impl Init {
             rng: StdRng::seed_from_u64(seed),
         }
     }
-    fn uniform(&mut self, e: &Engine, rows: usize, cols: usize, bound: f32) -> Tensor {
+    pub(crate) fn uniform(&mut self, e: &Engine, rows: usize, cols: usize, bound: f32) -> Tensor {
         let v: Vec<f32> = (0..rows * cols)
             .map(|_| self.rng.gen_range(-bound..=bound))
             .collect();
@@ -615,6 +615,19 @@ pub enum EncoderSpec {
         cls_token: bool,
         embed_dim: usize,
     },
+    /// Text transformer over token sequences of `seq_len` ids from a vocabulary of `vocab`:
+    /// token + position embeddings, `depth` pre-norm blocks (padding keys masked), mean over
+    /// non-padding tokens or the `[CLS]` token, a linear head to `embed_dim`.
+    Text {
+        vocab: usize,
+        seq_len: usize,
+        dim: usize,
+        depth: usize,
+        heads: usize,
+        cls_pool: bool,
+        dropout: f32,
+        embed_dim: usize,
+    },
 }
 
 impl EncoderSpec {
@@ -623,7 +636,8 @@ impl EncoderSpec {
             EncoderSpec::Mlp { embed_dim, .. }
             | EncoderSpec::ConvNet { embed_dim, .. }
             | EncoderSpec::ResNet { embed_dim, .. }
-            | EncoderSpec::Vit { embed_dim, .. } => *embed_dim,
+            | EncoderSpec::Vit { embed_dim, .. }
+            | EncoderSpec::Text { embed_dim, .. } => *embed_dim,
         }
     }
 }
@@ -776,13 +790,29 @@ impl TransformerBlock {
         batch: usize,
         tokens: usize,
     ) -> Result<Tensor> {
+        self.forward_with(ps, g, x, batch, tokens, None, 0.0)
+    }
+
+    /// [`Self::forward`] with a key mask (`false` = padding, never attended to) and dropout
+    /// (probability `dropout`) on the attention and MLP outputs before each residual add.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_with(
+        &self,
+        ps: &ParamStore,
+        g: &mut Graph,
+        x: &Tensor,
+        batch: usize,
+        tokens: usize,
+        key_valid: Option<&[bool]>,
+        dropout: f32,
+    ) -> Result<Tensor> {
         let a = self.ln1.forward(ps, g, x)?;
         let (q, k, v) = (
             self.q.forward(ps, g, &a)?,
             self.k.forward(ps, g, &a)?,
             self.v.forward(ps, g, &a)?,
         );
-        let att = g.attention(
+        let att = g.attention_masked(
             &q,
             &k,
             &v,
@@ -791,13 +821,16 @@ impl TransformerBlock {
                 tokens,
                 heads: self.heads,
             },
+            key_valid,
         )?;
         let att = self.o.forward(ps, g, &att)?;
+        let att = g.dropout(&att, dropout)?;
         let x = g.add(x, &att)?;
         let m = self.ln2.forward(ps, g, &x)?;
         let m = self.fc1.forward(ps, g, &m)?;
         let m = g.gelu(&m)?;
         let m = self.fc2.forward(ps, g, &m)?;
+        let m = g.dropout(&m, dropout)?;
         g.add(&x, &m)
     }
 }
@@ -1039,6 +1072,7 @@ pub enum Encoder {
     ConvNet(ConvNet),
     ResNet(ResNet),
     Vit(Vit),
+    Text(super::text::TextTransformer),
 }
 
 impl Encoder {
@@ -1213,6 +1247,41 @@ impl Encoder {
                     head,
                 }))
             }
+            EncoderSpec::Text {
+                vocab,
+                seq_len,
+                dim,
+                depth,
+                heads,
+                cls_pool,
+                dropout,
+                embed_dim,
+            } => {
+                if input.len() != *seq_len {
+                    return Err(shape_err(
+                        "transformer",
+                        format!(
+                            "the encoder reads sequences of {seq_len} tokens but the input has {} values per sample",
+                            input.len()
+                        ),
+                    ));
+                }
+                Ok(Encoder::Text(super::text::TextTransformer::new(
+                    e,
+                    ps,
+                    init,
+                    super::text::TextSpec {
+                        vocab: *vocab,
+                        seq_len: *seq_len,
+                        dim: *dim,
+                        depth: *depth,
+                        heads: *heads,
+                        cls_pool: *cls_pool,
+                        dropout: *dropout,
+                        embed_dim: *embed_dim,
+                    },
+                )?))
+            }
         }
     }
 
@@ -1271,6 +1340,7 @@ impl Encoder {
                 let tok = vit.tokens(ps, g, x, input)?;
                 vit.encode_tokens(ps, g, &tok, b, vit.tokens)
             }
+            Encoder::Text(t) => t.forward(ps, g, x, train),
         }
     }
 }

@@ -148,7 +148,7 @@ pub(crate) const REFERENCE_SECTIONS: [&str; 12] = [
 ];
 
 /// Ingest formats with a section of their own (anchor: the format) on the ingest page.
-pub(crate) const REFERENCE_FORMATS: [&str; 4] = ["idx", "image_folder", "parquet", "csv"];
+pub(crate) const REFERENCE_FORMATS: [&str; 5] = ["idx", "image_folder", "parquet", "csv", "text"];
 
 /// The reference page and anchor that document the key at `path`, e.g. `("pretrain", "optim")`
 /// for `stages.ssl.optim.lr`. `kind` is the stage's `kind` as written and `format` its
@@ -738,7 +738,7 @@ mod tests {
         );
         assert_eq!(
             see("stages.a.source.format", Some("ingest"), Some("text")),
-            "docs/reference/ingest.md#source"
+            "docs/reference/ingest.md#text"
         );
         let mut drop = path("stages.a.drop");
         drop.push(Seg::Index(1));

@@ -64,7 +64,8 @@ pub use types::{
     FolderLabels, IngestConfig, IngestSource, KnnConfig, LinearProbeConfig, ModelConfig,
     NearDuplicates, Objective, OnError, OodEvalConfig, OodScore, OptimConfig, Optimizer, Pipeline,
     Pool, PretrainConfig, ProbeConfig, ProbeMethod, Quality, ReportConfig, ReportSource, Schedule,
-    Split, Stage, StageConfig, StageKind, SupervisedConfig,
+    Split, Stage, StageConfig, StageKind, SupervisedConfig, TextEncoding, TextLabels,
+    TokenizerConfig,
 };
 
 /// Reads the pipeline file at `path`, applies `--set` overrides

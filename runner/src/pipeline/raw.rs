@@ -138,7 +138,17 @@ pub(crate) struct RawIngest {
     /// A number or `[height, width]`; checked by hand.
     pub resize: Option<Spanned<toml::Value>>,
     pub color: Option<Spanned<String>>,
+    pub tokenizer: Option<Tbl<RawTokenizer>>,
     pub expect: Option<RawExpect>,
+}
+
+/// `tokenizer = { .. }` of a text ingest stage.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTokenizer {
+    pub vocab_size: Option<Spanned<i64>>,
+    pub seq_len: Option<Spanned<i64>>,
+    pub min_frequency: Option<Spanned<i64>>,
 }
 
 /// `kind = "curate"`.
@@ -237,6 +247,7 @@ pub(crate) struct RawModel {
     pub depth: Option<Spanned<i64>>,
     pub heads: Option<Spanned<i64>>,
     pub pool: Option<Spanned<String>>,
+    pub dropout: Option<Spanned<f64>>,
     pub embed_dim: Option<Spanned<i64>>,
     pub batch_norm: Option<bool>,
 }

@@ -715,9 +715,18 @@ fn contexts(kind: StageKind) -> Vec<String> {
             ] {
                 out.push(with_key(alone, &stage, "source", source));
             }
+            // Text sources need a tokenizer.
+            for source in [
+                r#"{ format = "text", path = "books" }"#,
+                r#"{ format = "text", path = "books", labels = "files" }"#,
+                r#"{ format = "text", path = "t.parquet", column = "text" }"#,
+            ] {
+                let text = with_key(alone, &stage, "source", source);
+                out.push(with_key(&text, &stage, "tokenizer", "{}"));
+            }
         }
         StageKind::Pretrain => {
-            for arch in ["convnet", "resnet", "vit"] {
+            for arch in ["convnet", "resnet", "vit", "transformer"] {
                 out.push(set("model", &format!("{{ arch = \"{arch}\" }}")));
             }
             for optim in ["sgd", "lars"] {

@@ -19,15 +19,16 @@ use super::types::{
     FolderLabels, IngestConfig, IngestSource, KnnConfig, LinearProbeConfig, ModelConfig,
     NearDuplicates, Objective, OnError, OodEvalConfig, OodScore, OptimConfig, Optimizer, Pipeline,
     Pool, PretrainConfig, ProbeConfig, ProbeMethod, Quality, ReportConfig, ReportSource, Schedule,
-    Split, Stage, StageConfig, StageKind, SupervisedConfig,
+    Split, Stage, StageConfig, StageKind, SupervisedConfig, TextEncoding, TextLabels,
+    TokenizerConfig,
 };
 
 type Result<T> = std::result::Result<T, PipelineError>;
 
 /// Ingest formats this version reads.
-const FORMATS: [&str; 4] = ["idx", "image_folder", "parquet", "csv"];
+const FORMATS: [&str; 5] = ["idx", "image_folder", "parquet", "csv", "text"];
 /// Ingest formats that are planned but not yet readable.
-const PLANNED_FORMATS: [&str; 1] = ["text"];
+const PLANNED_FORMATS: [&str; 0] = [];
 
 const VIEWS_HELP: &str = "each view is a list of augmentations, e.g. \
     views = [[\"random_crop\"], [\"random_crop\", { name = \"gaussian_noise\", std = 0.1 }]]";
@@ -370,7 +371,7 @@ fn check_augment_inputs(
                     hops += 1;
                     current = s.input("input").and_then(by_name);
                 }
-                StageConfig::Ingest(ic) if !ic.source.has_images() => {
+                StageConfig::Ingest(ic) if !ic.source.has_images() && !ic.source.is_text() => {
                     let format = match &ic.source {
                         IngestSource::Csv { .. } => "csv",
                         _ => "parquet",
@@ -383,10 +384,10 @@ fn check_augment_inputs(
                     return Err(src.error_at(
                         &target.span(),
                         format!(
-                            "stage `{}` augments the data of `{}`{via}, which reads feature vectors (format = \"{format}\"); augmentations are image operations",
+                            "stage `{}` augments the data of `{}`{via}, which reads feature vectors (format = \"{format}\"); augmentations work on images and text",
                             stage.name, s.name
                         ),
-                        Some("augment, pretrain and probe need an image source (`idx`, `image_folder`, or `parquet` with `image`)".into()),
+                        Some("augment, pretrain and probe need an image source (`idx`, `image_folder`, or `parquet` with `image`) or a text source (`text`)".into()),
                     ));
                 }
                 _ => break,
@@ -944,6 +945,162 @@ impl StageCx<'_, '_, '_> {
                     shape,
                 })
             }
+            "text" => {
+                const KEYS: [&str; 8] = [
+                    "format",
+                    "path",
+                    "column",
+                    "labels",
+                    "label_delimiter",
+                    "label",
+                    "encoding",
+                    "passage_words",
+                ];
+                self.check_source_keys(t, format, &KEYS)?;
+                let path = self.source_path(
+                    t,
+                    "path",
+                    "`path` is a .txt file, a folder of .txt files, or a parquet file (with `column`), relative to the pipeline file",
+                )?;
+                let column = self.source_str(t, "column")?;
+                let is_parquet = path.written.ends_with(".parquet");
+                let parquet_only = |key: &str| {
+                    self.source_err(
+                        key,
+                        format!("`{}` only applies to a parquet file", self.what(&format!("source.{key}"))),
+                        Some("for a parquet file of documents, `path` ends in .parquet and `column` names the text column".into()),
+                    )
+                };
+                let files_only = |key: &str| {
+                    self.source_err(
+                        key,
+                        format!(
+                            "`{}` only applies to text files and folders, not parquet",
+                            self.what(&format!("source.{key}"))
+                        ),
+                        Some("for a parquet file, name a label column with `label`".into()),
+                    )
+                };
+                if is_parquet && column.is_none() {
+                    return Err(self.err_key(
+                        &["source"],
+                        format!("missing key `column` in [{}]", self.what("source")),
+                        Some("`column` names the parquet column of documents (strings)".into()),
+                    ));
+                }
+                if !is_parquet {
+                    for key in ["column", "label"] {
+                        if t.contains_key(key) {
+                            return Err(parquet_only(key));
+                        }
+                    }
+                } else {
+                    for key in ["labels", "label_delimiter", "encoding"] {
+                        if t.contains_key(key) {
+                            return Err(files_only(key));
+                        }
+                    }
+                }
+                const LABELS: [&str; 3] = ["none", "files", "folders"];
+                let labels = match self.source_str(t, "labels")?.as_deref() {
+                    None | Some("none") => TextLabels::None,
+                    Some("files") => TextLabels::Files,
+                    Some("folders") => TextLabels::Folders,
+                    Some(other) => {
+                        let help = did_you_mean(other, LABELS)
+                            .unwrap_or_else(|| format!("expected one of {}", list(LABELS)));
+                        return Err(self.source_err(
+                            "labels",
+                            format!("unknown text labels `{other}`"),
+                            Some(help),
+                        ));
+                    }
+                };
+                let label_delimiter = match t.get("label_delimiter") {
+                    None => None,
+                    Some(toml::Value::String(d))
+                        if !d.is_empty() && labels == TextLabels::Files =>
+                    {
+                        Some(d.clone())
+                    }
+                    Some(toml::Value::String(d)) if !d.is_empty() => {
+                        return Err(self.source_err(
+                            "label_delimiter",
+                            format!(
+                                "`{}` only applies with labels = \"files\"",
+                                self.what("source.label_delimiter")
+                            ),
+                            None,
+                        ))
+                    }
+                    Some(other) => {
+                        return Err(self.source_err(
+                            "label_delimiter",
+                            format!(
+                                "`{}` must be a non-empty string, found {}",
+                                self.what("source.label_delimiter"),
+                                toml_type(other)
+                            ),
+                            Some("e.g. label_delimiter = \"-\"".into()),
+                        ))
+                    }
+                };
+                let label = self.source_str(t, "label")?;
+                if label.is_some() && label == column {
+                    return Err(self.source_err(
+                        "label",
+                        format!(
+                            "column `{}` is named both in `{}` and in `{}`",
+                            label.clone().unwrap_or_default(),
+                            self.what("source.column"),
+                            self.what("source.label")
+                        ),
+                        Some("a column can have only one role".into()),
+                    ));
+                }
+                const ENCODINGS: [&str; 3] = ["utf-8", "latin-1", "auto"];
+                let encoding = match self.source_str(t, "encoding")?.as_deref() {
+                    None | Some("utf-8") | Some("utf8") => TextEncoding::Utf8,
+                    Some("latin-1") | Some("latin1") | Some("iso-8859-1") => TextEncoding::Latin1,
+                    Some("auto") => TextEncoding::Auto,
+                    Some(other) => {
+                        let help = did_you_mean(other, ENCODINGS)
+                            .unwrap_or_else(|| format!("expected one of {}", list(ENCODINGS)));
+                        return Err(self.source_err(
+                            "encoding",
+                            format!("unknown text encoding `{other}`"),
+                            Some(help),
+                        ));
+                    }
+                };
+                let passage_words = match t.get("passage_words") {
+                    None => 48,
+                    Some(toml::Value::Integer(n)) if (4..=2048).contains(n) => *n as usize,
+                    Some(other) => {
+                        return Err(self.source_err(
+                            "passage_words",
+                            format!(
+                                "`{}` must be an integer from 4 to 2048, found {}",
+                                self.what("source.passage_words"),
+                                match other {
+                                    toml::Value::Integer(n) => n.to_string(),
+                                    v => toml_type(v).to_string(),
+                                }
+                            ),
+                            None,
+                        ))
+                    }
+                };
+                Ok(IngestSource::Text {
+                    path,
+                    column,
+                    labels,
+                    label_delimiter,
+                    label,
+                    encoding,
+                    passage_words,
+                })
+            }
             "csv" => {
                 const KEYS: [&str; 6] =
                     ["format", "path", "features", "label", "meta", "delimiter"];
@@ -1131,6 +1288,49 @@ impl StageCx<'_, '_, '_> {
                 }
             },
         };
+        let tokenizer = match (&b.tokenizer, source.is_text()) {
+            (None, false) => None,
+            (Some(_), false) => {
+                return Err(self.err_key(
+                    &["tokenizer"],
+                    format!(
+                        "`{}` only applies to text sources (format = \"text\")",
+                        self.what("tokenizer")
+                    ),
+                    Some(
+                        "remove `tokenizer`, or read text with source = { format = \"text\", .. }"
+                            .into(),
+                    ),
+                ))
+            }
+            (None, true) => {
+                return Err(self.err_key(
+                    &["source"],
+                    format!(
+                        "a text source needs `{}`: how to turn passages into token sequences",
+                        self.what("tokenizer")
+                    ),
+                    Some("e.g. tokenizer = { vocab_size = 2000, seq_len = 64 }".into()),
+                ))
+            }
+            (Some(tk), true) => Some(TokenizerConfig {
+                vocab_size: self.int(
+                    &tk.vocab_size,
+                    "tokenizer.vocab_size",
+                    262,
+                    Some(65536),
+                    2000,
+                )? as usize,
+                seq_len: self.int(&tk.seq_len, "tokenizer.seq_len", 8, Some(4096), 64)? as usize,
+                min_frequency: self.int(
+                    &tk.min_frequency,
+                    "tokenizer.min_frequency",
+                    1,
+                    None,
+                    2,
+                )?,
+            }),
+        };
         Ok(IngestConfig {
             source,
             split,
@@ -1138,6 +1338,7 @@ impl StageCx<'_, '_, '_> {
             on_error,
             resize,
             color,
+            tokenizer,
         })
     }
 
@@ -1440,7 +1641,7 @@ impl StageCx<'_, '_, '_> {
                 batch_norm: true,
             });
         };
-        const ARCHS: [&str; 4] = ["mlp", "convnet", "resnet", "vit"];
+        const ARCHS: [&str; 5] = ["mlp", "convnet", "resnet", "vit", "transformer"];
         let arch_name = m.arch.as_ref().map_or("mlp", |a| a.get_ref().as_str());
         let only_for = |key: &str, archs: &[&str], span: std::ops::Range<usize>| {
             let allowed: Vec<String> = archs.iter().map(|a| format!("\"{a}\"")).collect();
@@ -1456,21 +1657,30 @@ impl StageCx<'_, '_, '_> {
                 )),
             )
         };
-        if arch_name != "vit" {
+        if arch_name != "vit" && arch_name != "transformer" {
             for (key, span) in [
-                ("patch", m.patch.as_ref().map(|v| v.span())),
                 ("dim", m.dim.as_ref().map(|v| v.span())),
                 ("depth", m.depth.as_ref().map(|v| v.span())),
                 ("heads", m.heads.as_ref().map(|v| v.span())),
                 ("pool", m.pool.as_ref().map(|v| v.span())),
             ] {
                 if let Some(span) = span {
-                    return Err(only_for(key, &["vit"], span));
+                    return Err(only_for(key, &["vit", "transformer"], span));
                 }
             }
         }
+        if arch_name != "vit" {
+            if let Some(p) = &m.patch {
+                return Err(only_for("patch", &["vit"], p.span()));
+            }
+        }
+        if arch_name != "transformer" {
+            if let Some(d) = &m.dropout {
+                return Err(only_for("dropout", &["transformer"], d.span()));
+            }
+        }
         let arch = match arch_name {
-            "vit" => {
+            "vit" | "transformer" => {
                 for (key, span) in [
                     ("hidden", m.hidden.as_ref().map(|v| v.span())),
                     ("width", m.width.as_ref().map(|v| v.span())),
@@ -1508,6 +1718,7 @@ impl StageCx<'_, '_, '_> {
                 }
                 const POOLS: [&str; 2] = ["cls", "mean"];
                 let pool = match m.pool.as_ref().map(|p| (p, p.get_ref().as_str())) {
+                    None if arch_name == "transformer" => Pool::Mean,
                     None | Some((_, "cls")) => Pool::Cls,
                     Some((_, "mean")) => Pool::Mean,
                     Some((p, other)) => {
@@ -1516,12 +1727,30 @@ impl StageCx<'_, '_, '_> {
                         return Err(self.err_at(p, format!("unknown pool `{other}`"), Some(help)));
                     }
                 };
-                Arch::Vit {
-                    patch: self.int(&m.patch, "model.patch", 1, None, 7)? as usize,
-                    dim,
-                    depth: self.int(&m.depth, "model.depth", 1, Some(64), 4)? as usize,
-                    heads,
-                    pool,
+                let depth = self.int(&m.depth, "model.depth", 1, Some(64), 4)? as usize;
+                if arch_name == "transformer" {
+                    let dropout = match &m.dropout {
+                        None => 0.0,
+                        Some(v) => {
+                            self.r
+                                .float(v, &self.what("model.dropout"), FloatRule::HalfOpenUnit)?
+                        }
+                    };
+                    Arch::Transformer {
+                        dim,
+                        depth,
+                        heads,
+                        pool,
+                        dropout,
+                    }
+                } else {
+                    Arch::Vit {
+                        patch: self.int(&m.patch, "model.patch", 1, None, 7)? as usize,
+                        dim,
+                        depth,
+                        heads,
+                        pool,
+                    }
                 }
             }
             "mlp" => {

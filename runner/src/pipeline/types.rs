@@ -341,6 +341,25 @@ pub struct IngestConfig {
     /// become 3, and all images must agree.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub color: Option<ColorMode>,
+    /// `tokenizer = { vocab_size, seq_len, min_frequency }`: text sources only (and required
+    /// there): the byte-level BPE vocabulary trained on the train split and the length of
+    /// every token sequence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<TokenizerConfig>,
+}
+
+/// `tokenizer` of a text ingest stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TokenizerConfig {
+    /// `vocab_size`: the vocabulary size to learn, specials (5) and bytes (256) included;
+    /// 262 to 65536 (default 2000). Training stops earlier when no pair reaches
+    /// `min_frequency`.
+    pub vocab_size: usize,
+    /// `seq_len`: tokens per sample, `[CLS]` included; longer passages are cut, shorter ones
+    /// padded with `[PAD]`; 8 to 4096 (default 64).
+    pub seq_len: usize,
+    /// `min_frequency`: a merge needs a pair seen at least this often (default 2).
+    pub min_frequency: u64,
 }
 
 impl IngestConfig {
@@ -353,7 +372,8 @@ impl IngestConfig {
             }
             IngestSource::ImageFolder { path, .. }
             | IngestSource::Parquet { path, .. }
-            | IngestSource::Csv { path, .. } => vec![("path", &path.resolved)],
+            | IngestSource::Csv { path, .. }
+            | IngestSource::Text { path, .. } => vec![("path", &path.resolved)],
         }
     }
 }
@@ -443,6 +463,53 @@ pub enum IngestSource {
         /// `delimiter`: one ASCII character (default `","`).
         delimiter: char,
     },
+    /// `format = "text"`: plain-text documents cut into passages of `passage_words` words,
+    /// tokenised by the stage's `tokenizer`: a `.txt` file, a folder of `.txt` files (walked in
+    /// sorted order), or a parquet file with one document per row of a string `column`.
+    Text {
+        /// `path`: the file or folder.
+        path: ConfigPath,
+        /// `column`: parquet only: the string column of documents.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        column: Option<String>,
+        /// `labels = "none" | "files" | "folders"`: files and folders only: each passage's
+        /// class is its file's name (without `.txt`) or its first-level sub-folder.
+        labels: TextLabels,
+        /// `label_delimiter`: with `labels = "files"`, keep only the part of the file name
+        /// before the first occurrence of this string (`austen-emma.txt` → `austen` with
+        /// `"-"`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        label_delimiter: Option<String>,
+        /// `label`: parquet only: a string or integer column of class names.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        label: Option<String>,
+        /// `encoding = "utf-8" | "latin-1" | "auto"` (default `utf-8`): how file bytes are
+        /// decoded; invalid UTF-8 is an error naming the line, unless `auto` falls back to
+        /// Latin-1 for that file.
+        encoding: TextEncoding,
+        /// `passage_words`: words per passage (default 48; 4 to 2048).
+        passage_words: usize,
+    },
+}
+
+/// `labels` of a text source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextLabels {
+    None,
+    Files,
+    Folders,
+}
+
+/// `encoding` of a text source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum TextEncoding {
+    #[serde(rename = "utf-8")]
+    Utf8,
+    #[serde(rename = "latin-1")]
+    Latin1,
+    #[serde(rename = "auto")]
+    Auto,
 }
 
 impl IngestSource {
@@ -451,8 +518,13 @@ impl IngestSource {
         match self {
             IngestSource::Idx { .. } | IngestSource::ImageFolder { .. } => true,
             IngestSource::Parquet { image, .. } => image.is_some(),
-            IngestSource::Csv { .. } => false,
+            IngestSource::Csv { .. } | IngestSource::Text { .. } => false,
         }
+    }
+
+    /// Whether the source yields text (so a `tokenizer` is needed).
+    pub fn is_text(&self) -> bool {
+        matches!(self, IngestSource::Text { .. })
     }
 }
 
@@ -746,6 +818,22 @@ pub enum Arch {
         heads: usize,
         /// `"cls"` (a learned CLS token, the default) or `"mean"` (mean of the patch tokens).
         pool: Pool,
+    },
+    /// A text transformer over token sequences: token and position embeddings, pre-norm
+    /// blocks, pooling. Needs a text dataset (the vocabulary and length come from it).
+    Transformer {
+        /// Token width (> 0, divisible by `heads`, default 64).
+        dim: usize,
+        /// Transformer blocks (1 to 64, default 4).
+        depth: usize,
+        /// Attention heads (> 0, default 4).
+        heads: usize,
+        /// `"mean"` (mean over non-padding tokens, the default) or `"cls"` (the `[CLS]`
+        /// token's output).
+        pool: Pool,
+        /// Dropout after attention and MLP blocks while training, in `[0, 1)` (default 0;
+        /// SimCSE needs it, e.g. 0.1).
+        dropout: f64,
     },
 }
 

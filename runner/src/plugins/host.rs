@@ -180,6 +180,10 @@ pub struct ObjectiveNeeds {
     pub uses_state: bool,
     pub decoder: Option<(usize, usize)>,
     pub mask_ratio: Option<f64>,
+    /// Masked token modelling: logits at flagged positions.
+    pub masked_tokens: bool,
+    /// The views differ only through dropout: the model must have some.
+    pub needs_dropout: bool,
 }
 
 /// A live objective instance (destroyed on drop, by the plugin that made it).
@@ -206,6 +210,8 @@ pub struct StepInputs<'a> {
     pub decoded: Option<&'a [Tensor]>,
     /// Masked patch modelling: (predicted patches, true patches, mask).
     pub masked_patches: Option<(&'a Tensor, &'a Tensor, &'a Tensor)>,
+    /// Masked token modelling: (logits at flagged positions, original ids there `(n, 1)`).
+    pub masked_tokens: Option<(&'a Tensor, &'a Tensor)>,
     pub epoch: u32,
     pub step: u64,
     pub total_steps: u64,
@@ -308,6 +314,8 @@ impl ObjectiveInstance {
                 raw.decoder_layers.max(1) as usize,
             )),
             mask_ratio: (raw.mask_ratio > 0.0).then_some(raw.mask_ratio),
+            masked_tokens: raw.masked_tokens != 0,
+            needs_dropout: raw.needs_dropout != 0,
         })
     }
 
@@ -342,6 +350,10 @@ impl ObjectiveInstance {
             .masked_patches
             .map(|(p, t, m)| reg(&[p.clone(), t.clone(), m.clone()]));
         let patch = |i: usize| masked.as_ref().map_or(0, |h| h[i]);
+        let tokens = inputs
+            .masked_tokens
+            .map(|(l, t)| reg(&[l.clone(), t.clone()]));
+        let token = |i: usize| tokens.as_ref().map_or(0, |h| h[i]);
         let ptr = |v: &Option<Vec<Handle>>| v.as_ref().map_or(std::ptr::null(), |v| v.as_ptr());
         let raw_inputs = PtxObjectiveInputs {
             struct_size: std::mem::size_of::<PtxObjectiveInputs>() as u32,
@@ -360,6 +372,8 @@ impl ObjectiveInstance {
             patch_predictions: patch(0),
             patch_targets: patch(1),
             patch_mask: patch(2),
+            token_logits: token(0),
+            token_targets: token(1),
         };
         let mut out: Handle = 0;
         let table = ops_table(&mut ctx);
@@ -845,6 +859,54 @@ impl AugmentInstance {
             });
         }
         Ok(s)
+    }
+
+    /// `true` for a token augmentation (text), `false` for an image augmentation.
+    pub fn is_tokens(&self) -> bool {
+        self.found.entry.modality == abi::MODALITY_TOKENS
+    }
+
+    /// Transform one token sequence of ids from a vocabulary of `vocab`; `output` has the
+    /// input's length. Output ids may carry the `TARGET` flag (bit 31).
+    pub fn apply_tokens(
+        &self,
+        seed: u64,
+        input: &[u32],
+        vocab: usize,
+        output: &mut [u32],
+    ) -> Result<(), CallError> {
+        let buffer = |data: *mut u32, len: usize| PtxBuffer {
+            dtype: abi::DTYPE_U32,
+            rank: 2,
+            shape: [len as u32, vocab as u32, 0, 0],
+            data: data as *mut c_void,
+        };
+        let inb = buffer(input.as_ptr() as *mut u32, input.len());
+        let mut outb = buffer(output.as_mut_ptr(), output.len());
+        call(
+            "augmentation",
+            &self.name,
+            &self.found.library,
+            None,
+            |host| unsafe { (self.found.entry.apply)(self.inst, host, seed, &inb, &mut outb) },
+        )?;
+        if let Some((pos, bad)) = output
+            .iter()
+            .enumerate()
+            .find(|(_, &t)| (t & !pretext_plugin::tokens::TARGET) as usize >= vocab)
+        {
+            return Err(CallError {
+                what: "augmentation",
+                name: self.name.clone(),
+                library: self.found.library.path.display().to_string(),
+                message: format!(
+                    "produced token id {} at position {pos}, outside the vocabulary of {vocab}",
+                    bad & !pretext_plugin::tokens::TARGET
+                ),
+                panicked: false,
+            });
+        }
+        Ok(())
     }
 
     /// Transform one image; `output` must have the length of `output_shape(shape)`.

@@ -36,6 +36,8 @@ pub struct Views {
     chains: Vec<Vec<(AugmentInstance, (usize, usize, usize))>>,
     pub input_shape: (usize, usize, usize),
     pub output_shape: (usize, usize, usize),
+    /// Token sequences: the vocabulary size (`None` for images).
+    pub vocab: Option<usize>,
 }
 
 fn params_map(v: &serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
@@ -49,6 +51,7 @@ impl Views {
         steps: &[Vec<(String, serde_json::Value)>],
         registry: &Registry,
         input: (usize, usize, usize),
+        vocab: Option<usize>,
     ) -> Result<Views, StageError> {
         let mut chains = Vec::new();
         let mut output = None;
@@ -62,9 +65,21 @@ impl Views {
                     .ok_or_else(|| StageError::Input(registry.not_found("augmentation", name)))?;
                 let inst = AugmentInstance::create(found, name, &params_map(params))
                     .map_err(|e| StageError::Input(e.to_string()))?;
-                let out = inst
-                    .output_shape(shape)
-                    .map_err(|e| StageError::Input(e.to_string()))?;
+                match (inst.is_tokens(), vocab.is_some()) {
+                    (true, false) => return Err(StageError::Input(format!(
+                        "augmentation `{name}` works on token sequences (text), but the dataset holds images; use image augmentations here"
+                    ))),
+                    (false, true) => return Err(StageError::Input(format!(
+                        "augmentation `{name}` works on images, but the dataset holds token sequences (text); use token augmentations such as `token_mask`, `span_mask`, `token_delete`, `token_swap`"
+                    ))),
+                    _ => {}
+                }
+                let out = if inst.is_tokens() {
+                    shape
+                } else {
+                    inst.output_shape(shape)
+                        .map_err(|e| StageError::Input(e.to_string()))?
+                };
                 chain.push((inst, shape));
                 shape = out;
             }
@@ -84,6 +99,7 @@ impl Views {
             chains,
             input_shape: input,
             output_shape: output.unwrap_or(input),
+            vocab,
         })
     }
 
@@ -93,6 +109,51 @@ impl Views {
 
     /// Apply view `v` to one image with a seed per step derived from `base_seed`.
     pub fn apply(&self, v: usize, base_seed: u64, image: Vec<f32>) -> Result<Vec<f32>, StageError> {
+        self.apply_marked(v, base_seed, image, false)
+    }
+
+    /// [`Self::apply`]; with `marked`, a token view comes back as `2·L` values: the `L` ids
+    /// the encoder sees, then per position the id to predict there (the token the flagging
+    /// augmentation saw at that position) or `-1`. Without `marked`, flags are dropped.
+    pub fn apply_marked(
+        &self,
+        v: usize,
+        base_seed: u64,
+        image: Vec<f32>,
+        marked: bool,
+    ) -> Result<Vec<f32>, StageError> {
+        if let Some(vocab) = self.vocab {
+            use pretext_plugin::tokens::TARGET;
+            let mut cur: Vec<u32> = image.iter().map(|&x| x.max(0.0) as u32).collect();
+            let mut targets: Vec<f32> = vec![-1.0; cur.len()];
+            for (pos, (inst, _)) in self.chains[v].iter().enumerate() {
+                let mut out = vec![0u32; cur.len()];
+                inst.apply_tokens(
+                    mix_seed(base_seed, 3, pos as u64, 0, 0),
+                    &cur,
+                    vocab,
+                    &mut out,
+                )?;
+                for (i, (&a, &b)) in cur.iter().zip(&out).enumerate() {
+                    match (a & TARGET != 0, b & TARGET != 0) {
+                        (false, true) => targets[i] = (a & !TARGET) as f32,
+                        (true, false) => {
+                            return Err(StageError::Input(format!(
+                                "augmentation `{}` moved or unflagged a position an earlier step chose as a prediction target (position {i}); put augmentations that move tokens (`token_delete`, `token_swap`) before the masking one in the view",
+                                inst.name
+                            )))
+                        }
+                        _ => {}
+                    }
+                }
+                cur = out;
+            }
+            let mut out: Vec<f32> = cur.into_iter().map(|t| (t & !TARGET) as f32).collect();
+            if marked {
+                out.extend(targets);
+            }
+            return Ok(out);
+        }
         let mut cur = image;
         for (pos, (inst, in_shape)) in self.chains[v].iter().enumerate() {
             let out_shape = inst.output_shape(*in_shape)?;
@@ -157,7 +218,7 @@ pub fn validate(
 pub fn run(cfg: &AugmentConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     let input = ctx.input("input")?;
     let ds: Dataset = table::read_dataset(&input.dir.join(DATASET_FILE))?;
-    let views = Views::build(&steps(cfg), ctx.registry, ds.shape)?;
+    let views = Views::build(&steps(cfg), ctx.registry, ds.shape, ds.vocab)?;
     let recipe = ViewsRecipe {
         dataset_key: input.key.clone(),
         input_shape: ds.shape,
@@ -180,6 +241,12 @@ pub fn run(cfg: &AugmentConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
             .collect(),
     };
     write_json(&ctx.out_dir.join(VIEWS_FILE), &recipe)?;
+    // Text: the tokenizer travels with the preview, so it can be read as text.
+    let tok = input.dir.join(super::ingest_text::TOKENIZER_FILE);
+    if tok.exists() {
+        let to = ctx.out_dir.join(super::ingest_text::TOKENIZER_FILE);
+        std::fs::copy(&tok, &to).map_err(|e| super::io_err(&to, e))?;
+    }
 
     // Preview: the first train samples through every view (epoch 0 randomness).
     let rows: Vec<usize> = ds
@@ -194,6 +261,8 @@ pub fn run(cfg: &AugmentConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
         splits: Vec::new(),
         labels: Some(Vec::new()),
         pixels: Vec::new(),
+        vocab: ds.vocab,
+        tokens: Vec::new(),
     };
     for &r in &rows {
         for v in 0..views.count() {
@@ -205,6 +274,11 @@ pub fn run(cfg: &AugmentConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
             preview.ids.push(ds.ids[r]);
             preview.splits.push(Split::Train);
             preview.labels.as_mut().expect("set above").push(v as u32);
+            if ds.is_text() {
+                // What the encoder sees (flags dropped).
+                preview.tokens.extend(img.iter().map(|&x| x as u32));
+                continue;
+            }
             preview.pixels.extend(
                 img.iter()
                     .map(|x| (x.clamp(0.0, 1.0) * 255.0).round() as u8),

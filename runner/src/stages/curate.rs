@@ -241,6 +241,15 @@ pub fn run(cfg: &CurateConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
         )));
     }
     write_json(&ctx.out_dir.join(AUDIT_FILE), &analysis.audit)?;
+    // A text dataset keeps its tokenizer beside it.
+    let tok = ctx
+        .input("input")?
+        .dir
+        .join(super::ingest_text::TOKENIZER_FILE);
+    if tok.exists() {
+        let to = ctx.out_dir.join(super::ingest_text::TOKENIZER_FILE);
+        std::fs::copy(&tok, &to).map_err(|e| super::io_err(&to, e))?;
+    }
     write_curated(
         &input,
         &ctx.out_dir.join(DATASET_FILE),
@@ -378,6 +387,12 @@ pub fn analyse(
                         thumbs.extend_from_slice(&t);
                     }
                 }
+                Samples::Tokens { len, data, .. } => {
+                    // An empty passage: nothing but [CLS] and padding.
+                    if data[i * len..(i + 1) * len].iter().skip(1).all(|&t| t == 0) {
+                        blank.push(r);
+                    }
+                }
                 Samples::F32 { dim, data } => {
                     let v = &data[i * dim..(i + 1) * dim];
                     if v.iter().all(|&x| x == v[0]) {
@@ -494,6 +509,11 @@ pub fn analyse(
         .into_iter()
         .map(|(u, v, d)| (u, v, Some(d), cosine(u, v)))
         .collect()
+    } else if matches!(info.layout, Layout::Tokens { .. }) {
+        near_skipped = Some(
+            "token sequences: the near-duplicate search compares images and feature vectors; exact duplicates and leaks are still found".to_string(),
+        );
+        Vec::new()
     } else if n > MAX_FEATURE_SEARCH {
         near_skipped = Some(format!(
             "{n} feature vectors: the all-pairs cosine search runs up to {MAX_FEATURE_SEARCH}"

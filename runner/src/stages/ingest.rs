@@ -60,6 +60,9 @@ struct SkippedEntry<'a> {
 }
 
 pub fn run(cfg: &IngestConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
+    if cfg.source.is_text() {
+        return super::ingest_text::run(cfg, ctx);
+    }
     let mut source = open_source(cfg)?;
     let report = ingest(
         source.as_mut(),
@@ -160,6 +163,11 @@ pub fn open_source(cfg: &IngestConfig) -> Result<Box<dyn Source>, StageError> {
             };
             Box::new(CsvSource::open(&path.resolved, &spec)?)
         }
+        IngestSource::Text { .. } => {
+            return Err(StageError::Failed(
+                "internal: text sources are read by ingest_text".into(),
+            ))
+        }
     })
 }
 
@@ -169,7 +177,8 @@ fn source_path(cfg: &IngestConfig) -> &Path {
         IngestSource::Idx { images, .. } => &images.resolved,
         IngestSource::ImageFolder { path, .. }
         | IngestSource::Parquet { path, .. }
-        | IngestSource::Csv { path, .. } => &path.resolved,
+        | IngestSource::Csv { path, .. }
+        | IngestSource::Text { path, .. } => &path.resolved,
     }
 }
 

@@ -7,6 +7,7 @@ pub mod corruptions;
 pub mod curate;
 pub mod finetune;
 pub mod ingest;
+pub mod ingest_text;
 pub mod monitor;
 pub mod ood_eval;
 pub mod ood_metrics;

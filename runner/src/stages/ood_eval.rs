@@ -62,7 +62,12 @@ pub fn run(cfg: &OodEvalConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     m.insert("clean_accuracy".into(), clean_acc);
 
     if let Some(ood_in) = ctx.inputs.get("ood") {
-        let ood = table::read_dataset(&ood_in.dir.join(DATASET_FILE))?;
+        // A text OOD set is encoded with the encoder's own tokenizer.
+        let ood = super::ingest_text::read_for_encoder(
+            &ood_in.dir,
+            &ctx.entry_by_key(&meta.dataset_key)?,
+            input.2,
+        )?;
         check_shape(&ood, input, &ood_in.stage)?;
         // The OOD set's test split when it has one, else all of it.
         let mut rows = ood.rows(Split::Test);
@@ -117,6 +122,12 @@ pub fn run(cfg: &OodEvalConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
         write_json(&ctx.out_dir.join(SCORES_FILE), &records)?;
     }
 
+    if !cfg.corruptions.is_empty() && ds.is_text() {
+        return Err(StageError::Input(format!(
+            "`{}` holds text, and the corruption suite is made of image operations; set `corruptions = []` in this ood_eval stage",
+            data.stage
+        )));
+    }
     if !cfg.corruptions.is_empty() {
         let test = ds.rows(Split::Test);
         let mut grid: BTreeMap<String, BTreeMap<u8, f64>> = BTreeMap::new();

@@ -18,6 +18,7 @@ use crate::engine::nn::{
     Encoder, EncoderSpec, Init, InputShape, MaeDecoder, Mlp, ParamEntry, ParamKind, ParamStore, Vit,
 };
 use crate::engine::optim::{self, GradList, OptimSpec, Optimizer, Schedule};
+use crate::engine::text::{MlmHead, TextTransformer};
 use crate::engine::{io, Axis2, Engine, Graph, Tensor};
 use crate::pipeline::{Arch, OptimConfig, PretrainConfig};
 use crate::plugins::{ObjectiveInstance, ObjectiveNeeds, Registry, StepInputs};
@@ -61,6 +62,10 @@ pub struct EpochRecord {
     /// log E exp(-2‖x−y‖²) over pairs (lower = more uniform on the sphere).
     pub uniformity: f64,
     pub reports: BTreeMap<String, f64>,
+    /// Held-out measurements (masked token modelling: `mlm_accuracy`, `mlm_loss`,
+    /// `mlm_perplexity` on test-split sequences with fixed masks).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub validation: BTreeMap<String, f64>,
 }
 
 impl EpochRecord {
@@ -70,8 +75,44 @@ impl EpochRecord {
     }
 }
 
-pub fn encoder_spec(cfg: &PretrainConfig) -> EncoderSpec {
-    match &cfg.model.arch {
+/// The encoder for `cfg.model` on data of `shape` (`vocab` for token sequences).
+pub fn encoder_spec(
+    cfg: &PretrainConfig,
+    shape: (usize, usize, usize),
+    vocab: Option<usize>,
+) -> Result<EncoderSpec, StageError> {
+    match (&cfg.model.arch, vocab) {
+        (Arch::Transformer { .. }, Some(_)) | (_, None) => {}
+        (_, Some(_)) => {
+            return Err(StageError::Input(
+                "the dataset holds token sequences (text): set `model = { arch = \"transformer\", ... }`".into(),
+            ))
+        }
+    }
+    Ok(match &cfg.model.arch {
+        Arch::Transformer {
+            dim,
+            depth,
+            heads,
+            pool,
+            dropout,
+        } => {
+            let Some(vocab) = vocab else {
+                return Err(StageError::Input(
+                    "`model.arch = \"transformer\"` reads token sequences, but the dataset holds images; use arch = \"vit\" for images, or ingest text with format = \"text\"".into(),
+                ));
+            };
+            EncoderSpec::Text {
+                vocab,
+                seq_len: shape.2,
+                dim: *dim,
+                depth: *depth,
+                heads: *heads,
+                cls_pool: *pool == crate::pipeline::Pool::Cls,
+                dropout: *dropout as f32,
+                embed_dim: cfg.model.embed_dim,
+            }
+        }
         Arch::Mlp { hidden } => EncoderSpec::Mlp {
             hidden: hidden.clone(),
             embed_dim: cfg.model.embed_dim,
@@ -102,7 +143,7 @@ pub fn encoder_spec(cfg: &PretrainConfig) -> EncoderSpec {
             embed_dim: cfg.model.embed_dim,
             batch_norm: cfg.model.batch_norm,
         },
-    }
+    })
 }
 
 fn optim_spec(o: &OptimConfig) -> OptimSpec {
@@ -158,6 +199,20 @@ pub fn validate(
             )));
         }
     }
+    if needs.masked_tokens && !matches!(cfg.model.arch, Arch::Transformer { .. }) {
+        return Err(StageError::Input(format!(
+            "objective `{}` predicts masked tokens, which needs a text transformer: set `model = {{ arch = \"transformer\", ... }}`",
+            cfg.objective.plugin
+        )));
+    }
+    if needs.needs_dropout
+        && !matches!(cfg.model.arch, Arch::Transformer { dropout, .. } if dropout > 0.0)
+    {
+        return Err(StageError::Input(format!(
+            "objective `{}` makes its views differ through dropout, but the model has none: set `model = {{ arch = \"transformer\", dropout = 0.1, ... }}`",
+            cfg.objective.plugin
+        )));
+    }
     if needs.mask_ratio.is_some() && !matches!(cfg.model.arch, Arch::Vit { .. }) {
         return Err(StageError::Input(format!(
             "objective `{}` masks image patches, which needs a vision transformer: set `model = {{ arch = \"vit\", ... }}`",
@@ -181,6 +236,8 @@ struct Model {
     decoder: Option<Mlp>,
     /// Masked patch modelling: the mask ratio and the MAE decoder.
     mae: Option<(f64, MaeDecoder)>,
+    /// Masked token modelling: the prediction head over the vocabulary.
+    mlm: Option<MlmHead>,
 }
 
 /// The outputs of one forward pass over all views (rows: view-major).
@@ -244,6 +301,17 @@ impl Model {
                 ))
             }
         };
+        let mlm =
+            match (needs.masked_tokens, &encoder) {
+                (false, _) => None,
+                (true, Encoder::Text(t)) => {
+                    Some(MlmHead::new(e, ps, &mut init, t.spec().dim, t.spec().vocab))
+                }
+                (true, _) => return Err(StageError::Input(
+                    "masked token modelling needs `model.arch = \"transformer\"` on a text dataset"
+                        .into(),
+                )),
+            };
         Ok(Model {
             input,
             encoder,
@@ -252,6 +320,7 @@ impl Model {
             predictor,
             decoder,
             mae,
+            mlm,
         })
     }
 
@@ -338,8 +407,15 @@ fn augment_batch(
     batch: &[usize],
     seed: u64,
     epoch: u64,
+    marked: bool,
 ) -> Result<Vec<Vec<f32>>, StageError> {
     let per = views.output_shape.0 * views.output_shape.1 * views.output_shape.2;
+    // Marked token views carry the targets after the ids (see `Views::apply_marked`).
+    let per = if marked && views.vocab.is_some() {
+        2 * per
+    } else {
+        per
+    };
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(batch.len().max(1));
@@ -356,10 +432,11 @@ fn augment_batch(
                 .map(|(dst, rows)| {
                     s.spawn(move || -> Result<(), StageError> {
                         for (slot, &r) in dst.chunks_mut(per).zip(rows) {
-                            let img = views.apply(
+                            let img = views.apply_marked(
                                 v,
                                 mix_seed(seed, 2, epoch, ds.ids[r], v as u64),
                                 ds.image_f32(r),
+                                marked,
                             )?;
                             slot.copy_from_slice(&img);
                         }
@@ -636,7 +713,7 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
                 .collect()
         })
         .collect();
-    let views = Views::build(&steps, ctx.registry, ds.shape)?;
+    let views = Views::build(&steps, ctx.registry, ds.shape, ds.vocab)?;
     let mut obj = objective(cfg, ctx.registry)?;
     let needs = obj.needs()?;
     if needs.views != views.count() {
@@ -653,7 +730,7 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
         height: h,
         width: w,
     };
-    let spec = encoder_spec(cfg);
+    let spec = encoder_spec(cfg, views.output_shape, ds.vocab)?;
     let mut ps = ParamStore::default();
     let model = Model::new(
         e,
@@ -730,7 +807,8 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
                 .iter()
                 .map(|&i| train[i])
                 .collect();
-            let augmented = augment_batch(&views, &ds, &rows, ctx.seed, epoch)?;
+            let augmented =
+                augment_batch(&views, &ds, &rows, ctx.seed, epoch, needs.masked_tokens)?;
             let originals = needs.decoder.map(|_| ds.batch_f32(&rows));
             let ids: Vec<u64> = rows.iter().map(|&r| ds.ids[r]).collect();
             let step_ctx = StepCtx {
@@ -809,6 +887,10 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
             ctx.progress.advance(1, &format!("loss {loss:.4}"));
         }
         let hl = health(e, &model, &mut st.ps, &views, &ds, &monitor, ctx.seed, d)?;
+        let validation = match &model.mlm {
+            Some(head) => mlm_validation(e, &model, head, &st.ps, &views, &ds, ctx.seed)?,
+            None => BTreeMap::new(),
+        };
         let rec = EpochRecord {
             epoch: epoch + 1,
             loss: loss_sum / loss_n.max(1) as f64,
@@ -823,9 +905,17 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
                 .into_iter()
                 .map(|(k, (s, n))| (k, s / n as f64))
                 .collect(),
+            validation,
+        };
+        let val = match (
+            rec.validation.get("mlm_accuracy"),
+            rec.validation.get("mlm_perplexity"),
+        ) {
+            (Some(a), Some(p)) => format!("  val-acc {a:.4}  val-ppl {p:.2}"),
+            _ => String::new(),
         };
         ctx.progress.finish(&format!(
-            "loss {:.4}  emb-std {:.4}  rank {:.1}",
+            "loss {:.4}  emb-std {:.4}  rank {:.1}{val}",
             rec.loss, rec.embedding_std, rec.effective_rank
         ));
         tracing::info!(
@@ -840,7 +930,10 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
             "epoch done"
         );
         let spread = rec.watched_spread();
-        let collapsed_now = cfg.collapse.min_std > 0.0 && spread < cfg.collapse.min_std;
+        // Predicting masked tokens cannot collapse to a constant (the targets are the data),
+        // and mean-pooled MLM states are narrow by nature: the rule would only misfire.
+        let collapsed_now =
+            cfg.collapse.min_std > 0.0 && spread < cfg.collapse.min_std && model.mlm.is_none();
         st.history.push(rec.clone());
         if collapsed_now {
             unhealthy += 1;
@@ -899,6 +992,9 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
         for (k, v) in &last.reports {
             m.insert(format!("objective.{k}"), *v);
         }
+        for (k, v) in &last.validation {
+            m.insert(format!("validation.{k}"), *v);
+        }
     }
     Ok(m)
 }
@@ -929,6 +1025,9 @@ fn train_step(
     if let (Some((ratio, dec)), Encoder::Vit(vit)) = (&model.mae, &model.encoder) {
         return mae_step(e, model, vit, *ratio, dec, st, obj, &augmented[0], n, sc);
     }
+    if let (Some(head), Encoder::Text(text)) = (&model.mlm, &model.encoder) {
+        return mlm_step(e, text, head, st, obj, &augmented[0], n, sc);
+    }
     let v = augmented.len();
     let d = model.input.len();
     let view_inputs: Vec<Tensor> = augmented
@@ -948,6 +1047,7 @@ fn train_step(
         None => None,
     };
     let mut g = e.graph(true);
+    g.set_seed(mix_seed(sc.seed, 12, sc.step, 0, 0));
     // All views go through the student as one batch; the heads see the same batch.
     let out = model.forward(&mut st.ps, &mut g, &x, true, true)?;
     let emb_v = split_views(&mut g, &out.emb, v, n)?;
@@ -975,6 +1075,7 @@ fn train_step(
         originals: originals.as_ref(),
         decoded: dec_v.as_deref(),
         masked_patches: None,
+        masked_tokens: None,
         epoch: sc.epoch as u32,
         step: sc.step,
         total_steps: sc.total_steps,
@@ -1052,6 +1153,7 @@ fn mae_step(
         originals: None,
         decoded: None,
         masked_patches: Some((&pred, &targets, &mask)),
+        masked_tokens: None,
         epoch: sc.epoch as u32,
         step: sc.step,
         total_steps: sc.total_steps,
@@ -1060,6 +1162,136 @@ fn mae_step(
     let loss = res.loss.scalar() as f64;
     let mut grads = g.backward(&res.loss)?;
     Ok((loss, optim::collect(&st.ps, &mut grads), res.reports))
+}
+
+/// Split marked token views (`n` rows of `2·len`: ids, then targets or -1) into the encoder's
+/// ids, the flagged rows (`b·len + position`) and their target ids.
+fn unmark(view: &[f32], len: usize) -> (Vec<f32>, Vec<usize>, Vec<f32>) {
+    let (mut ids, mut flagged, mut targets) = (Vec::new(), Vec::new(), Vec::new());
+    for (b, row) in view.chunks(2 * len).enumerate() {
+        ids.extend_from_slice(&row[..len]);
+        for (j, &t) in row[len..].iter().enumerate() {
+            if t >= 0.0 {
+                flagged.push(b * len + j);
+                targets.push(t);
+            }
+        }
+    }
+    (ids, flagged, targets)
+}
+
+/// One masked-token-modelling step: the text transformer reads the augmented sequences
+/// (view 0), the MLM head predicts the original token at every flagged position.
+#[allow(clippy::too_many_arguments)]
+fn mlm_step(
+    e: &Engine,
+    text: &TextTransformer,
+    head: &MlmHead,
+    st: &mut TrainState,
+    obj: &mut ObjectiveInstance,
+    view: &[f32],
+    n: usize,
+    sc: StepCtx,
+) -> Result<(f64, GradList, Vec<(String, f32)>), StageError> {
+    let len = text.spec().seq_len;
+    let (ids, flagged, targets) = unmark(view, len);
+    if flagged.is_empty() {
+        return Err(StageError::Input(
+            "the objective predicts masked tokens, but the views flagged none: add a masking augmentation such as `token_mask` or `span_mask` to the augment stage's view".into(),
+        ));
+    }
+    let x = e.tensor(ids, n, len)?;
+    let targets = e.tensor(targets, flagged.len(), 1)?;
+    let mut g = e.graph(true);
+    g.set_seed(mix_seed(sc.seed, 12, sc.step, 0, 0));
+    let states = text.token_states(&st.ps, &mut g, &x, true)?;
+    let emb = text.pool(&st.ps, &mut g, &states)?;
+    let logits = head.logits(&st.ps, &mut g, &states.states, &flagged)?;
+    let view_inputs = [x];
+    let inputs = StepInputs {
+        embeddings: std::slice::from_ref(&emb),
+        projections: None,
+        predictions: None,
+        targets: None,
+        view_inputs: Some(&view_inputs),
+        originals: None,
+        decoded: None,
+        masked_patches: None,
+        masked_tokens: Some((&logits, &targets)),
+        epoch: sc.epoch as u32,
+        step: sc.step,
+        total_steps: sc.total_steps,
+    };
+    let res = obj.loss(e, &mut g, &inputs, &mut st.objective_state)?;
+    let loss = res.loss.scalar() as f64;
+    let mut grads = g.backward(&res.loss)?;
+    Ok((loss, optim::collect(&st.ps, &mut grads), res.reports))
+}
+
+/// Masked-token accuracy, cross-entropy and perplexity on (up to) 512 test-split sequences,
+/// masked by view 0 with randomness fixed across epochs (so epochs are comparable).
+fn mlm_validation(
+    e: &Engine,
+    model: &Model,
+    head: &MlmHead,
+    ps: &ParamStore,
+    views: &Views,
+    ds: &Dataset,
+    seed: u64,
+) -> Result<BTreeMap<String, f64>, StageError> {
+    let Encoder::Text(text) = &model.encoder else {
+        return Ok(BTreeMap::new());
+    };
+    let len = text.spec().seq_len;
+    let rows: Vec<usize> = ds.rows(Split::Test).into_iter().take(512).collect();
+    let (mut nll, mut correct, mut count) = (0f64, 0usize, 0usize);
+    for chunk in rows.chunks(128) {
+        let mut marked = Vec::with_capacity(chunk.len() * len);
+        for &r in chunk {
+            marked.extend(views.apply_marked(
+                0,
+                mix_seed(seed, 13, 0, ds.ids[r], 0),
+                ds.image_f32(r),
+                true,
+            )?);
+        }
+        let (ids, flagged, targets) = unmark(&marked, len);
+        if flagged.is_empty() {
+            continue;
+        }
+        let x = e.tensor(ids, chunk.len(), len)?;
+        let mut g = e.graph(false);
+        let states = text.token_states(ps, &mut g, &x, false)?;
+        let logits = head.logits(ps, &mut g, &states.states, &flagged)?;
+        let vocab = logits.shape().1;
+        let lv = logits.to_vec();
+        for k in 0..flagged.len() {
+            let row = &lv[k * vocab..(k + 1) * vocab];
+            let target = targets[k] as usize;
+            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+            nll += lse - row[target] as f64;
+            let best = row
+                .iter()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |b, (j, &v)| if v > b.1 { (j, v) } else { b },
+                )
+                .0;
+            correct += usize::from(best == target);
+            count += 1;
+        }
+    }
+    let mut out = BTreeMap::new();
+    if count > 0 {
+        let loss = nll / count as f64;
+        out.insert("mlm_loss".into(), loss);
+        out.insert("mlm_perplexity".into(), loss.exp());
+        out.insert("mlm_accuracy".into(), correct as f64 / count as f64);
+        out.insert("mlm_targets".into(), count as f64);
+    }
+    Ok(out)
 }
 
 fn split_views(g: &mut Graph, t: &Tensor, v: usize, n: usize) -> Result<Vec<Tensor>, StageError> {

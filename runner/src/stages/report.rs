@@ -220,6 +220,23 @@ fn section(src: &ReportSource, dir: &Path, plots: &Path) -> Result<Section, Stag
                 save(&mut s, "corruptions", canvas, caption)?;
             }
         }
+        StageKind::Augment
+            if table::read_dataset(&dir.join(PREVIEW_FILE)).is_ok_and(|d| d.is_text()) =>
+        {
+            // Text: the first samples through each view, as text ([MASK] where masked).
+            let ds = table::read_dataset(&dir.join(PREVIEW_FILE))?;
+            let bpe = super::ingest_text::load_tokenizer(dir)?;
+            let n = ds.sample_len();
+            for r in 0..ds.len().min(6) {
+                let view = ds.labels.as_ref().map_or(0, |l| l[r]) + 1;
+                let shown = match &bpe {
+                    Some(b) => super::ingest_text::render(b, &ds.tokens[r * n..(r + 1) * n]),
+                    None => format!("{:?}", &ds.tokens[r * n..(r + 1) * n]),
+                };
+                s.notes
+                    .push(format!("Sample #{}, view {view}: “{shown}”", ds.ids[r]));
+            }
+        }
         StageKind::Augment => {
             let ds = table::read_dataset(&dir.join(PREVIEW_FILE))?;
             let labels = ds.labels.clone().unwrap_or_default();

@@ -109,7 +109,11 @@ typedef struct PtxObjectiveNeeds {
     uint32_t decoder_hidden; /* decoder MLP back to the input; 0 = none */
     uint32_t decoder_layers;
     double mask_ratio; /* masked patch modelling (ViT encoders); 0 = none */
-    uint64_t reserved[6];
+    /* 1 = masked token modelling (text): the host adds a prediction head over the vocabulary
+     * and passes token_logits / token_targets for the positions the view flagged. */
+    uint32_t masked_tokens;
+    uint32_t needs_dropout; /* 1 = the views differ only through dropout (SimCSE) */
+    uint64_t reserved[5];   /* the two fields above took 8 bytes of it: the size is unchanged */
 } PtxObjectiveNeeds;
 
 /* The tensors of one step. Arrays have n_views entries; NULL when the head does not exist. */
@@ -130,6 +134,11 @@ typedef struct PtxObjectiveInputs {
     PtxHandle patch_predictions;  /* masked patch modelling: (batch*patches, pixels per patch) */
     PtxHandle patch_targets;
     PtxHandle patch_mask; /* (batch*patches, 1), 1 = hidden from the encoder */
+    /* Appended: read only when struct_size covers them. Masked token modelling (view 0):
+     * logits at every flagged position (n_flagged, vocab) and the original token ids there
+     * (n_flagged, 1) as floats, no gradient; 0 without masked_tokens. */
+    PtxHandle token_logits;
+    PtxHandle token_targets;
 } PtxObjectiveInputs;
 
 /* Op codes. Tensors are 2-D (rows, cols); a scalar is (1, 1). Binary ops broadcast a
@@ -213,7 +222,8 @@ typedef struct PtxObjectiveEntry {
 #define PTX_MODALITY_TOKENS 2u
 
 /* A dense buffer. Images: PTX_DTYPE_F32, rank 3, shape (channels, height, width), values in
- * [0, 1], channel-major. */
+ * [0, 1], channel-major. Token sequences: PTX_DTYPE_U32, rank 2, shape (length, vocabulary
+ * size); data holds `length` ids (the second dimension is the vocabulary, not data). */
 typedef struct PtxBuffer {
     uint32_t dtype;
     uint32_t rank;
@@ -221,11 +231,23 @@ typedef struct PtxBuffer {
     void *data;
 } PtxBuffer;
 
+/* Token ids shared by every pretext tokenizer (pretext_plugin::tokens in the Rust SDK).
+ * Learned tokens are PTX_TOKEN_SPECIAL .. vocabulary size - 1. */
+#define PTX_TOKEN_PAD 0u
+#define PTX_TOKEN_UNK 1u
+#define PTX_TOKEN_CLS 2u
+#define PTX_TOKEN_SEP 3u
+#define PTX_TOKEN_MASK 4u
+#define PTX_TOKEN_SPECIAL 5u
+/* Flag on an output id: predict the original token at this position; the low 31 bits are
+ * what the encoder sees. Keep the flags that arrive in the input where they are. */
+#define PTX_TOKEN_TARGET 0x80000000u
+
 typedef struct PtxAugmentEntry {
     PtxStr name; /* views = [["<name>"]] */
     PtxStr summary;
     PtxStr params_doc;
-    uint32_t modality; /* PTX_MODALITY_IMAGE */
+    uint32_t modality; /* PTX_MODALITY_IMAGE, or PTX_MODALITY_TOKENS for token sequences */
     int32_t (*create)(const PtxHost *host, const PtxParam *params, size_t n_params, void **out);
     /* Write the output's rank and shape for an input shape (data is not touched). */
     int32_t (*output_shape)(void *inst, const PtxHost *host, const PtxBuffer *input,

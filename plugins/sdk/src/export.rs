@@ -302,10 +302,10 @@ unsafe extern "C" fn tok_apply<T: TokenAugmentation>(
         let aug = &*(inst as *const T);
         let (ib, ob) = (&*input, &*output);
         let (len, vocab_size) = token_shape(ib, T::NAME)?;
-        let (olen, _) = token_shape(ob, T::NAME)?;
-        if olen != len {
+        let (olen, ovocab) = token_shape(ob, T::NAME)?;
+        if olen != len || ovocab != vocab_size {
             return Err(Error::msg(format!(
-                "{}: output length {olen} differs from input length {len}",
+                "{}: output buffer [{olen}, {ovocab}] differs from input [{len}, {vocab_size}]",
                 T::NAME
             )));
         }

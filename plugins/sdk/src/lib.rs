@@ -1,14 +1,16 @@
 //! `pretext-plugin`: the plugin ABI of pretext and a safe SDK over it.
 //!
 //! A plugin is a `cdylib` crate that depends only on this crate. It implements [`Objective`]
-//! (an SSL loss built from host tensor ops) and/or [`Augmentation`] (a seeded per-sample
-//! transform) and exports them with [`export_plugin!`]:
+//! (an SSL loss built from host tensor ops), [`Augmentation`] (a seeded per-sample image
+//! transform) and/or [`TokenAugmentation`] (the same for token sequences: see [`tokens`]) and
+//! exports them with [`export_plugin!`]:
 //!
 //! ```text
 //! pretext_plugin::export_plugin! {
 //!     name: "my-plugin",
 //!     objectives: [MyObjective],
 //!     augmentations: [MyAugmentation],
+//!     token_augmentations: [MyTokenNoise], // optional
 //! }
 //! ```
 //!

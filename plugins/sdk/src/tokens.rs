@@ -49,7 +49,14 @@ pub struct TokenSeq<'a> {
 }
 
 impl TokenSeq<'_> {
-    /// A uniformly random learned (non-special) token.
+    /// Whether the vocabulary has any learned (non-special) token.
+    pub fn has_learned_tokens(&self) -> bool {
+        self.vocab_size > SPECIAL as usize
+    }
+
+    /// A uniformly random learned (non-special) token. With no learned tokens in the
+    /// vocabulary (`vocab_size <= SPECIAL`) it returns `SPECIAL`, which the host rejects as
+    /// outside the vocabulary: check [`TokenSeq::has_learned_tokens`] first.
     pub fn random_token(&self, rng: &mut Rng) -> u32 {
         let learned = (self.vocab_size as u32).saturating_sub(SPECIAL).max(1);
         SPECIAL + rng.below(learned as u64) as u32

@@ -457,4 +457,75 @@ mod tests {
             "{ln:?}"
         );
     }
+
+    /// Masked keys get no attention: the output ignores their keys and values, their
+    /// gradients are zero, and the unmasked gradients still match finite differences.
+    #[test]
+    fn masked_keys_are_ignored_and_gradients_hold() {
+        let e = Engine::cpu();
+        let s = AttnShape {
+            batch: 2,
+            tokens: 3,
+            heads: 2,
+        };
+        let (rows, width) = (6, 4);
+        let mask = [true, true, false, true, false, false];
+        let base = [
+            values(rows * width, 5),
+            values(rows * width, 6),
+            values(rows * width, 7),
+        ];
+        let run = |xs: &[Vec<f32>; 3]| forward(&xs[0], &xs[1], &xs[2], s, width, Some(&mask)).0;
+        let out = run(&base);
+        // Changing a masked key or value row changes nothing.
+        let mut other = base.clone();
+        for r in [2usize, 4, 5] {
+            for c in 0..width {
+                other[1][r * width + c] += 3.0;
+                other[2][r * width + c] -= 2.0;
+            }
+        }
+        assert_eq!(run(&other), out);
+        let weights = values(rows * width, 8);
+        let loss_of = |xs: &[Vec<f32>; 3]| -> f64 {
+            run(xs)
+                .iter()
+                .zip(&weights)
+                .map(|(o, w)| (*o as f64).powi(2) * *w as f64)
+                .sum()
+        };
+        let ts: Vec<Tensor> = base
+            .iter()
+            .map(|v| e.tensor(v.clone(), rows, width).unwrap())
+            .collect();
+        let mut g = e.graph(true);
+        let o = g
+            .attention_masked(&ts[0], &ts[1], &ts[2], s, Some(&mask))
+            .unwrap();
+        let sq = g.square(&o).unwrap();
+        let w = e.tensor(weights.clone(), rows, width).unwrap();
+        let prod = g.mul(&sq, &w).unwrap();
+        let loss = g.sum(&prod, Axis2::All).unwrap();
+        let mut grads = g.backward(&loss).unwrap();
+        let h = 1e-2f32;
+        for (which, t) in ts.iter().enumerate() {
+            let grad = grads.get(t).to_vec();
+            for i in 0..rows * width {
+                if which > 0 && !mask[i / width] {
+                    assert_eq!(grad[i], 0.0, "masked row got a gradient");
+                    continue;
+                }
+                let mut plus = base.clone();
+                plus[which][i] += h;
+                let mut minus = base.clone();
+                minus[which][i] -= h;
+                let fd = (loss_of(&plus) - loss_of(&minus)) / (2.0 * h as f64);
+                assert!(
+                    (fd - grad[i] as f64).abs() < 1e-2 * (1.0 + fd.abs()),
+                    "input {which} element {i}: fd {fd} vs {}",
+                    grad[i]
+                );
+            }
+        }
+    }
 }

@@ -137,9 +137,10 @@ impl Views {
                 for (i, (&a, &b)) in cur.iter().zip(&out).enumerate() {
                     match (a & TARGET != 0, b & TARGET != 0) {
                         (false, true) => targets[i] = (a & !TARGET) as f32,
-                        (true, false) => {
+                        // A chosen target must pass through later steps untouched.
+                        (true, _) if a != b => {
                             return Err(StageError::Input(format!(
-                                "augmentation `{}` moved or unflagged a position an earlier step chose as a prediction target (position {i}); put augmentations that move tokens (`token_delete`, `token_swap`) before the masking one in the view",
+                                "augmentation `{}` changed, moved or unflagged a position an earlier step chose as a prediction target (position {i}); put augmentations that move tokens (`token_delete`, `token_swap`) before the masking one in the view",
                                 inst.name
                             )))
                         }

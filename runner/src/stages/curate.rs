@@ -312,6 +312,11 @@ pub fn analyse(
     let mut reader = DatasetReader::open(path)?;
     let info = reader.info().clone();
     let meta_names: Vec<String> = match &cfg.metadata {
+        // A text dataset's `text` column is the passage itself: one value per row, nothing
+        // to audit as a distribution unless asked for by name.
+        None if matches!(info.layout, Layout::Tokens { .. }) => {
+            info.meta.iter().filter(|m| *m != "text").cloned().collect()
+        }
         None => info.meta.clone(),
         Some(names) => {
             for n in names {

@@ -29,6 +29,7 @@ use crate::pipeline::{IngestConfig, IngestSource, OnError, TextEncoding, TextLab
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
 /// One document: where it came from, its class name, its text.
+#[derive(Debug)]
 struct Document {
     path: String,
     class: Option<String>,
@@ -36,7 +37,7 @@ struct Document {
 }
 
 /// What reading the documents passed over or left out.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Reading {
     skipped: Vec<(String, String)>,
     ignored: Vec<String>,
@@ -532,4 +533,148 @@ pub fn render(bpe: &Bpe, ids: &[u32]) -> String {
     }
     flush(&mut run, &mut out);
     out.trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::parser::parse_message_type;
+
+    /// A parquet file of documents: a string column and an integer label column.
+    fn write_docs(path: &Path, docs: &[&str], labels: &[i64]) {
+        let schema = Arc::new(
+            parse_message_type(
+                "message docs { REQUIRED BYTE_ARRAY body (UTF8); REQUIRED INT64 author; }",
+            )
+            .unwrap(),
+        );
+        let file = std::fs::File::create(path).unwrap();
+        let mut w =
+            SerializedFileWriter::new(file, schema, Arc::new(WriterProperties::default())).unwrap();
+        let mut rg = w.next_row_group().unwrap();
+        let mut col = rg.next_column().unwrap().unwrap();
+        let values: Vec<ByteArray> = docs.iter().map(|d| ByteArray::from(*d)).collect();
+        col.typed::<ByteArrayType>()
+            .write_batch(&values, None, None)
+            .unwrap();
+        col.close().unwrap();
+        let mut col = rg.next_column().unwrap().unwrap();
+        col.typed::<Int64Type>()
+            .write_batch(labels, None, None)
+            .unwrap();
+        col.close().unwrap();
+        rg.close().unwrap();
+        w.close().unwrap();
+    }
+
+    #[test]
+    fn parquet_documents_with_labels_and_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("docs.parquet");
+        write_docs(
+            &p,
+            &["One text\r\nwith CRLF.", "Caf\u{65}\u{301} two"],
+            &[7, 3],
+        );
+        let (docs, _) = read_parquet(&p, "body", Some("author")).unwrap();
+        assert_eq!(docs.len(), 2);
+        // Normalised: LF line ends, NFC.
+        assert_eq!(docs[0].text, "One text\nwith CRLF.");
+        assert_eq!(docs[1].text, "Café two");
+        assert_eq!(docs[0].class.as_deref(), Some("7"));
+        assert_eq!(docs[1].path, "record 1");
+        // A missing column names the columns there are.
+        let e = read_parquet(&p, "text", None).unwrap_err().to_string();
+        assert!(
+            e.contains("no column `text`") && e.contains("body, author"),
+            "{e}"
+        );
+        // A non-string text column names the record.
+        let e = read_parquet(&p, "author", None).unwrap_err().to_string();
+        assert!(e.contains("record 0") && e.contains("not a string"), "{e}");
+        // Not parquet at all.
+        std::fs::write(&p, b"plain words").unwrap();
+        let e = read_parquet(&p, "body", None).unwrap_err().to_string();
+        assert!(e.contains("docs.parquet"), "{e}");
+    }
+
+    #[test]
+    fn folders_files_labels_and_encodings() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("austen")).unwrap();
+        std::fs::create_dir_all(root.join("melville")).unwrap();
+        std::fs::write(
+            root.join("austen/austen-emma.txt"),
+            "Emma Woodhouse, handsome.",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("melville/melville-moby.txt"),
+            b"Call me Ishmael \xe9.",
+        )
+        .unwrap();
+        std::fs::write(root.join("melville/notes.md"), "not text").unwrap();
+        std::fs::write(root.join(".hidden.txt"), "skip me").unwrap();
+        let read = |labels, delim, enc| read_files(root, labels, delim, enc, OnError::Fail);
+        // UTF-8 by default: the Latin-1 byte is an error naming the file and position.
+        let e = read(TextLabels::Folders, None, TextEncoding::Utf8)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("melville-moby.txt") && e.contains("line 1, column 17"),
+            "{e}"
+        );
+        let (docs, reading) = read(TextLabels::Folders, None, TextEncoding::Auto).unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[1].text, "Call me Ishmael é.");
+        assert_eq!(
+            reading.latin1,
+            vec!["melville/melville-moby.txt".to_string()]
+        );
+        assert_eq!(reading.ignored, vec!["melville/notes.md".to_string()]);
+        let classes: Vec<_> = docs.iter().map(|d| d.class.clone().unwrap()).collect();
+        assert_eq!(classes, ["austen", "melville"]);
+        let (docs, _) = read(TextLabels::Files, Some("-"), TextEncoding::Latin1).unwrap();
+        assert_eq!(docs[1].class.as_deref(), Some("melville"));
+        let (docs, _) = read(TextLabels::Files, None, TextEncoding::Latin1).unwrap();
+        assert_eq!(docs[0].class.as_deref(), Some("austen-emma"));
+        // `skip` leaves the unreadable file out and records why.
+        let (docs, reading) = read_files(
+            root,
+            TextLabels::None,
+            None,
+            TextEncoding::Utf8,
+            OnError::Skip,
+        )
+        .unwrap();
+        assert_eq!(docs.len(), 1);
+        assert_eq!(reading.skipped.len(), 1);
+        // A folder without .txt files.
+        let empty = root.join("austen-empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        let e = text_files(&empty).err().unwrap().to_string();
+        assert!(e.contains("no .txt files"), "{e}");
+    }
+
+    #[test]
+    fn render_shows_masks_and_drops_padding() {
+        let bpe = Bpe::bytes_only();
+        let ids: Vec<u32> = [
+            CLS,
+            5 + b'a' as u32,
+            crate::data::tokenizer::MASK,
+            5 + b'c' as u32,
+        ]
+        .into_iter()
+        .chain([PAD, PAD])
+        .collect();
+        assert_eq!(render(&bpe, &ids), "a[MASK]c");
+    }
 }

@@ -1080,10 +1080,7 @@ fn train_step(
         step: sc.step,
         total_steps: sc.total_steps,
     };
-    let res = obj.loss(e, &mut g, &inputs, &mut st.objective_state)?;
-    let loss = res.loss.scalar() as f64;
-    let mut grads = g.backward(&res.loss)?;
-    Ok((loss, optim::collect(&st.ps, &mut grads), res.reports))
+    objective_step(e, g, obj, st, &inputs)
 }
 
 /// One masked-patch-modelling step: each sample hides a random `ratio` of its patches
@@ -1158,10 +1155,7 @@ fn mae_step(
         step: sc.step,
         total_steps: sc.total_steps,
     };
-    let res = obj.loss(e, &mut g, &inputs, &mut st.objective_state)?;
-    let loss = res.loss.scalar() as f64;
-    let mut grads = g.backward(&res.loss)?;
-    Ok((loss, optim::collect(&st.ps, &mut grads), res.reports))
+    objective_step(e, g, obj, st, &inputs)
 }
 
 /// Split marked token views (`n` rows of `2·len`: ids, then targets or -1) into the encoder's
@@ -1222,10 +1216,7 @@ fn mlm_step(
         step: sc.step,
         total_steps: sc.total_steps,
     };
-    let res = obj.loss(e, &mut g, &inputs, &mut st.objective_state)?;
-    let loss = res.loss.scalar() as f64;
-    let mut grads = g.backward(&res.loss)?;
-    Ok((loss, optim::collect(&st.ps, &mut grads), res.reports))
+    objective_step(e, g, obj, st, &inputs)
 }
 
 /// Masked-token accuracy, cross-entropy and perplexity on (up to) 512 test-split sequences,
@@ -1292,6 +1283,20 @@ fn mlm_validation(
         out.insert("mlm_targets".into(), count as f64);
     }
     Ok(out)
+}
+
+/// The objective's loss on the step's graph, its backward pass, and the student's gradients.
+fn objective_step(
+    e: &Engine,
+    mut g: Graph,
+    obj: &mut ObjectiveInstance,
+    st: &mut TrainState,
+    inputs: &StepInputs,
+) -> Result<(f64, GradList, Vec<(String, f32)>), StageError> {
+    let res = obj.loss(e, &mut g, inputs, &mut st.objective_state)?;
+    let loss = res.loss.scalar() as f64;
+    let mut grads = g.backward(&res.loss)?;
+    Ok((loss, optim::collect(&st.ps, &mut grads), res.reports))
 }
 
 fn split_views(g: &mut Graph, t: &Tensor, v: usize, n: usize) -> Result<Vec<Tensor>, StageError> {

@@ -167,6 +167,9 @@ fn text_pipeline_runs_end_to_end_and_is_cached() {
         .unwrap_or_else(|| panic!("no report line\n{}", run.describe()));
     let html = std::fs::read_to_string(line.trim_start_matches("report `summary`: ")).unwrap();
     assert!(html.contains("[MASK]"), "no masked preview in the report");
+    for plot in ["plots/mlm-mlm-accuracy.png", "plots/mlm-mlm-perplexity.png"] {
+        assert!(html.contains(plot), "{plot} not in the report");
+    }
 
     // Nothing unchanged runs twice.
     let again = pretext(dir.path(), &["run", &ps]);

@@ -444,6 +444,45 @@ fn pretrain_figures(h: &[EpochRecord]) -> Vec<(&'static str, Canvas, String)> {
             h[h.len() - 1].epoch
         ),
     ));
+    let val = |k: &str| -> Option<Vec<(f64, f64)>> {
+        h.iter()
+            .map(|r| r.validation.get(k).map(|v| (r.epoch as f64, *v)))
+            .collect()
+    };
+    if let (Some(acc), Some(ppl)) = (val("mlm_accuracy"), val("mlm_perplexity")) {
+        let last = h.len() - 1;
+        let caption = format!(
+            "Held-out masked-token accuracy (arg-max prediction of the original token at the masked positions of {} test-split tokens, masks fixed across epochs): {:.4} after epoch 1, {:.4} after epoch {}. Perplexity exp(cross-entropy) there: {:.1}, then {:.1}.",
+            h[last].validation.get("mlm_targets").copied().unwrap_or(0.0),
+            acc[0].1,
+            acc[last].1,
+            h[last].epoch,
+            ppl[0].1,
+            ppl[last].1
+        );
+        out.push((
+            "mlm-accuracy",
+            plot::line_chart(
+                "Masked tokens: held-out accuracy",
+                "epoch",
+                "accuracy",
+                &[series("masked accuracy", acc)],
+                XAxis::Linear,
+            ),
+            caption,
+        ));
+        out.push((
+            "mlm-perplexity",
+            plot::line_chart(
+                "Masked tokens: held-out perplexity",
+                "epoch",
+                "perplexity",
+                &[series("perplexity", ppl)],
+                XAxis::Linear,
+            ),
+            "Perplexity of the masked tokens of the held-out sequences (lower is better; a model that knows only token frequencies sits near the unigram perplexity).".into(),
+        ));
+    }
     let mut spread = vec![series("embedding std", at(&|r| r.embedding_std))];
     if h.iter().all(|r| r.projection_std.is_some()) {
         spread.push(series(

@@ -26,9 +26,8 @@ tokenizer = {{ vocab_size = 400, seq_len = 32 }}
 
 [stages.verse]
 kind = "ingest"
-source = {{ format = "text", path = {verse}, labels = "files", label_delimiter = "-", encoding = "auto", passage_words = 24 }}
+source = {{ format = "text", path = {verse}, labels = "files", label_delimiter = "-", encoding = "auto", passage_words = 100 }}
 tokenizer = {{ vocab_size = 300, seq_len = 24 }}
-limit = 80
 
 [stages.masked]
 kind = "augment"
@@ -51,6 +50,13 @@ data = "prose"
 methods = ["linear", "knn"]
 baseline = true
 linear = {{ epochs = 20 }}
+
+# Another ingest, another tokenizer and length: read with the encoder's tokenizer.
+[stages.verse_authors]
+kind = "probe"
+encoder = "mlm"
+data = "verse"
+methods = ["knn"]
 
 [stages.tune]
 kind = "finetune"
@@ -104,7 +110,9 @@ fn text_pipeline_runs_end_to_end_and_is_cached() {
     let n = m("prose", "samples");
     assert!((300.0..500.0).contains(&n), "{n} passages");
     assert_eq!(m("prose", "train") + m("prose", "test"), n);
-    assert_eq!(m("verse", "samples"), 80.0);
+    let nv = m("verse", "samples");
+    assert!((100.0..300.0).contains(&nv), "{nv} verse passages");
+    assert!((0.0..=1.0).contains(&m("verse_authors", "knn.accuracy")));
     assert_eq!(m("prose", "seq_len"), 32.0);
     assert!(m("prose", "vocab_size") <= 400.0 && m("prose", "vocab_size") > 261.0);
     assert_eq!(m("prose", "latin1_files"), 0.0);

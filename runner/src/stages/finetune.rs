@@ -8,10 +8,8 @@ use std::time::Instant;
 
 use super::pretrain::{load_encoder, save_encoder};
 use super::probe::{balanced_rows, head_accuracy};
-use super::{
-    ingest::DATASET_FILE, mix_seed, permutation, Metrics, StageCtx, StageError, TIMING_PREFIX,
-};
-use crate::data::{table, Split};
+use super::{mix_seed, permutation, Metrics, StageCtx, StageError, TIMING_PREFIX};
+use crate::data::Split;
 use crate::engine::nn::{Init, Linear, ParamKind, ParamStore};
 use crate::engine::optim::{self, OptimSpec, Optimizer, Schedule};
 use crate::pipeline::{FinetuneConfig, FinetuneMethod};
@@ -32,7 +30,9 @@ pub fn blocks(ps: &ParamStore) -> Vec<String> {
 pub fn run(cfg: &FinetuneConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     let e = ctx.engine;
     let data = ctx.input("data")?;
-    let ds = table::read_dataset(&data.dir.join(DATASET_FILE))?;
+    let (encoder, mut ps, mut meta) = load_encoder(e, &ctx.input("encoder")?.dir)?;
+    // Text read with the encoder's own tokenizer.
+    let ds = super::ingest_text::read_input_for_encoder(ctx, "data", &meta)?;
     let labels = ds.labels.clone().ok_or_else(|| {
         StageError::Input(format!(
             "stage input `{}` has no labels; fine-tuning needs labelled data",
@@ -45,7 +45,6 @@ pub fn run(cfg: &FinetuneConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
             "fine-tuning needs at least 2 classes".into(),
         ));
     }
-    let (encoder, mut ps, mut meta) = load_encoder(e, &ctx.input("encoder")?.dir)?;
     if (ds.shape.0, ds.shape.1, ds.shape.2)
         != (meta.input.channels, meta.input.height, meta.input.width)
     {

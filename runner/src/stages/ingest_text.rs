@@ -452,19 +452,17 @@ pub fn read_for_encoder(
     seq_len: usize,
 ) -> Result<crate::data::Dataset, StageError> {
     let path = dir.join(DATASET_FILE);
+    let layout = crate::data::table::DatasetReader::open(&path)?
+        .info()
+        .layout;
+    if !matches!(layout, Layout::Tokens { .. }) {
+        return Ok(crate::data::table::read_dataset(&path)?);
+    }
     let (info, records) = crate::data::table::read_records(&path)?;
     let same = || -> Result<crate::data::Dataset, StageError> {
-        crate::data::Dataset::from_records(records.clone()).ok_or_else(|| {
-            StageError::Input(format!(
-                "{}: the dataset holds {}, not images or text",
-                path.display(),
-                info.layout.describe()
-            ))
-        })
+        Ok(crate::data::Dataset::from_records(records.clone())
+            .ok_or_else(|| StageError::Failed("internal: a token dataset".into()))?)
     };
-    if !matches!(info.layout, Layout::Tokens { .. }) {
-        return same();
-    }
     let (Some(ours), Some(theirs)) = (load_tokenizer(encoder_data)?, load_tokenizer(dir)?) else {
         return same();
     };
@@ -505,6 +503,20 @@ pub fn read_for_encoder(
         vocab: Some(ours.vocab_size()),
         tokens,
     })
+}
+
+/// The dataset of input `role`, tokenized like the data `meta`'s encoder was trained on (see
+/// [`read_for_encoder`]); image datasets are read as they are.
+pub fn read_input_for_encoder(
+    ctx: &StageCtx,
+    role: &str,
+    meta: &super::pretrain::EncoderMeta,
+) -> Result<crate::data::Dataset, StageError> {
+    let dir = &ctx.input(role)?.dir;
+    match ctx.entries.get(&meta.dataset_key) {
+        Some(trained_on) => read_for_encoder(dir, trained_on, meta.input.width),
+        None => Ok(crate::data::table::read_dataset(&dir.join(DATASET_FILE))?),
+    }
 }
 
 /// A token sequence as text for people: learned tokens decoded, `[MASK]` and `[UNK]` shown,

@@ -13,8 +13,8 @@ use super::corruptions;
 use super::ood_metrics::{auroc, fpr_at_95_tpr, knn_scores, Gaussian};
 use super::pretrain::{embed, load_encoder};
 use super::probe::{accuracy, fit_linear, split_features};
-use super::{ingest::DATASET_FILE, mix_seed, write_json, Metrics, StageCtx, StageError};
-use crate::data::{table, Dataset, Split};
+use super::{mix_seed, write_json, Metrics, StageCtx, StageError};
+use crate::data::{Dataset, Split};
 use crate::pipeline::{OodEvalConfig, OodScore};
 
 pub const SCORES_FILE: &str = "ood_scores.json";
@@ -42,12 +42,13 @@ fn check_shape(ds: &Dataset, input: (usize, usize, usize), stage: &str) -> Resul
 pub fn run(cfg: &OodEvalConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     let e = ctx.engine;
     let data = ctx.input("data")?;
-    let ds = table::read_dataset(&data.dir.join(DATASET_FILE))?;
+    let (encoder, mut ps, meta) = load_encoder(e, &ctx.input("encoder")?.dir)?;
+    // Text read with the encoder's own tokenizer.
+    let ds = super::ingest_text::read_input_for_encoder(ctx, "data", &meta)?;
     let labels = ds
         .labels
         .clone()
         .ok_or_else(|| StageError::Input(format!("stage input `{}` has no labels", data.stage)))?;
-    let (encoder, mut ps, meta) = load_encoder(e, &ctx.input("encoder")?.dir)?;
     let input = (meta.input.channels, meta.input.height, meta.input.width);
     check_shape(&ds, input, &data.stage)?;
     let d = meta.embed_dim;
@@ -63,11 +64,7 @@ pub fn run(cfg: &OodEvalConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
 
     if let Some(ood_in) = ctx.inputs.get("ood") {
         // A text OOD set is encoded with the encoder's own tokenizer.
-        let ood = super::ingest_text::read_for_encoder(
-            &ood_in.dir,
-            &ctx.entry_by_key(&meta.dataset_key)?,
-            input.2,
-        )?;
+        let ood = super::ingest_text::read_input_for_encoder(ctx, "ood", &meta)?;
         check_shape(&ood, input, &ood_in.stage)?;
         // The OOD set's test split when it has one, else all of it.
         let mut rows = ood.rows(Split::Test);

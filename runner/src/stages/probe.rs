@@ -5,7 +5,7 @@
 //! so the gain from pretraining is visible. Writes `embeddings.parquet` of the encoder.
 
 use super::pretrain::{embed, load_encoder, EncoderMeta};
-use super::{ingest::DATASET_FILE, mix_seed, permutation, Metrics, StageCtx, StageError};
+use super::{mix_seed, permutation, Metrics, StageCtx, StageError};
 use crate::data::{table, Dataset, Split};
 use crate::engine::nn::{Encoder, Init, Linear, ParamStore};
 use crate::engine::optim::{OptimSpec, Optimizer, Schedule};
@@ -244,14 +244,15 @@ pub(crate) fn head_accuracy(
 
 pub fn run(cfg: &ProbeConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     let e = ctx.engine;
-    let ds = table::read_dataset(&ctx.input("data")?.dir.join(DATASET_FILE))?;
+    let (encoder, mut ps, meta) = load_encoder(e, &ctx.input("encoder")?.dir)?;
+    // Text read with the encoder's own tokenizer.
+    let ds = super::ingest_text::read_input_for_encoder(ctx, "data", &meta)?;
     let data_stage = ctx.input("data")?.stage.clone();
     let labels = ds.labels.clone().ok_or_else(|| {
         StageError::Input(format!(
             "stage input `{data_stage}` has no labels; probes need labelled data"
         ))
     })?;
-    let (encoder, mut ps, meta) = load_encoder(e, &ctx.input("encoder")?.dir)?;
     if (ds.shape.0, ds.shape.1, ds.shape.2)
         != (meta.input.channels, meta.input.height, meta.input.width)
     {

@@ -243,11 +243,7 @@ pub fn run(cfg: &AugmentConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     };
     write_json(&ctx.out_dir.join(VIEWS_FILE), &recipe)?;
     // Text: the tokenizer travels with the preview, so it can be read as text.
-    let tok = input.dir.join(super::ingest_text::TOKENIZER_FILE);
-    if tok.exists() {
-        let to = ctx.out_dir.join(super::ingest_text::TOKENIZER_FILE);
-        std::fs::copy(&tok, &to).map_err(|e| super::io_err(&to, e))?;
-    }
+    super::ingest_text::copy_tokenizer(&input.dir, ctx.out_dir)?;
 
     // Preview: the first train samples through every view (epoch 0 randomness).
     let rows: Vec<usize> = ds

@@ -242,14 +242,7 @@ pub fn run(cfg: &CurateConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     }
     write_json(&ctx.out_dir.join(AUDIT_FILE), &analysis.audit)?;
     // A text dataset keeps its tokenizer beside it.
-    let tok = ctx
-        .input("input")?
-        .dir
-        .join(super::ingest_text::TOKENIZER_FILE);
-    if tok.exists() {
-        let to = ctx.out_dir.join(super::ingest_text::TOKENIZER_FILE);
-        std::fs::copy(&tok, &to).map_err(|e| super::io_err(&to, e))?;
-    }
+    super::ingest_text::copy_tokenizer(&ctx.input("input")?.dir, ctx.out_dir)?;
     write_curated(
         &input,
         &ctx.out_dir.join(DATASET_FILE),

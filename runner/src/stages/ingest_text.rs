@@ -21,7 +21,7 @@ use super::ingest::{CHUNK_ROWS, DATASET_FILE, SKIPPED_FILE};
 use super::{write_json, Metrics, StageCtx, StageError};
 use crate::data::table::DatasetWriter;
 use crate::data::text::{self, Encoding};
-use crate::data::tokenizer::{Bpe, CLS, PAD};
+use crate::data::tokenizer::{Bpe, Encoder, CLS, PAD};
 use crate::data::{DatasetInfo, Layout, Records, Samples, Split};
 use crate::pipeline::{IngestConfig, IngestSource, OnError, TextEncoding, TextLabels};
 
@@ -348,14 +348,11 @@ pub fn run(cfg: &IngestConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     let mut chunk = Records::empty(&info);
     let mut ids = Vec::with_capacity(len);
     for (i, (d, p)) in passages.iter().enumerate() {
-        ids.clear();
-        ids.push(CLS);
-        encoder.encode_into(p, &mut ids);
-        token_sum += ids.len();
-        if ids.len() > len {
+        let full = encode_passage(&mut encoder, p, len, &mut ids);
+        token_sum += full;
+        if full > len {
             truncated += 1;
         }
-        ids.resize(len, PAD);
         chunk.ids.push(i as u64);
         let split = if is_train[i] {
             train += 1;
@@ -430,6 +427,28 @@ pub fn run(cfg: &IngestConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     Ok(m)
 }
 
+/// Copy a text dataset's tokenizer from `from` into `to` (nothing for image datasets): stages
+/// whose output stands for the dataset (curate) or is read as text (augment's preview) keep it.
+pub fn copy_tokenizer(from: &Path, to: &Path) -> Result<(), StageError> {
+    let src = from.join(TOKENIZER_FILE);
+    if src.exists() {
+        let dst = to.join(TOKENIZER_FILE);
+        std::fs::copy(&src, &dst).map_err(|e| super::io_err(&dst, e))?;
+    }
+    Ok(())
+}
+
+/// `[CLS]` + the tokens of `text`, cut or padded (`[PAD]`) to `len`, into `ids` (cleared
+/// first). Returns the length before cutting or padding.
+fn encode_passage(enc: &mut Encoder, text: &str, len: usize, ids: &mut Vec<u32>) -> usize {
+    ids.clear();
+    ids.push(CLS);
+    enc.encode_into(text, ids);
+    let full = ids.len();
+    ids.resize(len, PAD);
+    full
+}
+
 /// The tokenizer stored beside a text dataset, if any.
 pub fn load_tokenizer(dir: &Path) -> Result<Option<Bpe>, StageError> {
     let p = dir.join(TOKENIZER_FILE);
@@ -484,10 +503,7 @@ pub fn read_for_encoder(
     let mut tokens = Vec::with_capacity(records.len() * seq_len);
     let mut ids = Vec::with_capacity(seq_len);
     for t in texts {
-        ids.clear();
-        ids.push(CLS);
-        enc.encode_into(t, &mut ids);
-        ids.resize(seq_len, PAD);
+        encode_passage(&mut enc, t, seq_len, &mut ids);
         tokens.extend_from_slice(&ids);
     }
     tracing::info!(

@@ -81,13 +81,10 @@ pub fn encoder_spec(
     shape: (usize, usize, usize),
     vocab: Option<usize>,
 ) -> Result<EncoderSpec, StageError> {
-    match (&cfg.model.arch, vocab) {
-        (Arch::Transformer { .. }, Some(_)) | (_, None) => {}
-        (_, Some(_)) => {
-            return Err(StageError::Input(
-                "the dataset holds token sequences (text): set `model = { arch = \"transformer\", ... }`".into(),
-            ))
-        }
+    if vocab.is_some() && !matches!(cfg.model.arch, Arch::Transformer { .. }) {
+        return Err(StageError::Input(
+            "the dataset holds token sequences (text): set `model = { arch = \"transformer\", ... }`".into(),
+        ));
     }
     Ok(match &cfg.model.arch {
         Arch::Transformer {

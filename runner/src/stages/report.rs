@@ -24,7 +24,7 @@ use super::curate::AUDIT_FILE;
 use super::ood_eval::{CORRUPTIONS_FILE, SCORES_FILE};
 use super::pretrain::{EpochRecord, HISTORY_FILE};
 use super::{io_err, read_json, Metrics, StageCtx, StageError};
-use crate::data::table;
+use crate::data::{table, Dataset};
 use crate::pipeline::{Expectation, ReportConfig, ReportSource, StageKind};
 use crate::plot::{self, Canvas, Series, XAxis};
 
@@ -220,45 +220,11 @@ fn section(src: &ReportSource, dir: &Path, plots: &Path) -> Result<Section, Stag
                 save(&mut s, "corruptions", canvas, caption)?;
             }
         }
-        StageKind::Augment
-            if table::read_dataset(&dir.join(PREVIEW_FILE)).is_ok_and(|d| d.is_text()) =>
-        {
-            // Text: the first samples through each view, as text ([MASK] where masked).
-            let ds = table::read_dataset(&dir.join(PREVIEW_FILE))?;
-            let bpe = super::ingest_text::load_tokenizer(dir)?;
-            let n = ds.sample_len();
-            for r in 0..ds.len().min(6) {
-                let view = ds.labels.as_ref().map_or(0, |l| l[r]) + 1;
-                let shown = match &bpe {
-                    Some(b) => super::ingest_text::render(b, &ds.tokens[r * n..(r + 1) * n]),
-                    None => format!("{:?}", &ds.tokens[r * n..(r + 1) * n]),
-                };
-                s.notes
-                    .push(format!("Sample #{}, view {view}: “{shown}”", ds.ids[r]));
-            }
-        }
         StageKind::Augment => {
             let ds = table::read_dataset(&dir.join(PREVIEW_FILE))?;
-            let labels = ds.labels.clone().unwrap_or_default();
-            let views = labels.iter().map(|v| *v as usize + 1).max().unwrap_or(1);
-            let shown = ds.len().min(8 * views);
-            let n = ds.sample_len();
-            let images: Vec<&[u8]> = (0..shown).map(|r| &ds.pixels[r * n..(r + 1) * n]).collect();
-            let row_labels: Vec<String> = (0..shown)
-                .step_by(views.max(1))
-                .map(|r| format!("#{}", ds.ids[r]))
-                .collect();
-            if !images.is_empty() {
-                let (_, h, w) = ds.shape;
-                let scale = (96 / h.max(w)).clamp(1, 4);
-                // One row per sample: its views side by side, twice over (two samples a row).
-                let per_row = views * 2;
-                let labels2: Vec<String> = row_labels.chunks(2).map(|c| c.join(" ")).collect();
-                let canvas = plot::image_grid(&images, ds.shape, per_row, scale, &labels2);
-                let caption = format!(
-                    "The first {} train samples through each of the {views} views (epoch-0 randomness), two samples per row, views left to right.",
-                    shown / views.max(1)
-                );
+            if ds.is_text() {
+                text_preview(&mut s, dir, &ds)?;
+            } else if let Some((canvas, caption)) = image_preview(&ds) {
                 save(&mut s, "preview", canvas, caption)?;
             }
         }
@@ -280,6 +246,50 @@ fn section(src: &ReportSource, dir: &Path, plots: &Path) -> Result<Section, Stag
         );
     }
     Ok(s)
+}
+
+/// The preview of a text augment stage: the first passages of each view as text (`[MASK]` where
+/// masked), as notes.
+fn text_preview(s: &mut Section, dir: &Path, ds: &Dataset) -> Result<(), StageError> {
+    let bpe = super::ingest_text::load_tokenizer(dir)?;
+    let n = ds.sample_len();
+    for r in 0..ds.len().min(6) {
+        let view = ds.labels.as_ref().map_or(0, |l| l[r]) + 1;
+        let shown = match &bpe {
+            Some(b) => super::ingest_text::render(b, &ds.tokens[r * n..(r + 1) * n]),
+            None => format!("{:?}", &ds.tokens[r * n..(r + 1) * n]),
+        };
+        s.notes
+            .push(format!("Sample #{}, view {view}: “{shown}”", ds.ids[r]));
+    }
+    Ok(())
+}
+
+/// The preview grid of an image augment stage: the first train samples through every view.
+fn image_preview(ds: &Dataset) -> Option<(Canvas, String)> {
+    let labels = ds.labels.clone().unwrap_or_default();
+    let views = labels.iter().map(|v| *v as usize + 1).max().unwrap_or(1);
+    let shown = ds.len().min(8 * views);
+    let n = ds.sample_len();
+    let images: Vec<&[u8]> = (0..shown).map(|r| &ds.pixels[r * n..(r + 1) * n]).collect();
+    let row_labels: Vec<String> = (0..shown)
+        .step_by(views.max(1))
+        .map(|r| format!("#{}", ds.ids[r]))
+        .collect();
+    if images.is_empty() {
+        return None;
+    }
+    let (_, h, w) = ds.shape;
+    let scale = (96 / h.max(w)).clamp(1, 4);
+    // One row per sample: its views side by side, twice over (two samples a row).
+    let per_row = views * 2;
+    let labels2: Vec<String> = row_labels.chunks(2).map(|c| c.join(" ")).collect();
+    let canvas = plot::image_grid(&images, ds.shape, per_row, scale, &labels2);
+    let caption = format!(
+        "The first {} train samples through each of the {views} views (epoch-0 randomness), two samples per row, views left to right.",
+        shown / views.max(1)
+    );
+    Some((canvas, caption))
 }
 
 /// `#12` or `#12 (path)`.

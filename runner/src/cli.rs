@@ -30,6 +30,7 @@ pretext run p.toml --set stages.ssl.epochs=1     override a key for one run\n  \
 pretext plan p.toml                              what would run, and why\n  \
 pretext validate p.toml                          check the file and plugin parameters\n  \
 pretext show p.toml                              metrics of the last run\n  \
+pretext bench pipelines/bench.toml               ms per training step of each encoder\n  \
 pretext run p.toml --locked --log-format json    CI: fail on any difference from pretext.lock\n\n\
 Environment:\n  \
 PRETEXT_LOG          log filter instead of -v/-q, e.g. `debug` or `pretext=trace`\n  \
@@ -187,6 +188,39 @@ pretext graph pipelines/quickstart.toml --format mermaid")]
         #[arg(long)]
         json: bool,
     },
+    /// Time training steps of a pipeline's pretrain stages (ms per step, images per second).
+    ///
+    /// The stages the benchmarked ones read run first, or are reused from the store, as in
+    /// `run` (no run log, lockfile or gates are written). Each benchmarked pretrain stage then
+    /// trains `--warmup` untimed and `--steps` timed batches of its real input, exactly as
+    /// `run` trains them (same model, objective, optimiser, batch size), and keeps nothing.
+    /// A step is forward, loss, backward and optimiser update; producing the views
+    /// (augmentation) is timed on its own. Change shapes with `--set`, e.g.
+    /// `--set stages.vit.batch_size=128`.
+    #[command(after_help = "Examples:\n  \
+pretext bench pipelines/bench.toml\n  \
+pretext bench pipelines/bench.toml --stage mlp --steps 50 --json mlp.json\n  \
+pretext bench pipelines/quickstart.toml --set stages.ssl.batch_size=512")]
+    Bench {
+        #[command(flatten)]
+        args: PipelineArgs,
+        /// Benchmark this pretrain stage (repeatable; default: every pretrain stage).
+        #[arg(long = "stage", value_name = "NAME")]
+        stages: Vec<String>,
+        /// Timed steps per stage (at least 1).
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Untimed steps before them (allocation, caches, kernel compilation).
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Also write the results as JSON: per stage its settings, every step time and the
+        /// summary.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// If another pretext process is writing to the same store, wait for it.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Store maintenance: `pretext store verify <pipeline>`.
     Store {
         #[command(subcommand)]
@@ -252,6 +286,38 @@ pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
                 report.log.stages.len() - ran,
                 exec::display_path(&report.lockfile)
             );
+            Ok(())
+        }
+        Command::Bench {
+            args,
+            stages,
+            steps,
+            warmup,
+            json,
+            wait,
+        } => {
+            let p = load(args)?;
+            let opts = Options {
+                device: args.device,
+                plugin_dirs: args.plugin_dirs.clone(),
+                locked: false,
+                wait: *wait,
+            };
+            let bars =
+                cli.log_format == LogFormat::Human && !cli.quiet && std::io::stderr().is_terminal();
+            let reporter = progress::Reporter::new(bars);
+            let rows = exec::bench::bench(&p, &opts, &reporter, stages, *steps, *warmup)?;
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&rows)
+                    .map_err(|e| AppError::Failed(e.to_string()))?;
+                std::fs::write(path, text + "\n").map_err(|e| {
+                    AppError::Input(format!(
+                        "cannot write {}: {e}; check that its folder exists",
+                        path.display()
+                    ))
+                })?;
+            }
+            print!("{}", exec::bench::table(&rows));
             Ok(())
         }
         Command::Plan { args } => {

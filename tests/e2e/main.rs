@@ -5,6 +5,7 @@
 
 mod support;
 
+mod bench;
 mod caching;
 mod cli_errors;
 mod data;

@@ -183,6 +183,12 @@ impl Engine {
         }
     }
 
+    /// Block until all queued device work is done (timings; the CPU device computes eagerly).
+    pub fn synchronize(&self) -> Result<()> {
+        dfdx::tensor::Synchronize::try_synchronize(&self.dev)
+            .map_err(|e| EngineError::Device(format!("{e:?}")))
+    }
+
     /// A graph that records ops for autodiff (`grad = true`) or only computes.
     pub fn graph(&self, grad: bool) -> Graph {
         Graph::new(self.dev.clone(), grad)

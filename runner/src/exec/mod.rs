@@ -5,6 +5,7 @@
 //! stages never touch the store themselves; timing metrics stay out of store entries (their
 //! digests must be reproducible) and go to the run log (`<store>/runs/<pipeline>.json`).
 
+pub mod bench;
 pub mod progress;
 
 use std::collections::{BTreeMap, HashMap};
@@ -306,6 +307,17 @@ pub fn run(
     opts: &Options,
     reporter: &progress::Reporter,
 ) -> Result<RunReport, AppError> {
+    execute(p, opts, reporter, true)
+}
+
+/// [`run`]; with `record = false` (a partial run, for `bench`) no run log or lockfile is
+/// written, `--locked` is not checked and `expect` gates are not evaluated.
+fn execute(
+    p: &Pipeline,
+    opts: &Options,
+    reporter: &progress::Reporter,
+    record: bool,
+) -> Result<RunReport, AppError> {
     let engine = Engine::open(opts.device).map_err(|e| AppError::Input(e.to_string()))?;
     let reg = registry(Some(p), &opts.plugin_dirs)?;
     let store = Store::open(&p.store_dir)?;
@@ -322,7 +334,7 @@ pub fn run(
     // One file per folder, one section per pipeline: other pipelines' sections are kept.
     let lock_set = LockfileSet::load(&lock_path).map_err(|e| AppError::Input(e.to_string()))?;
     let old_lock = lock_set.as_ref().and_then(|s| s.get(&p.name)).cloned();
-    if opts.locked {
+    if opts.locked && record {
         if lock_set.is_none() {
             return Err(AppError::Input(format!(
                 "--locked: {} does not exist; run once without --locked to create it",
@@ -428,7 +440,9 @@ pub fn run(
         let metrics = read_metrics(&entry);
         let seconds = t0.elapsed().as_secs_f64();
         reporter.stage_done(&stage.name, status, seconds, &metrics);
-        gate_failures.extend(check_gates(stage, &metrics)?);
+        if record {
+            gate_failures.extend(check_gates(stage, &metrics)?);
+        }
         entries.insert(entry.meta.key.to_hex(), entry.path.clone());
         log.order.push(stage.name.clone());
         log.stages.insert(
@@ -447,6 +461,12 @@ pub fn run(
         by_stage.insert(stage.name.clone(), entry);
     }
     log.gate_failures = gate_failures.clone();
+    if !record {
+        return Ok(RunReport {
+            log,
+            lockfile: lock_path,
+        });
+    }
     log.save(&store)?;
     let mut lockfile = Lockfile::new(&p.name, p.seed, RUNNER_VERSION, opts.device.class());
     for pl in &planned {

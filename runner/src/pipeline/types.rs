@@ -837,6 +837,19 @@ pub enum Arch {
     },
 }
 
+impl Arch {
+    /// The `arch` value that selects this architecture in TOML.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Arch::Mlp { .. } => "mlp",
+            Arch::Convnet { .. } => "convnet",
+            Arch::Resnet { .. } => "resnet",
+            Arch::Vit { .. } => "vit",
+            Arch::Transformer { .. } => "transformer",
+        }
+    }
+}
+
 /// How a ViT turns its tokens into one vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

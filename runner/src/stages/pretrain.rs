@@ -696,7 +696,27 @@ fn health(
     })
 }
 
-pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
+/// Everything a training loop needs, built from the stage config and its input: the views,
+/// the dataset, the objective, the model with its heads, the optimiser state and the schedule.
+struct Prepared {
+    views: Views,
+    ds: Dataset,
+    obj: ObjectiveInstance,
+    needs: ObjectiveNeeds,
+    spec: EncoderSpec,
+    model: Model,
+    st: TrainState,
+    recipe: ViewsRecipe,
+    /// Train-split rows.
+    train: Vec<usize>,
+    /// Batch size (the configured one, at most the train split).
+    bs: usize,
+    batches_per_epoch: usize,
+    total_steps: u64,
+    schedule: Schedule,
+}
+
+fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError> {
     let e = ctx.engine;
     let views_dir = &ctx.input("input")?.dir;
     let recipe: ViewsRecipe = read_json(&views_dir.join(VIEWS_FILE))?;
@@ -711,7 +731,7 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
         })
         .collect();
     let views = Views::build(&steps, ctx.registry, ds.shape, ds.vocab)?;
-    let mut obj = objective(cfg, ctx.registry)?;
+    let obj = objective(cfg, ctx.registry)?;
     let needs = obj.needs()?;
     if needs.views != views.count() {
         return Err(StageError::Input(format!(
@@ -755,7 +775,7 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
         total_steps,
         cosine: cfg.optim.schedule == crate::pipeline::Schedule::Cosine,
     };
-    let mut st = TrainState {
+    let st = TrainState {
         teacher: needs.ema_teacher.map(|_| ps.clone()),
         opt: Optimizer::new(optim_spec(&cfg.optim), &ps),
         ps,
@@ -763,6 +783,72 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
         history: Vec::new(),
         step: 0,
     };
+    Ok(Prepared {
+        views,
+        ds,
+        obj,
+        needs,
+        spec,
+        model,
+        st,
+        recipe,
+        train,
+        bs,
+        batches_per_epoch,
+        total_steps,
+        schedule,
+    })
+}
+
+/// One optimiser step from accumulated gradients (`micro` micro-batches): average, clip or
+/// measure the global norm, apply with the scheduled learning rate, move the EMA teacher.
+/// Returns the gradient norm; a non-finite norm applies nothing (the caller reports it).
+fn update(
+    st: &mut TrainState,
+    needs: &ObjectiveNeeds,
+    mut gs: GradList,
+    micro: usize,
+    grad_clip: Option<f64>,
+    schedule: &Schedule,
+    total_steps: u64,
+) -> f64 {
+    if micro > 1 {
+        optim::scale(&mut gs, 1.0 / micro as f32);
+    }
+    let grad_norm = match grad_clip {
+        Some(max) => optim::clip_global_norm(&mut gs, max),
+        None => optim::global_norm(&gs),
+    };
+    if !grad_norm.is_finite() {
+        return grad_norm;
+    }
+    st.opt.apply(&mut st.ps, &gs, schedule.lr(st.step) as f32);
+    if let (Some(t), Some((m0, m1))) = (&mut st.teacher, needs.ema_teacher) {
+        let m = optim::cosine_ramp(m0, m1, st.step, total_steps);
+        optim::ema_update(t, &st.ps, m as f32);
+    }
+    st.step += 1;
+    grad_norm
+}
+
+pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
+    let e = ctx.engine;
+    let Prepared {
+        views,
+        ds,
+        mut obj,
+        needs,
+        spec,
+        model,
+        mut st,
+        recipe,
+        train,
+        bs,
+        batches_per_epoch,
+        total_steps,
+        schedule,
+    } = prepare(cfg, ctx)?;
+    let accumulate = (cfg.accumulate as usize).max(1);
     let mut first_epoch = 0;
     if let Some(dir) = ctx.checkpoint_dir {
         if let Some(done) = load_checkpoint(e, dir, &mut st)? {
@@ -804,41 +890,23 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
                 .iter()
                 .map(|&i| train[i])
                 .collect();
-            let augmented =
-                augment_batch(&views, &ds, &rows, ctx.seed, epoch, needs.masked_tokens)?;
-            let originals = needs.decoder.map(|_| ds.batch_f32(&rows));
-            let ids: Vec<u64> = rows.iter().map(|&r| ds.ids[r]).collect();
-            let step_ctx = StepCtx {
-                epoch,
-                step: st.step,
-                total_steps,
-                seed: ctx.seed,
-                ids: &ids,
-            };
-            let (loss, grads, reps) = train_step(
-                e,
-                &model,
-                &mut st,
-                &mut obj,
-                augmented,
-                originals,
-                rows.len(),
-                step_ctx,
-            )
-            .map_err(|err| match err {
-                StageError::Failed(m) if m.contains(crate::plugins::host::NON_FINITE_LOSS) => {
-                    StageError::Failed(format!(
-                        "{m}; {}",
-                        divergence_hint(
-                            st.step,
-                            cfg.optim.lr,
-                            schedule.lr(st.step),
-                            ctx.checkpoint_dir
-                        )
-                    ))
-                }
-                other => other,
-            })?;
+            let batch = Batch::load(&views, &ds, &needs, &rows, ctx.seed, epoch)?;
+            let (loss, grads, reps) = batch
+                .train(e, &model, &mut st, &mut obj, total_steps, ctx.seed)
+                .map_err(|err| match err {
+                    StageError::Failed(m) if m.contains(crate::plugins::host::NON_FINITE_LOSS) => {
+                        StageError::Failed(format!(
+                            "{m}; {}",
+                            divergence_hint(
+                                st.step,
+                                cfg.optim.lr,
+                                schedule.lr(st.step),
+                                ctx.checkpoint_dir
+                            )
+                        ))
+                    }
+                    other => other,
+                })?;
             match &mut acc {
                 Some(a) => optim::accumulate(a, grads),
                 None => acc = Some(grads),
@@ -852,14 +920,16 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
                 r.1 += 1;
             }
             if micro == accumulate || b + 1 == batches_per_epoch {
-                let mut gs = acc.take().expect("at least one micro-batch");
-                if micro > 1 {
-                    optim::scale(&mut gs, 1.0 / micro as f32);
-                }
-                grad_norm = match cfg.grad_clip {
-                    Some(max) => optim::clip_global_norm(&mut gs, max),
-                    None => optim::global_norm(&gs),
-                };
+                let gs = acc.take().expect("at least one micro-batch");
+                grad_norm = update(
+                    &mut st,
+                    &needs,
+                    gs,
+                    micro,
+                    cfg.grad_clip,
+                    &schedule,
+                    total_steps,
+                );
                 if !grad_norm.is_finite() {
                     return Err(StageError::Failed(format!(
                         "the gradient norm is {grad_norm} at epoch {} step {}; {}",
@@ -873,12 +943,6 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
                         )
                     )));
                 }
-                st.opt.apply(&mut st.ps, &gs, schedule.lr(st.step) as f32);
-                if let (Some(t), Some((m0, m1))) = (&mut st.teacher, needs.ema_teacher) {
-                    let m = optim::cosine_ramp(m0, m1, st.step, total_steps);
-                    optim::ema_update(t, &st.ps, m as f32);
-                }
-                st.step += 1;
                 micro = 0;
             }
             ctx.progress.advance(1, &format!("loss {loss:.4}"));
@@ -994,6 +1058,147 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
         }
     }
     Ok(m)
+}
+
+/// Timings of [`bench`]: one entry per timed step (warm-up steps excluded), in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchTimes {
+    /// The encoder architecture (`mlp`, `resnet`, `vit`, ...).
+    pub encoder: String,
+    pub objective: String,
+    pub batch: usize,
+    pub views: usize,
+    /// Trainable parameters of the encoder alone, and of everything trained (heads included).
+    pub encoder_parameters: usize,
+    pub trained_parameters: usize,
+    /// The shape of one view: channels, height, width (for text: 1, 1, sequence length).
+    pub input_shape: [usize; 3],
+    /// Producing the views of a batch (augmentation plugins).
+    pub augment_ms: Vec<f64>,
+    /// Forward, loss, backward and optimiser update of a batch.
+    pub step_ms: Vec<f64>,
+}
+
+/// Time `steps` training steps of a pretrain stage (after `warmup` untimed ones) on real batches
+/// of its input, exactly as [`run`] trains them, without writing anything. The step time covers
+/// forward, loss, backward and the optimiser update; view production is timed separately.
+pub fn bench(
+    cfg: &PretrainConfig,
+    ctx: &StageCtx,
+    steps: usize,
+    warmup: usize,
+) -> Result<BenchTimes, StageError> {
+    let e = ctx.engine;
+    let mut pr = prepare(cfg, ctx)?;
+    let mut times = BenchTimes {
+        encoder: cfg.model.arch.name().to_string(),
+        objective: cfg.objective.plugin.clone(),
+        batch: pr.bs,
+        views: pr.views.count(),
+        encoder_parameters: pr.model.encoder_store(&pr.st.ps).trainable_count(),
+        trained_parameters: pr.st.ps.trainable_count(),
+        input_shape: [
+            pr.views.output_shape.0,
+            pr.views.output_shape.1,
+            pr.views.output_shape.2,
+        ],
+        augment_ms: Vec::with_capacity(steps),
+        step_ms: Vec::with_capacity(steps),
+    };
+    let mut order = Vec::new();
+    for i in 0..warmup + steps {
+        let (epoch, b) = ((i / pr.batches_per_epoch) as u64, i % pr.batches_per_epoch);
+        if b == 0 {
+            order = permutation(pr.train.len(), mix_seed(ctx.seed, 6, epoch, 0, 0));
+        }
+        let rows: Vec<usize> = order[b * pr.bs..((b + 1) * pr.bs).min(order.len())]
+            .iter()
+            .map(|&r| pr.train[r])
+            .collect();
+        let t0 = Instant::now();
+        let batch = Batch::load(&pr.views, &pr.ds, &pr.needs, &rows, ctx.seed, epoch)?;
+        let t1 = Instant::now();
+        let (_, grads, _) = batch.train(
+            e,
+            &pr.model,
+            &mut pr.st,
+            &mut pr.obj,
+            pr.total_steps,
+            ctx.seed,
+        )?;
+        let norm = update(
+            &mut pr.st,
+            &pr.needs,
+            grads,
+            1,
+            cfg.grad_clip,
+            &pr.schedule,
+            pr.total_steps,
+        );
+        e.synchronize()?;
+        let t2 = Instant::now();
+        if !norm.is_finite() {
+            return Err(StageError::Failed(format!(
+                "the gradient norm is {norm} at benchmark step {}; the settings diverge",
+                i + 1
+            )));
+        }
+        ctx.progress
+            .advance(1, &format!("step {}/{}", i + 1, warmup + steps));
+        if i >= warmup {
+            times.augment_ms.push((t1 - t0).as_secs_f64() * 1e3);
+            times.step_ms.push((t2 - t1).as_secs_f64() * 1e3);
+        }
+    }
+    Ok(times)
+}
+
+/// One batch of training rows, its views produced.
+struct Batch {
+    augmented: Vec<Vec<f32>>,
+    /// The unaugmented samples, for objectives with a decoder.
+    originals: Option<Vec<f32>>,
+    ids: Vec<u64>,
+    epoch: u64,
+}
+
+impl Batch {
+    fn load(
+        views: &Views,
+        ds: &Dataset,
+        needs: &ObjectiveNeeds,
+        rows: &[usize],
+        seed: u64,
+        epoch: u64,
+    ) -> Result<Batch, StageError> {
+        Ok(Batch {
+            augmented: augment_batch(views, ds, rows, seed, epoch, needs.masked_tokens)?,
+            originals: needs.decoder.map(|_| ds.batch_f32(rows)),
+            ids: rows.iter().map(|&r| ds.ids[r]).collect(),
+            epoch,
+        })
+    }
+
+    /// Forward, loss and backward on this batch at the state's current step.
+    fn train(
+        self,
+        e: &Engine,
+        model: &Model,
+        st: &mut TrainState,
+        obj: &mut ObjectiveInstance,
+        total_steps: u64,
+        seed: u64,
+    ) -> Result<(f64, GradList, Vec<(String, f32)>), StageError> {
+        let n = self.ids.len();
+        let sc = StepCtx {
+            epoch: self.epoch,
+            step: st.step,
+            total_steps,
+            seed,
+            ids: &self.ids,
+        };
+        train_step(e, model, st, obj, self.augmented, self.originals, n, sc)
+    }
 }
 
 #[derive(Clone, Copy)]

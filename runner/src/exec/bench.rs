@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::{execute, progress, registry, stage_input_error, AppError, Options};
 use crate::engine::{DeviceKind, Engine};
-use crate::pipeline::{Pipeline, StageConfig, StageKind};
+use crate::pipeline::{Pipeline, Stage, StageConfig, StageKind};
 use crate::stages::{pretrain, InputArtifact, Progress, StageCtx};
 
 /// One benchmarked stage: its timings and their summary.
@@ -46,13 +46,12 @@ pub fn quantile(v: &[f64], q: f64) -> f64 {
     s[i]
 }
 
-/// The pretrain stages to benchmark: the named ones, or every pretrain stage.
-fn targets(p: &Pipeline, names: &[String]) -> Result<Vec<String>, AppError> {
-    let pretrain: Vec<&str> = p
+/// The pretrain stages to benchmark: the named ones, or every pretrain stage, in pipeline order.
+fn targets<'p>(p: &'p Pipeline, names: &[String]) -> Result<Vec<&'p Stage>, AppError> {
+    let pretrain: Vec<&Stage> = p
         .stages
         .iter()
         .filter(|s| s.kind == StageKind::Pretrain)
-        .map(|s| s.name.as_str())
         .collect();
     if pretrain.is_empty() {
         return Err(AppError::Input(format!(
@@ -60,33 +59,36 @@ fn targets(p: &Pipeline, names: &[String]) -> Result<Vec<String>, AppError> {
             super::display_path(&p.file)
         )));
     }
-    if names.is_empty() {
-        return Ok(pretrain.iter().map(|s| s.to_string()).collect());
-    }
+    let listed = || {
+        pretrain
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     for n in names {
-        match p.stages.iter().find(|s| &s.name == n) {
+        match p.stage(n) {
             None => {
                 return Err(AppError::Input(format!(
                     "--stage {n}: no such stage in {}; its pretrain stages are: {}",
                     super::display_path(&p.file),
-                    pretrain.join(", ")
+                    listed()
                 )))
             }
             Some(s) if s.kind != StageKind::Pretrain => {
                 return Err(AppError::Input(format!(
                     "--stage {n}: `{n}` is a {} stage; bench times pretrain stages ({})",
                     s.kind.as_str(),
-                    pretrain.join(", ")
+                    listed()
                 )))
             }
             Some(_) => {}
         }
     }
     // Pipeline order, each once.
-    Ok(p.order()
+    Ok(pretrain
         .into_iter()
-        .filter(|s| names.iter().any(|n| n == s))
-        .map(str::to_string)
+        .filter(|s| names.is_empty() || names.contains(&s.name))
         .collect())
 }
 
@@ -105,45 +107,38 @@ pub fn bench(
         ));
     }
     let targets = targets(p, names)?;
+    let engine = Engine::open(opts.device).map_err(|e| AppError::Input(e.to_string()))?;
     let reg = registry(Some(p), &opts.plugin_dirs)?;
     // Bad objective parameters fail before anything runs.
-    for name in &targets {
-        let stage = p.stages.iter().find(|s| &s.name == name).expect("checked");
+    for stage in &targets {
         crate::stages::plugins_used(stage, p, &reg).map_err(|e| stage_input_error(stage, e))?;
     }
     // Everything the targets read, transitively; the targets themselves never run here.
-    let mut upstream: BTreeSet<String> = BTreeSet::new();
-    let mut todo: Vec<String> = targets.clone();
-    while let Some(n) = todo.pop() {
-        let stage = p
-            .stages
-            .iter()
-            .find(|s| s.name == n)
-            .expect("validated graph");
+    let mut upstream: BTreeSet<&str> = BTreeSet::new();
+    let mut todo: Vec<&Stage> = targets.clone();
+    while let Some(stage) = todo.pop() {
         for (_, src) in &stage.inputs {
-            if upstream.insert(src.clone()) {
-                todo.push(src.clone());
+            if upstream.insert(src) {
+                todo.push(p.stage(src).expect("validated graph"));
             }
         }
     }
-    let target_set: BTreeSet<&String> = targets.iter().collect();
     let mut partial = p.clone();
-    partial
-        .stages
-        .retain(|s| upstream.contains(&s.name) && !target_set.contains(&s.name));
-    let report = execute(&partial, opts, reporter, false)?;
+    partial.stages.retain(|s| {
+        upstream.contains(s.name.as_str()) && !targets.iter().any(|t| t.name == s.name)
+    });
+    let report = execute(&partial, opts, reporter, &engine, &reg, false)?;
     let entries: HashMap<String, PathBuf> = report
         .log
         .stages
         .values()
         .map(|r| (r.key.to_hex(), r.entry.clone()))
         .collect();
-    let engine = Engine::open(opts.device).map_err(|e| AppError::Input(e.to_string()))?;
     // Never written: a benchmarked stage stores nothing.
     let scratch = std::env::temp_dir();
     let mut rows = Vec::new();
-    for name in &targets {
-        let stage = p.stages.iter().find(|s| &s.name == name).expect("checked");
+    for stage in targets {
+        let name = &stage.name;
         let StageConfig::Pretrain(cfg) = &stage.config else {
             unreachable!("targets are pretrain stages")
         };

@@ -307,19 +307,22 @@ pub fn run(
     opts: &Options,
     reporter: &progress::Reporter,
 ) -> Result<RunReport, AppError> {
-    execute(p, opts, reporter, true)
+    let engine = Engine::open(opts.device).map_err(|e| AppError::Input(e.to_string()))?;
+    let reg = registry(Some(p), &opts.plugin_dirs)?;
+    execute(p, opts, reporter, &engine, &reg, true)
 }
 
-/// [`run`]; with `record = false` (a partial run, for `bench`) no run log or lockfile is
-/// written, `--locked` is not checked and `expect` gates are not evaluated.
+/// [`run`] on an open device and plugin registry; with `record = false` (a partial run, for
+/// `bench`) `pretext.lock` is neither read nor written, no run log is saved, `--locked` is not
+/// checked and `expect` gates are not evaluated.
 fn execute(
     p: &Pipeline,
     opts: &Options,
     reporter: &progress::Reporter,
+    engine: &Engine,
+    reg: &Registry,
     record: bool,
 ) -> Result<RunReport, AppError> {
-    let engine = Engine::open(opts.device).map_err(|e| AppError::Input(e.to_string()))?;
-    let reg = registry(Some(p), &opts.plugin_dirs)?;
     let store = Store::open(&p.store_dir)?;
     let lock = store.lock(opts.wait)?;
     let cleaned = store.clean_tmp(&lock)?;
@@ -329,10 +332,14 @@ fn execute(
             "removed leftovers of an interrupted run from the store's tmp folder"
         );
     }
-    let planned = plan(p, &reg, Some(&store), opts.device)?;
+    let planned = plan(p, reg, Some(&store), opts.device)?;
     let lock_path = lockfile_path(p);
     // One file per folder, one section per pipeline: other pipelines' sections are kept.
-    let lock_set = LockfileSet::load(&lock_path).map_err(|e| AppError::Input(e.to_string()))?;
+    let lock_set = if record {
+        LockfileSet::load(&lock_path).map_err(|e| AppError::Input(e.to_string()))?
+    } else {
+        None
+    };
     let old_lock = lock_set.as_ref().and_then(|s| s.get(&p.name)).cloned();
     if opts.locked && record {
         if lock_set.is_none() {
@@ -420,8 +427,8 @@ fn execute(
                     .map_err(|e| AppError::Failed(format!("{}: {e}", ckpt.display())))?;
                 let ctx = StageCtx {
                     checkpoint_dir: Some(&ckpt),
-                    engine: &engine,
-                    registry: &reg,
+                    engine,
+                    registry: reg,
                     seed: p.seed,
                     out_dir: pending.dir(),
                     inputs,

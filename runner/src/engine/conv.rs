@@ -81,31 +81,68 @@ pub fn col2im_host(cols: &[f32], g: Geometry, s: ConvSpec) -> Vec<f32> {
     out
 }
 
+/// The input matches its geometry and the kernel fits it.
+fn check(x: &Tensor, g: Geometry, s: ConvSpec) -> Result<()> {
+    if x.shape() != (g.batch * g.height * g.width, g.channels) {
+        return Err(shape_err(
+            "im2col",
+            format!("tensor {:?} does not match {g:?}", x.shape()),
+        ));
+    }
+    if s.kernel == 0
+        || s.stride == 0
+        || g.height + 2 * s.padding < s.kernel
+        || g.width + 2 * s.padding < s.kernel
+    {
+        return Err(shape_err(
+            "im2col",
+            format!("{s:?} does not fit a {}x{} input", g.height, g.width),
+        ));
+    }
+    Ok(())
+}
+
 impl Graph {
     /// im2col as a differentiable op. `x` is `(B·H·W, C)`.
     pub fn im2col(&mut self, x: &Tensor, g: Geometry, s: ConvSpec) -> Result<Tensor> {
-        if x.shape() != (g.batch * g.height * g.width, g.channels) {
-            return Err(shape_err(
-                "im2col",
-                format!("tensor {:?} does not match {g:?}", x.shape()),
-            ));
-        }
-        if s.kernel == 0
-            || s.stride == 0
-            || g.height + 2 * s.padding < s.kernel
-            || g.width + 2 * s.padding < s.kernel
-        {
-            return Err(shape_err(
-                "im2col",
-                format!("{s:?} does not fit a {}x{} input", g.height, g.width),
-            ));
-        }
+        check(x, g, s)?;
         let (oh, ow) = s.out_hw(g.height, g.width);
         let cols = im2col_host(&x.to_vec(), g, s);
         let out = self.host_tensor(cols, g.batch * oh * ow, s.kernel * s.kernel * g.channels);
         Ok(self.custom(&[x], out, move |g_out| {
             vec![Some(col2im_host(&g_out, g, s))]
         }))
+    }
+
+    /// Convolution of a channel-last `(B·H·W, C)` activation with a `(K·K·C, C_out)` weight
+    /// (rows in im2col order: ky, kx, c) plus a `(1, C_out)` bias: `(B·OH·OW, C_out)`.
+    pub fn conv2d(
+        &mut self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        g: Geometry,
+        s: ConvSpec,
+    ) -> Result<Tensor> {
+        let kk = s.kernel * s.kernel * g.channels;
+        let (wk, co) = w.shape();
+        if wk != kk || b.shape() != (1, co) {
+            return Err(shape_err(
+                "conv2d",
+                format!(
+                    "weight {wk}x{co} and bias {:?} for {kk} patch values",
+                    b.shape()
+                ),
+            ));
+        }
+        check(x, g, s)?;
+        #[cfg(not(feature = "cuda"))]
+        return Ok(self.host_conv2d(x, w, b, g, s));
+        #[cfg(feature = "cuda")]
+        {
+            let cols = self.im2col(x, g, s)?;
+            self.linear(&cols, w, b)
+        }
     }
 
     /// Mean over each consecutive group of `group` rows: `(B·P, C)` → `(B, C)` (global average

@@ -29,9 +29,7 @@ impl Grads {
     pub fn get(&mut self, t: &Tensor) -> Tensor {
         // Allocates zeros for tensors the loss does not depend on.
         let _ = self.grads.get_or_alloc_mut(&t.t);
-        Tensor {
-            t: self.grads.get(&t.t),
-        }
+        Tensor::new(self.grads.get(&t.t))
     }
 }
 
@@ -44,7 +42,7 @@ macro_rules! record {
             Ok($g.absorb(y))
         } else {
             $( let $x = $x.t.clone(); )*
-            Ok(Tensor { t: $body })
+            Ok(Tensor::new($body))
         }
     }};
 }
@@ -193,15 +191,17 @@ impl Graph {
                 }
             })
             .collect();
-        let m = Tensor {
-            t: self.host_tensor(mask, r, c),
-        };
+        let m = Tensor::new(self.host_tensor(mask, r, c));
         self.mul(x, &m)
     }
 
     /// A tensor on the graph's device from row-major host values (shape checked by callers).
     pub(crate) fn host_tensor(&self, v: Vec<f32>, rows: usize, cols: usize) -> T2 {
         self.dev.tensor_from_vec(v, (rows, cols))
+    }
+
+    pub(crate) fn tape_mut(&mut self) -> Option<&mut OT> {
+        self.tape.as_mut()
     }
 
     /// Whether ops are being recorded for backward.
@@ -213,7 +213,7 @@ impl Graph {
         let (t, tape) = y.split_tape();
         let acc = self.tape.take().unwrap_or_default();
         self.tape = Some(acc.merge(tape));
-        Tensor { t }
+        Tensor::new(t)
     }
 
     /// Record a custom op: `out` was computed from the inputs outside dfdx; `backward` gets the
@@ -225,7 +225,7 @@ impl Graph {
         backward: impl FnOnce(Vec<f32>) -> Vec<Option<Vec<f32>>> + 'static,
     ) -> Tensor {
         let Some(acc) = self.tape.as_mut() else {
-            return Tensor { t: out };
+            return Tensor::new(out);
         };
         let out_ghost = out.ghost();
         let in_ghosts: Vec<_> = inputs.iter().map(|t| t.t.ghost()).collect();
@@ -240,13 +240,17 @@ impl Graph {
             }
             Ok(())
         });
-        Tensor { t: out }
+        Tensor::new(out)
     }
 
     // ------------------------------------------------------------------ elementwise
 
     pub fn add(&mut self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let s = broadcast_shape("add", a.shape(), b.shape())?;
+        #[cfg(not(feature = "cuda"))]
+        if a.shape() == b.shape() {
+            return Ok(self.host_add(a, b));
+        }
         record!(self, [a, b], bcast(a, s) + bcast(b, s))
     }
     pub fn sub(&mut self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -289,10 +293,16 @@ impl Graph {
         record!(self, [a], a.abs())
     }
     pub fn relu(&mut self, a: &Tensor) -> Result<Tensor> {
+        #[cfg(not(feature = "cuda"))]
+        return Ok(self.host_relu(a));
+        #[cfg(feature = "cuda")]
         record!(self, [a], a.relu())
     }
     /// GELU (tanh approximation).
     pub fn gelu(&mut self, a: &Tensor) -> Result<Tensor> {
+        #[cfg(not(feature = "cuda"))]
+        return Ok(self.host_gelu(a));
+        #[cfg(feature = "cuda")]
         record!(self, [a], a.fast_gelu())
     }
     pub fn square(&mut self, a: &Tensor) -> Result<Tensor> {
@@ -310,7 +320,57 @@ impl Graph {
         if k != k2 {
             return Err(shape_err("matmul", format!("{m}x{k} times {k2}x{n}")));
         }
+        #[cfg(not(feature = "cuda"))]
+        return Ok(self.host_matmul(a, b));
+        #[cfg(feature = "cuda")]
         record!(self, [a, b], a.matmul(b))
+    }
+
+    /// `x W + b` (`b` is `(1, n)`): one fused op on the CPU.
+    pub fn linear(&mut self, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let ((m, k), (k2, n)) = (x.shape(), w.shape());
+        if k != k2 || b.shape() != (1, n) {
+            return Err(shape_err(
+                "linear",
+                format!("{m}x{k} times {k2}x{n} plus bias {:?}", b.shape()),
+            ));
+        }
+        #[cfg(not(feature = "cuda"))]
+        return Ok(self.host_linear(x, w, b));
+        #[cfg(feature = "cuda")]
+        {
+            let y = self.matmul(x, w)?;
+            self.add(&y, b)
+        }
+    }
+
+    /// Layer norm of each row followed by the affine `· gamma + beta` (`(1, D)` each).
+    pub fn layer_norm(
+        &mut self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        eps: f32,
+    ) -> Result<Tensor> {
+        let (_, d) = x.shape();
+        if gamma.shape() != (1, d) || beta.shape() != (1, d) {
+            return Err(shape_err(
+                "layer_norm",
+                format!(
+                    "rows of {d} with scale {:?} and shift {:?}",
+                    gamma.shape(),
+                    beta.shape()
+                ),
+            ));
+        }
+        #[cfg(not(feature = "cuda"))]
+        return Ok(self.host_layer_norm(x, gamma, beta, eps));
+        #[cfg(feature = "cuda")]
+        {
+            let n = self.layer_norm_rows(x, eps)?;
+            let n = self.mul(&n, gamma)?;
+            self.add(&n, beta)
+        }
     }
 
     pub fn transpose(&mut self, a: &Tensor) -> Result<Tensor> {
@@ -413,9 +473,7 @@ impl Graph {
         if r != c {
             return Err(shape_err("diag", format!("{r}x{c} is not square")));
         }
-        let eye = Tensor {
-            t: eye_t(&self.dev, r),
-        };
+        let eye = Tensor::new(eye_t(&self.dev, r));
         let masked = self.mul(a, &eye)?;
         self.sum(&masked, Axis2::Cols)
     }
@@ -439,9 +497,7 @@ impl Graph {
         for (i, &l) in labels.iter().enumerate() {
             onehot[i * c + l as usize] = -1.0 / n as f32;
         }
-        let target = Tensor {
-            t: self.dev.tensor_from_vec(onehot, (n, c)),
-        };
+        let target = Tensor::new(self.dev.tensor_from_vec(onehot, (n, c)));
         let logp = self.log_softmax(logits, Axis2::Cols)?;
         let weighted = self.mul(&logp, &target)?;
         self.sum(&weighted, Axis2::All)

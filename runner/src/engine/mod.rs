@@ -14,6 +14,10 @@
 pub mod attention;
 pub mod conv;
 pub mod graph;
+#[cfg(not(feature = "cuda"))]
+pub(crate) mod host;
+#[cfg(not(feature = "cuda"))]
+mod host_ops;
 pub mod io;
 pub mod nn;
 pub mod optim;
@@ -58,9 +62,20 @@ pub(crate) fn shape_err(op: &'static str, detail: impl Into<String>) -> EngineEr
 #[derive(Clone, Debug)]
 pub struct Tensor {
     pub(crate) t: T2,
+    /// A value no gradient is asked of (a data batch): host ops skip computing its gradient.
+    pub(crate) constant: bool,
 }
 
 impl Tensor {
+    pub(crate) fn new(t: T2) -> Tensor {
+        Tensor { t, constant: false }
+    }
+    /// The same tensor marked as data: ops need not compute its gradient (the first layer's
+    /// input gradient is skipped). `Grads::get` of it is then zeros.
+    pub fn as_input(mut self) -> Tensor {
+        self.constant = true;
+        self
+    }
     pub fn shape(&self) -> (usize, usize) {
         *self.t.shape()
     }
@@ -81,9 +96,7 @@ impl Tensor {
     }
     /// A copy with a fresh identity (no gradient links to `self`).
     pub fn detached(&self) -> Tensor {
-        Tensor {
-            t: self.t.clone() * 1.0,
-        }
+        Tensor::new(self.t.clone() * 1.0)
     }
 }
 
@@ -156,21 +169,17 @@ impl Engine {
                 format!("{} values for {rows}x{cols}", data.len()),
             ));
         }
-        Ok(Tensor {
-            t: self.dev.tensor_from_vec(data, (rows, cols)),
-        })
+        Ok(Tensor::new(self.dev.tensor_from_vec(data, (rows, cols))))
     }
 
     pub fn zeros(&self, rows: usize, cols: usize) -> Tensor {
-        Tensor {
-            t: self.dev.zeros_like(&(rows, cols)),
-        }
+        Tensor::new(self.dev.zeros_like(&(rows, cols)))
     }
 
     pub fn full(&self, value: f32, rows: usize, cols: usize) -> Tensor {
         let mut t = self.dev.zeros_like(&(rows, cols));
         t.fill_with_ones();
-        Tensor { t: t * value }
+        Tensor::new(t * value)
     }
 
     pub fn eye(&self, n: usize) -> Tensor {
@@ -178,9 +187,7 @@ impl Engine {
         for i in 0..n {
             v[i * n + i] = 1.0;
         }
-        Tensor {
-            t: self.dev.tensor_from_vec(v, (n, n)),
-        }
+        Tensor::new(self.dev.tensor_from_vec(v, (n, n)))
     }
 
     /// Block until all queued device work is done (timings; the CPU device computes eagerly).

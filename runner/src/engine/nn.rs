@@ -330,8 +330,7 @@ impl Linear {
         }
     }
     pub fn forward(&self, ps: &ParamStore, g: &mut Graph, x: &Tensor) -> Result<Tensor> {
-        let y = g.matmul(x, ps.get(self.w))?;
-        let mut y = g.add(&y, ps.get(self.b))?;
+        let mut y = g.linear(x, ps.get(self.w), ps.get(self.b))?;
         if let Some(l) = ps.lora.get(&self.w) {
             let low = g.matmul(x, ps.get(l.a))?;
             let low = g.matmul(&low, ps.get(l.b))?;
@@ -398,39 +397,80 @@ impl BatchNorm {
         x: &Tensor,
         train: bool,
     ) -> Result<Tensor> {
-        let (n, _) = x.shape();
-        let normed = if train && n > 1 {
-            let mean = g.mean(x, Axis2::Rows)?;
-            let xc = g.sub(x, &mean)?;
-            let sq = g.square(&xc)?;
-            let var = g.mean(&sq, Axis2::Rows)?;
-            self.update_running(ps, &mean, &var, n);
-            let std = g.add_scalar(&var, BN_EPS)?;
-            let std = g.sqrt(&std)?;
-            g.div(&xc, &std)?
-        } else {
-            let xc = g.sub(x, ps.get(self.running_mean))?;
-            let std = g.add_scalar(ps.get(self.running_var), BN_EPS)?;
-            let std = g.sqrt(&std)?;
-            g.div(&xc, &std)?
-        };
-        let scaled = g.mul(&normed, ps.get(self.gamma))?;
-        g.add(&scaled, ps.get(self.beta))
+        self.forward_act(ps, g, x, train, false)
     }
 
-    fn update_running(&self, ps: &mut ParamStore, mean: &Tensor, var: &Tensor, n: usize) {
+    /// [`BatchNorm::forward`], then ReLU when `relu` (one fused op on the CPU).
+    pub fn forward_act(
+        &self,
+        ps: &mut ParamStore,
+        g: &mut Graph,
+        x: &Tensor,
+        train: bool,
+        relu: bool,
+    ) -> Result<Tensor> {
+        let (n, c) = x.shape();
+        if c != self.features {
+            return Err(shape_err(
+                "batch_norm",
+                format!("{c} columns for {} features", self.features),
+            ));
+        }
+        let batch = train && n > 1;
+        #[cfg(not(feature = "cuda"))]
+        {
+            let stats = (!batch).then(|| (ps.get(self.running_mean), ps.get(self.running_var)));
+            let (y, mean, var) = g.host_batch_norm(
+                x,
+                ps.get(self.gamma),
+                ps.get(self.beta),
+                stats,
+                BN_EPS,
+                relu,
+            );
+            if batch {
+                self.update_running(ps, &mean, &var, n);
+            }
+            Ok(y)
+        }
+        #[cfg(feature = "cuda")]
+        {
+            let normed = if batch {
+                let mean = g.mean(x, Axis2::Rows)?;
+                let xc = g.sub(x, &mean)?;
+                let sq = g.square(&xc)?;
+                let var = g.mean(&sq, Axis2::Rows)?;
+                self.update_running(ps, &mean.to_vec(), &var.to_vec(), n);
+                let std = g.add_scalar(&var, BN_EPS)?;
+                let std = g.sqrt(&std)?;
+                g.div(&xc, &std)?
+            } else {
+                let xc = g.sub(x, ps.get(self.running_mean))?;
+                let std = g.add_scalar(ps.get(self.running_var), BN_EPS)?;
+                let std = g.sqrt(&std)?;
+                g.div(&xc, &std)?
+            };
+            let scaled = g.mul(&normed, ps.get(self.gamma))?;
+            let y = g.add(&scaled, ps.get(self.beta))?;
+            if relu {
+                g.relu(&y)
+            } else {
+                Ok(y)
+            }
+        }
+    }
+
+    fn update_running(&self, ps: &mut ParamStore, mean: &[f32], var: &[f32], n: usize) {
         let unbias = n as f32 / (n as f32 - 1.0);
-        let blend = |old: &Tensor, new: &Tensor, scale: f32| -> Tensor {
+        let blend = |old: &Tensor, new: &[f32], scale: f32| -> Tensor {
             let v: Vec<f32> = old
                 .to_vec()
                 .iter()
-                .zip(new.to_vec())
+                .zip(new)
                 .map(|(o, b)| (1.0 - BN_MOMENTUM) * o + BN_MOMENTUM * b * scale)
                 .collect();
             let (r, c) = old.shape();
-            Tensor {
-                t: dfdx::tensor::TensorFromVec::tensor_from_vec(old.t.device(), v, (r, c)),
-            }
+            Tensor::new(dfdx::tensor::TensorFromVec::tensor_from_vec(old.t.device(), v, (r, c)))
         };
         let rm = blend(ps.get(self.running_mean), mean, 1.0);
         let rv = blend(ps.get(self.running_var), var, unbias);
@@ -497,10 +537,10 @@ impl Mlp {
         let mut h = x.clone();
         for (lin, bn) in &self.hidden {
             h = lin.forward(ps, g, &h)?;
-            if let Some(bn) = bn {
-                h = bn.forward(ps, g, &h, train)?;
-            }
-            h = g.relu(&h)?;
+            h = match bn {
+                Some(bn) => bn.forward_act(ps, g, &h, train, true)?,
+                None => g.relu(&h)?,
+            };
         }
         self.last.forward(ps, g, &h)
     }
@@ -554,8 +594,14 @@ impl Conv {
             stride: self.stride,
             padding: self.padding,
         };
-        let cols = g.im2col(x, geo, spec)?;
-        let y = self.lin.forward(ps, g, &cols)?;
+        let plain = !ps.lora.contains_key(&self.lin.w) && !ps.adapters.contains_key(&self.lin.w);
+        let y = if plain {
+            g.conv2d(x, ps.get(self.lin.w), ps.get(self.lin.b), geo, spec)?
+        } else {
+            // LoRA and adapters act on the unfolded patches through the linear layer.
+            let cols = g.im2col(x, geo, spec)?;
+            self.lin.forward(ps, g, &cols)?
+        };
         let (oh, ow) = spec.out_hw(geo.height, geo.width);
         Ok((
             y,
@@ -675,10 +721,12 @@ fn conv_bn(
     x: &Tensor,
     geo: Geometry,
     train: bool,
+    relu: bool,
 ) -> Result<(Tensor, Geometry)> {
     let (y, geo) = layer.0.forward(ps, g, x, geo)?;
     let y = match &layer.1 {
-        Some(bn) => bn.forward(ps, g, &y, train)?,
+        Some(bn) => bn.forward_act(ps, g, &y, train, relu)?,
+        None if relu => g.relu(&y)?,
         None => y,
     };
     Ok((y, geo))
@@ -693,11 +741,10 @@ impl ResBlock {
         geo: Geometry,
         train: bool,
     ) -> Result<(Tensor, Geometry)> {
-        let (h, hgeo) = conv_bn(&self.conv1, ps, g, x, geo, train)?;
-        let h = g.relu(&h)?;
-        let (h, hgeo) = conv_bn(&self.conv2, ps, g, &h, hgeo, train)?;
+        let (h, hgeo) = conv_bn(&self.conv1, ps, g, x, geo, train, true)?;
+        let (h, hgeo) = conv_bn(&self.conv2, ps, g, &h, hgeo, train, false)?;
         let sc = match &self.shortcut {
-            Some(s) => conv_bn(s, ps, g, x, geo, train)?.0,
+            Some(s) => conv_bn(s, ps, g, x, geo, train, false)?.0,
             None => x.clone(),
         };
         let y = g.add(&h, &sc)?;
@@ -728,9 +775,7 @@ impl LayerNorm {
         }
     }
     pub fn forward(&self, ps: &ParamStore, g: &mut Graph, x: &Tensor) -> Result<Tensor> {
-        let n = g.layer_norm_rows(x, 1e-6)?;
-        let n = g.mul(&n, ps.get(self.gamma))?;
-        g.add(&n, ps.get(self.beta))
+        g.layer_norm(x, ps.get(self.gamma), ps.get(self.beta), 1e-6)
     }
 }
 
@@ -1306,12 +1351,11 @@ impl Encoder {
                 };
                 for (conv, bn) in &net.blocks {
                     let (y, ngeo) = conv.forward(ps, g, &h, geo)?;
-                    h = y;
                     geo = ngeo;
-                    if let Some(bn) = bn {
-                        h = bn.forward(ps, g, &h, train)?;
-                    }
-                    h = g.relu(&h)?;
+                    h = match bn {
+                        Some(bn) => bn.forward_act(ps, g, &y, train, true)?,
+                        None => g.relu(&y)?,
+                    };
                 }
                 let pooled = g.mean_row_groups(&h, geo.height * geo.width)?;
                 net.head.forward(ps, g, &pooled)
@@ -1325,8 +1369,7 @@ impl Encoder {
                     width: input.width,
                     channels: input.channels,
                 };
-                let (h, mut geo) = conv_bn(&net.stem, ps, g, &h, geo, train)?;
-                let mut h = g.relu(&h)?;
+                let (mut h, mut geo) = conv_bn(&net.stem, ps, g, &h, geo, train, true)?;
                 for block in &net.blocks {
                     let (y, ngeo) = block.forward(ps, g, &h, geo, train)?;
                     h = y;
@@ -1374,6 +1417,9 @@ impl Graph {
             out
         };
         let y = self.host_tensor(perm(&x.to_vec(), false), b * hw, s.channels);
+        if x.constant {
+            return Ok(Tensor::new(y).as_input());
+        }
         Ok(self.custom(&[x], y, move |g| vec![Some(perm(&g, true))]))
     }
 }

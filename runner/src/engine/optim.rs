@@ -50,7 +50,7 @@ pub fn collect(ps: &ParamStore, grads: &mut Grads) -> GradList {
 pub fn accumulate(acc: &mut GradList, more: GradList) {
     for (a, m) in acc.iter_mut().zip(more) {
         *a = match (a.take(), m) {
-            (Some(x), Some(y)) => Some(Tensor { t: x.t + y.t }),
+            (Some(x), Some(y)) => Some(Tensor::new(x.t + y.t)),
             (x, y) => x.or(y),
         };
     }
@@ -68,7 +68,7 @@ pub fn global_norm(gs: &GradList) -> f64 {
 /// Scale all gradients by `s` (for averaging accumulated gradients or clipping).
 pub fn scale(gs: &mut GradList, s: f32) {
     for g in gs.iter_mut().flatten() {
-        *g = Tensor { t: g.t.clone() * s };
+        *g = Tensor::new(g.t.clone() * s);
     }
 }
 
@@ -85,9 +85,7 @@ pub fn clip_global_norm(gs: &mut GradList, max_norm: f64) -> f64 {
 /// such as batch-norm statistics are averaged the same way).
 pub fn ema_update(target: &mut ParamStore, source: &ParamStore, m: f32) {
     for (t, s) in target.entries.iter_mut().zip(&source.entries) {
-        t.value = Tensor {
-            t: t.value.t.clone() * m + s.value.t.clone() * (1.0 - m),
-        };
+        t.value = Tensor::new(t.value.t.clone() * m + s.value.t.clone() * (1.0 - m));
     }
 }
 
@@ -168,6 +166,115 @@ impl Optimizer {
     /// Apply one update with explicit gradients (after accumulation or clipping).
     pub fn apply(&mut self, ps: &mut ParamStore, gs: &GradList, lr: f32) {
         self.steps += 1;
+        #[cfg(not(feature = "cuda"))]
+        {
+            self.apply_host(ps, gs, lr);
+        }
+        #[cfg(feature = "cuda")]
+        self.apply_dfdx(ps, gs, lr);
+    }
+
+    /// The update as one fused pass per tensor over host memory (the CPU fast path).
+    #[cfg(not(feature = "cuda"))]
+    fn apply_host(&mut self, ps: &mut ParamStore, gs: &GradList, lr: f32) {
+        use super::host::{read, tensor};
+        use rayon::prelude::*;
+        const CHUNK: usize = 1 << 14;
+        let t = self.steps as i32;
+        for (i, e) in ps.entries.iter_mut().enumerate() {
+            let Some(Some(g)) = gs.get(i) else {
+                continue;
+            };
+            let decay = e.kind == ParamKind::Weight;
+            let (rows, cols) = e.value.shape();
+            let dev = e.value.t.device().clone();
+            let mut w = read(&e.value.t);
+            let g = read(&g.t);
+            let mut m = read(&self.m[i].as_ref().expect("state exists for trainable entries").t);
+            match self.spec {
+                OptimSpec::Sgd {
+                    momentum,
+                    weight_decay,
+                    nesterov,
+                } => {
+                    let wd = if decay { weight_decay } else { 0.0 };
+                    w.par_chunks_mut(CHUNK)
+                        .zip(m.par_chunks_mut(CHUNK))
+                        .zip(g.par_chunks(CHUNK))
+                        .for_each(|((w, m), g)| {
+                            for ((w, m), g) in w.iter_mut().zip(m).zip(g) {
+                                let g = if wd > 0.0 { g + *w * wd } else { *g };
+                                *m = *m * momentum + g;
+                                let upd = if nesterov { g + *m * momentum } else { *m };
+                                *w -= upd * lr;
+                            }
+                        });
+                }
+                OptimSpec::Lars {
+                    momentum,
+                    weight_decay,
+                    eta,
+                } => {
+                    let (wd, rate) = if decay {
+                        let sq = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>();
+                        let (wn, gn) = (sq(&w).sqrt() as f32, sq(&g).sqrt() as f32);
+                        let trust = if wn > 0.0 && gn > 0.0 {
+                            eta * wn / (gn + weight_decay * wn)
+                        } else {
+                            1.0
+                        };
+                        (weight_decay, lr * trust)
+                    } else {
+                        (0.0, lr)
+                    };
+                    w.par_chunks_mut(CHUNK)
+                        .zip(m.par_chunks_mut(CHUNK))
+                        .zip(g.par_chunks(CHUNK))
+                        .for_each(|((w, m), g)| {
+                            for ((w, m), g) in w.iter_mut().zip(m).zip(g) {
+                                *m = *m * momentum + (g + *w * wd) * rate;
+                                *w -= *m;
+                            }
+                        });
+                }
+                OptimSpec::AdamW {
+                    beta1,
+                    beta2,
+                    eps,
+                    weight_decay,
+                } => {
+                    let mut v =
+                        read(&self.v[i].as_ref().expect("state exists for trainable entries").t);
+                    let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
+                    let shrink = if decay && weight_decay > 0.0 {
+                        lr * weight_decay
+                    } else {
+                        0.0
+                    };
+                    w.par_chunks_mut(CHUNK)
+                        .zip(m.par_chunks_mut(CHUNK))
+                        .zip(v.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)))
+                        .for_each(|((w, m), (v, g))| {
+                            for (((w, m), v), g) in w.iter_mut().zip(m).zip(v).zip(g) {
+                                *m = *m * beta1 + g * (1.0 - beta1);
+                                *v = *v * beta2 + g * g * (1.0 - beta2);
+                                let (mhat, vhat) = (*m / c1, *v / c2);
+                                *w -= *w * shrink;
+                                *w -= mhat / (vhat.sqrt() + eps) * lr;
+                            }
+                        });
+                    self.v[i] = Some(Tensor::new(tensor(&dev, v, rows, cols)));
+                }
+            }
+            self.m[i] = Some(Tensor::new(tensor(&dev, m, rows, cols)));
+            // A fresh identity each step: gradients of the next step are keyed to it.
+            e.value = Tensor::new(tensor(&dev, w, rows, cols));
+        }
+    }
+
+    /// The update in dfdx tensor arithmetic (device-generic).
+    #[cfg(feature = "cuda")]
+    fn apply_dfdx(&mut self, ps: &mut ParamStore, gs: &GradList, lr: f32) {
         let t = self.steps as i32;
         for (i, e) in ps.entries.iter_mut().enumerate() {
             let Some(g) = gs.get(i).cloned().flatten() else {
@@ -196,7 +303,7 @@ impl Optimizer {
                     } else {
                         m.clone()
                     };
-                    self.m[i] = Some(Tensor { t: m });
+                    self.m[i] = Some(Tensor::new(m));
                     w - upd * lr
                 }
                 OptimSpec::Lars {
@@ -217,7 +324,7 @@ impl Optimizer {
                         (g.t, lr)
                     };
                     let m = m * momentum + g * rate;
-                    self.m[i] = Some(Tensor { t: m.clone() });
+                    self.m[i] = Some(Tensor::new(m.clone()));
                     w - m
                 }
                 OptimSpec::AdamW {
@@ -234,8 +341,8 @@ impl Optimizer {
                     let v = v * beta2 + g.t.square() * (1.0 - beta2);
                     let mhat = m.clone() / (1.0 - beta1.powi(t));
                     let vhat = v.clone() / (1.0 - beta2.powi(t));
-                    self.m[i] = Some(Tensor { t: m });
-                    self.v[i] = Some(Tensor { t: v });
+                    self.m[i] = Some(Tensor::new(m));
+                    self.v[i] = Some(Tensor::new(v));
                     let w = if decay && weight_decay > 0.0 {
                         w.clone() - w * (lr * weight_decay)
                     } else {
@@ -245,7 +352,7 @@ impl Optimizer {
                 }
             };
             // A fresh identity each step: gradients of the next step are keyed to it.
-            e.value = Tensor { t: new_w };
+            e.value = Tensor::new(new_w);
         }
     }
 }
@@ -253,7 +360,7 @@ impl Optimizer {
 impl std::ops::Mul<f32> for Tensor {
     type Output = Tensor;
     fn mul(self, s: f32) -> Tensor {
-        Tensor { t: self.t * s }
+        Tensor::new(self.t * s)
     }
 }
 

@@ -1236,7 +1236,7 @@ fn train_step(
         .iter()
         .map(|a| e.tensor(a.clone(), n, d))
         .collect::<Result<_, _>>()?;
-    let x = e.tensor(augmented.concat(), v * n, d)?;
+    let x = e.tensor(augmented.concat(), v * n, d)?.as_input();
     let originals = originals.map(|o| e.tensor(o, n, d)).transpose()?;
     // The EMA teacher sees the same batch without recording gradients.
     let targets = match &mut st.teacher {

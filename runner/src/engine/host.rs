@@ -1,0 +1,234 @@
+//! The CPU fast path: the engine's own kernels on host memory, recorded on dfdx's tape.
+//!
+//! dfdx's CPU kernels run on one thread and allocate per op, and its matmul uses `gemm` 0.15
+//! (AVX2 at most on stable Rust). The hot ops of training — matmul, linear layers, fused
+//! convolution, batch/layer norm (+ReLU), element-wise activations and the optimiser update —
+//! run here instead: `gemm` 0.19 (AVX-512 where the CPU has it, detected at run time) and
+//! rayon over both cores.
+//!
+//! The public path into dfdx (its tensor storage is crate-private, see docs/architecture.md):
+//! inputs are read with `Tensor::copy_into` (one memcpy), outputs are moved in with
+//! `tensor_from_vec` (no copy), and in backward the gradient buffers are borrowed in place
+//! through `Gradients::get_or_alloc_mut` (on the CPU a `Vec<f32>`): the output gradient is
+//! taken out, the inputs' gradients are accumulated into directly, and the output gradient is
+//! put back. No kernel here depends on the number of threads for its result: every parallel
+//! reduction splits its work into fixed chunks and adds the partial results in chunk order.
+
+use dfdx::prelude::*;
+use rayon::prelude::*;
+
+use super::{Dev, Graph, Tensor, T2};
+
+
+/// Rows per task of row-parallel kernels: fixed, so results never depend on the thread count.
+pub(crate) const ROW_CHUNK: usize = 256;
+
+/// The values of `t`, row-major (engine tensors are always contiguous).
+pub(crate) fn read(t: &T2) -> Vec<f32> {
+    let (r, c) = *t.shape();
+    let mut v = vec![0f32; r * c];
+    t.copy_into(&mut v);
+    v
+}
+
+pub(crate) fn tensor(dev: &Dev, v: Vec<f32>, rows: usize, cols: usize) -> T2 {
+    debug_assert_eq!(v.len(), rows * cols);
+    dev.tensor_from_vec(v, (rows, cols))
+}
+
+/// `dst (m×n) (+)= a (m×k) · b (k×n)`. `a_t`/`b_t`: the operand is stored transposed
+/// (`a` as `k×m`, `b` as `n×k`, row-major). `acc` adds to `dst` instead of overwriting it.
+/// `parallel`: split the product over rayon's threads (off inside already-parallel tasks).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    dst: &mut [f32],
+    acc: bool,
+    a: &[f32],
+    a_t: bool,
+    b: &[f32],
+    b_t: bool,
+    parallel: bool,
+) {
+    assert!(dst.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !acc {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    let (a_rs, a_cs) = if a_t { (1, m as isize) } else { (k as isize, 1) };
+    let (b_rs, b_cs) = if b_t { (1, k as isize) } else { (n as isize, 1) };
+    let par = if parallel && m * n * k >= 1 << 18 {
+        gemm::Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the asserts above keep every index the strides describe inside the slices;
+    // `dst` is exclusively borrowed and does not alias `a` or `b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            acc,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// Column sums of a row-major `(rows, cols)` matrix added into `out`, in fixed row chunks.
+pub(crate) fn add_col_sums(x: &[f32], cols: usize, out: &mut [f32]) {
+    let parts: Vec<Vec<f32>> = x
+        .par_chunks(ROW_CHUNK * cols)
+        .map(|chunk| {
+            let mut s = vec![0f32; cols];
+            for row in chunk.chunks_exact(cols) {
+                for (a, b) in s.iter_mut().zip(row) {
+                    *a += b;
+                }
+            }
+            s
+        })
+        .collect();
+    for p in parts {
+        for (o, v) in out.iter_mut().zip(p) {
+            *o += v;
+        }
+    }
+}
+
+/// `dst += src`, in parallel.
+pub(crate) fn add_assign(dst: &mut [f32], src: &[f32]) {
+    dst.par_chunks_mut(1 << 14)
+        .zip(src.par_chunks(1 << 14))
+        .for_each(|(d, s)| {
+            for (a, b) in d.iter_mut().zip(s) {
+                *a += b;
+            }
+        });
+}
+
+/// One input gradient during a host op's backward: the buffer to add into, or `None` when the
+/// input needs no gradient (data batches).
+pub(crate) type GradSlot<'a> = Option<&'a mut [f32]>;
+
+impl Graph {
+    /// Record a host op: `out` (`rows × cols`) was computed from `inputs`; `backward` gets the
+    /// output gradient and one slot per input to **add** that input's gradient into.
+    pub(crate) fn host_op(
+        &mut self,
+        inputs: &[&Tensor],
+        out: Vec<f32>,
+        rows: usize,
+        cols: usize,
+        backward: impl FnOnce(&[f32], &mut [GradSlot]) + 'static,
+    ) -> Tensor {
+        let out = tensor(&self.dev, out, rows, cols);
+        let Some(acc) = self.tape_mut() else {
+            return Tensor::new(out);
+        };
+        let out_ghost = out.ghost();
+        let ins: Vec<_> = inputs
+            .iter()
+            .map(|t| (t.t.ghost(), t.len(), t.constant))
+            .collect();
+        // dfdx's ghost type is crate-private, so the buffer moves are spelled out here, where
+        // its type is inferred. `take` moves a gradient buffer out (leaving an empty one), `put`
+        // moves it back.
+        macro_rules! take {
+            ($grads:expr, $g:expr) => {
+                std::mem::take(&mut **$grads.get_or_alloc_mut($g)?)
+            };
+        }
+        macro_rules! put {
+            ($grads:expr, $g:expr, $v:expr) => {
+                **$grads.get_or_alloc_mut($g)? = $v
+            };
+        }
+        acc.add_backward_op(move |grads| {
+            let g_out = take!(grads, &out_ghost);
+            // An input used twice by one op (x·x) has one gradient buffer: the second use
+            // gets a temporary that is added in afterwards.
+            let mut bufs: Vec<(Vec<f32>, bool)> = Vec::with_capacity(ins.len());
+            for (ghost, len, constant) in &ins {
+                if *constant {
+                    bufs.push((Vec::new(), false));
+                    continue;
+                }
+                let v: Vec<f32> = take!(grads, ghost);
+                if v.len() == *len {
+                    bufs.push((v, true));
+                } else {
+                    bufs.push((vec![0f32; *len], false));
+                }
+            }
+            {
+                let mut slots: Vec<GradSlot> = bufs
+                    .iter_mut()
+                    .zip(&ins)
+                    .map(|((v, _), (_, _, constant))| (!constant).then_some(v.as_mut_slice()))
+                    .collect();
+                backward(&g_out, &mut slots);
+            }
+            put!(grads, &out_ghost, g_out);
+            for ((v, owned), (ghost, _, constant)) in bufs.into_iter().zip(&ins) {
+                if *constant {
+                    continue;
+                }
+                if owned {
+                    put!(grads, ghost, v);
+                } else {
+                    let mut dst: Vec<f32> = take!(grads, ghost);
+                    add_assign(&mut dst, &v);
+                    put!(grads, ghost, dst);
+                }
+            }
+            Ok(())
+        });
+        Tensor::new(out)
+    }
+}
+
+/// Apply `f` to every element in parallel (fixed chunks).
+pub(crate) fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(1 << 14)
+        .zip(x.par_chunks(1 << 14))
+        .for_each(|(o, s)| {
+            for (a, b) in o.iter_mut().zip(s) {
+                *a = f(*b);
+            }
+        });
+    out
+}
+
+/// `dst[i] += f(a[i], b[i])` in parallel.
+pub(crate) fn zip_add(dst: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
+    dst.par_chunks_mut(1 << 14)
+        .zip(a.par_chunks(1 << 14).zip(b.par_chunks(1 << 14)))
+        .for_each(|(d, (a, b))| {
+            for ((d, a), b) in d.iter_mut().zip(a).zip(b) {
+                *d += f(*a, *b);
+            }
+        });
+}

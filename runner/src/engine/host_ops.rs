@@ -1,0 +1,481 @@
+//! The CPU fast path's ops: matmul, linear (+bias), fused convolution, batch norm (+ReLU),
+//! layer norm (+affine) and element-wise activations, each with its exact backward.
+//!
+//! Each op reads its inputs once, computes on host buffers with rayon and `gemm`, and records
+//! its backward with [`Graph::host_op`]. Shapes are checked by the public ops that call these.
+
+use rayon::prelude::*;
+
+use super::conv::{ConvSpec, Geometry};
+use super::host::{add_col_sums, gemm, map, read, zip_add, GradSlot, ROW_CHUNK};
+use super::{Graph, Tensor};
+
+/// Fixed partitions of the batch for convolution weight gradients (independent of threads).
+const CONV_PARTS: usize = 8;
+/// Target size (floats) of one im2col block: about 1 MiB, so it stays in L2.
+const IM2COL_BLOCK: usize = 1 << 18;
+
+fn slot<'a>(slots: &'a mut [GradSlot], i: usize) -> Option<&'a mut [f32]> {
+    slots[i].as_deref_mut()
+}
+
+impl Graph {
+    pub(crate) fn host_matmul(&mut self, a: &Tensor, b: &Tensor) -> Tensor {
+        let ((m, k), (_, n)) = (a.shape(), b.shape());
+        let (av, bv) = (read(&a.t), read(&b.t));
+        let mut out = vec![0f32; m * n];
+        gemm(m, k, n, &mut out, false, &av, false, &bv, false, true);
+        self.host_op(&[a, b], out, m, n, move |gy, slots| {
+            if let Some(ga) = slot(slots, 0) {
+                gemm(m, n, k, ga, true, gy, false, &bv, true, true);
+            }
+            if let Some(gb) = slot(slots, 1) {
+                gemm(k, m, n, gb, true, &av, true, gy, false, true);
+            }
+        })
+    }
+
+    /// `x W + b` in one op (`b` is `(1, n)`).
+    pub(crate) fn host_linear(&mut self, x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
+        let ((m, k), (_, n)) = (x.shape(), w.shape());
+        let (xv, wv, bv) = (read(&x.t), read(&w.t), read(&b.t));
+        let mut out = vec![0f32; m * n];
+        out.par_chunks_mut(n * ROW_CHUNK).for_each(|rows| {
+            for r in rows.chunks_exact_mut(n) {
+                r.copy_from_slice(&bv);
+            }
+        });
+        gemm(m, k, n, &mut out, true, &xv, false, &wv, false, true);
+        self.host_op(&[x, w, b], out, m, n, move |gy, slots| {
+            if let Some(gx) = slot(slots, 0) {
+                gemm(m, n, k, gx, true, gy, false, &wv, true, true);
+            }
+            if let Some(gw) = slot(slots, 1) {
+                gemm(k, m, n, gw, true, &xv, true, gy, false, true);
+            }
+            if let Some(gb) = slot(slots, 2) {
+                add_col_sums(gy, n, gb);
+            }
+        })
+    }
+
+    pub(crate) fn host_relu(&mut self, x: &Tensor) -> Tensor {
+        let (r, c) = x.shape();
+        let xv = read(&x.t);
+        let out = map(&xv, |v| v.max(0.0));
+        self.host_op(&[x], out, r, c, move |gy, slots| {
+            if let Some(gx) = slot(slots, 0) {
+                zip_add(gx, gy, &xv, |g, x| if x > 0.0 { g } else { 0.0 });
+            }
+        })
+    }
+
+    /// GELU, tanh approximation (dfdx's `fast_gelu`).
+    pub(crate) fn host_gelu(&mut self, x: &Tensor) -> Tensor {
+        const K: f32 = 0.797_884_6; // sqrt(2 / pi)
+        let (r, c) = x.shape();
+        let xv = read(&x.t);
+        let out = map(&xv, |x| {
+            let u = K * (x + 0.044715 * x * x * x);
+            0.5 * x * (1.0 + u.tanh())
+        });
+        self.host_op(&[x], out, r, c, move |gy, slots| {
+            if let Some(gx) = slot(slots, 0) {
+                zip_add(gx, gy, &xv, |g, x| {
+                    let u = K * (x + 0.044715 * x * x * x);
+                    let t = u.tanh();
+                    let du = K * (1.0 + 3.0 * 0.044715 * x * x);
+                    g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
+                });
+            }
+        })
+    }
+
+    /// `a + b` for two tensors of the same shape.
+    pub(crate) fn host_add(&mut self, a: &Tensor, b: &Tensor) -> Tensor {
+        let (r, c) = a.shape();
+        let (av, bv) = (read(&a.t), read(&b.t));
+        let mut out = av;
+        super::host::add_assign(&mut out, &bv);
+        self.host_op(&[a, b], out, r, c, move |gy, slots| {
+            for i in 0..2 {
+                if let Some(g) = slot(slots, i) {
+                    super::host::add_assign(g, gy);
+                }
+            }
+        })
+    }
+
+    /// Batch norm over rows per column with scale `gamma` and shift `beta` (`(1, C)` each),
+    /// optionally followed by ReLU. `stats`: normalise with these (mean, variance) instead of
+    /// the batch's (evaluation). Returns the output and the batch mean and (biased) variance.
+    pub(crate) fn host_batch_norm(
+        &mut self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        stats: Option<(&Tensor, &Tensor)>,
+        eps: f32,
+        relu: bool,
+    ) -> (Tensor, Vec<f32>, Vec<f32>) {
+        let (n, c) = x.shape();
+        let xv = read(&x.t);
+        let (gv, bv) = (read(&gamma.t), read(&beta.t));
+        let batch_stats = stats.is_none();
+        let (mean, var) = match stats {
+            Some((m, v)) => (read(&m.t), read(&v.t)),
+            None => column_mean_var(&xv, n, c),
+        };
+        let inv: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+        let mut out = vec![0f32; n * c];
+        out.par_chunks_mut(c * ROW_CHUNK)
+            .zip(xv.par_chunks(c * ROW_CHUNK))
+            .for_each(|(o, x)| {
+                for (orow, xrow) in o.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                    for j in 0..c {
+                        let z = (xrow[j] - mean[j]) * inv[j] * gv[j] + bv[j];
+                        orow[j] = if relu { z.max(0.0) } else { z };
+                    }
+                }
+            });
+        let (mean_out, var_out) = (mean.clone(), var.clone());
+        let y = self.host_op(&[x, gamma, beta], out, n, c, move |gy, slots| {
+            // dz: the gradient before ReLU (zero where the ReLU was off); x̂ = (x − μ)·inv.
+            let dz_row = |i: usize, dz: &mut [f32], xh: &mut [f32]| {
+                let (x, g) = (&xv[i * c..][..c], &gy[i * c..][..c]);
+                for j in 0..c {
+                    xh[j] = (x[j] - mean[j]) * inv[j];
+                    let on = !relu || xh[j] * gv[j] + bv[j] > 0.0;
+                    dz[j] = if on { g[j] } else { 0.0 };
+                }
+            };
+            // Per column: Σ dz and Σ dz·x̂, over fixed row chunks.
+            let parts: Vec<Vec<f32>> = (0..n.div_ceil(ROW_CHUNK))
+                .into_par_iter()
+                .map(|ch| {
+                    let mut s = vec![0f32; 2 * c];
+                    let (mut dz, mut xh) = (vec![0f32; c], vec![0f32; c]);
+                    for i in ch * ROW_CHUNK..((ch + 1) * ROW_CHUNK).min(n) {
+                        dz_row(i, &mut dz, &mut xh);
+                        let (s1, s2) = s.split_at_mut(c);
+                        for j in 0..c {
+                            s1[j] += dz[j];
+                            s2[j] += dz[j] * xh[j];
+                        }
+                    }
+                    s
+                })
+                .collect();
+            let mut sums = vec![0f32; 2 * c];
+            for p in parts {
+                for (a, b) in sums.iter_mut().zip(p) {
+                    *a += b;
+                }
+            }
+            let (sum_dz, sum_dzx) = sums.split_at(c);
+            if let Some(gx) = slot(slots, 0) {
+                let nf = n as f32;
+                let scale: Vec<f32> = (0..c).map(|j| gv[j] * inv[j]).collect();
+                gx.par_chunks_mut(c * ROW_CHUNK)
+                    .enumerate()
+                    .for_each(|(ch, rows)| {
+                        let (mut dz, mut xh) = (vec![0f32; c], vec![0f32; c]);
+                        for (ri, row) in rows.chunks_exact_mut(c).enumerate() {
+                            dz_row(ch * ROW_CHUNK + ri, &mut dz, &mut xh);
+                            if batch_stats {
+                                for j in 0..c {
+                                    row[j] += scale[j]
+                                        * (dz[j] - (sum_dz[j] + xh[j] * sum_dzx[j]) / nf);
+                                }
+                            } else {
+                                for j in 0..c {
+                                    row[j] += dz[j] * scale[j];
+                                }
+                            }
+                        }
+                    });
+            }
+            if let Some(gg) = slot(slots, 1) {
+                for (g, s) in gg.iter_mut().zip(sum_dzx) {
+                    *g += *s;
+                }
+            }
+            if let Some(gb) = slot(slots, 2) {
+                for (g, s) in gb.iter_mut().zip(sum_dz) {
+                    *g += *s;
+                }
+            }
+        });
+        (y, mean_out, var_out)
+    }
+
+    /// Layer norm of each row with scale and shift (`(1, D)` each).
+    pub(crate) fn host_layer_norm(
+        &mut self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        eps: f32,
+    ) -> Tensor {
+        let (n, d) = x.shape();
+        let xv = read(&x.t);
+        let (gv, bv) = (read(&gamma.t), read(&beta.t));
+        // Per row: mean and 1/std.
+        let stats: Vec<(f32, f32)> = xv
+            .par_chunks(d)
+            .map(|row| {
+                let mean = row.iter().sum::<f32>() / d as f32;
+                let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+                (mean, 1.0 / (var + eps).sqrt())
+            })
+            .collect();
+        let mut out = vec![0f32; n * d];
+        out.par_chunks_mut(d)
+            .zip(xv.par_chunks(d))
+            .zip(&stats)
+            .for_each(|((o, x), &(mean, inv))| {
+                for j in 0..d {
+                    o[j] = (x[j] - mean) * inv * gv[j] + bv[j];
+                }
+            });
+        self.host_op(&[x, gamma, beta], out, n, d, move |gy, slots| {
+            if let Some(gx) = slot(slots, 0) {
+                gx.par_chunks_mut(d)
+                    .zip(xv.par_chunks(d))
+                    .zip(gy.par_chunks(d))
+                    .zip(&stats)
+                    .for_each(|(((gx, x), gy), &(mean, inv))| {
+                        let (mut s1, mut s2) = (0f32, 0f32);
+                        for j in 0..d {
+                            let dxh = gy[j] * gv[j];
+                            s1 += dxh;
+                            s2 += dxh * (x[j] - mean) * inv;
+                        }
+                        let df = d as f32;
+                        for j in 0..d {
+                            let xh = (x[j] - mean) * inv;
+                            gx[j] += inv / df * (df * gy[j] * gv[j] - s1 - xh * s2);
+                        }
+                    });
+            }
+            let need_affine = slots[1].is_some() || slots[2].is_some();
+            if need_affine {
+                let parts: Vec<Vec<f32>> = (0..n.div_ceil(ROW_CHUNK))
+                    .into_par_iter()
+                    .map(|ch| {
+                        let mut s = vec![0f32; 2 * d];
+                        for i in ch * ROW_CHUNK..((ch + 1) * ROW_CHUNK).min(n) {
+                            let (mean, inv) = stats[i];
+                            for j in 0..d {
+                                let g = gy[i * d + j];
+                                s[j] += g * (xv[i * d + j] - mean) * inv;
+                                s[d + j] += g;
+                            }
+                        }
+                        s
+                    })
+                    .collect();
+                let mut sums = vec![0f32; 2 * d];
+                for p in parts {
+                    for (a, b) in sums.iter_mut().zip(p) {
+                        *a += b;
+                    }
+                }
+                if let Some(gg) = slot(slots, 1) {
+                    for (g, s) in gg.iter_mut().zip(&sums[..d]) {
+                        *g += s;
+                    }
+                }
+                if let Some(gb) = slot(slots, 2) {
+                    for (g, s) in gb.iter_mut().zip(&sums[d..]) {
+                        *g += s;
+                    }
+                }
+            }
+        })
+    }
+
+    /// Convolution of a channel-last `(B·H·W, C)` activation with a `(K·K·C, C_out)` weight and
+    /// a `(1, C_out)` bias, without materialising the whole im2col matrix: each task unfolds a
+    /// few images into an L2-sized block and multiplies it (forward and backward alike).
+    pub(crate) fn host_conv2d(
+        &mut self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        geo: Geometry,
+        s: ConvSpec,
+    ) -> Tensor {
+        let (oh, ow) = s.out_hw(geo.height, geo.width);
+        let kk = s.kernel * s.kernel * geo.channels;
+        let co = w.shape().1;
+        let (per_in, per_out) = (geo.height * geo.width, oh * ow);
+        let imgs = (IM2COL_BLOCK / (per_out * kk).max(1)).clamp(1, geo.batch.max(1));
+        let xv = read(&x.t);
+        let (wv, bv) = (read(&w.t), read(&b.t));
+        let rows = geo.batch * per_out;
+        let mut out = vec![0f32; rows * co];
+        out.par_chunks_mut(imgs * per_out * co)
+            .enumerate()
+            .for_each_init(Vec::new, |cols, (ci, y)| {
+                let b0 = ci * imgs;
+                let nb = y.len() / (per_out * co);
+                unfold(&xv, geo, s, b0, nb, cols);
+                for r in y.chunks_exact_mut(co) {
+                    r.copy_from_slice(&bv);
+                }
+                gemm(nb * per_out, kk, co, y, true, cols, false, &wv, false, false);
+            });
+        self.host_op(&[x, w, b], out, rows, co, move |gy, slots| {
+            let chunks = geo.batch.div_ceil(imgs);
+            let per_part = chunks.div_ceil(CONV_PARTS);
+            let parts = chunks.div_ceil(per_part);
+            let need_w = slots[1].is_some();
+            let gx = slots[0].take();
+            // One weight-gradient partial per fixed partition, added in partition order.
+            let run = |p: usize, gx: Option<&mut [f32]>| -> Vec<f32> {
+                let mut gw = if need_w { vec![0f32; kk * co] } else { Vec::new() };
+                let mut cols = Vec::new();
+                let mut dcols = Vec::new();
+                let mut gx = gx;
+                for ci in p * per_part..((p + 1) * per_part).min(chunks) {
+                    let b0 = ci * imgs;
+                    let nb = imgs.min(geo.batch - b0);
+                    let m = nb * per_out;
+                    let gyc = &gy[b0 * per_out * co..][..m * co];
+                    if need_w {
+                        unfold(&xv, geo, s, b0, nb, &mut cols);
+                        gemm(kk, m, co, &mut gw, true, &cols, true, gyc, false, false);
+                    }
+                    if let Some(gx) = gx.as_deref_mut() {
+                        dcols.clear();
+                        dcols.resize(m * kk, 0.0);
+                        gemm(m, co, kk, &mut dcols, false, gyc, false, &wv, true, false);
+                        let local = (b0 - p * per_part * imgs) * per_in * geo.channels;
+                        fold(&dcols, geo, s, nb, &mut gx[local..]);
+                    }
+                }
+                gw
+            };
+            let partials: Vec<Vec<f32>> = match gx {
+                Some(gx) => gx
+                    .par_chunks_mut(per_part * imgs * per_in * geo.channels)
+                    .enumerate()
+                    .map(|(p, gxp)| run(p, Some(gxp)))
+                    .collect(),
+                None => (0..parts).into_par_iter().map(|p| run(p, None)).collect(),
+            };
+            if let Some(gw) = slot(slots, 1) {
+                for p in &partials {
+                    super::host::add_assign(gw, p);
+                }
+            }
+            if let Some(gb) = slot(slots, 2) {
+                add_col_sums(gy, co, gb);
+            }
+        })
+    }
+}
+
+/// Per-column mean and biased variance of a row-major `(n, c)` matrix (two passes over fixed
+/// row chunks; chunk sums added in order).
+fn column_mean_var(x: &[f32], n: usize, c: usize) -> (Vec<f32>, Vec<f32>) {
+    let sum_rows = |centre: Option<&[f32]>| -> Vec<f32> {
+        let parts: Vec<Vec<f32>> = x
+            .par_chunks(c * ROW_CHUNK)
+            .map(|rows| {
+                let mut s = vec![0f32; c];
+                for row in rows.chunks_exact(c) {
+                    match centre {
+                        None => {
+                            for (a, v) in s.iter_mut().zip(row) {
+                                *a += v;
+                            }
+                        }
+                        Some(m) => {
+                            for ((a, v), m) in s.iter_mut().zip(row).zip(m) {
+                                *a += (v - m) * (v - m);
+                            }
+                        }
+                    }
+                }
+                s
+            })
+            .collect();
+        let mut total = vec![0f64; c];
+        for p in parts {
+            for (a, b) in total.iter_mut().zip(p) {
+                *a += b as f64;
+            }
+        }
+        total.into_iter().map(|s| (s / n as f64) as f32).collect()
+    };
+    let mean = sum_rows(None);
+    let var = sum_rows(Some(&mean));
+    (mean, var)
+}
+
+/// im2col of images `b0..b0+nb` into `cols` (resized to `nb·OH·OW × K·K·C`, zeros at padding).
+fn unfold(x: &[f32], g: Geometry, s: ConvSpec, b0: usize, nb: usize, cols: &mut Vec<f32>) {
+    let (oh, ow) = s.out_hw(g.height, g.width);
+    let kk = s.kernel * s.kernel * g.channels;
+    cols.clear();
+    cols.resize(nb * oh * ow * kk, 0.0);
+    let c = g.channels;
+    for bi in 0..nb {
+        let img = &x[(b0 + bi) * g.height * g.width * c..][..g.height * g.width * c];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let row = &mut cols[((bi * oh + oy) * ow + ox) * kk..][..kk];
+                for ky in 0..s.kernel {
+                    let iy = (oy * s.stride + ky) as isize - s.padding as isize;
+                    if iy < 0 || iy >= g.height as isize {
+                        continue;
+                    }
+                    for kx in 0..s.kernel {
+                        let ix = (ox * s.stride + kx) as isize - s.padding as isize;
+                        if ix < 0 || ix >= g.width as isize {
+                            continue;
+                        }
+                        let src = (iy as usize * g.width + ix as usize) * c;
+                        let dst = (ky * s.kernel + kx) * c;
+                        row[dst..dst + c].copy_from_slice(&img[src..src + c]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// col2im: add the patch gradients `cols` of `nb` images into their input gradient `dx`
+/// (which starts at the first of those images).
+fn fold(cols: &[f32], g: Geometry, s: ConvSpec, nb: usize, dx: &mut [f32]) {
+    let (oh, ow) = s.out_hw(g.height, g.width);
+    let kk = s.kernel * s.kernel * g.channels;
+    let c = g.channels;
+    for bi in 0..nb {
+        let img = &mut dx[bi * g.height * g.width * c..][..g.height * g.width * c];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let row = &cols[((bi * oh + oy) * ow + ox) * kk..][..kk];
+                for ky in 0..s.kernel {
+                    let iy = (oy * s.stride + ky) as isize - s.padding as isize;
+                    if iy < 0 || iy >= g.height as isize {
+                        continue;
+                    }
+                    for kx in 0..s.kernel {
+                        let ix = (ox * s.stride + kx) as isize - s.padding as isize;
+                        if ix < 0 || ix >= g.width as isize {
+                            continue;
+                        }
+                        let dst = (iy as usize * g.width + ix as usize) * c;
+                        let src = (ky * s.kernel + kx) * c;
+                        for (d, v) in img[dst..dst + c].iter_mut().zip(&row[src..src + c]) {
+                            *d += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

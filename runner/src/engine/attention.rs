@@ -8,6 +8,7 @@
 //! `dQ = dS K / √dh`, `dK = dSᵀ Q / √dh`.
 
 use super::graph::Axis2;
+use super::host::gemm;
 use super::{shape_err, Graph, Result, Tensor};
 
 /// Attention geometry: `batch` samples of `tokens` tokens, `heads` heads.
@@ -42,10 +43,6 @@ fn scatter_add(src: &[f32], hh: usize, t: usize, width: usize, dh: usize, dst: &
             *a += b;
         }
     }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// Per (sample, head): the attention probabilities `P` (T x T), row-major, for backward.
@@ -84,15 +81,15 @@ fn forward(
                         gather(q, b, hh, t, width, dh, &mut qh);
                         gather(k, b, hh, t, width, dh, &mut kh);
                         gather(v, b, hh, t, width, dh, &mut vh);
-                        oh.iter_mut().for_each(|x| *x = 0.0);
                         let p = &mut probs_c[(lb * h + hh) * t * t..][..t * t];
+                        // S = Q Kᵀ · scale, then a masked softmax per row, then O = P V.
+                        gemm(t, dh, t, p, false, &qh, false, &kh, true, false);
                         for i in 0..t {
                             let row = &mut p[i * t..(i + 1) * t];
-                            let qi = &qh[i * dh..(i + 1) * dh];
                             let mut m = f32::NEG_INFINITY;
                             for (j, r) in row.iter_mut().enumerate() {
                                 *r = if key_valid.is_none_or(|kv| kv[b * t + j]) {
-                                    dot(qi, &kh[j * dh..(j + 1) * dh]) * scale
+                                    *r * scale
                                 } else {
                                     f32::NEG_INFINITY
                                 };
@@ -106,16 +103,9 @@ fn forward(
                                 z += *r;
                             }
                             let z = if z > 0.0 { 1.0 / z } else { 1.0 };
-                            let oi = &mut oh[i * dh..(i + 1) * dh];
-                            for (j, r) in row.iter_mut().enumerate() {
-                                *r *= z;
-                                if *r != 0.0 {
-                                    for (o, vv) in oi.iter_mut().zip(&vh[j * dh..(j + 1) * dh]) {
-                                        *o += *r * vv;
-                                    }
-                                }
-                            }
+                            row.iter_mut().for_each(|r| *r *= z);
                         }
+                        gemm(t, t, dh, &mut oh, false, p, false, &vh, false, false);
                         scatter_add(&oh, hh, t, width, dh, out_b);
                     }
                 }
@@ -156,7 +146,7 @@ fn backward(
                 let buf = || vec![0f32; t * dh];
                 let (mut qh, mut kh, mut vh, mut gh) = (buf(), buf(), buf(), buf());
                 let (mut dqh, mut dkh, mut dvh) = (buf(), buf(), buf());
-                let mut dp = vec![0f32; t];
+                let mut ds = vec![0f32; t * t];
                 let n_local = dq_c.len() / (t * width);
                 for lb in 0..n_local {
                     let b = ci * per + lb;
@@ -166,38 +156,21 @@ fn backward(
                         gather(k, b, hh, t, width, dh, &mut kh);
                         gather(v, b, hh, t, width, dh, &mut vh);
                         gather(g_out, b, hh, t, width, dh, &mut gh);
-                        for x in [&mut dqh, &mut dkh, &mut dvh] {
-                            x.iter_mut().for_each(|y| *y = 0.0);
-                        }
                         let p = &probs[(b * h + hh) * t * t..][..t * t];
+                        // dV = Pᵀ dO; dP = dO Vᵀ; dS = P ⊙ (dP − Σ_j dP ⊙ P) · scale;
+                        // dQ = dS K; dK = dSᵀ Q.
+                        gemm(t, t, dh, &mut dvh, false, p, true, &gh, false, false);
+                        gemm(t, dh, t, &mut ds, false, &gh, false, &vh, true, false);
                         for i in 0..t {
-                            // dP[i, j] = dO[i] · V[j]; dS = P ⊙ (dP − Σ_j dP ⊙ P).
-                            let gi = &gh[i * dh..(i + 1) * dh];
                             let prow = &p[i * t..(i + 1) * t];
-                            let mut sum = 0.0;
-                            for j in 0..t {
-                                dp[j] = if prow[j] != 0.0 {
-                                    dot(gi, &vh[j * dh..(j + 1) * dh])
-                                } else {
-                                    0.0
-                                };
-                                sum += dp[j] * prow[j];
-                            }
-                            let qi = &qh[i * dh..(i + 1) * dh];
-                            for j in 0..t {
-                                let pij = prow[j];
-                                if pij == 0.0 {
-                                    continue;
-                                }
-                                let d = pij * (dp[j] - sum) * scale;
-                                let (kj, vj) = (j * dh..(j + 1) * dh, j * dh..(j + 1) * dh);
-                                for c in 0..dh {
-                                    dvh[vj.start + c] += pij * gi[c];
-                                    dqh[i * dh + c] += d * kh[kj.start + c];
-                                    dkh[kj.start + c] += d * qi[c];
-                                }
+                            let drow = &mut ds[i * t..(i + 1) * t];
+                            let sum: f32 = drow.iter().zip(prow).map(|(d, p)| d * p).sum();
+                            for (d, p) in drow.iter_mut().zip(prow) {
+                                *d = p * (*d - sum) * scale;
                             }
                         }
+                        gemm(t, t, dh, &mut dqh, false, &ds, false, &kh, false, false);
+                        gemm(t, t, dh, &mut dkh, false, &ds, true, &qh, false, false);
                         scatter_add(&dqh, hh, t, width, dh, &mut dq_c[local.clone()]);
                         scatter_add(&dkh, hh, t, width, dh, &mut dk_c[local.clone()]);
                         scatter_add(&dvh, hh, t, width, dh, &mut dv_c[local.clone()]);

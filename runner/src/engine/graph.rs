@@ -224,6 +224,18 @@ impl Graph {
         out: T2,
         backward: impl FnOnce(Vec<f32>) -> Vec<Option<Vec<f32>>> + 'static,
     ) -> Tensor {
+        // On the CPU the gradient buffers are borrowed in place (see `host.rs`).
+        #[cfg(not(feature = "cuda"))]
+        {
+            return self.record_host(inputs, out, move |g_out, slots| {
+                for (slot, g) in slots.iter_mut().zip(backward(g_out.to_vec())) {
+                    if let (Some(dst), Some(g)) = (slot.as_deref_mut(), g) {
+                        super::host::add_assign(dst, &g);
+                    }
+                }
+            });
+        }
+        #[allow(unreachable_code)]
         let Some(acc) = self.tape.as_mut() else {
             return Tensor::new(out);
         };
@@ -235,7 +247,7 @@ impl Graph {
             for (ghost, g) in in_ghosts.iter().zip(backward(g_out)) {
                 if let Some(g) = g {
                     let gi = grads.get_or_alloc_mut(ghost)?;
-                    add_into(gi, &g);
+                    add_into(gi, &g)?;
                 }
             }
             Ok(())
@@ -535,9 +547,30 @@ pub(crate) fn eye_t(dev: &Dev, n: usize) -> T2 {
     dev.tensor_from_vec(v, (n, n))
 }
 
+/// Add host values into a CUDA gradient buffer (the host-op path of the CUDA build: a copy to
+/// the host and back, through cudarc's public copies on dfdx's own context).
+#[cfg(feature = "cuda")]
+fn add_into(
+    dst: &mut <Dev as dfdx::tensor::Storage<f32>>::Vec,
+    src: &[f32],
+) -> Result<(), dfdx::tensor::CudaError> {
+    let slice: &mut cudarc::driver::CudaSlice<f32> = dst;
+    let dev = slice.device();
+    let mut host = dev.dtoh_sync_copy(slice)?;
+    for (d, s) in host.iter_mut().zip(src) {
+        *d += *s;
+    }
+    dev.htod_sync_copy_into(&host, slice)?;
+    Ok(())
+}
+
 #[cfg(not(feature = "cuda"))]
-fn add_into(dst: &mut <Dev as dfdx::tensor::Storage<f32>>::Vec, src: &[f32]) {
+fn add_into(
+    dst: &mut <Dev as dfdx::tensor::Storage<f32>>::Vec,
+    src: &[f32],
+) -> Result<(), dfdx::tensor::CpuError> {
     for (d, s) in dst.iter_mut().zip(src) {
         *d += *s;
     }
+    Ok(())
 }

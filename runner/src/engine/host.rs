@@ -31,6 +31,7 @@ pub(crate) fn read(t: &T2) -> Vec<f32> {
     v
 }
 
+#[cfg(not(feature = "cuda"))]
 pub(crate) fn tensor(dev: &Dev, v: Vec<f32>, rows: usize, cols: usize) -> T2 {
     debug_assert_eq!(v.len(), rows * cols);
     dev.tensor_from_vec(v, (rows, cols))
@@ -132,6 +133,7 @@ pub(crate) fn add_assign(dst: &mut [f32], src: &[f32]) {
 /// input needs no gradient (data batches).
 pub(crate) type GradSlot<'a> = Option<&'a mut [f32]>;
 
+#[cfg(not(feature = "cuda"))]
 impl Graph {
     /// Record a host op: `out` (`rows × cols`) was computed from `inputs`; `backward` gets the
     /// output gradient and one slot per input to **add** that input's gradient into.
@@ -144,6 +146,16 @@ impl Graph {
         backward: impl FnOnce(&[f32], &mut [GradSlot]) + 'static,
     ) -> Tensor {
         let out = tensor(&self.dev, out, rows, cols);
+        self.record_host(inputs, out, backward)
+    }
+
+    /// [`Graph::host_op`] for an output already on the device.
+    pub(crate) fn record_host(
+        &mut self,
+        inputs: &[&Tensor],
+        out: T2,
+        backward: impl FnOnce(&[f32], &mut [GradSlot]) + 'static,
+    ) -> Tensor {
         let Some(acc) = self.tape_mut() else {
             return Tensor::new(out);
         };

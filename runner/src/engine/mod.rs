@@ -14,13 +14,14 @@
 pub mod attention;
 pub mod conv;
 pub mod graph;
-#[cfg(not(feature = "cuda"))]
 pub(crate) mod host;
 #[cfg(not(feature = "cuda"))]
 mod host_ops;
 pub mod io;
 pub mod nn;
 pub mod optim;
+#[cfg(test)]
+mod op_tests;
 pub mod text;
 
 pub use graph::{Axis2, Grads, Graph};
@@ -88,7 +89,11 @@ impl Tensor {
     }
     /// Copy the values to host memory, row-major.
     pub fn to_vec(&self) -> Vec<f32> {
-        self.t.as_vec()
+        // One contiguous copy (engine tensors are always contiguous); `as_vec` walks strides
+        // element by element.
+        let mut v = vec![0f32; self.len()];
+        self.t.copy_into(&mut v);
+        v
     }
     /// The single value of a `(1, 1)` tensor.
     pub fn scalar(&self) -> f32 {

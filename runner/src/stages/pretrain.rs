@@ -885,12 +885,34 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
         let mut acc: Option<GradList> = None;
         let mut micro = 0usize;
         let mut grad_norm = 0.0f64;
+        // The next batch's views are produced on another thread while this one trains; every
+        // draw is seeded per sample, so the views do not depend on this overlap.
+        let (ahead, batches) = std::sync::mpsc::sync_channel::<Result<Batch, StageError>>(1);
+        let producer = {
+            let (views, ds, needs, order, train) = (&views, &ds, &needs, &order, &train);
+            let seed = ctx.seed;
+            move || {
+                for b in 0..batches_per_epoch {
+                    let rows: Vec<usize> = order[b * bs..((b + 1) * bs).min(order.len())]
+                        .iter()
+                        .map(|&i| train[i])
+                        .collect();
+                    let batch = Batch::load(views, ds, needs, &rows, seed, epoch);
+                    let failed = batch.is_err();
+                    if ahead.send(batch).is_err() || failed {
+                        break;
+                    }
+                }
+            }
+        };
+        std::thread::scope(|scope| -> Result<(), StageError> {
+        // Owned here, so an early return drops it and the producer's next send fails.
+        let batches = batches;
+        scope.spawn(producer);
         for b in 0..batches_per_epoch {
-            let rows: Vec<usize> = order[b * bs..((b + 1) * bs).min(order.len())]
-                .iter()
-                .map(|&i| train[i])
-                .collect();
-            let batch = Batch::load(&views, &ds, &needs, &rows, ctx.seed, epoch)?;
+            let batch = batches.recv().map_err(|_| {
+                StageError::Failed("the view-producing thread stopped unexpectedly".into())
+            })??;
             let (loss, grads, reps) = batch
                 .train(e, &model, &mut st, &mut obj, total_steps, ctx.seed)
                 .map_err(|err| match err {
@@ -947,6 +969,8 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
             }
             ctx.progress.advance(1, &format!("loss {loss:.4}"));
         }
+        Ok(())
+        })?;
         let hl = health(e, &model, &mut st.ps, &views, &ds, &monitor, ctx.seed, d)?;
         let validation = match &model.mlm {
             Some(head) => mlm_validation(e, &model, head, &st.ps, &views, &ds, ctx.seed)?,

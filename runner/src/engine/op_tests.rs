@@ -1,0 +1,274 @@
+//! The op suite: values and finite-difference gradients of the engine's training ops, on every
+//! device this build can open (the CPU here; `devices()` lists what is tried).
+//!
+//! Each case builds a scalar `loss = Σ r ⊙ op(inputs)` with fixed random `r` (so every output
+//! element matters), takes the engine's gradient of every input and compares it with central
+//! differences of the same function evaluated without a tape.
+
+use super::conv::{ConvSpec, Geometry};
+use super::graph::Axis2;
+use super::nn::{BatchNorm, ParamStore};
+use super::{DeviceKind, Engine, Graph, Tensor};
+
+/// The devices to run the suite on: the CPU always; CUDA devices when they open.
+fn devices() -> Vec<Engine> {
+    let mut out = vec![Engine::cpu()];
+    if let Ok(e) = Engine::open(DeviceKind::Cuda(0)) {
+        out.push(e);
+    }
+    out
+}
+
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+type Op = dyn Fn(&mut Graph, &[Tensor]) -> Tensor;
+
+/// Check `op`'s forward against `reference` (host values, if given) and its gradient with
+/// respect to each input against central finite differences.
+fn check(e: &Engine, name: &str, shapes: &[(usize, usize)], op: &Op, tol: f64) {
+    let inputs: Vec<Vec<f32>> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, (r, c))| values(r * c, 17 + i as u64))
+        .collect();
+    let make = |vals: &[Vec<f32>]| -> Vec<Tensor> {
+        vals.iter()
+            .zip(shapes)
+            .map(|(v, (r, c))| e.tensor(v.clone(), *r, *c).unwrap())
+            .collect()
+    };
+    let ts = make(&inputs);
+    let mut g = e.graph(true);
+    let y = op(&mut g, &ts);
+    let (yr, yc) = y.shape();
+    let rv = values(yr * yc, 99);
+    let r = e.tensor(rv.clone(), yr, yc).unwrap();
+    let weighted = g.mul(&y, &r).unwrap();
+    let loss = g.sum(&weighted, Axis2::All).unwrap();
+    let mut grads = g.backward(&loss).unwrap();
+    let f = |vals: &[Vec<f32>]| -> f64 {
+        let ts = make(vals);
+        let mut g = e.graph(false);
+        let y = op(&mut g, &ts).to_vec();
+        y.iter().zip(&rv).map(|(a, b)| *a as f64 * *b as f64).sum()
+    };
+    for (k, t) in ts.iter().enumerate() {
+        let grad = grads.get(t).to_vec();
+        assert_eq!(grad.len(), inputs[k].len(), "{name}: gradient size of input {k}");
+        // Up to 24 probed elements per input, spread over the tensor.
+        let n = inputs[k].len();
+        let step = (n / 24).max(1);
+        for i in (0..n).step_by(step) {
+            let h = 1e-2f32;
+            let mut p = inputs.to_vec();
+            p[k][i] += h;
+            let mut m = inputs.to_vec();
+            m[k][i] -= h;
+            let fd = (f(&p) - f(&m)) / (2.0 * h as f64);
+            let got = grad[i] as f64;
+            assert!(
+                (fd - got).abs() <= tol * (1.0 + fd.abs()),
+                "{name}: d/d input{k}[{i}]: finite difference {fd}, engine {got}"
+            );
+        }
+    }
+}
+
+fn close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() <= tol * (1.0 + y.abs()),
+            "{what}[{i}]: {x} vs {y}"
+        );
+    }
+}
+
+#[test]
+fn matmul_linear_and_elementwise_gradients() {
+    for e in devices() {
+        check(&e, "matmul", &[(5, 7), (7, 3)], &|g, t| g.matmul(&t[0], &t[1]).unwrap(), 2e-2);
+        check(
+            &e,
+            "linear",
+            &[(6, 4), (4, 5), (1, 5)],
+            &|g, t| g.linear(&t[0], &t[1], &t[2]).unwrap(),
+            2e-2,
+        );
+        check(&e, "relu", &[(4, 9)], &|g, t| g.relu(&t[0]).unwrap(), 2e-2);
+        check(&e, "gelu", &[(4, 9)], &|g, t| g.gelu(&t[0]).unwrap(), 2e-2);
+        check(&e, "add", &[(3, 5), (3, 5)], &|g, t| g.add(&t[0], &t[1]).unwrap(), 2e-2);
+        // The same tensor twice in one op shares one gradient buffer.
+        check(&e, "x + x", &[(3, 5)], &|g, t| g.add(&t[0], &t[0]).unwrap(), 2e-2);
+        check(&e, "x · x", &[(4, 4)], &|g, t| g.matmul(&t[0], &t[0]).unwrap(), 2e-2);
+    }
+}
+
+#[test]
+fn linear_matches_matmul_plus_bias() {
+    for e in devices() {
+        let x = e.tensor(values(12 * 9, 1), 12, 9).unwrap();
+        let w = e.tensor(values(9 * 4, 2), 9, 4).unwrap();
+        let b = e.tensor(values(4, 3), 1, 4).unwrap();
+        let mut g = e.graph(false);
+        let fused = g.linear(&x, &w, &b).unwrap().to_vec();
+        let (xv, wv, bv) = (x.to_vec(), w.to_vec(), b.to_vec());
+        let mut direct = vec![0f32; 12 * 4];
+        for i in 0..12 {
+            for j in 0..4 {
+                direct[i * 4 + j] = bv[j] + (0..9).map(|k| xv[i * 9 + k] * wv[k * 4 + j]).sum::<f32>();
+            }
+        }
+        close(&fused, &direct, 1e-5, "linear");
+    }
+}
+
+fn geometries() -> Vec<(Geometry, ConvSpec)> {
+    let geo = |batch, height, width, channels| Geometry {
+        batch,
+        height,
+        width,
+        channels,
+    };
+    let spec = |kernel, stride, padding| ConvSpec {
+        kernel,
+        stride,
+        padding,
+    };
+    vec![
+        (geo(2, 5, 4, 3), spec(3, 1, 1)),
+        (geo(3, 6, 6, 2), spec(3, 2, 1)),
+        (geo(2, 4, 4, 3), spec(1, 2, 0)),
+        (geo(1, 4, 4, 2), spec(2, 2, 0)),
+    ]
+}
+
+#[test]
+fn conv2d_matches_im2col_then_linear_and_its_gradient_holds() {
+    for e in devices() {
+        for (geo, s) in geometries() {
+            let kk = s.kernel * s.kernel * geo.channels;
+            let rows = geo.batch * geo.height * geo.width;
+            let co = 3;
+            let x = e.tensor(values(rows * geo.channels, 5), rows, geo.channels).unwrap();
+            let w = e.tensor(values(kk * co, 6), kk, co).unwrap();
+            let b = e.tensor(values(co, 7), 1, co).unwrap();
+            let mut g = e.graph(false);
+            let fused = g.conv2d(&x, &w, &b, geo, s).unwrap().to_vec();
+            let cols = g.im2col(&x, geo, s).unwrap();
+            let via = g.linear(&cols, &w, &b).unwrap().to_vec();
+            close(&fused, &via, 1e-5, "conv2d");
+            check(
+                &e,
+                &format!("conv2d {geo:?} {s:?}"),
+                &[(rows, geo.channels), (kk, co), (1, co)],
+                &move |g, t| g.conv2d(&t[0], &t[1], &t[2], geo, s).unwrap(),
+                2e-2,
+            );
+        }
+    }
+}
+
+#[test]
+fn batch_norm_train_eval_and_relu_gradients() {
+    for e in devices() {
+        for relu in [false, true] {
+            for train in [true, false] {
+                let name = format!("batch_norm relu={relu} train={train}");
+                let dev = e.clone();
+                check(
+                    &e,
+                    &name,
+                    &[(7, 3), (1, 3), (1, 3)],
+                    &move |g, t| {
+                        let mut ps = ParamStore::default();
+                        let bn = BatchNorm::new(&dev, &mut ps, "bn", 3);
+                        for p in ps.entries.iter_mut() {
+                            match p.name.as_str() {
+                                "bn.gamma" => p.value = t[1].clone(),
+                                "bn.beta" => p.value = t[2].clone(),
+                                _ => {}
+                            }
+                        }
+                        bn.forward_act(&mut ps, g, &t[0], train, relu).unwrap()
+                    },
+                    3e-2,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn batch_norm_values_and_running_statistics() {
+    let e = Engine::cpu();
+    let xv = values(8 * 2, 11);
+    let x = e.tensor(xv.clone(), 8, 2).unwrap();
+    let mut ps = ParamStore::default();
+    let bn = BatchNorm::new(&e, &mut ps, "bn", 2);
+    let mut g = e.graph(false);
+    let y = bn.forward(&mut ps, &mut g, &x, true).unwrap().to_vec();
+    for j in 0..2 {
+        let col: Vec<f32> = (0..8).map(|i| xv[i * 2 + j]).collect();
+        let mean = col.iter().sum::<f32>() / 8.0;
+        let var = col.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 8.0;
+        for i in 0..8 {
+            let want = (col[i] - mean) / (var + 1e-5).sqrt();
+            assert!((y[i * 2 + j] - want).abs() < 1e-5);
+        }
+        let rm = ps.entries.iter().find(|p| p.name == "bn.running_mean").unwrap();
+        let rv = ps.entries.iter().find(|p| p.name == "bn.running_var").unwrap();
+        assert!((rm.value.to_vec()[j] - 0.1 * mean).abs() < 1e-6);
+        assert!((rv.value.to_vec()[j] - (0.9 + 0.1 * var * 8.0 / 7.0)).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn layer_norm_gradient_and_values() {
+    for e in devices() {
+        check(
+            &e,
+            "layer_norm",
+            &[(5, 6), (1, 6), (1, 6)],
+            &|g, t| g.layer_norm(&t[0], &t[1], &t[2], 1e-6).unwrap(),
+            3e-2,
+        );
+        let x = e.tensor(values(4 * 6, 3), 4, 6).unwrap();
+        let (one, zero) = (e.full(1.0, 1, 6), e.zeros(1, 6));
+        let mut g = e.graph(false);
+        let fused = g.layer_norm(&x, &one, &zero, 1e-6).unwrap().to_vec();
+        let composed = g.layer_norm_rows(&x, 1e-6).unwrap().to_vec();
+        close(&fused, &composed, 1e-4, "layer_norm");
+    }
+}
+
+#[test]
+fn inputs_marked_as_data_get_no_gradient_and_change_nothing_else() {
+    let e = Engine::cpu();
+    let x = e.tensor(values(6 * 4, 1), 6, 4).unwrap();
+    let w = e.tensor(values(4 * 3, 2), 4, 3).unwrap();
+    let b = e.zeros(1, 3);
+    let grad_w = |x: &Tensor| {
+        let mut g = e.graph(true);
+        let y = g.linear(x, &w, &b).unwrap();
+        let y = g.square(&y).unwrap();
+        let loss = g.sum(&y, Axis2::All).unwrap();
+        let mut gr = g.backward(&loss).unwrap();
+        (gr.get(&w).to_vec(), gr.get(x).to_vec())
+    };
+    let (gw, gx) = grad_w(&x);
+    let (gw_c, gx_c) = grad_w(&x.clone().as_input());
+    assert_eq!(gw, gw_c);
+    assert!(gx.iter().any(|v| *v != 0.0));
+    assert!(gx_c.iter().all(|v| *v == 0.0));
+}

@@ -8,7 +8,7 @@
 //! `dQ = dS K / √dh`, `dK = dSᵀ Q / √dh`.
 
 use super::graph::Axis2;
-use super::host::gemm;
+use super::host::{exp, gemm};
 use super::{shape_err, Graph, Result, Tensor};
 
 /// Attention geometry: `batch` samples of `tokens` tokens, `heads` heads.
@@ -99,7 +99,7 @@ fn forward(
                             for r in row.iter_mut() {
                                 // A row with no valid key (never built by the encoders)
                                 // attends nowhere.
-                                *r = if m.is_finite() { (*r - m).exp() } else { 0.0 };
+                                *r = if m.is_finite() { exp(*r - m) } else { 0.0 };
                                 z += *r;
                             }
                             let z = if z > 0.0 { 1.0 / z } else { 1.0 };

@@ -22,9 +22,31 @@ pub struct Graph {
 /// Gradients from [`Graph::backward`].
 pub struct Grads {
     grads: dfdx::tensor::Gradients<f32, Dev>,
+    dev: Dev,
 }
 
 impl Grads {
+    /// The gradient of `t`, moved out of the gradient store (zeros when `t` did not influence
+    /// the loss). A second `take` or `get` of the same tensor sees zeros.
+    pub fn take(&mut self, t: &Tensor) -> Tensor {
+        #[cfg(not(feature = "cuda"))]
+        {
+            let (r, c) = t.shape();
+            match self.grads.get_or_alloc_mut(&t.t) {
+                Ok(buf) => {
+                    let v = std::mem::take(&mut **buf);
+                    if v.len() == r * c {
+                        return Tensor::new(super::host::tensor(&self.dev, v, r, c));
+                    }
+                    return Tensor::new(self.dev.zeros_like(&(r, c)));
+                }
+                Err(_) => return Tensor::new(self.dev.zeros_like(&(r, c))),
+            }
+        }
+        #[allow(unreachable_code)]
+        self.get(t)
+    }
+
     /// The gradient of `t` (zeros when `t` did not influence the loss).
     pub fn get(&mut self, t: &Tensor) -> Tensor {
         // Allocates zeros for tensors the loss does not depend on.
@@ -532,10 +554,11 @@ impl Graph {
         };
         let loss = loss.t.clone().put_tape(tape).sum::<(), _>();
         // dfdx asserts on internal invariants; never let that take the process down.
+        let dev = loss.device().clone();
         let grads = crate::panic_guard::catch(|| loss.backward()).map_err(|m| {
             EngineError::Other(format!("internal engine error during backward: {m}"))
         })?;
-        Ok(Grads { grads })
+        Ok(Grads { grads, dev })
     }
 }
 

@@ -15,6 +15,8 @@
 //! reduction splits its work into fixed chunks and adds the partial results in chunk order.
 
 use dfdx::prelude::*;
+use std::sync::Arc;
+
 use rayon::prelude::*;
 
 use super::{Dev, Graph, Tensor, T2};
@@ -24,6 +26,31 @@ use super::{Dev, Graph, Tensor, T2};
 pub(crate) const ROW_CHUNK: usize = 256;
 
 /// The values of `t`, row-major (engine tensors are always contiguous).
+/// The values of `t` in host memory: its host copy when an op left one, else one memcpy.
+pub(crate) fn vals(t: &Tensor) -> Arc<Vec<f32>> {
+    match &t.host {
+        Some(h) => h.clone(),
+        None => Arc::new(read(&t.t)),
+    }
+}
+
+/// The values of `t` to modify: its host copy when nothing else holds it, else a copy.
+#[cfg(not(feature = "cuda"))]
+pub(crate) fn into_vals(t: Tensor) -> Vec<f32> {
+    match t.host {
+        Some(h) => Arc::try_unwrap(h).unwrap_or_else(|h| h.as_ref().clone()),
+        None => read(&t.t),
+    }
+}
+
+/// A tensor holding `v`, which it also keeps as its host copy.
+#[cfg(not(feature = "cuda"))]
+pub(crate) fn with_host(dev: &Dev, v: Vec<f32>, rows: usize, cols: usize) -> Tensor {
+    let mut t = Tensor::new(tensor(dev, v.clone(), rows, cols));
+    t.host = Some(Arc::new(v));
+    t
+}
+
 pub(crate) fn read(t: &T2) -> Vec<f32> {
     let (r, c) = *t.shape();
     let mut v = vec![0f32; r * c];
@@ -145,8 +172,11 @@ impl Graph {
         cols: usize,
         backward: impl FnOnce(&[f32], &mut [GradSlot]) + 'static,
     ) -> Tensor {
-        let out = tensor(&self.dev, out, rows, cols);
-        self.record_host(inputs, out, backward)
+        let host = Arc::new(out);
+        let out = tensor(&self.dev, host.as_ref().clone(), rows, cols);
+        let mut y = self.record_host(inputs, out, backward);
+        y.host = Some(host);
+        y
     }
 
     /// [`Graph::host_op`] for an output already on the device.
@@ -243,4 +273,47 @@ pub(crate) fn zip_add(dst: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32
                 *d += f(*a, *b);
             }
         });
+}
+
+/// `e^x` in plain arithmetic (so loops over it vectorise), within 2 ulp of libm over the f32
+/// range: `x = n·ln2 + r`, a degree-6 polynomial for `e^r` on |r| ≤ ln2/2, and `2^n` built in
+/// the exponent bits. Saturates to 0 below −87.3 and to `f32::MAX`-scale above 88.7.
+#[inline]
+pub(crate) fn exp(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let x = x.clamp(-87.3, 88.7);
+    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// `tanh(x) = 1 − 2 / (e^{2x} + 1)` through [`exp`].
+#[inline]
+pub(crate) fn tanh(x: f32) -> f32 {
+    1.0 - 2.0 / (exp(2.0 * x) + 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn exp_and_tanh_match_libm() {
+        let mut worst = (0f32, 0f32);
+        for i in -8700..=8800 {
+            let x = i as f32 * 0.01;
+            let (got, want) = (super::exp(x), x.exp());
+            let rel = ((got - want) / want).abs();
+            if rel > worst.0 {
+                worst = (rel, x);
+            }
+            assert!((super::tanh(x) - x.tanh()).abs() < 2e-7, "tanh({x})");
+        }
+        assert!(worst.0 < 3e-7, "exp: relative error {} at {}", worst.0, worst.1);
+        assert!(super::exp(-200.0) < 1e-37 && super::exp(-200.0) >= 0.0);
+        assert!(super::exp(f32::NEG_INFINITY) < 1e-37);
+    }
 }

@@ -7,7 +7,7 @@
 use rayon::prelude::*;
 
 use super::conv::{ConvSpec, Geometry};
-use super::host::{add_col_sums, gemm, map, read, zip_add, GradSlot, ROW_CHUNK};
+use super::host::{add_col_sums, gemm, map, vals, zip_add, GradSlot, ROW_CHUNK};
 use super::{Graph, Tensor};
 
 /// Fixed partitions of the batch for convolution weight gradients (independent of threads).
@@ -22,7 +22,7 @@ fn slot<'a>(slots: &'a mut [GradSlot], i: usize) -> Option<&'a mut [f32]> {
 impl Graph {
     pub(crate) fn host_matmul(&mut self, a: &Tensor, b: &Tensor) -> Tensor {
         let ((m, k), (_, n)) = (a.shape(), b.shape());
-        let (av, bv) = (read(&a.t), read(&b.t));
+        let (av, bv) = (vals(a), vals(b));
         let mut out = vec![0f32; m * n];
         gemm(m, k, n, &mut out, false, &av, false, &bv, false, true);
         self.host_op(&[a, b], out, m, n, move |gy, slots| {
@@ -38,7 +38,7 @@ impl Graph {
     /// `x W + b` in one op (`b` is `(1, n)`).
     pub(crate) fn host_linear(&mut self, x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
         let ((m, k), (_, n)) = (x.shape(), w.shape());
-        let (xv, wv, bv) = (read(&x.t), read(&w.t), read(&b.t));
+        let (xv, wv, bv) = (vals(x), vals(w), vals(b));
         let mut out = vec![0f32; m * n];
         out.par_chunks_mut(n * ROW_CHUNK).for_each(|rows| {
             for r in rows.chunks_exact_mut(n) {
@@ -61,7 +61,7 @@ impl Graph {
 
     pub(crate) fn host_relu(&mut self, x: &Tensor) -> Tensor {
         let (r, c) = x.shape();
-        let xv = read(&x.t);
+        let xv = vals(x);
         let out = map(&xv, |v| v.max(0.0));
         self.host_op(&[x], out, r, c, move |gy, slots| {
             if let Some(gx) = slot(slots, 0) {
@@ -74,16 +74,16 @@ impl Graph {
     pub(crate) fn host_gelu(&mut self, x: &Tensor) -> Tensor {
         const K: f32 = 0.797_884_6; // sqrt(2 / pi)
         let (r, c) = x.shape();
-        let xv = read(&x.t);
+        let xv = vals(x);
         let out = map(&xv, |x| {
             let u = K * (x + 0.044715 * x * x * x);
-            0.5 * x * (1.0 + u.tanh())
+            0.5 * x * (1.0 + super::host::tanh(u))
         });
         self.host_op(&[x], out, r, c, move |gy, slots| {
             if let Some(gx) = slot(slots, 0) {
                 zip_add(gx, gy, &xv, |g, x| {
                     let u = K * (x + 0.044715 * x * x * x);
-                    let t = u.tanh();
+                    let t = super::host::tanh(u);
                     let du = K * (1.0 + 3.0 * 0.044715 * x * x);
                     g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
                 });
@@ -94,9 +94,13 @@ impl Graph {
     /// `a + b` for two tensors of the same shape.
     pub(crate) fn host_add(&mut self, a: &Tensor, b: &Tensor) -> Tensor {
         let (r, c) = a.shape();
-        let (av, bv) = (read(&a.t), read(&b.t));
-        let mut out = av;
-        super::host::add_assign(&mut out, &bv);
+        let (av, bv) = (vals(a), vals(b));
+        let out: Vec<f32> = av
+            .par_iter()
+            .with_min_len(1 << 14)
+            .zip(bv.par_iter())
+            .map(|(a, b)| a + b)
+            .collect();
         self.host_op(&[a, b], out, r, c, move |gy, slots| {
             for i in 0..2 {
                 if let Some(g) = slot(slots, i) {
@@ -119,49 +123,39 @@ impl Graph {
         relu: bool,
     ) -> (Tensor, Vec<f32>, Vec<f32>) {
         let (n, c) = x.shape();
-        let xv = read(&x.t);
-        let (gv, bv) = (read(&gamma.t), read(&beta.t));
+        let xv = vals(x);
+        let (gv, bv) = (vals(gamma), vals(beta));
         let batch_stats = stats.is_none();
         let (mean, var) = match stats {
-            Some((m, v)) => (read(&m.t), read(&v.t)),
+            Some((m, v)) => (vals(m).to_vec(), vals(v).to_vec()),
             None => column_mean_var(&xv, n, c),
         };
         let inv: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+        // y = x·scale + shift per column (then ReLU): x̂·γ + β with x̂ = (x − μ)·inv.
+        let scale: Vec<f32> = inv.iter().zip(gv.iter()).map(|(i, g)| i * g).collect();
+        let shift: Vec<f32> = (0..c).map(|j| bv[j] - mean[j] * scale[j]).collect();
         let mut out = vec![0f32; n * c];
         out.par_chunks_mut(c * ROW_CHUNK)
             .zip(xv.par_chunks(c * ROW_CHUNK))
             .for_each(|(o, x)| {
                 for (orow, xrow) in o.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-                    for j in 0..c {
-                        let z = (xrow[j] - mean[j]) * inv[j] * gv[j] + bv[j];
-                        orow[j] = if relu { z.max(0.0) } else { z };
-                    }
+                    affine_row(xrow, &scale, &shift, relu, orow);
                 }
             });
         let (mean_out, var_out) = (mean.clone(), var.clone());
         let y = self.host_op(&[x, gamma, beta], out, n, c, move |gy, slots| {
-            // dz: the gradient before ReLU (zero where the ReLU was off); x̂ = (x − μ)·inv.
-            let dz_row = |i: usize, dz: &mut [f32], xh: &mut [f32]| {
-                let (x, g) = (&xv[i * c..][..c], &gy[i * c..][..c]);
-                for j in 0..c {
-                    xh[j] = (x[j] - mean[j]) * inv[j];
-                    let on = !relu || xh[j] * gv[j] + bv[j] > 0.0;
-                    dz[j] = if on { g[j] } else { 0.0 };
-                }
-            };
-            // Per column: Σ dz and Σ dz·x̂, over fixed row chunks.
-            let parts: Vec<Vec<f32>> = (0..n.div_ceil(ROW_CHUNK))
-                .into_par_iter()
-                .map(|ch| {
+            // Per column: Σ dz and Σ dz·x̂ over fixed row chunks, where dz is the gradient
+            // before the ReLU.
+            let parts: Vec<Vec<f32>> = gy
+                .par_chunks(c * ROW_CHUNK)
+                .zip(xv.par_chunks(c * ROW_CHUNK))
+                .map(|(g, x)| {
                     let mut s = vec![0f32; 2 * c];
-                    let (mut dz, mut xh) = (vec![0f32; c], vec![0f32; c]);
-                    for i in ch * ROW_CHUNK..((ch + 1) * ROW_CHUNK).min(n) {
-                        dz_row(i, &mut dz, &mut xh);
-                        let (s1, s2) = s.split_at_mut(c);
-                        for j in 0..c {
-                            s1[j] += dz[j];
-                            s2[j] += dz[j] * xh[j];
-                        }
+                    let mut dz = vec![0f32; c];
+                    let (s1, s2) = s.split_at_mut(c);
+                    for (grow, xrow) in g.chunks_exact(c).zip(x.chunks_exact(c)) {
+                        dz_row(grow, xrow, &scale, &shift, relu, &mut dz);
+                        accumulate_sums(&dz, xrow, &mean, &inv, s1, s2);
                     }
                     s
                 })
@@ -174,24 +168,26 @@ impl Graph {
             }
             let (sum_dz, sum_dzx) = sums.split_at(c);
             if let Some(gx) = slot(slots, 0) {
+                // gx += scale·(dz − (Σdz + x̂·Σdz·x̂)/n) with batch statistics, scale·dz without.
                 let nf = n as f32;
-                let scale: Vec<f32> = (0..c).map(|j| gv[j] * inv[j]).collect();
+                let (a, b): (Vec<f32>, Vec<f32>) = if batch_stats {
+                    (0..c)
+                        .map(|j| (scale[j] * sum_dz[j] / nf, scale[j] * sum_dzx[j] / nf * inv[j]))
+                        .unzip()
+                } else {
+                    (vec![0.0; c], vec![0.0; c])
+                };
                 gx.par_chunks_mut(c * ROW_CHUNK)
-                    .enumerate()
-                    .for_each(|(ch, rows)| {
-                        let (mut dz, mut xh) = (vec![0f32; c], vec![0f32; c]);
-                        for (ri, row) in rows.chunks_exact_mut(c).enumerate() {
-                            dz_row(ch * ROW_CHUNK + ri, &mut dz, &mut xh);
-                            if batch_stats {
-                                for j in 0..c {
-                                    row[j] += scale[j]
-                                        * (dz[j] - (sum_dz[j] + xh[j] * sum_dzx[j]) / nf);
-                                }
-                            } else {
-                                for j in 0..c {
-                                    row[j] += dz[j] * scale[j];
-                                }
-                            }
+                    .zip(gy.par_chunks(c * ROW_CHUNK).zip(xv.par_chunks(c * ROW_CHUNK)))
+                    .for_each(|(gx, (g, x))| {
+                        let mut dz = vec![0f32; c];
+                        for ((gxr, grow), xrow) in gx
+                            .chunks_exact_mut(c)
+                            .zip(g.chunks_exact(c))
+                            .zip(x.chunks_exact(c))
+                        {
+                            dz_row(grow, xrow, &scale, &shift, relu, &mut dz);
+                            input_grad_row(gxr, &dz, xrow, &scale, &mean, &a, &b);
                         }
                     });
             }
@@ -218,8 +214,8 @@ impl Graph {
         eps: f32,
     ) -> Tensor {
         let (n, d) = x.shape();
-        let xv = read(&x.t);
-        let (gv, bv) = (read(&gamma.t), read(&beta.t));
+        let xv = vals(x);
+        let (gv, bv) = (vals(gamma), vals(beta));
         // Per row: mean and 1/std.
         let stats: Vec<(f32, f32)> = xv
             .par_chunks(d)
@@ -311,8 +307,8 @@ impl Graph {
         let co = w.shape().1;
         let (per_in, per_out) = (geo.height * geo.width, oh * ow);
         let imgs = (IM2COL_BLOCK / (per_out * kk).max(1)).clamp(1, geo.batch.max(1));
-        let xv = read(&x.t);
-        let (wv, bv) = (read(&w.t), read(&b.t));
+        let xv = vals(x);
+        let (wv, bv) = (vals(w), vals(b));
         let rows = geo.batch * per_out;
         let mut out = vec![0f32; rows * co];
         out.par_chunks_mut(imgs * per_out * co)
@@ -374,6 +370,57 @@ impl Graph {
                 add_col_sums(gy, co, gb);
             }
         })
+    }
+}
+
+/// `out = x·scale + shift` (then ReLU) for one row.
+#[inline]
+fn affine_row(x: &[f32], scale: &[f32], shift: &[f32], relu: bool, out: &mut [f32]) {
+    let c = out.len();
+    let (x, scale, shift) = (&x[..c], &scale[..c], &shift[..c]);
+    if relu {
+        for j in 0..c {
+            out[j] = (x[j] * scale[j] + shift[j]).max(0.0);
+        }
+    } else {
+        for j in 0..c {
+            out[j] = x[j] * scale[j] + shift[j];
+        }
+    }
+}
+
+/// The gradient before the ReLU for one row: `g`, zeroed where the pre-activation was ≤ 0.
+#[inline]
+fn dz_row(g: &[f32], x: &[f32], scale: &[f32], shift: &[f32], relu: bool, dz: &mut [f32]) {
+    let c = dz.len();
+    let (g, x, scale, shift) = (&g[..c], &x[..c], &scale[..c], &shift[..c]);
+    if relu {
+        for j in 0..c {
+            dz[j] = if x[j] * scale[j] + shift[j] > 0.0 { g[j] } else { 0.0 };
+        }
+    } else {
+        dz.copy_from_slice(g);
+    }
+}
+
+/// `s1 += dz`, `s2 += dz·x̂` for one row.
+#[inline]
+fn accumulate_sums(dz: &[f32], x: &[f32], mean: &[f32], inv: &[f32], s1: &mut [f32], s2: &mut [f32]) {
+    let c = dz.len();
+    let (x, mean, inv, s1, s2) = (&x[..c], &mean[..c], &inv[..c], &mut s1[..c], &mut s2[..c]);
+    for j in 0..c {
+        s1[j] += dz[j];
+        s2[j] += dz[j] * (x[j] - mean[j]) * inv[j];
+    }
+}
+
+/// `gx += scale·dz − a − b·(x − μ)` for one row (`b` already holds the `inv` of x̂).
+#[inline]
+fn input_grad_row(gx: &mut [f32], dz: &[f32], x: &[f32], scale: &[f32], mean: &[f32], a: &[f32], b: &[f32]) {
+    let c = gx.len();
+    let (dz, x, scale, mean, a, b) = (&dz[..c], &x[..c], &scale[..c], &mean[..c], &a[..c], &b[..c]);
+    for j in 0..c {
+        gx[j] += scale[j] * dz[j] - a[j] - b[j] * (x[j] - mean[j]);
     }
 }
 

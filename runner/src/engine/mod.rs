@@ -65,11 +65,18 @@ pub struct Tensor {
     pub(crate) t: T2,
     /// A value no gradient is asked of (a data batch): host ops skip computing its gradient.
     pub(crate) constant: bool,
+    /// The same values in host memory, kept by the CPU fast path's ops for the ops that read
+    /// this tensor next (so they need no copy out of dfdx's storage).
+    pub(crate) host: Option<std::sync::Arc<Vec<f32>>>,
 }
 
 impl Tensor {
     pub(crate) fn new(t: T2) -> Tensor {
-        Tensor { t, constant: false }
+        Tensor {
+            t,
+            constant: false,
+            host: None,
+        }
     }
     /// The same tensor marked as data: ops need not compute its gradient (the first layer's
     /// input gradient is skipped). `Grads::get` of it is then zeros.
@@ -89,6 +96,9 @@ impl Tensor {
     }
     /// Copy the values to host memory, row-major.
     pub fn to_vec(&self) -> Vec<f32> {
+        if let Some(h) = &self.host {
+            return h.as_ref().clone();
+        }
         // One contiguous copy (engine tensors are always contiguous); `as_vec` walks strides
         // element by element.
         let mut v = vec![0f32; self.len()];

@@ -42,7 +42,7 @@ pub type GradList = Vec<Option<Tensor>>;
 pub fn collect(ps: &ParamStore, grads: &mut Grads) -> GradList {
     ps.entries
         .iter()
-        .map(|e| (e.kind != ParamKind::Buffer).then(|| grads.get(&e.value)))
+        .map(|e| (e.kind != ParamKind::Buffer).then(|| grads.take(&e.value)))
         .collect()
 }
 
@@ -177,7 +177,7 @@ impl Optimizer {
     /// The update as one fused pass per tensor over host memory (the CPU fast path).
     #[cfg(not(feature = "cuda"))]
     fn apply_host(&mut self, ps: &mut ParamStore, gs: &GradList, lr: f32) {
-        use super::host::{read, tensor};
+        use super::host::{into_vals, read, with_host};
         use rayon::prelude::*;
         const CHUNK: usize = 1 << 14;
         let t = self.steps as i32;
@@ -188,9 +188,14 @@ impl Optimizer {
             let decay = e.kind == ParamKind::Weight;
             let (rows, cols) = e.value.shape();
             let dev = e.value.t.device().clone();
-            let mut w = read(&e.value.t);
+            // The parameter's and the moments' host copies are updated in place when nothing
+            // else holds them (the usual case between steps).
+            let mut w = match e.value.host.take() {
+                Some(h) => std::sync::Arc::try_unwrap(h).unwrap_or_else(|h| h.as_ref().clone()),
+                None => read(&e.value.t),
+            };
             let g = read(&g.t);
-            let mut m = read(&self.m[i].as_ref().expect("state exists for trainable entries").t);
+            let mut m = into_vals(self.m[i].take().expect("state exists for trainable entries"));
             match self.spec {
                 OptimSpec::Sgd {
                     momentum,
@@ -244,7 +249,7 @@ impl Optimizer {
                     weight_decay,
                 } => {
                     let mut v =
-                        read(&self.v[i].as_ref().expect("state exists for trainable entries").t);
+                        into_vals(self.v[i].take().expect("state exists for trainable entries"));
                     let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
                     let shrink = if decay && weight_decay > 0.0 {
                         lr * weight_decay
@@ -263,12 +268,12 @@ impl Optimizer {
                                 *w -= mhat / (vhat.sqrt() + eps) * lr;
                             }
                         });
-                    self.v[i] = Some(Tensor::new(tensor(&dev, v, rows, cols)));
+                    self.v[i] = Some(with_host(&dev, v, rows, cols));
                 }
             }
-            self.m[i] = Some(Tensor::new(tensor(&dev, m, rows, cols)));
+            self.m[i] = Some(with_host(&dev, m, rows, cols));
             // A fresh identity each step: gradients of the next step are keyed to it.
-            e.value = Tensor::new(tensor(&dev, w, rows, cols));
+            e.value = with_host(&dev, w, rows, cols);
         }
     }
 

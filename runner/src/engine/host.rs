@@ -277,7 +277,7 @@ pub(crate) fn zip_add(dst: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32
 
 /// `e^x` in plain arithmetic (so loops over it vectorise), within 2 ulp of libm over the f32
 /// range: `x = n·ln2 + r`, a degree-6 polynomial for `e^r` on |r| ≤ ln2/2, and `2^n` built in
-/// the exponent bits. Saturates to 0 below −87.3 and to `f32::MAX`-scale above 88.7.
+/// the exponent bits. Exactly 0 at or below −87.3 (and for −∞); saturates above 88.7.
 #[inline]
 pub(crate) fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
@@ -289,7 +289,13 @@ pub(crate) fn exp(x: f32) -> f32 {
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    let y = p * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // Exactly zero far below (masked attention scores are −∞ and must get no weight).
+    if x <= -87.3 {
+        0.0
+    } else {
+        y
+    }
 }
 
 /// `tanh(x) = 1 − 2 / (e^{2x} + 1)` through [`exp`].
@@ -303,7 +309,7 @@ mod tests {
     #[test]
     fn exp_and_tanh_match_libm() {
         let mut worst = (0f32, 0f32);
-        for i in -8700..=8800 {
+        for i in -8729..=8800 {
             let x = i as f32 * 0.01;
             let (got, want) = (super::exp(x), x.exp());
             let rel = ((got - want) / want).abs();
@@ -313,7 +319,7 @@ mod tests {
             assert!((super::tanh(x) - x.tanh()).abs() < 2e-7, "tanh({x})");
         }
         assert!(worst.0 < 3e-7, "exp: relative error {} at {}", worst.0, worst.1);
-        assert!(super::exp(-200.0) < 1e-37 && super::exp(-200.0) >= 0.0);
-        assert!(super::exp(f32::NEG_INFINITY) < 1e-37);
+        assert_eq!(super::exp(-200.0), 0.0);
+        assert_eq!(super::exp(f32::NEG_INFINITY), 0.0);
     }
 }

@@ -906,70 +906,72 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
             }
         };
         std::thread::scope(|scope| -> Result<(), StageError> {
-        // Owned here, so an early return drops it and the producer's next send fails.
-        let batches = batches;
-        scope.spawn(producer);
-        for b in 0..batches_per_epoch {
-            let batch = batches.recv().map_err(|_| {
-                StageError::Failed("the view-producing thread stopped unexpectedly".into())
-            })??;
-            let (loss, grads, reps) = batch
-                .train(e, &model, &mut st, &mut obj, total_steps, ctx.seed)
-                .map_err(|err| match err {
-                    StageError::Failed(m) if m.contains(crate::plugins::host::NON_FINITE_LOSS) => {
-                        StageError::Failed(format!(
-                            "{m}; {}",
+            // Owned here, so an early return drops it and the producer's next send fails.
+            let batches = batches;
+            scope.spawn(producer);
+            for b in 0..batches_per_epoch {
+                let batch = batches.recv().map_err(|_| {
+                    StageError::Failed("the view-producing thread stopped unexpectedly".into())
+                })??;
+                let (loss, grads, reps) = batch
+                    .train(e, &model, &mut st, &mut obj, total_steps, ctx.seed)
+                    .map_err(|err| match err {
+                        StageError::Failed(m)
+                            if m.contains(crate::plugins::host::NON_FINITE_LOSS) =>
+                        {
+                            StageError::Failed(format!(
+                                "{m}; {}",
+                                divergence_hint(
+                                    st.step,
+                                    cfg.optim.lr,
+                                    schedule.lr(st.step),
+                                    ctx.checkpoint_dir
+                                )
+                            ))
+                        }
+                        other => other,
+                    })?;
+                match &mut acc {
+                    Some(a) => optim::accumulate(a, grads),
+                    None => acc = Some(grads),
+                }
+                micro += 1;
+                loss_sum += loss;
+                loss_n += 1;
+                for (k, v) in reps {
+                    let r = reports.entry(k).or_insert((0.0, 0));
+                    r.0 += v as f64;
+                    r.1 += 1;
+                }
+                if micro == accumulate || b + 1 == batches_per_epoch {
+                    let gs = acc.take().expect("at least one micro-batch");
+                    grad_norm = update(
+                        &mut st,
+                        &needs,
+                        gs,
+                        micro,
+                        cfg.grad_clip,
+                        &schedule,
+                        total_steps,
+                    );
+                    if !grad_norm.is_finite() {
+                        return Err(StageError::Failed(format!(
+                            "the gradient norm is {grad_norm} at epoch {} step {}; {}",
+                            epoch + 1,
+                            st.step,
                             divergence_hint(
                                 st.step,
                                 cfg.optim.lr,
                                 schedule.lr(st.step),
                                 ctx.checkpoint_dir
                             )
-                        ))
+                        )));
                     }
-                    other => other,
-                })?;
-            match &mut acc {
-                Some(a) => optim::accumulate(a, grads),
-                None => acc = Some(grads),
-            }
-            micro += 1;
-            loss_sum += loss;
-            loss_n += 1;
-            for (k, v) in reps {
-                let r = reports.entry(k).or_insert((0.0, 0));
-                r.0 += v as f64;
-                r.1 += 1;
-            }
-            if micro == accumulate || b + 1 == batches_per_epoch {
-                let gs = acc.take().expect("at least one micro-batch");
-                grad_norm = update(
-                    &mut st,
-                    &needs,
-                    gs,
-                    micro,
-                    cfg.grad_clip,
-                    &schedule,
-                    total_steps,
-                );
-                if !grad_norm.is_finite() {
-                    return Err(StageError::Failed(format!(
-                        "the gradient norm is {grad_norm} at epoch {} step {}; {}",
-                        epoch + 1,
-                        st.step,
-                        divergence_hint(
-                            st.step,
-                            cfg.optim.lr,
-                            schedule.lr(st.step),
-                            ctx.checkpoint_dir
-                        )
-                    )));
+                    micro = 0;
                 }
-                micro = 0;
+                ctx.progress.advance(1, &format!("loss {loss:.4}"));
             }
-            ctx.progress.advance(1, &format!("loss {loss:.4}"));
-        }
-        Ok(())
+            Ok(())
         })?;
         let hl = health(e, &model, &mut st.ps, &views, &ds, &monitor, ctx.seed, d)?;
         let validation = match &model.mlm {

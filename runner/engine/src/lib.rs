@@ -1,4 +1,5 @@
-//! The training engine: the only module that names dfdx (or cudarc).
+//! pretext's training engine: the only crate that names dfdx (or cudarc); its public API
+//! names neither.
 //!
 //! Everything above it sees dfdx-free types: [`Tensor`] (a 2-D `(rows, cols)` f32 tensor on the
 //! engine device), [`Graph`] (records ops for autodiff), [`Grads`], the runtime-shaped layers
@@ -19,9 +20,10 @@ pub(crate) mod host;
 mod host_ops;
 pub mod io;
 pub mod nn;
-pub mod optim;
 #[cfg(test)]
 mod op_tests;
+pub mod optim;
+pub mod panic_guard;
 pub mod text;
 
 pub use graph::{Axis2, Grads, Graph};

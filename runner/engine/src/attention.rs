@@ -307,11 +307,18 @@ impl Graph {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Engine;
+    use crate::Engine;
 
     fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut r = pretext_plugin::Rng::new(seed);
-        (0..n).map(|_| r.normal() as f32 * 0.5).collect()
+        use rand::{Rng, SeedableRng};
+        // Normal draws (Box–Muller) with standard deviation 0.5.
+        let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..n)
+            .map(|_| {
+                let (u1, u2): (f32, f32) = (r.gen_range(1e-7..1.0), r.gen());
+                (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos() * 0.5
+            })
+            .collect()
     }
 
     /// One head, one sample, two tokens: hand-computed softmax attention.

@@ -239,7 +239,7 @@ impl MlmHead {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::graph::Axis2;
+    use crate::graph::Axis2;
 
     fn spec(cls_pool: bool) -> TextSpec {
         TextSpec {

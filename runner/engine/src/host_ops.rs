@@ -172,13 +172,21 @@ impl Graph {
                 let nf = n as f32;
                 let (a, b): (Vec<f32>, Vec<f32>) = if batch_stats {
                     (0..c)
-                        .map(|j| (scale[j] * sum_dz[j] / nf, scale[j] * sum_dzx[j] / nf * inv[j]))
+                        .map(|j| {
+                            (
+                                scale[j] * sum_dz[j] / nf,
+                                scale[j] * sum_dzx[j] / nf * inv[j],
+                            )
+                        })
                         .unzip()
                 } else {
                     (vec![0.0; c], vec![0.0; c])
                 };
                 gx.par_chunks_mut(c * ROW_CHUNK)
-                    .zip(gy.par_chunks(c * ROW_CHUNK).zip(xv.par_chunks(c * ROW_CHUNK)))
+                    .zip(
+                        gy.par_chunks(c * ROW_CHUNK)
+                            .zip(xv.par_chunks(c * ROW_CHUNK)),
+                    )
                     .for_each(|(gx, (g, x))| {
                         let mut dz = vec![0f32; c];
                         for ((gxr, grow), xrow) in gx
@@ -320,7 +328,18 @@ impl Graph {
                 for r in y.chunks_exact_mut(co) {
                     r.copy_from_slice(&bv);
                 }
-                gemm(nb * per_out, kk, co, y, true, cols, false, &wv, false, false);
+                gemm(
+                    nb * per_out,
+                    kk,
+                    co,
+                    y,
+                    true,
+                    cols,
+                    false,
+                    &wv,
+                    false,
+                    false,
+                );
             });
         self.host_op(&[x, w, b], out, rows, co, move |gy, slots| {
             let chunks = geo.batch.div_ceil(imgs);
@@ -330,7 +349,11 @@ impl Graph {
             let gx = slots[0].take();
             // One weight-gradient partial per fixed partition, added in partition order.
             let run = |p: usize, gx: Option<&mut [f32]>| -> Vec<f32> {
-                let mut gw = if need_w { vec![0f32; kk * co] } else { Vec::new() };
+                let mut gw = if need_w {
+                    vec![0f32; kk * co]
+                } else {
+                    Vec::new()
+                };
                 let mut cols = Vec::new();
                 let mut dcols = Vec::new();
                 let mut gx = gx;
@@ -396,7 +419,11 @@ fn dz_row(g: &[f32], x: &[f32], scale: &[f32], shift: &[f32], relu: bool, dz: &m
     let (g, x, scale, shift) = (&g[..c], &x[..c], &scale[..c], &shift[..c]);
     if relu {
         for j in 0..c {
-            dz[j] = if x[j] * scale[j] + shift[j] > 0.0 { g[j] } else { 0.0 };
+            dz[j] = if x[j] * scale[j] + shift[j] > 0.0 {
+                g[j]
+            } else {
+                0.0
+            };
         }
     } else {
         dz.copy_from_slice(g);
@@ -405,7 +432,14 @@ fn dz_row(g: &[f32], x: &[f32], scale: &[f32], shift: &[f32], relu: bool, dz: &m
 
 /// `s1 += dz`, `s2 += dz·x̂` for one row.
 #[inline]
-fn accumulate_sums(dz: &[f32], x: &[f32], mean: &[f32], inv: &[f32], s1: &mut [f32], s2: &mut [f32]) {
+fn accumulate_sums(
+    dz: &[f32],
+    x: &[f32],
+    mean: &[f32],
+    inv: &[f32],
+    s1: &mut [f32],
+    s2: &mut [f32],
+) {
     let c = dz.len();
     let (x, mean, inv, s1, s2) = (&x[..c], &mean[..c], &inv[..c], &mut s1[..c], &mut s2[..c]);
     for j in 0..c {
@@ -416,7 +450,15 @@ fn accumulate_sums(dz: &[f32], x: &[f32], mean: &[f32], inv: &[f32], s1: &mut [f
 
 /// `gx += scale·dz − a − b·(x − μ)` for one row (`b` already holds the `inv` of x̂).
 #[inline]
-fn input_grad_row(gx: &mut [f32], dz: &[f32], x: &[f32], scale: &[f32], mean: &[f32], a: &[f32], b: &[f32]) {
+fn input_grad_row(
+    gx: &mut [f32],
+    dz: &[f32],
+    x: &[f32],
+    scale: &[f32],
+    mean: &[f32],
+    a: &[f32],
+    b: &[f32],
+) {
     let c = gx.len();
     let (dz, x, scale, mean, a, b) = (&dz[..c], &x[..c], &scale[..c], &mean[..c], &a[..c], &b[..c]);
     for j in 0..c {

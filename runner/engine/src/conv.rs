@@ -179,7 +179,7 @@ impl Graph {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Engine;
+    use crate::Engine;
 
     fn geometry() -> (Geometry, ConvSpec) {
         (
@@ -275,7 +275,7 @@ mod tests {
         let c = gr.im2col(&x, g, s).unwrap();
         let c2 = gr.square(&c).unwrap();
         let prod = gr.mul(&c2, &r).unwrap();
-        let loss = gr.sum(&prod, crate::engine::graph::Axis2::All).unwrap();
+        let loss = gr.sum(&prod, crate::graph::Axis2::All).unwrap();
         let grad = gr.backward(&loss).unwrap().get(&x).to_vec();
         let h = 1e-2f32;
         for i in 0..n {
@@ -299,7 +299,7 @@ mod tests {
         let mut g = e.graph(true);
         let y = g.mean_row_groups(&x, 3).unwrap();
         assert_eq!(y.to_vec(), vec![2.0, 3.0, 8.0, 9.0]);
-        let loss = g.sum(&y, crate::engine::graph::Axis2::All).unwrap();
+        let loss = g.sum(&y, crate::graph::Axis2::All).unwrap();
         let grad = g.backward(&loss).unwrap().get(&x).to_vec();
         assert!(grad.iter().all(|v| (v - 1.0 / 3.0).abs() < 1e-6));
     }

@@ -14,13 +14,15 @@
 //! put back. No kernel here depends on the number of threads for its result: every parallel
 //! reduction splits its work into fixed chunks and adds the partial results in chunk order.
 
+// The CUDA build uses only the pure kernels (gemm, exp) from here.
+#![cfg_attr(feature = "cuda", allow(dead_code, unused_imports))]
+
 use dfdx::prelude::*;
 use std::sync::Arc;
 
 use rayon::prelude::*;
 
 use super::{Dev, Graph, Tensor, T2};
-
 
 /// Rows per task of row-parallel kernels: fixed, so results never depend on the thread count.
 pub(crate) const ROW_CHUNK: usize = 256;
@@ -90,8 +92,16 @@ pub(crate) fn gemm(
         }
         return;
     }
-    let (a_rs, a_cs) = if a_t { (1, m as isize) } else { (k as isize, 1) };
-    let (b_rs, b_cs) = if b_t { (1, k as isize) } else { (n as isize, 1) };
+    let (a_rs, a_cs) = if a_t {
+        (1, m as isize)
+    } else {
+        (k as isize, 1)
+    };
+    let (b_rs, b_cs) = if b_t {
+        (1, k as isize)
+    } else {
+        (n as isize, 1)
+    };
     let par = if parallel && m * n * k >= 1 << 18 {
         gemm::Parallelism::Rayon(rayon::current_num_threads())
     } else {
@@ -318,7 +328,12 @@ mod tests {
             }
             assert!((super::tanh(x) - x.tanh()).abs() < 2e-7, "tanh({x})");
         }
-        assert!(worst.0 < 3e-7, "exp: relative error {} at {}", worst.0, worst.1);
+        assert!(
+            worst.0 < 3e-7,
+            "exp: relative error {} at {}",
+            worst.0,
+            worst.1
+        );
         assert_eq!(super::exp(-200.0), 0.0);
         assert_eq!(super::exp(f32::NEG_INFINITY), 0.0);
     }

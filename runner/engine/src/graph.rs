@@ -22,6 +22,7 @@ pub struct Graph {
 /// Gradients from [`Graph::backward`].
 pub struct Grads {
     grads: dfdx::tensor::Gradients<f32, Dev>,
+    #[cfg_attr(feature = "cuda", allow(dead_code))]
     dev: Dev,
 }
 
@@ -222,6 +223,7 @@ impl Graph {
         self.dev.tensor_from_vec(v, (rows, cols))
     }
 
+    #[cfg_attr(feature = "cuda", allow(dead_code))]
     pub(crate) fn tape_mut(&mut self) -> Option<&mut OT> {
         self.tape.as_mut()
     }

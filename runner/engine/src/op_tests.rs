@@ -64,7 +64,11 @@ fn check(e: &Engine, name: &str, shapes: &[(usize, usize)], op: &Op, tol: f64) {
     };
     for (k, t) in ts.iter().enumerate() {
         let grad = grads.get(t).to_vec();
-        assert_eq!(grad.len(), inputs[k].len(), "{name}: gradient size of input {k}");
+        assert_eq!(
+            grad.len(),
+            inputs[k].len(),
+            "{name}: gradient size of input {k}"
+        );
         // Up to 24 probed elements per input, spread over the tensor.
         let n = inputs[k].len();
         let step = (n / 24).max(1);
@@ -97,7 +101,13 @@ fn close(a: &[f32], b: &[f32], tol: f32, what: &str) {
 #[test]
 fn matmul_linear_and_elementwise_gradients() {
     for e in devices() {
-        check(&e, "matmul", &[(5, 7), (7, 3)], &|g, t| g.matmul(&t[0], &t[1]).unwrap(), 2e-2);
+        check(
+            &e,
+            "matmul",
+            &[(5, 7), (7, 3)],
+            &|g, t| g.matmul(&t[0], &t[1]).unwrap(),
+            2e-2,
+        );
         check(
             &e,
             "linear",
@@ -107,10 +117,28 @@ fn matmul_linear_and_elementwise_gradients() {
         );
         check(&e, "relu", &[(4, 9)], &|g, t| g.relu(&t[0]).unwrap(), 2e-2);
         check(&e, "gelu", &[(4, 9)], &|g, t| g.gelu(&t[0]).unwrap(), 2e-2);
-        check(&e, "add", &[(3, 5), (3, 5)], &|g, t| g.add(&t[0], &t[1]).unwrap(), 2e-2);
+        check(
+            &e,
+            "add",
+            &[(3, 5), (3, 5)],
+            &|g, t| g.add(&t[0], &t[1]).unwrap(),
+            2e-2,
+        );
         // The same tensor twice in one op shares one gradient buffer.
-        check(&e, "x + x", &[(3, 5)], &|g, t| g.add(&t[0], &t[0]).unwrap(), 2e-2);
-        check(&e, "x · x", &[(4, 4)], &|g, t| g.matmul(&t[0], &t[0]).unwrap(), 2e-2);
+        check(
+            &e,
+            "x + x",
+            &[(3, 5)],
+            &|g, t| g.add(&t[0], &t[0]).unwrap(),
+            2e-2,
+        );
+        check(
+            &e,
+            "x · x",
+            &[(4, 4)],
+            &|g, t| g.matmul(&t[0], &t[0]).unwrap(),
+            2e-2,
+        );
     }
 }
 
@@ -126,7 +154,8 @@ fn linear_matches_matmul_plus_bias() {
         let mut direct = vec![0f32; 12 * 4];
         for i in 0..12 {
             for j in 0..4 {
-                direct[i * 4 + j] = bv[j] + (0..9).map(|k| xv[i * 9 + k] * wv[k * 4 + j]).sum::<f32>();
+                direct[i * 4 + j] =
+                    bv[j] + (0..9).map(|k| xv[i * 9 + k] * wv[k * 4 + j]).sum::<f32>();
             }
         }
         close(&fused, &direct, 1e-5, "linear");
@@ -160,7 +189,9 @@ fn conv2d_matches_im2col_then_linear_and_its_gradient_holds() {
             let kk = s.kernel * s.kernel * geo.channels;
             let rows = geo.batch * geo.height * geo.width;
             let co = 3;
-            let x = e.tensor(values(rows * geo.channels, 5), rows, geo.channels).unwrap();
+            let x = e
+                .tensor(values(rows * geo.channels, 5), rows, geo.channels)
+                .unwrap();
             let w = e.tensor(values(kk * co, 6), kk, co).unwrap();
             let b = e.tensor(values(co, 7), 1, co).unwrap();
             let mut g = e.graph(false);
@@ -226,8 +257,16 @@ fn batch_norm_values_and_running_statistics() {
             let want = (col[i] - mean) / (var + 1e-5).sqrt();
             assert!((y[i * 2 + j] - want).abs() < 1e-5);
         }
-        let rm = ps.entries.iter().find(|p| p.name == "bn.running_mean").unwrap();
-        let rv = ps.entries.iter().find(|p| p.name == "bn.running_var").unwrap();
+        let rm = ps
+            .entries
+            .iter()
+            .find(|p| p.name == "bn.running_mean")
+            .unwrap();
+        let rv = ps
+            .entries
+            .iter()
+            .find(|p| p.name == "bn.running_var")
+            .unwrap();
         assert!((rm.value.to_vec()[j] - 0.1 * mean).abs() < 1e-6);
         assert!((rv.value.to_vec()[j] - (0.9 + 0.1 * var * 8.0 / 7.0)).abs() < 1e-5);
     }

@@ -94,7 +94,7 @@ pub fn load(e: &Engine, ps: &mut ParamStore, path: &Path) -> Result<BTreeMap<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::nn::{Init, Mlp};
+    use crate::nn::{Init, Mlp};
 
     #[test]
     fn save_load_round_trip() {

@@ -470,7 +470,11 @@ impl BatchNorm {
                 .map(|(o, b)| (1.0 - BN_MOMENTUM) * o + BN_MOMENTUM * b * scale)
                 .collect();
             let (r, c) = old.shape();
-            Tensor::new(dfdx::tensor::TensorFromVec::tensor_from_vec(old.t.device(), v, (r, c)))
+            Tensor::new(dfdx::tensor::TensorFromVec::tensor_from_vec(
+                old.t.device(),
+                v,
+                (r, c),
+            ))
         };
         let rm = blend(ps.get(self.running_mean), mean, 1.0);
         let rv = blend(ps.get(self.running_var), var, unbias);
@@ -1427,7 +1431,7 @@ impl Graph {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::optim::{OptimSpec, Optimizer};
+    use crate::optim::{OptimSpec, Optimizer};
 
     /// LoRA starts as a no-op, trains only its own tensors, and merging it into the weights
     /// gives the same outputs as the unmerged model (to float precision).

@@ -195,7 +195,11 @@ impl Optimizer {
                 None => read(&e.value.t),
             };
             let g = read(&g.t);
-            let mut m = into_vals(self.m[i].take().expect("state exists for trainable entries"));
+            let mut m = into_vals(
+                self.m[i]
+                    .take()
+                    .expect("state exists for trainable entries"),
+            );
             match self.spec {
                 OptimSpec::Sgd {
                     momentum,
@@ -248,8 +252,11 @@ impl Optimizer {
                     eps,
                     weight_decay,
                 } => {
-                    let mut v =
-                        into_vals(self.v[i].take().expect("state exists for trainable entries"));
+                    let mut v = into_vals(
+                        self.v[i]
+                            .take()
+                            .expect("state exists for trainable entries"),
+                    );
                     let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
                     let shrink = if decay && weight_decay > 0.0 {
                         lr * weight_decay
@@ -405,8 +412,8 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::nn::{Init, Linear};
-    use crate::engine::{graph::Axis2, Engine};
+    use crate::nn::{Init, Linear};
+    use crate::{graph::Axis2, Engine};
 
     #[test]
     fn schedule_warms_up_then_decays() {

@@ -136,11 +136,13 @@ pub(crate) fn gemm(
 
 /// Column sums of a row-major `(rows, cols)` matrix added into `out`, in fixed row chunks.
 pub(crate) fn add_col_sums(x: &[f32], cols: usize, out: &mut [f32]) {
+    // Over tiles of whole rows (see `tile_len`), folded to columns at the end.
+    let tl = tile_len(cols);
     let parts: Vec<Vec<f32>> = x
         .par_chunks(ROW_CHUNK * cols)
         .map(|chunk| {
-            let mut s = vec![0f32; cols];
-            for row in chunk.chunks_exact(cols) {
+            let mut s = vec![0f32; tl];
+            for row in chunk.chunks(tl) {
                 for (a, b) in s.iter_mut().zip(row) {
                     *a += b;
                 }
@@ -149,10 +151,22 @@ pub(crate) fn add_col_sums(x: &[f32], cols: usize, out: &mut [f32]) {
         })
         .collect();
     for p in parts {
-        for (o, v) in out.iter_mut().zip(p) {
-            *o += v;
+        for (k, v) in p.into_iter().enumerate() {
+            out[k % cols] += v;
         }
     }
+}
+
+/// Elements per kernel tile for rows of `c` values: whole rows, about 256 values, and a power
+/// of two rows (so tiles divide [`ROW_CHUNK`] rows exactly).
+pub(crate) fn tile_len(c: usize) -> usize {
+    let rows = (256 / c.max(1)).max(1);
+    c * (1usize << rows.ilog2())
+}
+
+/// Per-column values `v` repeated to fill a tile of `len` values.
+pub(crate) fn tiled(v: &[f32], len: usize) -> Vec<f32> {
+    v.iter().copied().cycle().take(len).collect()
 }
 
 /// `dst += src`, in parallel.

@@ -7,7 +7,7 @@
 use rayon::prelude::*;
 
 use super::conv::{ConvSpec, Geometry};
-use super::host::{add_col_sums, gemm, map, vals, zip_add, GradSlot, ROW_CHUNK};
+use super::host::{add_col_sums, gemm, map, tile_len, tiled, vals, zip_add, GradSlot, ROW_CHUNK};
 use super::{Graph, Tensor};
 
 /// Fixed partitions of the batch for convolution weight gradients (independent of threads).
@@ -134,12 +134,17 @@ impl Graph {
         // y = x·scale + shift per column (then ReLU): x̂·γ + β with x̂ = (x − μ)·inv.
         let scale: Vec<f32> = inv.iter().zip(gv.iter()).map(|(i, g)| i * g).collect();
         let shift: Vec<f32> = (0..c).map(|j| bv[j] - mean[j] * scale[j]).collect();
+        // The kernels run over tiles of several rows (per-column terms repeated), so narrow
+        // activations (16 channels) still make long vectorisable loops.
+        let tl = tile_len(c);
+        let (scale_t, shift_t) = (tiled(&scale, tl), tiled(&shift, tl));
+        let (mean_t, inv_t) = (tiled(&mean, tl), tiled(&inv, tl));
         let mut out = vec![0f32; n * c];
         out.par_chunks_mut(c * ROW_CHUNK)
             .zip(xv.par_chunks(c * ROW_CHUNK))
             .for_each(|(o, x)| {
-                for (orow, xrow) in o.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-                    affine_row(xrow, &scale, &shift, relu, orow);
+                for (orow, xrow) in o.chunks_mut(tl).zip(x.chunks(tl)) {
+                    affine_row(xrow, &scale_t, &shift_t, relu, orow);
                 }
             });
         let (mean_out, var_out) = (mean.clone(), var.clone());
@@ -150,20 +155,24 @@ impl Graph {
                 .par_chunks(c * ROW_CHUNK)
                 .zip(xv.par_chunks(c * ROW_CHUNK))
                 .map(|(g, x)| {
-                    let mut s = vec![0f32; 2 * c];
-                    let mut dz = vec![0f32; c];
-                    let (s1, s2) = s.split_at_mut(c);
-                    for (grow, xrow) in g.chunks_exact(c).zip(x.chunks_exact(c)) {
-                        dz_row(grow, xrow, &scale, &shift, relu, &mut dz);
-                        accumulate_sums(&dz, xrow, &mean, &inv, s1, s2);
+                    let mut s = vec![0f32; 2 * tl];
+                    let mut dz = vec![0f32; tl];
+                    let (s1, s2) = s.split_at_mut(tl);
+                    for (grow, xrow) in g.chunks(tl).zip(x.chunks(tl)) {
+                        let dz = &mut dz[..grow.len()];
+                        dz_row(grow, xrow, &scale_t, &shift_t, relu, dz);
+                        accumulate_sums(dz, xrow, &mean_t, &inv_t, s1, s2);
                     }
                     s
                 })
                 .collect();
+            // Fold the chunks (in order), then the tile's rows, to one sum per column.
             let mut sums = vec![0f32; 2 * c];
             for p in parts {
-                for (a, b) in sums.iter_mut().zip(p) {
-                    *a += b;
+                let (s1, s2) = p.split_at(tl);
+                for (k, (a, b)) in s1.iter().zip(s2).enumerate() {
+                    sums[k % c] += a;
+                    sums[c + k % c] += b;
                 }
             }
             let (sum_dz, sum_dzx) = sums.split_at(c);
@@ -188,14 +197,14 @@ impl Graph {
                             .zip(xv.par_chunks(c * ROW_CHUNK)),
                     )
                     .for_each(|(gx, (g, x))| {
-                        let mut dz = vec![0f32; c];
-                        for ((gxr, grow), xrow) in gx
-                            .chunks_exact_mut(c)
-                            .zip(g.chunks_exact(c))
-                            .zip(x.chunks_exact(c))
+                        let mut dz = vec![0f32; tl];
+                        let (a_t, b_t) = (tiled(&a, tl), tiled(&b, tl));
+                        for ((gxr, grow), xrow) in
+                            gx.chunks_mut(tl).zip(g.chunks(tl)).zip(x.chunks(tl))
                         {
-                            dz_row(grow, xrow, &scale, &shift, relu, &mut dz);
-                            input_grad_row(gxr, &dz, xrow, &scale, &mean, &a, &b);
+                            let dz = &mut dz[..grow.len()];
+                            dz_row(grow, xrow, &scale_t, &shift_t, relu, dz);
+                            input_grad_row(gxr, dz, xrow, &scale_t, &mean_t, &a_t, &b_t);
                         }
                     });
             }
@@ -396,7 +405,7 @@ impl Graph {
     }
 }
 
-/// `out = x·scale + shift` (then ReLU) for one row.
+/// `out = x·scale + shift` (then ReLU) for one row (or tile of rows).
 #[inline]
 fn affine_row(x: &[f32], scale: &[f32], shift: &[f32], relu: bool, out: &mut [f32]) {
     let c = out.len();
@@ -469,13 +478,16 @@ fn input_grad_row(
 /// Per-column mean and biased variance of a row-major `(n, c)` matrix (two passes over fixed
 /// row chunks; chunk sums added in order).
 fn column_mean_var(x: &[f32], n: usize, c: usize) -> (Vec<f32>, Vec<f32>) {
+    let tl = tile_len(c);
     let sum_rows = |centre: Option<&[f32]>| -> Vec<f32> {
+        let centre = centre.map(|m| tiled(m, tl));
         let parts: Vec<Vec<f32>> = x
             .par_chunks(c * ROW_CHUNK)
             .map(|rows| {
-                let mut s = vec![0f32; c];
-                for row in rows.chunks_exact(c) {
-                    match centre {
+                let mut s = vec![0f32; tl];
+                for row in rows.chunks(tl) {
+                    let s = &mut s[..row.len()];
+                    match &centre {
                         None => {
                             for (a, v) in s.iter_mut().zip(row) {
                                 *a += v;
@@ -493,8 +505,8 @@ fn column_mean_var(x: &[f32], n: usize, c: usize) -> (Vec<f32>, Vec<f32>) {
             .collect();
         let mut total = vec![0f64; c];
         for p in parts {
-            for (a, b) in total.iter_mut().zip(p) {
-                *a += b as f64;
+            for (k, b) in p.into_iter().enumerate() {
+                total[k % c] += b as f64;
             }
         }
         total.into_iter().map(|s| (s / n as f64) as f32).collect()
@@ -504,7 +516,19 @@ fn column_mean_var(x: &[f32], n: usize, c: usize) -> (Vec<f32>, Vec<f32>) {
     (mean, var)
 }
 
+/// The taps `kx0..kx1` of a kernel row that fall inside an input row of `width` pixels, for
+/// output column `ox`, and the input column of the first.
+#[inline]
+fn valid_taps(ox: usize, s: ConvSpec, width: usize) -> (usize, usize, usize) {
+    let left = (ox * s.stride) as isize - s.padding as isize;
+    let kx0 = (-left).clamp(0, s.kernel as isize) as usize;
+    let kx1 = (width as isize - left).clamp(0, s.kernel as isize) as usize;
+    (kx0, kx1.max(kx0), (left + kx0 as isize).max(0) as usize)
+}
+
 /// im2col of images `b0..b0+nb` into `cols` (resized to `nb·OH·OW × K·K·C`, zeros at padding).
+/// For each output pixel and kernel row, the in-bounds taps are one contiguous span of the
+/// input row (channel-last), copied at once.
 fn unfold(x: &[f32], g: Geometry, s: ConvSpec, b0: usize, nb: usize, cols: &mut Vec<f32>) {
     let (oh, ow) = s.out_hw(g.height, g.width);
     let kk = s.kernel * s.kernel * g.channels;
@@ -516,20 +540,16 @@ fn unfold(x: &[f32], g: Geometry, s: ConvSpec, b0: usize, nb: usize, cols: &mut 
         for oy in 0..oh {
             for ox in 0..ow {
                 let row = &mut cols[((bi * oh + oy) * ow + ox) * kk..][..kk];
+                let (kx0, kx1, ix0) = valid_taps(ox, s, g.width);
+                let span = (kx1 - kx0) * c;
                 for ky in 0..s.kernel {
                     let iy = (oy * s.stride + ky) as isize - s.padding as isize;
-                    if iy < 0 || iy >= g.height as isize {
+                    if iy < 0 || iy >= g.height as isize || span == 0 {
                         continue;
                     }
-                    for kx in 0..s.kernel {
-                        let ix = (ox * s.stride + kx) as isize - s.padding as isize;
-                        if ix < 0 || ix >= g.width as isize {
-                            continue;
-                        }
-                        let src = (iy as usize * g.width + ix as usize) * c;
-                        let dst = (ky * s.kernel + kx) * c;
-                        row[dst..dst + c].copy_from_slice(&img[src..src + c]);
-                    }
+                    let src = (iy as usize * g.width + ix0) * c;
+                    let dst = (ky * s.kernel + kx0) * c;
+                    row[dst..dst + span].copy_from_slice(&img[src..src + span]);
                 }
             }
         }
@@ -547,21 +567,17 @@ fn fold(cols: &[f32], g: Geometry, s: ConvSpec, nb: usize, dx: &mut [f32]) {
         for oy in 0..oh {
             for ox in 0..ow {
                 let row = &cols[((bi * oh + oy) * ow + ox) * kk..][..kk];
+                let (kx0, kx1, ix0) = valid_taps(ox, s, g.width);
+                let span = (kx1 - kx0) * c;
                 for ky in 0..s.kernel {
                     let iy = (oy * s.stride + ky) as isize - s.padding as isize;
-                    if iy < 0 || iy >= g.height as isize {
+                    if iy < 0 || iy >= g.height as isize || span == 0 {
                         continue;
                     }
-                    for kx in 0..s.kernel {
-                        let ix = (ox * s.stride + kx) as isize - s.padding as isize;
-                        if ix < 0 || ix >= g.width as isize {
-                            continue;
-                        }
-                        let dst = (iy as usize * g.width + ix as usize) * c;
-                        let src = (ky * s.kernel + kx) * c;
-                        for (d, v) in img[dst..dst + c].iter_mut().zip(&row[src..src + c]) {
-                            *d += v;
-                        }
+                    let dst = (iy as usize * g.width + ix0) * c;
+                    let src = (ky * s.kernel + kx0) * c;
+                    for (d, v) in img[dst..dst + span].iter_mut().zip(&row[src..src + span]) {
+                        *d += v;
                     }
                 }
             }

@@ -37,7 +37,8 @@ impl Grads {
                 Ok(buf) => {
                     let v = std::mem::take(&mut **buf);
                     if v.len() == r * c {
-                        return Tensor::new(super::host::tensor(&self.dev, v, r, c));
+                        // With its host copy: the norm and the optimiser read it next.
+                        return super::host::with_host(&self.dev, v, r, c);
                     }
                     return Tensor::new(self.dev.zeros_like(&(r, c)));
                 }

@@ -311,3 +311,63 @@ fn inputs_marked_as_data_get_no_gradient_and_change_nothing_else() {
     assert!(gx.iter().any(|v| *v != 0.0));
     assert!(gx_c.iter().all(|v| *v == 0.0));
 }
+
+/// Gradients through conv, batch norm, linear, layer norm, GELU and attention are bitwise the
+/// same on one thread and on four (the kernels' reductions use fixed chunks, not threads).
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let run = |threads: usize| -> Vec<Vec<f32>> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let e = Engine::cpu();
+            let geo = Geometry {
+                batch: 8,
+                height: 12,
+                width: 12,
+                channels: 3,
+            };
+            let s = ConvSpec {
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+            };
+            let rows = 8 * 144;
+            let x = e.tensor(values(rows * 3, 1), rows, 3).unwrap();
+            let w = e.tensor(values(27 * 16, 2), 27, 16).unwrap();
+            let b = e.tensor(values(16, 3), 1, 16).unwrap();
+            let w2 = e.tensor(values(16 * 24, 4), 16, 24).unwrap();
+            let b2 = e.zeros(1, 24);
+            let mut ps = ParamStore::default();
+            let bn = BatchNorm::new(&e, &mut ps, "bn", 16);
+            let mut g = e.graph(true);
+            let h = g.conv2d(&x, &w, &b, geo, s).unwrap();
+            let h = bn.forward_act(&mut ps, &mut g, &h, true, true).unwrap();
+            let h = g.linear(&h, &w2, &b2).unwrap();
+            let (one, zero) = (e.full(1.0, 1, 24), e.zeros(1, 24));
+            let h = g.layer_norm(&h, &one, &zero, 1e-6).unwrap();
+            let h = g.gelu(&h).unwrap();
+            let shape = super::attention::AttnShape {
+                batch: 8,
+                tokens: 144,
+                heads: 2,
+            };
+            let h = g.attention(&h, &h, &h, shape).unwrap();
+            let sq = g.square(&h).unwrap();
+            let loss = g.sum(&sq, Axis2::All).unwrap();
+            let mut gr = g.backward(&loss).unwrap();
+            vec![
+                loss.to_vec(),
+                gr.get(&x).to_vec(),
+                gr.get(&w).to_vec(),
+                gr.get(&b).to_vec(),
+                gr.get(&w2).to_vec(),
+            ]
+        })
+    };
+    let one = run(1);
+    assert_eq!(one, run(4));
+    assert_eq!(one, run(2));
+}

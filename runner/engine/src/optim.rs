@@ -57,7 +57,14 @@ pub fn accumulate(acc: &mut GradList, more: GradList) {
 }
 
 fn sq_norm(t: &Tensor) -> f64 {
-    t.to_vec().iter().map(|v| (*v as f64) * (*v as f64)).sum()
+    use rayon::prelude::*;
+    // Fixed chunks added in order: the same value on any number of threads.
+    let v = super::host::vals(t);
+    let parts: Vec<f64> = v
+        .par_chunks(1 << 14)
+        .map(|c| c.iter().map(|x| (*x as f64) * (*x as f64)).sum())
+        .collect();
+    parts.iter().sum()
 }
 
 /// The global L2 norm of all gradients.
@@ -84,6 +91,28 @@ pub fn clip_global_norm(gs: &mut GradList, max_norm: f64) -> f64 {
 /// `target ← m · target + (1 - m) · source` for every entry (the EMA teacher update; buffers
 /// such as batch-norm statistics are averaged the same way).
 pub fn ema_update(target: &mut ParamStore, source: &ParamStore, m: f32) {
+    #[cfg(not(feature = "cuda"))]
+    {
+        use rayon::prelude::*;
+        for (t, s) in target.entries.iter_mut().zip(&source.entries) {
+            let (rows, cols) = t.value.shape();
+            let dev = t.value.t.device().clone();
+            let src = super::host::vals(&s.value);
+            let mut dst = super::host::into_vals(std::mem::replace(
+                &mut t.value,
+                Tensor::new(super::host::tensor(&dev, Vec::new(), 0, 0)),
+            ));
+            dst.par_chunks_mut(1 << 14)
+                .zip(src.par_chunks(1 << 14))
+                .for_each(|(d, s)| {
+                    for (d, s) in d.iter_mut().zip(s) {
+                        *d = *d * m + *s * (1.0 - m);
+                    }
+                });
+            t.value = super::host::with_host(&dev, dst, rows, cols);
+        }
+    }
+    #[cfg(feature = "cuda")]
     for (t, s) in target.entries.iter_mut().zip(&source.entries) {
         t.value = Tensor::new(t.value.t.clone() * m + s.value.t.clone() * (1.0 - m));
     }

@@ -410,6 +410,20 @@ impl Graph {
         }
     }
 
+    /// The same values, row-major, as a `rows × cols` tensor.
+    pub fn reshape(&mut self, a: &Tensor, rows: usize, cols: usize) -> Result<Tensor> {
+        if rows * cols != a.len() {
+            return Err(shape_err(
+                "reshape",
+                format!("{:?} into {rows}x{cols}", a.shape()),
+            ));
+        }
+        let mut y = record!(self, [a], a.reshape_like(&(rows, cols)))?;
+        // Same values, same row-major order: the host copy stays valid.
+        y.host = a.host.clone();
+        Ok(y)
+    }
+
     pub fn transpose(&mut self, a: &Tensor) -> Result<Tensor> {
         let (r, c) = a.shape();
         // Materialise the transpose so later ops see contiguous memory.

@@ -648,6 +648,10 @@ pub enum EncoderSpec {
         width: usize,
         embed_dim: usize,
         batch_norm: bool,
+        /// Flatten the last feature map into the head instead of averaging it (keeps where
+        /// things are: digits, characters, small images).
+        #[serde(default)]
+        flatten: bool,
     },
     ResNet {
         width: usize,
@@ -692,11 +696,14 @@ impl EncoderSpec {
     }
 }
 
-/// Three conv blocks (stride 1, 2, 2; widths w, 2w, 4w), global average pooling, a linear head.
+/// Three conv blocks (stride 1, 2, 2; widths w, 2w, 4w), global average pooling (or the
+/// flattened last feature map), a linear head.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConvNet {
     blocks: Vec<(Conv, Option<BatchNorm>)>,
     head: Linear,
+    #[serde(default)]
+    flatten: bool,
 }
 
 /// A basic residual block: conv-BN-ReLU-conv-BN plus a shortcut (a strided 1x1 conv + BN
@@ -1153,6 +1160,7 @@ impl Encoder {
             EncoderSpec::ConvNet {
                 width,
                 embed_dim,
+                flatten,
                 batch_norm,
             } => {
                 if input.height < 4 || input.width < 4 {
@@ -1175,8 +1183,25 @@ impl Encoder {
                         (conv, bn)
                     })
                     .collect();
-                let head = Linear::new(e, ps, init, "encoder.head", chans[3], *embed_dim);
-                Ok(Encoder::ConvNet(ConvNet { blocks, head }))
+                // Two stride-2 blocks: the last feature map is ⌈H/4⌉ x ⌈W/4⌉.
+                let down = ConvSpec {
+                    kernel: 3,
+                    stride: 2,
+                    padding: 1,
+                };
+                let (h1, w1) = down.out_hw(input.height, input.width);
+                let (h2, w2) = down.out_hw(h1, w1);
+                let head_in = if *flatten {
+                    chans[3] * h2 * w2
+                } else {
+                    chans[3]
+                };
+                let head = Linear::new(e, ps, init, "encoder.head", head_in, *embed_dim);
+                Ok(Encoder::ConvNet(ConvNet {
+                    blocks,
+                    head,
+                    flatten: *flatten,
+                }))
             }
             EncoderSpec::ResNet {
                 width,
@@ -1361,7 +1386,12 @@ impl Encoder {
                         None => g.relu(&y)?,
                     };
                 }
-                let pooled = g.mean_row_groups(&h, geo.height * geo.width)?;
+                let pooled = if net.flatten {
+                    // Channel-last rows of one image are contiguous: (B·H·W, C) is (B, H·W·C).
+                    g.reshape(&h, b, geo.height * geo.width * geo.channels)?
+                } else {
+                    g.mean_row_groups(&h, geo.height * geo.width)?
+                };
                 net.head.forward(ps, g, &pooled)
             }
             Encoder::ResNet(net) => {
@@ -1520,6 +1550,13 @@ mod tests {
                 width: 4,
                 embed_dim: 4,
                 batch_norm: true,
+                flatten: false,
+            },
+            EncoderSpec::ConvNet {
+                width: 4,
+                embed_dim: 4,
+                batch_norm: true,
+                flatten: true,
             },
             EncoderSpec::ResNet {
                 width: 4,

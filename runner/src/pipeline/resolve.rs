@@ -1662,11 +1662,19 @@ impl StageCx<'_, '_, '_> {
                 ("dim", m.dim.as_ref().map(|v| v.span())),
                 ("depth", m.depth.as_ref().map(|v| v.span())),
                 ("heads", m.heads.as_ref().map(|v| v.span())),
-                ("pool", m.pool.as_ref().map(|v| v.span())),
             ] {
                 if let Some(span) = span {
                     return Err(only_for(key, &["vit", "transformer"], span));
                 }
+            }
+        }
+        if !matches!(arch_name, "vit" | "transformer" | "convnet") {
+            if let Some(p) = &m.pool {
+                return Err(only_for(
+                    "pool",
+                    &["vit", "transformer", "convnet"],
+                    p.span(),
+                ));
             }
         }
         if arch_name != "vit" {
@@ -1781,8 +1789,20 @@ impl StageCx<'_, '_, '_> {
                 if let Some(b) = &m.blocks {
                     return Err(only_for("blocks", &["resnet"], b.span()));
                 }
+                const POOLS: [&str; 2] = ["mean", "flatten"];
+                let flatten = match m.pool.as_ref().map(|p| (p, p.get_ref().as_str())) {
+                    None | Some((_, "mean")) => false,
+                    Some((_, "flatten")) => true,
+                    Some((p, other)) => {
+                        let help = did_you_mean(other, POOLS).unwrap_or_else(|| {
+                            format!("supported for arch = \"convnet\": {}", list(POOLS))
+                        });
+                        return Err(self.err_at(p, format!("unknown pool `{other}`"), Some(help)));
+                    }
+                };
                 Arch::Convnet {
                     width: self.int(&m.width, "model.width", 1, None, 16)? as usize,
+                    flatten,
                 }
             }
             "resnet" => {

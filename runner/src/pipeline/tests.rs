@@ -295,7 +295,10 @@ fn valid_full_pipeline_keeps_every_value() {
     assert_eq!(
         pre.model,
         ModelConfig {
-            arch: Arch::Convnet { width: 32 },
+            arch: Arch::Convnet {
+                width: 32,
+                flatten: false,
+            },
             embed_dim: 64,
             batch_norm: false
         }
@@ -809,4 +812,39 @@ expect = { kept = { min = 100 } }
     assert!(q.stage("data").unwrap().canonical_config()["config"]
         .get("on_error")
         .is_none());
+}
+
+#[test]
+fn convnet_pool_flattens_or_averages_and_other_archs_refuse_it() {
+    let model = |m: &str| parse(MINIMAL, &[&format!("stages.ssl.model={m}")]);
+    let arch = |p: Pipeline| match &p.stage("ssl").unwrap().config {
+        StageConfig::Pretrain(pre) => pre.model.arch.clone(),
+        _ => panic!(),
+    };
+    let flat = model(r#"{ arch = "convnet", pool = "flatten" }"#).unwrap();
+    assert_eq!(
+        arch(flat),
+        Arch::Convnet {
+            width: 16,
+            flatten: true
+        }
+    );
+    let mean = model(r#"{ arch = "convnet", pool = "mean" }"#).unwrap();
+    let plain = model(r#"{ arch = "convnet" }"#).unwrap();
+    // The default is left out of the canonical config: existing stage keys do not change.
+    assert_eq!(
+        mean.stage("ssl").unwrap().canonical_config(),
+        plain.stage("ssl").unwrap().canonical_config()
+    );
+    let bad = model(r#"{ arch = "convnet", pool = "flat" }"#)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        bad.contains("unknown pool `flat`") && bad.contains("flatten"),
+        "{bad}"
+    );
+    let mlp = model(r#"{ arch = "mlp", pool = "flatten" }"#)
+        .unwrap_err()
+        .to_string();
+    assert!(mlp.contains("only applies to arch"), "{mlp}");
 }

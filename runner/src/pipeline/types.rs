@@ -798,6 +798,11 @@ pub enum Arch {
     Convnet {
         /// Base channel count (> 0, default 16).
         width: usize,
+        /// `pool = "flatten"`: the last feature map flattened into the head instead of its
+        /// average (`"mean"`, the default). Left out of the canonical form when false, so
+        /// stage keys of pipelines that do not set it are unchanged.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        flatten: bool,
     },
     /// A small ResNet: a stem and three stages of residual blocks (widths w, 2w, 4w).
     Resnet {

@@ -115,10 +115,11 @@ pub fn encoder_spec(
             embed_dim: cfg.model.embed_dim,
             batch_norm: cfg.model.batch_norm,
         },
-        Arch::Convnet { width } => EncoderSpec::ConvNet {
+        Arch::Convnet { width, flatten } => EncoderSpec::ConvNet {
             width: *width,
             embed_dim: cfg.model.embed_dim,
             batch_norm: cfg.model.batch_norm,
+            flatten: *flatten,
         },
         Arch::Vit {
             patch,

@@ -18,6 +18,7 @@
 #![cfg_attr(feature = "cuda", allow(dead_code, unused_imports))]
 
 use dfdx::prelude::*;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -40,7 +41,7 @@ pub(crate) fn vals(t: &Tensor) -> Arc<Vec<f32>> {
 #[cfg(not(feature = "cuda"))]
 pub(crate) fn into_vals(t: Tensor) -> Vec<f32> {
     match t.host {
-        Some(h) => Arc::try_unwrap(h).unwrap_or_else(|h| h.as_ref().clone()),
+        Some(h) => Arc::try_unwrap(h).unwrap_or_else(|h| par_copy(&h)),
         None => read(&t.t),
     }
 }
@@ -48,9 +49,49 @@ pub(crate) fn into_vals(t: Tensor) -> Vec<f32> {
 /// A tensor holding `v`, which it also keeps as its host copy.
 #[cfg(not(feature = "cuda"))]
 pub(crate) fn with_host(dev: &Dev, v: Vec<f32>, rows: usize, cols: usize) -> Tensor {
-    let mut t = Tensor::new(tensor(dev, v.clone(), rows, cols));
+    let mut t = Tensor::new(tensor(dev, par_copy(&v), rows, cols));
     t.host = Some(Arc::new(v));
     t
+}
+
+/// Below this many values a copy or fill stays on the calling thread.
+const PAR_MIN: usize = 1 << 16;
+
+/// A copy of `src`, made in parallel: large buffers are copied on every core instead of the
+/// training thread alone (the copy into dfdx's storage is on the critical path of each op).
+pub(crate) fn par_copy(src: &[f32]) -> Vec<f32> {
+    if src.len() < PAR_MIN {
+        return src.to_vec();
+    }
+    let n = src.len();
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    {
+        let dst = &mut v.spare_capacity_mut()[..n];
+        // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and any initialised `f32` is a
+        // valid `MaybeUninit<f32>`; the slice borrows `src` for this block only.
+        let src: &[MaybeUninit<f32>] =
+            unsafe { std::slice::from_raw_parts(src.as_ptr().cast(), src.len()) };
+        dst.par_chunks_mut(PAR_MIN)
+            .zip(src.par_chunks(PAR_MIN))
+            .for_each(|(d, s)| d.copy_from_slice(s));
+    }
+    // SAFETY: all `n` values were written above.
+    unsafe { v.set_len(n) };
+    v
+}
+
+/// `n` zeros, written in parallel for large `n`.
+pub(crate) fn par_zeros(n: usize) -> Vec<f32> {
+    if n < PAR_MIN {
+        return vec![0f32; n];
+    }
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    v.spare_capacity_mut()[..n]
+        .par_chunks_mut(PAR_MIN)
+        .for_each(|d| d.fill(MaybeUninit::new(0.0)));
+    // SAFETY: all `n` values were written above.
+    unsafe { v.set_len(n) };
+    v
 }
 
 pub(crate) fn read(t: &T2) -> Vec<f32> {
@@ -197,7 +238,7 @@ impl Graph {
         backward: impl FnOnce(&[f32], &mut [GradSlot]) + 'static,
     ) -> Tensor {
         let host = Arc::new(out);
-        let out = tensor(&self.dev, host.as_ref().clone(), rows, cols);
+        let out = tensor(&self.dev, par_copy(&host), rows, cols);
         let mut y = self.record_host(inputs, out, backward);
         y.host = Some(host);
         y
@@ -277,7 +318,7 @@ impl Graph {
 
 /// Apply `f` to every element in parallel (fixed chunks).
 pub(crate) fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
+    let mut out = par_zeros(x.len());
     out.par_chunks_mut(1 << 14)
         .zip(x.par_chunks(1 << 14))
         .for_each(|(o, s)| {

@@ -7,7 +7,9 @@
 use rayon::prelude::*;
 
 use super::conv::{ConvSpec, Geometry};
-use super::host::{add_col_sums, gemm, map, tile_len, tiled, vals, zip_add, GradSlot, ROW_CHUNK};
+use super::host::{
+    add_col_sums, gemm, map, par_zeros, tile_len, tiled, vals, zip_add, GradSlot, ROW_CHUNK,
+};
 use super::{Graph, Tensor};
 
 /// Fixed partitions of the batch for convolution weight gradients (independent of threads).
@@ -23,7 +25,7 @@ impl Graph {
     pub(crate) fn host_matmul(&mut self, a: &Tensor, b: &Tensor) -> Tensor {
         let ((m, k), (_, n)) = (a.shape(), b.shape());
         let (av, bv) = (vals(a), vals(b));
-        let mut out = vec![0f32; m * n];
+        let mut out = par_zeros(m * n);
         gemm(m, k, n, &mut out, false, &av, false, &bv, false, true);
         self.host_op(&[a, b], out, m, n, move |gy, slots| {
             if let Some(ga) = slot(slots, 0) {
@@ -39,7 +41,7 @@ impl Graph {
     pub(crate) fn host_linear(&mut self, x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
         let ((m, k), (_, n)) = (x.shape(), w.shape());
         let (xv, wv, bv) = (vals(x), vals(w), vals(b));
-        let mut out = vec![0f32; m * n];
+        let mut out = par_zeros(m * n);
         out.par_chunks_mut(n * ROW_CHUNK).for_each(|rows| {
             for r in rows.chunks_exact_mut(n) {
                 r.copy_from_slice(&bv);
@@ -139,7 +141,7 @@ impl Graph {
         let tl = tile_len(c);
         let (scale_t, shift_t) = (tiled(&scale, tl), tiled(&shift, tl));
         let (mean_t, inv_t) = (tiled(&mean, tl), tiled(&inv, tl));
-        let mut out = vec![0f32; n * c];
+        let mut out = par_zeros(n * c);
         out.par_chunks_mut(c * ROW_CHUNK)
             .zip(xv.par_chunks(c * ROW_CHUNK))
             .for_each(|(o, x)| {
@@ -242,7 +244,7 @@ impl Graph {
                 (mean, 1.0 / (var + eps).sqrt())
             })
             .collect();
-        let mut out = vec![0f32; n * d];
+        let mut out = par_zeros(n * d);
         out.par_chunks_mut(d)
             .zip(xv.par_chunks(d))
             .zip(&stats)
@@ -327,7 +329,7 @@ impl Graph {
         let xv = vals(x);
         let (wv, bv) = (vals(w), vals(b));
         let rows = geo.batch * per_out;
-        let mut out = vec![0f32; rows * co];
+        let mut out = par_zeros(rows * co);
         out.par_chunks_mut(imgs * per_out * co)
             .enumerate()
             .for_each_init(Vec::new, |cols, (ci, y)| {

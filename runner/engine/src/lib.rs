@@ -99,7 +99,7 @@ impl Tensor {
     /// Copy the values to host memory, row-major.
     pub fn to_vec(&self) -> Vec<f32> {
         if let Some(h) = &self.host {
-            return h.as_ref().clone();
+            return host::par_copy(h);
         }
         // One contiguous copy (engine tensors are always contiguous); `as_vec` walks strides
         // element by element.

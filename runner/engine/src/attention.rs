@@ -8,6 +8,8 @@
 //! `dQ = dS K / √dh`, `dK = dSᵀ Q / √dh`.
 
 use super::graph::Axis2;
+use rayon::prelude::*;
+
 use super::host::{exp, gemm};
 use super::{shape_err, Graph, Result, Tensor};
 
@@ -19,13 +21,8 @@ pub struct AttnShape {
     pub heads: usize,
 }
 
-/// Worker threads for the per-sample loops (samples are independent).
-fn threads(batch: usize) -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(batch)
-        .max(1)
-}
+/// Samples per parallel task (samples are independent; rayon balances the tasks).
+const SAMPLES_PER_TASK: usize = 2;
 
 /// Copy head `hh` of sample `b`'s rows into a contiguous `(T, dh)` buffer.
 fn gather(x: &[f32], b: usize, hh: usize, t: usize, width: usize, dh: usize, out: &mut [f32]) {
@@ -61,14 +58,12 @@ fn forward(
     let scale = 1.0 / (dh as f32).sqrt();
     let mut out = vec![0f32; q.len()];
     let mut probs = vec![0f32; s.batch * h * t * t];
-    let per = s.batch.div_ceil(threads(s.batch)).max(1);
-    std::thread::scope(|scope| {
-        for (ci, (out_c, probs_c)) in out
-            .chunks_mut(per * t * width)
-            .zip(probs.chunks_mut(per * h * t * t))
-            .enumerate()
-        {
-            scope.spawn(move || {
+    let per = SAMPLES_PER_TASK;
+    out.par_chunks_mut(per * t * width)
+        .zip(probs.par_chunks_mut(per * h * t * t))
+        .enumerate()
+        .for_each(|(ci, (out_c, probs_c))| {
+            {
                 let (mut qh, mut kh, mut vh, mut oh) = (
                     vec![0f32; t * dh],
                     vec![0f32; t * dh],
@@ -109,9 +104,8 @@ fn forward(
                         scatter_add(&oh, hh, t, width, dh, out_b);
                     }
                 }
-            });
-        }
-    });
+            }
+        });
     (out, probs)
 }
 
@@ -133,16 +127,14 @@ fn backward(
         vec![0f32; k.len()],
         vec![0f32; v.len()],
     );
-    let per = s.batch.div_ceil(threads(s.batch)).max(1);
+    let per = SAMPLES_PER_TASK;
     let rows = per * t * width;
-    std::thread::scope(|scope| {
-        for (ci, ((dq_c, dk_c), dv_c)) in dq
-            .chunks_mut(rows)
-            .zip(dk.chunks_mut(rows))
-            .zip(dv.chunks_mut(rows))
-            .enumerate()
-        {
-            scope.spawn(move || {
+    dq.par_chunks_mut(rows)
+        .zip(dk.par_chunks_mut(rows))
+        .zip(dv.par_chunks_mut(rows))
+        .enumerate()
+        .for_each(|(ci, ((dq_c, dk_c), dv_c))| {
+            {
                 let buf = || vec![0f32; t * dh];
                 let (mut qh, mut kh, mut vh, mut gh) = (buf(), buf(), buf(), buf());
                 let (mut dqh, mut dkh, mut dvh) = (buf(), buf(), buf());
@@ -176,9 +168,8 @@ fn backward(
                         scatter_add(&dvh, hh, t, width, dh, &mut dv_c[local.clone()]);
                     }
                 }
-            });
-        }
-    });
+            }
+        });
     (dq, dk, dv)
 }
 

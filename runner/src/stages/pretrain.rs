@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Instant;
 
+use rayon::prelude::*;
+
 use serde::{Deserialize, Serialize};
 
 use super::augment::{Views, ViewsRecipe, VIEWS_FILE};
@@ -414,41 +416,24 @@ fn augment_batch(
     } else {
         per
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(batch.len().max(1));
-    let chunk = batch.len().div_ceil(threads);
+    // On the shared rayon pool: while a step trains, its idle moments produce the next views.
     let mut out: Vec<Vec<f32>> = (0..views.count())
         .map(|_| vec![0f32; batch.len() * per])
         .collect();
-    for v in 0..views.count() {
-        let buf = &mut out[v];
-        std::thread::scope(|s| -> Result<(), StageError> {
-            let handles: Vec<_> = buf
-                .chunks_mut(chunk * per)
-                .zip(batch.chunks(chunk))
-                .map(|(dst, rows)| {
-                    s.spawn(move || -> Result<(), StageError> {
-                        for (slot, &r) in dst.chunks_mut(per).zip(rows) {
-                            let img = views.apply_marked(
-                                v,
-                                mix_seed(seed, 2, epoch, ds.ids[r], v as u64),
-                                ds.image_f32(r),
-                                marked,
-                            )?;
-                            slot.copy_from_slice(&img);
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            for h in handles {
-                h.join().map_err(|_| {
-                    StageError::Failed("an augmentation worker thread panicked".into())
-                })??;
-            }
-            Ok(())
-        })?;
+    for (v, buf) in out.iter_mut().enumerate() {
+        buf.par_chunks_mut(per)
+            .zip(batch.par_iter())
+            .with_min_len(8)
+            .try_for_each(|(slot, &r)| -> Result<(), StageError> {
+                let img = views.apply_marked(
+                    v,
+                    mix_seed(seed, 2, epoch, ds.ids[r], v as u64),
+                    ds.image_f32(r),
+                    marked,
+                )?;
+                slot.copy_from_slice(&img);
+                Ok(())
+            })?;
     }
     Ok(out)
 }

@@ -28,6 +28,32 @@ use super::{Dev, Graph, Tensor, T2};
 /// Rows per task of row-parallel kernels: fixed, so results never depend on the thread count.
 pub(crate) const ROW_CHUNK: usize = 256;
 
+/// Rows per partial sum of a column reduction over rows of `c` values: [`ROW_CHUNK`] times a
+/// power of two, so a partial covers about 64 Ki values (fewer partials to add up) and tiles
+/// (see [`tile_len`]) divide it. Depends on `c` only, never on the thread count.
+pub(crate) fn sum_rows(c: usize) -> usize {
+    ROW_CHUNK
+        * ((1usize << 16) / (ROW_CHUNK * c.max(1)))
+            .max(1)
+            .next_power_of_two()
+}
+
+/// Add per-chunk tile sums (each `tl` long, in chunk order) and fold the tile's rows into one
+/// sum per column (`c` columns).
+pub(crate) fn fold_tiles(parts: &[Vec<f32>], tl: usize, c: usize) -> Vec<f64> {
+    let mut tile = vec![0f64; tl];
+    for p in parts {
+        for (a, b) in tile.iter_mut().zip(p) {
+            *a += *b as f64;
+        }
+    }
+    let mut out = vec![0f64; c];
+    for (k, v) in tile.into_iter().enumerate() {
+        out[k % c] += v;
+    }
+    out
+}
+
 /// The values of `t`, row-major (engine tensors are always contiguous).
 /// The values of `t` in host memory: its host copy when an op left one, else one memcpy.
 pub(crate) fn vals(t: &Tensor) -> Arc<Vec<f32>> {
@@ -180,7 +206,7 @@ pub(crate) fn add_col_sums(x: &[f32], cols: usize, out: &mut [f32]) {
     // Over tiles of whole rows (see `tile_len`), folded to columns at the end.
     let tl = tile_len(cols);
     let parts: Vec<Vec<f32>> = x
-        .par_chunks(ROW_CHUNK * cols)
+        .par_chunks(sum_rows(cols) * cols)
         .map(|chunk| {
             let mut s = vec![0f32; tl];
             for row in chunk.chunks(tl) {
@@ -191,10 +217,8 @@ pub(crate) fn add_col_sums(x: &[f32], cols: usize, out: &mut [f32]) {
             s
         })
         .collect();
-    for p in parts {
-        for (k, v) in p.into_iter().enumerate() {
-            out[k % cols] += v;
-        }
+    for (o, v) in out.iter_mut().zip(fold_tiles(&parts, tl, cols)) {
+        *o += v as f32;
     }
 }
 

@@ -8,7 +8,8 @@ use rayon::prelude::*;
 
 use super::conv::{ConvSpec, Geometry};
 use super::host::{
-    add_col_sums, gemm, map, par_zeros, tile_len, tiled, vals, zip_add, GradSlot, ROW_CHUNK,
+    add_col_sums, fold_tiles, gemm, map, par_zeros, sum_rows, tile_len, tiled, vals, zip_add,
+    GradSlot, ROW_CHUNK,
 };
 use super::{Graph, Tensor};
 
@@ -93,6 +94,43 @@ impl Graph {
         })
     }
 
+    /// Mean cross-entropy of `logits (n, c)` against class indices (checked by the caller), as
+    /// one op: a log-softmax per row, and `(softmax − onehot) / n` as the gradient.
+    pub(crate) fn host_cross_entropy(&mut self, logits: &Tensor, labels: &[u32]) -> Tensor {
+        let (n, c) = logits.shape();
+        let xv = vals(logits);
+        // Per row: its log-sum-exp and the loss term, in parallel; summed in row order.
+        let rows: Vec<(f32, f32)> = xv
+            .par_chunks(c)
+            .zip(labels.par_iter())
+            .with_min_len(16)
+            .map(|(row, &l)| {
+                let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let z: f32 = row.iter().map(|v| super::host::exp(v - m)).sum();
+                let lse = m + z.ln();
+                (lse, lse - row[l as usize])
+            })
+            .collect();
+        let loss = (rows.iter().map(|r| r.1 as f64).sum::<f64>() / n as f64) as f32;
+        let labels = labels.to_vec();
+        self.host_op(&[logits], vec![loss], 1, 1, move |gy, slots| {
+            let Some(gx) = slot(slots, 0) else {
+                return;
+            };
+            let scale = gy[0] / n as f32;
+            gx.par_chunks_mut(c)
+                .zip(xv.par_chunks(c))
+                .zip(rows.par_iter().zip(labels.par_iter()))
+                .with_min_len(16)
+                .for_each(|((g, row), (&(lse, _), &l))| {
+                    for (g, v) in g.iter_mut().zip(row) {
+                        *g += super::host::exp(v - lse) * scale;
+                    }
+                    g[l as usize] -= scale;
+                });
+        })
+    }
+
     /// `a + b` for two tensors of the same shape.
     pub(crate) fn host_add(&mut self, a: &Tensor, b: &Tensor) -> Tensor {
         let (r, c) = a.shape();
@@ -153,9 +191,10 @@ impl Graph {
         let y = self.host_op(&[x, gamma, beta], out, n, c, move |gy, slots| {
             // Per column: Σ dz and Σ dz·x̂ over fixed row chunks, where dz is the gradient
             // before the ReLU.
+            let rows = sum_rows(c);
             let parts: Vec<Vec<f32>> = gy
-                .par_chunks(c * ROW_CHUNK)
-                .zip(xv.par_chunks(c * ROW_CHUNK))
+                .par_chunks(c * rows)
+                .zip(xv.par_chunks(c * rows))
                 .map(|(g, x)| {
                     let mut s = vec![0f32; 2 * tl];
                     let mut dz = vec![0f32; tl];
@@ -169,14 +208,18 @@ impl Graph {
                 })
                 .collect();
             // Fold the chunks (in order), then the tile's rows, to one sum per column.
-            let mut sums = vec![0f32; 2 * c];
-            for p in parts {
-                let (s1, s2) = p.split_at(tl);
-                for (k, (a, b)) in s1.iter().zip(s2).enumerate() {
-                    sums[k % c] += a;
-                    sums[c + k % c] += b;
-                }
-            }
+            let (p1, p2): (Vec<Vec<f32>>, Vec<Vec<f32>>) = parts
+                .into_iter()
+                .map(|mut p| {
+                    let s2 = p.split_off(tl);
+                    (p, s2)
+                })
+                .unzip();
+            let sums: Vec<f32> = fold_tiles(&p1, tl, c)
+                .into_iter()
+                .chain(fold_tiles(&p2, tl, c))
+                .map(|v| v as f32)
+                .collect();
             let (sum_dz, sum_dzx) = sums.split_at(c);
             if let Some(gx) = slot(slots, 0) {
                 // gx += scale·(dz − (Σdz + x̂·Σdz·x̂)/n) with batch statistics, scale·dz without.
@@ -484,7 +527,7 @@ fn column_mean_var(x: &[f32], n: usize, c: usize) -> (Vec<f32>, Vec<f32>) {
     let sum_rows = |centre: Option<&[f32]>| -> Vec<f32> {
         let centre = centre.map(|m| tiled(m, tl));
         let parts: Vec<Vec<f32>> = x
-            .par_chunks(c * ROW_CHUNK)
+            .par_chunks(c * sum_rows(c))
             .map(|rows| {
                 let mut s = vec![0f32; tl];
                 for row in rows.chunks(tl) {
@@ -505,13 +548,10 @@ fn column_mean_var(x: &[f32], n: usize, c: usize) -> (Vec<f32>, Vec<f32>) {
                 s
             })
             .collect();
-        let mut total = vec![0f64; c];
-        for p in parts {
-            for (k, b) in p.into_iter().enumerate() {
-                total[k % c] += b as f64;
-            }
-        }
-        total.into_iter().map(|s| (s / n as f64) as f32).collect()
+        fold_tiles(&parts, tl, c)
+            .into_iter()
+            .map(|s| (s / n as f64) as f32)
+            .collect()
     };
     let mean = sum_rows(None);
     let var = sum_rows(Some(&mean));

@@ -116,6 +116,13 @@ fn matmul_linear_and_elementwise_gradients() {
             2e-2,
         );
         check(&e, "relu", &[(4, 9)], &|g, t| g.relu(&t[0]).unwrap(), 2e-2);
+        check(
+            &e,
+            "cross_entropy",
+            &[(5, 7)],
+            &|g, t| g.cross_entropy(&t[0], &[0, 6, 3, 3, 1]).unwrap(),
+            2e-2,
+        );
         check(&e, "gelu", &[(4, 9)], &|g, t| g.gelu(&t[0]).unwrap(), 2e-2);
         check(
             &e,
@@ -370,4 +377,21 @@ fn results_do_not_depend_on_the_thread_count() {
     let one = run(1);
     assert_eq!(one, run(4));
     assert_eq!(one, run(2));
+}
+
+#[test]
+fn cross_entropy_matches_log_softmax_by_hand() {
+    let e = Engine::cpu();
+    let xv = values(4 * 6, 5);
+    let x = e.tensor(xv.clone(), 4, 6).unwrap();
+    let labels = [2u32, 0, 5, 2];
+    let mut g = e.graph(false);
+    let got = g.cross_entropy(&x, &labels).unwrap().scalar() as f64;
+    let mut want = 0f64;
+    for (i, &l) in labels.iter().enumerate() {
+        let row = &xv[i * 6..(i + 1) * 6];
+        let lse = row.iter().map(|v| (*v as f64).exp()).sum::<f64>().ln();
+        want += (lse - row[l as usize] as f64) / 4.0;
+    }
+    assert!((got - want).abs() < 1e-5, "{got} vs {want}");
 }

@@ -10,6 +10,11 @@ use super::{shape_err, Dev, EngineError, Result, Tensor, OT, T2};
 
 type TT<T> = dfdx::tensor::Tensor<(usize, usize), f32, Dev, T>;
 
+/// Below this many output values an element-wise op stays with dfdx on the calling thread:
+/// handing it to the thread pool would cost more than it saves.
+#[cfg(not(feature = "cuda"))]
+const HOST_MIN: usize = 1 << 14;
+
 /// Records ops for autodiff (or only computes, when built without gradients).
 pub struct Graph {
     pub(crate) dev: Dev,
@@ -288,18 +293,34 @@ impl Graph {
         if a.shape() == b.shape() {
             return Ok(self.host_add(a, b));
         }
+        #[cfg(not(feature = "cuda"))]
+        if s.0 * s.1 >= HOST_MIN {
+            return Ok(self.host_binary(a, b, super::host_ops::BinOp::Add, s));
+        }
         record!(self, [a, b], bcast(a, s) + bcast(b, s))
     }
     pub fn sub(&mut self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let s = broadcast_shape("sub", a.shape(), b.shape())?;
+        #[cfg(not(feature = "cuda"))]
+        if s.0 * s.1 >= HOST_MIN {
+            return Ok(self.host_binary(a, b, super::host_ops::BinOp::Sub, s));
+        }
         record!(self, [a, b], bcast(a, s) - bcast(b, s))
     }
     pub fn mul(&mut self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let s = broadcast_shape("mul", a.shape(), b.shape())?;
+        #[cfg(not(feature = "cuda"))]
+        if s.0 * s.1 >= HOST_MIN {
+            return Ok(self.host_binary(a, b, super::host_ops::BinOp::Mul, s));
+        }
         record!(self, [a, b], bcast(a, s) * bcast(b, s))
     }
     pub fn div(&mut self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let s = broadcast_shape("div", a.shape(), b.shape())?;
+        #[cfg(not(feature = "cuda"))]
+        if s.0 * s.1 >= HOST_MIN {
+            return Ok(self.host_binary(a, b, super::host_ops::BinOp::Div, s));
+        }
         record!(self, [a, b], bcast(a, s) / bcast(b, s))
     }
     pub fn add_scalar(&mut self, a: &Tensor, s: f32) -> Result<Tensor> {
@@ -511,6 +532,10 @@ impl Graph {
 
     /// `x / max(||x||, eps)` along `axis`.
     pub fn l2_normalize(&mut self, a: &Tensor, axis: Axis2, eps: f32) -> Result<Tensor> {
+        #[cfg(not(feature = "cuda"))]
+        if axis == Axis2::Cols {
+            return Ok(self.host_l2_normalize_rows(a, eps));
+        }
         let sq = self.square(a)?;
         let ss = self.sum(&sq, axis)?;
         let norm = self.sqrt(&ss)?;

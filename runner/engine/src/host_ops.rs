@@ -131,6 +131,109 @@ impl Graph {
         })
     }
 
+    /// `a ∘ b` for `∘` in + − × ÷, broadcasting a size-1 dimension of either operand to
+    /// `shape` (checked by the caller); the gradients are summed back over broadcast axes.
+    pub(crate) fn host_binary(
+        &mut self,
+        a: &Tensor,
+        b: &Tensor,
+        op: BinOp,
+        shape: (usize, usize),
+    ) -> Tensor {
+        let (r, c) = shape;
+        let (sa, sb) = (a.shape(), b.shape());
+        let (av, bv) = (vals(a), vals(b));
+        let at = move |v: &[f32], s: (usize, usize), i: usize, j: usize| {
+            v[if s.0 == 1 { 0 } else { i } * s.1 + if s.1 == 1 { 0 } else { j }]
+        };
+        let mut out = par_zeros(r * c);
+        out.par_chunks_mut(c.max(1))
+            .enumerate()
+            .with_min_len(16)
+            .for_each(|(i, row)| {
+                for (j, o) in row.iter_mut().enumerate() {
+                    let (x, y) = (at(&av, sa, i, j), at(&bv, sb, i, j));
+                    *o = match op {
+                        BinOp::Add => x + y,
+                        BinOp::Sub => x - y,
+                        BinOp::Mul => x * y,
+                        BinOp::Div => x / y,
+                    };
+                }
+            });
+        self.host_op(&[a, b], out, r, c, move |gy, slots| {
+            for k in 0..2 {
+                let Some(dst) = slot(slots, k) else {
+                    continue;
+                };
+                // ∂out/∂operand at every output element, times the output gradient.
+                let mut d = par_zeros(r * c);
+                d.par_chunks_mut(c.max(1))
+                    .enumerate()
+                    .with_min_len(16)
+                    .for_each(|(i, row)| {
+                        for (j, o) in row.iter_mut().enumerate() {
+                            let (x, y, g) = (at(&av, sa, i, j), at(&bv, sb, i, j), gy[i * c + j]);
+                            *o = match (op, k) {
+                                (BinOp::Add, _) => g,
+                                (BinOp::Sub, 0) => g,
+                                (BinOp::Sub, _) => -g,
+                                (BinOp::Mul, 0) => g * y,
+                                (BinOp::Mul, _) => g * x,
+                                (BinOp::Div, 0) => g / y,
+                                (BinOp::Div, _) => -g * x / (y * y),
+                            };
+                        }
+                    });
+                reduce_into(&d, r, c, if k == 0 { sa } else { sb }, dst);
+            }
+        })
+    }
+
+    /// Each row divided by `max(‖row‖, eps)`.
+    pub(crate) fn host_l2_normalize_rows(&mut self, x: &Tensor, eps: f32) -> Tensor {
+        let (r, c) = x.shape();
+        let xv = vals(x);
+        let norms: Vec<(f32, bool)> = xv
+            .par_chunks(c.max(1))
+            .with_min_len(16)
+            .map(|row| {
+                let n = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+                (n.max(eps), n > eps)
+            })
+            .collect();
+        let mut out = par_zeros(r * c);
+        out.par_chunks_mut(c.max(1))
+            .zip(xv.par_chunks(c.max(1)))
+            .zip(norms.par_iter())
+            .with_min_len(16)
+            .for_each(|((o, x), &(n, _))| {
+                for (o, x) in o.iter_mut().zip(x) {
+                    *o = x / n;
+                }
+            });
+        self.host_op(&[x], out, r, c, move |gy, slots| {
+            let Some(gx) = slot(slots, 0) else {
+                return;
+            };
+            gx.par_chunks_mut(c.max(1))
+                .zip(xv.par_chunks(c.max(1)).zip(gy.par_chunks(c.max(1))))
+                .zip(norms.par_iter())
+                .with_min_len(16)
+                .for_each(|((gx, (x, g)), &(n, unclamped))| {
+                    // y = x / n: dx = (g − y (g·y)) / n, or g / eps where the norm was clamped.
+                    let gy_dot: f32 = if unclamped {
+                        g.iter().zip(x).map(|(g, x)| g * x / n).sum()
+                    } else {
+                        0.0
+                    };
+                    for ((d, g), x) in gx.iter_mut().zip(g).zip(x) {
+                        *d += (g - x / n * gy_dot) / n;
+                    }
+                });
+        })
+    }
+
     /// `a + b` for two tensors of the same shape.
     pub(crate) fn host_add(&mut self, a: &Tensor, b: &Tensor) -> Tensor {
         let (r, c) = a.shape();
@@ -517,6 +620,37 @@ fn input_grad_row(
     let (dz, x, scale, mean, a, b) = (&dz[..c], &x[..c], &scale[..c], &mean[..c], &a[..c], &b[..c]);
     for j in 0..c {
         gx[j] += scale[j] * dz[j] - a[j] - b[j] * (x[j] - mean[j]);
+    }
+}
+
+/// The element-wise binary ops of [`Graph::host_binary`].
+#[derive(Clone, Copy)]
+pub(crate) enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+/// Add `d` (`r × c`) into `dst`, summed over the axes where `shape` is 1 (a broadcast operand's
+/// gradient). Fixed-order sums.
+fn reduce_into(d: &[f32], r: usize, c: usize, shape: (usize, usize), dst: &mut [f32]) {
+    match shape {
+        s if s == (r, c) => super::host::add_assign(dst, d),
+        (1, cc) if cc == c => add_col_sums(d, c, dst),
+        (rr, 1) if rr == r => {
+            dst.par_iter_mut()
+                .zip(d.par_chunks(c.max(1)))
+                .with_min_len(16)
+                .for_each(|(o, row)| *o += row.iter().sum::<f32>());
+        }
+        _ => {
+            let parts: Vec<f64> = d
+                .par_chunks(1 << 14)
+                .map(|p| p.iter().map(|v| *v as f64).sum())
+                .collect();
+            dst[0] += parts.iter().sum::<f64>() as f32;
+        }
     }
 }
 

@@ -17,7 +17,7 @@ pub mod conv;
 pub mod graph;
 pub(crate) mod host;
 #[cfg(not(feature = "cuda"))]
-mod host_ops;
+pub(crate) mod host_ops;
 pub mod io;
 pub mod nn;
 #[cfg(test)]
@@ -186,6 +186,10 @@ impl Engine {
                 format!("{} values for {rows}x{cols}", data.len()),
             ));
         }
+        // On the CPU the values stay as the tensor's host copy too (the first op reads them).
+        #[cfg(not(feature = "cuda"))]
+        return Ok(host::with_host(&self.dev, data, rows, cols));
+        #[cfg(feature = "cuda")]
         Ok(Tensor::new(self.dev.tensor_from_vec(data, (rows, cols))))
     }
 

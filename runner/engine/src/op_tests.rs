@@ -131,6 +131,61 @@ fn matmul_linear_and_elementwise_gradients() {
             &|g, t| g.add(&t[0], &t[1]).unwrap(),
             2e-2,
         );
+        // Broadcasting each way, for each binary op.
+        for (sa, sb) in [
+            ((3, 5), (1, 5)),
+            ((3, 5), (3, 1)),
+            ((1, 1), (3, 5)),
+            ((1, 5), (3, 1)),
+        ] {
+            check(
+                &e,
+                "add bcast",
+                &[sa, sb],
+                &|g, t| g.add(&t[0], &t[1]).unwrap(),
+                2e-2,
+            );
+            check(
+                &e,
+                "sub bcast",
+                &[sa, sb],
+                &|g, t| g.sub(&t[0], &t[1]).unwrap(),
+                2e-2,
+            );
+            check(
+                &e,
+                "mul bcast",
+                &[sa, sb],
+                &|g, t| g.mul(&t[0], &t[1]).unwrap(),
+                2e-2,
+            );
+            // Keep divisors away from zero: 2 + b².
+            check(
+                &e,
+                "div bcast",
+                &[sa, sb],
+                &|g, t| {
+                    let b2 = g.square(&t[1]).unwrap();
+                    let d = g.add_scalar(&b2, 2.0).unwrap();
+                    g.div(&t[0], &d).unwrap()
+                },
+                2e-2,
+            );
+        }
+        check(
+            &e,
+            "l2_normalize rows",
+            &[(4, 6)],
+            &|g, t| g.l2_normalize(&t[0], Axis2::Cols, 1e-8).unwrap(),
+            2e-2,
+        );
+        check(
+            &e,
+            "l2_normalize columns",
+            &[(4, 6)],
+            &|g, t| g.l2_normalize(&t[0], Axis2::Rows, 1e-8).unwrap(),
+            2e-2,
+        );
         // The same tensor twice in one op shares one gradient buffer.
         check(
             &e,

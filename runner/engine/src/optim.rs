@@ -223,7 +223,7 @@ impl Optimizer {
                 Some(h) => std::sync::Arc::try_unwrap(h).unwrap_or_else(|h| h.as_ref().clone()),
                 None => read(&e.value.t),
             };
-            let g = read(&g.t);
+            let g = super::host::vals(g);
             let mut m = into_vals(
                 self.m[i]
                     .take()

@@ -702,20 +702,19 @@ fn valid_taps(ox: usize, s: ConvSpec, width: usize) -> (usize, usize, usize) {
     (kx0, kx1.max(kx0), (left + kx0 as isize).max(0) as usize)
 }
 
-/// im2col of images `b0..b0+nb` into `cols` (resized to `nb·OH·OW × K·K·C`, zeros at padding).
-/// For each output pixel and kernel row, the in-bounds taps are one contiguous span of the
-/// input row (channel-last), copied at once.
-fn unfold(x: &[f32], g: Geometry, s: ConvSpec, b0: usize, nb: usize, cols: &mut Vec<f32>) {
+/// Visit the contiguous spans of `nb` images' im2col matrix: for each output pixel and kernel
+/// row, the in-bounds taps are one span of the (channel-last) input row. `f(patch, input,
+/// len)` gets the span's offset in the patch matrix, its offset in the images' input and its
+/// length.
+fn for_each_span(g: Geometry, s: ConvSpec, nb: usize, mut f: impl FnMut(usize, usize, usize)) {
     let (oh, ow) = s.out_hw(g.height, g.width);
     let kk = s.kernel * s.kernel * g.channels;
-    cols.clear();
-    cols.resize(nb * oh * ow * kk, 0.0);
     let c = g.channels;
     for bi in 0..nb {
-        let img = &x[(b0 + bi) * g.height * g.width * c..][..g.height * g.width * c];
+        let img = bi * g.height * g.width * c;
         for oy in 0..oh {
             for ox in 0..ow {
-                let row = &mut cols[((bi * oh + oy) * ow + ox) * kk..][..kk];
+                let row = ((bi * oh + oy) * ow + ox) * kk;
                 let (kx0, kx1, ix0) = valid_taps(ox, s, g.width);
                 let span = (kx1 - kx0) * c;
                 for ky in 0..s.kernel {
@@ -723,40 +722,34 @@ fn unfold(x: &[f32], g: Geometry, s: ConvSpec, b0: usize, nb: usize, cols: &mut 
                     if iy < 0 || iy >= g.height as isize || span == 0 {
                         continue;
                     }
-                    let src = (iy as usize * g.width + ix0) * c;
-                    let dst = (ky * s.kernel + kx0) * c;
-                    row[dst..dst + span].copy_from_slice(&img[src..src + span]);
+                    let input = img + (iy as usize * g.width + ix0) * c;
+                    f(row + (ky * s.kernel + kx0) * c, input, span);
                 }
             }
         }
     }
 }
 
+/// im2col of images `b0..b0+nb` into `cols` (resized to `nb·OH·OW × K·K·C`, zeros at padding).
+fn unfold(x: &[f32], g: Geometry, s: ConvSpec, b0: usize, nb: usize, cols: &mut Vec<f32>) {
+    let (oh, ow) = s.out_hw(g.height, g.width);
+    cols.clear();
+    cols.resize(nb * oh * ow * s.kernel * s.kernel * g.channels, 0.0);
+    let x = &x[b0 * g.height * g.width * g.channels..];
+    for_each_span(g, s, nb, |patch, input, len| {
+        cols[patch..patch + len].copy_from_slice(&x[input..input + len]);
+    });
+}
+
 /// col2im: add the patch gradients `cols` of `nb` images into their input gradient `dx`
 /// (which starts at the first of those images).
 fn fold(cols: &[f32], g: Geometry, s: ConvSpec, nb: usize, dx: &mut [f32]) {
-    let (oh, ow) = s.out_hw(g.height, g.width);
-    let kk = s.kernel * s.kernel * g.channels;
-    let c = g.channels;
-    for bi in 0..nb {
-        let img = &mut dx[bi * g.height * g.width * c..][..g.height * g.width * c];
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let row = &cols[((bi * oh + oy) * ow + ox) * kk..][..kk];
-                let (kx0, kx1, ix0) = valid_taps(ox, s, g.width);
-                let span = (kx1 - kx0) * c;
-                for ky in 0..s.kernel {
-                    let iy = (oy * s.stride + ky) as isize - s.padding as isize;
-                    if iy < 0 || iy >= g.height as isize || span == 0 {
-                        continue;
-                    }
-                    let dst = (iy as usize * g.width + ix0) * c;
-                    let src = (ky * s.kernel + kx0) * c;
-                    for (d, v) in img[dst..dst + span].iter_mut().zip(&row[src..src + span]) {
-                        *d += v;
-                    }
-                }
-            }
+    for_each_span(g, s, nb, |patch, input, len| {
+        for (d, v) in dx[input..input + len]
+            .iter_mut()
+            .zip(&cols[patch..patch + len])
+        {
+            *d += v;
         }
-    }
+    });
 }

@@ -22,6 +22,9 @@ pub struct Graph {
     /// Randomness of ops such as dropout: `(seed, draws so far)`; deterministic given the seed
     /// and the order of ops.
     rng: (u64, u64),
+    /// Gradients of the CPU fast path's outputs (see `host::Graph::record_host`).
+    #[cfg_attr(feature = "cuda", allow(dead_code))]
+    pub(crate) host_grads: super::host::HostGrads,
 }
 
 /// Gradients from [`Graph::backward`].
@@ -66,7 +69,7 @@ impl Grads {
 macro_rules! record {
     ($g:expr, [$($x:ident),*], $body:expr) => {{
         if $g.tape.is_some() {
-            $( let $x = $x.t.retaped::<OT>(); )*
+            $( super::host::mark_dfdx($x); let $x = $x.t.retaped::<OT>(); )*
             let y = $body;
             Ok($g.absorb(y))
         } else {
@@ -181,6 +184,7 @@ impl Graph {
             dev,
             tape: if grad { Some(OT::default()) } else { None },
             rng: (0, 0),
+            host_grads: Default::default(),
         }
     }
 
@@ -597,6 +601,8 @@ impl Graph {
                 "backward on a graph built without gradients".into(),
             ));
         };
+        // dfdx's backward starts at the loss: its gradient is in dfdx's store.
+        super::host::mark_dfdx(loss);
         let loss = loss.t.clone().put_tape(tape).sum::<(), _>();
         // dfdx asserts on internal invariants; never let that take the process down.
         let dev = loss.device().clone();

@@ -269,19 +269,28 @@ impl Graph {
     }
 
     /// [`Graph::host_op`] for an output already on the device.
+    ///
+    /// Gradients of host-op outputs are kept in the graph's own store ([`HostGrads`]), keyed by
+    /// the output's [`GradKey`]: dfdx would allocate and zero each gradient buffer on the
+    /// training thread alone when backward first touches it, and keep every one until the end
+    /// of backward. Here a consumer op zeroes a fresh buffer on every core, and the producer
+    /// takes it out of the store (freeing it after use). An output that a dfdx op also read
+    /// (its key is marked) has a dfdx gradient too, and the two are added.
     pub(crate) fn record_host(
         &mut self,
         inputs: &[&Tensor],
         out: T2,
         backward: impl FnOnce(&[f32], &mut [GradSlot]) + 'static,
     ) -> Tensor {
+        let store = self.host_grads.clone();
         let Some(acc) = self.tape_mut() else {
             return Tensor::new(out);
         };
+        let key = Arc::new(GradKey::new());
         let out_ghost = out.ghost();
         let ins: Vec<_> = inputs
             .iter()
-            .map(|t| (t.t.ghost(), t.len(), t.constant))
+            .map(|t| (t.t.ghost(), t.len(), t.constant, t.grad_key.clone()))
             .collect();
         // dfdx's ghost type is crate-private, so the buffer moves are spelled out here, where
         // its type is inferred. `take` moves a gradient buffer out (leaving an empty one), `put`
@@ -296,49 +305,137 @@ impl Graph {
                 **$grads.get_or_alloc_mut($g)? = $v
             };
         }
+        let out_key = key.clone();
         acc.add_backward_op(move |grads| {
-            let g_out = take!(grads, &out_ghost);
-            // An input used twice by one op (x·x) has one gradient buffer: the second use
-            // gets a temporary that is added in afterwards.
-            let mut bufs: Vec<(Vec<f32>, bool)> = Vec::with_capacity(ins.len());
-            for (ghost, len, constant) in &ins {
+            let own = store.lock().expect("gradient store").remove(&out_key.id);
+            let g_out = match (own, out_key.read_by_dfdx()) {
+                (Some(g), false) => g,
+                (own, true) => {
+                    let mut g: Vec<f32> = take!(grads, &out_ghost);
+                    if let Some(o) = own {
+                        add_assign(&mut g, &o);
+                    }
+                    g
+                }
+                // Nothing downstream reached the loss.
+                (None, false) => return Ok(()),
+            };
+            // Where each input's gradient goes: the graph's store (host-op outputs) or dfdx's.
+            // An input used twice by one op (x·x) has one buffer: the second use gets a
+            // temporary that is added in afterwards.
+            enum Slot {
+                Skip,
+                Store(u64, Vec<f32>),
+                Dfdx(Vec<f32>),
+                Extra(Vec<f32>),
+            }
+            let mut taken: Vec<u64> = Vec::new();
+            let mut bufs: Vec<Slot> = Vec::with_capacity(ins.len());
+            for (ghost, len, constant, key) in &ins {
                 if *constant {
-                    bufs.push((Vec::new(), false));
+                    bufs.push(Slot::Skip);
                     continue;
                 }
-                let v: Vec<f32> = take!(grads, ghost);
-                if v.len() == *len {
-                    bufs.push((v, true));
-                } else {
-                    bufs.push((vec![0f32; *len], false));
+                match key {
+                    Some(k) if !taken.contains(&k.id) => {
+                        taken.push(k.id);
+                        let v = store.lock().expect("gradient store").remove(&k.id);
+                        bufs.push(Slot::Store(k.id, v.unwrap_or_else(|| par_zeros(*len))));
+                    }
+                    Some(_) => bufs.push(Slot::Extra(par_zeros(*len))),
+                    None => {
+                        let v: Vec<f32> = take!(grads, ghost);
+                        if v.len() == *len {
+                            bufs.push(Slot::Dfdx(v));
+                        } else {
+                            bufs.push(Slot::Extra(vec![0f32; *len]));
+                        }
+                    }
                 }
             }
             {
                 let mut slots: Vec<GradSlot> = bufs
                     .iter_mut()
-                    .zip(&ins)
-                    .map(|((v, _), (_, _, constant))| (!constant).then_some(v.as_mut_slice()))
+                    .map(|b| match b {
+                        Slot::Skip => None,
+                        Slot::Store(_, v) | Slot::Dfdx(v) | Slot::Extra(v) => {
+                            Some(v.as_mut_slice())
+                        }
+                    })
                     .collect();
                 backward(&g_out, &mut slots);
             }
-            put!(grads, &out_ghost, g_out);
-            for ((v, owned), (ghost, _, constant)) in bufs.into_iter().zip(&ins) {
-                if *constant {
-                    continue;
+            if out_key.read_by_dfdx() {
+                put!(grads, &out_ghost, g_out);
+            }
+            let mut extras = Vec::new();
+            for (b, (ghost, _, _, key)) in bufs.into_iter().zip(&ins) {
+                match b {
+                    Slot::Skip => {}
+                    Slot::Store(id, v) => {
+                        store.lock().expect("gradient store").insert(id, v);
+                    }
+                    Slot::Dfdx(v) => put!(grads, ghost, v),
+                    Slot::Extra(v) => extras.push((v, ghost, key)),
                 }
-                if owned {
-                    put!(grads, ghost, v);
-                } else {
-                    let mut dst: Vec<f32> = take!(grads, ghost);
-                    add_assign(&mut dst, &v);
-                    put!(grads, ghost, dst);
+            }
+            for (v, ghost, key) in extras {
+                match key {
+                    Some(k) => {
+                        let mut s = store.lock().expect("gradient store");
+                        match s.get_mut(&k.id) {
+                            Some(dst) => add_assign(dst, &v),
+                            None => {
+                                s.insert(k.id, v);
+                            }
+                        }
+                    }
+                    None => {
+                        let mut dst: Vec<f32> = take!(grads, ghost);
+                        add_assign(&mut dst, &v);
+                        put!(grads, ghost, dst);
+                    }
                 }
             }
             Ok(())
         });
-        Tensor::new(out)
+        let mut y = Tensor::new(out);
+        y.grad_key = Some(key);
+        y
     }
 }
+
+/// The identity of a host-op output's gradient in the graph's store, and whether a dfdx op
+/// read the tensor too (then part of its gradient is in dfdx's store).
+#[derive(Debug)]
+pub(crate) struct GradKey {
+    pub(crate) id: u64,
+    dfdx: std::sync::atomic::AtomicBool,
+}
+
+impl GradKey {
+    fn new() -> GradKey {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        GradKey {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            dfdx: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+    fn read_by_dfdx(&self) -> bool {
+        self.dfdx.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Note that a dfdx op (or dfdx's backward) reads `t`: its gradient then arrives in dfdx's
+/// store as well.
+pub(crate) fn mark_dfdx(t: &Tensor) {
+    if let Some(k) = &t.grad_key {
+        k.dfdx.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Gradients of host-op outputs, by [`GradKey::id`], while backward runs.
+pub(crate) type HostGrads = Arc<std::sync::Mutex<std::collections::HashMap<u64, Vec<f32>>>>;
 
 /// Apply `f` to every element in parallel (fixed chunks).
 pub(crate) fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {

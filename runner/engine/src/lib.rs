@@ -70,6 +70,9 @@ pub struct Tensor {
     /// The same values in host memory, kept by the CPU fast path's ops for the ops that read
     /// this tensor next (so they need no copy out of dfdx's storage).
     pub(crate) host: Option<std::sync::Arc<Vec<f32>>>,
+    /// Set on outputs of the CPU fast path's ops while recording: their gradients live in the
+    /// graph's own store (see `host.rs`), not in dfdx's.
+    pub(crate) grad_key: Option<std::sync::Arc<host::GradKey>>,
 }
 
 impl Tensor {
@@ -78,6 +81,7 @@ impl Tensor {
             t,
             constant: false,
             host: None,
+            grad_key: None,
         }
     }
     /// The same tensor marked as data: ops need not compute its gradient (the first layer's

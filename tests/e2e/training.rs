@@ -310,3 +310,94 @@ fn ood_eval_scores_a_far_ood_set_and_runs_the_corruption_suite() {
         .expect_code(2)
         .expect_stderr_has(&["unknown corruption `rotaton`", "rotation"]);
 }
+
+/// Digits, 32×32, as an image folder of ten class folders: `per_class` MNIST images each,
+/// padded by 2 pixels (the classic LeNet layout), written as PNG.
+fn digit_folder(root: &Path, per_class: usize) {
+    let (images, labels) = crate::support::mnist();
+    let images = pretext::data::idx::read(&images).expect("MNIST images");
+    let labels = pretext::data::idx::read(&labels).expect("MNIST labels");
+    let mut written = [0usize; 10];
+    for (i, &label) in labels.data.iter().enumerate() {
+        let l = label as usize;
+        if written[l] == per_class {
+            continue;
+        }
+        let dir = root.join(format!("digit{l}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut c = pretext::plot::Canvas::new(32, 32);
+        c.pixels.iter_mut().for_each(|p| *p = 0);
+        for y in 0..28 {
+            for x in 0..28 {
+                let v = images.data[i * 784 + y * 28 + x];
+                let at = ((y + 2) * 32 + x + 2) * 3;
+                c.pixels[at..at + 3].copy_from_slice(&[v, v, v]);
+            }
+        }
+        c.save(&dir.join(format!("{i}.png"))).unwrap();
+        written[l] += 1;
+        if written.iter().all(|&n| n == per_class) {
+            break;
+        }
+    }
+}
+
+/// Issue #19: a newcomer's first VICReg (its defaults: a 2048-wide projector) on a ResNet
+/// starts narrower than the old fixed threshold and widens every epoch; the collapse rule must
+/// let it train to the end with the default `collapse` settings.
+#[test]
+fn vicreg_on_a_resnet_is_not_stopped_while_its_spread_rises() {
+    let dir = tempdir();
+    let root = dir.path().join("digits");
+    digit_folder(&root, 100);
+    let text = format!(
+        r#"[pipeline]
+name = "newcomer"
+seed = 7
+
+[stages.data]
+kind = "ingest"
+source = {{ format = "image_folder", path = {root}, labels = "folders" }}
+color = "grayscale"
+
+[stages.views]
+kind = "augment"
+input = "data"
+views = [
+  [{{ name = "random_resized_crop", scale = [0.5, 1.0] }}, {{ name = "rotate", degrees = 10 }}],
+  [{{ name = "random_resized_crop", scale = [0.5, 1.0] }}, {{ name = "gaussian_noise", std = 0.05 }}],
+]
+
+[stages.ssl]
+kind = "pretrain"
+input = "views"
+objective = {{ plugin = "vicreg" }}
+model = {{ arch = "resnet", width = 16 }}
+epochs = 4
+batch_size = 128
+"#,
+        root = crate::support::toml_path(&root)
+    );
+    let p = dir.path().join("pipeline.toml");
+    std::fs::write(&p, text).unwrap();
+    let run = pretext(dir.path(), &["run", &p.display().to_string()]);
+    run.expect_code(0);
+    let entry = crate::support::entries(&store(dir.path()), "pretrain")
+        .pop()
+        .expect("the pretrain entry");
+    let history: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(entry.join("history.json")).unwrap())
+            .unwrap();
+    let spreads: Vec<f64> = history
+        .as_array()
+        .expect("one record per epoch")
+        .iter()
+        .map(|r| r["projection_std"].as_f64().expect("a projector spread"))
+        .collect();
+    eprintln!("projection spread per epoch: {spreads:?}");
+    assert_eq!(spreads.len(), 4, "{spreads:?}");
+    // It starts below the old fixed threshold (0.01), which would have stopped it...
+    assert!(spreads[0] < 0.01, "{spreads:?}");
+    // ...and widens: the last epoch is clearly wider than the first.
+    assert!(spreads[3] > 1.5 * spreads[0], "{spreads:?}");
+}

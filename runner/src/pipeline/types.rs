@@ -754,8 +754,9 @@ pub struct PretrainConfig {
     pub collapse: CollapseConfig,
 }
 
-/// `collapse = { min_std, patience }`: stop the stage when the per-epoch embedding spread
-/// (mean std of L2-normalised embeddings) stays below `min_std` for `patience` epochs.
+/// `collapse = { min_std, patience }`: stop the stage when the per-epoch spread (mean std of
+/// L2-normalised outputs) stays below `min_std` (scaled by √(128/d) for outputs wider than 128)
+/// without recovering for `patience` epochs (see `stages::pretrain::Collapse`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CollapseConfig {
     /// Threshold on the embedding spread (≥ 0; 0 disables the check; default 0.01).

@@ -615,6 +615,54 @@ fn load_checkpoint(e: &Engine, dir: &Path, st: &mut TrainState) -> Result<Option
     Ok(Some(meta.epochs_done))
 }
 
+/// The collapse rule. The spread of L2-normalised d-dimensional outputs is about 1/√d when
+/// they are spread out and → 0 when they collapse, so `collapse.min_std` is stated for a
+/// 128-dimensional output and scaled by √(128/d) (0.01 is the same fraction of a spread-out
+/// representation — about 11 % — at every width). An epoch counts toward collapse only when its
+/// spread is below that threshold **and** not recovering: it grew by less than 10 % over the
+/// previous epoch (the first epoch is compared with the spread before training). A randomly
+/// initialised network often starts narrow and objectives with variance terms widen it epoch by
+/// epoch; a collapsing one shrinks or stays flat.
+struct Collapse {
+    threshold: f64,
+}
+
+/// How much an epoch's spread must grow over the previous one to count as recovering.
+const RECOVERING: f64 = 1.10;
+
+/// The width `collapse.min_std` is stated for.
+const REFERENCE_WIDTH: f64 = 128.0;
+
+impl Collapse {
+    fn new(min_std: f64, width: usize) -> Collapse {
+        Collapse {
+            threshold: min_std * (REFERENCE_WIDTH / width.max(1) as f64).sqrt().min(1.0),
+        }
+    }
+    fn on(&self) -> bool {
+        self.threshold > 0.0
+    }
+    /// Whether an epoch with `spread` (after one with `previous`) counts toward collapse.
+    fn collapsing(&self, spread: f64, previous: Option<f64>) -> bool {
+        self.on() && spread < self.threshold && previous.is_none_or(|p| spread < p * RECOVERING)
+    }
+    /// The current run of collapsing epochs at the end of `history` (resuming a checkpoint).
+    fn streak(&self, initial: Option<f64>, history: &[EpochRecord]) -> u64 {
+        let mut run = 0;
+        let mut previous = initial;
+        for r in history {
+            let s = r.watched_spread();
+            run = if self.collapsing(s, previous) {
+                run + 1
+            } else {
+                0
+            };
+            previous = Some(s);
+        }
+        run
+    }
+}
+
 /// Health of the representation on the monitor set, after an epoch.
 struct Health {
     std: f64,
@@ -623,6 +671,13 @@ struct Health {
     rank: f64,
     alignment: f64,
     uniformity: f64,
+}
+
+impl Health {
+    /// The spread the collapse rule watches (see [`EpochRecord::watched_spread`]).
+    fn watched(&self) -> f64 {
+        self.proj_std.unwrap_or(self.std)
+    }
 }
 
 fn health(
@@ -853,12 +908,16 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
         objective = %cfg.objective.plugin, params = st.ps.trainable_count(), train = train.len(),
         batch = bs, epochs = cfg.epochs, "pretraining"
     );
-    let mut unhealthy = st
-        .history
-        .iter()
-        .rev()
-        .take_while(|r| cfg.collapse.min_std > 0.0 && r.watched_spread() < cfg.collapse.min_std)
-        .count() as u64;
+    // The collapse rule (see `Collapse`): the threshold for the watched output's width, and
+    // the spread before training, which the first epoch is compared with.
+    let watched_width = model.projector.as_ref().map_or(d, |p| p.output_width());
+    let rule = Collapse::new(cfg.collapse.min_std, watched_width);
+    let initial_spread = if rule.on() && first_epoch == 0 && model.mlm.is_none() {
+        Some(health(e, &model, &mut st.ps, &views, &ds, &monitor, ctx.seed, d)?.watched())
+    } else {
+        None
+    };
+    let mut unhealthy = rule.streak(initial_spread, &st.history);
     for epoch in first_epoch..cfg.epochs {
         let t0 = Instant::now();
         let order = permutation(train.len(), mix_seed(ctx.seed, 6, epoch, 0, 0));
@@ -1003,10 +1062,14 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
             "epoch done"
         );
         let spread = rec.watched_spread();
+        let previous = st
+            .history
+            .last()
+            .map(|r| r.watched_spread())
+            .or(initial_spread);
         // Predicting masked tokens cannot collapse to a constant (the targets are the data),
         // and mean-pooled MLM states are narrow by nature: the rule would only misfire.
-        let collapsed_now =
-            cfg.collapse.min_std > 0.0 && spread < cfg.collapse.min_std && model.mlm.is_none();
+        let collapsed_now = model.mlm.is_none() && rule.collapsing(spread, previous);
         st.history.push(rec.clone());
         if collapsed_now {
             unhealthy += 1;
@@ -1018,9 +1081,10 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
                     _ => String::new(),
                 };
                 return Err(StageError::Failed(format!(
-                    "representation collapsed: the {} spread (std of L2-normalised outputs) was {:.5} at epoch {}, below collapse.min_std = {} for {} epoch(s) (encoder effective rank {:.2}){kept}. Check the objective's collapse-avoidance settings (predictor, negatives, variance terms) or lower the learning rate",
+                    "representation collapsed: the {} spread (std of L2-normalised outputs) was {:.5} at epoch {}, below collapse.min_std = {} (scaled to {:.5} for {} dimensions) and not recovering for {} epoch(s) (encoder effective rank {:.2}){kept}. Check the objective's collapse-avoidance settings (predictor, negatives, variance terms) or lower the learning rate",
                     if rec.projection_std.is_some() { "projection" } else { "embedding" },
-                    spread, rec.epoch, cfg.collapse.min_std, unhealthy, rec.effective_rank
+                    spread, rec.epoch, cfg.collapse.min_std, rule.threshold, watched_width,
+                    unhealthy, rec.effective_rank
                 )));
             }
         } else {

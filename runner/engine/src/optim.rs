@@ -210,107 +210,107 @@ impl Optimizer {
         use rayon::prelude::*;
         const CHUNK: usize = 1 << 14;
         let t = self.steps as i32;
-        for (i, e) in ps.entries.iter_mut().enumerate() {
-            let Some(Some(g)) = gs.get(i) else {
-                continue;
-            };
-            let decay = e.kind == ParamKind::Weight;
-            let (rows, cols) = e.value.shape();
-            let dev = e.value.t.device().clone();
-            // The parameter's and the moments' host copies are updated in place when nothing
-            // else holds them (the usual case between steps).
-            let mut w = match e.value.host.take() {
-                Some(h) => std::sync::Arc::try_unwrap(h).unwrap_or_else(|h| h.as_ref().clone()),
-                None => read(&e.value.t),
-            };
-            let g = super::host::vals(g);
-            let mut m = into_vals(
-                self.m[i]
-                    .take()
-                    .expect("state exists for trainable entries"),
-            );
-            match self.spec {
-                OptimSpec::Sgd {
-                    momentum,
-                    weight_decay,
-                    nesterov,
-                } => {
-                    let wd = if decay { weight_decay } else { 0.0 };
-                    w.par_chunks_mut(CHUNK)
-                        .zip(m.par_chunks_mut(CHUNK))
-                        .zip(g.par_chunks(CHUNK))
-                        .for_each(|((w, m), g)| {
-                            for ((w, m), g) in w.iter_mut().zip(m).zip(g) {
-                                let g = if wd > 0.0 { g + *w * wd } else { *g };
-                                *m = *m * momentum + g;
-                                let upd = if nesterov { g + *m * momentum } else { *m };
-                                *w -= upd * lr;
-                            }
-                        });
-                }
-                OptimSpec::Lars {
-                    momentum,
-                    weight_decay,
-                    eta,
-                } => {
-                    let (wd, rate) = if decay {
-                        let sq = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>();
-                        let (wn, gn) = (sq(&w).sqrt() as f32, sq(&g).sqrt() as f32);
-                        let trust = if wn > 0.0 && gn > 0.0 {
-                            eta * wn / (gn + weight_decay * wn)
+        let spec = self.spec.clone();
+        // Tensors are independent: small ones (biases, norms) update side by side instead of
+        // each waking the pool for a few hundred values.
+        ps.entries
+            .par_iter_mut()
+            .zip(self.m.par_iter_mut().zip(self.v.par_iter_mut()))
+            .enumerate()
+            .for_each(|(i, (e, (m_slot, v_slot)))| {
+                let Some(Some(g)) = gs.get(i) else {
+                    return;
+                };
+                let decay = e.kind == ParamKind::Weight;
+                let (rows, cols) = e.value.shape();
+                let dev = e.value.t.device().clone();
+                // The parameter's and the moments' host copies are updated in place when nothing
+                // else holds them (the usual case between steps).
+                let mut w = match e.value.host.take() {
+                    Some(h) => std::sync::Arc::try_unwrap(h).unwrap_or_else(|h| h.as_ref().clone()),
+                    None => read(&e.value.t),
+                };
+                let g = super::host::vals(g);
+                let mut m = into_vals(m_slot.take().expect("state exists for trainable entries"));
+                match spec {
+                    OptimSpec::Sgd {
+                        momentum,
+                        weight_decay,
+                        nesterov,
+                    } => {
+                        let wd = if decay { weight_decay } else { 0.0 };
+                        w.par_chunks_mut(CHUNK)
+                            .zip(m.par_chunks_mut(CHUNK))
+                            .zip(g.par_chunks(CHUNK))
+                            .for_each(|((w, m), g)| {
+                                for ((w, m), g) in w.iter_mut().zip(m).zip(g) {
+                                    let g = if wd > 0.0 { g + *w * wd } else { *g };
+                                    *m = *m * momentum + g;
+                                    let upd = if nesterov { g + *m * momentum } else { *m };
+                                    *w -= upd * lr;
+                                }
+                            });
+                    }
+                    OptimSpec::Lars {
+                        momentum,
+                        weight_decay,
+                        eta,
+                    } => {
+                        let (wd, rate) = if decay {
+                            let sq = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>();
+                            let (wn, gn) = (sq(&w).sqrt() as f32, sq(&g).sqrt() as f32);
+                            let trust = if wn > 0.0 && gn > 0.0 {
+                                eta * wn / (gn + weight_decay * wn)
+                            } else {
+                                1.0
+                            };
+                            (weight_decay, lr * trust)
                         } else {
-                            1.0
+                            (0.0, lr)
                         };
-                        (weight_decay, lr * trust)
-                    } else {
-                        (0.0, lr)
-                    };
-                    w.par_chunks_mut(CHUNK)
-                        .zip(m.par_chunks_mut(CHUNK))
-                        .zip(g.par_chunks(CHUNK))
-                        .for_each(|((w, m), g)| {
-                            for ((w, m), g) in w.iter_mut().zip(m).zip(g) {
-                                *m = *m * momentum + (g + *w * wd) * rate;
-                                *w -= *m;
-                            }
-                        });
+                        w.par_chunks_mut(CHUNK)
+                            .zip(m.par_chunks_mut(CHUNK))
+                            .zip(g.par_chunks(CHUNK))
+                            .for_each(|((w, m), g)| {
+                                for ((w, m), g) in w.iter_mut().zip(m).zip(g) {
+                                    *m = *m * momentum + (g + *w * wd) * rate;
+                                    *w -= *m;
+                                }
+                            });
+                    }
+                    OptimSpec::AdamW {
+                        beta1,
+                        beta2,
+                        eps,
+                        weight_decay,
+                    } => {
+                        let mut v =
+                            into_vals(v_slot.take().expect("state exists for trainable entries"));
+                        let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
+                        let shrink = if decay && weight_decay > 0.0 {
+                            lr * weight_decay
+                        } else {
+                            0.0
+                        };
+                        w.par_chunks_mut(CHUNK)
+                            .zip(m.par_chunks_mut(CHUNK))
+                            .zip(v.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)))
+                            .for_each(|((w, m), (v, g))| {
+                                for (((w, m), v), g) in w.iter_mut().zip(m).zip(v).zip(g) {
+                                    *m = *m * beta1 + g * (1.0 - beta1);
+                                    *v = *v * beta2 + g * g * (1.0 - beta2);
+                                    let (mhat, vhat) = (*m / c1, *v / c2);
+                                    *w -= *w * shrink;
+                                    *w -= mhat / (vhat.sqrt() + eps) * lr;
+                                }
+                            });
+                        *v_slot = Some(with_host(&dev, v, rows, cols));
+                    }
                 }
-                OptimSpec::AdamW {
-                    beta1,
-                    beta2,
-                    eps,
-                    weight_decay,
-                } => {
-                    let mut v = into_vals(
-                        self.v[i]
-                            .take()
-                            .expect("state exists for trainable entries"),
-                    );
-                    let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
-                    let shrink = if decay && weight_decay > 0.0 {
-                        lr * weight_decay
-                    } else {
-                        0.0
-                    };
-                    w.par_chunks_mut(CHUNK)
-                        .zip(m.par_chunks_mut(CHUNK))
-                        .zip(v.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)))
-                        .for_each(|((w, m), (v, g))| {
-                            for (((w, m), v), g) in w.iter_mut().zip(m).zip(v).zip(g) {
-                                *m = *m * beta1 + g * (1.0 - beta1);
-                                *v = *v * beta2 + g * g * (1.0 - beta2);
-                                let (mhat, vhat) = (*m / c1, *v / c2);
-                                *w -= *w * shrink;
-                                *w -= mhat / (vhat.sqrt() + eps) * lr;
-                            }
-                        });
-                    self.v[i] = Some(with_host(&dev, v, rows, cols));
-                }
-            }
-            self.m[i] = Some(with_host(&dev, m, rows, cols));
-            // A fresh identity each step: gradients of the next step are keyed to it.
-            e.value = with_host(&dev, w, rows, cols);
-        }
+                *m_slot = Some(with_host(&dev, m, rows, cols));
+                // A fresh identity each step: gradients of the next step are keyed to it.
+                e.value = with_host(&dev, w, rows, cols);
+            });
     }
 
     /// The update in dfdx tensor arithmetic (device-generic).

@@ -65,8 +65,14 @@ pub(crate) fn vals(t: &Tensor) -> Arc<Vec<f32>> {
 
 /// The values of `t` to modify: its host copy when nothing else holds it, else a copy.
 #[cfg(not(feature = "cuda"))]
-pub(crate) fn into_vals(t: Tensor) -> Vec<f32> {
-    match t.host {
+pub(crate) fn into_vals(mut t: Tensor) -> Vec<f32> {
+    take_vals(&mut t)
+}
+
+/// [`into_vals`] for a tensor about to be replaced: takes its host copy out of it.
+#[cfg(not(feature = "cuda"))]
+pub(crate) fn take_vals(t: &mut Tensor) -> Vec<f32> {
+    match t.host.take() {
         Some(h) => Arc::try_unwrap(h).unwrap_or_else(|h| par_copy(&h)),
         None => read(&t.t),
     }

@@ -107,9 +107,7 @@ impl Tensor {
         }
         // One contiguous copy (engine tensors are always contiguous); `as_vec` walks strides
         // element by element.
-        let mut v = vec![0f32; self.len()];
-        self.t.copy_into(&mut v);
-        v
+        host::read(&self.t)
     }
     /// The single value of a `(1, 1)` tensor.
     pub fn scalar(&self) -> f32 {

@@ -98,10 +98,7 @@ pub fn ema_update(target: &mut ParamStore, source: &ParamStore, m: f32) {
             let (rows, cols) = t.value.shape();
             let dev = t.value.t.device().clone();
             let src = super::host::vals(&s.value);
-            let mut dst = super::host::into_vals(std::mem::replace(
-                &mut t.value,
-                Tensor::new(super::host::tensor(&dev, Vec::new(), 0, 0)),
-            ));
+            let mut dst = super::host::take_vals(&mut t.value);
             dst.par_chunks_mut(1 << 14)
                 .zip(src.par_chunks(1 << 14))
                 .for_each(|(d, s)| {
@@ -206,7 +203,7 @@ impl Optimizer {
     /// The update as one fused pass per tensor over host memory (the CPU fast path).
     #[cfg(not(feature = "cuda"))]
     fn apply_host(&mut self, ps: &mut ParamStore, gs: &GradList, lr: f32) {
-        use super::host::{into_vals, read, with_host};
+        use super::host::{into_vals, take_vals, with_host};
         use rayon::prelude::*;
         const CHUNK: usize = 1 << 14;
         let t = self.steps as i32;
@@ -226,10 +223,7 @@ impl Optimizer {
                 let dev = e.value.t.device().clone();
                 // The parameter's and the moments' host copies are updated in place when nothing
                 // else holds them (the usual case between steps).
-                let mut w = match e.value.host.take() {
-                    Some(h) => std::sync::Arc::try_unwrap(h).unwrap_or_else(|h| h.as_ref().clone()),
-                    None => read(&e.value.t),
-                };
+                let mut w = take_vals(&mut e.value);
                 let g = super::host::vals(g);
                 let mut m = into_vals(m_slot.take().expect("state exists for trainable entries"));
                 match spec {

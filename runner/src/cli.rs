@@ -81,7 +81,8 @@ pub struct PipelineArgs {
     /// for the built-in `libpretext_*` libraries, next to the pretext binary.
     #[arg(long = "plugin-dir", value_name = "DIR")]
     pub plugin_dirs: Vec<PathBuf>,
-    /// Compute device: `cpu`, `cuda` or `cuda:N` (CUDA needs a build with the `cuda` feature).
+    /// Compute device: `cpu`, `cuda` or `cuda:N` (CUDA needs a build with the `cuda` feature);
+    /// `cpu-generic` runs the device-generic ops a GPU runs on the CPU (slow; for checking).
     ///
     /// The device class (cpu or cuda) is part of every stage key and of pretext.lock.
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
@@ -89,8 +90,9 @@ pub struct PipelineArgs {
 }
 
 fn parse_device(s: &str) -> Result<DeviceKind, String> {
-    DeviceKind::parse(s)
-        .ok_or_else(|| format!("unknown device `{s}`; use `cpu`, `cuda` or `cuda:N`"))
+    DeviceKind::parse(s).ok_or_else(|| {
+        format!("unknown device `{s}`; use `cpu`, `cuda`, `cuda:N` or `cpu-generic`")
+    })
 }
 
 #[derive(Subcommand, Debug)]

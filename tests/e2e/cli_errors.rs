@@ -29,7 +29,7 @@ fn malformed_invocations_exit_2_with_a_clear_message() {
             vec!["run", "--device", "tpu", &p],
             vec![
                 "invalid value 'tpu' for '--device",
-                "use `cpu`, `cuda` or `cuda:N`",
+                "use `cpu`, `cuda`, `cuda:N` or `cpu-generic`",
             ],
         ),
         (

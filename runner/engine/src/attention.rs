@@ -8,6 +8,7 @@
 //! `dQ = dS K / √dh`, `dK = dSᵀ Q / √dh`.
 
 use super::graph::Axis2;
+use dfdx::prelude::*;
 use rayon::prelude::*;
 
 use super::host::{exp, gemm};
@@ -222,7 +223,14 @@ impl Graph {
                 ),
             ));
         }
-        let (qv, kv, vv) = (q.to_vec(), k.to_vec(), v.to_vec());
+        if !self.fast(&[q, k, v]) {
+            return self.attention_generic(q, k, v, s, key_valid);
+        }
+        let (qv, kv, vv) = (
+            super::host::vals(q),
+            super::host::vals(k),
+            super::host::vals(v),
+        );
         let (out, probs) = forward(&qv, &kv, &vv, s, width, key_valid);
         let t = self.host_tensor(out, rows, width);
         Ok(self.custom(&[q, k, v], t, move |g| {
@@ -238,7 +246,15 @@ impl Graph {
         if times == 0 {
             return Err(shape_err("tile_rows", "times must be at least 1"));
         }
-        let xv = x.to_vec();
+        if !self.fast(&[x]) {
+            return record!(
+                self,
+                [x],
+                x.broadcast_like::<(usize, usize, usize), Axis<0>>(&(times, t, d))
+                    .reshape_like(&(times * t, d))
+            );
+        }
+        let xv = super::host::vals(x);
         let out: Vec<f32> = (0..times).flat_map(|_| xv.iter().copied()).collect();
         let y = self.host_tensor(out, times * t, d);
         Ok(self.custom(&[x], y, move |g| {
@@ -262,7 +278,17 @@ impl Graph {
                 format!("row {bad} of a {r}x{c} tensor"),
             ));
         }
-        let xv = x.to_vec();
+        if !self.fast(&[x]) {
+            // Keyed by the indices: fixed selections (CLS tokens) upload once.
+            let key = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                idx.hash(&mut h);
+                format!("rows {r} {} {:016x}", idx.len(), h.finish())
+            };
+            return self.gather_rows(x, Some(key), || idx.to_vec());
+        }
+        let xv = super::host::vals(x);
         let out: Vec<f32> = idx
             .iter()
             .flat_map(|&i| xv[i * c..(i + 1) * c].iter().copied())
@@ -281,6 +307,56 @@ impl Graph {
             }
             vec![Some(gx)]
         }))
+    }
+
+    /// Attention composed from dfdx's device-generic ops (every device but the CPU fast path):
+    /// heads split by reshape/permute, `Q Kᵀ` and `P V` as batched matmuls, softmax over keys;
+    /// masked keys get a large negative score (probability 0 after the softmax).
+    fn attention_generic(
+        &mut self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        s: AttnShape,
+        key_valid: Option<&[bool]>,
+    ) -> Result<Tensor> {
+        let (b, t, h) = (s.batch, s.tokens, s.heads);
+        let width = q.shape().1;
+        let dh = width / h;
+        let scale = 1.0 / (dh as f32).sqrt();
+        // `(B, T)` additive key bias: 0 for valid keys, -1e30 for padding (batch data).
+        let bias = match key_valid {
+            Some(m) => {
+                let v: Vec<f32> = m.iter().map(|&ok| if ok { 0.0 } else { -1e30 }).collect();
+                self.host_tensor(v, b, t)
+            }
+            None => self.constant(format!("zeros {b}x{t}"), b, t, || vec![0.0; b * t]),
+        };
+        let bias = &bias;
+        record!(self, [q, k, v, bias], {
+            let qh = q
+                .reshape_like(&(b, t, h, dh))
+                .permute::<_, Axes4<0, 2, 1, 3>>()
+                .reshape_like(&(b * h, t, dh));
+            let kt = k
+                .reshape_like(&(b, t, h, dh))
+                .permute::<_, Axes4<0, 2, 3, 1>>()
+                .reshape_like(&(b * h, dh, t));
+            let vh = v
+                .reshape_like(&(b, t, h, dh))
+                .permute::<_, Axes4<0, 2, 1, 3>>()
+                .reshape_like(&(b * h, t, dh));
+            let scores = (qh.matmul(kt) * scale).reshape_like(&(b, h, t, t));
+            let bias =
+                bias.broadcast_like::<(usize, usize, usize, usize), Axes2<1, 2>>(&(b, h, t, t));
+            let p = (scores + bias)
+                .reshape_like(&(b * h, t, t))
+                .softmax::<Axis<2>>();
+            p.matmul(vh)
+                .reshape_like(&(b, h, t, dh))
+                .permute::<_, Axes4<0, 2, 1, 3>>()
+                .reshape_like(&(b * t, width))
+        })
     }
 
     /// Layer normalisation of each row (no affine part; multiply/add parameters after).

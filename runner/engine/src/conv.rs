@@ -5,8 +5,11 @@
 //! turns it into `(B·OH·OW, K·K·C)` patches (column order: ky, kx, c) so a convolution is one
 //! matmul with a `(K·K·C, C_out)` weight, and batch norm over rows is per-channel batch norm.
 //!
-//! The CPU kernels are plain loops over host memory; the CUDA build gets device kernels.
+//! On the CPU fast path the convolution is one fused op (`host_ops.rs`); on every other
+//! device im2col is a row gather with an index tensor built once per geometry (padding taps
+//! read an appended zero row), so the patches never leave the device.
 
+use super::graph::Axis2;
 use super::{shape_err, Graph, Result, Tensor};
 
 /// Spatial layout of a channel-last activation tensor.
@@ -66,6 +69,36 @@ fn for_each_tap(g: Geometry, s: ConvSpec, mut f: impl FnMut(usize, usize, usize)
     }
 }
 
+/// For every im2col row-block (output position × tap, in im2col order) the input row it reads,
+/// or `B·H·W` (one past the last row: the zero row) for taps in the padding.
+pub fn im2col_rows(g: Geometry, s: ConvSpec) -> Vec<usize> {
+    let (oh, ow) = s.out_hw(g.height, g.width);
+    let pad = g.batch * g.height * g.width;
+    let mut idx = Vec::with_capacity(g.batch * oh * ow * s.kernel * s.kernel);
+    for b in 0..g.batch {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for ky in 0..s.kernel {
+                    for kx in 0..s.kernel {
+                        let iy = (oy * s.stride + ky) as isize - s.padding as isize;
+                        let ix = (ox * s.stride + kx) as isize - s.padding as isize;
+                        let inside = iy >= 0
+                            && ix >= 0
+                            && (iy as usize) < g.height
+                            && (ix as usize) < g.width;
+                        idx.push(if inside {
+                            (b * g.height + iy as usize) * g.width + ix as usize
+                        } else {
+                            pad
+                        });
+                    }
+                }
+            }
+        }
+    }
+    idx
+}
+
 /// im2col on host memory: `(B·H·W·C)` → `(B·OH·OW) x (K·K·C)`, zeros where padding.
 pub fn im2col_host(x: &[f32], g: Geometry, s: ConvSpec) -> Vec<f32> {
     let (oh, ow) = s.out_hw(g.height, g.width);
@@ -107,8 +140,18 @@ impl Graph {
     pub fn im2col(&mut self, x: &Tensor, g: Geometry, s: ConvSpec) -> Result<Tensor> {
         check(x, g, s)?;
         let (oh, ow) = s.out_hw(g.height, g.width);
-        let cols = im2col_host(&x.to_vec(), g, s);
-        let out = self.host_tensor(cols, g.batch * oh * ow, s.kernel * s.kernel * g.channels);
+        let kk = s.kernel * s.kernel * g.channels;
+        if !self.fast(&[x]) {
+            // Gather rows of `x` with a zero row appended, then fold taps into columns.
+            let c = g.channels;
+            let zero = self.constant(format!("zeros 1x{c}"), 1, c, || vec![0.0; c]);
+            let padded = self.concat(x, &zero, Axis2::Rows)?;
+            let key = format!("im2col {g:?} {s:?}");
+            let taps = self.gather_rows(&padded, Some(key), || im2col_rows(g, s))?;
+            return self.reshape(&taps, g.batch * oh * ow, kk);
+        }
+        let cols = im2col_host(&super::host::vals(x), g, s);
+        let out = self.host_tensor(cols, g.batch * oh * ow, kk);
         Ok(self.custom(&[x], out, move |g_out| {
             vec![Some(col2im_host(&g_out, g, s))]
         }))
@@ -136,13 +179,11 @@ impl Graph {
             ));
         }
         check(x, g, s)?;
-        #[cfg(not(feature = "cuda"))]
-        return Ok(self.host_conv2d(x, w, b, g, s));
-        #[cfg(feature = "cuda")]
-        {
-            let cols = self.im2col(x, g, s)?;
-            self.linear(&cols, w, b)
+        if self.fast(&[x, w, b]) {
+            return Ok(self.host_conv2d(x, w, b, g, s));
         }
+        let cols = self.im2col(x, g, s)?;
+        self.linear(&cols, w, b)
     }
 
     /// Mean over each consecutive group of `group` rows: `(B·P, C)` → `(B, C)` (global average
@@ -156,7 +197,11 @@ impl Graph {
             ));
         }
         let b = r / group;
-        let v = x.to_vec();
+        if !self.fast(&[x]) {
+            let m = self.reshape(x, b, group * c)?;
+            return self.mean_groups_generic(&m, b, group, c);
+        }
+        let v = super::host::vals(x);
         let mut out = vec![0f32; b * c];
         for (i, row) in v.chunks(c).enumerate() {
             for (o, x) in out[(i / group) * c..][..c].iter_mut().zip(row) {

@@ -6,80 +6,75 @@
 
 use dfdx::prelude::*;
 
-use super::{shape_err, Dev, EngineError, Result, Tensor, OT, T2};
-
-type TT<T> = dfdx::tensor::Tensor<(usize, usize), f32, Dev, T>;
+use super::device::{Consts, GradStore, Tapes};
+use super::{shape_err, Dev, Dv, EngineError, Result, Store, Tensor, TD};
 
 /// Below this many output values an element-wise op stays with dfdx on the calling thread:
 /// handing it to the thread pool would cost more than it saves.
-#[cfg(not(feature = "cuda"))]
 const HOST_MIN: usize = 1 << 14;
 
 /// Records ops for autodiff (or only computes, when built without gradients).
 pub struct Graph {
     pub(crate) dev: Dev,
-    tape: Option<OT>,
+    /// The CPU fast path is on (see [`Graph::fast`]).
+    fast: bool,
+    /// The engine's constants (shared by every graph of one engine).
+    pub(crate) consts: Consts,
+    pub(crate) tape: Option<Tapes>,
     /// Randomness of ops such as dropout: `(seed, draws so far)`; deterministic given the seed
     /// and the order of ops.
     rng: (u64, u64),
     /// Gradients of the CPU fast path's outputs (see `host::Graph::record_host`).
-    #[cfg_attr(feature = "cuda", allow(dead_code))]
     pub(crate) host_grads: super::host::HostGrads,
 }
 
 /// Gradients from [`Graph::backward`].
 pub struct Grads {
-    grads: dfdx::tensor::Gradients<f32, Dev>,
-    #[cfg_attr(feature = "cuda", allow(dead_code))]
+    grads: GradStore,
     dev: Dev,
+    fast: bool,
 }
 
 impl Grads {
     /// The gradient of `t`, moved out of the gradient store (zeros when `t` did not influence
     /// the loss). A second `take` or `get` of the same tensor sees zeros.
     pub fn take(&mut self, t: &Tensor) -> Tensor {
-        #[cfg(not(feature = "cuda"))]
-        {
+        if let (true, GradStore::Cpu(grads), Store::Cpu(tt)) = (self.fast, &mut self.grads, &t.t) {
             let (r, c) = t.shape();
-            match self.grads.get_or_alloc_mut(&t.t) {
-                Ok(buf) => {
-                    let v = std::mem::take(&mut **buf);
-                    if v.len() == r * c {
-                        // With its host copy: the norm and the optimiser read it next.
-                        return super::host::with_host(&self.dev, v, r, c);
-                    }
-                    return Tensor::new(self.dev.zeros_like(&(r, c)));
+            let dev = tt.device().clone();
+            if let Ok(buf) = grads.get_or_alloc_mut(tt) {
+                let v = std::mem::take(&mut **buf);
+                if v.len() == r * c {
+                    // With its host copy: the norm and the optimiser read it next.
+                    return super::host::with_host(&dev, v, r, c);
                 }
-                Err(_) => return Tensor::new(self.dev.zeros_like(&(r, c))),
             }
+            return Tensor::new(dev.zeros_like(&(r, c)));
         }
-        #[allow(unreachable_code)]
         self.get(t)
     }
 
-    /// The gradient of `t` (zeros when `t` did not influence the loss).
+    /// The gradient of `t` (zeros when `t` did not influence the loss, or lives on another
+    /// device than the loss).
     pub fn get(&mut self, t: &Tensor) -> Tensor {
-        // Allocates zeros for tensors the loss does not depend on.
-        let _ = self.grads.get_or_alloc_mut(&t.t);
-        Tensor::new(self.grads.get(&t.t))
+        on_dev!(self.dev.tag(), D => {
+            let grads = D::grads(&mut self.grads).expect("the tag names this store");
+            match t.get::<D>() {
+                Ok(tt) => {
+                    // Allocates zeros for tensors the loss does not depend on.
+                    let _ = grads.get_or_alloc_mut(tt);
+                    Tensor::new(D::wrap(grads.get(tt)))
+                }
+                Err(_) => {
+                    let z: TD<D> = D::dev(&self.dev).zeros_like(&t.shape());
+                    Tensor::new(D::wrap(z))
+                }
+            }
+        })
     }
 }
 
-/// Runs `$body` on the named tensors, re-taped when recording, and absorbs the output's tape.
-macro_rules! record {
-    ($g:expr, [$($x:ident),*], $body:expr) => {{
-        if $g.tape.is_some() {
-            $( super::host::mark_dfdx($x); let $x = $x.t.retaped::<OT>(); )*
-            let y = $body;
-            Ok($g.absorb(y))
-        } else {
-            $( let $x = $x.t.clone(); )*
-            Ok(Tensor::new($body))
-        }
-    }};
-}
-
-fn bcast<T: Tape<f32, Dev>>(x: TT<T>, to: (usize, usize)) -> TT<T> {
+fn bcast<D: Dv, T: Tape<f32, D>>(x: TD<D, T>, to: (usize, usize)) -> TD<D, T> {
     let (r, c) = *x.shape();
     if (r, c) == to {
         x
@@ -145,11 +140,11 @@ enum Red {
     LogSumExp,
 }
 
-fn reduce<T: Tape<f32, Dev>>(x: TT<T>, how: Red, axis: Axis2) -> TT<T> {
+fn reduce<D: Dv, T: Tape<f32, D>>(x: TD<D, T>, how: Red, axis: Axis2) -> TD<D, T> {
     let (r, c) = *x.shape();
     match axis {
         Axis2::Rows => {
-            let y: dfdx::tensor::Tensor<(usize,), f32, Dev, T> = match how {
+            let y: dfdx::tensor::Tensor<(usize,), f32, D, T> = match how {
                 Red::Sum => x.sum::<_, Axis<0>>(),
                 Red::Mean => x.mean::<_, Axis<0>>(),
                 Red::Max => x.max::<_, Axis<0>>(),
@@ -158,7 +153,7 @@ fn reduce<T: Tape<f32, Dev>>(x: TT<T>, how: Red, axis: Axis2) -> TT<T> {
             y.reshape_like(&(1, c))
         }
         Axis2::Cols => {
-            let y: dfdx::tensor::Tensor<(usize,), f32, Dev, T> = match how {
+            let y: dfdx::tensor::Tensor<(usize,), f32, D, T> = match how {
                 Red::Sum => x.sum::<_, Axis<1>>(),
                 Red::Mean => x.mean::<_, Axis<1>>(),
                 Red::Max => x.max::<_, Axis<1>>(),
@@ -167,7 +162,7 @@ fn reduce<T: Tape<f32, Dev>>(x: TT<T>, how: Red, axis: Axis2) -> TT<T> {
             y.reshape_like(&(r, 1))
         }
         Axis2::All => {
-            let y: dfdx::tensor::Tensor<(), f32, Dev, T> = match how {
+            let y: dfdx::tensor::Tensor<(), f32, D, T> = match how {
                 Red::Sum => x.sum::<(), Axes2<0, 1>>(),
                 Red::Mean => x.mean::<(), Axes2<0, 1>>(),
                 Red::Max => x.max::<(), Axes2<0, 1>>(),
@@ -179,12 +174,31 @@ fn reduce<T: Tape<f32, Dev>>(x: TT<T>, how: Red, axis: Axis2) -> TT<T> {
 }
 
 impl Graph {
-    pub(crate) fn new(dev: Dev, grad: bool) -> Graph {
+    pub(crate) fn new(e: &super::Engine, grad: bool) -> Graph {
+        let tape =
+            grad.then(|| on_dev!(e.dev.tag(), D => D::merge(None, OwnedTape::<f32, D>::default())));
         Graph {
-            dev,
-            tape: if grad { Some(OT::default()) } else { None },
+            dev: e.dev.clone(),
+            fast: e.fast,
+            consts: e.consts.clone(),
+            tape,
             rng: (0, 0),
             host_grads: Default::default(),
+        }
+    }
+
+    /// Whether the CPU fast path runs an op on `inputs`: the engine has it on and every input
+    /// is on the CPU (a tensor of another device goes to the generic path, which reports it).
+    pub(crate) fn fast(&self, inputs: &[&Tensor]) -> bool {
+        self.fast && inputs.iter().all(|t| matches!(t.t, Store::Cpu(_)))
+    }
+
+    /// The CPU device (the fast path's ops only run where [`Graph::fast`] said yes).
+    pub(crate) fn cpu(&self) -> &super::device::CpuDev {
+        match &self.dev {
+            Dev::Cpu(d) => d,
+            #[cfg(feature = "cuda")]
+            _ => unreachable!("the CPU fast path runs on CPU engines only"),
         }
     }
 
@@ -224,18 +238,46 @@ impl Graph {
                 }
             })
             .collect();
-        let m = Tensor::new(self.host_tensor(mask, r, c));
+        let m = self.host_tensor(mask, r, c);
         self.mul(x, &m)
     }
 
     /// A tensor on the graph's device from row-major host values (shape checked by callers).
-    pub(crate) fn host_tensor(&self, v: Vec<f32>, rows: usize, cols: usize) -> T2 {
-        self.dev.tensor_from_vec(v, (rows, cols))
+    /// Off the fast path this is an upload, and counted.
+    pub(crate) fn host_tensor(&self, v: Vec<f32>, rows: usize, cols: usize) -> Tensor {
+        if !self.fast {
+            super::device::count_to_device();
+        }
+        on_dev!(self.dev.tag(), D => {
+            Tensor::new(D::wrap(super::device::upload(D::dev(&self.dev), v, (rows, cols))))
+        })
     }
 
-    #[cfg_attr(feature = "cuda", allow(dead_code))]
-    pub(crate) fn tape_mut(&mut self) -> Option<&mut OT> {
-        self.tape.as_mut()
+    /// An engine constant (built by `make` from host values once per engine and `key`).
+    pub(crate) fn constant(
+        &self,
+        key: String,
+        rows: usize,
+        cols: usize,
+        make: impl FnOnce() -> Vec<f32>,
+    ) -> Tensor {
+        on_dev!(self.dev.tag(), D => {
+            let dev = D::dev(&self.dev);
+            let t: TD<D> = self.consts.values(key, || {
+                super::device::upload(dev, make(), (rows, cols))
+            });
+            Tensor::new(D::wrap(t))
+        })
+    }
+
+    pub(crate) fn tape_mut(&mut self) -> Option<&mut OwnedTape<f32, super::device::CpuDev>> {
+        match self.tape.as_mut() {
+            Some(Tapes::Cpu(t)) => Some(t),
+            #[cfg(feature = "cuda")]
+            _ => None,
+            #[cfg(not(feature = "cuda"))]
+            None => None,
+        }
     }
 
     /// Whether ops are being recorded for backward.
@@ -243,86 +285,119 @@ impl Graph {
         self.tape.is_some()
     }
 
-    fn absorb(&mut self, y: TT<OT>) -> Tensor {
+    pub(crate) fn absorb<D: Dv>(&mut self, y: TD<D, OwnedTape<f32, D>>) -> Tensor {
         let (t, tape) = y.split_tape();
-        let acc = self.tape.take().unwrap_or_default();
-        self.tape = Some(acc.merge(tape));
-        Tensor::new(t)
+        self.tape = Some(D::merge(self.tape.take(), tape));
+        Tensor::new(D::wrap(t))
     }
 
-    /// Record a custom op: `out` was computed from the inputs outside dfdx; `backward` gets the
-    /// output gradient (row-major, host) and must return one gradient per input (or `None`).
+    /// Record a custom op of the CPU fast path: `out` was computed from the inputs on the
+    /// host; `backward` gets the output gradient (row-major) and returns one gradient per
+    /// input (or `None`). Only for ops that [`Graph::fast`] sent to the fast path.
     pub(crate) fn custom(
         &mut self,
         inputs: &[&Tensor],
-        out: T2,
+        out: Tensor,
         backward: impl FnOnce(Vec<f32>) -> Vec<Option<Vec<f32>>> + 'static,
     ) -> Tensor {
-        // On the CPU the gradient buffers are borrowed in place (see `host.rs`).
-        #[cfg(not(feature = "cuda"))]
-        {
-            return self.record_host(inputs, out, move |g_out, slots| {
-                for (slot, g) in slots.iter_mut().zip(backward(g_out.to_vec())) {
-                    if let (Some(dst), Some(g)) = (slot.as_deref_mut(), g) {
-                        super::host::add_assign(dst, &g);
-                    }
-                }
-            });
-        }
-        #[allow(unreachable_code)]
-        let Some(acc) = self.tape.as_mut() else {
-            return Tensor::new(out);
+        #[allow(clippy::infallible_destructuring_match)]
+        let out = match out.t {
+            Store::Cpu(t) => t,
+            #[cfg(feature = "cuda")]
+            _ => unreachable!("custom ops run on the CPU fast path only"),
         };
-        let out_ghost = out.ghost();
-        let in_ghosts: Vec<_> = inputs.iter().map(|t| t.t.ghost()).collect();
-        acc.add_backward_op(move |grads| {
-            grads.try_alloc_for(&out_ghost)?;
-            let g_out = grads.get(&out_ghost).as_vec();
-            for (ghost, g) in in_ghosts.iter().zip(backward(g_out)) {
-                if let Some(g) = g {
-                    let gi = grads.get_or_alloc_mut(ghost)?;
-                    add_into(gi, &g)?;
+        // The gradient buffers are borrowed in place (see `host.rs`).
+        self.record_host(inputs, out, move |g_out, slots| {
+            for (slot, g) in slots.iter_mut().zip(backward(g_out.to_vec())) {
+                if let (Some(dst), Some(g)) = (slot.as_deref_mut(), g) {
+                    super::host::add_assign(dst, &g);
                 }
             }
-            Ok(())
-        });
-        Tensor::new(out)
+        })
+    }
+
+    /// Rows of `x` at `idx()` (a row may repeat), as one device gather; the backward adds
+    /// each output row's gradient into its source row. With a `key` the index tensor is an
+    /// engine constant (uploaded once); without, it is uploaded (and counted) each call.
+    pub(crate) fn gather_rows(
+        &mut self,
+        x: &Tensor,
+        key: Option<String>,
+        idx: impl FnOnce() -> Vec<usize>,
+    ) -> Result<Tensor> {
+        let c = x.shape().1;
+        on_dev!(self.dev.tag(), D => {
+            let dev = D::dev(&self.dev).clone();
+            let upload = |v: Vec<usize>| -> dfdx::tensor::Tensor<(usize,), usize, D> {
+                let n = v.len();
+                dev.tensor_from_vec(v, (n,))
+            };
+            let idx = match key {
+                Some(k) => self.consts.index(k, || upload(idx())),
+                None => {
+                    super::device::count_to_device();
+                    upload(idx())
+                }
+            };
+            let n = idx.shape().0;
+            if self.tape.is_some() {
+                super::host::mark_dfdx(x);
+                let xt = x.get::<D>()?.clone().retaped::<OwnedTape<f32, D>>();
+                let y: TD<D, OwnedTape<f32, D>> = xt.gather(idx).reshape_like(&(n, c));
+                Ok(self.absorb::<D>(y))
+            } else {
+                let y: TD<D> = x.get::<D>()?.clone().gather(idx).reshape_like(&(n, c));
+                Ok(Tensor::new(D::wrap(y)))
+            }
+        })
+    }
+
+    /// `(B, G·C)` → `(B, C)`: the mean over each row's `G` groups of `C` values.
+    pub(crate) fn mean_groups_generic(
+        &mut self,
+        x: &Tensor,
+        b: usize,
+        groups: usize,
+        c: usize,
+    ) -> Result<Tensor> {
+        record!(
+            self,
+            [x],
+            x.reshape_like(&(b, groups, c))
+                .mean::<(usize, usize), Axis<1>>()
+                .reshape_like(&(b, c))
+        )
     }
 
     // ------------------------------------------------------------------ elementwise
 
     pub fn add(&mut self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let s = broadcast_shape("add", a.shape(), b.shape())?;
-        #[cfg(not(feature = "cuda"))]
-        if a.shape() == b.shape() {
+        if self.fast(&[a, b]) && a.shape() == b.shape() {
             return Ok(self.host_add(a, b));
         }
-        #[cfg(not(feature = "cuda"))]
-        if s.0 * s.1 >= HOST_MIN {
+        if self.fast(&[a, b]) && s.0 * s.1 >= HOST_MIN {
             return Ok(self.host_binary(a, b, super::host_ops::BinOp::Add, s));
         }
         record!(self, [a, b], bcast(a, s) + bcast(b, s))
     }
     pub fn sub(&mut self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let s = broadcast_shape("sub", a.shape(), b.shape())?;
-        #[cfg(not(feature = "cuda"))]
-        if s.0 * s.1 >= HOST_MIN {
+        if self.fast(&[a, b]) && s.0 * s.1 >= HOST_MIN {
             return Ok(self.host_binary(a, b, super::host_ops::BinOp::Sub, s));
         }
         record!(self, [a, b], bcast(a, s) - bcast(b, s))
     }
     pub fn mul(&mut self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let s = broadcast_shape("mul", a.shape(), b.shape())?;
-        #[cfg(not(feature = "cuda"))]
-        if s.0 * s.1 >= HOST_MIN {
+        if self.fast(&[a, b]) && s.0 * s.1 >= HOST_MIN {
             return Ok(self.host_binary(a, b, super::host_ops::BinOp::Mul, s));
         }
         record!(self, [a, b], bcast(a, s) * bcast(b, s))
     }
     pub fn div(&mut self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let s = broadcast_shape("div", a.shape(), b.shape())?;
-        #[cfg(not(feature = "cuda"))]
-        if s.0 * s.1 >= HOST_MIN {
+        if self.fast(&[a, b]) && s.0 * s.1 >= HOST_MIN {
             return Ok(self.host_binary(a, b, super::host_ops::BinOp::Div, s));
         }
         record!(self, [a, b], bcast(a, s) / bcast(b, s))
@@ -355,16 +430,16 @@ impl Graph {
         record!(self, [a], a.abs())
     }
     pub fn relu(&mut self, a: &Tensor) -> Result<Tensor> {
-        #[cfg(not(feature = "cuda"))]
-        return Ok(self.host_relu(a));
-        #[cfg(feature = "cuda")]
+        if self.fast(&[a]) {
+            return Ok(self.host_relu(a));
+        }
         record!(self, [a], a.relu())
     }
     /// GELU (tanh approximation).
     pub fn gelu(&mut self, a: &Tensor) -> Result<Tensor> {
-        #[cfg(not(feature = "cuda"))]
-        return Ok(self.host_gelu(a));
-        #[cfg(feature = "cuda")]
+        if self.fast(&[a]) {
+            return Ok(self.host_gelu(a));
+        }
         record!(self, [a], a.fast_gelu())
     }
     pub fn square(&mut self, a: &Tensor) -> Result<Tensor> {
@@ -382,9 +457,9 @@ impl Graph {
         if k != k2 {
             return Err(shape_err("matmul", format!("{m}x{k} times {k2}x{n}")));
         }
-        #[cfg(not(feature = "cuda"))]
-        return Ok(self.host_matmul(a, b));
-        #[cfg(feature = "cuda")]
+        if self.fast(&[a, b]) {
+            return Ok(self.host_matmul(a, b));
+        }
         record!(self, [a, b], a.matmul(b))
     }
 
@@ -397,13 +472,11 @@ impl Graph {
                 format!("{m}x{k} times {k2}x{n} plus bias {:?}", b.shape()),
             ));
         }
-        #[cfg(not(feature = "cuda"))]
-        return Ok(self.host_linear(x, w, b));
-        #[cfg(feature = "cuda")]
-        {
-            let y = self.matmul(x, w)?;
-            self.add(&y, b)
+        if self.fast(&[x, w, b]) {
+            return Ok(self.host_linear(x, w, b));
         }
+        let y = self.matmul(x, w)?;
+        self.add(&y, b)
     }
 
     /// Layer norm of each row followed by the affine `· gamma + beta` (`(1, D)` each).
@@ -425,14 +498,12 @@ impl Graph {
                 ),
             ));
         }
-        #[cfg(not(feature = "cuda"))]
-        return Ok(self.host_layer_norm(x, gamma, beta, eps));
-        #[cfg(feature = "cuda")]
-        {
-            let n = self.layer_norm_rows(x, eps)?;
-            let n = self.mul(&n, gamma)?;
-            self.add(&n, beta)
+        if self.fast(&[x, gamma, beta]) {
+            return Ok(self.host_layer_norm(x, gamma, beta, eps));
         }
+        let n = self.layer_norm_rows(x, eps)?;
+        let n = self.mul(&n, gamma)?;
+        self.add(&n, beta)
     }
 
     /// The same values, row-major, as a `rows × cols` tensor.
@@ -536,8 +607,7 @@ impl Graph {
 
     /// `x / max(||x||, eps)` along `axis`.
     pub fn l2_normalize(&mut self, a: &Tensor, axis: Axis2, eps: f32) -> Result<Tensor> {
-        #[cfg(not(feature = "cuda"))]
-        if axis == Axis2::Cols {
+        if self.fast(&[a]) && axis == Axis2::Cols {
             return Ok(self.host_l2_normalize_rows(a, eps));
         }
         let sq = self.square(a)?;
@@ -553,7 +623,7 @@ impl Graph {
         if r != c {
             return Err(shape_err("diag", format!("{r}x{c} is not square")));
         }
-        let eye = Tensor::new(eye_t(&self.dev, r));
+        let eye = self.constant(format!("eye {r}"), r, r, || eye_values(r));
         let masked = self.mul(a, &eye)?;
         self.sum(&masked, Axis2::Cols)
     }
@@ -573,14 +643,24 @@ impl Graph {
                 format!("label {bad} out of range for {c} classes"),
             ));
         }
-        #[cfg(not(feature = "cuda"))]
-        return Ok(self.host_cross_entropy(logits, labels));
-        #[allow(unreachable_code)]
-        let mut onehot = vec![0f32; n * c];
-        for (i, &l) in labels.iter().enumerate() {
-            onehot[i * c + l as usize] = -1.0 / n as f32;
+        if self.fast(&[logits]) {
+            return Ok(self.host_cross_entropy(logits, labels));
         }
-        let target = Tensor::new(self.dev.tensor_from_vec(onehot, (n, c)));
+        // The weighted one-hot target: objectives ask with the same labels every step (the
+        // positives of a batch), so it is an engine constant keyed by the labels themselves.
+        let key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            labels.hash(&mut h);
+            format!("onehot {n}x{c} {:016x}", h.finish())
+        };
+        let target = self.constant(key, n, c, || {
+            let mut onehot = vec![0f32; n * c];
+            for (i, &l) in labels.iter().enumerate() {
+                onehot[i * c + l as usize] = -1.0 / n as f32;
+            }
+            onehot
+        });
         let logp = self.log_softmax(logits, Axis2::Cols)?;
         let weighted = self.mul(&logp, &target)?;
         self.sum(&weighted, Axis2::All)
@@ -603,48 +683,31 @@ impl Graph {
         };
         // dfdx's backward starts at the loss: its gradient is in dfdx's store.
         super::host::mark_dfdx(loss);
-        let loss = loss.t.clone().put_tape(tape).sum::<(), _>();
-        // dfdx asserts on internal invariants; never let that take the process down.
-        let dev = loss.device().clone();
-        let grads = crate::panic_guard::catch(|| loss.backward()).map_err(|m| {
-            EngineError::Other(format!("internal engine error during backward: {m}"))
-        })?;
-        Ok(Grads { grads, dev })
+        let dev = self.dev.clone();
+        let fast = self.fast;
+        on_dev!(dev.tag(), D => {
+            let tape = D::unwrap_tape(tape).ok_or_else(|| {
+                EngineError::Device("the loss is on another device than its graph".into())
+            })?;
+            let loss = loss.get::<D>()?.clone().put_tape(tape).sum::<(), _>();
+            // dfdx asserts on internal invariants; never let that take the process down.
+            let grads = crate::panic_guard::catch(|| loss.backward()).map_err(|m| {
+                EngineError::Other(format!("internal engine error during backward: {m}"))
+            })?;
+            Ok(Grads {
+                grads: D::wrap_grads(grads),
+                dev,
+                fast,
+            })
+        })
     }
 }
 
-pub(crate) fn eye_t(dev: &Dev, n: usize) -> T2 {
+/// The row-major values of the `n × n` identity.
+pub(crate) fn eye_values(n: usize) -> Vec<f32> {
     let mut v = vec![0f32; n * n];
     for i in 0..n {
         v[i * n + i] = 1.0;
     }
-    dev.tensor_from_vec(v, (n, n))
-}
-
-/// Add host values into a CUDA gradient buffer (the host-op path of the CUDA build: a copy to
-/// the host and back, through cudarc's public copies on dfdx's own context).
-#[cfg(feature = "cuda")]
-fn add_into(
-    dst: &mut <Dev as dfdx::tensor::Storage<f32>>::Vec,
-    src: &[f32],
-) -> Result<(), dfdx::tensor::CudaError> {
-    let slice: &mut cudarc::driver::CudaSlice<f32> = dst;
-    let dev = slice.device();
-    let mut host = dev.dtoh_sync_copy(slice)?;
-    for (d, s) in host.iter_mut().zip(src) {
-        *d += *s;
-    }
-    dev.htod_sync_copy_into(&host, slice)?;
-    Ok(())
-}
-
-#[cfg(not(feature = "cuda"))]
-fn add_into(
-    dst: &mut <Dev as dfdx::tensor::Storage<f32>>::Vec,
-    src: &[f32],
-) -> Result<(), dfdx::tensor::CpuError> {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d += *s;
-    }
-    Ok(())
+    v
 }

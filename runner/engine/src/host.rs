@@ -14,16 +14,25 @@
 //! put back. No kernel here depends on the number of threads for its result: every parallel
 //! reduction splits its work into fixed chunks and adds the partial results in chunk order.
 
-// The CUDA build uses only the pure kernels (gemm, exp) from here.
-#![cfg_attr(feature = "cuda", allow(dead_code, unused_imports))]
-
 use dfdx::prelude::*;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::{Dev, Graph, Tensor, T2};
+use super::device::CpuDev as Dev;
+use super::{Graph, Store, Tensor, TD};
+
+type T2 = TD<Dev>;
+
+/// The CPU tensor of `t` (fast-path ops run only on CPU tensors: see `Graph::fast`).
+pub(crate) fn cpu_t(t: &Tensor) -> &T2 {
+    match &t.t {
+        Store::Cpu(x) => x,
+        #[cfg(feature = "cuda")]
+        _ => unreachable!("the CPU fast path runs on CPU tensors only"),
+    }
+}
 
 /// Rows per task of row-parallel kernels: fixed, so results never depend on the thread count.
 pub(crate) const ROW_CHUNK: usize = 256;
@@ -59,27 +68,24 @@ pub(crate) fn fold_tiles(parts: &[Vec<f32>], tl: usize, c: usize) -> Vec<f64> {
 pub(crate) fn vals(t: &Tensor) -> Arc<Vec<f32>> {
     match &t.host {
         Some(h) => h.clone(),
-        None => Arc::new(read(&t.t)),
+        None => Arc::new(t.t.read()),
     }
 }
 
 /// The values of `t` to modify: its host copy when nothing else holds it, else a copy.
-#[cfg(not(feature = "cuda"))]
 pub(crate) fn into_vals(mut t: Tensor) -> Vec<f32> {
     take_vals(&mut t)
 }
 
 /// [`into_vals`] for a tensor about to be replaced: takes its host copy out of it.
-#[cfg(not(feature = "cuda"))]
 pub(crate) fn take_vals(t: &mut Tensor) -> Vec<f32> {
     match t.host.take() {
         Some(h) => Arc::try_unwrap(h).unwrap_or_else(|h| par_copy(&h)),
-        None => read(&t.t),
+        None => t.t.read(),
     }
 }
 
 /// A tensor holding `v`, which it also keeps as its host copy.
-#[cfg(not(feature = "cuda"))]
 pub(crate) fn with_host(dev: &Dev, v: Vec<f32>, rows: usize, cols: usize) -> Tensor {
     let mut t = Tensor::new(tensor(dev, par_copy(&v), rows, cols));
     t.host = Some(Arc::new(v));
@@ -126,14 +132,6 @@ pub(crate) fn par_zeros(n: usize) -> Vec<f32> {
     v
 }
 
-pub(crate) fn read(t: &T2) -> Vec<f32> {
-    let (r, c) = *t.shape();
-    let mut v = vec![0f32; r * c];
-    t.copy_into(&mut v);
-    v
-}
-
-#[cfg(not(feature = "cuda"))]
 pub(crate) fn tensor(dev: &Dev, v: Vec<f32>, rows: usize, cols: usize) -> T2 {
     debug_assert_eq!(v.len(), rows * cols);
     dev.tensor_from_vec(v, (rows, cols))
@@ -255,7 +253,6 @@ pub(crate) fn add_assign(dst: &mut [f32], src: &[f32]) {
 /// input needs no gradient (data batches).
 pub(crate) type GradSlot<'a> = Option<&'a mut [f32]>;
 
-#[cfg(not(feature = "cuda"))]
 impl Graph {
     /// Record a host op: `out` (`rows × cols`) was computed from `inputs`; `backward` gets the
     /// output gradient and one slot per input to **add** that input's gradient into.
@@ -268,7 +265,7 @@ impl Graph {
         backward: impl FnOnce(&[f32], &mut [GradSlot]) + 'static,
     ) -> Tensor {
         let host = Arc::new(out);
-        let out = tensor(&self.dev, par_copy(&host), rows, cols);
+        let out = tensor(self.cpu(), par_copy(&host), rows, cols);
         let mut y = self.record_host(inputs, out, backward);
         y.host = Some(host);
         y
@@ -296,7 +293,7 @@ impl Graph {
         let out_ghost = out.ghost();
         let ins: Vec<_> = inputs
             .iter()
-            .map(|t| (t.t.ghost(), t.len(), t.constant, t.grad_key.clone()))
+            .map(|t| (cpu_t(t).ghost(), t.len(), t.constant, t.grad_key.clone()))
             .collect();
         // dfdx's ghost type is crate-private, so the buffer moves are spelled out here, where
         // its type is inferred. `take` moves a gradient buffer out (leaving an empty one), `put`

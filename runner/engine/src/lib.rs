@@ -12,11 +12,84 @@
 //! order and keys gradients by tensor id, so fan-out, dead branches and parameters used in
 //! several places all get correct gradients.
 
+/// Expand `$body` once per compiled device, with `$D` naming that device's dfdx type, and
+/// run the branch `$tag` (a [`DevTag`]) selects. The body is type-checked for every device.
+macro_rules! on_dev {
+    ($tag:expr, $D:ident => $body:expr) => {
+        match $tag {
+            $crate::DevTag::Cpu => {
+                #[allow(dead_code)]
+                type $D = $crate::device::CpuDev;
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            $crate::DevTag::Cuda => {
+                #[allow(dead_code)]
+                type $D = $crate::device::CudaDev;
+                $body
+            }
+        }
+    };
+}
+
+/// `$body` on the dfdx tensor of `$x` (bound to `$t`), wrapped back into a [`Tensor`] on the
+/// same device.
+macro_rules! map_t {
+    ($x:expr, |$t:ident| $body:expr) => {
+        match &$x.t {
+            $crate::Store::Cpu($t) => $crate::Tensor::new($crate::Store::Cpu($body)),
+            #[cfg(feature = "cuda")]
+            $crate::Store::Cuda($t) => $crate::Tensor::new($crate::Store::Cuda($body)),
+        }
+    };
+}
+
+/// `$body` on the dfdx tensors of `$a` (bound to `$x`) and `$b` (bound to `$y`, moved to
+/// `$a`'s device if it lives elsewhere), wrapped back into a [`Tensor`].
+macro_rules! zip_t {
+    ($a:expr, $b:expr, |$x:ident, $y:ident| $body:expr) => {
+        on_dev!($a.t.tag(), D => {
+            let $x: $crate::TD<D> = $a.get::<D>().expect("the tag names this store").clone();
+            let $y: $crate::TD<D> = $b.on($x.device());
+            $crate::Tensor::new(<D as $crate::Dv>::wrap($body))
+        })
+    };
+}
+
+/// Runs `$body` on the named tensors, re-taped when recording, and absorbs the output's tape.
+/// The body is expanded once per device (`D`); tensors of another device are an error.
+macro_rules! record {
+    ($g:expr, [$($x:ident),*], $body:expr) => {{
+        on_dev!($g.dev.tag(), D => {
+            if $g.tape.is_some() {
+                // dfdx's backward cannot take one tensor as two operands of an op (x·x): a
+                // repeated input gets a fresh identity through a recorded `· 1`.
+                #[allow(unused_mut)]
+                let mut seen: Vec<u64> = Vec::new();
+                $(
+                    $crate::host::mark_dfdx($x);
+                    let dup = seen.contains(&$x.id);
+                    seen.push($x.id);
+                    let $x = {
+                        let t = $x.get::<D>()?.clone().retaped::<dfdx::prelude::OwnedTape<f32, D>>();
+                        if dup { t * 1.0 } else { t }
+                    };
+                )*
+                let y = $body;
+                Ok($g.absorb::<D>(y))
+            } else {
+                $( let $x = $x.get::<D>()?.clone(); )*
+                Ok($crate::Tensor::new(<D as $crate::Dv>::wrap($body)))
+            }
+        })
+    }};
+}
+
 pub mod attention;
 pub mod conv;
+mod device;
 pub mod graph;
 pub(crate) mod host;
-#[cfg(not(feature = "cuda"))]
 pub(crate) mod host_ops;
 pub mod io;
 pub mod nn;
@@ -26,18 +99,12 @@ pub mod optim;
 pub mod panic_guard;
 pub mod text;
 
+pub use device::{transfers, Transfers};
 pub use graph::{Axis2, Grads, Graph};
 
+pub(crate) use device::{Dev, DevTag, Dv, Store, TD};
+
 use dfdx::prelude::*;
-
-/// The device type of this build. The `cuda` feature switches it; stages never name it.
-#[cfg(not(feature = "cuda"))]
-pub(crate) type Dev = Cpu;
-#[cfg(feature = "cuda")]
-pub(crate) type Dev = Cuda;
-
-pub(crate) type T2 = dfdx::tensor::Tensor<(usize, usize), f32, Dev, NoneTape>;
-pub(crate) type OT = OwnedTape<f32, Dev>;
 
 /// Errors from engine operations (shape mismatches are checked before dfdx sees them, since
 /// dfdx panics on them).
@@ -64,7 +131,9 @@ pub(crate) fn shape_err(op: &'static str, detail: impl Into<String>) -> EngineEr
 /// a clone receives the same gradient).
 #[derive(Clone, Debug)]
 pub struct Tensor {
-    pub(crate) t: T2,
+    pub(crate) t: Store,
+    /// The tensor's identity: clones share it, every op output gets a new one.
+    pub(crate) id: u64,
     /// A value no gradient is asked of (a data batch): host ops skip computing its gradient.
     pub(crate) constant: bool,
     /// The same values in host memory, kept by the CPU fast path's ops for the ops that read
@@ -76,9 +145,11 @@ pub struct Tensor {
 }
 
 impl Tensor {
-    pub(crate) fn new(t: T2) -> Tensor {
+    pub(crate) fn new(t: impl Into<Store>) -> Tensor {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Tensor {
-            t,
+            t: t.into(),
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             constant: false,
             host: None,
             grad_key: None,
@@ -91,7 +162,7 @@ impl Tensor {
         self
     }
     pub fn shape(&self) -> (usize, usize) {
-        *self.t.shape()
+        self.t.shape()
     }
     pub fn len(&self) -> usize {
         let (r, c) = self.shape();
@@ -100,14 +171,14 @@ impl Tensor {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Copy the values to host memory, row-major.
+    /// Copy the values to host memory, row-major. Counted as a device-to-host transfer
+    /// ([`transfers`]).
     pub fn to_vec(&self) -> Vec<f32> {
+        device::count_to_host();
         if let Some(h) = &self.host {
             return host::par_copy(h);
         }
-        // One contiguous copy (engine tensors are always contiguous); `as_vec` walks strides
-        // element by element.
-        host::read(&self.t)
+        self.t.read()
     }
     /// The single value of a `(1, 1)` tensor.
     pub fn scalar(&self) -> f32 {
@@ -115,7 +186,29 @@ impl Tensor {
     }
     /// A copy with a fresh identity (no gradient links to `self`).
     pub fn detached(&self) -> Tensor {
-        Tensor::new(self.t.clone() * 1.0)
+        match &self.t {
+            Store::Cpu(t) => Tensor::new(t.clone() * 1.0),
+            #[cfg(feature = "cuda")]
+            Store::Cuda(t) => Tensor::new(t.clone() * 1.0),
+        }
+    }
+    /// The dfdx tensor on device `D`, or an error naming both devices.
+    pub(crate) fn get<D: Dv>(&self) -> Result<&TD<D>> {
+        D::of(&self.t).ok_or_else(|| {
+            EngineError::Device(format!(
+                "a tensor on {} used with one on {}",
+                self.t.tag().name(),
+                D::TAG.name()
+            ))
+        })
+    }
+    /// The tensor on device `D`: itself, or (for a tensor from another engine) a copy moved
+    /// through host memory.
+    pub(crate) fn on<D: Dv>(&self, dev: &D) -> TD<D> {
+        match D::of(&self.t) {
+            Some(t) => t.clone(),
+            None => device::upload(dev, self.to_vec(), self.shape()),
+        }
     }
 }
 
@@ -123,20 +216,32 @@ impl Tensor {
 #[derive(Clone, Debug)]
 pub struct Engine {
     pub(crate) dev: Dev,
+    /// The CPU fast path (the engine's own multi-threaded kernels) is on: the default on the
+    /// CPU. Off, the CPU runs the device-generic path every other device runs.
+    pub(crate) fast: bool,
+    /// Constants the generic path builds once per engine and shape (index tensors of im2col,
+    /// identity matrices): uploaded on first use, reused by every later step.
+    pub(crate) consts: device::Consts,
 }
 
-/// Which device class a run uses; part of every stage key.
+/// Which device a run uses; its class is part of every stage key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceKind {
+    /// The host CPU with the engine's fast path.
     Cpu,
+    /// The host CPU running the device-generic path (the ops a GPU runs, composed from
+    /// dfdx's device-generic ones): slow, for checking the GPU path's logic where no GPU is.
+    CpuGeneric,
+    /// CUDA device `N`.
     Cuda(usize),
 }
 
 impl DeviceKind {
-    /// Parse `cpu`, `cuda` or `cuda:N`.
+    /// Parse `cpu`, `cpu-generic`, `cuda` or `cuda:N`.
     pub fn parse(s: &str) -> Option<DeviceKind> {
         match s {
             "cpu" => Some(DeviceKind::Cpu),
+            "cpu-generic" => Some(DeviceKind::CpuGeneric),
             "cuda" => Some(DeviceKind::Cuda(0)),
             _ => s
                 .strip_prefix("cuda:")
@@ -144,11 +249,20 @@ impl DeviceKind {
                 .map(DeviceKind::Cuda),
         }
     }
-    /// The device class recorded in stage keys and the lockfile.
+    /// The device class recorded in stage keys and the lockfile (the two CPU paths round
+    /// differently, so they are different classes).
     pub fn class(&self) -> &'static str {
         match self {
             DeviceKind::Cpu => "cpu",
+            DeviceKind::CpuGeneric => "cpu-generic",
             DeviceKind::Cuda(_) => "cuda",
+        }
+    }
+    /// The name as `--device` spells it.
+    pub fn name(&self) -> String {
+        match self {
+            DeviceKind::Cuda(n) => format!("cuda:{n}"),
+            k => k.class().to_string(),
         }
     }
 }
@@ -156,31 +270,33 @@ impl DeviceKind {
 impl Engine {
     /// Open the device. Fails cleanly (no panic) when the build or machine lacks it.
     pub fn open(kind: DeviceKind) -> Result<Engine> {
-        match kind {
-            #[cfg(not(feature = "cuda"))]
-            DeviceKind::Cpu => Ok(Engine {
-                dev: Dev::default(),
-            }),
-            #[cfg(not(feature = "cuda"))]
-            DeviceKind::Cuda(_) => Err(EngineError::Device(
-                "this pretext was built without CUDA support (cargo feature `cuda`); \
-                 use `--device cpu`"
-                    .into(),
-            )),
-            #[cfg(feature = "cuda")]
-            DeviceKind::Cpu => Err(EngineError::Device(
-                "this build runs on CUDA only for now; use `--device cuda`".into(),
-            )),
-            #[cfg(feature = "cuda")]
-            DeviceKind::Cuda(n) => cuda_open(n),
-        }
+        let dev = match kind {
+            DeviceKind::Cpu | DeviceKind::CpuGeneric => Dev::Cpu(Default::default()),
+            DeviceKind::Cuda(n) => device::open_cuda(n)?,
+        };
+        Ok(Engine {
+            dev,
+            fast: kind == DeviceKind::Cpu,
+            consts: Default::default(),
+        })
     }
 
+    /// The CPU with the fast path.
     pub fn cpu() -> Engine {
         Engine::open(DeviceKind::Cpu).expect("the CPU device always opens")
     }
 
-    /// A tensor from row-major host values.
+    /// Which device this engine runs on.
+    pub fn kind(&self) -> DeviceKind {
+        match (&self.dev, self.fast) {
+            (Dev::Cpu(_), true) => DeviceKind::Cpu,
+            (Dev::Cpu(_), false) => DeviceKind::CpuGeneric,
+            #[cfg(feature = "cuda")]
+            (Dev::Cuda(_, n), _) => DeviceKind::Cuda(*n),
+        }
+    }
+
+    /// A tensor from row-major host values. Counted as a host-to-device transfer.
     pub fn tensor(&self, data: Vec<f32>, rows: usize, cols: usize) -> Result<Tensor> {
         if data.len() != rows * cols {
             return Err(shape_err(
@@ -188,21 +304,30 @@ impl Engine {
                 format!("{} values for {rows}x{cols}", data.len()),
             ));
         }
-        // On the CPU the values stay as the tensor's host copy too (the first op reads them).
-        #[cfg(not(feature = "cuda"))]
-        return Ok(host::with_host(&self.dev, data, rows, cols));
-        #[cfg(feature = "cuda")]
-        Ok(Tensor::new(self.dev.tensor_from_vec(data, (rows, cols))))
+        device::count_to_device();
+        // On the fast CPU path the values stay as the tensor's host copy too (the first op
+        // reads them).
+        if let (Dev::Cpu(d), true) = (&self.dev, self.fast) {
+            return Ok(host::with_host(d, data, rows, cols));
+        }
+        Ok(on_dev!(self.dev.tag(), D => {
+            Tensor::new(D::wrap(device::upload(D::dev(&self.dev), data, (rows, cols))))
+        }))
     }
 
     pub fn zeros(&self, rows: usize, cols: usize) -> Tensor {
-        Tensor::new(self.dev.zeros_like(&(rows, cols)))
+        on_dev!(self.dev.tag(), D => {
+            let t: TD<D> = D::dev(&self.dev).zeros_like(&(rows, cols));
+            Tensor::new(D::wrap(t))
+        })
     }
 
     pub fn full(&self, value: f32, rows: usize, cols: usize) -> Tensor {
-        let mut t = self.dev.zeros_like(&(rows, cols));
-        t.fill_with_ones();
-        Tensor::new(t * value)
+        on_dev!(self.dev.tag(), D => {
+            let mut t: TD<D> = D::dev(&self.dev).zeros_like(&(rows, cols));
+            t.fill_with_ones();
+            Tensor::new(D::wrap(t * value))
+        })
     }
 
     pub fn eye(&self, n: usize) -> Tensor {
@@ -210,31 +335,21 @@ impl Engine {
         for i in 0..n {
             v[i * n + i] = 1.0;
         }
-        Tensor::new(self.dev.tensor_from_vec(v, (n, n)))
+        on_dev!(self.dev.tag(), D => {
+            Tensor::new(D::wrap(device::upload(D::dev(&self.dev), v, (n, n))))
+        })
     }
 
     /// Block until all queued device work is done (timings; the CPU device computes eagerly).
     pub fn synchronize(&self) -> Result<()> {
-        dfdx::tensor::Synchronize::try_synchronize(&self.dev)
-            .map_err(|e| EngineError::Device(format!("{e:?}")))
+        on_dev!(self.dev.tag(), D => {
+            dfdx::tensor::Synchronize::try_synchronize(D::dev(&self.dev))
+                .map_err(|e| EngineError::Device(format!("{e:?}")))
+        })
     }
 
     /// A graph that records ops for autodiff (`grad = true`) or only computes.
     pub fn graph(&self, grad: bool) -> Graph {
-        Graph::new(self.dev.clone(), grad)
+        Graph::new(self, grad)
     }
-}
-
-#[cfg(feature = "cuda")]
-fn cuda_open(n: usize) -> Result<Engine> {
-    // cudarc panics when the driver library is missing: probe for it first.
-    let ok = std::panic::catch_unwind(|| cudarc::driver::result::init().is_ok()).unwrap_or(false);
-    if !ok {
-        return Err(EngineError::Device(
-            "no CUDA driver found on this machine".into(),
-        ));
-    }
-    let dev =
-        Cuda::try_seed_from_u64(n as u64).map_err(|e| EngineError::Device(format!("{e:?}")))?;
-    Ok(Engine { dev })
 }

@@ -417,8 +417,7 @@ impl BatchNorm {
             ));
         }
         let batch = train && n > 1;
-        #[cfg(not(feature = "cuda"))]
-        {
+        if g.fast(&[x]) {
             let stats = (!batch).then(|| (ps.get(self.running_mean), ps.get(self.running_var)));
             let (y, mean, var) = g.host_batch_norm(
                 x,
@@ -429,18 +428,17 @@ impl BatchNorm {
                 relu,
             );
             if batch {
-                self.update_running(ps, &mean, &var, n);
+                self.update_running_host(ps, &mean, &var, n);
             }
-            Ok(y)
+            return Ok(y);
         }
-        #[cfg(feature = "cuda")]
         {
             let normed = if batch {
                 let mean = g.mean(x, Axis2::Rows)?;
                 let xc = g.sub(x, &mean)?;
                 let sq = g.square(&xc)?;
                 let var = g.mean(&sq, Axis2::Rows)?;
-                self.update_running(ps, &mean.to_vec(), &var.to_vec(), n);
+                self.update_running_dev(ps, &mean, &var, n);
                 let std = g.add_scalar(&var, BN_EPS)?;
                 let std = g.sqrt(&std)?;
                 g.div(&xc, &std)?
@@ -460,24 +458,32 @@ impl BatchNorm {
         }
     }
 
-    fn update_running(&self, ps: &mut ParamStore, mean: &[f32], var: &[f32], n: usize) {
+    /// Blend the batch statistics (host values, from the fast path) into the running ones.
+    fn update_running_host(&self, ps: &mut ParamStore, mean: &[f32], var: &[f32], n: usize) {
         let unbias = n as f32 / (n as f32 - 1.0);
         let blend = |old: &Tensor, new: &[f32], scale: f32| -> Tensor {
-            let v: Vec<f32> = old
-                .to_vec()
+            let v: Vec<f32> = super::host::vals(old)
                 .iter()
                 .zip(new)
                 .map(|(o, b)| (1.0 - BN_MOMENTUM) * o + BN_MOMENTUM * b * scale)
                 .collect();
             let (r, c) = old.shape();
-            Tensor::new(dfdx::tensor::TensorFromVec::tensor_from_vec(
-                old.t.device(),
-                v,
-                (r, c),
-            ))
+            super::host::with_host(super::host::cpu_t(old).device(), v, r, c)
         };
         let rm = blend(ps.get(self.running_mean), mean, 1.0);
         let rv = blend(ps.get(self.running_var), var, unbias);
+        ps.entries[self.running_mean].value = rm;
+        ps.entries[self.running_var].value = rv;
+    }
+
+    /// Blend the batch statistics (`(1, C)` tensors) into the running ones on the device.
+    fn update_running_dev(&self, ps: &mut ParamStore, mean: &Tensor, var: &Tensor, n: usize) {
+        let unbias = n as f32 / (n as f32 - 1.0);
+        let (k, mean, var) = (BN_MOMENTUM, mean.detached(), var.detached());
+        let rm = zip_t!(ps.get(self.running_mean), mean, |o, b| o * (1.0 - k)
+            + b * k);
+        let rv = zip_t!(ps.get(self.running_var), var, |o, b| o * (1.0 - k)
+            + b * (k * unbias));
         ps.entries[self.running_mean].value = rm;
         ps.entries[self.running_var].value = rv;
     }
@@ -1450,9 +1456,21 @@ impl Graph {
             }
             out
         };
-        let y = self.host_tensor(perm(&x.to_vec(), false), b * hw, s.channels);
+        if !self.fast(&[x]) {
+            use dfdx::prelude::*;
+            let c = s.channels;
+            let y = record!(
+                self,
+                [x],
+                x.reshape_like(&(b, c, hw))
+                    .permute::<_, Axes3<0, 2, 1>>()
+                    .reshape_like(&(b * hw, c))
+            )?;
+            return Ok(if x.constant { y.as_input() } else { y });
+        }
+        let y = self.host_tensor(perm(&super::host::vals(x), false), b * hw, s.channels);
         if x.constant {
-            return Ok(Tensor::new(y).as_input());
+            return Ok(y.as_input());
         }
         Ok(self.custom(&[x], y, move |g| vec![Some(perm(&g, true))]))
     }

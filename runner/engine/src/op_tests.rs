@@ -1,5 +1,7 @@
 //! The op suite: values and finite-difference gradients of the engine's training ops, on every
-//! device this build can open (the CPU here; `devices()` lists what is tried).
+//! device this build can open: the CPU's fast path, the CPU running the device-generic path
+//! (the code a GPU runs), and CUDA devices where they open; plus parity of every composed op
+//! of the generic path with the fast path.
 //!
 //! Each case builds a scalar `loss = Σ r ⊙ op(inputs)` with fixed random `r` (so every output
 //! element matters), takes the engine's gradient of every input and compares it with central
@@ -10,11 +12,17 @@ use super::graph::Axis2;
 use super::nn::{BatchNorm, ParamStore};
 use super::{DeviceKind, Engine, Graph, Tensor};
 
-/// The devices to run the suite on: the CPU always; CUDA devices when they open.
+/// The devices to run the suite on: the CPU (fast and generic paths) always; CUDA devices
+/// when they open.
 fn devices() -> Vec<Engine> {
-    let mut out = vec![Engine::cpu()];
-    if let Ok(e) = Engine::open(DeviceKind::Cuda(0)) {
-        out.push(e);
+    let mut out = vec![
+        Engine::cpu(),
+        Engine::open(DeviceKind::CpuGeneric).expect("the CPU always opens"),
+    ];
+    for n in 0..2 {
+        if let Ok(e) = Engine::open(DeviceKind::Cuda(n)) {
+            out.push(e);
+        }
     }
     out
 }
@@ -304,33 +312,34 @@ fn batch_norm_train_eval_and_relu_gradients() {
 
 #[test]
 fn batch_norm_values_and_running_statistics() {
-    let e = Engine::cpu();
-    let xv = values(8 * 2, 11);
-    let x = e.tensor(xv.clone(), 8, 2).unwrap();
-    let mut ps = ParamStore::default();
-    let bn = BatchNorm::new(&e, &mut ps, "bn", 2);
-    let mut g = e.graph(false);
-    let y = bn.forward(&mut ps, &mut g, &x, true).unwrap().to_vec();
-    for j in 0..2 {
-        let col: Vec<f32> = (0..8).map(|i| xv[i * 2 + j]).collect();
-        let mean = col.iter().sum::<f32>() / 8.0;
-        let var = col.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 8.0;
-        for i in 0..8 {
-            let want = (col[i] - mean) / (var + 1e-5).sqrt();
-            assert!((y[i * 2 + j] - want).abs() < 1e-5);
+    for e in devices() {
+        let xv = values(8 * 2, 11);
+        let x = e.tensor(xv.clone(), 8, 2).unwrap();
+        let mut ps = ParamStore::default();
+        let bn = BatchNorm::new(&e, &mut ps, "bn", 2);
+        let mut g = e.graph(false);
+        let y = bn.forward(&mut ps, &mut g, &x, true).unwrap().to_vec();
+        for j in 0..2 {
+            let col: Vec<f32> = (0..8).map(|i| xv[i * 2 + j]).collect();
+            let mean = col.iter().sum::<f32>() / 8.0;
+            let var = col.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 8.0;
+            for i in 0..8 {
+                let want = (col[i] - mean) / (var + 1e-5).sqrt();
+                assert!((y[i * 2 + j] - want).abs() < 1e-5);
+            }
+            let rm = ps
+                .entries
+                .iter()
+                .find(|p| p.name == "bn.running_mean")
+                .unwrap();
+            let rv = ps
+                .entries
+                .iter()
+                .find(|p| p.name == "bn.running_var")
+                .unwrap();
+            assert!((rm.value.to_vec()[j] - 0.1 * mean).abs() < 1e-6);
+            assert!((rv.value.to_vec()[j] - (0.9 + 0.1 * var * 8.0 / 7.0)).abs() < 1e-5);
         }
-        let rm = ps
-            .entries
-            .iter()
-            .find(|p| p.name == "bn.running_mean")
-            .unwrap();
-        let rv = ps
-            .entries
-            .iter()
-            .find(|p| p.name == "bn.running_var")
-            .unwrap();
-        assert!((rm.value.to_vec()[j] - 0.1 * mean).abs() < 1e-6);
-        assert!((rv.value.to_vec()[j] - (0.9 + 0.1 * var * 8.0 / 7.0)).abs() < 1e-5);
     }
 }
 
@@ -449,4 +458,133 @@ fn cross_entropy_matches_log_softmax_by_hand() {
         want += (lse - row[l as usize] as f64) / 4.0;
     }
     assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+}
+
+/// Forward values and input gradients of `op` on engine `e` (loss `Σ r ⊙ op(inputs)`).
+fn run_op(e: &Engine, shapes: &[(usize, usize)], op: &Op) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let ts: Vec<Tensor> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, (r, c))| e.tensor(values(r * c, 31 + i as u64), *r, *c).unwrap())
+        .collect();
+    let mut g = e.graph(true);
+    let y = op(&mut g, &ts);
+    let (yr, yc) = y.shape();
+    let r = e.tensor(values(yr * yc, 7), yr, yc).unwrap();
+    let weighted = g.mul(&y, &r).unwrap();
+    let loss = g.sum(&weighted, Axis2::All).unwrap();
+    let mut grads = g.backward(&loss).unwrap();
+    let gs = ts.iter().map(|t| grads.get(t).to_vec()).collect();
+    (y.to_vec(), gs)
+}
+
+#[test]
+fn composed_ops_of_the_generic_path_match_the_fast_path() {
+    use super::attention::AttnShape;
+    use super::nn::InputShape;
+    let geo = Geometry {
+        batch: 2,
+        height: 5,
+        width: 4,
+        channels: 3,
+    };
+    let conv = ConvSpec {
+        kernel: 3,
+        stride: 2,
+        padding: 1,
+    };
+    let attn = AttnShape {
+        batch: 2,
+        tokens: 5,
+        heads: 2,
+    };
+    let mask: Vec<bool> = (0..10).map(|i| i % 5 != 3).collect();
+    let img = InputShape {
+        channels: 3,
+        height: 2,
+        width: 4,
+    };
+    type Case = (&'static str, Vec<(usize, usize)>, Box<Op>);
+    let cases: Vec<Case> = vec![
+        (
+            "im2col",
+            vec![(40, 3)],
+            Box::new(move |g, t| g.im2col(&t[0], geo, conv).unwrap()),
+        ),
+        (
+            "conv2d",
+            vec![(40, 3), (27, 4), (1, 4)],
+            Box::new(move |g, t| g.conv2d(&t[0], &t[1], &t[2], geo, conv).unwrap()),
+        ),
+        (
+            "mean_row_groups",
+            vec![(12, 3)],
+            Box::new(|g, t| g.mean_row_groups(&t[0], 4).unwrap()),
+        ),
+        (
+            "attention",
+            vec![(10, 6), (10, 6), (10, 6)],
+            Box::new(move |g, t| g.attention(&t[0], &t[1], &t[2], attn).unwrap()),
+        ),
+        (
+            "attention_masked",
+            vec![(10, 6), (10, 6), (10, 6)],
+            Box::new(move |g, t| {
+                g.attention_masked(&t[0], &t[1], &t[2], attn, Some(&mask))
+                    .unwrap()
+            }),
+        ),
+        (
+            "tile_rows",
+            vec![(3, 4)],
+            Box::new(|g, t| g.tile_rows(&t[0], 3).unwrap()),
+        ),
+        (
+            "select_rows",
+            vec![(6, 4)],
+            Box::new(|g, t| g.select_rows(&t[0], &[5, 0, 0, 3]).unwrap()),
+        ),
+        (
+            "chw_to_hwc",
+            vec![(2, 24)],
+            Box::new(move |g, t| g.chw_to_hwc(&t[0], img).unwrap()),
+        ),
+        (
+            "linear",
+            vec![(6, 5), (5, 3), (1, 3)],
+            Box::new(|g, t| g.linear(&t[0], &t[1], &t[2]).unwrap()),
+        ),
+        (
+            "layer_norm",
+            vec![(6, 5), (1, 5), (1, 5)],
+            Box::new(|g, t| g.layer_norm(&t[0], &t[1], &t[2], 1e-5).unwrap()),
+        ),
+        (
+            "l2_normalize",
+            vec![(6, 5)],
+            Box::new(|g, t| g.l2_normalize(&t[0], Axis2::Cols, 1e-8).unwrap()),
+        ),
+        (
+            "cross_entropy",
+            vec![(4, 3)],
+            Box::new(|g, t| g.cross_entropy(&t[0], &[2, 0, 1, 2]).unwrap()),
+        ),
+        (
+            "gelu",
+            vec![(6, 5)],
+            Box::new(|g, t| g.gelu(&t[0]).unwrap()),
+        ),
+    ];
+    let fast = Engine::cpu();
+    for e in devices().into_iter().skip(1) {
+        for (name, shapes, op) in &cases {
+            let (want_y, want_g) = run_op(&fast, shapes, op.as_ref());
+            let (y, gs) = run_op(&e, shapes, op.as_ref());
+            let what = format!("{name} on {:?}", e.kind());
+            close(&y, &want_y, 1e-4, &format!("{what}: values"));
+            for (k, (a, b)) in gs.iter().zip(&want_g).enumerate() {
+                close(a, b, 1e-4, &format!("{what}: gradient of input {k}"));
+            }
+        }
+    }
 }

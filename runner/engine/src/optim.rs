@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::nn::{ParamKind, ParamStore};
-use super::{Grads, Tensor};
+use super::{Dv, Grads, Tensor, TD};
 
 /// Which optimizer, with its hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,32 +50,47 @@ pub fn collect(ps: &ParamStore, grads: &mut Grads) -> GradList {
 pub fn accumulate(acc: &mut GradList, more: GradList) {
     for (a, m) in acc.iter_mut().zip(more) {
         *a = match (a.take(), m) {
-            (Some(x), Some(y)) => Some(Tensor::new(x.t + y.t)),
+            (Some(x), Some(y)) => Some(zip_t!(x, y, |a, b| a + b)),
             (x, y) => x.or(y),
         };
     }
 }
 
-fn sq_norm(t: &Tensor) -> f64 {
-    use rayon::prelude::*;
-    // Fixed chunks added in order: the same value on any number of threads.
-    let v = super::host::vals(t);
-    let parts: Vec<f64> = v
-        .par_chunks(1 << 14)
-        .map(|c| c.iter().map(|x| (*x as f64) * (*x as f64)).sum())
-        .collect();
-    parts.iter().sum()
+/// The sum of squares of `t` on its device, as a `(1, 1)` tensor.
+fn sq_sum(t: &Tensor) -> Tensor {
+    map_t!(t, |x| {
+        use dfdx::prelude::*;
+        x.clone().square().sum::<(), _>().reshape_like(&(1, 1))
+    })
 }
 
-/// The global L2 norm of all gradients.
+/// The global L2 norm of all gradients (one value read back from the device).
 pub fn global_norm(gs: &GradList) -> f64 {
-    gs.iter().flatten().map(sq_norm).sum::<f64>().sqrt()
+    // Host tensors sum in f64; device ones on the device, then one read.
+    let mut host = 0f64;
+    let mut dev: Option<Tensor> = None;
+    for g in gs.iter().flatten() {
+        if g.host.is_some() {
+            host += super::host::vals(g)
+                .iter()
+                .map(|x| (*x as f64) * (*x as f64))
+                .sum::<f64>();
+        } else {
+            let s = sq_sum(g);
+            dev = Some(match dev {
+                None => s,
+                Some(d) => zip_t!(d, s, |a, b| a + b),
+            });
+        }
+    }
+    let on_dev = dev.map_or(0.0, |d| d.scalar() as f64);
+    (host + on_dev).sqrt()
 }
 
 /// Scale all gradients by `s` (for averaging accumulated gradients or clipping).
 pub fn scale(gs: &mut GradList, s: f32) {
     for g in gs.iter_mut().flatten() {
-        *g = Tensor::new(g.t.clone() * s);
+        *g = map_t!(g, |x| x.clone() * s);
     }
 }
 
@@ -91,12 +106,11 @@ pub fn clip_global_norm(gs: &mut GradList, max_norm: f64) -> f64 {
 /// `target ← m · target + (1 - m) · source` for every entry (the EMA teacher update; buffers
 /// such as batch-norm statistics are averaged the same way).
 pub fn ema_update(target: &mut ParamStore, source: &ParamStore, m: f32) {
-    #[cfg(not(feature = "cuda"))]
-    {
-        use rayon::prelude::*;
-        for (t, s) in target.entries.iter_mut().zip(&source.entries) {
+    use rayon::prelude::*;
+    for (t, s) in target.entries.iter_mut().zip(&source.entries) {
+        if let (Some(_), crate::Store::Cpu(x)) = (&s.value.host, &t.value.t) {
             let (rows, cols) = t.value.shape();
-            let dev = t.value.t.device().clone();
+            let dev = x.device().clone();
             let src = super::host::vals(&s.value);
             let mut dst = super::host::take_vals(&mut t.value);
             dst.par_chunks_mut(1 << 14)
@@ -107,11 +121,9 @@ pub fn ema_update(target: &mut ParamStore, source: &ParamStore, m: f32) {
                     }
                 });
             t.value = super::host::with_host(&dev, dst, rows, cols);
+        } else {
+            t.value = zip_t!(t.value, s.value, |a, b| a * m + b * (1.0 - m));
         }
-    }
-    #[cfg(feature = "cuda")]
-    for (t, s) in target.entries.iter_mut().zip(&source.entries) {
-        t.value = Tensor::new(t.value.t.clone() * m + s.value.t.clone() * (1.0 - m));
     }
 }
 
@@ -192,175 +204,109 @@ impl Optimizer {
     /// Apply one update with explicit gradients (after accumulation or clipping).
     pub fn apply(&mut self, ps: &mut ParamStore, gs: &GradList, lr: f32) {
         self.steps += 1;
-        #[cfg(not(feature = "cuda"))]
-        {
+        // The fused host update where parameters live on the host (the CPU fast path keeps a
+        // host copy of each), dfdx arithmetic on the device otherwise.
+        let host = ps
+            .entries
+            .iter()
+            .all(|e| e.value.host.is_some() && matches!(e.value.t, crate::Store::Cpu(_)));
+        if host {
             self.apply_host(ps, gs, lr);
+        } else {
+            self.apply_dfdx(ps, gs, lr);
         }
-        #[cfg(feature = "cuda")]
-        self.apply_dfdx(ps, gs, lr);
     }
 
     /// The update as one fused pass per tensor over host memory (the CPU fast path).
-    #[cfg(not(feature = "cuda"))]
     fn apply_host(&mut self, ps: &mut ParamStore, gs: &GradList, lr: f32) {
         use super::host::{into_vals, take_vals, with_host};
         use rayon::prelude::*;
         const CHUNK: usize = 1 << 14;
         let t = self.steps as i32;
         let spec = self.spec.clone();
-        // Tensors are independent: small ones (biases, norms) update side by side instead of
-        // each waking the pool for a few hundred values.
-        ps.entries
-            .par_iter_mut()
-            .zip(self.m.par_iter_mut().zip(self.v.par_iter_mut()))
-            .enumerate()
-            .for_each(|(i, (e, (m_slot, v_slot)))| {
-                let Some(Some(g)) = gs.get(i) else {
-                    return;
-                };
-                let decay = e.kind == ParamKind::Weight;
-                let (rows, cols) = e.value.shape();
-                let dev = e.value.t.device().clone();
-                // The parameter's and the moments' host copies are updated in place when nothing
-                // else holds them (the usual case between steps).
-                let mut w = take_vals(&mut e.value);
-                let g = super::host::vals(g);
-                let mut m = into_vals(m_slot.take().expect("state exists for trainable entries"));
-                match spec {
-                    OptimSpec::Sgd {
-                        momentum,
-                        weight_decay,
-                        nesterov,
-                    } => {
-                        let wd = if decay { weight_decay } else { 0.0 };
-                        w.par_chunks_mut(CHUNK)
-                            .zip(m.par_chunks_mut(CHUNK))
-                            .zip(g.par_chunks(CHUNK))
-                            .for_each(|((w, m), g)| {
-                                for ((w, m), g) in w.iter_mut().zip(m).zip(g) {
-                                    let g = if wd > 0.0 { g + *w * wd } else { *g };
-                                    *m = *m * momentum + g;
-                                    let upd = if nesterov { g + *m * momentum } else { *m };
-                                    *w -= upd * lr;
-                                }
-                            });
-                    }
-                    OptimSpec::Lars {
-                        momentum,
-                        weight_decay,
-                        eta,
-                    } => {
-                        let (wd, rate) = if decay {
-                            let sq = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>();
-                            let (wn, gn) = (sq(&w).sqrt() as f32, sq(&g).sqrt() as f32);
-                            let trust = if wn > 0.0 && gn > 0.0 {
-                                eta * wn / (gn + weight_decay * wn)
-                            } else {
-                                1.0
-                            };
-                            (weight_decay, lr * trust)
-                        } else {
-                            (0.0, lr)
-                        };
-                        w.par_chunks_mut(CHUNK)
-                            .zip(m.par_chunks_mut(CHUNK))
-                            .zip(g.par_chunks(CHUNK))
-                            .for_each(|((w, m), g)| {
-                                for ((w, m), g) in w.iter_mut().zip(m).zip(g) {
-                                    *m = *m * momentum + (g + *w * wd) * rate;
-                                    *w -= *m;
-                                }
-                            });
-                    }
-                    OptimSpec::AdamW {
-                        beta1,
-                        beta2,
-                        eps,
-                        weight_decay,
-                    } => {
-                        let mut v =
-                            into_vals(v_slot.take().expect("state exists for trainable entries"));
-                        let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
-                        let shrink = if decay && weight_decay > 0.0 {
-                            lr * weight_decay
-                        } else {
-                            0.0
-                        };
-                        w.par_chunks_mut(CHUNK)
-                            .zip(m.par_chunks_mut(CHUNK))
-                            .zip(v.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)))
-                            .for_each(|((w, m), (v, g))| {
-                                for (((w, m), v), g) in w.iter_mut().zip(m).zip(v).zip(g) {
-                                    *m = *m * beta1 + g * (1.0 - beta1);
-                                    *v = *v * beta2 + g * g * (1.0 - beta2);
-                                    let (mhat, vhat) = (*m / c1, *v / c2);
-                                    *w -= *w * shrink;
-                                    *w -= mhat / (vhat.sqrt() + eps) * lr;
-                                }
-                            });
-                        *v_slot = Some(with_host(&dev, v, rows, cols));
-                    }
-                }
-                *m_slot = Some(with_host(&dev, m, rows, cols));
-                // A fresh identity each step: gradients of the next step are keyed to it.
-                e.value = with_host(&dev, w, rows, cols);
-            });
-    }
-
-    /// The update in dfdx tensor arithmetic (device-generic).
-    #[cfg(feature = "cuda")]
-    fn apply_dfdx(&mut self, ps: &mut ParamStore, gs: &GradList, lr: f32) {
-        let t = self.steps as i32;
+        // The host values of every trainable tensor, taken out first (plain buffers may move
+        // between threads; engine tensors, which may live on a GPU, may not).
+        struct Slot {
+            w: Vec<f32>,
+            g: std::sync::Arc<Vec<f32>>,
+            m: Vec<f32>,
+            v: Option<Vec<f32>>,
+            decay: bool,
+        }
+        let mut dev = None;
+        let mut slots: Vec<Option<Slot>> = Vec::with_capacity(ps.entries.len());
         for (i, e) in ps.entries.iter_mut().enumerate() {
-            let Some(g) = gs.get(i).cloned().flatten() else {
+            let Some(Some(g)) = gs.get(i) else {
+                slots.push(None);
                 continue;
             };
-            let decay = e.kind == ParamKind::Weight;
-            let w = e.value.t.clone();
-            let m = self.m[i]
-                .take()
-                .expect("state exists for trainable entries")
-                .t;
-            let new_w = match self.spec {
+            dev.get_or_insert_with(|| super::host::cpu_t(&e.value).device().clone());
+            // The parameter's and the moments' host copies are updated in place when nothing
+            // else holds them (the usual case between steps).
+            slots.push(Some(Slot {
+                w: take_vals(&mut e.value),
+                g: super::host::vals(g),
+                m: into_vals(
+                    self.m[i]
+                        .take()
+                        .expect("state exists for trainable entries"),
+                ),
+                v: self.v[i].take().map(into_vals),
+                decay: e.kind == ParamKind::Weight,
+            }));
+        }
+        // Tensors are independent: small ones (biases, norms) update side by side instead of
+        // each waking the pool for a few hundred values.
+        slots.par_iter_mut().for_each(|slot| {
+            let Some(Slot { w, g, m, v, decay }) = slot else {
+                return;
+            };
+            let decay = *decay;
+            match spec {
                 OptimSpec::Sgd {
                     momentum,
                     weight_decay,
                     nesterov,
                 } => {
-                    let g = if decay && weight_decay > 0.0 {
-                        g.t + w.clone() * weight_decay
-                    } else {
-                        g.t
-                    };
-                    let m = m * momentum + g.clone();
-                    let upd = if nesterov {
-                        g + m.clone() * momentum
-                    } else {
-                        m.clone()
-                    };
-                    self.m[i] = Some(Tensor::new(m));
-                    w - upd * lr
+                    let wd = if decay { weight_decay } else { 0.0 };
+                    w.par_chunks_mut(CHUNK)
+                        .zip(m.par_chunks_mut(CHUNK))
+                        .zip(g.par_chunks(CHUNK))
+                        .for_each(|((w, m), g)| {
+                            for ((w, m), g) in w.iter_mut().zip(m).zip(g) {
+                                let g = if wd > 0.0 { g + *w * wd } else { *g };
+                                *m = *m * momentum + g;
+                                let upd = if nesterov { g + *m * momentum } else { *m };
+                                *w -= upd * lr;
+                            }
+                        });
                 }
                 OptimSpec::Lars {
                     momentum,
                     weight_decay,
                     eta,
                 } => {
-                    let (g, rate) = if decay {
-                        let wn = sq_norm(&e.value).sqrt() as f32;
-                        let gn = sq_norm(&g).sqrt() as f32;
+                    let (wd, rate) = if decay {
+                        let sq = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>();
+                        let (wn, gn) = (sq(w).sqrt() as f32, sq(g).sqrt() as f32);
                         let trust = if wn > 0.0 && gn > 0.0 {
                             eta * wn / (gn + weight_decay * wn)
                         } else {
                             1.0
                         };
-                        (g.t + w.clone() * weight_decay, lr * trust)
+                        (weight_decay, lr * trust)
                     } else {
-                        (g.t, lr)
+                        (0.0, lr)
                     };
-                    let m = m * momentum + g * rate;
-                    self.m[i] = Some(Tensor::new(m.clone()));
-                    w - m
+                    w.par_chunks_mut(CHUNK)
+                        .zip(m.par_chunks_mut(CHUNK))
+                        .zip(g.par_chunks(CHUNK))
+                        .for_each(|((w, m), g)| {
+                            for ((w, m), g) in w.iter_mut().zip(m).zip(g) {
+                                *m = *m * momentum + (g + *w * wd) * rate;
+                                *w -= *m;
+                            }
+                        });
                 }
                 OptimSpec::AdamW {
                     beta1,
@@ -368,26 +314,142 @@ impl Optimizer {
                     eps,
                     weight_decay,
                 } => {
-                    let v = self.v[i]
-                        .take()
-                        .expect("state exists for trainable entries")
-                        .t;
-                    let m = m * beta1 + g.t.clone() * (1.0 - beta1);
-                    let v = v * beta2 + g.t.square() * (1.0 - beta2);
-                    let mhat = m.clone() / (1.0 - beta1.powi(t));
-                    let vhat = v.clone() / (1.0 - beta2.powi(t));
-                    self.m[i] = Some(Tensor::new(m));
-                    self.v[i] = Some(Tensor::new(v));
-                    let w = if decay && weight_decay > 0.0 {
-                        w.clone() - w * (lr * weight_decay)
+                    let v = v.as_mut().expect("state exists for trainable entries");
+                    let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
+                    let shrink = if decay && weight_decay > 0.0 {
+                        lr * weight_decay
                     } else {
-                        w
+                        0.0
                     };
-                    w - mhat / (vhat.sqrt() + eps) * lr
+                    w.par_chunks_mut(CHUNK)
+                        .zip(m.par_chunks_mut(CHUNK))
+                        .zip(v.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)))
+                        .for_each(|((w, m), (v, g))| {
+                            for (((w, m), v), g) in w.iter_mut().zip(m).zip(v).zip(g) {
+                                *m = *m * beta1 + g * (1.0 - beta1);
+                                *v = *v * beta2 + g * g * (1.0 - beta2);
+                                let (mhat, vhat) = (*m / c1, *v / c2);
+                                *w -= *w * shrink;
+                                *w -= mhat / (vhat.sqrt() + eps) * lr;
+                            }
+                        });
                 }
+            }
+        });
+        let Some(dev) = dev else { return };
+        for (i, (e, slot)) in ps.entries.iter_mut().zip(slots).enumerate() {
+            let Some(Slot { w, m, v, .. }) = slot else {
+                continue;
             };
+            let (rows, cols) = e.value.shape();
+            self.m[i] = Some(with_host(&dev, m, rows, cols));
+            self.v[i] = v.map(|v| with_host(&dev, v, rows, cols));
             // A fresh identity each step: gradients of the next step are keyed to it.
-            e.value = Tensor::new(new_w);
+            e.value = with_host(&dev, w, rows, cols);
+        }
+    }
+
+    /// The update in dfdx tensor arithmetic (device-generic), on the parameter's device.
+    fn apply_dfdx(&mut self, ps: &mut ParamStore, gs: &GradList, lr: f32) {
+        let t = self.steps as i32;
+        for (i, e) in ps.entries.iter_mut().enumerate() {
+            let Some(g) = gs.get(i).cloned().flatten() else {
+                continue;
+            };
+            let decay = e.kind == ParamKind::Weight;
+            let m = self.m[i]
+                .take()
+                .expect("state exists for trainable entries");
+            let v = self.v[i].take();
+            let spec = self.spec.clone();
+            let (w, m, v) = on_dev!(e.value.t.tag(), D => {
+                let w: TD<D> = e.value.get::<D>().expect("the tag names this store").clone();
+                let dev = w.device().clone();
+                let (w, m, v) = update::<D>(&spec, decay, t, lr, w, g.on(&dev), m.on(&dev),
+                    v.map(|v| v.on(&dev)));
+                (Tensor::new(D::wrap(w)), Tensor::new(D::wrap(m)), v.map(|v| Tensor::new(D::wrap(v))))
+            });
+            // A fresh identity each step: gradients of the next step are keyed to it.
+            e.value = w;
+            self.m[i] = Some(m);
+            self.v[i] = v;
+        }
+    }
+}
+
+/// One optimiser step of one tensor in dfdx arithmetic: the new weight, first moment and
+/// (AdamW) second moment. Nothing leaves the device (LARS's trust ratio included).
+#[allow(clippy::too_many_arguments)]
+fn update<D: Dv>(
+    spec: &OptimSpec,
+    decay: bool,
+    t: i32,
+    lr: f32,
+    w: TD<D>,
+    g: TD<D>,
+    m: TD<D>,
+    v: Option<TD<D>>,
+) -> (TD<D>, TD<D>, Option<TD<D>>) {
+    use dfdx::prelude::*;
+    match *spec {
+        OptimSpec::Sgd {
+            momentum,
+            weight_decay,
+            nesterov,
+        } => {
+            let g = if decay && weight_decay > 0.0 {
+                g + w.clone() * weight_decay
+            } else {
+                g
+            };
+            let m = m * momentum + g.clone();
+            let upd = if nesterov {
+                g + m.clone() * momentum
+            } else {
+                m.clone()
+            };
+            (w - upd * lr, m, v)
+        }
+        OptimSpec::Lars {
+            momentum,
+            weight_decay,
+            eta,
+        } => {
+            let shape = *w.shape();
+            let (g, rate) = if decay {
+                // trust = η‖w‖ / (‖g‖ + wd‖w‖), or 1 where either norm is zero.
+                let wn = w.clone().square().sum::<(), _>().sqrt();
+                let gn = g.clone().square().sum::<(), _>().sqrt();
+                let trust = wn.clone() * eta / (gn.clone() + wn.clone() * weight_decay);
+                let ok = wn.gt(0.0) & gn.gt(0.0);
+                let ones = trust.device().ones_like(&());
+                let trust = ok.choose(trust, ones) * lr;
+                let rate: TD<D> = trust.broadcast_like(&shape);
+                (g + w.clone() * weight_decay, rate)
+            } else {
+                let ones: TD<D> = w.device().ones_like(&shape);
+                (g, ones * lr)
+            };
+            let m = m * momentum + g * rate;
+            (w - m.clone(), m, v)
+        }
+        OptimSpec::AdamW {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } => {
+            let v = v.expect("state exists for trainable entries");
+            let m = m * beta1 + g.clone() * (1.0 - beta1);
+            let v = v * beta2 + g.square() * (1.0 - beta2);
+            let mhat = m.clone() / (1.0 - beta1.powi(t));
+            let vhat = v.clone() / (1.0 - beta2.powi(t));
+            let w = if decay && weight_decay > 0.0 {
+                w.clone() - w * (lr * weight_decay)
+            } else {
+                w
+            };
+            (w - mhat / (vhat.sqrt() + eps) * lr, m, Some(v))
         }
     }
 }
@@ -395,7 +457,7 @@ impl Optimizer {
 impl std::ops::Mul<f32> for Tensor {
     type Output = Tensor;
     fn mul(self, s: f32) -> Tensor {
-        Tensor::new(self.t * s)
+        map_t!(self, |x| x.clone() * s)
     }
 }
 

@@ -178,7 +178,7 @@ impl TextTransformer {
                     }
                 }
             }
-            let avg = Tensor::new(g.host_tensor(avg, b, b * l));
+            let avg = g.host_tensor(avg, b, b * l);
             g.matmul(&avg, &st.states)?
         };
         self.head.forward(ps, g, &pooled)

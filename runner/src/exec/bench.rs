@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::{execute, progress, registry, stage_input_error, AppError, Options};
-use crate::engine::{DeviceKind, Engine};
+use crate::engine::Engine;
 use crate::pipeline::{Pipeline, Stage, StageConfig, StageKind};
 use crate::stages::{pretrain, InputArtifact, Progress, StageCtx};
 
@@ -177,10 +177,7 @@ pub fn bench(
         reporter.finish(&format!("{median:.1} ms/step"));
         rows.push(BenchRow {
             stage: name.clone(),
-            device: match opts.device {
-                DeviceKind::Cpu => "cpu".into(),
-                DeviceKind::Cuda(n) => format!("cuda:{n}"),
-            },
+            device: opts.device.name(),
             warmup,
             step_ms_median: median,
             step_ms_p10: quantile(&times.step_ms, 0.1),

@@ -198,6 +198,10 @@ typedef struct PtxTensorOps {
     PtxHandle (*state_get)(void *ctx, PtxStr key);
     int32_t (*state_set)(void *ctx, PtxStr key, PtxHandle a);
     void (*release)(void *ctx, PtxHandle a);
+    /* Appended in 0.1.0+engine-3: check struct_size before calling. Top-1 accuracy of
+     * logits (n, c) against labels[0..n], a (1, 1) tensor without gradient, computed on the
+     * device. */
+    PtxHandle (*accuracy)(void *ctx, PtxHandle logits, const uint32_t *labels, size_t n);
 } PtxTensorOps;
 
 typedef struct PtxObjectiveEntry {

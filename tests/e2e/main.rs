@@ -24,3 +24,4 @@ mod report;
 mod reproducibility;
 mod text;
 mod training;
+mod transfers;

@@ -122,7 +122,12 @@ impl Simclr {
             .loss(&self.engine, graph, &inputs, &mut state)
             .expect("simclr loss");
         assert!(state.is_empty(), "simclr keeps no state");
-        (out.loss, out.reports)
+        let reports = out
+            .reports
+            .into_iter()
+            .map(|(k, v)| (k, v.scalar()))
+            .collect();
+        (out.loss, reports)
     }
 
     fn value(&mut self, a: &[f64], b: &[f64]) -> f64 {

@@ -333,6 +333,14 @@ pub struct PtxTensorOps {
     pub state_set: unsafe extern "C" fn(ctx: *mut c_void, key: PtxStr, a: Handle) -> i32,
     /// Free a handle early (optional).
     pub release: unsafe extern "C" fn(ctx: *mut c_void, a: Handle),
+    /// Top-1 accuracy of `logits (n, c)` against `labels[0..n]`: a `(1, 1)` tensor with no
+    /// gradient, computed on the device (appended: check `struct_size` before use).
+    pub accuracy: unsafe extern "C" fn(
+        ctx: *mut c_void,
+        logits: Handle,
+        labels: *const u32,
+        n: usize,
+    ) -> Handle,
 }
 
 // ---------------------------------------------------------------------------------------------

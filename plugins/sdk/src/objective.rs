@@ -338,6 +338,36 @@ impl<'a> Tensor<'a> {
             .wrap(unsafe { (t.cross_entropy)(t.ctx, self.h, labels.as_ptr(), labels.len()) })
     }
 
+    /// Top-1 accuracy of these logits `(n, classes)` against class indices: a `(1, 1)` tensor
+    /// with no gradient, computed where the logits are (nothing is read back). Hosts older
+    /// than this op get the same value from the logits read back.
+    pub fn accuracy(&self, labels: &[u32]) -> Result<Tensor<'a>> {
+        let t = self.ops.t();
+        let end =
+            std::mem::offset_of!(crate::abi::PtxTensorOps, accuracy) + std::mem::size_of::<usize>();
+        if t.struct_size as usize >= end {
+            return self
+                .ops
+                .wrap(unsafe { (t.accuracy)(t.ctx, self.h, labels.as_ptr(), labels.len()) });
+        }
+        let (n, c) = self.shape()?;
+        if n == 0 || labels.len() != n {
+            return Err(Error::msg(format!(
+                "accuracy: {} labels for {n} rows",
+                labels.len()
+            )));
+        }
+        let values = self.to_vec()?;
+        let mut correct = 0usize;
+        for (row, &l) in values.chunks(c).zip(labels) {
+            let best = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            if row.get(l as usize).is_some_and(|v| *v >= best) {
+                correct += 1;
+            }
+        }
+        self.ops.constant(&[correct as f32 / n as f32], 1, 1)
+    }
+
     /// `(rows, cols)`.
     pub fn shape(&self) -> Result<(usize, usize)> {
         let t = self.ops.t();

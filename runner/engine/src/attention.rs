@@ -327,8 +327,16 @@ impl Graph {
         // `(B, T)` additive key bias: 0 for valid keys, -1e30 for padding (batch data).
         let bias = match key_valid {
             Some(m) => {
-                let v: Vec<f32> = m.iter().map(|&ok| if ok { 0.0 } else { -1e30 }).collect();
-                self.host_tensor(v, b, t)
+                // Keyed by the mask: the blocks of one forward pass share one upload.
+                let key = {
+                    use std::hash::{Hash, Hasher};
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    m.hash(&mut h);
+                    format!("key bias {b}x{t} {:016x}", h.finish())
+                };
+                self.constant(key, b, t, || {
+                    m.iter().map(|&ok| if ok { 0.0 } else { -1e30 }).collect()
+                })
             }
             None => self.constant(format!("zeros {b}x{t}"), b, t, || vec![0.0; b * t]),
         };

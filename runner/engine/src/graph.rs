@@ -646,24 +646,77 @@ impl Graph {
         if self.fast(&[logits]) {
             return Ok(self.host_cross_entropy(logits, labels));
         }
-        // The weighted one-hot target: objectives ask with the same labels every step (the
-        // positives of a batch), so it is an engine constant keyed by the labels themselves.
+        let target = self.ce_target(n, c, labels);
+        let logp = self.log_softmax(logits, Axis2::Cols)?;
+        let weighted = self.mul(&logp, &target)?;
+        self.sum(&weighted, Axis2::All)
+    }
+
+    /// The one-hot target of [`Graph::cross_entropy`], weighted `-1/n`: objectives ask with
+    /// the same labels every step (the positives of a batch), so it is an engine constant
+    /// keyed by the labels themselves (and shared with [`Graph::accuracy`]).
+    fn ce_target(&self, n: usize, c: usize, labels: &[u32]) -> Tensor {
         let key = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
             labels.hash(&mut h);
             format!("onehot {n}x{c} {:016x}", h.finish())
         };
-        let target = self.constant(key, n, c, || {
+        self.constant(key, n, c, || {
             let mut onehot = vec![0f32; n * c];
             for (i, &l) in labels.iter().enumerate() {
                 onehot[i * c + l as usize] = -1.0 / n as f32;
             }
             onehot
-        });
-        let logp = self.log_softmax(logits, Axis2::Cols)?;
-        let weighted = self.mul(&logp, &target)?;
-        self.sum(&weighted, Axis2::All)
+        })
+    }
+
+    /// Top-1 accuracy of `logits (n, c)` against class indices, as a `(1, 1)` tensor with no
+    /// gradient (a metric), computed where the logits are: a row counts as correct when its
+    /// label's logit is the row's maximum.
+    pub fn accuracy(&mut self, logits: &Tensor, labels: &[u32]) -> Result<Tensor> {
+        let (n, c) = logits.shape();
+        if labels.len() != n || n == 0 {
+            return Err(shape_err(
+                "accuracy",
+                format!("{} labels for {n} rows", labels.len()),
+            ));
+        }
+        if let Some(bad) = labels.iter().find(|&&l| l as usize >= c) {
+            return Err(shape_err(
+                "accuracy",
+                format!("label {bad} out of range for {c} classes"),
+            ));
+        }
+        if self.fast(&[logits]) {
+            let v = super::host::vals(logits);
+            let correct = v
+                .chunks(c)
+                .zip(labels)
+                .filter(|(row, &l)| {
+                    let best = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    row[l as usize] >= best
+                })
+                .count();
+            let acc = correct as f32 / n as f32;
+            return Ok(super::host::with_host(self.cpu(), vec![acc], 1, 1).as_input());
+        }
+        // The label's logit through the cross-entropy's one-hot constant (weighted -1/n, so
+        // scaled back by -n): compared with the row maximum, with room for that rounding.
+        let w = self.ce_target(n, c, labels);
+        let x = logits.detached();
+        on_dev!(self.dev.tag(), D => {
+            let xt: TD<D> = x.get::<D>()?.clone();
+            let wt: TD<D> = w.get::<D>()?.clone();
+            let picked = (xt.clone() * wt).sum::<(usize,), Axis<1>>() * (-(n as f32));
+            let best = xt.max::<(usize,), Axis<1>>();
+            let tol = best.clone().abs() * 1e-5 + 1e-6;
+            let ok = picked.ge(&(best - tol));
+            let ones = picked_ones::<D>(D::dev(&self.dev), n);
+            let zeros = ones.clone() * 0.0;
+            let acc = ok.choose(ones, zeros).mean::<(), _>().reshape_like(&(1, 1));
+            Ok(Tensor::new(D::wrap(acc)).as_input())
+        })
     }
 
     // ------------------------------------------------------------------ backward
@@ -701,6 +754,11 @@ impl Graph {
             })
         })
     }
+}
+
+/// `n` ones on device `D`.
+fn picked_ones<D: Dv>(dev: &D, n: usize) -> dfdx::tensor::Tensor<(usize,), f32, D> {
+    dev.ones_like(&(n,))
 }
 
 /// The row-major values of the `n × n` identity.

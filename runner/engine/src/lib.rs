@@ -142,6 +142,9 @@ pub struct Tensor {
     /// Set on outputs of the CPU fast path's ops while recording: their gradients live in the
     /// graph's own store (see `host.rs`), not in dfdx's.
     pub(crate) grad_key: Option<std::sync::Arc<host::GradKey>>,
+    /// The host values a tensor was uploaded from ([`Engine::tensor`]: batches): reading them
+    /// back needs no transfer.
+    pub(crate) origin: Option<std::sync::Arc<Vec<f32>>>,
 }
 
 impl Tensor {
@@ -153,6 +156,7 @@ impl Tensor {
             constant: false,
             host: None,
             grad_key: None,
+            origin: None,
         }
     }
     /// The same tensor marked as data: ops need not compute its gradient (the first layer's
@@ -172,12 +176,13 @@ impl Tensor {
         self.len() == 0
     }
     /// Copy the values to host memory, row-major. Counted as a device-to-host transfer
-    /// ([`transfers`]).
+    /// ([`transfers`]) unless the values are known on the host already (the CPU fast path's
+    /// copies; the values a batch was uploaded from).
     pub fn to_vec(&self) -> Vec<f32> {
-        device::count_to_host();
-        if let Some(h) = &self.host {
+        if let Some(h) = self.host.as_ref().or(self.origin.as_ref()) {
             return host::par_copy(h);
         }
+        device::count_to_host();
         self.t.read()
     }
     /// The single value of a `(1, 1)` tensor.
@@ -310,9 +315,12 @@ impl Engine {
         if let (Dev::Cpu(d), true) = (&self.dev, self.fast) {
             return Ok(host::with_host(d, data, rows, cols));
         }
-        Ok(on_dev!(self.dev.tag(), D => {
-            Tensor::new(D::wrap(device::upload(D::dev(&self.dev), data, (rows, cols))))
-        }))
+        let origin = std::sync::Arc::new(data);
+        let mut t = on_dev!(self.dev.tag(), D => {
+            Tensor::new(D::wrap(device::upload(D::dev(&self.dev), origin.to_vec(), (rows, cols))))
+        });
+        t.origin = Some(origin);
+        Ok(t)
     }
 
     pub fn zeros(&self, rows: usize, cols: usize) -> Tensor {
@@ -338,6 +346,33 @@ impl Engine {
         on_dev!(self.dev.tag(), D => {
             Tensor::new(D::wrap(device::upload(D::dev(&self.dev), v, (n, n))))
         })
+    }
+
+    /// The values of several `(1, 1)` tensors (a step's loss, gradient norm and reports) in
+    /// one device-to-host transfer: gathered on the device, copied once.
+    pub fn read_scalars(&self, ts: &[&Tensor]) -> Result<Vec<f32>> {
+        if let Some(t) = ts.iter().find(|t| t.shape() != (1, 1)) {
+            return Err(shape_err(
+                "read_scalars",
+                format!("a {:?} tensor is not a scalar", t.shape()),
+            ));
+        }
+        if ts.is_empty() {
+            return Ok(Vec::new());
+        }
+        device::count_to_host();
+        if ts.iter().all(|t| matches!(t.t, Store::Cpu(_))) {
+            return Ok(ts
+                .iter()
+                .map(|t| t.host.as_ref().map_or_else(|| t.t.read()[0], |h| h[0]))
+                .collect());
+        }
+        let mut g = self.graph(false);
+        let mut row = ts[0].clone();
+        for t in &ts[1..] {
+            row = g.concat(&row, t, Axis2::Cols)?;
+        }
+        Ok(row.t.read())
     }
 
     /// Block until all queued device work is done (timings; the CPU device computes eagerly).

@@ -87,6 +87,42 @@ pub fn global_norm(gs: &GradList) -> f64 {
     (host + on_dev).sqrt()
 }
 
+/// The global L2 norm of all gradients as a `(1, 1)` tensor, computed where the gradients
+/// are (host gradients of the CPU fast path in f64 on the host; device ones on the device), so
+/// reading it can share one transfer with the loss ([`crate::Engine::read_scalars`]).
+pub fn global_norm_tensor(e: &crate::Engine, gs: &GradList) -> Tensor {
+    let mut host = 0f64;
+    let mut dev: Option<Tensor> = None;
+    for g in gs.iter().flatten() {
+        if g.host.is_some() {
+            host += super::host::vals(g)
+                .iter()
+                .map(|x| (*x as f64) * (*x as f64))
+                .sum::<f64>();
+        } else {
+            let s = sq_sum(g);
+            dev = Some(match dev {
+                None => s,
+                Some(d) => zip_t!(d, s, |a, b| a + b),
+            });
+        }
+    }
+    match dev {
+        None => {
+            let n = host.sqrt() as f32;
+            match &e.dev {
+                crate::Dev::Cpu(d) => super::host::with_host(d, vec![n], 1, 1),
+                #[cfg(feature = "cuda")]
+                _ => e.full(n, 1, 1),
+            }
+        }
+        Some(d) => {
+            let d = map_t!(d, |x| x.clone() + host as f32);
+            map_t!(d, |x| x.clone().sqrt())
+        }
+    }
+}
+
 /// Scale all gradients by `s` (for averaging accumulated gradients or clipping).
 pub fn scale(gs: &mut GradList, s: f32) {
     for g in gs.iter_mut().flatten() {

@@ -25,7 +25,7 @@ use crate::store::{
 /// The version recorded in stage keys: a new runner version invalidates caches. The `+engine-N`
 /// revision counts changes to what the engine computes (kernels, summation order) that keep
 /// the crate version: entries of an older engine are not reused for bitwise-different results.
-pub const RUNNER_VERSION: &str = concat!("pretext ", env!("CARGO_PKG_VERSION"), "+engine-2");
+pub const RUNNER_VERSION: &str = concat!("pretext ", env!("CARGO_PKG_VERSION"), "+engine-3");
 pub const METRICS_FILE: &str = "metrics.json";
 pub const LOCKFILE_NAME: &str = "pretext.lock";
 

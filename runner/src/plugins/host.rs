@@ -217,10 +217,11 @@ pub struct StepInputs<'a> {
     pub total_steps: u64,
 }
 
-/// The loss and the scalars the objective reported.
+/// The loss and the scalars the objective reported, still on the device: the step reads
+/// them together with the gradient norm in one transfer ([`Engine::read_scalars`]).
 pub struct StepOutput {
     pub loss: Tensor,
-    pub reports: Vec<(String, f32)>,
+    pub reports: Vec<(String, Tensor)>,
 }
 
 /// Convert parameters and call a plugin's `create`; returns the new instance pointer.
@@ -267,6 +268,15 @@ impl ObjectiveInstance {
 
     pub fn library(&self) -> &Arc<Library> {
         &self.found.library
+    }
+
+    /// The error for a loss value `v` that is not finite (read after the step; `epoch` is
+    /// 0-based, as plugins see it; messages count epochs from 1).
+    pub fn non_finite_loss(&self, v: f64, epoch: u32, step: u64) -> CallError {
+        self.err(format!(
+            "{NON_FINITE_LOSS} ({v}) at epoch {} step {step}",
+            epoch + 1
+        ))
     }
 
     fn err(&self, message: String) -> CallError {
@@ -404,15 +414,6 @@ impl ObjectiveInstance {
                 loss.shape()
             )));
         }
-        let v = loss.scalar();
-        if !v.is_finite() {
-            // `inputs.epoch` is 0-based (as plugins see it); messages count epochs from 1.
-            return Err(self.err(format!(
-                "{NON_FINITE_LOSS} ({v}) at epoch {} step {}",
-                inputs.epoch + 1,
-                inputs.step
-            )));
-        }
         Ok(StepOutput {
             loss,
             reports: std::mem::take(&mut ctx.reports),
@@ -427,7 +428,7 @@ struct OpsCtx<'a> {
     graph: &'a mut Graph,
     handles: Vec<Tensor>,
     error: Option<String>,
-    reports: Vec<(String, f32)>,
+    reports: Vec<(String, Tensor)>,
     state: &'a mut HashMap<String, Tensor>,
 }
 
@@ -633,6 +634,26 @@ unsafe extern "C" fn op_cross_entropy(
     })
 }
 
+unsafe extern "C" fn op_accuracy(
+    ctx: *mut c_void,
+    logits: Handle,
+    labels: *const u32,
+    n: usize,
+) -> Handle {
+    op(ctx, "accuracy", |c| {
+        let l = c.get(logits)?;
+        if labels.is_null() && n > 0 {
+            return Err("null labels".into());
+        }
+        let labels = if n == 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(labels, n)
+        };
+        c.graph.accuracy(&l, labels).map_err(|e| e.to_string())
+    })
+}
+
 unsafe extern "C" fn op_constant(
     ctx: *mut c_void,
     data: *const f32,
@@ -713,7 +734,7 @@ unsafe extern "C" fn op_report(ctx: *mut c_void, name: PtxStr, a: Handle) -> i32
     let c = &mut *(ctx as *mut OpsCtx);
     match c.get(a) {
         Ok(t) if t.shape() == (1, 1) => {
-            c.reports.push((name.as_str().to_string(), t.scalar()));
+            c.reports.push((name.as_str().to_string(), t.detached()));
             abi::PTX_OK
         }
         _ => {
@@ -772,6 +793,7 @@ fn ops_table(ctx: &mut OpsCtx) -> PtxTensorOps {
         state_get: op_state_get,
         state_set: op_state_set,
         release: op_release,
+        accuracy: op_accuracy,
     }
 }
 

@@ -844,24 +844,69 @@ fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError>
 /// One optimiser step from accumulated gradients (`micro` micro-batches): average, clip or
 /// measure the global norm, apply with the scheduled learning rate, move the EMA teacher.
 /// Returns the gradient norm; a non-finite norm applies nothing (the caller reports it).
+/// One micro-batch's loss and the objective's reports, still on the device.
+type Pending = (Tensor, Vec<(String, Tensor)>);
+
+/// A training step's result: the loss and reports (on the device) and the gradients.
+type StepResult = (Tensor, GradList, Vec<(String, Tensor)>);
+
+/// What one optimiser step read back from the device, in one transfer.
+struct StepValues {
+    /// One loss per micro-batch.
+    losses: Vec<f64>,
+    /// Every report of every micro-batch, in order.
+    reports: Vec<(String, f32)>,
+    grad_norm: f64,
+}
+
+/// Average the micro-batches' gradients, read the losses, the gradient norm and the reports
+/// back in one device-to-host transfer, and (when all are finite) clip and apply the update.
+/// A non-finite loss is the objective's error; a non-finite norm is returned for the caller
+/// to report (nothing is applied).
+#[allow(clippy::too_many_arguments)]
 fn update(
+    e: &Engine,
     st: &mut TrainState,
     needs: &ObjectiveNeeds,
+    obj: &ObjectiveInstance,
     mut gs: GradList,
-    micro: usize,
+    pending: Vec<Pending>,
     grad_clip: Option<f64>,
     schedule: &Schedule,
     total_steps: u64,
-) -> f64 {
+    epoch: u64,
+) -> Result<StepValues, StageError> {
+    let micro = pending.len();
     if micro > 1 {
         optim::scale(&mut gs, 1.0 / micro as f32);
     }
-    let grad_norm = match grad_clip {
-        Some(max) => optim::clip_global_norm(&mut gs, max),
-        None => optim::global_norm(&gs),
+    let norm = optim::global_norm_tensor(e, &gs);
+    let mut read: Vec<&Tensor> = pending.iter().map(|(l, _)| l).collect();
+    read.push(&norm);
+    read.extend(pending.iter().flat_map(|(_, r)| r.iter().map(|(_, t)| t)));
+    let vals = e.read_scalars(&read)?;
+    let losses: Vec<f64> = vals[..micro].iter().map(|v| *v as f64).collect();
+    let grad_norm = vals[micro] as f64;
+    let reports = pending
+        .iter()
+        .flat_map(|(_, r)| r.iter().map(|(k, _)| k.clone()))
+        .zip(vals[micro + 1..].iter().copied())
+        .collect();
+    if let Some(bad) = losses.iter().find(|v| !v.is_finite()) {
+        return Err(obj.non_finite_loss(*bad, epoch as u32, st.step).into());
+    }
+    let out = StepValues {
+        losses,
+        reports,
+        grad_norm,
     };
     if !grad_norm.is_finite() {
-        return grad_norm;
+        return Ok(out);
+    }
+    if let Some(max) = grad_clip {
+        if grad_norm > max && grad_norm > 0.0 {
+            optim::scale(&mut gs, (max / grad_norm) as f32);
+        }
     }
     st.opt.apply(&mut st.ps, &gs, schedule.lr(st.step) as f32);
     if let (Some(t), Some((m0, m1))) = (&mut st.teacher, needs.ema_teacher) {
@@ -869,7 +914,7 @@ fn update(
         optim::ema_update(t, &st.ps, m as f32);
     }
     st.step += 1;
-    grad_norm
+    Ok(out)
 }
 
 pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
@@ -930,6 +975,9 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
         let mut acc: Option<GradList> = None;
         let mut micro = 0usize;
         let mut grad_norm = 0.0f64;
+        // Losses and reports of the micro-batches since the last update, read at the update.
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut loss = f64::NAN;
         // The next batch's views are produced on another thread while this one trains; every
         // draw is seeded per sample, so the views do not depend on this overlap.
         let (ahead, batches) = std::sync::mpsc::sync_channel::<Result<Batch, StageError>>(1);
@@ -958,8 +1006,28 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
                 let batch = batches.recv().map_err(|_| {
                     StageError::Failed("the view-producing thread stopped unexpectedly".into())
                 })??;
-                let (loss, grads, reps) = batch
-                    .train(e, &model, &mut st, &mut obj, total_steps, ctx.seed)
+                let (loss_t, grads, reps) =
+                    batch.train(e, &model, &mut st, &mut obj, total_steps, ctx.seed)?;
+                match &mut acc {
+                    Some(a) => optim::accumulate(a, grads),
+                    None => acc = Some(grads),
+                }
+                micro += 1;
+                pending.push((loss_t, reps));
+                if micro == accumulate || b + 1 == batches_per_epoch {
+                    let gs = acc.take().expect("at least one micro-batch");
+                    let sv = update(
+                        e,
+                        &mut st,
+                        &needs,
+                        &obj,
+                        gs,
+                        std::mem::take(&mut pending),
+                        cfg.grad_clip,
+                        &schedule,
+                        total_steps,
+                        epoch,
+                    )
                     .map_err(|err| match err {
                         StageError::Failed(m)
                             if m.contains(crate::plugins::host::NON_FINITE_LOSS) =>
@@ -976,29 +1044,17 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
                         }
                         other => other,
                     })?;
-                match &mut acc {
-                    Some(a) => optim::accumulate(a, grads),
-                    None => acc = Some(grads),
-                }
-                micro += 1;
-                loss_sum += loss;
-                loss_n += 1;
-                for (k, v) in reps {
-                    let r = reports.entry(k).or_insert((0.0, 0));
-                    r.0 += v as f64;
-                    r.1 += 1;
-                }
-                if micro == accumulate || b + 1 == batches_per_epoch {
-                    let gs = acc.take().expect("at least one micro-batch");
-                    grad_norm = update(
-                        &mut st,
-                        &needs,
-                        gs,
-                        micro,
-                        cfg.grad_clip,
-                        &schedule,
-                        total_steps,
-                    );
+                    for l in &sv.losses {
+                        loss_sum += l;
+                        loss_n += 1;
+                        loss = *l;
+                    }
+                    for (k, v) in sv.reports {
+                        let r = reports.entry(k).or_insert((0.0, 0));
+                        r.0 += v as f64;
+                        r.1 += 1;
+                    }
+                    grad_norm = sv.grad_norm;
                     if !grad_norm.is_finite() {
                         return Err(StageError::Failed(format!(
                             "the gradient norm is {grad_norm} at epoch {} step {}; {}",
@@ -1153,6 +1209,10 @@ pub struct BenchTimes {
     pub augment_ms: Vec<f64>,
     /// Forward, loss, backward and optimiser update of a batch.
     pub step_ms: Vec<f64>,
+    /// Host-to-device and device-to-host transfers of each timed step (the batch in, the
+    /// loss out, and anything else that crossed: see `docs/architecture.md`).
+    pub to_device: Vec<u64>,
+    pub to_host: Vec<u64>,
 }
 
 /// Time `steps` training steps of a pretrain stage (after `warmup` untimed ones) on real batches
@@ -1180,6 +1240,8 @@ pub fn bench(
         ],
         augment_ms: Vec::with_capacity(steps),
         step_ms: Vec::with_capacity(steps),
+        to_device: Vec::with_capacity(steps),
+        to_host: Vec::with_capacity(steps),
     };
     let mut order = Vec::new();
     for i in 0..warmup + steps {
@@ -1194,7 +1256,8 @@ pub fn bench(
         let t0 = Instant::now();
         let batch = Batch::load(&pr.views, &pr.ds, &pr.needs, &rows, ctx.seed, epoch)?;
         let t1 = Instant::now();
-        let (_, grads, _) = batch.train(
+        let before = crate::engine::transfers();
+        let (loss, grads, reps) = batch.train(
             e,
             &pr.model,
             &mut pr.st,
@@ -1202,17 +1265,22 @@ pub fn bench(
             pr.total_steps,
             ctx.seed,
         )?;
-        let norm = update(
+        let sv = update(
+            e,
             &mut pr.st,
             &pr.needs,
+            &pr.obj,
             grads,
-            1,
+            vec![(loss, reps)],
             cfg.grad_clip,
             &pr.schedule,
             pr.total_steps,
-        );
+            epoch,
+        )?;
         e.synchronize()?;
         let t2 = Instant::now();
+        let moved = crate::engine::transfers() - before;
+        let norm = sv.grad_norm;
         if !norm.is_finite() {
             return Err(StageError::Failed(format!(
                 "the gradient norm is {norm} at benchmark step {}; the settings diverge",
@@ -1224,6 +1292,8 @@ pub fn bench(
         if i >= warmup {
             times.augment_ms.push((t1 - t0).as_secs_f64() * 1e3);
             times.step_ms.push((t2 - t1).as_secs_f64() * 1e3);
+            times.to_device.push(moved.to_device);
+            times.to_host.push(moved.to_host);
         }
     }
     Ok(times)
@@ -1264,7 +1334,7 @@ impl Batch {
         obj: &mut ObjectiveInstance,
         total_steps: u64,
         seed: u64,
-    ) -> Result<(f64, GradList, Vec<(String, f32)>), StageError> {
+    ) -> Result<StepResult, StageError> {
         let n = self.ids.len();
         let sc = StepCtx {
             epoch: self.epoch,
@@ -1299,7 +1369,7 @@ fn train_step(
     originals: Option<Vec<f32>>,
     n: usize,
     sc: StepCtx,
-) -> Result<(f64, GradList, Vec<(String, f32)>), StageError> {
+) -> Result<StepResult, StageError> {
     if let (Some((ratio, dec)), Encoder::Vit(vit)) = (&model.mae, &model.encoder) {
         return mae_step(e, model, vit, *ratio, dec, st, obj, &augmented[0], n, sc);
     }
@@ -1308,11 +1378,13 @@ fn train_step(
     }
     let v = augmented.len();
     let d = model.input.len();
-    let view_inputs: Vec<Tensor> = augmented
-        .iter()
-        .map(|a| e.tensor(a.clone(), n, d))
-        .collect::<Result<_, _>>()?;
+    // One upload of every view; the per-view inputs an objective may read are slices of it
+    // on the device.
     let x = e.tensor(augmented.concat(), v * n, d)?.as_input();
+    let view_inputs: Vec<Tensor> = split_views(&mut e.graph(false), &x, v, n)?
+        .into_iter()
+        .map(Tensor::as_input)
+        .collect();
     let originals = originals.map(|o| e.tensor(o, n, d)).transpose()?;
     // The EMA teacher sees the same batch without recording gradients.
     let targets = match &mut st.teacher {
@@ -1375,7 +1447,7 @@ fn mae_step(
     view: &[f32],
     n: usize,
     sc: StepCtx,
-) -> Result<(f64, GradList, Vec<(String, f32)>), StageError> {
+) -> Result<StepResult, StageError> {
     let t = vit.num_tokens();
     let keep = ((t as f64 * (1.0 - ratio)).round() as usize).clamp(1, t - 1);
     let visible: Vec<Vec<usize>> = sc
@@ -1464,7 +1536,7 @@ fn mlm_step(
     view: &[f32],
     n: usize,
     sc: StepCtx,
-) -> Result<(f64, GradList, Vec<(String, f32)>), StageError> {
+) -> Result<StepResult, StageError> {
     let len = text.spec().seq_len;
     let (ids, flagged, targets) = unmark(view, len);
     if flagged.is_empty() {
@@ -1570,11 +1642,10 @@ fn objective_step(
     obj: &mut ObjectiveInstance,
     st: &mut TrainState,
     inputs: &StepInputs,
-) -> Result<(f64, GradList, Vec<(String, f32)>), StageError> {
+) -> Result<StepResult, StageError> {
     let res = obj.loss(e, &mut g, inputs, &mut st.objective_state)?;
-    let loss = res.loss.scalar() as f64;
     let mut grads = g.backward(&res.loss)?;
-    Ok((loss, optim::collect(&st.ps, &mut grads), res.reports))
+    Ok((res.loss, optim::collect(&st.ps, &mut grads), res.reports))
 }
 
 fn split_views(g: &mut Graph, t: &Tensor, v: usize, n: usize) -> Result<Vec<Tensor>, StageError> {

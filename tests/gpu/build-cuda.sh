@@ -47,9 +47,12 @@ if [ ! -e "$ROOT/.complete" ]; then
 fi
 
 echo "== stub libcuda (the driver API's names; the GPU machine loads the real one)"
+# Every function answers CUDA_ERROR_NO_DEVICE (100), so with the stub on LD_LIBRARY_PATH the
+# binary also runs here: --device cpu works and --device cuda is a clean error.
 mkdir -p "$WORK/stub"
-grep -oE '\bcu[A-Z][A-Za-z0-9_]*\s*\(' "$ROOT/include/cuda.h" | tr -d ' (' | sort -u |
-    awk '{print "void " $1 "(void) {}"}' >"$WORK/stub/cuda_stub.c"
+# Every cu* name in the header: functions and the `_v2`... names its macros point at.
+grep -oE '\bcu[A-Z][A-Za-z0-9_]*' "$ROOT/include/cuda.h" | sort -u |
+    awk '{print "int " $1 "(void) { return 100; }"}' >"$WORK/stub/cuda_stub.c"
 cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$WORK/stub/libcuda.so" "$WORK/stub/cuda_stub.c"
 ln -sf libcuda.so "$WORK/stub/libcuda.so.1"
 

@@ -308,6 +308,8 @@ pub(crate) type Idx<D> = dfdx::tensor::Tensor<(usize,), usize, D>;
 enum Const {
     Values(Store),
     Index(IdxStore),
+    /// Host values (the fast path keeps its constants' host copies too).
+    Host(Arc<Vec<f32>>),
 }
 
 #[derive(Clone, Debug)]
@@ -348,8 +350,22 @@ impl Consts {
         let is = |c: &Const| matches!(c, Const::Values(s) if D::of(s).is_some());
         match self.get_or(key, is, || Const::Values(D::wrap(make()))) {
             Const::Values(s) => D::of(&s).expect("checked above").clone(),
-            Const::Index(_) => unreachable!("checked above"),
+            _ => unreachable!("checked above"),
         }
+    }
+
+    /// Host values under `key`, built by `make` on first use (not a transfer).
+    pub(crate) fn host(&self, key: String, make: impl FnOnce() -> Vec<f32>) -> Arc<Vec<f32>> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(Const::Host(v)) = m.get(&key) {
+            return v.clone();
+        }
+        let v = Arc::new(make());
+        if m.len() >= 512 {
+            m.clear();
+        }
+        m.insert(key, Const::Host(v.clone()));
+        v
     }
 
     /// The index constant under `key`, built by `make` (and counted) on first use.
@@ -357,7 +373,7 @@ impl Consts {
         let is = |c: &Const| matches!(c, Const::Index(s) if D::of_idx(s).is_some());
         match self.get_or(key, is, || Const::Index(D::wrap_idx(make()))) {
             Const::Index(s) => D::of_idx(&s).expect("checked above").clone(),
-            Const::Values(_) => unreachable!("checked above"),
+            _ => unreachable!("checked above"),
         }
     }
 }
@@ -371,7 +387,7 @@ pub(crate) fn open_cuda(n: usize) -> Result<Dev> {
     let ok = std::panic::catch_unwind(|| cudarc::driver::result::init().is_ok()).unwrap_or(false);
     if !ok {
         return Err(EngineError::Device(
-            "no CUDA driver found on this machine (libcuda could not be loaded); use \
+            "the CUDA driver did not start on this machine (no NVIDIA GPU or driver); use \
              `--device cpu`"
                 .into(),
         ));

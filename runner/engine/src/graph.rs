@@ -403,9 +403,15 @@ impl Graph {
         record!(self, [a, b], bcast(a, s) / bcast(b, s))
     }
     pub fn add_scalar(&mut self, a: &Tensor, s: f32) -> Result<Tensor> {
+        if self.fast(&[a]) && a.len() >= HOST_MIN {
+            return Ok(self.host_affine(a, 1.0, s));
+        }
         record!(self, [a], a + s)
     }
     pub fn mul_scalar(&mut self, a: &Tensor, s: f32) -> Result<Tensor> {
+        if self.fast(&[a]) && a.len() >= HOST_MIN {
+            return Ok(self.host_affine(a, s, 0.0));
+        }
         record!(self, [a], a * s)
     }
     pub fn powf(&mut self, a: &Tensor, p: f32) -> Result<Tensor> {
@@ -415,6 +421,9 @@ impl Graph {
         record!(self, [a], a.clamp(lo, hi))
     }
     pub fn neg(&mut self, a: &Tensor) -> Result<Tensor> {
+        if self.fast(&[a]) && a.len() >= HOST_MIN {
+            return Ok(self.host_affine(a, -1.0, 0.0));
+        }
         record!(self, [a], -a)
     }
     pub fn exp(&mut self, a: &Tensor) -> Result<Tensor> {
@@ -522,6 +531,9 @@ impl Graph {
 
     pub fn transpose(&mut self, a: &Tensor) -> Result<Tensor> {
         let (r, c) = a.shape();
+        if self.fast(&[a]) && a.len() >= HOST_MIN {
+            return Ok(self.host_transpose(a));
+        }
         // Materialise the transpose so later ops see contiguous memory.
         record!(
             self,

@@ -249,6 +249,43 @@ pub(crate) fn add_assign(dst: &mut [f32], src: &[f32]) {
         });
 }
 
+/// `dst += src · s`, in parallel.
+pub(crate) fn add_scaled(dst: &mut [f32], src: &[f32], s: f32) {
+    dst.par_chunks_mut(1 << 14)
+        .zip(src.par_chunks(1 << 14))
+        .for_each(|(d, x)| {
+            for (a, b) in d.iter_mut().zip(x) {
+                *a += b * s;
+            }
+        });
+}
+
+/// The transpose of a row-major `r × c` matrix (`c × r`), in 32×32 tiles, output rows in
+/// parallel.
+pub(crate) fn transpose(x: &[f32], r: usize, c: usize) -> Vec<f32> {
+    const T: usize = 32;
+    let mut out = par_zeros(r * c);
+    if r == 0 || c == 0 {
+        return out;
+    }
+    // Each task owns `T` output rows (input columns j0..j0+T).
+    out.par_chunks_mut(T * r)
+        .enumerate()
+        .for_each(|(jb, rows)| {
+            let j0 = jb * T;
+            let jn = rows.len() / r;
+            for i0 in (0..r).step_by(T) {
+                for i in i0..(i0 + T).min(r) {
+                    let src = &x[i * c + j0..i * c + j0 + jn];
+                    for (dj, v) in src.iter().enumerate() {
+                        rows[dj * r + i] = *v;
+                    }
+                }
+            }
+        });
+    out
+}
+
 /// One input gradient during a host op's backward: the buffer to add into, or `None` when the
 /// input needs no gradient (data batches).
 pub(crate) type GradSlot<'a> = Option<&'a mut [f32]>;

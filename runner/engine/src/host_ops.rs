@@ -73,6 +73,31 @@ impl Graph {
         })
     }
 
+    /// `x · s + c` element-wise (scalar multiply, add, negate).
+    pub(crate) fn host_affine(&mut self, x: &Tensor, s: f32, c: f32) -> Tensor {
+        let (r, cols) = x.shape();
+        let xv = vals(x);
+        let out = map(&xv, |v| v * s + c);
+        self.host_op(&[x], out, r, cols, move |gy, slots| {
+            if let Some(gx) = slot(slots, 0) {
+                super::host::add_scaled(gx, gy, s);
+            }
+        })
+    }
+
+    /// The transpose, materialised: blocks of rows in parallel.
+    pub(crate) fn host_transpose(&mut self, x: &Tensor) -> Tensor {
+        let (r, c) = x.shape();
+        let xv = vals(x);
+        let out = super::host::transpose(&xv, r, c);
+        self.host_op(&[x], out, c, r, move |gy, slots| {
+            if let Some(gx) = slot(slots, 0) {
+                let back = super::host::transpose(gy, c, r);
+                super::host::add_assign(gx, &back);
+            }
+        })
+    }
+
     /// GELU, tanh approximation (dfdx's `fast_gelu`).
     pub(crate) fn host_gelu(&mut self, x: &Tensor) -> Tensor {
         const K: f32 = 0.797_884_6; // sqrt(2 / pi)

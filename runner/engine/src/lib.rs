@@ -338,14 +338,18 @@ impl Engine {
         })
     }
 
+    /// The `n × n` identity: an engine constant (built and uploaded once per size).
     pub fn eye(&self, n: usize) -> Tensor {
-        let mut v = vec![0f32; n * n];
-        for i in 0..n {
-            v[i * n + i] = 1.0;
+        let g = self.graph(false);
+        let mut t = g.constant(format!("eye {n}"), n, n, || graph::eye_values(n));
+        if self.fast {
+            // The fast path's ops read host copies: keep one beside the constant.
+            t.host = Some(
+                self.consts
+                    .host(format!("eye {n} host"), || graph::eye_values(n)),
+            );
         }
-        on_dev!(self.dev.tag(), D => {
-            Tensor::new(D::wrap(device::upload(D::dev(&self.dev), v, (n, n))))
-        })
+        t
     }
 
     /// The values of several `(1, 1)` tensors (a step's loss, gradient norm and reports) in

@@ -574,6 +574,35 @@ fn composed_ops_of_the_generic_path_match_the_fast_path() {
             vec![(6, 5)],
             Box::new(|g, t| g.gelu(&t[0]).unwrap()),
         ),
+        // Large enough for the fast path's own kernels (16 Ki values and up).
+        (
+            "mul_scalar (large)",
+            vec![(130, 128)],
+            Box::new(|g, t| g.mul_scalar(&t[0], -2.5).unwrap()),
+        ),
+        (
+            "add_scalar (large)",
+            vec![(130, 128)],
+            Box::new(|g, t| g.add_scalar(&t[0], 0.75).unwrap()),
+        ),
+        (
+            "neg (large)",
+            vec![(130, 128)],
+            Box::new(|g, t| g.neg(&t[0]).unwrap()),
+        ),
+        (
+            "transpose (large)",
+            vec![(130, 129)],
+            Box::new(|g, t| g.transpose(&t[0]).unwrap()),
+        ),
+        (
+            "transpose then matmul (large)",
+            vec![(130, 129)],
+            Box::new(|g, t| {
+                let tt = g.transpose(&t[0]).unwrap();
+                g.matmul(&t[0], &tt).unwrap()
+            }),
+        ),
     ];
     let fast = Engine::cpu();
     for e in devices().into_iter().skip(1) {

@@ -324,6 +324,9 @@ impl Engine {
     }
 
     pub fn zeros(&self, rows: usize, cols: usize) -> Tensor {
+        if let (Dev::Cpu(d), true) = (&self.dev, self.fast) {
+            return host::with_host(d, host::par_zeros(rows * cols), rows, cols);
+        }
         on_dev!(self.dev.tag(), D => {
             let t: TD<D> = D::dev(&self.dev).zeros_like(&(rows, cols));
             Tensor::new(D::wrap(t))
@@ -331,6 +334,9 @@ impl Engine {
     }
 
     pub fn full(&self, value: f32, rows: usize, cols: usize) -> Tensor {
+        if let (Dev::Cpu(d), true) = (&self.dev, self.fast) {
+            return host::with_host(d, vec![value; rows * cols], rows, cols);
+        }
         on_dev!(self.dev.tag(), D => {
             let mut t: TD<D> = D::dev(&self.dev).zeros_like(&(rows, cols));
             t.fill_with_ones();

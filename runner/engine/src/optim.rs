@@ -56,6 +56,17 @@ pub fn accumulate(acc: &mut GradList, more: GradList) {
     }
 }
 
+/// The sum of squares of host values in f64: fixed chunks on the pool, added in order (the
+/// same value on any number of threads).
+fn host_sq_sum(v: &[f32]) -> f64 {
+    use rayon::prelude::*;
+    let parts: Vec<f64> = v
+        .par_chunks(1 << 14)
+        .map(|c| c.iter().map(|x| (*x as f64) * (*x as f64)).sum())
+        .collect();
+    parts.iter().sum()
+}
+
 /// The sum of squares of `t` on its device, as a `(1, 1)` tensor.
 fn sq_sum(t: &Tensor) -> Tensor {
     map_t!(t, |x| {
@@ -71,10 +82,7 @@ pub fn global_norm(gs: &GradList) -> f64 {
     let mut dev: Option<Tensor> = None;
     for g in gs.iter().flatten() {
         if g.host.is_some() {
-            host += super::host::vals(g)
-                .iter()
-                .map(|x| (*x as f64) * (*x as f64))
-                .sum::<f64>();
+            host += host_sq_sum(&super::host::vals(g));
         } else {
             let s = sq_sum(g);
             dev = Some(match dev {
@@ -95,10 +103,7 @@ pub fn global_norm_tensor(e: &crate::Engine, gs: &GradList) -> Tensor {
     let mut dev: Option<Tensor> = None;
     for g in gs.iter().flatten() {
         if g.host.is_some() {
-            host += super::host::vals(g)
-                .iter()
-                .map(|x| (*x as f64) * (*x as f64))
-                .sum::<f64>();
+            host += host_sq_sum(&super::host::vals(g));
         } else {
             let s = sq_sum(g);
             dev = Some(match dev {
@@ -245,6 +250,7 @@ impl Optimizer {
         let host = ps
             .entries
             .iter()
+            .filter(|e| e.kind != ParamKind::Buffer)
             .all(|e| e.value.host.is_some() && matches!(e.value.t, crate::Store::Cpu(_)));
         if host {
             self.apply_host(ps, gs, lr);
@@ -589,6 +595,82 @@ mod tests {
                 opt.step(&mut ps, &mut grads, 0.05);
             }
             assert!(last < 1e-3, "{spec:?}: final loss {last}");
+        }
+    }
+
+    /// The fused host update (fast path) and the dfdx update (every other device) agree, and
+    /// each engine takes its own: buffers (batch-norm statistics) in the store do not send
+    /// the fast path to the slow update.
+    #[test]
+    fn fused_and_device_updates_agree_and_each_engine_takes_its_own() {
+        use crate::nn::BatchNorm;
+        use crate::DeviceKind;
+        let specs = [
+            OptimSpec::Sgd {
+                momentum: 0.9,
+                weight_decay: 0.01,
+                nesterov: true,
+            },
+            OptimSpec::AdamW {
+                beta1: 0.9,
+                beta2: 0.99,
+                eps: 1e-8,
+                weight_decay: 0.05,
+            },
+            OptimSpec::Lars {
+                momentum: 0.9,
+                weight_decay: 1e-4,
+                eta: 0.02,
+            },
+        ];
+        for spec in specs {
+            let mut results = Vec::new();
+            for kind in [DeviceKind::Cpu, DeviceKind::CpuGeneric] {
+                let e = Engine::open(kind).unwrap();
+                let mut ps = ParamStore::default();
+                let lin = Linear::new(&e, &mut ps, &mut Init::new(3), "l", 4, 3);
+                let bn = BatchNorm::new(&e, &mut ps, "bn", 4);
+                let x = e
+                    .tensor((0..24).map(|i| (i as f32 * 0.37).sin()).collect(), 6, 4)
+                    .unwrap();
+                let mut opt = Optimizer::new(spec.clone(), &ps);
+                for _ in 0..3 {
+                    let mut g = e.graph(true);
+                    // Batch norm first: after it, a bias would have no gradient but noise,
+                    // which AdamW scales up to whole steps.
+                    let h = bn.forward(&mut ps, &mut g, &x, true).unwrap();
+                    let h = lin.forward(&ps, &mut g, &h).unwrap();
+                    let sq = g.square(&h).unwrap();
+                    let s = g.mul(&sq, &h).unwrap();
+                    let loss = g.mean(&s, Axis2::All).unwrap();
+                    let mut grads = g.backward(&loss).unwrap();
+                    opt.step(&mut ps, &mut grads, 0.1);
+                }
+                let fused = ps
+                    .entries
+                    .iter()
+                    .filter(|p| p.kind != ParamKind::Buffer)
+                    .all(|p| p.value.host.is_some());
+                assert_eq!(
+                    fused,
+                    kind == DeviceKind::Cpu,
+                    "{spec:?} on {kind:?}: the fused host update runs on the fast path only"
+                );
+                results.push(
+                    ps.entries
+                        .iter()
+                        .map(|p| p.value.to_vec())
+                        .collect::<Vec<_>>(),
+                );
+            }
+            for (a, b) in results[0].iter().zip(&results[1]) {
+                for (x, y) in a.iter().zip(b) {
+                    assert!(
+                        (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                        "{spec:?}: {x} vs {y}"
+                    );
+                }
+            }
         }
     }
 

@@ -171,15 +171,18 @@ pub fn effective_rank(emb: &[f32], d: usize) -> f64 {
     let mean: Vec<f64> = (0..d)
         .map(|j| (0..n).map(|i| emb[i * d + j] as f64).sum::<f64>() / n as f64)
         .collect();
+    // Each row of the upper triangle on its own task, summed over samples in order.
+    use rayon::prelude::*;
+    let centred: Vec<f64> = (0..n * d).map(|k| emb[k] as f64 - mean[k % d]).collect();
     let mut cov = vec![0f64; d * d];
-    for i in 0..n {
-        let row: Vec<f64> = (0..d).map(|j| emb[i * d + j] as f64 - mean[j]).collect();
-        for a in 0..d {
+    cov.par_chunks_mut(d).enumerate().for_each(|(a, out)| {
+        for row in centred.chunks(d) {
+            let ra = row[a];
             for b in a..d {
-                cov[a * d + b] += row[a] * row[b];
+                out[b] += ra * row[b];
             }
         }
-    }
+    });
     for a in 0..d {
         for b in 0..a {
             cov[a * d + b] = cov[b * d + a];
@@ -225,13 +228,19 @@ pub fn uniformity(emb: &[f32], d: usize) -> f64 {
     if n < 2 {
         return 0.0;
     }
-    let mut terms = Vec::with_capacity(n * (n - 1) / 2);
-    for i in 0..n {
-        for j in i + 1..n {
-            let dist: f64 = (0..d).map(|k| (x[i * d + k] - x[j * d + k]).powi(2)).sum();
-            terms.push(-2.0 * dist);
-        }
-    }
+    // Rows in parallel, each row's pairs in order, rows concatenated in order: the same
+    // terms (and sum) on any number of threads.
+    use rayon::prelude::*;
+    let terms: Vec<f64> = (0..n)
+        .into_par_iter()
+        .flat_map_iter(|i| {
+            let x = &x;
+            (i + 1..n).map(move |j| {
+                let dist: f64 = (0..d).map(|k| (x[i * d + k] - x[j * d + k]).powi(2)).sum();
+                -2.0 * dist
+            })
+        })
+        .collect();
     let m = terms.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     m + (terms.iter().map(|t| (t - m).exp()).sum::<f64>() / terms.len() as f64).ln()
 }

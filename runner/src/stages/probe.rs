@@ -514,12 +514,15 @@ pub fn fit_linear(
     for epoch in 0..cfg.epochs {
         let order = permutation(n, mix_seed(seed, 8, epoch, 0, 0));
         for chunk in order.chunks(bs) {
-            let xb: Vec<f32> = chunk
-                .iter()
-                .flat_map(|&i| xtr[i * d..(i + 1) * d].iter().copied())
-                .collect();
+            // Row copies (memcpy), not an element iterator: this gather is the probe's only
+            // serial work per step.
+            let mut xb: Vec<f32> = Vec::with_capacity(chunk.len() * d);
+            for &i in chunk {
+                xb.extend_from_slice(&xtr[i * d..(i + 1) * d]);
+            }
             let yb: Vec<u32> = chunk.iter().map(|&i| f.train_y[i]).collect();
-            let x = e.tensor(xb, chunk.len(), d)?;
+            // Features are data: no gradient is asked of them.
+            let x = e.tensor(xb, chunk.len(), d)?.as_input();
             let mut g = e.graph(true);
             let logits = model.lin.forward(&model.ps, &mut g, &x)?;
             let loss = g.cross_entropy(&logits, &yb)?;

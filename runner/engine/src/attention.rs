@@ -280,12 +280,7 @@ impl Graph {
         }
         if !self.fast(&[x]) {
             // Keyed by the indices: fixed selections (CLS tokens) upload once.
-            let key = {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                idx.hash(&mut h);
-                format!("rows {r} {} {:016x}", idx.len(), h.finish())
-            };
+            let key = super::graph::content_key(&format!("rows {r} {}", idx.len()), idx);
             return self.gather_rows(x, Some(key), || idx.to_vec());
         }
         let xv = super::host::vals(x);
@@ -328,12 +323,7 @@ impl Graph {
         let bias = match key_valid {
             Some(m) => {
                 // Keyed by the mask: the blocks of one forward pass share one upload.
-                let key = {
-                    use std::hash::{Hash, Hasher};
-                    let mut h = std::collections::hash_map::DefaultHasher::new();
-                    m.hash(&mut h);
-                    format!("key bias {b}x{t} {:016x}", h.finish())
-                };
+                let key = super::graph::content_key(&format!("key bias {b}x{t}"), m);
                 self.constant(key, b, t, || {
                     m.iter().map(|&ok| if ok { 0.0 } else { -1e30 }).collect()
                 })

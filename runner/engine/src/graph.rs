@@ -643,18 +643,7 @@ impl Graph {
     /// Mean cross-entropy of `logits (n, c)` against class indices.
     pub fn cross_entropy(&mut self, logits: &Tensor, labels: &[u32]) -> Result<Tensor> {
         let (n, c) = logits.shape();
-        if labels.len() != n {
-            return Err(shape_err(
-                "cross_entropy",
-                format!("{} labels for {n} rows", labels.len()),
-            ));
-        }
-        if let Some(bad) = labels.iter().find(|&&l| l as usize >= c) {
-            return Err(shape_err(
-                "cross_entropy",
-                format!("label {bad} out of range for {c} classes"),
-            ));
-        }
+        check_labels("cross_entropy", n, c, labels)?;
         if self.fast(&[logits]) {
             return Ok(self.host_cross_entropy(logits, labels));
         }
@@ -668,12 +657,7 @@ impl Graph {
     /// the same labels every step (the positives of a batch), so it is an engine constant
     /// keyed by the labels themselves (and shared with [`Graph::accuracy`]).
     fn ce_target(&self, n: usize, c: usize, labels: &[u32]) -> Tensor {
-        let key = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            labels.hash(&mut h);
-            format!("onehot {n}x{c} {:016x}", h.finish())
-        };
+        let key = content_key(&format!("onehot {n}x{c}"), labels);
         self.constant(key, n, c, || {
             let mut onehot = vec![0f32; n * c];
             for (i, &l) in labels.iter().enumerate() {
@@ -688,17 +672,9 @@ impl Graph {
     /// label's logit is the row's maximum.
     pub fn accuracy(&mut self, logits: &Tensor, labels: &[u32]) -> Result<Tensor> {
         let (n, c) = logits.shape();
-        if labels.len() != n || n == 0 {
-            return Err(shape_err(
-                "accuracy",
-                format!("{} labels for {n} rows", labels.len()),
-            ));
-        }
-        if let Some(bad) = labels.iter().find(|&&l| l as usize >= c) {
-            return Err(shape_err(
-                "accuracy",
-                format!("label {bad} out of range for {c} classes"),
-            ));
+        check_labels("accuracy", n, c, labels)?;
+        if n == 0 {
+            return Err(shape_err("accuracy", "no rows to score"));
         }
         if self.fast(&[logits]) {
             let v = super::host::vals(logits);
@@ -766,6 +742,32 @@ impl Graph {
             })
         })
     }
+}
+
+/// One label per row, each a class index below `c`.
+fn check_labels(op: &'static str, n: usize, c: usize, labels: &[u32]) -> Result<()> {
+    if labels.len() != n {
+        return Err(shape_err(
+            op,
+            format!("{} labels for {n} rows", labels.len()),
+        ));
+    }
+    if let Some(bad) = labels.iter().find(|&&l| l as usize >= c) {
+        return Err(shape_err(
+            op,
+            format!("label {bad} out of range for {c} classes"),
+        ));
+    }
+    Ok(())
+}
+
+/// An engine-constant key for values derived from `content` (labels, indices, masks): `what`
+/// and a hash of the content.
+pub(crate) fn content_key<T: std::hash::Hash + ?Sized>(what: &str, content: &T) -> String {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    content.hash(&mut h);
+    format!("{what} {:016x}", h.finish())
 }
 
 /// `n` ones on device `D`.

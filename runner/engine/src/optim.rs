@@ -75,9 +75,9 @@ fn sq_sum(t: &Tensor) -> Tensor {
     })
 }
 
-/// The global L2 norm of all gradients (one value read back from the device).
-pub fn global_norm(gs: &GradList) -> f64 {
-    // Host tensors sum in f64; device ones on the device, then one read.
+/// The squared norms of all gradients, summed where they are: host gradients in f64 on the
+/// host, device ones on the device (a `(1, 1)` tensor, if any).
+fn sq_sums(gs: &GradList) -> (f64, Option<Tensor>) {
     let mut host = 0f64;
     let mut dev: Option<Tensor> = None;
     for g in gs.iter().flatten() {
@@ -91,6 +91,12 @@ pub fn global_norm(gs: &GradList) -> f64 {
             });
         }
     }
+    (host, dev)
+}
+
+/// The global L2 norm of all gradients (one value read back from the device).
+pub fn global_norm(gs: &GradList) -> f64 {
+    let (host, dev) = sq_sums(gs);
     let on_dev = dev.map_or(0.0, |d| d.scalar() as f64);
     (host + on_dev).sqrt()
 }
@@ -99,19 +105,7 @@ pub fn global_norm(gs: &GradList) -> f64 {
 /// are (host gradients of the CPU fast path in f64 on the host; device ones on the device), so
 /// reading it can share one transfer with the loss ([`crate::Engine::read_scalars`]).
 pub fn global_norm_tensor(e: &crate::Engine, gs: &GradList) -> Tensor {
-    let mut host = 0f64;
-    let mut dev: Option<Tensor> = None;
-    for g in gs.iter().flatten() {
-        if g.host.is_some() {
-            host += host_sq_sum(&super::host::vals(g));
-        } else {
-            let s = sq_sum(g);
-            dev = Some(match dev {
-                None => s,
-                Some(d) => zip_t!(d, s, |a, b| a + b),
-            });
-        }
-    }
+    let (host, dev) = sq_sums(gs);
     match dev {
         None => {
             let n = host.sqrt() as f32;

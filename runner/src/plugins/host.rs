@@ -614,6 +614,20 @@ unsafe extern "C" fn op_concat(ctx: *mut c_void, a: Handle, b: Handle, ax: i32) 
     })
 }
 
+/// The `n` labels a plugin passed (a null pointer only with `n == 0`).
+///
+/// # Safety
+/// `labels` must point at `n` readable `u32`s for the duration of the op (the ABI's contract).
+unsafe fn label_slice<'a>(labels: *const u32, n: usize) -> Result<&'a [u32], String> {
+    if n == 0 {
+        return Ok(&[]);
+    }
+    if labels.is_null() {
+        return Err("null labels".into());
+    }
+    Ok(std::slice::from_raw_parts(labels, n))
+}
+
 unsafe extern "C" fn op_cross_entropy(
     ctx: *mut c_void,
     logits: Handle,
@@ -622,15 +636,9 @@ unsafe extern "C" fn op_cross_entropy(
 ) -> Handle {
     op(ctx, "cross_entropy", |c| {
         let l = c.get(logits)?;
-        if labels.is_null() && n > 0 {
-            return Err("null labels".into());
-        }
-        let labels = if n == 0 {
-            &[][..]
-        } else {
-            std::slice::from_raw_parts(labels, n)
-        };
-        c.graph.cross_entropy(&l, labels).map_err(|e| e.to_string())
+        c.graph
+            .cross_entropy(&l, label_slice(labels, n)?)
+            .map_err(|e| e.to_string())
     })
 }
 
@@ -642,15 +650,9 @@ unsafe extern "C" fn op_accuracy(
 ) -> Handle {
     op(ctx, "accuracy", |c| {
         let l = c.get(logits)?;
-        if labels.is_null() && n > 0 {
-            return Err("null labels".into());
-        }
-        let labels = if n == 0 {
-            &[][..]
-        } else {
-            std::slice::from_raw_parts(labels, n)
-        };
-        c.graph.accuracy(&l, labels).map_err(|e| e.to_string())
+        c.graph
+            .accuracy(&l, label_slice(labels, n)?)
+            .map_err(|e| e.to_string())
     })
 }
 

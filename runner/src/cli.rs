@@ -353,6 +353,7 @@ pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
             let p = load(args)?;
             let reg = exec::registry(Some(&p), &args.plugin_dirs)?;
             for stage in &p.stages {
+                exec::check_sources(stage)?;
                 crate::stages::plugins_used(stage, &p, &reg).map_err(|e| match e {
                     crate::stages::StageError::Input(m) | crate::stages::StageError::Failed(m) => {
                         AppError::Input(format!("stage `{}`: {m}", stage.name))

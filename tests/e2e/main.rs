@@ -16,6 +16,7 @@ mod golden;
 mod kill;
 mod malformed;
 mod minifuzz;
+mod nonregular;
 mod ntxent;
 mod objectives;
 mod plugins;

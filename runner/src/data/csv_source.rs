@@ -53,7 +53,8 @@ pub struct CsvSource {
 }
 
 fn open_reader(path: &Path, delimiter: u8) -> Result<csv::Reader<File>, DataError> {
-    let file = File::open(path).map_err(|e| DataError::file(path, format!("cannot open: {e}")))?;
+    let file = super::open_regular(path)
+        .map_err(|e| DataError::file(path, format!("cannot open: {e}")))?;
     Ok(csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .has_headers(true)

@@ -150,8 +150,8 @@ impl FolderSource {
                  the name of its first-level sub-folder)",
             ));
         }
-        let bytes =
-            std::fs::read(&f.path).map_err(|e| BadRecord::new(&at, format!("cannot read: {e}")))?;
+        let bytes = super::read_regular(&f.path)
+            .map_err(|e| BadRecord::new(&at, format!("cannot read: {e}")))?;
         let img = image::decode(&bytes).map_err(|m| BadRecord::new(&at, m))?;
         let size = (img.height(), img.width());
         Ok(SourceRecord {

@@ -19,8 +19,8 @@ pub struct IdxArray {
 
 /// Read a file, transparently gunzipping it when it starts with the gzip magic.
 pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
-    let raw =
-        std::fs::read(path).map_err(|e| DataError::file(path, format!("cannot read: {e}")))?;
+    let raw = super::read_regular(path)
+        .map_err(|e| DataError::file(path, format!("cannot read: {e}")))?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(&raw[..])
@@ -123,7 +123,7 @@ pub fn read(path: &Path) -> Result<IdxArray, DataError> {
 /// Opens `path` for streaming, gunzipping it when it starts with the gzip magic.
 fn open_stream(path: &Path) -> Result<Box<dyn Read>, DataError> {
     let mut file = std::io::BufReader::new(
-        std::fs::File::open(path)
+        super::open_regular(path)
             .map_err(|e| DataError::file(path, format!("cannot read: {e}")))?,
     );
     let gz = std::io::BufRead::fill_buf(&mut file)

@@ -22,7 +22,7 @@ pub mod table;
 pub mod text;
 pub mod tokenizer;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Which part of the data a row belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -613,4 +613,64 @@ impl Dataset {
             Samples::F32 { .. } => None,
         }
     }
+}
+
+/// Data is read from regular files only: a device such as `/dev/zero` never ends, and a named
+/// pipe or socket blocks until someone writes. `Err` says what `path` is instead (checked
+/// before opening: opening a pipe for reading would already block).
+pub fn check_regular(path: &Path) -> std::io::Result<u64> {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_file() {
+        return Ok(meta.len());
+    }
+    let what = if meta.is_dir() {
+        "a folder"
+    } else {
+        special_kind(&meta)
+    };
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!(
+            "it is {what}, not a regular file (pretext reads data from regular files or \
+             folders of them; point the key at one)"
+        ),
+    ))
+}
+
+#[cfg(unix)]
+fn special_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a named pipe"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
+}
+
+#[cfg(not(unix))]
+fn special_kind(_meta: &std::fs::Metadata) -> &'static str {
+    "not a file"
+}
+
+/// Open a regular file for reading ([`check_regular`] first).
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    check_regular(path)?;
+    std::fs::File::open(path)
+}
+
+/// The whole contents of a regular file, never more than its size when checked (a file that
+/// grows while it is read is cut there).
+pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let len = check_regular(path)?;
+    let mut out = Vec::with_capacity(len as usize);
+    std::fs::File::open(path)?.take(len).read_to_end(&mut out)?;
+    Ok(out)
 }

@@ -175,8 +175,8 @@ impl ParquetSource {
         opts: ImageOptions,
     ) -> Result<ParquetSource, DataError> {
         let open = || -> Result<SerializedFileReader<File>, DataError> {
-            let file =
-                File::open(path).map_err(|e| DataError::file(path, format!("cannot open: {e}")))?;
+            let file = super::open_regular(path)
+                .map_err(|e| DataError::file(path, format!("cannot open: {e}")))?;
             SerializedFileReader::new(file).map_err(|e| {
                 perr(
                     path,

@@ -109,6 +109,33 @@ fn stage_input_error(stage: &Stage, e: StageError) -> AppError {
     }
 }
 
+/// An ingest stage's source files exist and are regular files or folders: a device
+/// (`/dev/zero`), a named pipe or a socket would never end or would block (`plan`,
+/// `validate` and `run` all check before reading anything).
+pub fn check_sources(stage: &Stage) -> Result<(), AppError> {
+    let crate::pipeline::StageConfig::Ingest(ic) = &stage.config else {
+        return Ok(());
+    };
+    for (role, path) in ic.source_files() {
+        if path.is_dir() {
+            continue;
+        }
+        crate::data::check_regular(path).map_err(|e| {
+            let why = if e.kind() == std::io::ErrorKind::NotFound {
+                "no such file (relative paths are read from the pipeline file's folder)".into()
+            } else {
+                e.to_string()
+            };
+            AppError::Input(format!(
+                "stage `{}`: {role} `{}`: {why}",
+                stage.name,
+                path.display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 /// The config that goes into a stage's key: its canonical config plus, for stages that read
 /// files outside the store, the blake3 digests of those files' contents (so a data file
 /// replaced in place invalidates the stage, and `plan` names it).
@@ -121,6 +148,7 @@ fn keyed_config(stage: &Stage) -> Result<serde_json::Value, AppError> {
         obj.remove("expect");
     }
     if let crate::pipeline::StageConfig::Ingest(ic) = &stage.config {
+        check_sources(stage)?;
         let mut digests = serde_json::Map::new();
         for (role, path) in ic.source_files() {
             let digest = if path.is_dir() {

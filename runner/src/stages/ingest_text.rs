@@ -120,7 +120,7 @@ fn read_files(
         } else {
             relative(root, &f)
         };
-        let decoded = std::fs::read(&f)
+        let decoded = crate::data::read_regular(&f)
             .map_err(|e| format!("cannot read: {e}"))
             .and_then(|b| text::decode(&b, encoding(enc)).map_err(|e| e.to_string()));
         let (raw, used) = match decoded {
@@ -187,7 +187,7 @@ fn read_parquet(
     use parquet::record::RowAccessor;
     let err = |m: String| StageError::Input(format!("{}: {m}", path.display()));
     let read = || -> Result<Vec<Document>, StageError> {
-        let file = std::fs::File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
+        let file = crate::data::open_regular(path).map_err(|e| err(format!("cannot open: {e}")))?;
         let reader = SerializedFileReader::new(file).map_err(|e| err(format!("parquet: {e}")))?;
         let fields = reader
             .metadata()

@@ -33,7 +33,12 @@ pub fn digest_file(path: impl AsRef<Path>) -> Result<String> {
 
 /// Size and digest of a file; with `sync`, also flushes it to disk (unix only).
 pub(crate) fn digest_file_sized(path: &Path, sync: bool) -> Result<FileDigest> {
-    let mut file = File::open(path).map_err(|e| StoreError::io("cannot open", path, e))?;
+    // Devices and pipes never end or block: only regular files are digested, and never past
+    // the size they had when opened.
+    let len =
+        crate::data::check_regular(path).map_err(|e| StoreError::io("cannot read", path, e))?;
+    let file = File::open(path).map_err(|e| StoreError::io("cannot open", path, e))?;
+    let mut file = std::io::Read::take(file, len);
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut bytes = 0u64;
@@ -48,7 +53,8 @@ pub(crate) fn digest_file_sized(path: &Path, sync: bool) -> Result<FileDigest> {
         bytes += n as u64;
     }
     if sync && cfg!(unix) {
-        file.sync_all()
+        file.get_ref()
+            .sync_all()
             .map_err(|e| StoreError::io("cannot flush to disk", path, e))?;
     }
     Ok(FileDigest {

@@ -575,3 +575,70 @@ fn plugins_load_only_from_explicit_paths_and_plugin_folders() {
     );
     run.expect_code(0);
 }
+
+/// Every `.tmp` file below `dir`.
+fn tmp_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(tmp_files(&p));
+            } else if p.extension().is_some_and(|x| x == "tmp") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_full_disk_mid_pretrain_says_so_and_leaves_no_partial_checkpoint() {
+    let dir = tempdir();
+    let tiny = Tiny {
+        epochs: 2,
+        ..Tiny::default()
+    };
+    let p = tiny.write(dir.path()).display().to_string();
+    let st = store(dir.path());
+    // A file-size limit that the dataset fits and the checkpoint does not: the failed write
+    // must not leave its partial `.tmp` behind.
+    let run = run_with_file_size_limit(dir.path(), &p, 400);
+    run.expect_stderr_has(&["stage `ssl`", "File too large", "ulimit -f"]);
+    let ckpts = st.join("checkpoints").join("pretrain");
+    let keys: Vec<PathBuf> = std::fs::read_dir(&ckpts)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(keys.len(), 1, "one pretrain checkpoint folder: {keys:?}");
+    assert_eq!(tmp_files(&st.join("checkpoints")), Vec::<PathBuf>::new());
+    // A real "no space left on device" (ENOSPC): the checkpoint's temporary file is a link to
+    // /dev/full, so the kernel refuses the write exactly as a full disk does.
+    if Path::new("/dev/full").exists() {
+        let tmp = keys[0].join("checkpoint.safetensors.tmp");
+        std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+        let run = pretext(dir.path(), &["run", &p]);
+        run.expect_code(1).expect_stderr_has(&[
+            "stage `ssl`",
+            "the disk is full: free some space and run again",
+            "No space left on device",
+            &keys[0].display().to_string(),
+        ]);
+        for debug in ["IoError", "Os {", "kind:"] {
+            assert!(
+                !run.stderr.contains(debug),
+                "a debug dump: {}",
+                run.describe()
+            );
+        }
+        assert!(
+            std::fs::symlink_metadata(&tmp).is_err(),
+            "the failed checkpoint's temporary file is removed"
+        );
+        pretext(dir.path(), &["store", "verify", &p]).expect_code(0);
+    }
+    // With space again the run finishes.
+    pretext(dir.path(), &["run", &p]).expect_code(0);
+    assert_eq!(tmp_files(&st), Vec::<PathBuf>::new());
+}

@@ -42,8 +42,15 @@ pub fn save(ps: &ParamStore, metadata: BTreeMap<String, String>, path: &Path) ->
     let json = serde_json::to_string(&metadata).map_err(|e| EngineError::Other(e.to_string()))?;
     let meta: std::collections::HashMap<String, String> =
         [(META_KEY.to_string(), json)].into_iter().collect();
-    safetensors::serialize_to_file(views, &Some(meta), path)
-        .map_err(|e| EngineError::Other(format!("writing {}: {e}", path.display())))
+    // Serialised in memory, then written with std's I/O, so a full disk or a permission
+    // problem arrives as an `io::Error` the caller can explain (not safetensors' debug form).
+    let bytes = safetensors::serialize(views, &Some(meta))
+        .map_err(|e| EngineError::Other(format!("serialising {}: {e}", path.display())))?;
+    std::fs::write(path, bytes).map_err(|source| EngineError::Io {
+        what: "cannot write",
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Load tensors from `path` into `ps` by name. Every entry of `ps` must be present with the

@@ -116,6 +116,13 @@ pub enum EngineError {
     Device(String),
     #[error("{0}")]
     Other(String),
+    /// A file could not be written or read (the caller turns `source` into advice).
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

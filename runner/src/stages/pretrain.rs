@@ -537,13 +537,28 @@ fn save_checkpoint(
             .collect(),
         history: st.history.clone(),
     };
-    let tmp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
-    io::save(&all, BTreeMap::new(), &tmp).map_err(|err| StageError::Failed(err.to_string()))?;
-    std::fs::rename(&tmp, dir.join(CHECKPOINT_FILE)).map_err(|err| io_err(dir, err))?;
     let _ = e;
+    // A failed write leaves no partial `.tmp` behind: it would hold the space the next try
+    // needs.
+    let tmp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
+    let wrote = io::save(&all, BTreeMap::new(), &tmp)
+        .map_err(super::engine_err)
+        .and_then(|()| {
+            std::fs::rename(&tmp, dir.join(CHECKPOINT_FILE)).map_err(|err| io_err(dir, err))
+        });
+    if let Err(err) = wrote {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err);
+    }
     let tmp = dir.join(format!("{CHECKPOINT_META}.tmp"));
-    write_json(&tmp, &meta)?;
-    std::fs::rename(&tmp, dir.join(CHECKPOINT_META)).map_err(|err| io_err(dir, err))
+    let wrote = write_json(&tmp, &meta).and_then(|()| {
+        std::fs::rename(&tmp, dir.join(CHECKPOINT_META)).map_err(|err| io_err(dir, err))
+    });
+    if let Err(err) = wrote {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err);
+    }
+    Ok(())
 }
 
 /// Restore a checkpoint into `st`; returns the number of epochs it completed.
@@ -1669,8 +1684,7 @@ pub(crate) fn save_encoder(
             serde_json::to_string(meta).map_err(|err| io_err(dir, err))?,
         ),
     ]);
-    io::save(ps, header, &dir.join(ENCODER_FILE))
-        .map_err(|err| StageError::Failed(err.to_string()))?;
+    io::save(ps, header, &dir.join(ENCODER_FILE)).map_err(super::engine_err)?;
     write_json(&dir.join(ENCODER_META), meta)
 }
 

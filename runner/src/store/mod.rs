@@ -266,9 +266,9 @@ impl Store {
     }
 
     /// The complete entry for `kind` and `key`, if there is one. An incomplete or corrupt entry
-    /// (unparseable `entry.json`, wrong kind or key, a listed file missing or of the wrong size)
-    /// is treated as absent, with a warning. File contents are not re-digested: see
-    /// [`Store::verify`].
+    /// (unparseable `entry.json`, wrong kind or key, a listed file missing, of the wrong size or
+    /// with other contents than were committed) is treated as absent, with a warning naming the
+    /// file: the stage runs again and its new entry replaces the bad one.
     pub fn lookup(&self, kind: &str, key: &StageKey) -> Option<Entry> {
         if !valid_kind(kind) {
             return None;
@@ -282,7 +282,7 @@ impl Store {
             Err(why) => {
                 tracing::warn!(
                     entry = %dir.display(),
-                    "ignoring incomplete store entry ({why}); the stage will run again"
+                    "ignoring a damaged store entry ({why}); the stage will run again"
                 );
                 None
             }
@@ -716,6 +716,20 @@ fn load_complete(dir: &Path, kind: &str, key: &StageKey) -> std::result::Result<
                 ))
             }
             _ => return Err(format!("file `{rel}` is missing")),
+        }
+    }
+    // Contents too: an entry changed after it was committed (a flipped byte, a file edited in
+    // place) must not be used as if it were good. blake3 reads at memory speed; the cost on
+    // the quickstart is in docs/hardening.md.
+    for (rel, d) in &entry.meta.files {
+        match digest_file_sized(&entry.file(rel), false) {
+            Ok(found) if found.blake3 == d.blake3 => {}
+            Ok(_) => {
+                return Err(format!(
+                    "file `{rel}` changed after it was stored (its blake3 digest differs)"
+                ))
+            }
+            Err(e) => return Err(e.to_string()),
         }
     }
     Ok(entry)

@@ -282,7 +282,7 @@ pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
                 .values()
                 .filter(|s| s.status == "ran")
                 .count();
-            println!(
+            crate::sayln!(
                 "\n{} stage(s) ran, {} cached. Lockfile: {}",
                 ran,
                 report.log.stages.len() - ran,
@@ -319,7 +319,7 @@ pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
                     ))
                 })?;
             }
-            print!("{}", exec::bench::table(&rows));
+            crate::say!("{}", exec::bench::table(&rows));
             Ok(())
         }
         Command::Plan { args } => {
@@ -327,7 +327,7 @@ pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
             let reg = exec::registry(Some(&p), &args.plugin_dirs)?;
             let store = exec::store_of(&p);
             let planned = exec::plan(&p, &reg, store.as_ref(), args.device)?;
-            println!(
+            crate::sayln!(
                 "pipeline `{}` ({} stages), store {}",
                 p.name,
                 planned.len(),
@@ -339,7 +339,7 @@ pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
                 } else {
                     format!("will run: {}", pl.reasons.join("; "))
                 };
-                println!(
+                crate::sayln!(
                     "  {:<14} {:<9} {}  {}",
                     pl.stage.name,
                     pl.stage.kind.as_str(),
@@ -360,7 +360,7 @@ pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
                     }
                 })?;
             }
-            println!(
+            crate::sayln!(
                 "ok: `{}` is valid ({} stages: {})",
                 exec::display_path(&p.file),
                 p.stages.len(),
@@ -370,7 +370,7 @@ pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
         }
         Command::Graph { args, format } => {
             let p = load(args)?;
-            print!("{}", graph_text(&p, *format));
+            crate::say!("{}", graph_text(&p, *format));
             Ok(())
         }
         Command::Plugins {
@@ -379,7 +379,7 @@ pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
         } => {
             let p = pipeline.as_deref().map(load_plain).transpose()?;
             let reg = exec::registry(p.as_ref(), plugin_dirs)?;
-            print!("{}", plugins_text(&reg));
+            crate::say!("{}", plugins_text(&reg));
             Ok(())
         }
         Command::Show { pipeline, json } => {
@@ -394,25 +394,25 @@ pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
                 )));
             };
             if *json {
-                println!(
+                crate::sayln!(
                     "{}",
                     serde_json::to_string_pretty(&log)
                         .map_err(|e| AppError::Failed(e.to_string()))?
                 );
             } else {
-                print!("{}", progress::summary_table(&log));
+                crate::say!("{}", progress::summary_table(&log));
                 for name in &log.order {
                     let r = &log.stages[name];
                     if r.metrics.is_empty() {
                         continue;
                     }
-                    println!("\n[{name}]");
+                    crate::sayln!("\n[{name}]");
                     for (k, v) in &r.metrics {
-                        println!("  {k:<28} {v}");
+                        crate::sayln!("  {k:<28} {v}");
                     }
                 }
                 for f in &log.gate_failures {
-                    println!("\nFAILED GATE: {f}");
+                    crate::sayln!("\nFAILED GATE: {f}");
                 }
             }
             Ok(())
@@ -429,13 +429,13 @@ pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
                 )));
             };
             let report = store.verify()?;
-            println!(
+            crate::sayln!(
                 "{} entries ok, {} corrupt",
                 report.ok.len(),
                 report.corrupt.len()
             );
             for c in &report.corrupt {
-                println!(
+                crate::sayln!(
                     "  CORRUPT {} ({}): {}",
                     c.path.display(),
                     c.kind,

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod data;
 pub mod exec;
+pub mod output;
 pub mod pipeline;
 pub mod plot;
 pub mod plugins;

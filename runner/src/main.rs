@@ -68,6 +68,9 @@ fn main() {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
     }
+    // From here on, plugins may be loaded: whatever they print goes to stderr, not into the
+    // output scripts parse.
+    pretext::output::guard_stdout();
     if let Err(e) = dispatch(&cli) {
         eprintln!("error: {e}");
         std::process::exit(e.exit_code());

@@ -642,3 +642,34 @@ fn a_full_disk_mid_pretrain_says_so_and_leaves_no_partial_checkpoint() {
     pretext(dir.path(), &["run", &p]).expect_code(0);
     assert_eq!(tmp_files(&st), Vec::<PathBuf>::new());
 }
+
+#[test]
+fn a_plugin_that_prints_to_stdout_does_not_mix_into_the_summary_table() {
+    let dir = tempdir();
+    let p = fault_pipeline(dir.path(), "{ plugin = \"chatty\" }", "");
+    let message = "chatty objective says hello on stdout";
+    for args in [vec!["validate", &p], vec!["run", &p], vec!["show", &p]] {
+        let run = pretext(dir.path(), &args);
+        run.expect_code(0);
+        assert!(
+            !run.stdout.contains(message),
+            "`{}`: the plugin's text is in stdout\n{}",
+            args[0],
+            run.describe()
+        );
+        if args[0] != "show" {
+            // `show` loads no plugin.
+            run.expect_stderr_has(&[message]);
+        }
+    }
+    let run = pretext(dir.path(), &["run", &p]);
+    expect_statuses(
+        &run,
+        &[
+            ("data", "cached"),
+            ("views", "cached"),
+            ("ssl", "cached"),
+            ("eval", "cached"),
+        ],
+    );
+}

@@ -39,7 +39,7 @@ impl Reporter {
 
     /// The table printed at the end of `run` and by `show`.
     pub fn summary(&self, log: &RunLog) {
-        print!("{}", summary_table(log));
+        crate::say!("{}", summary_table(log));
     }
 }
 

@@ -34,7 +34,8 @@ pretext bench pipelines/bench.toml               ms per training step of each en
 pretext run p.toml --locked --log-format json    CI: fail on any difference from pretext.lock\n\n\
 Environment:\n  \
 PRETEXT_LOG          log filter instead of -v/-q, e.g. `debug` or `pretext=trace`\n  \
-PRETEXT_PLUGIN_PATH  more folders to load plugin libraries from (separated like PATH)\n\n\
+PRETEXT_PLUGIN_PATH  more folders to load plugin libraries from (separated like PATH)\n  \
+PRETEXT_PLUGIN_TIMEOUT  seconds a plugin call may take before the run stops (default 600)\n\n\
 Docs: docs/SUMMARY.md. Getting started: docs/getting-started.md. Every pipeline key: \
 docs/reference/README.md. Writing plugins: docs/plugins.md. CI: docs/ci.md."
 )]

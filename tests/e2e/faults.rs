@@ -673,3 +673,49 @@ fn a_plugin_that_prints_to_stdout_does_not_mix_into_the_summary_table() {
         ],
     );
 }
+
+/// `pretext run` with `PRETEXT_PLUGIN_TIMEOUT` set; fails the test after `WAIT_LIMIT`.
+fn run_with_plugin_timeout(dir: &Path, p: &str, seconds: &str) -> (i32, String) {
+    let mut child = command(dir, &["run", p])
+        .env("PRETEXT_PLUGIN_TIMEOUT", seconds)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            return (status.code().unwrap_or(-1), err);
+        }
+        if start.elapsed() > WAIT_LIMIT {
+            let _ = child.kill();
+            panic!("`pretext run` with a hanging plugin still runs after {WAIT_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_plugin_that_never_returns_or_exits_the_process_stops_the_run_with_its_name() {
+    for (how, needle) in [
+        ("hang", "did not return within 2 s"),
+        ("quit", "ended the process (it called exit)"),
+    ] {
+        let dir = tempdir();
+        let objective = format!("{{ plugin = \"misbehaves\", how = \"{how}\" }}");
+        let p = fault_pipeline(dir.path(), &objective, "");
+        let (code, err) = run_with_plugin_timeout(dir.path(), &p, "2");
+        assert_eq!(code, 1, "{how}: exit code\n{err}");
+        for n in ["objective `misbehaves`", needle, "the store is consistent"] {
+            assert!(err.contains(n), "{how}: stderr lacks {n:?}\n{err}");
+        }
+        assert!(!err.contains("panicked"), "{err}");
+        // The store is usable: verify passes and the stages before pretraining are reused.
+        pretext(dir.path(), &["store", "verify", &p]).expect_code(0);
+        let plan = pretext(dir.path(), &["plan", &p]);
+        plan.expect_code(0);
+        assert!(plan.stdout.contains("cached"), "{}", plan.describe());
+    }
+}

@@ -75,7 +75,10 @@ fn call(
         log: host_log,
         set_error: host_set_error,
     };
-    let code = f(&host);
+    let code = {
+        let _in_call = super::watch::enter(format!("{what} `{name}` (`{}`)", lib.path.display()));
+        f(&host)
+    };
     if code == abi::PTX_OK {
         return Ok(());
     }

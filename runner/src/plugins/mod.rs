@@ -5,6 +5,7 @@
 
 pub mod host;
 pub mod loader;
+pub mod watch;
 
 pub use host::{
     AugmentInstance, CallError, ObjectiveInstance, ObjectiveNeeds, StepInputs, StepOutput,

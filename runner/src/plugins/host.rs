@@ -76,7 +76,7 @@ fn call(
         set_error: host_set_error,
     };
     let code = {
-        let _in_call = super::watch::enter(format!("{what} `{name}` (`{}`)", lib.path.display()));
+        let _in_call = super::watch::enter(what, name, &lib.path);
         f(&host)
     };
     if code == abi::PTX_OK {

@@ -18,9 +18,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The calls in flight: id → (what is called, since when).
-fn calls() -> &'static Mutex<HashMap<u64, (String, Instant)>> {
-    static CALLS: OnceLock<Mutex<HashMap<u64, (String, Instant)>>> = OnceLock::new();
+/// What is being called: kept as pointers to the caller's strings (no allocation per call:
+/// augmentations are called once per sample).
+struct Site {
+    what: &'static str,
+    name: *const str,
+    lib: *const std::path::Path,
+    since: Instant,
+}
+
+// SAFETY: the pointers are only dereferenced while the entry is in the map, and the entry is
+// removed (under the map's lock) before the call that owns the strings returns.
+unsafe impl Send for Site {}
+
+impl Site {
+    fn describe(&self) -> String {
+        // SAFETY: see the `Send` impl: the caller's strings outlive the entry.
+        let (name, lib) = unsafe { (&*self.name, &*self.lib) };
+        format!("{} `{name}` (`{}`)", self.what, lib.display())
+    }
+}
+
+/// The calls in flight, by id.
+fn calls() -> &'static Mutex<HashMap<u64, Site>> {
+    static CALLS: OnceLock<Mutex<HashMap<u64, Site>>> = OnceLock::new();
     CALLS.get_or_init(Default::default)
 }
 
@@ -56,8 +77,9 @@ impl Drop for InCall {
     }
 }
 
-/// Register a call described by `what` (e.g. "objective `simclr` (`…/lib.so`): `loss`").
-pub fn enter(what: String) -> InCall {
+/// Register a call of plugin `name` (an objective or augmentation, `what`) from `lib`; the
+/// returned guard must be dropped before `name` and `lib` are.
+pub fn enter(what: &'static str, name: &str, lib: &std::path::Path) -> InCall {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     static START: Once = Once::new();
     START.call_once(|| {
@@ -71,10 +93,15 @@ pub fn enter(what: String) -> InCall {
             .spawn(move || watchdog(limit));
     });
     let id = NEXT.fetch_add(1, Ordering::Relaxed);
-    calls()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id, (what, Instant::now()));
+    calls().lock().unwrap_or_else(|p| p.into_inner()).insert(
+        id,
+        Site {
+            what,
+            name,
+            lib,
+            since: Instant::now(),
+        },
+    );
     let outer = CURRENT.with(|c| c.replace(id));
     InCall { id, outer }
 }
@@ -87,8 +114,8 @@ fn watchdog(limit: Duration) {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .find(|(_, since)| since.elapsed() > limit)
-            .map(|(what, _)| what.clone());
+            .find(|site| site.since.elapsed() > limit)
+            .map(Site::describe);
         if let Some(what) = late {
             eprintln!(
                 "error: {what} did not return within {:.0} s; pretext stops here (the store is \
@@ -111,7 +138,8 @@ extern "C" fn on_exit() {
     let Ok(calls) = calls().try_lock() else {
         return;
     };
-    if let Some((what, _)) = calls.get(&id) {
+    if let Some(site) = calls.get(&id) {
+        let what = site.describe();
         eprintln!(
             "error: {what} ended the process (it called exit) instead of returning an error; \
              pretext stops here (the store is consistent; a rerun resumes). A plugin reports \

@@ -445,6 +445,8 @@ fn a_non_scalar_loss_is_a_stage_error_naming_the_plugin() {
             "{ plugin = \"wrong_shape\", shape = \"projection\" }",
             "(128, 8)",
         ),
+        // After many good steps (4 per epoch: in the third epoch).
+        ("{ plugin = \"wrong_shape\", good_steps = 9 }", "(1, 8)"),
     ] {
         let p = fault_pipeline(dir.path(), objective, "");
         pretext(dir.path(), &["run", &p])

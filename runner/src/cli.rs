@@ -169,6 +169,11 @@ pretext graph pipelines/quickstart.toml --format mermaid")]
     /// be loaded are listed with the reason.
     #[command(after_help = "Example: pretext plugins --plugin-dir ../my-plugin/target/release")]
     Plugins {
+        /// One objective or augmentation to describe, with its parameter table.
+        name: Option<String>,
+        /// Print every plugin's parameter table too.
+        #[arg(long)]
+        params: bool,
         /// Also load every plugin library in this folder (repeatable).
         #[arg(long = "plugin-dir", value_name = "DIR")]
         plugin_dirs: Vec<PathBuf>,
@@ -375,12 +380,17 @@ pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
             Ok(())
         }
         Command::Plugins {
+            name,
+            params,
             plugin_dirs,
             pipeline,
         } => {
             let p = pipeline.as_deref().map(load_plain).transpose()?;
             let reg = exec::registry(p.as_ref(), plugin_dirs)?;
-            crate::say!("{}", plugins_text(&reg));
+            match name {
+                Some(n) => crate::say!("{}", plugin_text(&reg, n)?),
+                None => crate::say!("{}", plugins_text(&reg, *params)),
+            }
             Ok(())
         }
         Command::Show { pipeline, json } => {
@@ -517,7 +527,68 @@ fn mermaid_id(name: &str) -> String {
         .collect()
 }
 
-fn plugins_text(reg: &crate::plugins::Registry) -> String {
+/// One plugin's kind, summary, library and parameter table (`pretext plugins NAME`).
+fn plugin_text(reg: &crate::plugins::Registry, name: &str) -> Result<String, AppError> {
+    // SAFETY: entry strings are static in a loaded library (ABI contract), and the registry
+    // keeps the libraries loaded.
+    let describe = |kind: &str,
+                    summary: &pretext_plugin::abi::PtxStr,
+                    doc: &pretext_plugin::abi::PtxStr,
+                    lib: &Path| unsafe {
+        let doc = doc.as_str().trim();
+        format!(
+            "{kind} {name}: {}\n  library: {}\n\n{}\n",
+            summary.as_str(),
+            lib.display(),
+            if doc.is_empty() {
+                "(no parameters)"
+            } else {
+                doc
+            }
+        )
+    };
+    if let Some(f) = reg.objectives.get(name) {
+        return Ok(describe(
+            "objective",
+            &f.entry.summary,
+            &f.entry.params_doc,
+            &f.library.path,
+        ));
+    }
+    if let Some(f) = reg.augmentations.get(name) {
+        return Ok(describe(
+            "augmentation",
+            &f.entry.summary,
+            &f.entry.params_doc,
+            &f.library.path,
+        ));
+    }
+    let names = reg
+        .objectives
+        .keys()
+        .chain(reg.augmentations.keys())
+        .map(|s| s.as_str());
+    let hint = crate::pipeline::did_you_mean(name, names)
+        .map(|h| format!("; {h}"))
+        .unwrap_or_default();
+    Err(AppError::Input(format!(
+        "no objective or augmentation named `{name}` among the plugins found{hint} (`pretext plugins` lists them)"
+    )))
+}
+
+/// A parameter table indented under its plugin's line (or a note that it takes none).
+fn indent_doc(doc: &str) -> String {
+    let doc = doc.trim();
+    if doc.is_empty() {
+        return "      (no parameters)\n".into();
+    }
+    doc.lines()
+        .map(|l| format!("      {l}\n"))
+        .collect::<String>()
+        + "\n"
+}
+
+fn plugins_text(reg: &crate::plugins::Registry, params: bool) -> String {
     let mut out = String::new();
     if reg.libraries.is_empty() {
         out.push_str("no plugin libraries found. Build the workspace (`cargo build --release`) or pass --plugin-dir.\n");
@@ -536,6 +607,9 @@ fn plugins_text(reg: &crate::plugins::Registry) -> String {
                 out.push_str(&format!("  objective     {name:<22} {}\n", unsafe {
                     f.entry.summary.as_str()
                 }));
+                if params {
+                    out.push_str(&indent_doc(unsafe { f.entry.params_doc.as_str() }));
+                }
             }
         }
         for (name, f) in &reg.augmentations {
@@ -543,6 +617,9 @@ fn plugins_text(reg: &crate::plugins::Registry) -> String {
                 out.push_str(&format!("  augmentation  {name:<22} {}\n", unsafe {
                     f.entry.summary.as_str()
                 }));
+                if params {
+                    out.push_str(&indent_doc(unsafe { f.entry.params_doc.as_str() }));
+                }
             }
         }
     }

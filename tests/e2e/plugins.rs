@@ -224,3 +224,40 @@ fn bad_objective_parameters_and_unknown_names_fail_validation() {
         "validation precedes running"
     );
 }
+
+#[test]
+fn plugins_prints_parameter_tables_by_name_or_all() {
+    let dir = tempdir();
+    let one = pretext(dir.path(), &["plugins", "simclr"]);
+    one.expect_code(0).expect_stdout_has(&[
+        "objective simclr: SimCLR",
+        "libpretext_contrastive",
+        "| key | type | default | meaning |",
+        "| `temperature` |",
+        "| `projector_dim` |",
+    ]);
+    let aug = pretext(dir.path(), &["plugins", "random_resized_crop"]);
+    aug.expect_code(0)
+        .expect_stdout_has(&["augmentation random_resized_crop", "| `scale` |"]);
+    let all = pretext(dir.path(), &["plugins", "--params"]);
+    all.expect_code(0).expect_stdout_has(&[
+        "objective     simclr",
+        "| `temperature` |",
+        "augmentation  rotate",
+        "| `degrees` |",
+    ]);
+    // Without --params the listing stays one line per plugin.
+    let plain = pretext(dir.path(), &["plugins"]);
+    plain.expect_code(0);
+    assert!(
+        !plain.stdout.contains("| `temperature` |"),
+        "{}",
+        plain.describe()
+    );
+    pretext(dir.path(), &["plugins", "simclrr"])
+        .expect_code(2)
+        .expect_stderr_has(&[
+            "no objective or augmentation named `simclrr`",
+            "did you mean `simclr`?",
+        ]);
+}

@@ -57,6 +57,7 @@ mod tests;
 
 /// The candidate closest to a misspelt name (Jaro-Winkler ≥ 0.8), for did-you-mean help.
 pub(crate) use error::closest as closest_name;
+pub(crate) use error::did_you_mean;
 pub use error::PipelineError;
 pub use types::{
     Arch, ArtifactKind, AugmentConfig, Augmentation, CollapseConfig, ColorMode, ConfigPath,

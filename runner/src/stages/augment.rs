@@ -129,7 +129,7 @@ impl Views {
             for (pos, (inst, _)) in self.chains[v].iter().enumerate() {
                 let mut out = vec![0u32; cur.len()];
                 inst.apply_tokens(
-                    mix_seed(base_seed, 3, pos as u64, 0, 0),
+                    mix_seed(base_seed, super::Stream::AugmentStage, pos as u64, 0, 0),
                     &cur,
                     vocab,
                     &mut out,
@@ -160,7 +160,7 @@ impl Views {
             let out_shape = inst.output_shape(*in_shape)?;
             let mut out = vec![0f32; out_shape.0 * out_shape.1 * out_shape.2];
             inst.apply(
-                mix_seed(base_seed, 3, pos as u64, 0, 0),
+                mix_seed(base_seed, super::Stream::AugmentStage, pos as u64, 0, 0),
                 &cur,
                 *in_shape,
                 &mut out,
@@ -265,7 +265,7 @@ pub fn run(cfg: &AugmentConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
         for v in 0..views.count() {
             let img = views.apply(
                 v,
-                mix_seed(ctx.seed, 2, 0, ds.ids[r], v as u64),
+                mix_seed(ctx.seed, super::Stream::Views, 0, ds.ids[r], v as u64),
                 ds.image_f32(r),
             )?;
             preview.ids.push(ds.ids[r]);

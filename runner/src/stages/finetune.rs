@@ -54,7 +54,7 @@ pub fn run(cfg: &FinetuneConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
             ds.shape
         )));
     }
-    let mut init = Init::new(mix_seed(ctx.seed, 16, 0, 0, 0));
+    let mut init = Init::new(mix_seed(ctx.seed, super::Stream::FinetuneInit, 0, 0, 0));
     let total_before = ps.trainable_count();
     // Which entries train: a mask over the store, extended as entries are added.
     let mut trainable: Vec<bool> = match &cfg.method {
@@ -139,7 +139,7 @@ pub fn run(cfg: &FinetuneConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
             &y,
             classes,
             cfg.label_fraction,
-            mix_seed(ctx.seed, 17, 0, 0, 0),
+            mix_seed(ctx.seed, super::Stream::FinetuneLabels, 0, 0, 0),
         )
         .into_iter()
         .map(|i| train_rows[i])
@@ -165,7 +165,10 @@ pub fn run(cfg: &FinetuneConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
     let started = Instant::now();
     let mut step = 0;
     for epoch in 0..cfg.epochs {
-        let order = permutation(rows.len(), mix_seed(ctx.seed, 18, epoch, 0, 0));
+        let order = permutation(
+            rows.len(),
+            mix_seed(ctx.seed, super::Stream::FinetuneOrder, epoch, 0, 0),
+        );
         ctx.progress
             .start(&format!("finetune {}/{}", epoch + 1, cfg.epochs), per_epoch);
         let mut loss_sum = 0.0;

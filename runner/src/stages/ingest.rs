@@ -243,7 +243,7 @@ pub fn ingest(
         )));
     }
     let n_train = ((n as f64 * cfg.split.train).round() as usize).clamp(1, n - 1);
-    let perm = super::permutation(n, super::mix_seed(seed, 1, 0, 0, 0));
+    let perm = super::permutation(n, super::mix_seed(seed, super::Stream::Split, 0, 0, 0));
     let mut is_train = vec![false; n];
     for &i in &perm[..n_train] {
         is_train[i] = true;
@@ -495,7 +495,10 @@ mod tests {
                 .collect::<Vec<_>>()
         );
         // The split: the first 4000 of a permutation seeded by (seed, stream 1).
-        let perm = super::super::permutation(5000, super::super::mix_seed(7, 1, 0, 0, 0));
+        let perm = super::super::permutation(
+            5000,
+            super::super::mix_seed(7, super::super::Stream::Split, 0, 0, 0),
+        );
         let mut want = vec![Split::Test; 5000];
         for &p in &perm[..4000] {
             want[p] = Split::Train;

@@ -294,7 +294,7 @@ pub fn run(cfg: &IngestConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
         )));
     }
     let n_train = ((n as f64 * cfg.split.train).round() as usize).clamp(1, n - 1);
-    let perm = super::permutation(n, super::mix_seed(ctx.seed, 1, 0, 0, 0));
+    let perm = super::permutation(n, super::mix_seed(ctx.seed, super::Stream::Split, 0, 0, 0));
     let mut is_train = vec![false; n];
     for &i in &perm[..n_train] {
         is_train[i] = true;

@@ -141,7 +141,13 @@ pub fn run(cfg: &OodEvalConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
                         &ds.image_f32(r),
                         ds.shape,
                         sev,
-                        mix_seed(ctx.seed, 19, ds.ids[r], sev as u64, 0),
+                        mix_seed(
+                            ctx.seed,
+                            super::Stream::Corruptions,
+                            ds.ids[r],
+                            sev as u64,
+                            0,
+                        ),
                     )
                     .ok_or_else(|| StageError::Input(format!("unknown corruption `{name}`")))?;
                     let n = ds.sample_len();

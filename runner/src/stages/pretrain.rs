@@ -427,7 +427,7 @@ fn augment_batch(
             .try_for_each(|(slot, &r)| -> Result<(), StageError> {
                 let img = views.apply_marked(
                     v,
-                    mix_seed(seed, 2, epoch, ds.ids[r], v as u64),
+                    mix_seed(seed, super::Stream::Views, epoch, ds.ids[r], v as u64),
                     ds.image_f32(r),
                     marked,
                 )?;
@@ -731,7 +731,7 @@ fn health(
         for &r in few {
             buf.extend(views.apply(
                 v % views.count(),
-                mix_seed(seed, 9, 0, ds.ids[r], v as u64),
+                mix_seed(seed, super::Stream::MonitorViews, 0, ds.ids[r], v as u64),
                 ds.image_f32(r),
             )?);
         }
@@ -811,7 +811,7 @@ fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError>
         &spec,
         input,
         &needs,
-        mix_seed(ctx.seed, 4, 0, 0, 0),
+        mix_seed(ctx.seed, super::Stream::ModelInit, 0, 0, 0),
     )?;
     let train = ds.rows(Split::Train);
     if train.len() < 2 {
@@ -957,11 +957,14 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
             first_epoch = done;
         }
     }
-    let monitor: Vec<usize> = permutation(train.len(), mix_seed(ctx.seed, 5, 0, 0, 0))
-        .into_iter()
-        .take(1024)
-        .map(|i| train[i])
-        .collect();
+    let monitor: Vec<usize> = permutation(
+        train.len(),
+        mix_seed(ctx.seed, super::Stream::MonitorSamples, 0, 0, 0),
+    )
+    .into_iter()
+    .take(1024)
+    .map(|i| train[i])
+    .collect();
     let started = Instant::now();
     let d = spec.embed_dim();
     tracing::info!(
@@ -980,7 +983,10 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
     let mut unhealthy = rule.streak(initial_spread, &st.history);
     for epoch in first_epoch..cfg.epochs {
         let t0 = Instant::now();
-        let order = permutation(train.len(), mix_seed(ctx.seed, 6, epoch, 0, 0));
+        let order = permutation(
+            train.len(),
+            mix_seed(ctx.seed, super::Stream::EpochOrder, epoch, 0, 0),
+        );
         ctx.progress.start(
             &format!("epoch {}/{}", epoch + 1, cfg.epochs),
             batches_per_epoch as u64,
@@ -1262,7 +1268,10 @@ pub fn bench(
     for i in 0..warmup + steps {
         let (epoch, b) = ((i / pr.batches_per_epoch) as u64, i % pr.batches_per_epoch);
         if b == 0 {
-            order = permutation(pr.train.len(), mix_seed(ctx.seed, 6, epoch, 0, 0));
+            order = permutation(
+                pr.train.len(),
+                mix_seed(ctx.seed, super::Stream::EpochOrder, epoch, 0, 0),
+            );
         }
         let rows: Vec<usize> = order[b * pr.bs..((b + 1) * pr.bs).min(order.len())]
             .iter()
@@ -1412,7 +1421,7 @@ fn train_step(
         None => None,
     };
     let mut g = e.graph(true);
-    g.set_seed(mix_seed(sc.seed, 12, sc.step, 0, 0));
+    g.set_seed(mix_seed(sc.seed, super::Stream::Dropout, sc.step, 0, 0));
     // All views go through the student as one batch; the heads see the same batch.
     let out = model.forward(&mut st.ps, &mut g, &x, true, true)?;
     let emb_v = split_views(&mut g, &out.emb, v, n)?;
@@ -1469,10 +1478,13 @@ fn mae_step(
         .ids
         .iter()
         .map(|&id| {
-            let mut v: Vec<usize> = permutation(t, mix_seed(sc.seed, 10, sc.epoch, id, 0))
-                .into_iter()
-                .take(keep)
-                .collect();
+            let mut v: Vec<usize> = permutation(
+                t,
+                mix_seed(sc.seed, super::Stream::MaeMask, sc.epoch, id, 0),
+            )
+            .into_iter()
+            .take(keep)
+            .collect();
             v.sort_unstable();
             v
         })
@@ -1562,7 +1574,7 @@ fn mlm_step(
     let x = e.tensor(ids, n, len)?;
     let targets = e.tensor(targets, flagged.len(), 1)?;
     let mut g = e.graph(true);
-    g.set_seed(mix_seed(sc.seed, 12, sc.step, 0, 0));
+    g.set_seed(mix_seed(sc.seed, super::Stream::Dropout, sc.step, 0, 0));
     let states = text.token_states(&st.ps, &mut g, &x, true)?;
     let emb = text.pool(&st.ps, &mut g, &states)?;
     let logits = head.logits(&st.ps, &mut g, &states.states, &flagged)?;
@@ -1606,7 +1618,7 @@ fn mlm_validation(
         for &r in chunk {
             marked.extend(views.apply_marked(
                 0,
-                mix_seed(seed, 13, 0, ds.ids[r], 0),
+                mix_seed(seed, super::Stream::MlmValidation, 0, ds.ids[r], 0),
                 ds.image_f32(r),
                 true,
             )?);

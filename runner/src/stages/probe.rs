@@ -61,7 +61,10 @@ pub fn balanced_rows(labels: &[u32], classes: usize, fraction: f64, seed: u64) -
             continue;
         }
         let take = ((of_class.len() as f64 * fraction).round() as usize).clamp(1, of_class.len());
-        let perm = permutation(of_class.len(), mix_seed(seed, 11, c as u64, 0, 0));
+        let perm = permutation(
+            of_class.len(),
+            mix_seed(seed, super::Stream::ClassSubset, c as u64, 0, 0),
+        );
         picked.extend(perm[..take].iter().map(|&k| of_class[k]));
     }
     picked.sort_unstable();
@@ -104,8 +107,10 @@ fn probe_fractions(
         let tag = fraction_tag(frac);
         let mut runs: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
         for s in 0..cfg.seeds {
-            let sub = f
-                .with_train(&f.balanced_subset(frac, mix_seed(ctx.seed, 12, s, frac.to_bits(), 0)));
+            let sub = f.with_train(&f.balanced_subset(
+                frac,
+                mix_seed(ctx.seed, super::Stream::LabelSubset, s, frac.to_bits(), 0),
+            ));
             let mut one = Metrics::new();
             probe_all(e, cfg, ctx, &sub, "", &mut one)?;
             for (k, v) in one {
@@ -152,7 +157,7 @@ fn supervised_from_scratch(
     progress: &dyn super::Progress,
 ) -> Result<f64, StageError> {
     let mut ps = ParamStore::default();
-    let mut init = Init::new(mix_seed(seed, 13, 0, 0, 0));
+    let mut init = Init::new(mix_seed(seed, super::Stream::SupervisedInit, 0, 0, 0));
     let encoder = Encoder::new(e, &mut ps, &mut init, &meta.spec, meta.input)?;
     let head = Linear::new(
         e,
@@ -182,7 +187,10 @@ fn supervised_from_scratch(
     let mut step = 0;
     progress.start("supervised baseline", sc.epochs);
     for epoch in 0..sc.epochs {
-        let order = permutation(rows.len(), mix_seed(seed, 14, epoch, 0, 0));
+        let order = permutation(
+            rows.len(),
+            mix_seed(seed, super::Stream::SupervisedOrder, epoch, 0, 0),
+        );
         for chunk in order.chunks(bs) {
             if chunk.len() < 2 {
                 continue;
@@ -282,7 +290,7 @@ pub fn run(cfg: &ProbeConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
         let random = Encoder::new(
             e,
             &mut rps,
-            &mut Init::new(mix_seed(ctx.seed, 4, 0, 0, 0)),
+            &mut Init::new(mix_seed(ctx.seed, super::Stream::ModelInit, 0, 0, 0)),
             &meta.spec,
             meta.input,
         )?;
@@ -298,7 +306,10 @@ pub fn run(cfg: &ProbeConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
                 let positions = if frac >= 1.0 {
                     (0..feats.train_y.len()).collect()
                 } else {
-                    feats.balanced_subset(frac, mix_seed(ctx.seed, 12, s, frac.to_bits(), 0))
+                    feats.balanced_subset(
+                        frac,
+                        mix_seed(ctx.seed, super::Stream::LabelSubset, s, frac.to_bits(), 0),
+                    )
                 };
                 let rows: Vec<usize> = positions.iter().map(|&i| feats.train_rows[i]).collect();
                 accs.push(supervised_from_scratch(
@@ -309,7 +320,7 @@ pub fn run(cfg: &ProbeConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
                     &rows,
                     &labels,
                     feats.classes,
-                    mix_seed(ctx.seed, 15, s, 0, 0),
+                    mix_seed(ctx.seed, super::Stream::SupervisedRun, s, 0, 0),
                     ctx.progress,
                 )?);
             }
@@ -480,7 +491,7 @@ pub fn fit_linear(
     let lin = Linear::new(
         e,
         &mut ps,
-        &mut Init::new(mix_seed(seed, 7, 0, 0, 0)),
+        &mut Init::new(mix_seed(seed, super::Stream::ProbeInit, 0, 0, 0)),
         "probe",
         d,
         f.classes,
@@ -512,7 +523,7 @@ pub fn fit_linear(
     };
     let mut step = 0;
     for epoch in 0..cfg.epochs {
-        let order = permutation(n, mix_seed(seed, 8, epoch, 0, 0));
+        let order = permutation(n, mix_seed(seed, super::Stream::ProbeOrder, epoch, 0, 0));
         for chunk in order.chunks(bs) {
             // Row copies (memcpy), not an element iterator: this gather is the probe's only
             // serial work per step.

@@ -108,3 +108,47 @@ fn shows_before_any_run_and_cuda_without_support_are_input_errors() {
         cuda.describe()
     );
 }
+
+#[test]
+fn views_of_different_shapes_are_refused_before_anything_runs() {
+    let dir = tempdir();
+    let (images, labels) = crate::support::mnist();
+    let p = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"[pipeline]
+name = "shapes"
+
+[stages.data]
+kind = "ingest"
+source = {{ format = "idx", images = {}, labels = {} }}
+resize = [32, 32]
+limit = 100
+
+[stages.views]
+kind = "augment"
+input = "data"
+views = [
+  [{{ name = "random_resized_crop", size = 24 }}],
+  [{{ name = "random_resized_crop", size = 28 }}],
+]
+"#,
+            crate::support::toml_path(&images),
+            crate::support::toml_path(&labels)
+        ),
+    )
+    .unwrap();
+    let p = p.display().to_string();
+    for cmd in ["validate", "plan", "run"] {
+        pretext(dir.path(), &[cmd, &p])
+            .expect_code(2)
+            .expect_stderr_has(&[
+                "stage `views`",
+                "view 2 produces images of shape (1, 28, 28) but view 1 produces (1, 24, 24)",
+            ]);
+    }
+    // Nothing ran: no store entry was made.
+    let ingest = dir.path().join(".pretext").join("objects").join("ingest");
+    assert!(!ingest.exists(), "the ingest ran: {}", ingest.display());
+}

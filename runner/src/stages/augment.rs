@@ -216,6 +216,16 @@ pub fn validate(
     Ok(out)
 }
 
+/// Every view must produce the same image shape from inputs of `input` shape (the check
+/// `run` makes, made early: `validate` and `plan` call it when the shape is known).
+pub fn check_view_shapes(
+    cfg: &AugmentConfig,
+    registry: &Registry,
+    input: (usize, usize, usize),
+) -> Result<(), StageError> {
+    Views::build(&steps(cfg), registry, input, None).map(|_| ())
+}
+
 pub fn run(cfg: &AugmentConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     let input = ctx.input("input")?;
     let ds: Dataset = table::read_dataset(&input.dir.join(DATASET_FILE))?;

@@ -176,7 +176,19 @@ pub fn plugins_used(
     registry: &Registry,
 ) -> Result<Vec<(String, String)>, StageError> {
     match &stage.config {
-        StageConfig::Augment(c) => augment::validate(c, registry),
+        StageConfig::Augment(c) => {
+            let used = augment::validate(c, registry)?;
+            // Views of different shapes fail the stage; say so before anything runs when the
+            // input's image shape follows from the pipeline file.
+            if let Some(shape) = stage
+                .input("input")
+                .and_then(|i| pipeline.stage(i))
+                .and_then(declared_image_shape)
+            {
+                augment::check_view_shapes(c, registry, shape)?;
+            }
+            Ok(used)
+        }
         StageConfig::Pretrain(c) => {
             let views = stage
                 .input("input")
@@ -189,6 +201,22 @@ pub fn plugins_used(
         }
         _ => Ok(Vec::new()),
     }
+}
+
+/// The `(channels, height, width)` every image of an ingest stage has, when its file says:
+/// a `resize`, and the channels from `color` (or the IDX format, always one channel).
+fn declared_image_shape(stage: &Stage) -> Option<(usize, usize, usize)> {
+    let StageConfig::Ingest(ic) = &stage.config else {
+        return None;
+    };
+    let [h, w] = ic.resize?;
+    let channels = match (&ic.color, &ic.source) {
+        (Some(crate::pipeline::ColorMode::Grayscale), _) => 1,
+        (Some(crate::pipeline::ColorMode::Rgb), _) => 3,
+        (None, crate::pipeline::IngestSource::Idx { .. }) => 1,
+        _ => return None,
+    };
+    Some((channels, h as usize, w as usize))
 }
 
 /// Seed of one random draw, from (pipeline seed, stream, a, b, c): independent of thread

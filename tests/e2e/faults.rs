@@ -678,25 +678,13 @@ fn a_plugin_that_prints_to_stdout_does_not_mix_into_the_summary_table() {
 
 /// `pretext run` with `PRETEXT_PLUGIN_TIMEOUT` set; fails the test after `WAIT_LIMIT`.
 fn run_with_plugin_timeout(dir: &Path, p: &str, seconds: &str) -> (i32, String) {
-    let mut child = command(dir, &["run", p])
+    let child = command(dir, &["run", p])
         .env("PRETEXT_PLUGIN_TIMEOUT", seconds)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-            return (status.code().unwrap_or(-1), err);
-        }
-        if start.elapsed() > WAIT_LIMIT {
-            let _ = child.kill();
-            panic!("`pretext run` with a hanging plugin still runs after {WAIT_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    finish_within(child, WAIT_LIMIT, "pretext run with a hanging plugin")
 }
 
 #[test]

@@ -5,31 +5,18 @@
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::{command, mnist, tempdir, toml_path};
+use crate::support::{command, finish_within, mnist, tempdir, toml_path};
 
 /// Runs `pretext <args>`; fails the test if it has not finished within `limit`.
 fn run_within(dir: &Path, args: &[&str], limit: Duration) -> (i32, String) {
-    let mut child = command(dir, args)
+    let child = command(dir, args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start pretext");
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait for pretext") {
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-            return (status.code().unwrap_or(-1), err);
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`pretext {}` still running after {limit:?}", args.join(" "));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    finish_within(child, limit, &format!("pretext {}", args.join(" ")))
 }
 
 #[test]

@@ -442,3 +442,28 @@ pub fn fixtures() -> &'static Fixtures {
         Err(e) => panic!("{e}"),
     }
 }
+
+/// Waits for `child` (stderr piped) and returns its exit code and stderr; kills it and fails
+/// the test if it is still running after `limit` (`what` names it in the message).
+pub fn finish_within(
+    mut child: std::process::Child,
+    limit: std::time::Duration,
+    what: &str,
+) -> (i32, String) {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for pretext") {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                std::io::Read::read_to_string(&mut e, &mut err).unwrap();
+            }
+            return (status.code().unwrap_or(-1), err);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`{what}` still running after {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -67,24 +67,10 @@ fn csv_err(path: &Path, e: csv::Error) -> DataError {
 }
 
 fn find(path: &Path, names: &[String], name: &str, role: &str) -> Result<usize, DataError> {
-    names.iter().position(|n| n == name).ok_or_else(|| {
-        let hint = crate::pipeline::closest_name(name, names.iter().map(String::as_str))
-            .map(|c| format!("did you mean `{c}`?"))
-            .unwrap_or_else(|| {
-                format!(
-                    "its header has: {}",
-                    names
-                        .iter()
-                        .map(|c| format!("`{c}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            });
-        DataError::file(
-            path,
-            format!("has no column `{name}` (named as the {role} column); {hint}"),
-        )
-    })
+    names
+        .iter()
+        .position(|n| n == name)
+        .ok_or_else(|| super::missing_column(path, name, role, names, "its header has"))
 }
 
 impl CsvSource {

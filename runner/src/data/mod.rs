@@ -674,3 +674,24 @@ pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
     std::fs::File::open(path)?.take(len).read_to_end(&mut out)?;
     Ok(out)
 }
+
+/// The error for a column `name` (the source's `role` column) that `path` lacks: a `did you
+/// mean` for a close name, else the names there are (`listed_as` introduces them).
+pub(crate) fn missing_column(
+    path: &Path,
+    name: &str,
+    role: &str,
+    available: &[String],
+    listed_as: &str,
+) -> DataError {
+    let hint = crate::pipeline::closest_name(name, available.iter().map(String::as_str))
+        .map(|c| format!("did you mean `{c}`?"))
+        .unwrap_or_else(|| {
+            let names: Vec<String> = available.iter().map(|c| format!("`{c}`")).collect();
+            format!("{listed_as}: {}", names.join(", "))
+        });
+    DataError::file(
+        path,
+        format!("has no column `{name}` (named as the {role} column); {hint}"),
+    )
+}

@@ -56,22 +56,7 @@ fn perr(path: &Path, e: impl std::fmt::Display) -> DataError {
 
 /// `did you mean` help (or the available names) for a missing column.
 fn missing_column(path: &Path, name: &str, role: &str, available: &[String]) -> DataError {
-    let hint = crate::pipeline::closest_name(name, available.iter().map(String::as_str))
-        .map(|c| format!("did you mean `{c}`?"))
-        .unwrap_or_else(|| {
-            format!(
-                "its columns are: {}",
-                available
-                    .iter()
-                    .map(|c| format!("`{c}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        });
-    DataError::file(
-        path,
-        format!("has no column `{name}` (named as the {role} column); {hint}"),
-    )
+    super::missing_column(path, name, role, available, "its columns are")
 }
 
 /// Whether the row reader can convert this leaf without hitting one of its unimplemented

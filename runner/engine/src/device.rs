@@ -325,17 +325,22 @@ pub(crate) enum IdxStore {
 pub(crate) struct Consts(Arc<Mutex<HashMap<String, Const>>>);
 
 impl Consts {
+    /// The constant under `key` that `find` accepts, or `make`'s (stored; counted as an
+    /// upload when `upload`).
     fn get_or(
         &self,
         key: String,
         find: impl Fn(&Const) -> bool,
         make: impl FnOnce() -> Const,
+        upload: bool,
     ) -> Const {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(v) = m.get(&key).filter(|v| find(v)) {
             return v.clone();
         }
-        count_to_device();
+        if upload {
+            count_to_device();
+        }
         let v = make();
         // Bounded: keys that change every step (indices drawn per batch) must not grow it.
         if m.len() >= 512 {
@@ -348,7 +353,7 @@ impl Consts {
     /// The values constant under `key`, built by `make` (and counted) on first use.
     pub(crate) fn values<D: Dv>(&self, key: String, make: impl FnOnce() -> TD<D>) -> TD<D> {
         let is = |c: &Const| matches!(c, Const::Values(s) if D::of(s).is_some());
-        match self.get_or(key, is, || Const::Values(D::wrap(make()))) {
+        match self.get_or(key, is, || Const::Values(D::wrap(make())), true) {
             Const::Values(s) => D::of(&s).expect("checked above").clone(),
             _ => unreachable!("checked above"),
         }
@@ -356,22 +361,17 @@ impl Consts {
 
     /// Host values under `key`, built by `make` on first use (not a transfer).
     pub(crate) fn host(&self, key: String, make: impl FnOnce() -> Vec<f32>) -> Arc<Vec<f32>> {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(Const::Host(v)) = m.get(&key) {
-            return v.clone();
+        let is = |c: &Const| matches!(c, Const::Host(_));
+        match self.get_or(key, is, || Const::Host(Arc::new(make())), false) {
+            Const::Host(v) => v,
+            _ => unreachable!("checked above"),
         }
-        let v = Arc::new(make());
-        if m.len() >= 512 {
-            m.clear();
-        }
-        m.insert(key, Const::Host(v.clone()));
-        v
     }
 
     /// The index constant under `key`, built by `make` (and counted) on first use.
     pub(crate) fn index<D: Dv>(&self, key: String, make: impl FnOnce() -> Idx<D>) -> Idx<D> {
         let is = |c: &Const| matches!(c, Const::Index(s) if D::of_idx(s).is_some());
-        match self.get_or(key, is, || Const::Index(D::wrap_idx(make()))) {
+        match self.get_or(key, is, || Const::Index(D::wrap_idx(make())), true) {
             Const::Index(s) => D::of_idx(&s).expect("checked above").clone(),
             _ => unreachable!("checked above"),
         }

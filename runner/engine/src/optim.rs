@@ -132,10 +132,15 @@ pub fn scale(gs: &mut GradList, s: f32) {
 /// Clip to a global norm of at most `max_norm`; returns the norm before clipping.
 pub fn clip_global_norm(gs: &mut GradList, max_norm: f64) -> f64 {
     let norm = global_norm(gs);
+    clip_to(gs, norm, max_norm);
+    norm
+}
+
+/// Scale gradients whose global norm is `norm` (already known) down to `max_norm`.
+pub fn clip_to(gs: &mut GradList, norm: f64, max_norm: f64) {
     if norm > max_norm && norm > 0.0 {
         scale(gs, (max_norm / norm) as f32);
     }
-    norm
 }
 
 /// `target ← m · target + (1 - m) · source` for every entry (the EMA teacher update; buffers

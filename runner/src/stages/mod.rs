@@ -68,34 +68,9 @@ pub(crate) fn io_err(path: &Path, e: impl std::error::Error + 'static) -> StageE
 }
 
 /// What an I/O error a person can meet means for `path`, and what to do about it, with the
-/// system's own words in brackets.
+/// system's own words in brackets (the store's errors use the same advice).
 pub(crate) fn describe_io(path: &Path, e: &std::io::Error) -> String {
-    use std::io::ErrorKind as K;
-    let advice = match e.kind() {
-        K::StorageFull => {
-            "the disk is full: free some space and run again (finished stages are kept, and \
-             pretraining resumes from its last checkpoint)"
-        }
-        K::QuotaExceeded => "the disk quota is used up: free some space and run again",
-        K::FileTooLarge => {
-            "the file would be larger than this process may write (a file-size limit such as \
-             `ulimit -f`): raise the limit and run again"
-        }
-        K::PermissionDenied => {
-            "permission denied: make the folder writable for this user, or keep the store in \
-             a folder you own"
-        }
-        K::ReadOnlyFilesystem => "the file system is read-only: keep the store on a writable disk",
-        K::NotFound => {
-            "it disappeared while pretext used it (deleted by something else?): run again"
-        }
-        _ => "",
-    };
-    if advice.is_empty() {
-        format!("{}: {e}", path.display())
-    } else {
-        format!("{}: {advice} ({e})", path.display())
-    }
+    format!("{}: {}", path.display(), crate::store::with_advice(e))
 }
 
 /// A stage error from an engine error: file errors get [`describe_io`]'s advice.

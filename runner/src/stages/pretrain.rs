@@ -919,9 +919,7 @@ fn update(
         return Ok(out);
     }
     if let Some(max) = grad_clip {
-        if grad_norm > max && grad_norm > 0.0 {
-            optim::scale(&mut gs, (max / grad_norm) as f32);
-        }
+        optim::clip_to(&mut gs, grad_norm, max);
     }
     st.opt.apply(&mut st.ps, &gs, schedule.lr(st.step) as f32);
     if let (Some(t), Some((m0, m1))) = (&mut st.teacher, needs.ema_teacher) {

@@ -39,8 +39,8 @@ pub enum StoreError {
     )]
     Locked { path: PathBuf, pid: Option<u32> },
 
-    /// A plain I/O failure on a given path.
-    #[error("{action} {}: {source}", .path.display())]
+    /// A plain I/O failure on a given path (with what to do about it, where that is known).
+    #[error("{action} {}: {}", .path.display(), with_advice(.source))]
     Io {
         action: &'static str,
         path: PathBuf,
@@ -128,6 +128,39 @@ fn fmt_pid(pid: &Option<u32>) -> String {
     match pid {
         Some(pid) => format!("pid {pid}"),
         None => "pid unknown".to_string(),
+    }
+}
+
+/// What an I/O error a person can meet means and what to do about it, for the kinds where
+/// that is clear (full disk, quota, file-size limit, permissions, read-only file system, a
+/// file that is gone).
+pub(crate) fn io_advice(e: &io::Error) -> Option<&'static str> {
+    use io::ErrorKind as K;
+    Some(match e.kind() {
+        K::StorageFull => {
+            "the disk is full: free some space and run again (finished stages are kept, and \
+             pretraining resumes from its last checkpoint)"
+        }
+        K::QuotaExceeded => "the disk quota is used up: free some space and run again",
+        K::FileTooLarge => {
+            "the file would be larger than this process may write (a file-size limit such as \
+             `ulimit -f`): raise the limit and run again"
+        }
+        K::PermissionDenied => {
+            "permission denied: make the folder writable for this user, or keep the store in \
+             a folder you own"
+        }
+        K::ReadOnlyFilesystem => "the file system is read-only: keep the store on a writable disk",
+        K::NotFound => "it does not exist (or disappeared while pretext used it)",
+        _ => return None,
+    })
+}
+
+/// `e` with its advice in front ([`io_advice`]), the system's own words in brackets.
+pub(crate) fn with_advice(e: &io::Error) -> String {
+    match io_advice(e) {
+        Some(a) => format!("{a} ({e})"),
+        None => e.to_string(),
     }
 }
 

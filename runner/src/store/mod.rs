@@ -40,6 +40,7 @@ use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 
 pub use digest::{digest_dir, digest_file, digest_tree, FileDigest};
+pub(crate) use error::with_advice;
 pub use error::{Result, StoreError};
 pub use key::{canonical_json, config_digest, KeyBuilder, KeyParts, ParseKeyError, StageKey};
 pub use lockfile::{LockedStage, Lockfile, LockfileSet, LOCKFILE_SET_VERSION, LOCKFILE_VERSION};

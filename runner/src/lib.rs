@@ -5,13 +5,18 @@
 //! the only one naming dfdx), `plugins` (loading and hosting plugin libraries), `data` (datasets and formats),
 //! `stages` (one file per stage kind), `exec` (planning and running), `cli` (commands).
 
+pub mod artifacts;
 pub mod cli;
 pub mod data;
+pub mod error;
+pub mod eval;
 pub mod exec;
 pub mod output;
 pub mod pipeline;
 pub mod plot;
 pub mod plugins;
+pub mod progress;
+pub mod seeds;
 pub mod stages;
 pub mod store;
 

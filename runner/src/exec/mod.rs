@@ -14,10 +14,13 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::artifacts::metrics::{Metrics, METRICS_FILE, TIMING_PREFIX};
 use crate::engine::{DeviceKind, Engine};
+pub use crate::error::AppError;
+use crate::error::StageError;
 use crate::pipeline::{Pipeline, Stage};
 use crate::plugins::{Registry, SearchPath};
-use crate::stages::{self, InputArtifact, Metrics, StageCtx, StageError, TIMING_PREFIX};
+use crate::stages::{self, InputArtifact, StageCtx};
 use crate::store::{
     Entry, KeyBuilder, KeyParts, LockedStage, Lockfile, LockfileSet, StageKey, Store,
 };
@@ -26,32 +29,7 @@ use crate::store::{
 /// revision counts changes to what the engine computes (kernels, summation order) that keep
 /// the crate version: entries of an older engine are not reused for bitwise-different results.
 pub const RUNNER_VERSION: &str = concat!("pretext ", env!("CARGO_PKG_VERSION"), "+engine-3");
-pub const METRICS_FILE: &str = "metrics.json";
 pub const LOCKFILE_NAME: &str = "pretext.lock";
-
-/// An error with its exit code: 2 for bad input, 1 for a failed stage or check.
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    #[error("{0}")]
-    Input(String),
-    #[error("{0}")]
-    Failed(String),
-}
-
-impl AppError {
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            AppError::Input(_) => 2,
-            AppError::Failed(_) => 1,
-        }
-    }
-}
-
-impl From<crate::store::StoreError> for AppError {
-    fn from(e: crate::store::StoreError) -> Self {
-        AppError::Failed(e.to_string())
-    }
-}
 
 /// Options shared by `run`, `plan` and `validate`.
 #[derive(Debug, Clone)]
@@ -103,10 +81,7 @@ pub fn registry(p: Option<&Pipeline>, plugin_dirs: &[PathBuf]) -> Result<Registr
 }
 
 fn stage_input_error(stage: &Stage, e: StageError) -> AppError {
-    match e {
-        StageError::Input(m) => AppError::Input(format!("stage `{}`: {m}", stage.name)),
-        StageError::Failed(m) => AppError::Failed(format!("stage `{}` failed: {m}", stage.name)),
-    }
+    e.in_stage(&stage.name)
 }
 
 /// An ingest stage's source files exist and are regular files or folders: a device

@@ -131,7 +131,7 @@ pub fn summary_table(log: &RunLog) -> String {
         if r.kind == "report" {
             out.push_str(&format!(
                 "report `{name}`: {}\n",
-                r.entry.join(crate::stages::report::HTML_FILE).display()
+                r.entry.join(crate::artifacts::report::HTML_FILE).display()
             ));
         }
     }

@@ -2166,17 +2166,13 @@ impl StageCx<'_, '_, '_> {
                 })
                 .collect(),
         };
-        let corruptions = names(
-            &b.corruptions,
-            "corruptions",
-            &crate::stages::corruptions::ALL,
-        )?
-        .unwrap_or_else(|| {
-            crate::stages::corruptions::ALL
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
-        });
+        let corruptions = names(&b.corruptions, "corruptions", &super::types::CORRUPTIONS)?
+            .unwrap_or_else(|| {
+                super::types::CORRUPTIONS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            });
         let severities = match &b.severities {
             None => vec![1, 2, 3, 4, 5],
             Some(l) => l

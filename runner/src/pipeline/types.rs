@@ -1098,3 +1098,15 @@ impl Expectation {
             && self.max.map_or(true, |m| value <= m)
     }
 }
+
+/// The corruptions of `ood_eval`'s robustness suite, in report order.
+pub const CORRUPTIONS: [&str; 8] = [
+    "gaussian_noise",
+    "gaussian_blur",
+    "contrast",
+    "brightness",
+    "rotation",
+    "translation",
+    "elastic",
+    "pixelate",
+];

@@ -6,12 +6,12 @@
 
 use std::time::Instant;
 
-use super::pretrain::{load_encoder, save_encoder};
-use super::probe::{balanced_rows, head_accuracy};
 use super::{mix_seed, permutation, Metrics, StageCtx, StageError, TIMING_PREFIX};
+use crate::artifacts::encoder::{load_encoder, save_encoder};
 use crate::data::Split;
 use crate::engine::nn::{Init, Linear, ParamKind, ParamStore};
 use crate::engine::optim::{self, OptimSpec, Optimizer, Schedule};
+use crate::eval::probes::{balanced_rows, head_accuracy};
 use crate::pipeline::{FinetuneConfig, FinetuneMethod};
 
 /// Encoder blocks in order: the first two dot-separated parts of parameter names

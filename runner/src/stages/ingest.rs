@@ -12,7 +12,8 @@
 
 use std::path::Path;
 
-use super::{write_json, Metrics, Progress, StageCtx, StageError};
+use super::{Metrics, Progress, StageCtx, StageError};
+use crate::artifacts::dataset::{self, CHUNK_ROWS, DATASET_FILE};
 use crate::data::csv_source::{CsvSource, CsvSpec};
 use crate::data::folder::FolderSource;
 use crate::data::idx::IdxSource;
@@ -24,12 +25,6 @@ use crate::data::{DatasetInfo, Layout, Records, Split};
 use crate::pipeline::{
     ColorMode, FeatureColumns, FolderLabels, IngestConfig, IngestSource, OnError,
 };
-
-pub const DATASET_FILE: &str = "dataset.parquet";
-/// The records `on_error = "skip"` left out, and the files an image folder passed over.
-pub const SKIPPED_FILE: &str = "skipped.json";
-/// Records per chunk: one parquet row group, and the unit of memory while ingesting.
-pub const CHUNK_ROWS: usize = 4096;
 
 /// What ingesting produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,23 +41,8 @@ pub struct IngestReport {
     pub ignored: Vec<String>,
 }
 
-/// `skipped.json`.
-#[derive(serde::Serialize)]
-struct SkippedFile<'a> {
-    skipped: Vec<SkippedEntry<'a>>,
-    ignored: &'a [String],
-}
-
-#[derive(serde::Serialize)]
-struct SkippedEntry<'a> {
-    at: &'a str,
-    reason: &'a str,
-}
-
+/// Ingest an image, feature or CSV source (text sources go to `ingest_text`).
 pub fn run(cfg: &IngestConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
-    if cfg.source.is_text() {
-        return super::ingest_text::run(cfg, ctx);
-    }
     let mut source = open_source(cfg)?;
     let report = ingest(
         source.as_mut(),
@@ -71,21 +51,12 @@ pub fn run(cfg: &IngestConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
         &ctx.out_dir.join(DATASET_FILE),
         ctx.progress,
     )?;
-    let entries = report
+    let skipped: Vec<(&str, &str)> = report
         .skipped
         .iter()
-        .map(|b| SkippedEntry {
-            at: &b.at,
-            reason: &b.reason,
-        })
+        .map(|b| (b.at.as_str(), b.reason.as_str()))
         .collect();
-    write_json(
-        &ctx.out_dir.join(SKIPPED_FILE),
-        &SkippedFile {
-            skipped: entries,
-            ignored: &report.ignored,
-        },
-    )?;
+    dataset::write_skipped(ctx.out_dir, &skipped, &report.ignored, None)?;
     let mut m = Metrics::new();
     m.insert("samples".into(), report.samples as f64);
     m.insert("train".into(), report.train as f64);

@@ -17,8 +17,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::ingest::{CHUNK_ROWS, DATASET_FILE, SKIPPED_FILE};
-use super::{write_json, Metrics, StageCtx, StageError};
+use super::{Metrics, StageCtx, StageError};
+use crate::artifacts::dataset::{self, CHUNK_ROWS, DATASET_FILE};
 use crate::data::table::DatasetWriter;
 use crate::data::text::{self, Encoding};
 use crate::data::tokenizer::{Bpe, Encoder, CLS, PAD};
@@ -384,23 +384,16 @@ pub fn run(cfg: &IngestConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     writer.finish()?;
     ctx.progress.finish(&format!("{n} passages"));
 
-    #[derive(serde::Serialize)]
-    struct Skipped<'a> {
-        skipped: Vec<serde_json::Value>,
-        ignored: &'a [String],
-        decoded_as_latin1: &'a [String],
-    }
-    write_json(
-        &ctx.out_dir.join(SKIPPED_FILE),
-        &Skipped {
-            skipped: reading
-                .skipped
-                .iter()
-                .map(|(at, why)| serde_json::json!({ "at": at, "reason": why }))
-                .collect(),
-            ignored: &reading.ignored,
-            decoded_as_latin1: &reading.latin1,
-        },
+    let skipped: Vec<(&str, &str)> = reading
+        .skipped
+        .iter()
+        .map(|(at, why)| (at.as_str(), why.as_str()))
+        .collect();
+    dataset::write_skipped(
+        ctx.out_dir,
+        &skipped,
+        &reading.ignored,
+        Some(&reading.latin1),
     )?;
     tracing::info!(
         documents = docs.len(),
@@ -526,7 +519,7 @@ pub fn read_for_encoder(
 pub fn read_input_for_encoder(
     ctx: &StageCtx,
     role: &str,
-    meta: &super::pretrain::EncoderMeta,
+    meta: &crate::artifacts::encoder::EncoderMeta,
 ) -> Result<crate::data::Dataset, StageError> {
     let dir = &ctx.input(role)?.dir;
     match ctx.entries.get(&meta.dataset_key) {

@@ -7,27 +7,14 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
-use super::corruptions;
-use super::ood_metrics::{auroc, fpr_at_95_tpr, knn_scores, Gaussian};
-use super::pretrain::{embed, load_encoder};
-use super::probe::{accuracy, fit_linear, split_features};
 use super::{mix_seed, write_json, Metrics, StageCtx, StageError};
+use crate::artifacts::encoder::{embed, load_encoder};
+use crate::artifacts::ood::{ScoreRecord, CORRUPTIONS_FILE, SCORES_FILE};
 use crate::data::{Dataset, Split};
+use crate::eval::corruptions;
+use crate::eval::ood::{auroc, fpr_at_95_tpr, knn_scores, Gaussian};
+use crate::eval::probes::{accuracy, fit_linear, split_features};
 use crate::pipeline::{OodEvalConfig, OodScore};
-
-pub const SCORES_FILE: &str = "ood_scores.json";
-pub const CORRUPTIONS_FILE: &str = "corruptions.json";
-
-#[derive(Serialize)]
-struct ScoreRecord {
-    score: &'static str,
-    in_distribution: Vec<f64>,
-    ood: Vec<f64>,
-    auroc: f64,
-    fpr95: f64,
-}
 
 fn check_shape(ds: &Dataset, input: (usize, usize, usize), stage: &str) -> Result<(), StageError> {
     if ds.shape != input {
@@ -102,7 +89,7 @@ pub fn run(cfg: &OodEvalConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
             m.insert(format!("ood.{}.auroc", score.as_str()), a);
             m.insert(format!("ood.{}.fpr95", score.as_str()), f);
             records.push(ScoreRecord {
-                score: score.as_str(),
+                score: score.as_str().to_string(),
                 in_distribution: id,
                 ood: od,
                 auroc: a,

@@ -10,11 +10,14 @@ use rayon::prelude::*;
 
 use serde::{Deserialize, Serialize};
 
-use super::augment::{Views, ViewsRecipe, VIEWS_FILE};
 use super::{
-    ingest::DATASET_FILE, io_err, mix_seed, monitor, permutation, read_json, write_json, Metrics,
-    StageCtx, StageError, TIMING_PREFIX,
+    io_err, mix_seed, permutation, read_json, write_json, Metrics, StageCtx, StageError,
+    TIMING_PREFIX,
 };
+use crate::artifacts::dataset::DATASET_FILE;
+use crate::artifacts::encoder::{embed, save_encoder, EncoderMeta};
+use crate::artifacts::history::{EpochRecord, HISTORY_FILE};
+use crate::artifacts::views::{Views, ViewsRecipe, VIEWS_FILE};
 use crate::data::{table, Dataset, Split};
 use crate::engine::nn::{
     Encoder, EncoderSpec, Init, InputShape, MaeDecoder, Mlp, ParamEntry, ParamKind, ParamStore, Vit,
@@ -22,60 +25,9 @@ use crate::engine::nn::{
 use crate::engine::optim::{self, GradList, OptimSpec, Optimizer, Schedule};
 use crate::engine::text::{MlmHead, TextTransformer};
 use crate::engine::{io, Axis2, Engine, Graph, Tensor};
+use crate::eval::collapse as monitor;
 use crate::pipeline::{Arch, OptimConfig, PretrainConfig};
 use crate::plugins::{ObjectiveInstance, ObjectiveNeeds, Registry, StepInputs};
-
-pub const ENCODER_FILE: &str = "encoder.safetensors";
-pub const ENCODER_META: &str = "encoder.json";
-pub const HISTORY_FILE: &str = "history.json";
-
-/// What a probe needs to rebuild the encoder.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EncoderMeta {
-    pub spec: EncoderSpec,
-    pub input: InputShape,
-    pub embed_dim: usize,
-    pub objective: String,
-    /// Key of the dataset the encoder was trained on.
-    pub dataset_key: String,
-    /// Bottleneck adapters attached by a finetune stage: `(width, layer name filters)`; the
-    /// loader re-attaches them before reading the weights.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub adapters: Option<(usize, Vec<String>)>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EpochRecord {
-    pub epoch: u64,
-    pub loss: f64,
-    pub lr: f64,
-    /// Global gradient norm of the epoch's last optimizer step (before clipping).
-    pub grad_norm: f64,
-    /// Mean per-dimension std of L2-normalised embeddings of a fixed monitor set
-    /// (→ 0 when the representation collapses; about 1/√d when spread out).
-    pub embedding_std: f64,
-    /// The same spread measured on the projector output (absent without a projector). The
-    /// collapse rule watches this one when it exists: collapse shows there first.
-    pub projection_std: Option<f64>,
-    /// Effective rank of the monitor embeddings (1 = collapsed to a line).
-    pub effective_rank: f64,
-    /// Mean squared distance of two views' normalised embeddings (lower = more invariant).
-    pub alignment: f64,
-    /// log E exp(-2‖x−y‖²) over pairs (lower = more uniform on the sphere).
-    pub uniformity: f64,
-    pub reports: BTreeMap<String, f64>,
-    /// Held-out measurements (masked token modelling: `mlm_accuracy`, `mlm_loss`,
-    /// `mlm_perplexity` on test-split sequences with fixed masks).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub validation: BTreeMap<String, f64>,
-}
-
-impl EpochRecord {
-    /// The spread the collapse rule watches: the projector output's when there is one.
-    pub fn watched_spread(&self) -> f64 {
-        self.projection_std.unwrap_or(self.embedding_std)
-    }
-}
 
 /// The encoder for `cfg.model` on data of `shape` (`vocab` for token sequences).
 pub fn encoder_spec(
@@ -362,41 +314,6 @@ impl Model {
             ..ParamStore::default()
         }
     }
-}
-
-/// Embeddings `(n, d)` of dataset rows (eval mode, no augmentation), row-major.
-pub fn embed(
-    e: &Engine,
-    encoder: &Encoder,
-    ps: &mut ParamStore,
-    input: InputShape,
-    ds: &Dataset,
-    rows: &[usize],
-) -> Result<Vec<f32>, StageError> {
-    let mut out = Vec::new();
-    for chunk in rows.chunks(512) {
-        let x = e.tensor(ds.batch_f32(chunk), chunk.len(), input.len())?;
-        let mut g = e.graph(false);
-        out.extend(encoder.forward(ps, &mut g, &x, input, false)?.to_vec());
-    }
-    Ok(out)
-}
-
-/// Load an encoder written by this stage.
-pub fn load_encoder(
-    e: &Engine,
-    dir: &Path,
-) -> Result<(Encoder, ParamStore, EncoderMeta), StageError> {
-    let meta: EncoderMeta = read_json(&dir.join(ENCODER_META))?;
-    let mut ps = ParamStore::default();
-    let encoder = Encoder::new(e, &mut ps, &mut Init::new(0), &meta.spec, meta.input)?;
-    if let Some((width, layers)) = &meta.adapters {
-        let weights = ps.weights_matching(layers);
-        ps.attach_adapters(e, &mut Init::new(0), &weights, *width);
-    }
-    io::load(e, &mut ps, &dir.join(ENCODER_FILE))
-        .map_err(|err| StageError::Failed(err.to_string()))?;
-    Ok((encoder, ps, meta))
 }
 
 /// Augment `batch` through every view, in parallel over samples; deterministic per
@@ -1680,22 +1597,6 @@ fn split_views(g: &mut Graph, t: &Tensor, v: usize, n: usize) -> Result<Vec<Tens
                 .map_err(StageError::from)
         })
         .collect()
-}
-
-pub(crate) fn save_encoder(
-    dir: &Path,
-    ps: &ParamStore,
-    meta: &EncoderMeta,
-) -> Result<(), StageError> {
-    let header = BTreeMap::from([
-        ("format".to_string(), "pretext-encoder-v1".to_string()),
-        (
-            "encoder".to_string(),
-            serde_json::to_string(meta).map_err(|err| io_err(dir, err))?,
-        ),
-    ]);
-    io::save(ps, header, &dir.join(ENCODER_FILE)).map_err(super::engine_err)?;
-    write_json(&dir.join(ENCODER_META), meta)
 }
 
 fn save(

@@ -17,23 +17,16 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use serde::Deserialize;
-
-use super::augment::PREVIEW_FILE;
-use super::curate::AUDIT_FILE;
-use super::ood_eval::{CORRUPTIONS_FILE, SCORES_FILE};
-use super::pretrain::{EpochRecord, HISTORY_FILE};
 use super::{io_err, read_json, Metrics, StageCtx, StageError};
+use crate::artifacts::audit::AUDIT_FILE;
+use crate::artifacts::history::{EpochRecord, HISTORY_FILE};
+use crate::artifacts::metrics;
+use crate::artifacts::ood::{CorruptionGrid, ScoreRecord, CORRUPTIONS_FILE, SCORES_FILE};
+use crate::artifacts::report::{HTML_FILE, MARKDOWN_FILE, PLOTS_DIR};
+use crate::artifacts::views::PREVIEW_FILE;
 use crate::data::{table, Dataset};
 use crate::pipeline::{Expectation, ReportConfig, ReportSource, StageKind};
 use crate::plot::{self, Canvas, Series, XAxis};
-
-pub const HTML_FILE: &str = "report.html";
-pub const MARKDOWN_FILE: &str = "report.md";
-pub const PLOTS_DIR: &str = "plots";
-
-/// The per-stage `metrics.json` the executor writes into every entry.
-const METRICS_FILE: &str = crate::exec::METRICS_FILE;
 
 /// One figure: a PNG in `plots/` and its caption.
 struct Figure {
@@ -96,15 +89,6 @@ pub fn run(cfg: &ReportConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     Ok(m)
 }
 
-/// Reads `metrics.json` (numbers; `null` stands for a NaN).
-fn read_metrics(dir: &Path) -> Result<BTreeMap<String, f64>, StageError> {
-    let raw: BTreeMap<String, Option<f64>> = read_json(&dir.join(METRICS_FILE))?;
-    Ok(raw
-        .into_iter()
-        .map(|(k, v)| (k, v.unwrap_or(f64::NAN)))
-        .collect())
-}
-
 fn bound_text(e: &Expectation) -> String {
     match (e.min, e.max) {
         (Some(a), Some(b)) => format!("{a} ≤ x ≤ {b}"),
@@ -115,7 +99,7 @@ fn bound_text(e: &Expectation) -> String {
 }
 
 fn section(src: &ReportSource, dir: &Path, plots: &Path) -> Result<Section, StageError> {
-    let metrics = read_metrics(dir)?;
+    let metrics = metrics::read(dir)?;
     let mut rows: Vec<Row> = metrics
         .iter()
         .map(|(k, v)| {
@@ -195,7 +179,7 @@ fn section(src: &ReportSource, dir: &Path, plots: &Path) -> Result<Section, Stag
             }
             let corr = dir.join(CORRUPTIONS_FILE);
             if corr.exists() {
-                let grid: BTreeMap<String, BTreeMap<u8, f64>> = read_json(&corr)?;
+                let grid: CorruptionGrid = read_json(&corr)?;
                 let mut sev: Vec<u8> = grid.values().flat_map(|m| m.keys().copied()).collect();
                 sev.sort_unstable();
                 sev.dedup();
@@ -411,15 +395,6 @@ fn class_balance(a: &serde_json::Value) -> Option<(Canvas, String)> {
         a["classes"]["imbalance"].as_f64().unwrap_or(f64::NAN)
     );
     Some((canvas, caption))
-}
-
-#[derive(Deserialize)]
-struct ScoreRecord {
-    score: String,
-    in_distribution: Vec<f64>,
-    ood: Vec<f64>,
-    auroc: f64,
-    fpr95: f64,
 }
 
 fn series(name: &str, points: Vec<(f64, f64)>) -> Series {

@@ -3,17 +3,8 @@
 
 use pretext_plugin::Rng;
 
-/// Every corruption, in report order.
-pub const ALL: [&str; 8] = [
-    "gaussian_noise",
-    "gaussian_blur",
-    "contrast",
-    "brightness",
-    "rotation",
-    "translation",
-    "elastic",
-    "pixelate",
-];
+/// Every corruption, in report order (the names a pipeline may list).
+pub use crate::pipeline::CORRUPTIONS as ALL;
 
 /// Corrupt `img` (`c x h x w`) at `severity` 1..=5; `seed` drives the random ones.
 pub fn apply(

@@ -1,0 +1,80 @@
+//! The encoder artifact: `encoder.safetensors` (weights) and `encoder.json` (what rebuilds the
+//! architecture), written by pretrain and finetune, read by probe, finetune and ood_eval.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{read_json, write_json};
+use crate::data::Dataset;
+use crate::engine::nn::{Encoder, EncoderSpec, Init, InputShape, ParamStore};
+use crate::engine::{io, Engine};
+use crate::error::{engine_err, io_err, StageError};
+
+pub const ENCODER_FILE: &str = "encoder.safetensors";
+pub const ENCODER_META: &str = "encoder.json";
+
+/// What a probe needs to rebuild the encoder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EncoderMeta {
+    pub spec: EncoderSpec,
+    pub input: InputShape,
+    pub embed_dim: usize,
+    pub objective: String,
+    /// Key of the dataset the encoder was trained on.
+    pub dataset_key: String,
+    /// Bottleneck adapters attached by a finetune stage: `(width, layer name filters)`; the
+    /// loader re-attaches them before reading the weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapters: Option<(usize, Vec<String>)>,
+}
+
+/// Embeddings `(n, d)` of dataset rows (eval mode, no augmentation), row-major.
+pub fn embed(
+    e: &Engine,
+    encoder: &Encoder,
+    ps: &mut ParamStore,
+    input: InputShape,
+    ds: &Dataset,
+    rows: &[usize],
+) -> Result<Vec<f32>, StageError> {
+    let mut out = Vec::new();
+    for chunk in rows.chunks(512) {
+        let x = e.tensor(ds.batch_f32(chunk), chunk.len(), input.len())?;
+        let mut g = e.graph(false);
+        out.extend(encoder.forward(ps, &mut g, &x, input, false)?.to_vec());
+    }
+    Ok(out)
+}
+
+/// Load an encoder written by this stage.
+pub fn load_encoder(
+    e: &Engine,
+    dir: &Path,
+) -> Result<(Encoder, ParamStore, EncoderMeta), StageError> {
+    let meta: EncoderMeta = read_json(&dir.join(ENCODER_META))?;
+    let mut ps = ParamStore::default();
+    let encoder = Encoder::new(e, &mut ps, &mut Init::new(0), &meta.spec, meta.input)?;
+    if let Some((width, layers)) = &meta.adapters {
+        let weights = ps.weights_matching(layers);
+        ps.attach_adapters(e, &mut Init::new(0), &weights, *width);
+    }
+    io::load(e, &mut ps, &dir.join(ENCODER_FILE))
+        .map_err(|err| StageError::Failed(err.to_string()))?;
+    Ok((encoder, ps, meta))
+}
+
+/// Write an encoder artifact: the weights (with the metadata in the safetensors header, so
+/// the file stands alone) and `encoder.json`.
+pub fn save_encoder(dir: &Path, ps: &ParamStore, meta: &EncoderMeta) -> Result<(), StageError> {
+    let header = BTreeMap::from([
+        ("format".to_string(), "pretext-encoder-v1".to_string()),
+        (
+            "encoder".to_string(),
+            serde_json::to_string(meta).map_err(|err| io_err(dir, err))?,
+        ),
+    ]);
+    io::save(ps, header, &dir.join(ENCODER_FILE)).map_err(engine_err)?;
+    write_json(&dir.join(ENCODER_META), meta)
+}

@@ -21,8 +21,8 @@ use crate::plugins::Registry;
 
 pub use crate::artifacts::metrics::{Metrics, TIMING_PREFIX};
 pub(crate) use crate::artifacts::{read_json, write_json};
+pub(crate) use crate::error::io_err;
 pub use crate::error::StageError;
-pub(crate) use crate::error::{engine_err, io_err};
 pub use crate::progress::Progress;
 pub use crate::seeds::{mix_seed, permutation, Stream};
 

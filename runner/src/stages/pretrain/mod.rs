@@ -1,0 +1,581 @@
+//! `pretrain`: trains an encoder with an objective plugin on augmented views of the train
+//! split. Writes `encoder.safetensors` + `encoder.json` (what probes load), `history.json`
+//! (loss, learning rate, embedding spread and objective reports per epoch) and metrics.
+
+mod bench;
+mod checkpoint;
+mod health;
+mod model;
+mod step;
+
+pub use bench::{bench, BenchTimes};
+use checkpoint::*;
+use health::*;
+pub use model::encoder_spec;
+use model::*;
+use step::*;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    io_err, mix_seed, permutation, read_json, write_json, Metrics, StageCtx, StageError,
+    TIMING_PREFIX,
+};
+use crate::artifacts::dataset::DATASET_FILE;
+use crate::artifacts::encoder::{embed, save_encoder, EncoderMeta};
+use crate::artifacts::history::{EpochRecord, HISTORY_FILE};
+use crate::artifacts::views::{Views, ViewsRecipe, VIEWS_FILE};
+use crate::data::{table, Dataset, Split};
+use crate::engine::nn::{
+    Encoder, EncoderSpec, Init, InputShape, MaeDecoder, Mlp, ParamEntry, ParamKind, ParamStore, Vit,
+};
+use crate::engine::optim::{self, GradList, OptimSpec, Optimizer, Schedule};
+use crate::engine::text::{MlmHead, TextTransformer};
+use crate::engine::{io, Axis2, Engine, Graph, Tensor};
+use crate::eval::collapse as monitor;
+use crate::pipeline::{Arch, OptimConfig, PretrainConfig};
+use crate::plugins::{ObjectiveInstance, ObjectiveNeeds, Registry, StepInputs};
+
+/// Instantiate the objective (bad parameters fail here); check it against the number of views
+/// the input stage declares, when known.
+pub fn validate(
+    cfg: &PretrainConfig,
+    registry: &Registry,
+    views: Option<usize>,
+) -> Result<Vec<(String, String)>, StageError> {
+    let obj = objective(cfg, registry)?;
+    let needs = obj.needs().map_err(|e| StageError::Input(e.to_string()))?;
+    if let Some(v) = views {
+        if v != needs.views {
+            return Err(StageError::Input(format!(
+                "objective `{}` needs {} views per sample, but its input stage declares {v}; change `views` in the augment stage",
+                cfg.objective.plugin, needs.views
+            )));
+        }
+    }
+    if needs.masked_tokens && !matches!(cfg.model.arch, Arch::Transformer { .. }) {
+        return Err(StageError::Input(format!(
+            "objective `{}` predicts masked tokens, which needs a text transformer: set `model = {{ arch = \"transformer\", ... }}`",
+            cfg.objective.plugin
+        )));
+    }
+    if needs.needs_dropout
+        && !matches!(cfg.model.arch, Arch::Transformer { dropout, .. } if dropout > 0.0)
+    {
+        return Err(StageError::Input(format!(
+            "objective `{}` makes its views differ through dropout, but the model has none: set `model = {{ arch = \"transformer\", dropout = 0.1, ... }}`",
+            cfg.objective.plugin
+        )));
+    }
+    if needs.mask_ratio.is_some() && !matches!(cfg.model.arch, Arch::Vit { .. }) {
+        return Err(StageError::Input(format!(
+            "objective `{}` masks image patches, which needs a vision transformer: set `model = {{ arch = \"vit\", ... }}`",
+            cfg.objective.plugin
+        )));
+    }
+    Ok(vec![(
+        cfg.objective.plugin.clone(),
+        obj.library().digest.clone(),
+    )])
+}
+
+/// Everything a training loop needs, built from the stage config and its input: the views,
+/// the dataset, the objective, the model with its heads, the optimiser state and the schedule.
+struct Prepared {
+    views: Views,
+    ds: Dataset,
+    obj: ObjectiveInstance,
+    needs: ObjectiveNeeds,
+    spec: EncoderSpec,
+    model: Model,
+    st: TrainState,
+    recipe: ViewsRecipe,
+    /// Train-split rows.
+    train: Vec<usize>,
+    /// Batch size (the configured one, at most the train split).
+    bs: usize,
+    batches_per_epoch: usize,
+    total_steps: u64,
+    schedule: Schedule,
+}
+
+fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError> {
+    let e = ctx.engine;
+    let views_dir = &ctx.input("input")?.dir;
+    let recipe: ViewsRecipe = read_json(&views_dir.join(VIEWS_FILE))?;
+    let ds = table::read_dataset(&ctx.entry_by_key(&recipe.dataset_key)?.join(DATASET_FILE))?;
+    let steps: Vec<Vec<(String, serde_json::Value)>> = recipe
+        .views
+        .iter()
+        .map(|v| {
+            v.iter()
+                .map(|s| (s.name.clone(), s.params.clone()))
+                .collect()
+        })
+        .collect();
+    let views = Views::build(&steps, ctx.registry, ds.shape, ds.vocab)?;
+    let obj = objective(cfg, ctx.registry)?;
+    let needs = obj.needs()?;
+    if needs.views != views.count() {
+        return Err(StageError::Input(format!(
+            "objective `{}` needs {} views, the input declares {}",
+            cfg.objective.plugin,
+            needs.views,
+            views.count()
+        )));
+    }
+    let (c, h, w) = views.output_shape;
+    let input = InputShape {
+        channels: c,
+        height: h,
+        width: w,
+    };
+    let spec = encoder_spec(cfg, views.output_shape, ds.vocab)?;
+    let mut ps = ParamStore::default();
+    let model = Model::new(
+        e,
+        &mut ps,
+        &spec,
+        input,
+        &needs,
+        mix_seed(ctx.seed, super::Stream::ModelInit, 0, 0, 0),
+    )?;
+    let train = ds.rows(Split::Train);
+    if train.len() < 2 {
+        return Err(StageError::Input(
+            "the train split has fewer than 2 samples".into(),
+        ));
+    }
+    let bs = cfg.batch_size.min(train.len()).max(2);
+    let batches_per_epoch = train.len() / bs + usize::from(train.len() % bs >= 2);
+    let accumulate = (cfg.accumulate as usize).max(1);
+    // The last batch of an epoch always completes an optimizer step.
+    let steps_per_epoch = batches_per_epoch.div_ceil(accumulate) as u64;
+    let total_steps = cfg.epochs * steps_per_epoch;
+    let schedule = Schedule {
+        base_lr: cfg.optim.lr,
+        warmup_steps: cfg.optim.warmup_epochs * steps_per_epoch,
+        total_steps,
+        cosine: cfg.optim.schedule == crate::pipeline::Schedule::Cosine,
+    };
+    let st = TrainState {
+        teacher: needs.ema_teacher.map(|_| ps.clone()),
+        opt: Optimizer::new(optim_spec(&cfg.optim), &ps),
+        ps,
+        objective_state: HashMap::new(),
+        history: Vec::new(),
+        step: 0,
+    };
+    Ok(Prepared {
+        views,
+        ds,
+        obj,
+        needs,
+        spec,
+        model,
+        st,
+        recipe,
+        train,
+        bs,
+        batches_per_epoch,
+        total_steps,
+        schedule,
+    })
+}
+
+pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
+    let e = ctx.engine;
+    let mut p = prepare(cfg, ctx)?;
+    let mut first_epoch = 0;
+    if let Some(dir) = ctx.checkpoint_dir {
+        if let Some(done) = load_checkpoint(e, dir, &mut p.st)? {
+            tracing::info!(epochs_done = done, checkpoint = %dir.display(), "resuming from checkpoint");
+            first_epoch = done;
+        }
+    }
+    let monitor: Vec<usize> = permutation(
+        p.train.len(),
+        mix_seed(ctx.seed, super::Stream::MonitorSamples, 0, 0, 0),
+    )
+    .into_iter()
+    .take(1024)
+    .map(|i| p.train[i])
+    .collect();
+    let started = Instant::now();
+    let d = p.spec.embed_dim();
+    tracing::info!(
+        objective = %cfg.objective.plugin, params = p.st.ps.trainable_count(), train = p.train.len(),
+        batch = p.bs, epochs = cfg.epochs, "pretraining"
+    );
+    // The collapse rule (see `Collapse`): the threshold for the watched output's width, and
+    // the spread before training, which the first epoch is compared with.
+    let watched_width = p.model.projector.as_ref().map_or(d, |pr| pr.output_width());
+    let rule = Collapse::new(cfg.collapse.min_std, watched_width);
+    let initial_spread = if rule.on() && first_epoch == 0 && p.model.mlm.is_none() {
+        Some(
+            health(
+                e,
+                &p.model,
+                &mut p.st.ps,
+                &p.views,
+                &p.ds,
+                &monitor,
+                ctx.seed,
+                d,
+            )?
+            .watched(),
+        )
+    } else {
+        None
+    };
+    let mut unhealthy = rule.streak(initial_spread, &p.st.history);
+    for epoch in first_epoch..cfg.epochs {
+        let t0 = Instant::now();
+        let sums = p.train_epoch(cfg, ctx, epoch)?;
+        let hl = health(
+            e,
+            &p.model,
+            &mut p.st.ps,
+            &p.views,
+            &p.ds,
+            &monitor,
+            ctx.seed,
+            d,
+        )?;
+        let validation = match &p.model.mlm {
+            Some(head) => mlm_validation(e, &p.model, head, &p.st.ps, &p.views, &p.ds, ctx.seed)?,
+            None => BTreeMap::new(),
+        };
+        let rec = sums.record(
+            epoch,
+            p.schedule.lr(p.st.step.saturating_sub(1)),
+            hl,
+            validation,
+        );
+        show_epoch(ctx, &rec, t0);
+        let spread = rec.watched_spread();
+        let previous =
+            p.st.history
+                .last()
+                .map(|r| r.watched_spread())
+                .or(initial_spread);
+        // Predicting masked tokens cannot collapse to a constant (the targets are the data),
+        // and mean-pooled MLM states are narrow by nature: the rule would only misfire.
+        let collapsed_now = p.model.mlm.is_none() && rule.collapsing(spread, previous);
+        p.st.history.push(rec.clone());
+        if collapsed_now {
+            unhealthy += 1;
+            if unhealthy >= cfg.collapse.patience {
+                return Err(collapse_error(
+                    cfg,
+                    ctx,
+                    &rec,
+                    &rule,
+                    watched_width,
+                    unhealthy,
+                ));
+            }
+        } else {
+            unhealthy = 0;
+            if let Some(dir) = ctx.checkpoint_dir {
+                save_checkpoint(e, dir, &p.st, epoch + 1)?;
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    save(
+        ctx.out_dir,
+        &p.model,
+        &p.st.ps,
+        &p.spec,
+        &cfg.objective.plugin,
+        &p.recipe.dataset_key,
+    )?;
+    write_json(&ctx.out_dir.join(HISTORY_FILE), &p.st.history)?;
+    let mut m = Metrics::new();
+    m.insert("epochs".into(), cfg.epochs as f64);
+    m.insert("steps".into(), p.st.step as f64);
+    m.insert(format!("{TIMING_PREFIX}seconds"), seconds);
+    let trained_epochs = (cfg.epochs - first_epoch).max(1) as f64;
+    m.insert(
+        format!("{TIMING_PREFIX}images_per_second"),
+        (trained_epochs * p.train.len() as f64 * p.views.count() as f64) / seconds.max(1e-9),
+    );
+    m.insert(
+        "parameters".into(),
+        p.model.encoder_store(&p.st.ps).trainable_count() as f64,
+    );
+    if let Some(last) = p.st.history.last() {
+        last_epoch_metrics(last, &mut m);
+    }
+    Ok(m)
+}
+
+/// The metrics of the last epoch: loss, collapse metrics, objective reports, validation.
+fn last_epoch_metrics(last: &EpochRecord, m: &mut Metrics) {
+    m.insert("loss".into(), last.loss);
+    m.insert("embedding_std".into(), last.embedding_std);
+    if let Some(p) = last.projection_std {
+        m.insert("projection_std".into(), p);
+    }
+    m.insert("effective_rank".into(), last.effective_rank);
+    m.insert("alignment".into(), last.alignment);
+    m.insert("uniformity".into(), last.uniformity);
+    for (k, v) in &last.reports {
+        m.insert(format!("objective.{k}"), *v);
+    }
+    for (k, v) in &last.validation {
+        m.insert(format!("validation.{k}"), *v);
+    }
+}
+
+/// The end of an epoch for people: the progress line and a tracing event.
+fn show_epoch(ctx: &StageCtx, rec: &EpochRecord, t0: Instant) {
+    let val = match (
+        rec.validation.get("mlm_accuracy"),
+        rec.validation.get("mlm_perplexity"),
+    ) {
+        (Some(a), Some(p)) => format!("  val-acc {a:.4}  val-ppl {p:.2}"),
+        _ => String::new(),
+    };
+    ctx.progress.finish(&format!(
+        "loss {:.4}  emb-std {:.4}  rank {:.1}{val}",
+        rec.loss, rec.embedding_std, rec.effective_rank
+    ));
+    tracing::info!(
+        epoch = rec.epoch,
+        loss = rec.loss,
+        embedding_std = rec.embedding_std,
+        effective_rank = rec.effective_rank,
+        projection_std = rec.projection_std,
+        alignment = rec.alignment,
+        uniformity = rec.uniformity,
+        seconds = t0.elapsed().as_secs_f64(),
+        "epoch done"
+    );
+}
+
+/// The error of a representation that collapsed for `unhealthy` epochs in a row.
+fn collapse_error(
+    cfg: &PretrainConfig,
+    ctx: &StageCtx,
+    rec: &EpochRecord,
+    rule: &Collapse,
+    watched_width: usize,
+    unhealthy: u64,
+) -> StageError {
+    let kept = match ctx.checkpoint_dir {
+        Some(dir) if dir.join(CHECKPOINT_META).exists() => {
+            format!("; the last good checkpoint is kept in {}", dir.display())
+        }
+        _ => String::new(),
+    };
+    StageError::Failed(format!(
+        "representation collapsed: the {} spread (std of L2-normalised outputs) was {:.5} at epoch {}, below collapse.min_std = {} (scaled to {:.5} for {} dimensions) and not recovering for {} epoch(s) (encoder effective rank {:.2}){kept}. Check the objective's collapse-avoidance settings (predictor, negatives, variance terms) or lower the learning rate",
+        if rec.projection_std.is_some() { "projection" } else { "embedding" },
+        rec.watched_spread(), rec.epoch, cfg.collapse.min_std, rule.threshold, watched_width,
+        unhealthy, rec.effective_rank
+    ))
+}
+
+/// What one epoch's optimiser updates add up to.
+#[derive(Default)]
+struct EpochSums {
+    loss_sum: f64,
+    loss_n: usize,
+    /// The loss of the last micro-batch (for the progress line).
+    last_loss: f64,
+    reports: BTreeMap<String, (f64, usize)>,
+    /// Global gradient norm of the last update (before clipping).
+    grad_norm: f64,
+}
+
+impl EpochSums {
+    fn add(&mut self, sv: StepValues) {
+        for l in &sv.losses {
+            self.loss_sum += l;
+            self.loss_n += 1;
+            self.last_loss = *l;
+        }
+        for (k, v) in sv.reports {
+            let r = self.reports.entry(k).or_insert((0.0, 0));
+            r.0 += v as f64;
+            r.1 += 1;
+        }
+        self.grad_norm = sv.grad_norm;
+    }
+
+    fn record(
+        self,
+        epoch: u64,
+        lr: f64,
+        hl: Health,
+        validation: BTreeMap<String, f64>,
+    ) -> EpochRecord {
+        EpochRecord {
+            epoch: epoch + 1,
+            loss: self.loss_sum / self.loss_n.max(1) as f64,
+            lr,
+            grad_norm: self.grad_norm,
+            embedding_std: hl.std,
+            projection_std: hl.proj_std,
+            effective_rank: hl.rank,
+            alignment: hl.alignment,
+            uniformity: hl.uniformity,
+            reports: self
+                .reports
+                .into_iter()
+                .map(|(k, (s, n))| (k, s / n as f64))
+                .collect(),
+            validation,
+        }
+    }
+}
+
+impl Prepared {
+    /// One epoch of optimiser steps. The next batch's views are produced on another thread
+    /// while this one trains; every draw is seeded per sample, so the views do not depend on
+    /// this overlap.
+    fn train_epoch(
+        &mut self,
+        cfg: &PretrainConfig,
+        ctx: &StageCtx,
+        epoch: u64,
+    ) -> Result<EpochSums, StageError> {
+        let order = permutation(
+            self.train.len(),
+            mix_seed(ctx.seed, super::Stream::EpochOrder, epoch, 0, 0),
+        );
+        let n_batches = self.batches_per_epoch;
+        ctx.progress.start(
+            &format!("epoch {}/{}", epoch + 1, cfg.epochs),
+            n_batches as u64,
+        );
+        let (ahead, batches) = std::sync::mpsc::sync_channel::<Result<Batch, StageError>>(1);
+        let producer = {
+            let (views, ds, needs, order, train) =
+                (&self.views, &self.ds, &self.needs, &order, &self.train);
+            let (seed, bs) = (ctx.seed, self.bs);
+            move || {
+                for b in 0..n_batches {
+                    let rows: Vec<usize> = order[b * bs..((b + 1) * bs).min(order.len())]
+                        .iter()
+                        .map(|&i| train[i])
+                        .collect();
+                    let batch = Batch::load(views, ds, needs, &rows, seed, epoch);
+                    let failed = batch.is_err();
+                    if ahead.send(batch).is_err() || failed {
+                        break;
+                    }
+                }
+            }
+        };
+        let (e, model, st, obj) = (ctx.engine, &self.model, &mut self.st, &mut self.obj);
+        let (needs, schedule, total_steps) = (&self.needs, &self.schedule, self.total_steps);
+        let accumulate = (cfg.accumulate as usize).max(1);
+        let mut sums = EpochSums {
+            last_loss: f64::NAN,
+            ..EpochSums::default()
+        };
+        std::thread::scope(|scope| -> Result<(), StageError> {
+            // Owned here, so an early return drops it and the producer's next send fails.
+            let batches = batches;
+            scope.spawn(producer);
+            let mut acc: Option<GradList> = None;
+            // Losses and reports of the micro-batches since the last update, read at the update.
+            let mut pending: Vec<Pending> = Vec::new();
+            for b in 0..n_batches {
+                let batch = batches.recv().map_err(|_| {
+                    StageError::Failed("the view-producing thread stopped unexpectedly".into())
+                })??;
+                let (loss_t, grads, reps) =
+                    batch.train(e, model, st, obj, total_steps, ctx.seed)?;
+                match &mut acc {
+                    Some(a) => optim::accumulate(a, grads),
+                    None => acc = Some(grads),
+                }
+                pending.push((loss_t, reps));
+                if pending.len() == accumulate || b + 1 == n_batches {
+                    let gs = acc.take().expect("at least one micro-batch");
+                    let batch_losses = std::mem::take(&mut pending);
+                    let sv = update(
+                        e,
+                        st,
+                        needs,
+                        obj,
+                        gs,
+                        batch_losses,
+                        cfg.grad_clip,
+                        schedule,
+                        total_steps,
+                        epoch,
+                    )
+                    .map_err(|err| with_divergence_hint(err, cfg, ctx, st.step, schedule))?;
+                    sums.add(sv);
+                    if !sums.grad_norm.is_finite() {
+                        return Err(StageError::Failed(format!(
+                            "the gradient norm is {} at epoch {} step {}; {}",
+                            sums.grad_norm,
+                            epoch + 1,
+                            st.step,
+                            divergence_hint(
+                                st.step,
+                                cfg.optim.lr,
+                                schedule.lr(st.step),
+                                ctx.checkpoint_dir
+                            )
+                        )));
+                    }
+                }
+                ctx.progress
+                    .advance(1, &format!("loss {:.4}", sums.last_loss));
+            }
+            Ok(())
+        })?;
+        Ok(sums)
+    }
+}
+
+/// A non-finite loss from the objective, with advice on what to change.
+fn with_divergence_hint(
+    err: StageError,
+    cfg: &PretrainConfig,
+    ctx: &StageCtx,
+    step: u64,
+    schedule: &Schedule,
+) -> StageError {
+    match err {
+        StageError::Failed(m) if m.contains(crate::plugins::host::NON_FINITE_LOSS) => {
+            StageError::Failed(format!(
+                "{m}; {}",
+                divergence_hint(step, cfg.optim.lr, schedule.lr(step), ctx.checkpoint_dir)
+            ))
+        }
+        other => other,
+    }
+}
+
+fn save(
+    dir: &Path,
+    model: &Model,
+    ps: &ParamStore,
+    spec: &EncoderSpec,
+    objective: &str,
+    dataset_key: &str,
+) -> Result<(), StageError> {
+    let meta = EncoderMeta {
+        spec: spec.clone(),
+        input: model.input,
+        embed_dim: spec.embed_dim(),
+        objective: objective.to_string(),
+        dataset_key: dataset_key.to_string(),
+        adapters: None,
+    };
+    save_encoder(dir, &model.encoder_store(ps), &meta)
+}

@@ -1,0 +1,251 @@
+//! The model pretraining trains: the encoder with its projector, predictor or decoder heads,
+//! built from the stage's `model` table, and the objective and optimiser it is trained with.
+
+use super::*;
+
+/// The encoder for `cfg.model` on data of `shape` (`vocab` for token sequences).
+pub fn encoder_spec(
+    cfg: &PretrainConfig,
+    shape: (usize, usize, usize),
+    vocab: Option<usize>,
+) -> Result<EncoderSpec, StageError> {
+    if vocab.is_some() && !matches!(cfg.model.arch, Arch::Transformer { .. }) {
+        return Err(StageError::Input(
+            "the dataset holds token sequences (text): set `model = { arch = \"transformer\", ... }`".into(),
+        ));
+    }
+    Ok(match &cfg.model.arch {
+        Arch::Transformer {
+            dim,
+            depth,
+            heads,
+            pool,
+            dropout,
+        } => {
+            let Some(vocab) = vocab else {
+                return Err(StageError::Input(
+                    "`model.arch = \"transformer\"` reads token sequences, but the dataset holds images; use arch = \"vit\" for images, or ingest text with format = \"text\"".into(),
+                ));
+            };
+            EncoderSpec::Text {
+                vocab,
+                seq_len: shape.2,
+                dim: *dim,
+                depth: *depth,
+                heads: *heads,
+                cls_pool: *pool == crate::pipeline::Pool::Cls,
+                dropout: *dropout as f32,
+                embed_dim: cfg.model.embed_dim,
+            }
+        }
+        Arch::Mlp { hidden } => EncoderSpec::Mlp {
+            hidden: hidden.clone(),
+            embed_dim: cfg.model.embed_dim,
+            batch_norm: cfg.model.batch_norm,
+        },
+        Arch::Convnet { width, flatten } => EncoderSpec::ConvNet {
+            width: *width,
+            embed_dim: cfg.model.embed_dim,
+            batch_norm: cfg.model.batch_norm,
+            flatten: *flatten,
+        },
+        Arch::Vit {
+            patch,
+            dim,
+            depth,
+            heads,
+            pool,
+        } => EncoderSpec::Vit {
+            patch: *patch,
+            dim: *dim,
+            depth: *depth,
+            heads: *heads,
+            cls_token: *pool == crate::pipeline::Pool::Cls,
+            embed_dim: cfg.model.embed_dim,
+        },
+        Arch::Resnet { width, blocks } => EncoderSpec::ResNet {
+            width: *width,
+            blocks: *blocks,
+            embed_dim: cfg.model.embed_dim,
+            batch_norm: cfg.model.batch_norm,
+        },
+    })
+}
+
+pub(super) fn optim_spec(o: &OptimConfig) -> OptimSpec {
+    match o.optimizer {
+        crate::pipeline::Optimizer::Lars { momentum, eta } => OptimSpec::Lars {
+            momentum: momentum as f32,
+            weight_decay: o.weight_decay as f32,
+            eta: eta as f32,
+        },
+        crate::pipeline::Optimizer::Sgd { momentum } => OptimSpec::Sgd {
+            momentum: momentum as f32,
+            weight_decay: o.weight_decay as f32,
+            nesterov: false,
+        },
+        crate::pipeline::Optimizer::AdamW { betas } => OptimSpec::AdamW {
+            beta1: betas[0] as f32,
+            beta2: betas[1] as f32,
+            eps: 1e-8,
+            weight_decay: o.weight_decay as f32,
+        },
+    }
+}
+
+pub(super) fn objective(
+    cfg: &PretrainConfig,
+    registry: &Registry,
+) -> Result<ObjectiveInstance, StageError> {
+    let name = &cfg.objective.plugin;
+    let found = registry
+        .objectives
+        .get(name)
+        .ok_or_else(|| StageError::Input(registry.not_found("objective", name)))?;
+    let params = cfg
+        .objective
+        .params
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    ObjectiveInstance::create(found, name, &params).map_err(|e| StageError::Input(e.to_string()))
+}
+
+/// Encoder plus the heads the objective asked for, all in one [`ParamStore`]: the encoder's
+/// entries come first (`enc_len` of them), so the saved encoder is a prefix of the store.
+pub(super) struct Model {
+    pub(super) input: InputShape,
+    pub(super) encoder: Encoder,
+    pub(super) enc_len: usize,
+    pub(super) projector: Option<Mlp>,
+    pub(super) predictor: Option<Mlp>,
+    pub(super) decoder: Option<Mlp>,
+    /// Masked patch modelling: the mask ratio and the MAE decoder.
+    pub(super) mae: Option<(f64, MaeDecoder)>,
+    /// Masked token modelling: the prediction head over the vocabulary.
+    pub(super) mlm: Option<MlmHead>,
+}
+
+/// The outputs of one forward pass over all views (rows: view-major).
+pub(super) struct Outputs {
+    pub(super) emb: Tensor,
+    pub(super) proj: Option<Tensor>,
+    pub(super) pred: Option<Tensor>,
+    pub(super) dec: Option<Tensor>,
+}
+
+impl Model {
+    pub(super) fn new(
+        e: &Engine,
+        ps: &mut ParamStore,
+        spec: &EncoderSpec,
+        input: InputShape,
+        needs: &ObjectiveNeeds,
+        seed: u64,
+    ) -> Result<Model, StageError> {
+        let mut init = Init::new(seed);
+        let encoder = Encoder::new(e, ps, &mut init, spec, input)?;
+        let enc_len = ps.entries.len();
+        let mlp = |ps: &mut ParamStore,
+                   init: &mut Init,
+                   name: &str,
+                   inp: usize,
+                   hidden: usize,
+                   layers: usize,
+                   out: usize| {
+            let mut widths = vec![inp];
+            widths.extend(std::iter::repeat(hidden).take(layers.saturating_sub(1)));
+            widths.push(out);
+            Mlp::new(e, ps, init, name, &widths, true)
+        };
+        let projector = needs
+            .projector
+            .map(|(h, o, l)| mlp(ps, &mut init, "projector", spec.embed_dim(), h, l, o));
+        let proj_out = needs.projector.map_or(spec.embed_dim(), |p| p.1);
+        let predictor = needs
+            .predictor_hidden
+            .map(|h| mlp(ps, &mut init, "predictor", proj_out, h, 2, proj_out));
+        let decoder = needs.decoder.map(|(h, l)| {
+            mlp(
+                ps,
+                &mut init,
+                "decoder",
+                spec.embed_dim(),
+                h,
+                l,
+                input.len(),
+            )
+        });
+        let mae = match (needs.mask_ratio, &encoder) {
+            (None, _) => None,
+            (Some(ratio), Encoder::Vit(vit)) => {
+                Some((ratio, MaeDecoder::new(e, ps, &mut init, vit, input, 4)))
+            }
+            (Some(_), _) => {
+                return Err(StageError::Input(
+                    "masked patch modelling needs `model.arch = \"vit\"`".into(),
+                ))
+            }
+        };
+        let mlm =
+            match (needs.masked_tokens, &encoder) {
+                (false, _) => None,
+                (true, Encoder::Text(t)) => {
+                    Some(MlmHead::new(e, ps, &mut init, t.spec().dim, t.spec().vocab))
+                }
+                (true, _) => return Err(StageError::Input(
+                    "masked token modelling needs `model.arch = \"transformer\"` on a text dataset"
+                        .into(),
+                )),
+            };
+        Ok(Model {
+            input,
+            encoder,
+            enc_len,
+            projector,
+            predictor,
+            decoder,
+            mae,
+            mlm,
+        })
+    }
+
+    /// Forward through the encoder and heads. `full = false` stops after the projector (the
+    /// EMA teacher needs no predictor or decoder).
+    pub(super) fn forward(
+        &self,
+        ps: &mut ParamStore,
+        g: &mut Graph,
+        x: &Tensor,
+        train: bool,
+        full: bool,
+    ) -> Result<Outputs, StageError> {
+        let emb = self.encoder.forward(ps, g, x, self.input, train)?;
+        let proj = self
+            .projector
+            .as_ref()
+            .map(|p| p.forward(ps, g, &emb, train))
+            .transpose()?;
+        let pred = match (&self.predictor, &proj, full) {
+            (Some(p), Some(z), true) => Some(p.forward(ps, g, z, train)?),
+            _ => None,
+        };
+        let dec = match (&self.decoder, full) {
+            (Some(d), true) => Some(d.forward(ps, g, &emb, train)?),
+            _ => None,
+        };
+        Ok(Outputs {
+            emb,
+            proj,
+            pred,
+            dec,
+        })
+    }
+
+    pub(super) fn encoder_store(&self, ps: &ParamStore) -> ParamStore {
+        ParamStore {
+            entries: ps.entries[..self.enc_len].to_vec(),
+            ..ParamStore::default()
+        }
+    }
+}

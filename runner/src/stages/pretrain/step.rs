@@ -1,0 +1,468 @@
+//! One training step: a batch's views, the forward pass through the objective (or MAE's or
+//! MLM's own loss), backward, gradient accumulation and the optimiser update.
+
+use super::*;
+
+/// One optimiser step from accumulated gradients (`micro` micro-batches): average, clip or
+/// measure the global norm, apply with the scheduled learning rate, move the EMA teacher.
+/// Returns the gradient norm; a non-finite norm applies nothing (the caller reports it).
+/// One micro-batch's loss and the objective's reports, still on the device.
+pub(super) type Pending = (Tensor, Vec<(String, Tensor)>);
+
+/// A training step's result: the loss and reports (on the device) and the gradients.
+pub(super) type StepResult = (Tensor, GradList, Vec<(String, Tensor)>);
+
+/// What one optimiser step read back from the device, in one transfer.
+pub(super) struct StepValues {
+    /// One loss per micro-batch.
+    pub(super) losses: Vec<f64>,
+    /// Every report of every micro-batch, in order.
+    pub(super) reports: Vec<(String, f32)>,
+    pub(super) grad_norm: f64,
+}
+
+/// Average the micro-batches' gradients, read the losses, the gradient norm and the reports
+/// back in one device-to-host transfer, and (when all are finite) clip and apply the update.
+/// A non-finite loss is the objective's error; a non-finite norm is returned for the caller
+/// to report (nothing is applied).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn update(
+    e: &Engine,
+    st: &mut TrainState,
+    needs: &ObjectiveNeeds,
+    obj: &ObjectiveInstance,
+    mut gs: GradList,
+    pending: Vec<Pending>,
+    grad_clip: Option<f64>,
+    schedule: &Schedule,
+    total_steps: u64,
+    epoch: u64,
+) -> Result<StepValues, StageError> {
+    let micro = pending.len();
+    if micro > 1 {
+        optim::scale(&mut gs, 1.0 / micro as f32);
+    }
+    let norm = optim::global_norm_tensor(e, &gs);
+    let mut read: Vec<&Tensor> = pending.iter().map(|(l, _)| l).collect();
+    read.push(&norm);
+    read.extend(pending.iter().flat_map(|(_, r)| r.iter().map(|(_, t)| t)));
+    let vals = e.read_scalars(&read)?;
+    let losses: Vec<f64> = vals[..micro].iter().map(|v| *v as f64).collect();
+    let grad_norm = vals[micro] as f64;
+    let reports = pending
+        .iter()
+        .flat_map(|(_, r)| r.iter().map(|(k, _)| k.clone()))
+        .zip(vals[micro + 1..].iter().copied())
+        .collect();
+    if let Some(bad) = losses.iter().find(|v| !v.is_finite()) {
+        return Err(obj.non_finite_loss(*bad, epoch as u32, st.step).into());
+    }
+    let out = StepValues {
+        losses,
+        reports,
+        grad_norm,
+    };
+    if !grad_norm.is_finite() {
+        return Ok(out);
+    }
+    if let Some(max) = grad_clip {
+        optim::clip_to(&mut gs, grad_norm, max);
+    }
+    st.opt.apply(&mut st.ps, &gs, schedule.lr(st.step) as f32);
+    if let (Some(t), Some((m0, m1))) = (&mut st.teacher, needs.ema_teacher) {
+        let m = optim::cosine_ramp(m0, m1, st.step, total_steps);
+        optim::ema_update(t, &st.ps, m as f32);
+    }
+    st.step += 1;
+    Ok(out)
+}
+
+/// One batch of training rows, its views produced.
+pub(super) struct Batch {
+    pub(super) augmented: Vec<Vec<f32>>,
+    /// The unaugmented samples, for objectives with a decoder.
+    pub(super) originals: Option<Vec<f32>>,
+    pub(super) ids: Vec<u64>,
+    pub(super) epoch: u64,
+}
+
+impl Batch {
+    pub(super) fn load(
+        views: &Views,
+        ds: &Dataset,
+        needs: &ObjectiveNeeds,
+        rows: &[usize],
+        seed: u64,
+        epoch: u64,
+    ) -> Result<Batch, StageError> {
+        Ok(Batch {
+            augmented: augment_batch(views, ds, rows, seed, epoch, needs.masked_tokens)?,
+            originals: needs.decoder.map(|_| ds.batch_f32(rows)),
+            ids: rows.iter().map(|&r| ds.ids[r]).collect(),
+            epoch,
+        })
+    }
+
+    /// Forward, loss and backward on this batch at the state's current step.
+    pub(super) fn train(
+        self,
+        e: &Engine,
+        model: &Model,
+        st: &mut TrainState,
+        obj: &mut ObjectiveInstance,
+        total_steps: u64,
+        seed: u64,
+    ) -> Result<StepResult, StageError> {
+        let n = self.ids.len();
+        let sc = StepCtx {
+            epoch: self.epoch,
+            step: st.step,
+            total_steps,
+            seed,
+            ids: &self.ids,
+        };
+        train_step(e, model, st, obj, self.augmented, self.originals, n, sc)
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(super) struct StepCtx<'a> {
+    pub(super) epoch: u64,
+    pub(super) step: u64,
+    pub(super) total_steps: u64,
+    pub(super) seed: u64,
+    /// Sample ids of the batch (per-sample randomness such as MAE masks).
+    pub(super) ids: &'a [u64],
+}
+
+/// One forward/backward pass over a batch of `n` samples in every view; returns the loss,
+/// the gradients of the student's parameters, and the objective's reports.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn train_step(
+    e: &Engine,
+    model: &Model,
+    st: &mut TrainState,
+    obj: &mut ObjectiveInstance,
+    augmented: Vec<Vec<f32>>,
+    originals: Option<Vec<f32>>,
+    n: usize,
+    sc: StepCtx,
+) -> Result<StepResult, StageError> {
+    if let (Some((ratio, dec)), Encoder::Vit(vit)) = (&model.mae, &model.encoder) {
+        return mae_step(e, model, vit, *ratio, dec, st, obj, &augmented[0], n, sc);
+    }
+    if let (Some(head), Encoder::Text(text)) = (&model.mlm, &model.encoder) {
+        return mlm_step(e, text, head, st, obj, &augmented[0], n, sc);
+    }
+    let v = augmented.len();
+    let d = model.input.len();
+    // One upload of every view; the per-view inputs an objective may read are slices of it
+    // on the device.
+    let x = e.tensor(augmented.concat(), v * n, d)?.as_input();
+    let view_inputs: Vec<Tensor> = split_views(&mut e.graph(false), &x, v, n)?
+        .into_iter()
+        .map(Tensor::as_input)
+        .collect();
+    let originals = originals.map(|o| e.tensor(o, n, d)).transpose()?;
+    // The EMA teacher sees the same batch without recording gradients.
+    let targets = match &mut st.teacher {
+        Some(t) => {
+            let mut tg = e.graph(false);
+            let out = model.forward(t, &mut tg, &x, true, false)?;
+            let z = out.proj.unwrap_or(out.emb);
+            Some(split_views(&mut tg, &z, v, n)?)
+        }
+        None => None,
+    };
+    let mut g = e.graph(true);
+    g.set_seed(mix_seed(
+        sc.seed,
+        crate::seeds::Stream::Dropout,
+        sc.step,
+        0,
+        0,
+    ));
+    // All views go through the student as one batch; the heads see the same batch.
+    let out = model.forward(&mut st.ps, &mut g, &x, true, true)?;
+    let emb_v = split_views(&mut g, &out.emb, v, n)?;
+    let proj_v = out
+        .proj
+        .as_ref()
+        .map(|p| split_views(&mut g, p, v, n))
+        .transpose()?;
+    let pred_v = out
+        .pred
+        .as_ref()
+        .map(|p| split_views(&mut g, p, v, n))
+        .transpose()?;
+    let dec_v = out
+        .dec
+        .as_ref()
+        .map(|p| split_views(&mut g, p, v, n))
+        .transpose()?;
+    let inputs = StepInputs {
+        embeddings: &emb_v,
+        projections: proj_v.as_deref(),
+        predictions: pred_v.as_deref(),
+        targets: targets.as_deref(),
+        view_inputs: Some(&view_inputs),
+        originals: originals.as_ref(),
+        decoded: dec_v.as_deref(),
+        masked_patches: None,
+        masked_tokens: None,
+        epoch: sc.epoch as u32,
+        step: sc.step,
+        total_steps: sc.total_steps,
+    };
+    objective_step(e, g, obj, st, &inputs)
+}
+
+/// One masked-patch-modelling step: each sample hides a random `ratio` of its patches
+/// (seeded per sample and epoch), the ViT encodes the visible ones, the decoder predicts all.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn mae_step(
+    e: &Engine,
+    model: &Model,
+    vit: &Vit,
+    ratio: f64,
+    dec: &MaeDecoder,
+    st: &mut TrainState,
+    obj: &mut ObjectiveInstance,
+    view: &[f32],
+    n: usize,
+    sc: StepCtx,
+) -> Result<StepResult, StageError> {
+    let t = vit.num_tokens();
+    let keep = ((t as f64 * (1.0 - ratio)).round() as usize).clamp(1, t - 1);
+    let visible: Vec<Vec<usize>> = sc
+        .ids
+        .iter()
+        .map(|&id| {
+            let mut v: Vec<usize> = permutation(
+                t,
+                mix_seed(sc.seed, crate::seeds::Stream::MaeMask, sc.epoch, id, 0),
+            )
+            .into_iter()
+            .take(keep)
+            .collect();
+            v.sort_unstable();
+            v
+        })
+        .collect();
+    let mut mask = vec![1f32; n * t];
+    for (b, vis) in visible.iter().enumerate() {
+        for &i in vis {
+            mask[b * t + i] = 0.0;
+        }
+    }
+    let x = e.tensor(view.to_vec(), n, model.input.len())?;
+    let targets = vit.patches(&mut e.graph(false), &x, model.input)?;
+    let mask = e.tensor(mask, n * t, 1)?;
+    let mut g = e.graph(true);
+    let tok = vit.tokens(&st.ps, &mut g, &x, model.input)?;
+    let vis_idx: Vec<usize> = visible
+        .iter()
+        .enumerate()
+        .flat_map(|(b, v)| v.iter().map(move |&i| b * t + i))
+        .collect();
+    let vis = g.select_rows(&tok, &vis_idx)?;
+    let (h, per) = vit.run_blocks(&st.ps, &mut g, &vis, n, keep)?;
+    let emb = vit.pool(&st.ps, &mut g, &h, n, per)?;
+    let enc_tokens = if vit.has_cls() {
+        let idx: Vec<usize> = (0..n)
+            .flat_map(|b| (1..per).map(move |i| b * per + i))
+            .collect();
+        g.select_rows(&h, &idx)?
+    } else {
+        h
+    };
+    let pred = dec.forward(&st.ps, &mut g, &enc_tokens, &visible)?;
+    let view_inputs = [x];
+    let inputs = StepInputs {
+        embeddings: std::slice::from_ref(&emb),
+        projections: None,
+        predictions: None,
+        targets: None,
+        view_inputs: Some(&view_inputs),
+        originals: None,
+        decoded: None,
+        masked_patches: Some((&pred, &targets, &mask)),
+        masked_tokens: None,
+        epoch: sc.epoch as u32,
+        step: sc.step,
+        total_steps: sc.total_steps,
+    };
+    objective_step(e, g, obj, st, &inputs)
+}
+
+/// Split marked token views (`n` rows of `2·len`: ids, then targets or -1) into the encoder's
+/// ids, the flagged rows (`b·len + position`) and their target ids.
+pub(super) fn unmark(view: &[f32], len: usize) -> (Vec<f32>, Vec<usize>, Vec<f32>) {
+    let (mut ids, mut flagged, mut targets) = (Vec::new(), Vec::new(), Vec::new());
+    for (b, row) in view.chunks(2 * len).enumerate() {
+        ids.extend_from_slice(&row[..len]);
+        for (j, &t) in row[len..].iter().enumerate() {
+            if t >= 0.0 {
+                flagged.push(b * len + j);
+                targets.push(t);
+            }
+        }
+    }
+    (ids, flagged, targets)
+}
+
+/// One masked-token-modelling step: the text transformer reads the augmented sequences
+/// (view 0), the MLM head predicts the original token at every flagged position.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn mlm_step(
+    e: &Engine,
+    text: &TextTransformer,
+    head: &MlmHead,
+    st: &mut TrainState,
+    obj: &mut ObjectiveInstance,
+    view: &[f32],
+    n: usize,
+    sc: StepCtx,
+) -> Result<StepResult, StageError> {
+    let len = text.spec().seq_len;
+    let (ids, flagged, targets) = unmark(view, len);
+    if flagged.is_empty() {
+        return Err(StageError::Input(
+            "the objective predicts masked tokens, but the views flagged none: add a masking augmentation such as `token_mask` or `span_mask` to the augment stage's view".into(),
+        ));
+    }
+    let x = e.tensor(ids, n, len)?;
+    let targets = e.tensor(targets, flagged.len(), 1)?;
+    let mut g = e.graph(true);
+    g.set_seed(mix_seed(
+        sc.seed,
+        crate::seeds::Stream::Dropout,
+        sc.step,
+        0,
+        0,
+    ));
+    let states = text.token_states(&st.ps, &mut g, &x, true)?;
+    let emb = text.pool(&st.ps, &mut g, &states)?;
+    let logits = head.logits(&st.ps, &mut g, &states.states, &flagged)?;
+    let view_inputs = [x];
+    let inputs = StepInputs {
+        embeddings: std::slice::from_ref(&emb),
+        projections: None,
+        predictions: None,
+        targets: None,
+        view_inputs: Some(&view_inputs),
+        originals: None,
+        decoded: None,
+        masked_patches: None,
+        masked_tokens: Some((&logits, &targets)),
+        epoch: sc.epoch as u32,
+        step: sc.step,
+        total_steps: sc.total_steps,
+    };
+    objective_step(e, g, obj, st, &inputs)
+}
+
+/// The objective's loss on the step's graph, its backward pass, and the student's gradients.
+pub(super) fn objective_step(
+    e: &Engine,
+    mut g: Graph,
+    obj: &mut ObjectiveInstance,
+    st: &mut TrainState,
+    inputs: &StepInputs,
+) -> Result<StepResult, StageError> {
+    let res = obj.loss(e, &mut g, inputs, &mut st.objective_state)?;
+    let mut grads = g.backward(&res.loss)?;
+    Ok((res.loss, optim::collect(&st.ps, &mut grads), res.reports))
+}
+
+pub(super) fn split_views(
+    g: &mut Graph,
+    t: &Tensor,
+    v: usize,
+    n: usize,
+) -> Result<Vec<Tensor>, StageError> {
+    (0..v)
+        .map(|i| {
+            g.slice(t, Axis2::Rows, i * n, (i + 1) * n)
+                .map_err(StageError::from)
+        })
+        .collect()
+}
+
+/// Augment `batch` through every view, in parallel over samples; deterministic per
+/// (seed, epoch, sample id, view).
+pub(super) fn augment_batch(
+    views: &Views,
+    ds: &Dataset,
+    batch: &[usize],
+    seed: u64,
+    epoch: u64,
+    marked: bool,
+) -> Result<Vec<Vec<f32>>, StageError> {
+    let per = views.output_shape.0 * views.output_shape.1 * views.output_shape.2;
+    // Marked token views carry the targets after the ids (see `Views::apply_marked`).
+    let per = if marked && views.vocab.is_some() {
+        2 * per
+    } else {
+        per
+    };
+    // On the shared rayon pool: while a step trains, its idle moments produce the next views.
+    let mut out: Vec<Vec<f32>> = (0..views.count())
+        .map(|_| vec![0f32; batch.len() * per])
+        .collect();
+    for (v, buf) in out.iter_mut().enumerate() {
+        buf.par_chunks_mut(per)
+            .zip(batch.par_iter())
+            .with_min_len(8)
+            .try_for_each(|(slot, &r)| -> Result<(), StageError> {
+                let img = views.apply_marked(
+                    v,
+                    mix_seed(
+                        seed,
+                        crate::seeds::Stream::Views,
+                        epoch,
+                        ds.ids[r],
+                        v as u64,
+                    ),
+                    ds.image_f32(r),
+                    marked,
+                )?;
+                slot.copy_from_slice(&img);
+                Ok(())
+            })?;
+    }
+    Ok(out)
+}
+
+/// Why a loss or gradient norm became non-finite after `steps_done` optimizer steps, what to
+/// change, and where the last good checkpoint is.
+pub(super) fn divergence_hint(
+    steps_done: u64,
+    base_lr: f64,
+    lr_now: f64,
+    checkpoint_dir: Option<&Path>,
+) -> String {
+    let why = if steps_done == 0 {
+        format!(
+            "no optimizer step has been taken yet, so the objective or the data is the likely cause, not the learning rate (optim.lr = {base_lr})"
+        )
+    } else {
+        format!(
+            "training diverged after {steps_done} finite optimizer step(s): the learning rate is likely too high (optim.lr = {base_lr}, {lr_now:.3e} at this step); lower `optim.lr`, add warmup (`optim.warmup_epochs`) or set `grad_clip`"
+        )
+    };
+    let kept = match checkpoint_dir {
+        Some(dir) if dir.join(CHECKPOINT_META).exists() => {
+            let epochs = read_json::<CheckpointMeta>(&dir.join(CHECKPOINT_META))
+                .map(|m| format!(" (after epoch {})", m.epochs_done))
+                .unwrap_or_default();
+            format!(
+                "; the last good checkpoint{epochs} is kept in {}",
+                dir.display()
+            )
+        }
+        Some(_) => "; no healthy epoch has been checkpointed yet".into(),
+        None => String::new(),
+    };
+    format!("{why}{kept}")
+}

@@ -19,6 +19,7 @@ pub mod progress;
 pub mod seeds;
 pub mod stages;
 pub mod store;
+pub mod supervised;
 
 /// The training engine (its own crate, so that only it can name dfdx or cudarc).
 pub use pretext_engine as engine;

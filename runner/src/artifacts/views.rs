@@ -29,9 +29,12 @@ pub struct RecipeStep {
     pub digest: String,
 }
 
+/// One view: augmentation instances in order, each with its output shape.
+pub(crate) type Chain = Vec<(AugmentInstance, (usize, usize, usize))>;
+
 /// Instantiated views: a chain of augmentation instances per view.
 pub struct Views {
-    pub(crate) chains: Vec<Vec<(AugmentInstance, (usize, usize, usize))>>,
+    pub(crate) chains: Vec<Chain>,
     pub input_shape: (usize, usize, usize),
     pub output_shape: (usize, usize, usize),
     /// Token sequences: the vocabulary size (`None` for images).

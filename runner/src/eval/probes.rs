@@ -2,9 +2,8 @@
 //! (logistic regression on standardised features) and a weighted kNN probe; used by the
 //! probe, finetune and ood_eval stages.
 
-use crate::artifacts::encoder::EncoderMeta;
 use crate::data::{Dataset, Split};
-use crate::engine::nn::{Encoder, Init, Linear, ParamStore};
+use crate::engine::nn::{Init, Linear, ParamStore};
 use crate::engine::optim::{OptimSpec, Optimizer, Schedule};
 use crate::engine::Engine;
 use crate::error::StageError;
@@ -280,7 +279,7 @@ pub fn linear_probe(
     ))
 }
 
-pub(crate) fn argmax(v: &[f32]) -> u32 {
+pub fn argmax(v: &[f32]) -> u32 {
     let mut best = 0;
     for (i, x) in v.iter().enumerate() {
         if *x > v[best] {
@@ -328,34 +327,6 @@ pub fn knn_probe(e: &Engine, f: &Features, cfg: &KnnConfig) -> Result<f64, Stage
         }
     }
     Ok(accuracy(&pred, &f.test_y))
-}
-
-/// Accuracy of an encoder with a linear classification head on dataset `rows` (eval mode).
-#[allow(clippy::too_many_arguments)]
-pub fn head_accuracy(
-    e: &Engine,
-    encoder: &Encoder,
-    ps: &mut ParamStore,
-    head: &Linear,
-    meta: &EncoderMeta,
-    ds: &Dataset,
-    rows: &[usize],
-    labels: &[u32],
-    classes: usize,
-) -> Result<f64, StageError> {
-    let mut correct = 0usize;
-    for chunk in rows.chunks(512) {
-        let x = e.tensor(ds.batch_f32(chunk), chunk.len(), meta.input.len())?;
-        let mut g = e.graph(false);
-        let emb = encoder.forward(ps, &mut g, &x, meta.input, false)?;
-        let logits = head.forward(ps, &mut g, &emb)?.to_vec();
-        correct += logits
-            .chunks(classes)
-            .zip(chunk)
-            .filter(|(l, &r)| argmax(l) == labels[r])
-            .count();
-    }
-    Ok(correct as f64 / rows.len().max(1) as f64)
 }
 
 #[cfg(test)]

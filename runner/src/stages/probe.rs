@@ -4,17 +4,17 @@
 //! `baseline = true` the same probes run on the same architecture at random initialisation,
 //! so the gain from pretraining is visible. Writes `embeddings.parquet` of the encoder.
 
-use super::{mix_seed, permutation, Metrics, StageCtx, StageError};
+use super::{mix_seed, Metrics, StageCtx, StageError};
 use crate::artifacts::embeddings::EMBEDDINGS_FILE;
 use crate::artifacts::encoder::{embed, load_encoder, EncoderMeta};
-use crate::data::{table, Dataset, Split};
+use crate::data::{table, Split};
 use crate::engine::nn::{Encoder, Init, Linear, ParamStore};
-use crate::engine::optim::{OptimSpec, Optimizer, Schedule};
 use crate::engine::Engine;
 use crate::eval::probes::{
-    fraction_tag, head_accuracy, knn_probe, linear_probe, split_features, tagged, Features,
+    fraction_tag, knn_probe, linear_probe, split_features, tagged, Features,
 };
 use crate::pipeline::{ProbeConfig, SupervisedConfig};
+use crate::supervised::{self, Classifier, Examples, Training};
 
 /// Run the probes at every label fraction: all labels under the plain names, smaller
 /// fractions as the mean (and `_std`) over `cfg.seeds` class-balanced subsets.
@@ -69,16 +69,13 @@ fn insert_mean_std(
     }
 }
 
-/// The supervised baseline: the encoder architecture trained from scratch with a linear head
-/// and cross-entropy on the labelled train rows `rows`; returns the test accuracy.
-#[allow(clippy::too_many_arguments)]
+/// Test accuracy of the encoder's architecture trained from scratch with a linear head on
+/// dataset `rows` (the supervised baseline the label-efficiency curve is compared with).
 fn supervised_from_scratch(
     e: &Engine,
     sc: &SupervisedConfig,
     meta: &EncoderMeta,
-    ds: &Dataset,
-    rows: &[usize],
-    labels: &[u32],
+    data: &Examples,
     classes: usize,
     seed: u64,
     progress: &dyn super::Progress,
@@ -94,59 +91,29 @@ fn supervised_from_scratch(
         meta.embed_dim,
         classes,
     );
-    let mut opt = Optimizer::new(
-        OptimSpec::AdamW {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 1e-4,
-        },
-        &ps,
-    );
-    let bs = 128.min(rows.len()).max(2);
-    let per_epoch = rows.len().div_ceil(bs) as u64;
-    let sched = Schedule {
-        base_lr: sc.lr,
-        warmup_steps: 0,
-        total_steps: sc.epochs * per_epoch,
-        cosine: true,
-    };
-    let mut step = 0;
-    progress.start("supervised baseline", sc.epochs);
-    for epoch in 0..sc.epochs {
-        let order = permutation(
-            rows.len(),
-            mix_seed(seed, super::Stream::SupervisedOrder, epoch, 0, 0),
-        );
-        for chunk in order.chunks(bs) {
-            if chunk.len() < 2 {
-                continue;
-            }
-            let batch: Vec<usize> = chunk.iter().map(|&i| rows[i]).collect();
-            let x = e.tensor(ds.batch_f32(&batch), batch.len(), meta.input.len())?;
-            let y: Vec<u32> = batch.iter().map(|&r| labels[r]).collect();
-            let mut g = e.graph(true);
-            let emb = encoder.forward(&mut ps, &mut g, &x, meta.input, true)?;
-            let logits = head.forward(&ps, &mut g, &emb)?;
-            let loss = g.cross_entropy(&logits, &y)?;
-            let mut grads = g.backward(&loss)?;
-            opt.step(&mut ps, &mut grads, sched.lr(step) as f32);
-            step += 1;
-        }
-        progress.advance(1, "");
-    }
-    progress.finish("");
-    head_accuracy(
-        e,
-        &encoder,
-        &mut ps,
-        &head,
-        meta,
-        ds,
-        &ds.rows(Split::Test),
-        labels,
+    let clf = Classifier {
+        encoder: &encoder,
+        head: &head,
+        input: meta.input,
         classes,
-    )
+    };
+    let training = Training {
+        label: "supervised baseline",
+        epochs: sc.epochs,
+        lr: sc.lr,
+        batch_size: 128,
+        seed,
+        order: super::Stream::SupervisedOrder,
+        trainable: None,
+        encoder_train_mode: true,
+    };
+    supervised::train(e, &clf, &mut ps, data, &training, progress)?;
+    let test = data.ds.rows(Split::Test);
+    let on_test = Examples {
+        rows: &test,
+        ..*data
+    };
+    supervised::accuracy(e, &clf, &mut ps, &on_test)
 }
 
 pub fn run(cfg: &ProbeConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
@@ -211,13 +178,16 @@ pub fn run(cfg: &ProbeConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
                     )
                 };
                 let rows: Vec<usize> = positions.iter().map(|&i| feats.train_rows[i]).collect();
+                let data = Examples {
+                    ds: &ds,
+                    rows: &rows,
+                    labels: &labels,
+                };
                 accs.push(supervised_from_scratch(
                     e,
                     sc,
                     &meta,
-                    &ds,
-                    &rows,
-                    &labels,
+                    &data,
                     feats.classes,
                     mix_seed(ctx.seed, super::Stream::SupervisedRun, s, 0, 0),
                     ctx.progress,

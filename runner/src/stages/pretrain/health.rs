@@ -68,67 +68,69 @@ impl Health {
     }
 }
 
-pub(super) fn health(
-    e: &Engine,
-    model: &Model,
-    ps: &mut ParamStore,
-    views: &Views,
-    ds: &Dataset,
-    monitor: &[usize],
-    seed: u64,
-    d: usize,
-) -> Result<Health, StageError> {
-    let emb = embed(e, &model.encoder, ps, model.input, ds, monitor)?;
-    let proj_std = match &model.projector {
-        Some(_) => {
-            let mut out = Vec::new();
-            let mut width = 0;
-            for chunk in monitor.chunks(512) {
-                let x = e.tensor(ds.batch_f32(chunk), chunk.len(), model.input.len())?;
-                let mut g = e.graph(false);
-                let z = model
-                    .forward(ps, &mut g, &x, false, false)?
-                    .proj
-                    .expect("projector exists");
-                width = z.shape().1;
-                out.extend(z.to_vec());
+impl Prepared {
+    /// The collapse metrics of the `monitor` rows (embeddings, projector outputs, and two
+    /// augmented views of up to 256 of them).
+    pub(super) fn health(
+        &mut self,
+        e: &Engine,
+        monitor: &[usize],
+        seed: u64,
+    ) -> Result<Health, StageError> {
+        let (model, ps, views, ds) = (&self.model, &mut self.st.ps, &self.views, &self.ds);
+        let d = self.spec.embed_dim();
+        let emb = embed(e, &model.encoder, ps, model.input, ds, monitor)?;
+        let proj_std = match &model.projector {
+            Some(_) => {
+                let mut out = Vec::new();
+                let mut width = 0;
+                for chunk in monitor.chunks(512) {
+                    let x = e.tensor(ds.batch_f32(chunk), chunk.len(), model.input.len())?;
+                    let mut g = e.graph(false);
+                    let z = model
+                        .forward(ps, &mut g, &x, false, false)?
+                        .proj
+                        .expect("projector exists");
+                    width = z.shape().1;
+                    out.extend(z.to_vec());
+                }
+                Some(monitor::normalized_std(&out, width))
             }
-            Some(monitor::normalized_std(&out, width))
-        }
-        None => None,
-    };
-    // Two views of (up to) 256 monitor samples, with randomness of their own stream.
-    let few = &monitor[..monitor.len().min(256)];
-    let mut per_view = |v: usize| -> Result<Vec<f32>, StageError> {
-        let mut buf = Vec::with_capacity(few.len() * model.input.len());
-        for &r in few {
-            buf.extend(views.apply(
-                v % views.count(),
-                mix_seed(
-                    seed,
-                    crate::seeds::Stream::MonitorViews,
-                    0,
-                    ds.ids[r],
-                    v as u64,
-                ),
-                ds.image_f32(r),
-            )?);
-        }
-        let x = e.tensor(buf, few.len(), model.input.len())?;
-        let mut g = e.graph(false);
-        Ok(model
-            .encoder
-            .forward(ps, &mut g, &x, model.input, false)?
-            .to_vec())
-    };
-    let (a, b) = (per_view(0)?, per_view(1)?);
-    Ok(Health {
-        std: monitor::normalized_std(&emb, d),
-        proj_std,
-        rank: monitor::effective_rank(&emb, d),
-        alignment: monitor::alignment(&a, &b, d),
-        uniformity: monitor::uniformity(&emb[..few.len() * d], d),
-    })
+            None => None,
+        };
+        // Two views of (up to) 256 monitor samples, with randomness of their own stream.
+        let few = &monitor[..monitor.len().min(256)];
+        let mut per_view = |v: usize| -> Result<Vec<f32>, StageError> {
+            let mut buf = Vec::with_capacity(few.len() * model.input.len());
+            for &r in few {
+                buf.extend(views.apply(
+                    v % views.count(),
+                    mix_seed(
+                        seed,
+                        crate::seeds::Stream::MonitorViews,
+                        0,
+                        ds.ids[r],
+                        v as u64,
+                    ),
+                    ds.image_f32(r),
+                )?);
+            }
+            let x = e.tensor(buf, few.len(), model.input.len())?;
+            let mut g = e.graph(false);
+            Ok(model
+                .encoder
+                .forward(ps, &mut g, &x, model.input, false)?
+                .to_vec())
+        };
+        let (a, b) = (per_view(0)?, per_view(1)?);
+        Ok(Health {
+            std: monitor::normalized_std(&emb, d),
+            proj_std,
+            rank: monitor::effective_rank(&emb, d),
+            alignment: monitor::alignment(&a, &b, d),
+            uniformity: monitor::uniformity(&emb[..few.len() * d], d),
+        })
+    }
 }
 
 /// Masked-token accuracy, cross-entropy and perplexity on (up to) 512 test-split sequences,

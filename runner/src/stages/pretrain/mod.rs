@@ -218,19 +218,7 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
     let watched_width = p.model.projector.as_ref().map_or(d, |pr| pr.output_width());
     let rule = Collapse::new(cfg.collapse.min_std, watched_width);
     let initial_spread = if rule.on() && first_epoch == 0 && p.model.mlm.is_none() {
-        Some(
-            health(
-                e,
-                &p.model,
-                &mut p.st.ps,
-                &p.views,
-                &p.ds,
-                &monitor,
-                ctx.seed,
-                d,
-            )?
-            .watched(),
-        )
+        Some(p.health(e, &monitor, ctx.seed)?.watched())
     } else {
         None
     };
@@ -238,16 +226,7 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
     for epoch in first_epoch..cfg.epochs {
         let t0 = Instant::now();
         let sums = p.train_epoch(cfg, ctx, epoch)?;
-        let hl = health(
-            e,
-            &p.model,
-            &mut p.st.ps,
-            &p.views,
-            &p.ds,
-            &monitor,
-            ctx.seed,
-            d,
-        )?;
+        let hl = p.health(e, &monitor, ctx.seed)?;
         let validation = match &p.model.mlm {
             Some(head) => mlm_validation(e, &p.model, head, &p.st.ps, &p.views, &p.ds, ctx.seed)?,
             None => BTreeMap::new(),

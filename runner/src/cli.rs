@@ -266,36 +266,10 @@ fn load_plain(path: &Path) -> Result<Pipeline, AppError> {
         .map_err(|e| AppError::Input(e.to_string().trim_start_matches("error: ").to_string()))
 }
 
-/// Run one command; returns the text for stdout.
+/// Run one command (each writes its own output to stdout).
 pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
     match &cli.command {
-        Command::Run { args, locked, wait } => {
-            let p = load(args)?;
-            let opts = Options {
-                device: args.device,
-                plugin_dirs: args.plugin_dirs.clone(),
-                locked: *locked,
-                wait: *wait,
-            };
-            let bars =
-                cli.log_format == LogFormat::Human && !cli.quiet && std::io::stderr().is_terminal();
-            let reporter = progress::Reporter::new(bars);
-            let report = exec::run(&p, &opts, &reporter)?;
-            reporter.summary(&report.log);
-            let ran = report
-                .log
-                .stages
-                .values()
-                .filter(|s| s.status == "ran")
-                .count();
-            crate::sayln!(
-                "\n{} stage(s) ran, {} cached. Lockfile: {}",
-                ran,
-                report.log.stages.len() - ran,
-                exec::display_path(&report.lockfile)
-            );
-            Ok(())
-        }
+        Command::Run { args, locked, wait } => cmd_run(cli, args, *locked, *wait),
         Command::Bench {
             args,
             stages,
@@ -303,77 +277,9 @@ pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
             warmup,
             json,
             wait,
-        } => {
-            let p = load(args)?;
-            let opts = Options {
-                device: args.device,
-                plugin_dirs: args.plugin_dirs.clone(),
-                locked: false,
-                wait: *wait,
-            };
-            let bars =
-                cli.log_format == LogFormat::Human && !cli.quiet && std::io::stderr().is_terminal();
-            let reporter = progress::Reporter::new(bars);
-            let rows = exec::bench::bench(&p, &opts, &reporter, stages, *steps, *warmup)?;
-            if let Some(path) = json {
-                let text = serde_json::to_string_pretty(&rows)
-                    .map_err(|e| AppError::Failed(e.to_string()))?;
-                std::fs::write(path, text + "\n").map_err(|e| {
-                    AppError::Input(format!(
-                        "cannot write {}: {e}; check that its folder exists",
-                        path.display()
-                    ))
-                })?;
-            }
-            crate::say!("{}", exec::bench::table(&rows));
-            Ok(())
-        }
-        Command::Plan { args } => {
-            let p = load(args)?;
-            let reg = exec::registry(Some(&p), &args.plugin_dirs)?;
-            let store = exec::store_of(&p);
-            let planned = exec::plan(&p, &reg, store.as_ref(), args.device)?;
-            crate::sayln!(
-                "pipeline `{}` ({} stages), store {}",
-                p.name,
-                planned.len(),
-                exec::display_path(&p.store_dir)
-            );
-            for pl in &planned {
-                let status = if pl.cached.is_some() {
-                    "cached".to_string()
-                } else {
-                    format!("will run: {}", pl.reasons.join("; "))
-                };
-                crate::sayln!(
-                    "  {:<14} {:<9} {}  {}",
-                    pl.stage.name,
-                    pl.stage.kind.as_str(),
-                    pl.key.short(),
-                    status
-                );
-            }
-            Ok(())
-        }
-        Command::Validate { args } => {
-            let p = load(args)?;
-            let reg = exec::registry(Some(&p), &args.plugin_dirs)?;
-            for stage in &p.stages {
-                exec::check_sources(stage)?;
-                crate::stages::plugins_used(stage, &p, &reg).map_err(|e| match e {
-                    crate::stages::StageError::Input(m) | crate::stages::StageError::Failed(m) => {
-                        AppError::Input(format!("stage `{}`: {m}", stage.name))
-                    }
-                })?;
-            }
-            crate::sayln!(
-                "ok: `{}` is valid ({} stages: {})",
-                exec::display_path(&p.file),
-                p.stages.len(),
-                p.order().join(" → ")
-            );
-            Ok(())
-        }
+        } => cmd_bench(cli, args, stages, (*steps, *warmup), json.as_deref(), *wait),
+        Command::Plan { args } => cmd_plan(args),
+        Command::Validate { args } => cmd_validate(args),
         Command::Graph { args, format } => {
             let p = load(args)?;
             crate::say!("{}", graph_text(&p, *format));
@@ -384,90 +290,216 @@ pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
             params,
             plugin_dirs,
             pipeline,
-        } => {
-            let p = pipeline.as_deref().map(load_plain).transpose()?;
-            let reg = exec::registry(p.as_ref(), plugin_dirs)?;
-            match name {
-                Some(n) => crate::say!("{}", plugin_text(&reg, n)?),
-                None => crate::say!("{}", plugins_text(&reg, *params)),
-            }
-            Ok(())
-        }
-        Command::Show { pipeline, json } => {
-            let p = load_plain(pipeline)?;
-            let log = exec::store_of(&p).and_then(|store| RunLog::load(&store, &p.name));
-            let Some(log) = log else {
-                return Err(AppError::Input(format!(
-                    "pipeline `{}` has not been run yet (no run log in {}); run `pretext run {}`",
-                    p.name,
-                    exec::display_path(&p.store_dir),
-                    pipeline.display()
-                )));
-            };
-            if *json {
-                crate::sayln!(
-                    "{}",
-                    serde_json::to_string_pretty(&log)
-                        .map_err(|e| AppError::Failed(e.to_string()))?
-                );
-            } else {
-                crate::say!("{}", progress::summary_table(&log));
-                for name in &log.order {
-                    let r = &log.stages[name];
-                    if r.metrics.is_empty() {
-                        continue;
-                    }
-                    crate::sayln!("\n[{name}]");
-                    for (k, v) in &r.metrics {
-                        crate::sayln!("  {k:<28} {v}");
-                    }
-                }
-                for f in &log.gate_failures {
-                    crate::sayln!("\nFAILED GATE: {f}");
-                }
-            }
-            Ok(())
-        }
+        } => cmd_plugins(name.as_deref(), *params, plugin_dirs, pipeline.as_deref()),
+        Command::Show { pipeline, json } => cmd_show(pipeline, *json),
         Command::Store {
             command: StoreCommand::Verify { pipeline },
-        } => {
-            let p = load_plain(pipeline)?;
-            let Some(store) = exec::store_of(&p) else {
-                return Err(AppError::Input(format!(
-                    "{} has no store yet ({} does not exist); nothing to verify",
-                    pipeline.display(),
-                    exec::display_path(&p.store_dir)
-                )));
-            };
-            let report = store.verify()?;
-            crate::sayln!(
-                "{} entries ok, {} corrupt",
-                report.ok.len(),
-                report.corrupt.len()
-            );
-            for c in &report.corrupt {
-                crate::sayln!(
-                    "  CORRUPT {} ({}): {}",
-                    c.path.display(),
-                    c.kind,
-                    c.problems.join("; ")
-                );
+        } => cmd_store_verify(pipeline),
+    }
+}
+
+/// Progress bars only for people: a terminal, the human log format, and not `--quiet`.
+fn reporter(cli: &Cli) -> progress::Reporter {
+    let bars = cli.log_format == LogFormat::Human && !cli.quiet && std::io::stderr().is_terminal();
+    progress::Reporter::new(bars)
+}
+
+/// `pretext run`.
+fn cmd_run(cli: &Cli, args: &PipelineArgs, locked: bool, wait: bool) -> Result<(), AppError> {
+    let p = load(args)?;
+    let opts = Options {
+        device: args.device,
+        plugin_dirs: args.plugin_dirs.clone(),
+        locked,
+        wait,
+    };
+    let reporter = reporter(cli);
+    let report = exec::run(&p, &opts, &reporter)?;
+    reporter.summary(&report.log);
+    let ran = report
+        .log
+        .stages
+        .values()
+        .filter(|s| s.status == "ran")
+        .count();
+    crate::sayln!(
+        "\n{} stage(s) ran, {} cached. Lockfile: {}",
+        ran,
+        report.log.stages.len() - ran,
+        exec::display_path(&report.lockfile)
+    );
+    Ok(())
+}
+
+/// `pretext bench`: `(steps, warmup)` timed and untimed steps per stage.
+fn cmd_bench(
+    cli: &Cli,
+    args: &PipelineArgs,
+    stages: &[String],
+    (steps, warmup): (usize, usize),
+    json: Option<&Path>,
+    wait: bool,
+) -> Result<(), AppError> {
+    let p = load(args)?;
+    let opts = Options {
+        device: args.device,
+        plugin_dirs: args.plugin_dirs.clone(),
+        locked: false,
+        wait,
+    };
+    let rows = exec::bench::bench(&p, &opts, &reporter(cli), stages, steps, warmup)?;
+    if let Some(path) = json {
+        let text =
+            serde_json::to_string_pretty(&rows).map_err(|e| AppError::Failed(e.to_string()))?;
+        std::fs::write(path, text + "\n").map_err(|e| {
+            AppError::Input(format!(
+                "cannot write {}: {e}; check that its folder exists",
+                path.display()
+            ))
+        })?;
+    }
+    crate::say!("{}", exec::bench::table(&rows));
+    Ok(())
+}
+
+/// `pretext plan`: each stage's key and whether it is cached or why it will run.
+fn cmd_plan(args: &PipelineArgs) -> Result<(), AppError> {
+    let p = load(args)?;
+    let reg = exec::registry(Some(&p), &args.plugin_dirs)?;
+    let store = exec::store_of(&p);
+    let planned = exec::plan(&p, &reg, store.as_ref(), args.device)?;
+    crate::sayln!(
+        "pipeline `{}` ({} stages), store {}",
+        p.name,
+        planned.len(),
+        exec::display_path(&p.store_dir)
+    );
+    for pl in &planned {
+        let status = if pl.cached.is_some() {
+            "cached".to_string()
+        } else {
+            format!("will run: {}", pl.reasons.join("; "))
+        };
+        crate::sayln!(
+            "  {:<14} {:<9} {}  {}",
+            pl.stage.name,
+            pl.stage.kind.as_str(),
+            pl.key.short(),
+            status
+        );
+    }
+    Ok(())
+}
+
+/// `pretext validate`: the file, its sources and every plugin's parameters, nothing run.
+fn cmd_validate(args: &PipelineArgs) -> Result<(), AppError> {
+    let p = load(args)?;
+    let reg = exec::registry(Some(&p), &args.plugin_dirs)?;
+    for stage in &p.stages {
+        exec::check_sources(stage)?;
+        crate::stages::plugins_used(stage, &p, &reg).map_err(|e| match e {
+            crate::stages::StageError::Input(m) | crate::stages::StageError::Failed(m) => {
+                AppError::Input(format!("stage `{}`: {m}", stage.name))
             }
-            if report.is_ok() {
-                Ok(())
-            } else {
-                Err(AppError::Failed(format!(
-                    "{} corrupt store entr{}",
-                    report.corrupt.len(),
-                    if report.corrupt.len() == 1 {
-                        "y"
-                    } else {
-                        "ies"
-                    }
-                )))
-            }
+        })?;
+    }
+    crate::sayln!(
+        "ok: `{}` is valid ({} stages: {})",
+        exec::display_path(&p.file),
+        p.stages.len(),
+        p.order().join(" → ")
+    );
+    Ok(())
+}
+
+/// `pretext plugins [NAME] [--params]`.
+fn cmd_plugins(
+    name: Option<&str>,
+    params: bool,
+    plugin_dirs: &[PathBuf],
+    pipeline: Option<&Path>,
+) -> Result<(), AppError> {
+    let p = pipeline.map(load_plain).transpose()?;
+    let reg = exec::registry(p.as_ref(), plugin_dirs)?;
+    match name {
+        Some(n) => crate::say!("{}", plugin_text(&reg, n)?),
+        None => crate::say!("{}", plugins_text(&reg, params)),
+    }
+    Ok(())
+}
+
+/// `pretext show`: the last run's summary table and metrics (or the whole log as JSON).
+fn cmd_show(pipeline: &Path, json: bool) -> Result<(), AppError> {
+    let p = load_plain(pipeline)?;
+    let log = exec::store_of(&p).and_then(|store| RunLog::load(&store, &p.name));
+    let Some(log) = log else {
+        return Err(AppError::Input(format!(
+            "pipeline `{}` has not been run yet (no run log in {}); run `pretext run {}`",
+            p.name,
+            exec::display_path(&p.store_dir),
+            pipeline.display()
+        )));
+    };
+    if json {
+        crate::sayln!(
+            "{}",
+            serde_json::to_string_pretty(&log).map_err(|e| AppError::Failed(e.to_string()))?
+        );
+        return Ok(());
+    }
+    crate::say!("{}", progress::summary_table(&log));
+    for name in &log.order {
+        let r = &log.stages[name];
+        if r.metrics.is_empty() {
+            continue;
+        }
+        crate::sayln!("\n[{name}]");
+        for (k, v) in &r.metrics {
+            crate::sayln!("  {k:<28} {v}");
         }
     }
+    for f in &log.gate_failures {
+        crate::sayln!("\nFAILED GATE: {f}");
+    }
+    Ok(())
+}
+
+/// `pretext store verify`: re-digest every entry; exit 1 when any is corrupt.
+fn cmd_store_verify(pipeline: &Path) -> Result<(), AppError> {
+    let p = load_plain(pipeline)?;
+    let Some(store) = exec::store_of(&p) else {
+        return Err(AppError::Input(format!(
+            "{} has no store yet ({} does not exist); nothing to verify",
+            pipeline.display(),
+            exec::display_path(&p.store_dir)
+        )));
+    };
+    let report = store.verify()?;
+    crate::sayln!(
+        "{} entries ok, {} corrupt",
+        report.ok.len(),
+        report.corrupt.len()
+    );
+    for c in &report.corrupt {
+        crate::sayln!(
+            "  CORRUPT {} ({}): {}",
+            c.path.display(),
+            c.kind,
+            c.problems.join("; ")
+        );
+    }
+    if report.is_ok() {
+        return Ok(());
+    }
+    Err(AppError::Failed(format!(
+        "{} corrupt store entr{}",
+        report.corrupt.len(),
+        if report.corrupt.len() == 1 {
+            "y"
+        } else {
+            "ies"
+        }
+    )))
 }
 
 /// The stage graph as DOT or Mermaid.

@@ -183,7 +183,8 @@ pub fn run(cfg: &FinetuneConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
             let emb = encoder.forward(&mut ps, &mut g, &x, meta.input, encoder_train_mode)?;
             let logits = head.forward(&ps, &mut g, &emb)?;
             let loss = g.cross_entropy(&logits, &y)?;
-            loss_sum += loss.scalar() as f64;
+            let step_loss = loss.scalar() as f64;
+            loss_sum += step_loss;
             let mut grads = g.backward(&loss)?;
             let mut gs = optim::collect(&ps, &mut grads);
             for (gi, t) in gs.iter_mut().zip(&trainable) {
@@ -193,10 +194,13 @@ pub fn run(cfg: &FinetuneConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
             }
             opt.apply(&mut ps, &gs, sched.lr(step) as f32);
             step += 1;
+            let curves = [("train/loss", step_loss), ("train/lr", sched.lr(step - 1))];
+            ctx.progress.scalars(step, &curves);
             ctx.progress.advance(1, "");
         }
-        ctx.progress
-            .finish(&format!("loss {:.4}", loss_sum / per_epoch.max(1) as f64));
+        let epoch_loss = loss_sum / per_epoch.max(1) as f64;
+        ctx.progress.scalars(step, &[("epoch/loss", epoch_loss)]);
+        ctx.progress.finish(&format!("loss {epoch_loss:.4}"));
     }
     let seconds = started.elapsed().as_secs_f64();
     let accuracy = |ps: &mut ParamStore, rows: &[usize]| -> Result<f64, StageError> {

@@ -1087,6 +1087,14 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
                             )
                         )));
                     }
+                    let step_loss = sv.losses.iter().sum::<f64>() / sv.losses.len() as f64;
+                    let lr = schedule.lr(st.step - 1);
+                    let curves = [
+                        ("train/loss", step_loss),
+                        ("train/lr", lr),
+                        ("train/grad_norm", grad_norm),
+                    ];
+                    ctx.progress.scalars(st.step, &curves);
                     micro = 0;
                 }
                 ctx.progress.advance(1, &format!("loss {loss:.4}"));
@@ -1125,6 +1133,7 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
             "loss {:.4}  emb-std {:.4}  rank {:.1}{val}",
             rec.loss, rec.embedding_std, rec.effective_rank
         ));
+        super::report_fields(ctx.progress, st.step, "epoch", &rec);
         tracing::info!(
             epoch = rec.epoch,
             loss = rec.loss,

@@ -3,7 +3,8 @@
 //! Map of the crate (see docs/architecture.md): `pipeline` (TOML → validated graph),
 //! `store` (content-addressed stage outputs, lockfile), `engine` (the `pretext-engine` crate,
 //! the only one naming dfdx), `plugins` (loading and hosting plugin libraries), `data` (datasets and formats),
-//! `stages` (one file per stage kind), `exec` (planning and running), `cli` (commands).
+//! `stages` (one file per stage kind), `exec` (planning and running), `tensorboard` (event files
+//! of training curves), `cli` (commands).
 
 pub mod artifacts;
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod seeds;
 pub mod stages;
 pub mod store;
 pub mod supervised;
+pub mod tensorboard;
 
 /// The training engine (its own crate, so that only it can name dfdx or cudarc).
 pub use pretext_engine as engine;

@@ -7,4 +7,37 @@ pub trait Progress: Sync {
     fn start(&self, label: &str, total: u64);
     fn advance(&self, n: u64, message: &str);
     fn finish(&self, message: &str);
+    /// Named values at a training step, for curves (`train/loss`, `epoch/embedding_std`):
+    /// the executor writes them to TensorBoard event files. Steps count optimiser updates
+    /// from 1; values at one step are reported together.
+    fn scalars(&self, _step: u64, _values: &[(&str, f64)]) {}
+}
+
+/// Reports every numeric field of `record` (a serialisable struct) as `<prefix>/<field>`,
+/// nested maps as `<prefix>/<field>.<key>`; fields that are not numbers are left out.
+pub fn report_fields(
+    progress: &dyn Progress,
+    step: u64,
+    prefix: &str,
+    record: &impl serde::Serialize,
+) {
+    fn walk(v: &serde_json::Value, name: String, out: &mut Vec<(String, f64)>) {
+        match v {
+            serde_json::Value::Number(n) => out.extend(n.as_f64().map(|x| (name, x))),
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    walk(v, format!("{name}.{k}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut values = Vec::new();
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(record) {
+        for (k, v) in &fields {
+            walk(v, format!("{prefix}/{k}"), &mut values);
+        }
+    }
+    let refs: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    progress.scalars(step, &refs);
 }

@@ -41,6 +41,9 @@ pub struct Training<'a> {
     /// Whether the encoder runs in train mode (batch-norm statistics, dropout); a frozen
     /// encoder keeps its statistics.
     pub encoder_train_mode: bool,
+    /// Report the loss and learning rate per step and the loss per epoch as curves
+    /// ([`Progress::scalars`]): on for the stage's own model, off for repeated baselines.
+    pub curves: bool,
 }
 
 /// Train `clf` on `data`; returns the mean loss of each epoch.
@@ -92,7 +95,8 @@ pub fn train(
                 .forward(ps, &mut g, &x, clf.input, t.encoder_train_mode)?;
             let logits = clf.head.forward(ps, &mut g, &emb)?;
             let loss = g.cross_entropy(&logits, &y)?;
-            loss_sum += loss.scalar() as f64;
+            let step_loss = loss.scalar() as f64;
+            loss_sum += step_loss;
             let mut grads = g.backward(&loss)?;
             let mut gs = optim::collect(ps, &mut grads);
             if let Some(mask) = t.trainable {
@@ -104,9 +108,16 @@ pub fn train(
             }
             opt.apply(ps, &gs, sched.lr(step) as f32);
             step += 1;
+            if t.curves {
+                let curves = [("train/loss", step_loss), ("train/lr", sched.lr(step - 1))];
+                progress.scalars(step, &curves);
+            }
             progress.advance(1, "");
         }
         let mean = loss_sum / per_epoch.max(1) as f64;
+        if t.curves {
+            progress.scalars(step, &[("epoch/loss", mean)]);
+        }
         progress.finish(&format!("loss {mean:.4}"));
         losses.push(mean);
     }

@@ -23,6 +23,7 @@ mod plugins;
 mod regressions;
 mod report;
 mod reproducibility;
+mod tensorboard;
 mod text;
 mod training;
 mod transfers;

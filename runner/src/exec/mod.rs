@@ -3,7 +3,8 @@
 //!
 //! Invariants: a stage's files become visible only by an atomic commit of a complete folder;
 //! stages never touch the store themselves; timing metrics stay out of store entries (their
-//! digests must be reproducible) and go to the run log (`<store>/runs/<pipeline>.json`).
+//! digests must be reproducible) and go to the run log (`<store>/runs/<pipeline>.json`), as
+//! do the TensorBoard event files of the stages that ran (`<store>/runs/<pipeline>/tensorboard/`).
 
 pub mod bench;
 pub mod progress;
@@ -233,6 +234,10 @@ impl RunLog {
     pub fn path(store: &Store, name: &str) -> PathBuf {
         store.runs_dir().join(format!("{name}.json"))
     }
+    /// The TensorBoard log folder beside the run log: one subfolder per stage that ran.
+    pub fn events_dir(store: &Store, name: &str) -> PathBuf {
+        store.runs_dir().join(name).join("tensorboard")
+    }
     pub fn load(store: &Store, name: &str) -> Option<RunLog> {
         let text = std::fs::read_to_string(Self::path(store, name)).ok()?;
         serde_json::from_str(&text).ok()
@@ -384,6 +389,9 @@ fn execute(
                 diffs.join("\n  ")
             )));
         }
+    }
+    if record {
+        reporter.write_events(RunLog::events_dir(&store, &p.name));
     }
     let mut log = RunLog {
         pipeline: p.name.clone(),

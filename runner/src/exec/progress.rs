@@ -1,19 +1,68 @@
 //! What a run shows while it works: stage lines and progress bars (indicatif, on a terminal),
-//! structured `tracing` events (always; `--log-format json` makes them machine-readable), and
-//! the summary table at the end.
+//! structured `tracing` events (always; `--log-format json` makes them machine-readable),
+//! TensorBoard event files of the stages that run (`pretext run` only), and the summary table
+//! at the end.
 
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::RunLog;
 use crate::stages::{Metrics, Progress};
+use crate::tensorboard::EventWriter;
 
 /// Reports a run's progress. Bars only when `bars` is set (stderr is a terminal and the log
 /// format is human); otherwise the tracing events carry the same information.
 pub struct Reporter {
     bars: bool,
     bar: Mutex<Option<ProgressBar>>,
+    events: Mutex<Events>,
+}
+
+/// TensorBoard event files: one folder per stage that runs (one TensorBoard "run" each).
+/// Writing them never fails a run: the first error is logged as a warning and ends the
+/// writing for the rest of the run.
+#[derive(Default)]
+struct Events {
+    /// `<store>/runs/<pipeline>/tensorboard`, once [`Reporter::write_events`] is called.
+    root: Option<PathBuf>,
+    /// The running stage's folder, and its file once something was written.
+    stage: Option<PathBuf>,
+    writer: Option<EventWriter>,
+    /// The last step the running stage reported (its results are shown at that step).
+    last_step: u64,
+}
+
+impl Events {
+    fn write(&mut self, step: u64, values: &[(&str, f64)]) {
+        let Some(dir) = self.stage.as_ref().filter(|_| !values.is_empty()) else {
+            return;
+        };
+        let result = match &mut self.writer {
+            Some(w) => w.scalars(step, values),
+            None => EventWriter::create(dir).and_then(|mut w| {
+                let r = w.scalars(step, values);
+                self.writer = Some(w);
+                r
+            }),
+        };
+        self.last_step = self.last_step.max(step);
+        if let Err(e) = result {
+            let at = self
+                .writer
+                .as_ref()
+                .map_or(dir.as_path(), |w| w.path())
+                .display()
+                .to_string();
+            tracing::warn!(
+                file = %at,
+                error = %e,
+                "cannot write TensorBoard events; the run goes on without them"
+            );
+            *self = Events::default();
+        }
+    }
 }
 
 impl Reporter {
@@ -21,11 +70,28 @@ impl Reporter {
         Reporter {
             bars,
             bar: Mutex::new(None),
+            events: Mutex::new(Events::default()),
+        }
+    }
+
+    /// Write TensorBoard event files of the stages that run under `root`, one folder per
+    /// stage.
+    pub fn write_events(&self, root: PathBuf) {
+        if let Ok(mut ev) = self.events.lock() {
+            *ev = Events {
+                root: Some(root),
+                ..Events::default()
+            };
         }
     }
 
     pub fn stage_start(&self, name: &str, kind: &str, reasons: &[String]) {
         tracing::info!(stage = name, kind, reason = %reasons.join("; "), "running stage");
+        if let Ok(mut ev) = self.events.lock() {
+            ev.writer = None;
+            ev.last_step = 0;
+            ev.stage = ev.root.as_ref().map(|r| r.join(name));
+        }
     }
 
     pub fn stage_cached(&self, name: &str, kind: &str) {
@@ -35,6 +101,21 @@ impl Reporter {
     pub fn stage_done(&self, name: &str, status: &str, seconds: f64, metrics: &Metrics) {
         let shown = headline(metrics);
         tracing::info!(stage = name, status, seconds, metrics = %shown, "stage done");
+        // A stage that ran shows its results (`metrics/<name>`) at its last step.
+        if let Ok(mut ev) = self.events.lock() {
+            if ev.stage.is_some() {
+                let named: Vec<String> = metrics.keys().map(|k| format!("metrics/{k}")).collect();
+                let values: Vec<(&str, f64)> = named
+                    .iter()
+                    .zip(metrics.values())
+                    .map(|(k, v)| (k.as_str(), *v))
+                    .collect();
+                let step = ev.last_step;
+                ev.write(step, &values);
+            }
+            ev.stage = None;
+            ev.writer = None;
+        }
     }
 
     /// The table printed at the end of `run` and by `show`.
@@ -174,5 +255,58 @@ impl Progress for Reporter {
                 pb.finish_with_message(message.to_string());
             }
         }
+    }
+
+    fn scalars(&self, step: u64, values: &[(&str, f64)]) {
+        if let Ok(mut ev) = self.events.lock() {
+            ev.write(step, values);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir).map_or(0, |rd| rd.count())
+    }
+
+    #[test]
+    fn events_go_to_one_folder_per_stage_that_ran() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("tensorboard");
+        let r = Reporter::new(false);
+        r.write_events(root.clone());
+        r.stage_start("ssl", "pretrain", &[]);
+        r.scalars(1, &[("train/loss", 1.0)]);
+        r.scalars(2, &[("train/loss", 0.5)]);
+        let metrics = Metrics::from([("loss".to_string(), 0.5)]);
+        r.stage_done("ssl", "ran", 1.0, &metrics);
+        // Reported after the stage is done: nowhere to go.
+        r.scalars(3, &[("train/loss", 0.1)]);
+        r.stage_cached("data", "ingest");
+        r.stage_done("data", "cached", 0.0, &metrics);
+        assert_eq!(files(&root.join("ssl")), 1);
+        assert!(!root.join("data").exists(), "a cached stage writes nothing");
+    }
+
+    #[test]
+    fn an_unwritable_folder_stops_the_events_not_the_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("not-a-folder");
+        std::fs::write(&file, "").unwrap();
+        let r = Reporter::new(false);
+        r.write_events(file.join("tensorboard"));
+        r.stage_start("ssl", "pretrain", &[]);
+        r.scalars(1, &[("train/loss", 1.0)]);
+        assert!(r.events.lock().unwrap().root.is_none(), "writing is off");
+        r.scalars(2, &[("train/loss", 1.0)]);
+        r.stage_done("ssl", "ran", 1.0, &Metrics::new());
+        r.stage_start("eval", "probe", &[]);
+        assert!(
+            r.events.lock().unwrap().stage.is_none(),
+            "for the rest of the run"
+        );
     }
 }

@@ -76,6 +76,7 @@ pub fn run(cfg: &FinetuneConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
             cfg.method,
             FinetuneMethod::Full | FinetuneMethod::Partial { .. }
         ),
+        curves: true,
     };
     let started = Instant::now();
     let on_train = Examples {

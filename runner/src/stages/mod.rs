@@ -23,7 +23,7 @@ pub use crate::artifacts::metrics::{Metrics, TIMING_PREFIX};
 pub(crate) use crate::artifacts::{read_json, write_json};
 pub(crate) use crate::error::io_err;
 pub use crate::error::StageError;
-pub use crate::progress::Progress;
+pub use crate::progress::{report_fields, Progress};
 pub use crate::seeds::{mix_seed, permutation, Stream};
 
 /// A committed input artifact.

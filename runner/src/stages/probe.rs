@@ -106,6 +106,7 @@ fn supervised_from_scratch(
         order: super::Stream::SupervisedOrder,
         trainable: None,
         encoder_train_mode: true,
+        curves: false,
     };
     supervised::train(e, &clf, &mut ps, data, &training, progress)?;
     let test = data.ds.rows(Split::Test);

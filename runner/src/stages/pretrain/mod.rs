@@ -238,6 +238,7 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
             validation,
         );
         show_epoch(ctx, &rec, t0);
+        super::report_fields(ctx.progress, p.st.step, "epoch", &rec);
         let spread = rec.watched_spread();
         let previous =
             p.st.history
@@ -496,6 +497,13 @@ impl Prepared {
                         epoch,
                     )
                     .map_err(|err| with_divergence_hint(err, cfg, ctx, st.step, schedule))?;
+                    let step_loss = sv.losses.iter().sum::<f64>() / sv.losses.len() as f64;
+                    let curves = [
+                        ("train/loss", step_loss),
+                        ("train/lr", schedule.lr(st.step - 1)),
+                        ("train/grad_norm", sv.grad_norm),
+                    ];
+                    ctx.progress.scalars(st.step, &curves);
                     sums.add(sv);
                     if !sums.grad_norm.is_finite() {
                         return Err(StageError::Failed(format!(

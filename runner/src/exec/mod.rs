@@ -352,43 +352,13 @@ fn execute(
     };
     let old_lock = lock_set.as_ref().and_then(|s| s.get(&p.name)).cloned();
     if opts.locked && record {
-        if lock_set.is_none() {
-            return Err(AppError::Input(format!(
-                "--locked: {} does not exist; run once without --locked to create it",
-                lock_path.display()
-            )));
-        }
-        let Some(old) = &old_lock else {
-            return Err(AppError::Input(format!(
-                "--locked: {} has no section for pipeline `{}`; run once without --locked to add it",
-                lock_path.display(),
-                p.name
-            )));
-        };
-        let diffs: Vec<String> = planned
-            .iter()
-            .filter_map(|pl| match old.stages.get(&pl.stage.name) {
-                Some(ls) if ls.key == pl.key => None,
-                Some(ls) => Some(format!(
-                    "stage `{}`: key changed ({} → {}): {}",
-                    pl.stage.name,
-                    ls.key.short(),
-                    pl.key.short(),
-                    pl.parts_reason()
-                )),
-                None => Some(format!(
-                    "stage `{}` is not in {}",
-                    pl.stage.name, LOCKFILE_NAME
-                )),
-            })
-            .collect();
-        if !diffs.is_empty() {
-            return Err(AppError::Failed(format!(
-                "--locked: the pipeline no longer matches {}:\n  {}",
-                lock_path.display(),
-                diffs.join("\n  ")
-            )));
-        }
+        check_locked_keys(
+            p,
+            &planned,
+            lock_set.is_some(),
+            old_lock.as_ref(),
+            &lock_path,
+        )?;
     }
     if record {
         reporter.write_events(RunLog::events_dir(&store, &p.name));
@@ -412,48 +382,19 @@ fn execute(
             }
             None => {
                 reporter.stage_start(&stage.name, stage.kind.as_str(), &pl.reasons);
-                let pending =
-                    store.begin(&lock, &stage.name, stage.kind.as_str(), &pl.key, &pl.parts)?;
-                let inputs: BTreeMap<String, InputArtifact> = stage
-                    .inputs
-                    .iter()
-                    .map(|(role, src)| {
-                        let e = &by_stage[src];
-                        (
-                            role.clone(),
-                            InputArtifact {
-                                stage: src.clone(),
-                                key: e.meta.key.to_hex(),
-                                dir: e.path.clone(),
-                            },
-                        )
-                    })
-                    .collect();
-                // Checkpoints outlive a failed or killed attempt at this exact key, so a rerun
-                // resumes; they are removed once the entry is committed.
-                let ckpt = store
-                    .root()
-                    .join("checkpoints")
-                    .join(stage.kind.as_str())
-                    .join(pl.key.to_hex());
-                std::fs::create_dir_all(&ckpt)
-                    .map_err(|e| AppError::Failed(format!("{}: {e}", ckpt.display())))?;
-                let ctx = StageCtx {
-                    checkpoint_dir: Some(&ckpt),
-                    engine,
-                    registry: reg,
-                    seed: p.seed,
-                    out_dir: pending.dir(),
-                    inputs,
-                    entries: &entries,
-                    progress: reporter,
-                };
-                let metrics = stages::run(stage, &ctx).map_err(|e| stage_input_error(stage, e))?;
-                let (metrics, timings) = split_timings(metrics);
-                stages::write_json(&pending.dir().join(METRICS_FILE), &metrics)
-                    .map_err(|e| stage_input_error(stage, e))?;
-                let entry = pending.commit()?;
-                let _ = std::fs::remove_dir_all(&ckpt);
+                let (entry, timings) = run_stage(
+                    p,
+                    pl,
+                    &Running {
+                        store: &store,
+                        lock: &lock,
+                        engine,
+                        reg,
+                        reporter,
+                    },
+                    &by_stage,
+                    &entries,
+                )?;
                 (entry, "ran", timings)
             }
         };
@@ -488,34 +429,15 @@ fn execute(
         });
     }
     log.save(&store)?;
-    let mut lockfile = Lockfile::new(&p.name, p.seed, RUNNER_VERSION, opts.device.class());
-    for pl in &planned {
-        lockfile.stages.insert(
-            pl.stage.name.clone(),
-            LockedStage::from_entry(&by_stage[&pl.stage.name]),
-        );
-    }
-    if opts.locked {
-        let old = old_lock.as_ref().expect("checked above");
-        let diffs = lockfile.compare(old);
-        if !diffs.is_empty() {
-            return Err(AppError::Failed(format!(
-                "--locked: the run's outputs differ from {}:\n  {}",
-                lock_path.display(),
-                diffs.join("\n  ")
-            )));
-        }
-    } else if old_lock.as_ref() != Some(&lockfile)
-        || lock_set
-            .as_ref()
-            .is_some_and(|s| s.version != crate::store::LOCKFILE_SET_VERSION)
-    {
-        let mut set = lock_set.unwrap_or_default();
-        set.version = crate::store::LOCKFILE_SET_VERSION;
-        set.insert(lockfile);
-        set.save(&lock_path)
-            .map_err(|e| AppError::Failed(e.to_string()))?;
-    }
+    write_lockfile(
+        p,
+        opts,
+        &planned,
+        &by_stage,
+        lock_set,
+        old_lock.as_ref(),
+        &lock_path,
+    )?;
     if !gate_failures.is_empty() {
         reporter.summary(&log);
         return Err(AppError::Failed(format!(
@@ -528,6 +450,163 @@ fn execute(
         log,
         lockfile: lock_path,
     })
+}
+
+/// `--locked`, before anything runs: every stage's key must be the one in `pretext.lock`.
+fn check_locked_keys(
+    p: &Pipeline,
+    planned: &[Planned],
+    lockfile_exists: bool,
+    old_lock: Option<&Lockfile>,
+    lock_path: &Path,
+) -> Result<(), AppError> {
+    if !lockfile_exists {
+        return Err(AppError::Input(format!(
+            "--locked: {} does not exist; run once without --locked to create it",
+            lock_path.display()
+        )));
+    }
+    let Some(old) = old_lock else {
+        return Err(AppError::Input(format!(
+            "--locked: {} has no section for pipeline `{}`; run once without --locked to add it",
+            lock_path.display(),
+            p.name
+        )));
+    };
+    let diffs: Vec<String> = planned
+        .iter()
+        .filter_map(|pl| match old.stages.get(&pl.stage.name) {
+            Some(ls) if ls.key == pl.key => None,
+            Some(ls) => Some(format!(
+                "stage `{}`: key changed ({} → {}): {}",
+                pl.stage.name,
+                ls.key.short(),
+                pl.key.short(),
+                pl.parts_reason()
+            )),
+            None => Some(format!(
+                "stage `{}` is not in {}",
+                pl.stage.name, LOCKFILE_NAME
+            )),
+        })
+        .collect();
+    if !diffs.is_empty() {
+        return Err(AppError::Failed(format!(
+            "--locked: the pipeline no longer matches {}:\n  {}",
+            lock_path.display(),
+            diffs.join("\n  ")
+        )));
+    }
+    Ok(())
+}
+
+/// What running a stage needs from the run: the locked store, the device, the plugins and
+/// the progress reporter.
+struct Running<'r> {
+    store: &'r Store,
+    lock: &'r crate::store::StoreLock,
+    engine: &'r Engine,
+    reg: &'r Registry,
+    reporter: &'r progress::Reporter,
+}
+
+/// Run one planned stage into a pending entry and commit it; returns the entry and the
+/// stage's wall-clock metrics (kept out of the entry).
+fn run_stage(
+    p: &Pipeline,
+    pl: &Planned,
+    r: &Running,
+    by_stage: &HashMap<String, Entry>,
+    entries: &HashMap<String, PathBuf>,
+) -> Result<(Entry, Metrics), AppError> {
+    let stage = pl.stage;
+    let pending = r
+        .store
+        .begin(r.lock, &stage.name, stage.kind.as_str(), &pl.key, &pl.parts)?;
+    let inputs: BTreeMap<String, InputArtifact> = stage
+        .inputs
+        .iter()
+        .map(|(role, src)| {
+            let e = &by_stage[src];
+            (
+                role.clone(),
+                InputArtifact {
+                    stage: src.clone(),
+                    key: e.meta.key.to_hex(),
+                    dir: e.path.clone(),
+                },
+            )
+        })
+        .collect();
+    // Checkpoints outlive a failed or killed attempt at this exact key, so a rerun resumes;
+    // they are removed once the entry is committed.
+    let ckpt = r
+        .store
+        .root()
+        .join("checkpoints")
+        .join(stage.kind.as_str())
+        .join(pl.key.to_hex());
+    std::fs::create_dir_all(&ckpt)
+        .map_err(|e| AppError::Failed(format!("{}: {e}", ckpt.display())))?;
+    let ctx = StageCtx {
+        checkpoint_dir: Some(&ckpt),
+        engine: r.engine,
+        registry: r.reg,
+        seed: p.seed,
+        out_dir: pending.dir(),
+        inputs,
+        entries,
+        progress: r.reporter,
+    };
+    let metrics = stages::run(stage, &ctx).map_err(|e| stage_input_error(stage, e))?;
+    let (metrics, timings) = split_timings(metrics);
+    stages::write_json(&pending.dir().join(METRICS_FILE), &metrics)
+        .map_err(|e| stage_input_error(stage, e))?;
+    let entry = pending.commit()?;
+    let _ = std::fs::remove_dir_all(&ckpt);
+    Ok((entry, timings))
+}
+
+/// After a recorded run: compare with `pretext.lock` under `--locked`, otherwise update the
+/// pipeline's section when it changed (other pipelines' sections are kept).
+fn write_lockfile(
+    p: &Pipeline,
+    opts: &Options,
+    planned: &[Planned],
+    by_stage: &HashMap<String, Entry>,
+    lock_set: Option<LockfileSet>,
+    old_lock: Option<&Lockfile>,
+    lock_path: &Path,
+) -> Result<(), AppError> {
+    let mut lockfile = Lockfile::new(&p.name, p.seed, RUNNER_VERSION, opts.device.class());
+    for pl in planned {
+        lockfile.stages.insert(
+            pl.stage.name.clone(),
+            LockedStage::from_entry(&by_stage[&pl.stage.name]),
+        );
+    }
+    if opts.locked {
+        let old = old_lock.expect("checked before the run");
+        let diffs = lockfile.compare(old);
+        if !diffs.is_empty() {
+            return Err(AppError::Failed(format!(
+                "--locked: the run's outputs differ from {}:\n  {}",
+                lock_path.display(),
+                diffs.join("\n  ")
+            )));
+        }
+    } else if old_lock != Some(&lockfile)
+        || lock_set
+            .as_ref()
+            .is_some_and(|s| s.version != crate::store::LOCKFILE_SET_VERSION)
+    {
+        let mut set = lock_set.unwrap_or_default();
+        set.version = crate::store::LOCKFILE_SET_VERSION;
+        set.insert(lockfile);
+        set.save(lock_path)
+            .map_err(|e| AppError::Failed(e.to_string()))?;
+    }
+    Ok(())
 }
 
 impl Planned<'_> {

@@ -196,6 +196,79 @@ fn layout_mismatch(at: &str, got: Layout, want: Layout) -> StageError {
     ))
 }
 
+/// Which of the first `n` records go to the train split: `round(n · train)` of them (at least
+/// one per split), chosen by a permutation seeded from `seed`.
+fn train_mask(n: usize, train: f64, seed: u64) -> Vec<bool> {
+    let n_train = ((n as f64 * train).round() as usize).clamp(1, n - 1);
+    let perm = super::permutation(n, super::mix_seed(seed, super::Stream::Split, 0, 0, 0));
+    let mut is_train = vec![false; n];
+    for &i in &perm[..n_train] {
+        is_train[i] = true;
+    }
+    is_train
+}
+
+/// A record as read, or `None` when `on_error = "skip"` leaves it out (recorded in `skipped`);
+/// a record without a label in a labelled source is unreadable too.
+fn accept(
+    item: Result<SourceRecord, BadRecord>,
+    labelled: bool,
+    cfg: &IngestConfig,
+    id: usize,
+    skipped: &mut Vec<BadRecord>,
+) -> Result<Option<SourceRecord>, StageError> {
+    let rec = match item {
+        Ok(rec) if labelled && rec.label.is_none() => {
+            Err(BadRecord::new(record_at(cfg, id, &rec), "has no label"))
+        }
+        other => other,
+    };
+    match rec {
+        Ok(rec) => Ok(Some(rec)),
+        Err(bad) => match cfg.on_error {
+            OnError::Fail => Err(StageError::Input(format!(
+                "{bad}\n  help: set `on_error = \"skip\"` in the ingest stage to leave unreadable records out"
+            ))),
+            OnError::Skip => {
+                tracing::warn!(record = %bad.at, reason = %bad.reason, "skipped an unreadable record");
+                skipped.push(bad);
+                Ok(None)
+            }
+        },
+    }
+}
+
+/// Append record `id` to the chunk `c`: sample, id, split, label, path, size, metadata.
+fn push_record(
+    c: &mut Records,
+    cfg: &IngestConfig,
+    id: usize,
+    split: Split,
+    rec: SourceRecord,
+) -> Result<(), StageError> {
+    if let Err(m) = c.samples.push(&rec.sample) {
+        return Err(StageError::Input(format!(
+            "{}: {m}",
+            record_at(cfg, id, &rec)
+        )));
+    }
+    c.ids.push(id as u64);
+    c.splits.push(split);
+    if let (Some(l), Some(v)) = (rec.label, c.labels.as_mut()) {
+        v.push(l);
+    }
+    if let Some(v) = c.paths.as_mut() {
+        v.push(rec.path.unwrap_or_default());
+    }
+    if let Some(v) = c.source_sizes.as_mut() {
+        v.push(rec.source_size.unwrap_or_default());
+    }
+    for (col, value) in c.meta.iter_mut().zip(rec.meta) {
+        col.push(value);
+    }
+    Ok(())
+}
+
 /// Reads `source` into a dataset file at `out`: the first `limit` records, split with a
 /// permutation seeded by `seed`, unreadable records handled by `on_error`.
 pub fn ingest(
@@ -213,12 +286,7 @@ pub fn ingest(
             source_path(cfg).display()
         )));
     }
-    let n_train = ((n as f64 * cfg.split.train).round() as usize).clamp(1, n - 1);
-    let perm = super::permutation(n, super::mix_seed(seed, super::Stream::Split, 0, 0, 0));
-    let mut is_train = vec![false; n];
-    for &i in &perm[..n_train] {
-        is_train[i] = true;
-    }
+    let is_train = train_mask(n, cfg.split.train, seed);
     let cols = source.columns().clone();
     if !cols.ignored.is_empty() {
         tracing::info!(
@@ -251,26 +319,8 @@ pub fn ingest(
                 break; // a source that returned more than asked for
             }
             pos += 1;
-            let rec = match item {
-                Ok(rec) if cols.labelled && rec.label.is_none() => {
-                    Err(BadRecord::new(record_at(cfg, id, &rec), "has no label"))
-                }
-                other => other,
-            };
-            let rec = match rec {
-                Ok(rec) => rec,
-                Err(bad) => match cfg.on_error {
-                    OnError::Fail => {
-                        return Err(StageError::Input(format!(
-                            "{bad}\n  help: set `on_error = \"skip\"` in the ingest stage to leave unreadable records out"
-                        )))
-                    }
-                    OnError::Skip => {
-                        tracing::warn!(record = %bad.at, reason = %bad.reason, "skipped an unreadable record");
-                        skipped.push(bad);
-                        continue;
-                    }
-                },
+            let Some(rec) = accept(item, cols.labelled, cfg, id, &mut skipped)? else {
+                continue;
             };
             let layout = rec.sample.layout();
             let (_, info) = match &mut writer {
@@ -296,7 +346,6 @@ pub fn ingest(
                 ));
             }
             let c = chunk.as_mut().expect("created with the writer");
-            c.ids.push(id as u64);
             let split = if is_train[id] {
                 train += 1;
                 Split::Train
@@ -304,23 +353,10 @@ pub fn ingest(
                 test += 1;
                 Split::Test
             };
-            c.splits.push(split);
-            if let (Some(l), Some(v)) = (rec.label, c.labels.as_mut()) {
-                v.push(l);
+            if let (Some(l), true) = (rec.label, c.labels.is_some()) {
                 max_label = max_label.max(Some(l));
             }
-            c.samples
-                .push(&rec.sample)
-                .map_err(|m| StageError::Input(format!("{}: {m}", record_at(cfg, id, &rec))))?;
-            if let Some(v) = c.paths.as_mut() {
-                v.push(rec.path.clone().unwrap_or_default());
-            }
-            if let Some(v) = c.source_sizes.as_mut() {
-                v.push(rec.source_size.unwrap_or_default());
-            }
-            for (col, value) in c.meta.iter_mut().zip(rec.meta) {
-                col.push(value);
-            }
+            push_record(c, cfg, id, split, rec)?;
         }
         if let (Some((w, info)), Some(c)) = (&mut writer, &mut chunk) {
             w.write(c)?;

@@ -288,146 +288,10 @@ fn schema() -> Schema {
 
     let mut per_kind: Vec<BTreeSet<String>> = Vec::new();
     for kind in StageKind::SUPPORTED {
-        let name = stage_of(kind);
-        let page = kind.as_str();
-        let k = Some(kind.as_str());
-        let stage = ["stages", name];
-        let keys = expect_keys(BASE, &stage);
+        let keys = expect_keys(BASE, &["stages", stage_of(kind)]);
         per_kind.push(keys.iter().cloned().collect());
         for key in keys {
-            let shown = format!("stages.<name>.{key}");
-            let segs = vec![Seg::key("stages"), Seg::key(name), Seg::key(&key)];
-            s.add(page, "", &shown, segs.clone(), k);
-            let sub = |extra: &[&str]| -> Vec<Seg> {
-                let mut v = segs.clone();
-                v.extend(extra.iter().map(|e| Seg::key(e)));
-                v
-            };
-            match key.as_str() {
-                "expect" => {
-                    // metric name -> { bounds }, documented once on the pipeline page.
-                    let table = ["stages", name, "expect", "some_metric"];
-                    let with_metric = with_key(BASE, &table[..3], "some_metric", "{ min = 0 }");
-                    s.add("pipeline", "", "stages.<name>.expect", segs.clone(), k);
-                    s.add(
-                        "pipeline",
-                        "",
-                        "stages.<name>.expect.<metric>",
-                        sub(&["some_metric"]),
-                        k,
-                    );
-                    for b in expect_keys(&with_metric, &table) {
-                        s.add(
-                            "pipeline",
-                            "",
-                            &format!("stages.<name>.expect.<metric>.{b}"),
-                            sub(&["some_metric", &b]),
-                            k,
-                        );
-                    }
-                }
-                "fail_if" => {
-                    // check name -> bound: the keys are names, not fields.
-                    let probe = with_key(BASE, &stage, "fail_if", &format!("{{ {UNKNOWN} = 1 }}"));
-                    let e = parse(&probe).expect_err("fail_if takes only known checks");
-                    assert!(
-                        e.message.contains("unknown check"),
-                        "fail_if is no longer a map of checks: {e}"
-                    );
-                    s.add(
-                        page,
-                        "",
-                        "stages.<name>.fail_if.<metric>",
-                        sub(&["some_check"]),
-                        k,
-                    );
-                }
-                "objective" => {
-                    // `plugin` plus free-form parameters, checked by the plugin.
-                    let probe =
-                        with_key(BASE, &stage, "objective", &format!("{{ {UNKNOWN} = 1 }}"));
-                    let e = parse(&probe).expect_err("objective needs `plugin`");
-                    assert!(e.message.contains("missing key `plugin`"), "{e}");
-                    let free = with_key(BASE, &join(&stage, &["objective"]), UNKNOWN, "1");
-                    parse(&free).expect("objective parameters are free-form");
-                    s.add(
-                        page,
-                        "",
-                        "stages.<name>.objective.plugin",
-                        sub(&["plugin"]),
-                        k,
-                    );
-                    s.add(
-                        page,
-                        "",
-                        "stages.<name>.objective.<param>",
-                        sub(&["some_param"]),
-                        k,
-                    );
-                }
-                "views" => {
-                    // Each augmentation: a name, or a table with `name` and free-form parameters.
-                    let probe =
-                        with_key(BASE, &stage, "views", &format!("[[{{ {UNKNOWN} = 1 }}]]"));
-                    let e = parse(&probe).expect_err("an augmentation table needs `name`");
-                    assert!(e.message.contains("has no `name`"), "{e}");
-                    let free = with_key(
-                        BASE,
-                        &stage,
-                        "views",
-                        &format!("[[{{ name = \"crop\", {UNKNOWN} = 1 }}]]"),
-                    );
-                    parse(&free).expect("augmentation parameters are free-form");
-                    let mut at = segs.clone();
-                    at.extend([Seg::Index(0), Seg::Index(0)]);
-                    s.add(page, "", "stages.<name>.views[i][j]", at.clone(), k);
-                    let mut name_seg = at.clone();
-                    name_seg.push(Seg::key("name"));
-                    s.add(page, "", "stages.<name>.views[i][j].name", name_seg, k);
-                    let mut param = at;
-                    param.push(Seg::key("some_param"));
-                    s.add(page, "", "stages.<name>.views[i][j].<param>", param, k);
-                }
-                "source" => {
-                    let probe = with_key(BASE, &join(&stage, &["source"]), "format", "\"zzzz\"");
-                    let e = parse(&probe).expect_err("an unknown format is an error");
-                    let help = e.help.unwrap_or_default();
-                    let formats: Vec<String> = backticked(&help);
-                    let expected: Vec<String> =
-                        REFERENCE_FORMATS.iter().map(|f| f.to_string()).collect();
-                    assert_eq!(
-                        formats.iter().collect::<BTreeSet<_>>(),
-                        expected.iter().collect::<BTreeSet<_>>(),
-                        "the ingest formats changed ({help}): update REFERENCE_FORMATS in \
-                         pipeline/error.rs and docs/reference/ingest.md"
-                    );
-                    for format in &formats {
-                        let only = with_key(
-                            BASE,
-                            &stage,
-                            "source",
-                            &format!("{{ format = \"{format}\" }}"),
-                        );
-                        for sk in expect_keys(&only, &join(&stage, &["source"])) {
-                            s.add(
-                                page,
-                                format,
-                                &format!("stages.<name>.source.{sk}"),
-                                sub(&[&sk]),
-                                k,
-                            );
-                        }
-                    }
-                }
-                _ => {
-                    let probe = with_key(BASE, &stage, &key, &format!("{{ {UNKNOWN} = 1 }}"));
-                    let inside = format!("unknown key `{UNKNOWN}` in [stages.{name}.{key}]");
-                    if parse(&probe).is_err_and(|e| e.message == inside) {
-                        let nested = with_key(BASE, &stage, &key, "{}");
-                        s.walk(&nested, page, k, &["stages", name, &key], &shown);
-                    }
-                }
-            }
+            s.stage_key(&StageKey::new(kind, &key));
         }
     }
     // Keys every stage has are also documented with the stages on the pipeline page.
@@ -448,6 +312,202 @@ fn schema() -> Schema {
         }
     }
     s
+}
+
+/// One key of a stage of `BASE`, as the schema methods need it.
+struct StageKey<'a> {
+    /// The stage's name in `BASE`.
+    name: &'static str,
+    /// The stage kind's page, also the kind as written.
+    page: &'static str,
+    /// `["stages", name]`.
+    stage: [&'static str; 2],
+    key: &'a str,
+    /// The key as the reference shows it: `stages.<name>.<key>`.
+    shown: String,
+    /// The key's real path.
+    segs: Vec<Seg>,
+}
+
+impl<'a> StageKey<'a> {
+    fn new(kind: StageKind, key: &'a str) -> Self {
+        let name = stage_of(kind);
+        StageKey {
+            name,
+            page: kind.as_str(),
+            stage: ["stages", name],
+            key,
+            shown: format!("stages.<name>.{key}"),
+            segs: vec![Seg::key("stages"), Seg::key(name), Seg::key(key)],
+        }
+    }
+
+    /// The path of a key below this one.
+    fn sub(&self, extra: &[&str]) -> Vec<Seg> {
+        let mut v = self.segs.clone();
+        v.extend(extra.iter().map(|e| Seg::key(e)));
+        v
+    }
+}
+
+impl Schema {
+    /// A stage's key, and the keys inside it.
+    fn stage_key(&mut self, sk: &StageKey<'_>) {
+        let (page, k) = (sk.page, Some(sk.page));
+        self.add(page, "", &sk.shown, sk.segs.clone(), k);
+        match sk.key {
+            "expect" => self.expect_keys(sk),
+            "fail_if" => self.fail_if_keys(sk),
+            "objective" => self.objective_keys(sk),
+            "views" => self.views_keys(sk),
+            "source" => self.source_keys(sk),
+            _ => self.table_key(sk),
+        }
+    }
+
+    /// Any other key: walked when it is a table of its own.
+    fn table_key(&mut self, sk: &StageKey<'_>) {
+        let (name, key) = (sk.name, sk.key);
+        let probe = with_key(BASE, &sk.stage, key, &format!("{{ {UNKNOWN} = 1 }}"));
+        let inside = format!("unknown key `{UNKNOWN}` in [stages.{name}.{key}]");
+        if parse(&probe).is_err_and(|e| e.message == inside) {
+            let nested = with_key(BASE, &sk.stage, key, "{}");
+            self.walk(
+                &nested,
+                sk.page,
+                Some(sk.page),
+                &["stages", name, key],
+                &sk.shown,
+            );
+        }
+    }
+
+    /// `expect`: metric name -> { bounds }, documented once on the pipeline page.
+    fn expect_keys(&mut self, sk: &StageKey<'_>) {
+        let (s, name, k, segs) = (self, sk.name, Some(sk.page), &sk.segs);
+        let sub = |extra: &[&str]| sk.sub(extra);
+        let table = ["stages", name, "expect", "some_metric"];
+        let with_metric = with_key(BASE, &table[..3], "some_metric", "{ min = 0 }");
+        s.add("pipeline", "", "stages.<name>.expect", segs.clone(), k);
+        s.add(
+            "pipeline",
+            "",
+            "stages.<name>.expect.<metric>",
+            sub(&["some_metric"]),
+            k,
+        );
+        for b in expect_keys(&with_metric, &table) {
+            s.add(
+                "pipeline",
+                "",
+                &format!("stages.<name>.expect.<metric>.{b}"),
+                sub(&["some_metric", &b]),
+                k,
+            );
+        }
+    }
+
+    /// `fail_if`: check name -> bound; the keys are names, not fields.
+    fn fail_if_keys(&mut self, sk: &StageKey<'_>) {
+        let (s, page, k, stage) = (self, sk.page, Some(sk.page), sk.stage);
+        let sub = |extra: &[&str]| sk.sub(extra);
+        let probe = with_key(BASE, &stage, "fail_if", &format!("{{ {UNKNOWN} = 1 }}"));
+        let e = parse(&probe).expect_err("fail_if takes only known checks");
+        assert!(
+            e.message.contains("unknown check"),
+            "fail_if is no longer a map of checks: {e}"
+        );
+        s.add(
+            page,
+            "",
+            "stages.<name>.fail_if.<metric>",
+            sub(&["some_check"]),
+            k,
+        );
+    }
+
+    /// `objective`: `plugin` plus free-form parameters, checked by the plugin.
+    fn objective_keys(&mut self, sk: &StageKey<'_>) {
+        let (s, page, k, stage) = (self, sk.page, Some(sk.page), sk.stage);
+        let sub = |extra: &[&str]| sk.sub(extra);
+        let probe = with_key(BASE, &stage, "objective", &format!("{{ {UNKNOWN} = 1 }}"));
+        let e = parse(&probe).expect_err("objective needs `plugin`");
+        assert!(e.message.contains("missing key `plugin`"), "{e}");
+        let free = with_key(BASE, &join(&stage, &["objective"]), UNKNOWN, "1");
+        parse(&free).expect("objective parameters are free-form");
+        s.add(
+            page,
+            "",
+            "stages.<name>.objective.plugin",
+            sub(&["plugin"]),
+            k,
+        );
+        s.add(
+            page,
+            "",
+            "stages.<name>.objective.<param>",
+            sub(&["some_param"]),
+            k,
+        );
+    }
+
+    /// `views`: each augmentation is a name, or a table with `name` and free-form parameters.
+    fn views_keys(&mut self, sk: &StageKey<'_>) {
+        let (s, page, k, stage, segs) = (self, sk.page, Some(sk.page), sk.stage, &sk.segs);
+        let probe = with_key(BASE, &stage, "views", &format!("[[{{ {UNKNOWN} = 1 }}]]"));
+        let e = parse(&probe).expect_err("an augmentation table needs `name`");
+        assert!(e.message.contains("has no `name`"), "{e}");
+        let free = with_key(
+            BASE,
+            &stage,
+            "views",
+            &format!("[[{{ name = \"crop\", {UNKNOWN} = 1 }}]]"),
+        );
+        parse(&free).expect("augmentation parameters are free-form");
+        let mut at = segs.clone();
+        at.extend([Seg::Index(0), Seg::Index(0)]);
+        s.add(page, "", "stages.<name>.views[i][j]", at.clone(), k);
+        let mut name_seg = at.clone();
+        name_seg.push(Seg::key("name"));
+        s.add(page, "", "stages.<name>.views[i][j].name", name_seg, k);
+        let mut param = at;
+        param.push(Seg::key("some_param"));
+        s.add(page, "", "stages.<name>.views[i][j].<param>", param, k);
+    }
+
+    /// `source`: the keys of each ingest format.
+    fn source_keys(&mut self, sk: &StageKey<'_>) {
+        let (s, page, k, stage) = (self, sk.page, Some(sk.page), sk.stage);
+        let sub = |extra: &[&str]| sk.sub(extra);
+        let probe = with_key(BASE, &join(&stage, &["source"]), "format", "\"zzzz\"");
+        let e = parse(&probe).expect_err("an unknown format is an error");
+        let help = e.help.unwrap_or_default();
+        let formats: Vec<String> = backticked(&help);
+        let expected: Vec<String> = REFERENCE_FORMATS.iter().map(|f| f.to_string()).collect();
+        assert_eq!(
+            formats.iter().collect::<BTreeSet<_>>(),
+            expected.iter().collect::<BTreeSet<_>>(),
+            "the ingest formats changed ({help}): update REFERENCE_FORMATS in \
+             pipeline/error.rs and docs/reference/ingest.md"
+        );
+        for format in &formats {
+            let only = with_key(
+                BASE,
+                &stage,
+                "source",
+                &format!("{{ format = \"{format}\" }}"),
+            );
+            for key in expect_keys(&only, &join(&stage, &["source"])) {
+                s.add(
+                    page,
+                    format,
+                    &format!("stages.<name>.source.{key}"),
+                    sub(&[&key]),
+                    k,
+                );
+            }
+        }
+    }
 }
 
 /// The workspace's `docs/reference`.

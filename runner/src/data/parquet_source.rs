@@ -17,10 +17,11 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use parquet::basic::{Compression, ConvertedType, Type as PhysicalType};
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::reader::RowIter;
 use parquet::record::{Field, Row};
-use parquet::schema::types::Type;
+use parquet::schema::types::{Type, TypePtr};
 
 use super::image::{self, ImageOptions};
 use super::source::{BadRecord, Item, Source, SourceColumns, SourceRecord};
@@ -178,24 +179,7 @@ impl ParquetSource {
         let fields = root.get_fields();
         let available: Vec<String> = fields.iter().map(|f| f.name().to_string()).collect();
 
-        let mut wanted: Vec<(&str, String)> = Vec::new();
-        match (&spec.image, &spec.features) {
-            (Some(i), None) => wanted.push(("image", i.clone())),
-            (None, Some(FeatureColumns::List(c))) => wanted.push(("features", c.clone())),
-            (None, Some(FeatureColumns::Columns(cs))) => {
-                wanted.extend(cs.iter().map(|c| ("features", c.clone())))
-            }
-            _ => {
-                return Err(DataError::file(
-                    path,
-                    "name exactly one of an image column and feature columns",
-                ))
-            }
-        }
-        if let Some(l) = &spec.label {
-            wanted.push(("label", l.clone()));
-        }
-        wanted.extend(spec.meta.iter().map(|m| ("metadata", m.clone())));
+        let wanted = wanted_columns(path, &spec)?;
         let mut proj_fields = Vec::new();
         for f in fields {
             if wanted.iter().any(|(_, n)| n == f.name()) {
@@ -208,83 +192,20 @@ impl ParquetSource {
             }
         }
 
-        // Leaves of the projected columns: readable types and compression codecs.
-        let descr = meta.file_metadata().schema_descr();
-        for (i, col) in descr.columns().iter().enumerate() {
-            let top = col.path().parts()[0].as_str();
-            if !wanted.iter().any(|(_, n)| n == top) {
-                continue;
-            }
-            if !readable(col.physical_type(), col.converted_type()) {
-                return Err(DataError::file(
-                    path,
-                    format!(
-                        "column `{top}` has type {} ({}), which pretext cannot read",
-                        col.physical_type(),
-                        col.converted_type()
-                    ),
-                ));
-            }
-            for rg in meta.row_groups() {
-                let c = rg.column(i).compression();
-                if !matches!(
-                    c,
-                    Compression::UNCOMPRESSED | Compression::SNAPPY | Compression::ZSTD(_)
-                ) {
-                    return Err(DataError::file(
-                        path,
-                        format!(
-                            "column `{top}` is compressed with {c}, which this build of pretext cannot read; \
-                             write the file with snappy or zstd (pyarrow: pq.write_table(t, path, compression=\"zstd\"))"
-                        ),
-                    ));
-                }
-            }
-        }
+        check_readable(path, meta, &wanted)?;
 
-        let field_type = |name: &str| fields.iter().find(|f| f.name() == name).cloned();
-        // String labels: collect the classes in a first pass over that column only.
-        let mut class_index = None;
-        if let Some(l) = &spec.label {
-            let t = field_type(l).expect("checked above");
-            let is_string = t.is_primitive() && t.get_physical_type() == PhysicalType::BYTE_ARRAY;
-            if !t.is_primitive() {
-                return Err(DataError::file(
-                    path,
-                    format!("label column `{l}` must hold integers or strings, not nested values"),
-                ));
+        let class_index = match &spec.label {
+            Some(l) => {
+                let t = fields
+                    .iter()
+                    .find(|f| f.name() == l.as_str())
+                    .expect("checked above");
+                string_classes(path, l, t, open)?
             }
-            if is_string {
-                let proj = Type::group_type_builder("schema")
-                    .with_fields(vec![t.clone()])
-                    .build()
-                    .map_err(|e| perr(path, e))?;
-                let iter = RowIter::from_file_into(Box::new(open()?))
-                    .project(Some(proj))
-                    .map_err(|e| perr(path, e))?;
-                let mut names = BTreeSet::new();
-                for row in iter {
-                    let row = row.map_err(|e| perr(path, e))?;
-                    if let Some((_, f)) = row.get_column_iter().next() {
-                        if let Some(s) = text(f) {
-                            names.insert(s);
-                        }
-                    }
-                }
-                class_index = Some(names.into_iter().collect::<Vec<_>>());
-            }
-        }
+            None => None,
+        };
 
-        let shape = spec.shape.or_else(|| {
-            meta.file_metadata()
-                .key_value_metadata()
-                .and_then(|kv| kv.iter().find(|k| k.key == "pretext.shape"))
-                .and_then(|k| k.value.as_ref())
-                .and_then(|v| {
-                    let d: Vec<usize> = v.split(',').filter_map(|x| x.parse().ok()).collect();
-                    (d.len() == 3).then(|| (d[0], d[1], d[2]))
-                })
-        });
+        let shape = spec.shape.or_else(|| stored_shape(meta));
         let dim = match &spec.features {
             Some(FeatureColumns::Columns(cs)) => Some(cs.len()),
             _ => None,
@@ -321,159 +242,31 @@ impl ParquetSource {
     fn record(&mut self, row: &Row, index: usize) -> Item {
         let at = format!("{}: record {index}", self.path.display());
         let bad = |m: String| BadRecord::new(&at, m);
-        let get = |name: &str| -> Option<&Field> {
-            row.get_column_iter()
-                .find(|(n, _)| n.as_str() == name)
-                .map(|(_, f)| f)
-        };
-        let mut source_size = None;
-        let sample = match (&self.spec.image, &self.spec.features) {
+        let (sample, source_size) = match (&self.spec.image, &self.spec.features) {
             (Some(col), _) => {
-                let bytes = match get(col) {
-                    Some(Field::Bytes(b)) => b.data(),
-                    Some(Field::Group(g)) => match g
-                        .get_column_iter()
-                        .find(|(n, _)| n.as_str() == "bytes")
-                        .map(|(_, f)| f)
-                    {
-                        Some(Field::Bytes(b)) => b.data(),
-                        _ => return Err(bad(format!("image column `{col}` has no `bytes` value"))),
-                    },
-                    Some(Field::Null) | None => {
-                        return Err(bad(format!("image column `{col}` is null")))
-                    }
-                    Some(_) => {
-                        return Err(bad(format!(
-                            "image column `{col}` must hold binary values (encoded PNG/JPEG or raw pixels)"
-                        )))
-                    }
-                };
-                if image::looks_encoded(bytes) {
-                    let img = image::decode(bytes).map_err(bad)?;
-                    source_size = Some((img.height(), img.width()));
-                    image::finish(img, &self.opts)
-                } else {
-                    let Some((c, h, w)) = self.spec.shape else {
-                        return Err(bad(format!(
-                            "image column `{col}` holds neither PNG nor JPEG bytes; for raw pixels set `shape = [channels, height, width]` in the source"
-                        )));
-                    };
-                    source_size = Some((h as u32, w as u32));
-                    if bytes.len() != c * h * w {
-                        return Err(bad(format!(
-                            "raw image has {} bytes, but shape [{c}, {h}, {w}] needs {}",
-                            bytes.len(),
-                            c * h * w
-                        )));
-                    }
-                    image::transform(
-                        Sample::Image {
-                            shape: (c, h, w),
-                            pixels: bytes.to_vec(),
-                        },
-                        &self.opts,
-                    )
-                    .map_err(bad)?
-                }
+                let (sample, size) = self.image_sample(col, row).map_err(bad)?;
+                (sample, Some(size))
             }
             (None, Some(FeatureColumns::List(col))) => {
-                let list = match get(col) {
-                    Some(Field::ListInternal(l)) => l,
-                    Some(Field::Null) | None => {
-                        return Err(bad(format!("feature column `{col}` is null")))
-                    }
-                    Some(_) => {
-                        return Err(bad(format!(
-                            "feature column `{col}` must be a list of numbers"
-                        )))
-                    }
-                };
-                let mut v = Vec::with_capacity(list.elements().len());
-                for (j, f) in list.elements().iter().enumerate() {
-                    match number(f) {
-                        Some(x) if x.is_finite() => v.push(x as f32),
-                        Some(x) => {
-                            return Err(bad(format!(
-                            "feature column `{col}` has a non-finite value ({x}) at position {j}"
-                        )))
-                        }
-                        None => {
-                            return Err(bad(format!(
-                                "feature column `{col}` has a {} at position {j}, not a number",
-                                if matches!(f, Field::Null) {
-                                    "null"
-                                } else {
-                                    "non-numeric value"
-                                }
-                            )))
-                        }
-                    }
-                }
-                Sample::Features(v)
+                (list_features(col, row).map_err(bad)?, None)
             }
             (None, Some(FeatureColumns::Columns(cols))) => {
-                let mut v = Vec::with_capacity(cols.len());
-                for col in cols {
-                    match get(col).and_then(number) {
-                        Some(x) if x.is_finite() => v.push(x as f32),
-                        Some(x) => {
-                            return Err(bad(format!("column `{col}` has a non-finite value ({x})")))
-                        }
-                        None => return Err(bad(format!("column `{col}` is null or not a number"))),
-                    }
-                }
-                Sample::Features(v)
+                (column_features(cols, row).map_err(bad)?, None)
             }
             (None, None) => return Err(bad("no sample column".into())),
         };
         if let Sample::Features(v) = &sample {
-            if v.is_empty() {
-                return Err(bad("the feature vector is empty".into()));
-            }
-            match self.dim {
-                None => self.dim = Some(v.len()),
-                Some(d) if d != v.len() => {
-                    return Err(bad(format!(
-                        "the feature vector has {} values, but earlier records have {d}",
-                        v.len()
-                    )))
-                }
-                _ => {}
-            }
+            self.check_dim(v.len()).map_err(bad)?;
         }
         let label = match &self.spec.label {
             None => None,
-            Some(col) => {
-                let f = get(col).unwrap_or(&Field::Null);
-                match (&self.class_index, f) {
-                    (_, Field::Null) => return Err(bad(format!("label column `{col}` is null"))),
-                    (Some(classes), f) => {
-                        let s = text(f).unwrap_or_default();
-                        Some(
-                            classes
-                                .binary_search(&s)
-                                .map_err(|_| bad(format!("label `{s}` is not a known class")))?
-                                as u32,
-                        )
-                    }
-                    (None, f) => match number(f) {
-                        Some(x) if x >= 0.0 && x.fract() == 0.0 && x <= u32::MAX as f64 / 2.0 => {
-                            Some(x as u32)
-                        }
-                        _ => {
-                            return Err(bad(format!(
-                                "label column `{col}` must hold non-negative integers, found {f}"
-                            )))
-                        }
-                    },
-                }
-            }
+            Some(col) => Some(self.label(col, row).map_err(bad)?),
         };
         let meta = self
             .spec
             .meta
             .iter()
-            .map(|m| get(m).and_then(text).unwrap_or_default())
+            .map(|m| column(row, m).and_then(text).unwrap_or_default())
             .collect();
         Ok(SourceRecord {
             label,
@@ -483,6 +276,259 @@ impl ParquetSource {
             meta,
         })
     }
+
+    /// The image of column `col`: encoded PNG/JPEG, or raw pixels of the source's `shape`;
+    /// with its size before resizing.
+    fn image_sample(&self, col: &str, row: &Row) -> Result<(Sample, (u32, u32)), String> {
+        let bytes = match column(row, col) {
+            Some(Field::Bytes(b)) => b.data(),
+            Some(Field::Group(g)) => match g
+                .get_column_iter()
+                .find(|(n, _)| n.as_str() == "bytes")
+                .map(|(_, f)| f)
+            {
+                Some(Field::Bytes(b)) => b.data(),
+                _ => return Err(format!("image column `{col}` has no `bytes` value")),
+            },
+            Some(Field::Null) | None => return Err(format!("image column `{col}` is null")),
+            Some(_) => {
+                return Err(format!(
+                    "image column `{col}` must hold binary values (encoded PNG/JPEG or raw pixels)"
+                ))
+            }
+        };
+        if image::looks_encoded(bytes) {
+            let img = image::decode(bytes)?;
+            let size = (img.height(), img.width());
+            return Ok((image::finish(img, &self.opts), size));
+        }
+        let Some((c, h, w)) = self.spec.shape else {
+            return Err(format!(
+                "image column `{col}` holds neither PNG nor JPEG bytes; for raw pixels set `shape = [channels, height, width]` in the source"
+            ));
+        };
+        if bytes.len() != c * h * w {
+            return Err(format!(
+                "raw image has {} bytes, but shape [{c}, {h}, {w}] needs {}",
+                bytes.len(),
+                c * h * w
+            ));
+        }
+        let sample = image::transform(
+            Sample::Image {
+                shape: (c, h, w),
+                pixels: bytes.to_vec(),
+            },
+            &self.opts,
+        )?;
+        Ok((sample, (h as u32, w as u32)))
+    }
+
+    /// Every feature vector has the length of the first.
+    fn check_dim(&mut self, len: usize) -> Result<(), String> {
+        if len == 0 {
+            return Err("the feature vector is empty".into());
+        }
+        match self.dim {
+            None => self.dim = Some(len),
+            Some(d) if d != len => {
+                return Err(format!(
+                    "the feature vector has {len} values, but earlier records have {d}"
+                ))
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The label of column `col`: a class index for string labels, else a non-negative integer.
+    fn label(&self, col: &str, row: &Row) -> Result<u32, String> {
+        let f = column(row, col).unwrap_or(&Field::Null);
+        match (&self.class_index, f) {
+            (_, Field::Null) => Err(format!("label column `{col}` is null")),
+            (Some(classes), f) => {
+                let s = text(f).unwrap_or_default();
+                classes
+                    .binary_search(&s)
+                    .map(|i| i as u32)
+                    .map_err(|_| format!("label `{s}` is not a known class"))
+            }
+            (None, f) => match number(f) {
+                Some(x) if x >= 0.0 && x.fract() == 0.0 && x <= u32::MAX as f64 / 2.0 => {
+                    Ok(x as u32)
+                }
+                _ => Err(format!(
+                    "label column `{col}` must hold non-negative integers, found {f}"
+                )),
+            },
+        }
+    }
+}
+
+/// The columns a spec reads, with their role (`image`, `features`, `label`, `metadata`).
+fn wanted_columns(
+    path: &Path,
+    spec: &ParquetSpec,
+) -> Result<Vec<(&'static str, String)>, DataError> {
+    let mut wanted: Vec<(&'static str, String)> = Vec::new();
+    match (&spec.image, &spec.features) {
+        (Some(i), None) => wanted.push(("image", i.clone())),
+        (None, Some(FeatureColumns::List(c))) => wanted.push(("features", c.clone())),
+        (None, Some(FeatureColumns::Columns(cs))) => {
+            wanted.extend(cs.iter().map(|c| ("features", c.clone())))
+        }
+        _ => {
+            return Err(DataError::file(
+                path,
+                "name exactly one of an image column and feature columns",
+            ))
+        }
+    }
+    if let Some(l) = &spec.label {
+        wanted.push(("label", l.clone()));
+    }
+    wanted.extend(spec.meta.iter().map(|m| ("metadata", m.clone())));
+    Ok(wanted)
+}
+
+/// The leaves of the wanted columns have types and compression codecs pretext reads.
+fn check_readable(
+    path: &Path,
+    meta: &ParquetMetaData,
+    wanted: &[(&str, String)],
+) -> Result<(), DataError> {
+    let descr = meta.file_metadata().schema_descr();
+    for (i, col) in descr.columns().iter().enumerate() {
+        let top = col.path().parts()[0].as_str();
+        if !wanted.iter().any(|(_, n)| n == top) {
+            continue;
+        }
+        if !readable(col.physical_type(), col.converted_type()) {
+            return Err(DataError::file(
+                path,
+                format!(
+                    "column `{top}` has type {} ({}), which pretext cannot read",
+                    col.physical_type(),
+                    col.converted_type()
+                ),
+            ));
+        }
+        for rg in meta.row_groups() {
+            let c = rg.column(i).compression();
+            if !matches!(
+                c,
+                Compression::UNCOMPRESSED | Compression::SNAPPY | Compression::ZSTD(_)
+            ) {
+                return Err(DataError::file(
+                    path,
+                    format!(
+                        "column `{top}` is compressed with {c}, which this build of pretext cannot read; \
+                         write the file with snappy or zstd (pyarrow: pq.write_table(t, path, compression=\"zstd\"))"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// For a string label column `l` (of type `t`), the sorted class names, read in a first pass
+/// over that column only; `None` for integer labels.
+fn string_classes(
+    path: &Path,
+    l: &str,
+    t: &TypePtr,
+    open: impl Fn() -> Result<SerializedFileReader<File>, DataError>,
+) -> Result<Option<Vec<String>>, DataError> {
+    if !t.is_primitive() {
+        return Err(DataError::file(
+            path,
+            format!("label column `{l}` must hold integers or strings, not nested values"),
+        ));
+    }
+    if t.get_physical_type() != PhysicalType::BYTE_ARRAY {
+        return Ok(None);
+    }
+    let proj = Type::group_type_builder("schema")
+        .with_fields(vec![t.clone()])
+        .build()
+        .map_err(|e| perr(path, e))?;
+    let iter = RowIter::from_file_into(Box::new(open()?))
+        .project(Some(proj))
+        .map_err(|e| perr(path, e))?;
+    let mut names = BTreeSet::new();
+    for row in iter {
+        let row = row.map_err(|e| perr(path, e))?;
+        if let Some((_, f)) = row.get_column_iter().next() {
+            if let Some(s) = text(f) {
+                names.insert(s);
+            }
+        }
+    }
+    Ok(Some(names.into_iter().collect()))
+}
+
+/// The `pretext.shape` ("c,h,w") a file written by pretext records for raw pixels.
+fn stored_shape(meta: &ParquetMetaData) -> Option<(usize, usize, usize)> {
+    meta.file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|k| k.key == "pretext.shape"))
+        .and_then(|k| k.value.as_ref())
+        .and_then(|v| {
+            let d: Vec<usize> = v.split(',').filter_map(|x| x.parse().ok()).collect();
+            (d.len() == 3).then(|| (d[0], d[1], d[2]))
+        })
+}
+
+/// The value of column `name` in `row`.
+fn column<'r>(row: &'r Row, name: &str) -> Option<&'r Field> {
+    row.get_column_iter()
+        .find(|(n, _)| n.as_str() == name)
+        .map(|(_, f)| f)
+}
+
+/// A feature vector from list column `col`: finite numbers only.
+fn list_features(col: &str, row: &Row) -> Result<Sample, String> {
+    let list = match column(row, col) {
+        Some(Field::ListInternal(l)) => l,
+        Some(Field::Null) | None => return Err(format!("feature column `{col}` is null")),
+        Some(_) => return Err(format!("feature column `{col}` must be a list of numbers")),
+    };
+    let mut v = Vec::with_capacity(list.elements().len());
+    for (j, f) in list.elements().iter().enumerate() {
+        match number(f) {
+            Some(x) if x.is_finite() => v.push(x as f32),
+            Some(x) => {
+                return Err(format!(
+                    "feature column `{col}` has a non-finite value ({x}) at position {j}"
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "feature column `{col}` has a {} at position {j}, not a number",
+                    if matches!(f, Field::Null) {
+                        "null"
+                    } else {
+                        "non-numeric value"
+                    }
+                ))
+            }
+        }
+    }
+    Ok(Sample::Features(v))
+}
+
+/// A feature vector from one numeric column per feature.
+fn column_features(cols: &[String], row: &Row) -> Result<Sample, String> {
+    let mut v = Vec::with_capacity(cols.len());
+    for col in cols {
+        match column(row, col).and_then(number) {
+            Some(x) if x.is_finite() => v.push(x as f32),
+            Some(x) => return Err(format!("column `{col}` has a non-finite value ({x})")),
+            None => return Err(format!("column `{col}` is null or not a number")),
+        }
+    }
+    Ok(Sample::Features(v))
 }
 
 impl Source for ParquetSource {

@@ -433,8 +433,8 @@ fn report_shows_the_curate_audit() {
         md.contains("| dropped from the curated dataset | 2 |"),
         "{md}"
     );
-    assert!(md.contains("](plots/clean-classes.png)"));
-    assert!(report.join("plots/clean-classes.png").is_file());
+    assert!(md.contains("](plots/clean-classes.svg)"));
+    assert!(report.join("plots/clean-classes.svg").is_file());
     let html = std::fs::read_to_string(report.join("report.html")).unwrap();
     assert!(html.contains("<th>finding</th>"));
 }

@@ -1,6 +1,7 @@
 //! The report stage, end to end: every stage kind it draws from, the files and figures it
 //! writes, a failed gate shown on the page, and caching (gates re-render only the report).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::support::{pretext, tempdir, toml_path, workspace, Tiny};
@@ -16,6 +17,53 @@ fn png_size(path: &Path) -> (u32, u32) {
     assert_eq!(&b[12..16], b"IHDR");
     let be = |s: &[u8]| u32::from_be_bytes([s[0], s[1], s[2], s[3]]);
     (be(&b[16..20]), be(&b[20..24]))
+}
+
+/// Width and height from an SVG's root `<svg width=".." height="..">` tag.
+fn svg_size(path: &Path) -> (u32, u32) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        text.starts_with("<svg "),
+        "{} is not an SVG",
+        path.display()
+    );
+    assert!(
+        text.trim_end().ends_with("</svg>"),
+        "{} is cut short",
+        path.display()
+    );
+    let root = &text[..text.find('>').unwrap()];
+    let attr = |k: &str| -> u32 {
+        let at = root.find(&format!(" {k}=\"")).unwrap() + k.len() + 3;
+        root[at..].split('"').next().unwrap().parse().unwrap()
+    };
+    (attr("width"), attr("height"))
+}
+
+/// Every file the report stage wrote into its store entry, by path inside it (not the store's
+/// own `entry.json`, which records when the entry was made).
+fn entry_files(entry: &Path) -> BTreeMap<String, Vec<u8>> {
+    walkdir(entry)
+        .into_iter()
+        .filter(|p| !p.ends_with("entry.json"))
+        .map(|p| {
+            let rel = p.strip_prefix(entry).unwrap().display().to_string();
+            (rel, std::fs::read(&p).unwrap())
+        })
+        .collect()
+}
+
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 fn pipeline(gate: &str) -> String {
@@ -101,38 +149,70 @@ fn report_renders_every_stage_with_figures_and_gate_verdicts() {
     assert!(md.contains("**1 of 1 `expect` gate(s) failed:**"));
     assert!(md.contains("| `knn.accuracy` |") && md.contains("| ≥ 1.5 | FAIL |"));
 
-    // Every figure the page links exists and is a real PNG; the expected ones are there.
-    let mut linked = Vec::new();
-    for part in html.split("<img src=\"").skip(1) {
-        linked.push(part.split('"').next().unwrap().to_string());
-    }
+    // Every chart is an SVG in plots/, inlined in the page (its text is text there) and
+    // linked from the markdown; the augmentation preview is a PNG both link.
     for want in [
-        "plots/ssl-loss.png",
-        "plots/ssl-spread.png",
-        "plots/ssl-rank.png",
-        "plots/ssl-align-uniform.png",
-        "plots/ssl-lr.png",
-        "plots/eval-label-efficiency.png",
-        "plots/ood-ood-knn.png",
-        "plots/ood-ood-mahalanobis.png",
-        "plots/ood-ood-max_softmax.png",
-        "plots/ood-corruptions.png",
-        "plots/views-preview.png",
+        "plots/ssl-loss.svg",
+        "plots/ssl-spread.svg",
+        "plots/ssl-rank.svg",
+        "plots/ssl-align-uniform.svg",
+        "plots/ssl-lr.svg",
+        "plots/eval-label-efficiency.svg",
+        "plots/ood-ood-knn.svg",
+        "plots/ood-ood-mahalanobis.svg",
+        "plots/ood-ood-max_softmax.svg",
+        "plots/ood-corruptions.svg",
     ] {
-        assert!(
-            linked.iter().any(|l| l == want),
-            "{want} not linked: {linked:?}"
-        );
+        let (w, h) = svg_size(&entry.join(want));
+        assert!(w >= 100 && h >= 40, "{want}: {w}x{h}");
+        let svg = std::fs::read_to_string(entry.join(want)).unwrap();
+        assert!(html.contains(&svg), "{want} is not inlined in the page");
         assert!(md.contains(&format!("]({want})")), "{want} not in markdown");
     }
-    for l in &linked {
-        let (w, h) = png_size(&entry.join(l));
-        assert!(w >= 100 && h >= 40, "{l}: {w}x{h}");
+    let preview = "plots/views-preview.png";
+    assert!(
+        html.contains(&format!("<img src=\"{preview}\"")),
+        "{preview} not linked"
+    );
+    assert!(
+        md.contains(&format!("]({preview})")),
+        "{preview} not in markdown"
+    );
+    let (w, h) = png_size(&entry.join(preview));
+    assert!(w >= 100 && h >= 40, "{preview}: {w}x{h}");
+    assert_eq!(svg_size(&entry.join("plots/ssl-loss.svg")), (640, 400));
+    for title in ["Pretraining loss", "Label efficiency", "OOD score: knn"] {
+        assert!(
+            html.contains(&format!("\n{title}\n</text>")),
+            "no title text {title:?}"
+        );
     }
-    assert_eq!(png_size(&entry.join("plots/ssl-loss.png")), (640, 400));
-    // The heat map has one row per corruption and a column per severity.
-    let (hw, _) = png_size(&entry.join("plots/ood-corruptions.png"));
+    // The heat map has one row per corruption and a column per severity, each cell labelled.
+    let (hw, _) = svg_size(&entry.join("plots/ood-corruptions.svg"));
     assert!(hw >= 3 * 64, "{hw}");
+    let heat = std::fs::read_to_string(entry.join("plots/ood-corruptions.svg")).unwrap();
+    for label in ["gaussian_noise", "contrast", "severity"] {
+        assert!(
+            heat.contains(&format!("\n{label}\n</text>")),
+            "no {label:?} in the heat map"
+        );
+    }
+    let cells = heat
+        .lines()
+        .filter(|l| l.len() == 5 && l.starts_with("0.") || *l == "1.000")
+        .count();
+    assert_eq!(cells, 2 * 3, "{heat}");
+
+    // Rendered again from the same inputs (a fresh process), the report is byte-identical.
+    let first = entry_files(&entry);
+    assert!(first.contains_key("report.html") && first.contains_key("plots/ssl-loss.svg"));
+    std::fs::remove_dir_all(&entry).unwrap();
+    pretext(dir.path(), &["run", &ps]).expect_code(1);
+    assert_eq!(
+        entry_files(&entry),
+        first,
+        "the re-rendered report differs from the first"
+    );
 
     // Every metric of the probe is in its table, with its value as metrics.json has it.
     let show = pretext(dir.path(), &["show", "--json", &ps]);

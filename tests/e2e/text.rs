@@ -173,10 +173,14 @@ fn text_pipeline_runs_end_to_end_and_is_cached() {
         .lines()
         .find(|l| l.starts_with("report `summary`: "))
         .unwrap_or_else(|| panic!("no report line\n{}", run.describe()));
-    let html = std::fs::read_to_string(line.trim_start_matches("report `summary`: ")).unwrap();
+    let html_path = std::path::PathBuf::from(line.trim_start_matches("report `summary`: "));
+    let html = std::fs::read_to_string(&html_path).unwrap();
     assert!(html.contains("[MASK]"), "no masked preview in the report");
-    for plot in ["plots/mlm-mlm-accuracy.png", "plots/mlm-mlm-perplexity.png"] {
-        assert!(html.contains(plot), "{plot} not in the report");
+    // The masked-token curves: SVG files in plots/, inlined in the page.
+    for plot in ["plots/mlm-mlm-accuracy.svg", "plots/mlm-mlm-perplexity.svg"] {
+        let svg = std::fs::read_to_string(html_path.parent().unwrap().join(plot))
+            .unwrap_or_else(|e| panic!("{plot}: {e}"));
+        assert!(html.contains(&svg), "{plot} not in the report");
     }
 
     // Nothing unchanged runs twice.

@@ -1,5 +1,7 @@
-//! `kind = "report"`: one page per run, as `report.html` and `report.md` side by side, with PNG
-//! plots in `plots/`, built only from the committed artifacts of the stages it reads:
+//! `kind = "report"`: one page per run, as `report.html` and `report.md` side by side, with the
+//! charts as SVG files in `plots/` (inlined in the HTML, so their text is crisp and selectable)
+//! and the augmentation preview as a PNG, built only from the committed artifacts of the stages
+//! it reads:
 //!
 //! - every metric of every stage, with its `expect` bound and verdict, and a summary of the
 //!   gates at the top;
@@ -26,14 +28,22 @@ use crate::artifacts::report::{HTML_FILE, MARKDOWN_FILE, PLOTS_DIR};
 use crate::artifacts::views::PREVIEW_FILE;
 use crate::data::{table, Dataset};
 use crate::pipeline::{Expectation, ReportConfig, ReportSource, StageKind};
-use crate::plot::{self, Canvas, Series, XAxis};
+use crate::plot::{self, Canvas, Series, Svg, XAxis};
 
-/// One figure: a PNG in `plots/` and its caption.
+/// What a figure is drawn as: a chart, or an image of real pixels.
+enum Drawing {
+    Svg(Svg),
+    Png(Canvas),
+}
+
+/// One figure: a file in `plots/` and its caption.
 struct Figure {
     file: String,
     /// Short text for `alt` (`ssl: loss`).
     alt: String,
     caption: String,
+    /// The SVG document, inlined in the HTML page (`None`: a PNG, linked).
+    inline: Option<String>,
 }
 
 /// One row of a stage's metric table.
@@ -131,28 +141,40 @@ fn section(src: &ReportSource, dir: &Path, plots: &Path) -> Result<Section, Stag
         notes: Vec::new(),
         findings: Vec::new(),
     };
-    let save = |s: &mut Section, name: &str, canvas: Canvas, caption: String| {
-        let file = format!("{}-{name}.png", src.stage);
-        canvas
-            .save(&plots.join(&file))
-            .map_err(StageError::Failed)?;
+    let save = |s: &mut Section, name: &str, drawing: Drawing, caption: String| {
+        let (file, inline) = match drawing {
+            Drawing::Svg(svg) => {
+                let file = format!("{}-{name}.svg", src.stage);
+                svg.save(&plots.join(&file)).map_err(StageError::Failed)?;
+                (file, Some(svg.text))
+            }
+            Drawing::Png(canvas) => {
+                let file = format!("{}-{name}.png", src.stage);
+                canvas
+                    .save(&plots.join(&file))
+                    .map_err(StageError::Failed)?;
+                (file, None)
+            }
+        };
         s.figures.push(Figure {
             file: format!("{PLOTS_DIR}/{file}"),
             alt: format!("{}: {name}", src.stage),
             caption,
+            inline,
         });
         Ok::<(), StageError>(())
     };
+    let chart = |r: Result<Svg, String>| r.map(Drawing::Svg).map_err(StageError::Failed);
     match src.kind {
         StageKind::Pretrain => {
             let history: Vec<EpochRecord> = read_json(&dir.join(HISTORY_FILE))?;
-            for (name, canvas, caption) in pretrain_figures(&history) {
-                save(&mut s, name, canvas, caption)?;
+            for (name, svg, caption) in pretrain_figures(&history)? {
+                save(&mut s, name, Drawing::Svg(svg), caption)?;
             }
         }
         StageKind::Probe => {
-            if let Some((canvas, caption)) = label_efficiency(&metrics) {
-                save(&mut s, "label-efficiency", canvas, caption)?;
+            if let Some((svg, caption)) = label_efficiency(&metrics) {
+                save(&mut s, "label-efficiency", chart(svg)?, caption)?;
             }
         }
         StageKind::OodEval => {
@@ -160,7 +182,7 @@ fn section(src: &ReportSource, dir: &Path, plots: &Path) -> Result<Section, Stag
             if scores.exists() {
                 let records: Vec<ScoreRecord> = read_json(&scores)?;
                 for r in &records {
-                    let canvas = plot::histograms(
+                    let svg = plot::histograms(
                         &format!("OOD score: {}", r.score),
                         "score (higher = more in-distribution)",
                         &[("in-distribution", &r.in_distribution), ("OOD", &r.ood)],
@@ -174,7 +196,7 @@ fn section(src: &ReportSource, dir: &Path, plots: &Path) -> Result<Section, Stag
                         r.auroc,
                         r.fpr95
                     );
-                    save(&mut s, &format!("ood-{}", r.score), canvas, caption)?;
+                    save(&mut s, &format!("ood-{}", r.score), chart(svg)?, caption)?;
                 }
             }
             let corr = dir.join(CORRUPTIONS_FILE);
@@ -193,7 +215,7 @@ fn section(src: &ReportSource, dir: &Path, plots: &Path) -> Result<Section, Stag
                             .collect()
                     })
                     .collect();
-                let canvas = plot::heat_map(
+                let svg = plot::heat_map(
                     "Accuracy under corruption",
                     "severity",
                     &rows,
@@ -201,7 +223,7 @@ fn section(src: &ReportSource, dir: &Path, plots: &Path) -> Result<Section, Stag
                     &values,
                 );
                 let caption = "Linear-probe test accuracy per corruption (rows) and severity (columns, 1 = mildest); darker is better.".to_string();
-                save(&mut s, "corruptions", canvas, caption)?;
+                save(&mut s, "corruptions", chart(svg)?, caption)?;
             }
         }
         StageKind::Augment => {
@@ -209,7 +231,7 @@ fn section(src: &ReportSource, dir: &Path, plots: &Path) -> Result<Section, Stag
             if ds.is_text() {
                 text_preview(&mut s, dir, &ds)?;
             } else if let Some((canvas, caption)) = image_preview(&ds) {
-                save(&mut s, "preview", canvas, caption)?;
+                save(&mut s, "preview", Drawing::Png(canvas), caption)?;
             }
         }
         StageKind::Ingest | StageKind::Curate | StageKind::Finetune | StageKind::Report => {}
@@ -217,8 +239,8 @@ fn section(src: &ReportSource, dir: &Path, plots: &Path) -> Result<Section, Stag
     if src.kind == StageKind::Curate {
         let audit: serde_json::Value = read_json(&dir.join(AUDIT_FILE))?;
         s.findings = curate_findings(&audit);
-        if let Some((canvas, caption)) = class_balance(&audit) {
-            save(&mut s, "classes", canvas, caption)?;
+        if let Some((svg, caption)) = class_balance(&audit) {
+            save(&mut s, "classes", chart(svg)?, caption)?;
         }
         if let Some(why) = audit["near_duplicates"]["skipped"].as_str() {
             s.notes
@@ -256,7 +278,7 @@ fn image_preview(ds: &Dataset) -> Option<(Canvas, String)> {
     let shown = ds.len().min(8 * views);
     let n = ds.sample_len();
     let images: Vec<&[u8]> = (0..shown).map(|r| &ds.pixels[r * n..(r + 1) * n]).collect();
-    let row_labels: Vec<String> = (0..shown)
+    let samples: Vec<String> = (0..shown)
         .step_by(views.max(1))
         .map(|r| format!("#{}", ds.ids[r]))
         .collect();
@@ -267,11 +289,12 @@ fn image_preview(ds: &Dataset) -> Option<(Canvas, String)> {
     let scale = (96 / h.max(w)).clamp(1, 4);
     // One row per sample: its views side by side, twice over (two samples a row).
     let per_row = views * 2;
-    let labels2: Vec<String> = row_labels.chunks(2).map(|c| c.join(" ")).collect();
-    let canvas = plot::image_grid(&images, ds.shape, per_row, scale, &labels2);
+    let canvas = plot::image_grid(&images, ds.shape, per_row, scale);
+    let rows: Vec<String> = samples.chunks(2).map(|c| c.join(" and ")).collect();
     let caption = format!(
-        "The first {} train samples through each of the {views} views (epoch-0 randomness), two samples per row, views left to right.",
-        shown / views.max(1)
+        "The first {} train samples through each of the {views} views (epoch-0 randomness), two samples per row, views left to right; rows top to bottom: {}.",
+        shown / views.max(1),
+        rows.join("; ")
     );
     Some((canvas, caption))
 }
@@ -363,7 +386,7 @@ fn curate_findings(a: &serde_json::Value) -> Vec<(String, usize, String)> {
 }
 
 /// Train and test samples per class, when the data is labelled.
-fn class_balance(a: &serde_json::Value) -> Option<(Canvas, String)> {
+fn class_balance(a: &serde_json::Value) -> Option<(Result<Svg, String>, String)> {
     let counts = a["classes"]["counts"].as_array()?;
     if counts.is_empty() {
         return None;
@@ -383,7 +406,7 @@ fn class_balance(a: &serde_json::Value) -> Option<(Canvas, String)> {
             .map(|c| c[k].as_u64().unwrap_or(0) as f64)
             .collect()
     };
-    let canvas = plot::bar_chart(
+    let svg = plot::bar_chart(
         "Class balance",
         "class",
         "samples",
@@ -394,7 +417,7 @@ fn class_balance(a: &serde_json::Value) -> Option<(Canvas, String)> {
         "Samples per class in each split, before dropping; largest / smallest class: {:.2}.",
         a["classes"]["imbalance"].as_f64().unwrap_or(f64::NAN)
     );
-    Some((canvas, caption))
+    Some((svg, caption))
 }
 
 fn series(name: &str, points: Vec<(f64, f64)>) -> Series {
@@ -405,9 +428,11 @@ fn series(name: &str, points: Vec<(f64, f64)>) -> Series {
     }
 }
 
-fn pretrain_figures(h: &[EpochRecord]) -> Vec<(&'static str, Canvas, String)> {
+type Figures = Vec<(&'static str, Svg, String)>;
+
+fn pretrain_figures(h: &[EpochRecord]) -> Result<Figures, StageError> {
     if h.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let at = |f: &dyn Fn(&EpochRecord) -> f64| -> Vec<(f64, f64)> {
         h.iter().map(|r| (r.epoch as f64, f(r))).collect()
@@ -421,7 +446,8 @@ fn pretrain_figures(h: &[EpochRecord]) -> Vec<(&'static str, Canvas, String)> {
             "loss",
             &[series("loss", at(&|r| r.loss))],
             XAxis::Linear,
-        ),
+        )
+        .map_err(StageError::Failed)?,
         format!(
             "Mean training loss per epoch: {:.4} after epoch 1, {:.4} after epoch {}.",
             h[0].loss,
@@ -453,7 +479,8 @@ fn pretrain_figures(h: &[EpochRecord]) -> Vec<(&'static str, Canvas, String)> {
                 "accuracy",
                 &[series("masked accuracy", acc)],
                 XAxis::Linear,
-            ),
+            )
+            .map_err(StageError::Failed)?,
             caption,
         ));
         out.push((
@@ -464,7 +491,8 @@ fn pretrain_figures(h: &[EpochRecord]) -> Vec<(&'static str, Canvas, String)> {
                 "perplexity",
                 &[series("perplexity", ppl)],
                 XAxis::Linear,
-            ),
+            )
+            .map_err(StageError::Failed)?,
             "Perplexity of the masked tokens of the held-out sequences (lower is better; a model that knows only token frequencies sits near the unigram perplexity).".into(),
         ));
     }
@@ -483,7 +511,8 @@ fn pretrain_figures(h: &[EpochRecord]) -> Vec<(&'static str, Canvas, String)> {
             "std of L2-normalised outputs",
             &spread,
             XAxis::Linear,
-        ),
+        )
+        .map_err(StageError::Failed)?,
         "Per-dimension std of the L2-normalised embeddings (and projections) of a fixed monitor set; it falls towards 0 when the representation collapses, and is about 1/sqrt(d) when spread out.".into(),
     ));
     out.push((
@@ -494,7 +523,8 @@ fn pretrain_figures(h: &[EpochRecord]) -> Vec<(&'static str, Canvas, String)> {
             "effective rank",
             &[series("effective rank", at(&|r| r.effective_rank))],
             XAxis::Linear,
-        ),
+        )
+        .map_err(StageError::Failed)?,
         "Effective rank of the monitor embeddings (exp of the entropy of the normalised singular values); 1 means the embeddings lie on a line.".into(),
     ));
     out.push((
@@ -508,7 +538,8 @@ fn pretrain_figures(h: &[EpochRecord]) -> Vec<(&'static str, Canvas, String)> {
                 series("uniformity", at(&|r| r.uniformity)),
             ],
             XAxis::Linear,
-        ),
+        )
+        .map_err(StageError::Failed)?,
         "Alignment: mean squared distance between two views' normalised embeddings. Uniformity: log E exp(-2|x-y|^2) over pairs of samples.".into(),
     ));
     out.push((
@@ -519,10 +550,11 @@ fn pretrain_figures(h: &[EpochRecord]) -> Vec<(&'static str, Canvas, String)> {
             "learning rate",
             &[series("lr", at(&|r| r.lr))],
             XAxis::Linear,
-        ),
+        )
+        .map_err(StageError::Failed)?,
         "Learning rate at the end of each epoch (warmup and schedule).".into(),
     ));
-    out
+    Ok(out)
 }
 
 /// Parses `<prefix><method>[@<p>%].accuracy` names into (series, percent) → value; the
@@ -548,7 +580,7 @@ fn series_title(s: &str) -> String {
     }
 }
 
-fn label_efficiency(m: &BTreeMap<String, f64>) -> Option<(Canvas, String)> {
+fn label_efficiency(m: &BTreeMap<String, f64>) -> Option<(Result<Svg, String>, String)> {
     let mut by: BTreeMap<String, BTreeMap<u64, (f64, f64)>> = BTreeMap::new();
     for (k, v) in m {
         if let Some((s, pct)) = parse_fraction_metric(k) {
@@ -591,7 +623,7 @@ fn label_efficiency(m: &BTreeMap<String, f64>) -> Option<(Canvas, String)> {
             (pct, format!("{}%", trim_number(pct)))
         })
         .collect();
-    let canvas = plot::line_chart(
+    let svg = plot::line_chart(
         "Label efficiency",
         "labelled training samples used (log scale)",
         "test accuracy",
@@ -599,7 +631,7 @@ fn label_efficiency(m: &BTreeMap<String, f64>) -> Option<(Canvas, String)> {
         XAxis::Log(ticks),
     );
     let caption = "Test accuracy against the fraction of train labels used (class-balanced subsets; mean ± std over the seeds below 100 %).".to_string();
-    Some((canvas, caption))
+    Some((svg, caption))
 }
 
 fn trim_number(v: f64) -> String {
@@ -624,6 +656,13 @@ fn verdict_text(v: Option<bool>) -> &'static str {
         Some(false) => "FAIL",
         None => "",
     }
+}
+
+/// The HTML id of the figure drawn into `file` (`plots/ssl-loss.svg` → `fig-ssl-loss`).
+fn figure_id(file: &str) -> String {
+    let name = file.rsplit('/').next().unwrap_or(file);
+    let stem = name.rsplit_once('.').map_or(name, |(s, _)| s);
+    format!("fig-{stem}")
 }
 
 fn html_escape(s: &str) -> String {
@@ -679,7 +718,7 @@ table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ddd;padding
 th{background:#f6f6f6}td.num{text-align:right;font-variant-numeric:tabular-nums}\
 .pass{color:#0a7d32;font-weight:600}.fail{color:#b00020;font-weight:700}\
 .banner{padding:.6em 1em;border-radius:6px;margin:1em 0}.banner.ok{background:#e7f6ec}.banner.bad{background:#fdecee}\
-figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top;max-width:100%}figure img{max-width:100%;border:1px solid #eee}figcaption{max-width:640px}\
+figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top;max-width:100%}figure img,figure svg{display:block;max-width:100%;height:auto;border:1px solid #eee}figcaption{max-width:640px}\
 figcaption{font-size:.9em;color:#444}nav a{margin-right:1em}code{background:#f4f4f4;padding:0 .2em;border-radius:3px}";
 
 fn render_html(cfg: &ReportConfig, sections: &[Section]) -> String {
@@ -730,13 +769,27 @@ fn render_html(cfg: &ReportConfig, sections: &[Section]) -> String {
             s.kind.as_str()
         );
         for f in &s.figures {
-            let _ = writeln!(
-                h,
-                "<figure><img src=\"{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>",
-                html_escape(&f.file),
-                html_escape(&f.alt),
-                html_caption(&f.caption)
-            );
+            match &f.inline {
+                Some(svg) => {
+                    let _ = writeln!(
+                        h,
+                        "<figure id=\"{}\">\n{}<figcaption>{}</figcaption></figure>",
+                        html_escape(&figure_id(&f.file)),
+                        svg,
+                        html_caption(&f.caption)
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        h,
+                        "<figure id=\"{}\"><img src=\"{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>",
+                        html_escape(&figure_id(&f.file)),
+                        html_escape(&f.file),
+                        html_escape(&f.alt),
+                        html_caption(&f.caption)
+                    );
+                }
+            }
         }
         if !s.findings.is_empty() {
             h.push_str("<table>\n<tr><th>finding</th><th>count</th><th>first examples</th></tr>\n");
@@ -876,8 +929,26 @@ mod tests {
         assert!(label_efficiency(&m).is_none());
         m.insert("linear@1%.accuracy".to_string(), 0.6);
         m.insert("linear@1%.accuracy_std".to_string(), 0.05);
-        let (c, _) = label_efficiency(&m).unwrap();
-        assert!(c.png().unwrap().len() > 1000);
+        let (svg, _) = label_efficiency(&m).unwrap();
+        let svg = svg.unwrap();
+        // The two fractions as the x ticks, one curve through both points.
+        for tick in [
+            "\n1%\n</text>",
+            "\n100%\n</text>",
+            "\nLabel efficiency\n</text>",
+        ] {
+            assert!(svg.text.contains(tick), "no {tick:?} in\n{}", svg.text);
+        }
+        let curve = |width: &str| {
+            svg.text
+                .lines()
+                .filter(|l| l.starts_with("<polyline") && l.contains("stroke=\"#0072B2\""))
+                .filter(|l| l.contains(&format!("stroke-width=\"{width}\"")))
+                .count()
+        };
+        assert_eq!(curve("2"), 1);
+        // The 1 % point's ± 0.05 is drawn as an error bar (a vertical line and two caps).
+        assert_eq!(curve("1"), 3);
     }
 
     #[test]
@@ -891,5 +962,7 @@ mod tests {
         assert_eq!(md_cell("a|b"), "a\\|b");
         assert_eq!(trim_number(10.0), "10");
         assert_eq!(trim_number(0.5), "0.5");
+        assert_eq!(figure_id("plots/ssl-loss.svg"), "fig-ssl-loss");
+        assert_eq!(figure_id("plots/views-preview.png"), "fig-views-preview");
     }
 }

@@ -397,11 +397,9 @@ fn cmd_validate(args: &PipelineArgs) -> Result<(), AppError> {
     let reg = exec::registry(Some(&p), &args.plugin_dirs)?;
     for stage in &p.stages {
         exec::check_sources(stage)?;
-        crate::stages::plugins_used(stage, &p, &reg).map_err(|e| match e {
-            crate::stages::StageError::Input(m) | crate::stages::StageError::Failed(m) => {
-                AppError::Input(format!("stage `{}`: {m}", stage.name))
-            }
-        })?;
+        // Everything `plugins_used` finds is in the pipeline file or its plugins: bad input.
+        crate::stages::plugins_used(stage, &p, &reg)
+            .map_err(|e| AppError::Input(format!("stage `{}`: {e}", stage.name)))?;
     }
     crate::sayln!(
         "ok: `{}` is valid ({} stages: {})",

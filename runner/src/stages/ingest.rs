@@ -450,10 +450,8 @@ mod tests {
 
     fn input_err(r: Result<(IngestReport, DatasetInfo, Records), StageError>) -> String {
         match r {
-            Err(StageError::Input(m)) => m,
-            Err(StageError::Failed(m)) => {
-                panic!("expected an input error (exit 2), got a failure: {m}")
-            }
+            Err(e) if e.exit_code() == 2 => e.to_string(),
+            Err(e) => panic!("expected an input error (exit 2), got a failure: {e}"),
             Ok(_) => panic!("expected an error"),
         }
     }

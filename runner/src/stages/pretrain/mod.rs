@@ -538,9 +538,9 @@ fn with_divergence_hint(
     schedule: &Schedule,
 ) -> StageError {
     match err {
-        StageError::Failed(m) if m.contains(crate::plugins::host::NON_FINITE_LOSS) => {
+        StageError::Plugin(c) if c.message.contains(crate::plugins::host::NON_FINITE_LOSS) => {
             StageError::Failed(format!(
-                "{m}; {}",
+                "{c}; {}",
                 divergence_hint(step, cfg.optim.lr, schedule.lr(step), ctx.checkpoint_dir)
             ))
         }

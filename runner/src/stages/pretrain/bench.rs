@@ -1,6 +1,13 @@
 //! `pretext bench`: timed training steps of a pretrain stage, without writing an entry.
 
-use super::*;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::prepare;
+use super::step::{update, Batch};
+use crate::pipeline::PretrainConfig;
+use crate::stages::{mix_seed, permutation, StageCtx, StageError};
 
 /// Timings of [`bench`]: one entry per timed step (warm-up steps excluded), in milliseconds.
 #[derive(Debug, Clone, Serialize)]

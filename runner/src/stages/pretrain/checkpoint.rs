@@ -1,7 +1,16 @@
 //! Checkpoints: the training state written after every healthy epoch into the folder that
 //! survives a failed or killed run, and read back to resume.
 
-use super::*;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::artifacts::history::EpochRecord;
+use crate::engine::nn::{ParamEntry, ParamKind, ParamStore};
+use crate::engine::optim::Optimizer;
+use crate::engine::{io, Engine, Tensor};
+use crate::stages::{io_err, read_json, write_json, StageError};
 
 /// Per-run training state that a checkpoint must capture to resume bit-for-bit.
 pub(super) struct TrainState {

@@ -1,7 +1,20 @@
 //! Per-epoch health: the collapse metrics of a fixed monitor set, the collapse rule, and the
 //! held-out masked-token validation of MLM.
 
-use super::*;
+use std::collections::BTreeMap;
+
+use super::model::Model;
+use super::step::unmark;
+use super::Prepared;
+use crate::artifacts::encoder::embed;
+use crate::artifacts::history::EpochRecord;
+use crate::artifacts::views::Views;
+use crate::data::{Dataset, Split};
+use crate::engine::nn::{Encoder, ParamStore};
+use crate::engine::text::MlmHead;
+use crate::engine::Engine;
+use crate::eval::collapse as monitor;
+use crate::stages::{mix_seed, StageError};
 
 /// The collapse rule. The spread of L2-normalised d-dimensional outputs is about 1/√d when
 /// they are spread out and → 0 when they collapse, so `collapse.min_std` is stated for a

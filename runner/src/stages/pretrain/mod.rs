@@ -9,38 +9,28 @@ mod model;
 mod step;
 
 pub use bench::{bench, BenchTimes};
-use checkpoint::*;
-use health::*;
+use checkpoint::{load_checkpoint, save_checkpoint, TrainState, CHECKPOINT_META};
+use health::{mlm_validation, Collapse, Health};
 pub use model::encoder_spec;
-use model::*;
-use step::*;
+use model::{objective, optim_spec, Model};
+use step::{divergence_hint, update, Batch, Pending, StepValues};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Instant;
 
-use rayon::prelude::*;
-
-use serde::{Deserialize, Serialize};
-
 use super::{
-    io_err, mix_seed, permutation, read_json, write_json, Metrics, StageCtx, StageError,
-    TIMING_PREFIX,
+    mix_seed, permutation, read_json, write_json, Metrics, StageCtx, StageError, TIMING_PREFIX,
 };
 use crate::artifacts::dataset::DATASET_FILE;
-use crate::artifacts::encoder::{embed, save_encoder, EncoderMeta};
+use crate::artifacts::encoder::{save_encoder, EncoderMeta};
 use crate::artifacts::history::{EpochRecord, HISTORY_FILE};
 use crate::artifacts::views::{Views, ViewsRecipe, VIEWS_FILE};
 use crate::data::{table, Dataset, Split};
-use crate::engine::nn::{
-    Encoder, EncoderSpec, Init, InputShape, MaeDecoder, Mlp, ParamEntry, ParamKind, ParamStore, Vit,
-};
-use crate::engine::optim::{self, GradList, OptimSpec, Optimizer, Schedule};
-use crate::engine::text::{MlmHead, TextTransformer};
-use crate::engine::{io, Axis2, Engine, Graph, Tensor};
-use crate::eval::collapse as monitor;
-use crate::pipeline::{Arch, OptimConfig, PretrainConfig};
-use crate::plugins::{ObjectiveInstance, ObjectiveNeeds, Registry, StepInputs};
+use crate::engine::nn::{EncoderSpec, InputShape, ParamStore};
+use crate::engine::optim::{self, GradList, Optimizer, Schedule};
+use crate::pipeline::{Arch, PretrainConfig};
+use crate::plugins::{ObjectiveInstance, ObjectiveNeeds, Registry};
 
 /// Instantiate the objective (bad parameters fail here); check it against the number of views
 /// the input stage declares, when known.

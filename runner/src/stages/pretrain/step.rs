@@ -1,7 +1,20 @@
 //! One training step: a batch's views, the forward pass through the objective (or MAE's or
 //! MLM's own loss), backward, gradient accumulation and the optimiser update.
 
-use super::*;
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use super::checkpoint::{CheckpointMeta, TrainState, CHECKPOINT_META};
+use super::model::Model;
+use crate::artifacts::views::Views;
+use crate::data::Dataset;
+use crate::engine::nn::{Encoder, MaeDecoder, Vit};
+use crate::engine::optim::{self, GradList, Schedule};
+use crate::engine::text::{MlmHead, TextTransformer};
+use crate::engine::{Axis2, Engine, Graph, Tensor};
+use crate::plugins::{ObjectiveInstance, ObjectiveNeeds, StepInputs};
+use crate::stages::{mix_seed, permutation, read_json, StageError};
 
 /// One optimiser step from accumulated gradients (`micro` micro-batches): average, clip or
 /// measure the global norm, apply with the scheduled learning rate, move the EMA teacher.

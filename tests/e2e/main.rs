@@ -24,5 +24,6 @@ mod regressions;
 mod report;
 mod reproducibility;
 mod text;
+mod tokenizers;
 mod training;
 mod transfers;

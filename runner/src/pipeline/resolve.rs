@@ -12,6 +12,7 @@ use super::graph::{self, InputRef, Node};
 use super::raw::{
     RawAugment, RawCurate, RawDoc, RawExpect, RawFinetune, RawHead, RawIngest, RawLinear, RawModel,
     RawOodEval, RawOptim, RawPipeline, RawPretrain, RawProbe, RawReport, RawStageBody,
+    RawTokenizer,
 };
 use super::types::{
     Arch, ArtifactKind, AugmentConfig, Augmentation, CollapseConfig, ColorMode, ConfigPath,
@@ -20,7 +21,7 @@ use super::types::{
     NearDuplicates, Objective, OnError, OodEvalConfig, OodScore, OptimConfig, Optimizer, Pipeline,
     Pool, PretrainConfig, ProbeConfig, ProbeMethod, Quality, ReportConfig, ReportSource, Schedule,
     Split, Stage, StageConfig, StageKind, SupervisedConfig, TextEncoding, TextLabels,
-    TokenizerConfig,
+    TokenizerConfig, TokenizerVocab,
 };
 
 type Result<T> = std::result::Result<T, PipelineError>;
@@ -1288,10 +1289,10 @@ impl StageCx<'_, '_, '_> {
                 }
             },
         };
-        let tokenizer = match (&b.tokenizer, source.is_text()) {
-            (None, false) => None,
-            (Some(_), false) => {
-                return Err(self.err_key(
+        let tokenizer =
+            match (&b.tokenizer, source.is_text()) {
+                (None, false) => None,
+                (Some(_), false) => return Err(self.err_key(
                     &["tokenizer"],
                     format!(
                         "`{}` only applies to text sources (format = \"text\")",
@@ -1301,36 +1302,22 @@ impl StageCx<'_, '_, '_> {
                         "remove `tokenizer`, or read text with source = { format = \"text\", .. }"
                             .into(),
                     ),
-                ))
-            }
-            (None, true) => {
-                return Err(self.err_key(
-                    &["source"],
-                    format!(
-                        "a text source needs `{}`: how to turn passages into token sequences",
-                        self.what("tokenizer")
-                    ),
-                    Some("e.g. tokenizer = { vocab_size = 2000, seq_len = 64 }".into()),
-                ))
-            }
-            (Some(tk), true) => Some(TokenizerConfig {
-                vocab_size: self.int(
-                    &tk.vocab_size,
-                    "tokenizer.vocab_size",
-                    262,
-                    Some(65536),
-                    2000,
-                )? as usize,
-                seq_len: self.int(&tk.seq_len, "tokenizer.seq_len", 8, Some(4096), 64)? as usize,
-                min_frequency: self.int(
-                    &tk.min_frequency,
-                    "tokenizer.min_frequency",
-                    1,
-                    None,
-                    2,
-                )?,
-            }),
-        };
+                )),
+                (None, true) => {
+                    return Err(self.err_key(
+                        &["source"],
+                        format!(
+                            "a text source needs `{}`: how to turn passages into token sequences",
+                            self.what("tokenizer")
+                        ),
+                        Some("e.g. tokenizer = { vocab_size = 2000, seq_len = 64 }".into()),
+                    ))
+                }
+                (Some(tk), true) => {
+                    let config = self.tokenizer(tk)?;
+                    Some(config)
+                }
+            };
         Ok(IngestConfig {
             source,
             split,
@@ -1339,6 +1326,57 @@ impl StageCx<'_, '_, '_> {
             resize,
             color,
             tokenizer,
+        })
+    }
+
+    /// `tokenizer = { .. }` of a text source: trained (`vocab_size`, `min_frequency`) or
+    /// brought (`path`), not both.
+    fn tokenizer(&self, tk: &RawTokenizer) -> Result<TokenizerConfig> {
+        let vocab = match &tk.path {
+            None => TokenizerVocab::Train {
+                vocab_size: self.int(
+                    &tk.vocab_size,
+                    "tokenizer.vocab_size",
+                    262,
+                    Some(65536),
+                    2000,
+                )? as usize,
+                min_frequency: self.int(
+                    &tk.min_frequency,
+                    "tokenizer.min_frequency",
+                    1,
+                    None,
+                    2,
+                )?,
+            },
+            Some(p) => {
+                for (key, v) in [
+                    ("vocab_size", &tk.vocab_size),
+                    ("min_frequency", &tk.min_frequency),
+                ] {
+                    if let Some(v) = v {
+                        return Err(self.err_at(
+                            v,
+                            format!(
+                                "`{}` trains a tokenizer, but `path` brings one",
+                                self.what(&format!("tokenizer.{key}"))
+                            ),
+                            Some(format!(
+                                "remove `{key}` to use the vocabulary of the file, or `path` to \
+                                 train one on the train split"
+                            )),
+                        ));
+                    }
+                }
+                let written = self.r.non_empty_path(p, &self.what("tokenizer.path"))?;
+                TokenizerVocab::File {
+                    path: self.r.path(&written),
+                }
+            }
+        };
+        Ok(TokenizerConfig {
+            vocab,
+            seq_len: self.int(&tk.seq_len, "tokenizer.seq_len", 8, Some(4096), 64)? as usize,
         })
     }
 

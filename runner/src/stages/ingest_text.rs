@@ -8,9 +8,10 @@
 //! 2. Passages of `passage_words` consecutive words; a passage is one sample. Ids are passage
 //!    indices in source order, `limit` keeps the first ones, and the split is a permutation
 //!    seeded by the pipeline seed (as for images).
-//! 3. The byte-level BPE tokenizer is trained on the **train split only** and stored as
-//!    `tokenizer.json`; each passage becomes `[CLS]` + its tokens, cut or padded (`[PAD]`) to
-//!    `seq_len`.
+//! 3. The tokenizer: a byte-level BPE trained on the **train split only**, or the
+//!    `tokenizer.json` the pipeline brings (`tokenizer.path`); either is stored as
+//!    `tokenizer.json` (a standard Hugging Face file, see [`crate::data::tokenizer`]). Each
+//!    passage becomes `[CLS]` + its tokens, cut or padded (`[PAD]`) to `seq_len`.
 //!
 //! `dataset.parquet` has a `tokens` list column, the source `path`, and the passage itself as
 //! the metadata column `meta_text`, so a person can read what a sample is.
@@ -21,9 +22,11 @@ use super::ingest::{CHUNK_ROWS, DATASET_FILE, SKIPPED_FILE};
 use super::{write_json, Metrics, StageCtx, StageError};
 use crate::data::table::DatasetWriter;
 use crate::data::text::{self, Encoding};
-use crate::data::tokenizer::{Bpe, Encoder, CLS, PAD};
+use crate::data::tokenizer::{TextTokenizer, CLS, PAD};
 use crate::data::{DatasetInfo, Layout, Records, Samples, Split};
-use crate::pipeline::{IngestConfig, IngestSource, OnError, TextEncoding, TextLabels};
+use crate::pipeline::{
+    IngestConfig, IngestSource, OnError, TextEncoding, TextLabels, TokenizerVocab,
+};
 
 /// The tokenizer of a text dataset, beside `dataset.parquet`.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -259,10 +262,24 @@ pub fn run(cfg: &IngestConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     else {
         return Err(StageError::Failed("internal: not a text source".into()));
     };
-    let Some(tk) = cfg.tokenizer else {
+    let Some(tk) = &cfg.tokenizer else {
         return Err(StageError::Input(
             "a text source needs `tokenizer = { vocab_size, seq_len }` in the ingest stage".into(),
         ));
+    };
+    // A brought tokenizer is read first: a bad file fails before any document is read.
+    let mut brought = match &tk.vocab {
+        TokenizerVocab::File { path } => {
+            let (tokenizer, json) = read_tokenizer(&path.resolved)?;
+            if tokenizer.is_renumbered() {
+                tracing::info!(
+                    file = %path.resolved.display(),
+                    "the tokenizer's special tokens are not ids 0..5: its ids are renumbered (specials first, the rest in order)"
+                );
+            }
+            Some((tokenizer, json))
+        }
+        TokenizerVocab::Train { .. } => None,
     };
     let (docs, reading) = match column {
         Some(c) => read_parquet(&path.resolved, c, label.as_deref())?,
@@ -315,23 +332,36 @@ pub fn run(cfg: &IngestConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
         }
         None
     };
-    ctx.progress.start("training the tokenizer", 1);
-    let bpe = Bpe::train(
-        passages
-            .iter()
-            .zip(&is_train)
-            .filter(|(_, &t)| t)
-            .map(|((_, p), _)| p.as_str()),
-        tk.vocab_size,
-        tk.min_frequency,
-    )
-    .map_err(|m| StageError::Input(format!("tokenizer: {m}")))?;
-    ctx.progress.finish(&format!("{} tokens", bpe.vocab_size()));
-    std::fs::write(ctx.out_dir.join(TOKENIZER_FILE), bpe.to_json())
+    let (tokenizer, json) = match &tk.vocab {
+        TokenizerVocab::Train {
+            vocab_size,
+            min_frequency,
+        } => {
+            ctx.progress.start("training the tokenizer", 1);
+            let trained = TextTokenizer::train(
+                passages
+                    .iter()
+                    .zip(&is_train)
+                    .filter(|(_, &t)| t)
+                    .map(|((_, p), _)| p.as_str()),
+                *vocab_size,
+                *min_frequency,
+                tk.seq_len,
+            )
+            .map_err(|m| StageError::Input(format!("tokenizer: {m}")))?;
+            ctx.progress
+                .finish(&format!("{} tokens", trained.0.vocab_size()));
+            trained
+        }
+        TokenizerVocab::File { .. } => brought
+            .take()
+            .ok_or_else(|| StageError::Failed("internal: the brought tokenizer".into()))?,
+    };
+    std::fs::write(ctx.out_dir.join(TOKENIZER_FILE), json)
         .map_err(|e| super::io_err(&ctx.out_dir.join(TOKENIZER_FILE), e))?;
 
     let len = tk.seq_len;
-    let vocab = bpe.vocab_size();
+    let vocab = tokenizer.vocab_size();
     let info = DatasetInfo {
         layout: Layout::Tokens { len, vocab },
         labelled: classes.is_some(),
@@ -342,13 +372,12 @@ pub fn run(cfg: &IngestConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     };
     let out = ctx.out_dir.join(DATASET_FILE);
     let mut writer = DatasetWriter::create(&out, &info)?;
-    let mut encoder = bpe.encoder();
     let (mut truncated, mut token_sum, mut train, mut test) = (0usize, 0usize, 0usize, 0usize);
     ctx.progress.start("tokenizing", n as u64);
     let mut chunk = Records::empty(&info);
     let mut ids = Vec::with_capacity(len);
     for (i, (d, p)) in passages.iter().enumerate() {
-        let full = encode_passage(&mut encoder, p, len, &mut ids);
+        let full = encode_passage(&tokenizer, p, len, &mut ids)?;
         token_sum += full;
         if full > len {
             truncated += 1;
@@ -440,25 +469,41 @@ pub fn copy_tokenizer(from: &Path, to: &Path) -> Result<(), StageError> {
 
 /// `[CLS]` + the tokens of `text`, cut or padded (`[PAD]`) to `len`, into `ids` (cleared
 /// first). Returns the length before cutting or padding.
-fn encode_passage(enc: &mut Encoder, text: &str, len: usize, ids: &mut Vec<u32>) -> usize {
+fn encode_passage(
+    tk: &TextTokenizer,
+    text: &str,
+    len: usize,
+    ids: &mut Vec<u32>,
+) -> Result<usize, StageError> {
     ids.clear();
     ids.push(CLS);
-    enc.encode_into(text, ids);
+    tk.encode_into(text, ids).map_err(StageError::Input)?;
     let full = ids.len();
     ids.resize(len, PAD);
-    full
+    Ok(full)
+}
+
+/// Reads a `tokenizer.json` and returns it with the file's text; errors name the file.
+fn read_tokenizer(p: &Path) -> Result<(TextTokenizer, String), StageError> {
+    let bytes = crate::data::read_regular(p).map_err(|e| super::io_err(p, e))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        StageError::Input(format!(
+            "{}: not a tokenizer.json (the file is not UTF-8 text)",
+            p.display()
+        ))
+    })?;
+    let tk = TextTokenizer::from_json(&text)
+        .map_err(|m| StageError::Input(format!("{}: {m}", p.display())))?;
+    Ok((tk, text))
 }
 
 /// The tokenizer stored beside a text dataset, if any.
-pub fn load_tokenizer(dir: &Path) -> Result<Option<Bpe>, StageError> {
+pub fn load_tokenizer(dir: &Path) -> Result<Option<TextTokenizer>, StageError> {
     let p = dir.join(TOKENIZER_FILE);
     if !p.exists() {
         return Ok(None);
     }
-    let s = std::fs::read_to_string(&p).map_err(|e| super::io_err(&p, e))?;
-    Bpe::from_json(&s)
-        .map(Some)
-        .map_err(|m| StageError::Input(format!("{}: {m}", p.display())))
+    read_tokenizer(&p).map(|(tk, _)| Some(tk))
 }
 
 /// Read the text dataset in `dir` tokenized like the encoder's training data (the dataset in
@@ -485,7 +530,7 @@ pub fn read_for_encoder(
     let (Some(ours), Some(theirs)) = (load_tokenizer(encoder_data)?, load_tokenizer(dir)?) else {
         return same();
     };
-    if ours.merges() == theirs.merges() && info.layout.sample_len() == seq_len {
+    if ours.same_as(&theirs) && info.layout.sample_len() == seq_len {
         return same();
     }
     let texts = info
@@ -499,11 +544,10 @@ pub fn read_for_encoder(
                 path.display()
             ))
         })?;
-    let mut enc = ours.encoder();
     let mut tokens = Vec::with_capacity(records.len() * seq_len);
     let mut ids = Vec::with_capacity(seq_len);
     for t in texts {
-        encode_passage(&mut enc, t, seq_len, &mut ids);
+        encode_passage(&ours, t, seq_len, &mut ids)?;
         tokens.extend_from_slice(&ids);
     }
     tracing::info!(
@@ -537,12 +581,12 @@ pub fn read_input_for_encoder(
 
 /// A token sequence as text for people: learned tokens decoded, `[MASK]` and `[UNK]` shown,
 /// `[CLS]` and padding left out.
-pub fn render(bpe: &Bpe, ids: &[u32]) -> String {
+pub fn render(tk: &TextTokenizer, ids: &[u32]) -> String {
     use crate::data::tokenizer::{MASK, UNK};
     let mut out = String::new();
     let mut run: Vec<u32> = Vec::new();
     let flush = |run: &mut Vec<u32>, out: &mut String| {
-        out.push_str(&bpe.decode(run));
+        out.push_str(&tk.decode(run));
         run.clear();
     };
     for &t in ids {
@@ -693,16 +737,13 @@ mod tests {
 
     #[test]
     fn render_shows_masks_and_drops_padding() {
-        let bpe = Bpe::bytes_only();
-        let ids: Vec<u32> = [
-            CLS,
-            5 + b'a' as u32,
-            crate::data::tokenizer::MASK,
-            5 + b'c' as u32,
-        ]
-        .into_iter()
-        .chain([PAD, PAD])
-        .collect();
-        assert_eq!(render(&bpe, &ids), "a[MASK]c");
+        use crate::data::tokenizer::{MASK, UNK};
+        let (tk, _) = TextTokenizer::train(std::iter::once("a b c"), 300, 5, 8).unwrap();
+        let mut ids = vec![CLS];
+        ids.extend(tk.encode(" a").unwrap());
+        ids.push(MASK);
+        ids.extend(tk.encode("c ").unwrap());
+        ids.extend([UNK, PAD, PAD]);
+        assert_eq!(render(&tk, &ids), "a[MASK]c [UNK]");
     }
 }

@@ -25,5 +25,6 @@ mod report;
 mod reproducibility;
 mod tensorboard;
 mod text;
+mod tokenizers;
 mod training;
 mod transfers;

@@ -125,7 +125,14 @@ fn text_pipeline_runs_end_to_end_and_is_cached() {
         .find(|t| t.exists())
         .map(|t| serde_json::from_str(&std::fs::read_to_string(t).unwrap()).unwrap())
         .expect("a tokenizer.json");
-    assert_eq!(tok["kind"], "byte-bpe");
+    // A standard Hugging Face tokenizer.json: byte-level BPE, pretext's specials first.
+    assert_eq!(tok["model"]["type"], "BPE");
+    assert_eq!(
+        tok["pre_tokenizer"]["pretokenizers"][1]["type"],
+        "ByteLevel"
+    );
+    assert_eq!(tok["added_tokens"][4]["content"], "[MASK]");
+    assert_eq!(tok["added_tokens"][4]["id"], 4);
 
     // MLM: validation accuracy and perplexity every epoch, perplexity = exp(loss), and the
     // held-out loss falls.

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::write_json;
+use super::{tokenizer, write_json};
+use crate::data::Layout;
 use crate::error::StageError;
 
 pub const DATASET_FILE: &str = "dataset.parquet";
@@ -51,4 +52,63 @@ pub fn write_skipped(
             decoded_as_latin1,
         },
     )
+}
+
+/// Read the text dataset in `dir` tokenized like the encoder's training data (the dataset in
+/// `encoder_data`): when the two tokenizers differ, every passage (`meta_text`) is encoded
+/// again with the encoder's tokenizer, to the encoder's `seq_len`. Image datasets and text
+/// datasets with the same tokenizer are read as they are.
+pub fn read_for_encoder(
+    dir: &Path,
+    encoder_data: &Path,
+    seq_len: usize,
+) -> Result<crate::data::Dataset, StageError> {
+    let path = dir.join(DATASET_FILE);
+    let layout = crate::data::table::DatasetReader::open(&path)?
+        .info()
+        .layout;
+    if !matches!(layout, Layout::Tokens { .. }) {
+        return Ok(crate::data::table::read_dataset(&path)?);
+    }
+    let (info, records) = crate::data::table::read_records(&path)?;
+    let same = || -> Result<crate::data::Dataset, StageError> {
+        Ok(crate::data::Dataset::from_records(records.clone())
+            .ok_or_else(|| StageError::Failed("internal: a token dataset".into()))?)
+    };
+    let (Some(ours), Some(theirs)) = (tokenizer::load(encoder_data)?, tokenizer::load(dir)?) else {
+        return same();
+    };
+    if ours.same_as(&theirs) && info.layout.sample_len() == seq_len {
+        return same();
+    }
+    let texts = info
+        .meta
+        .iter()
+        .position(|m| m == "text")
+        .map(|i| &records.meta[i])
+        .ok_or_else(|| {
+            StageError::Input(format!(
+                "{}: the text dataset has another tokenizer than the encoder's and no `meta_text` column to encode again",
+                path.display()
+            ))
+        })?;
+    let mut tokens = Vec::with_capacity(records.len() * seq_len);
+    let mut ids = Vec::with_capacity(seq_len);
+    for t in texts {
+        tokenizer::encode_passage(&ours, t, seq_len, &mut ids)?;
+        tokens.extend_from_slice(&ids);
+    }
+    tracing::info!(
+        dataset = %path.display(),
+        "encoded the passages again with the encoder's tokenizer"
+    );
+    Ok(crate::data::Dataset {
+        shape: (1, 1, seq_len),
+        ids: records.ids,
+        splits: records.splits,
+        labels: records.labels,
+        pixels: Vec::new(),
+        vocab: Some(ours.vocab_size()),
+        tokens,
+    })
 }

@@ -10,6 +10,7 @@ pub mod history;
 pub mod metrics;
 pub mod ood;
 pub mod report;
+pub mod tokenizer;
 pub mod views;
 
 use std::path::Path;

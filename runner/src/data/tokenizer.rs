@@ -1,31 +1,46 @@
-//! A byte-level BPE tokenizer trained from scratch (in the style of GPT-2's byte-level BPE).
+//! Text tokenizers: standard Hugging Face `tokenizer.json` files, read and written with the
+//! `tokenizers` crate (pure-Rust features only).
 //!
-//! Ids:
+//! **Trained by pretext** ([`TextTokenizer::train`]): a byte-level BPE (GPT-2's byte-to-
+//! character table and pre-tokenising pattern without its look-ahead, [`SPLIT_PATTERN`]; no
+//! normaliser) whose ids are
 //!
-//! - `0..5` are the special tokens [`PAD`], [`UNK`], [`CLS`], [`SEP`], [`MASK`] (they match
-//!   the plugin SDK); they are never produced by [`Bpe::encode`] and are skipped by
-//!   [`Bpe::decode`];
-//! - `5..261` are the 256 single bytes (`id = 5 + byte`), so any text can be encoded and
-//!   there is no unknown token in practice;
-//! - merge `k` (0-based, in the order learned) creates id `261 + k`.
+//! - `0..5`: the special tokens `[PAD]`, `[UNK]`, `[CLS]`, `[SEP]`, `[MASK]`, the ids the
+//!   plugin SDK reserves ([`PAD`]..[`SPECIAL`]);
+//! - `5..261`: the 256 byte symbols (sorted by their character in GPT-2's table), so any text
+//!   has an encoding and `[UNK]` never occurs;
+//! - then one id per learned merge, most frequent pair first (ties: the smallest pair of ids).
 //!
-//! Text is first cut into words by [`pre_tokenize`]; merges never cross word boundaries.
-//! Training ([`Bpe::train`]) repeatedly merges the most frequent adjacent pair of tokens
-//! (ties broken by the smallest `(a, b)` ids), with incremental pair counts so that only the
-//! words containing the merged pair are revisited. Encoding applies the merges by rank,
-//! lowest first (standard BPE).
+//! The file also carries how pretext makes a sample of a passage: the post-processor
+//! `[CLS] $A`, truncation to `seq_len` and fixed padding with `[PAD]`, so any program loading
+//! it (`Tokenizer.from_file` in Python) turns a passage into exactly the row pretext stored.
 //!
-//! The artifact is `tokenizer.json`:
-//! `{"kind":"byte-bpe","version":1,"vocab_size":N,"merges":[[a,b],...]}`.
+//! **Brought by the user** ([`TextTokenizer::from_json`]): any `tokenizer.json`, as long as it
+//! has the five special tokens, found by name ([`SPECIAL_NAMES`]). When they are ids 0..5 in
+//! pretext's order the file's ids are used as they are; otherwise pretext numbers the
+//! vocabulary its own way: the five specials take 0..5, every other id keeps its order after
+//! them (see [`TextTokenizer::is_renumbered`]). pretext encodes with the file's normaliser,
+//! pre-tokeniser and model only; the file's post-processor, truncation and padding are not
+//! used (pretext adds `[CLS]`, cuts and pads itself), and special-token text inside a passage
+//! is encoded as ordinary text.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
+use tokenizers::models::bpe::{BpeTrainer, BPE};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::processors::template::TemplateProcessing;
+use tokenizers::{
+    AddedToken, Model, ModelWrapper, PaddingDirection, PaddingParams, PaddingStrategy,
+    PostProcessorWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer, Trainer,
+    TruncationDirection, TruncationParams, TruncationStrategy,
+};
 
 /// Padding.
 pub const PAD: u32 = 0;
-/// Unknown token (unused by the byte-level encoder, reserved for the SDK).
+/// Unknown token (byte-level tokenizers never emit it; brought ones may).
 pub const UNK: u32 = 1;
 /// Start-of-sequence / classification token.
 pub const CLS: u32 = 2;
@@ -33,286 +48,222 @@ pub const CLS: u32 = 2;
 pub const SEP: u32 = 3;
 /// Mask token for masked-language-model objectives.
 pub const MASK: u32 = 4;
-/// Number of special tokens; the byte tokens start here.
+/// Number of special tokens; learned tokens start here.
 pub const SPECIAL: u32 = 5;
-/// First id after the 256 byte tokens: the id of merge 0.
+/// First id after the 256 byte tokens of a trained tokenizer.
 pub const FIRST_MERGE: u32 = SPECIAL + 256;
 /// Smallest accepted `vocab_size` for training: specials, bytes and one merge.
 pub const MIN_VOCAB_SIZE: usize = FIRST_MERGE as usize + 1;
+/// Largest vocabulary a pipeline may train (as `tokenizer.vocab_size` allows).
+pub const MAX_VOCAB_SIZE: usize = 65536;
+/// Largest id a brought tokenizer may use, plus one (real vocabularies are well under a
+/// million; this bounds the id tables pretext builds).
+pub const MAX_FILE_VOCAB: usize = 1 << 24;
 
-/// Largest vocabulary: ids stay below 2^31 (the plugin SDK uses the top bit as a flag).
-pub const MAX_VOCAB_SIZE: usize = 1 << 31;
+/// The names pretext writes for the special tokens, indexed by id.
+pub const NAMES: [&str; SPECIAL as usize] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
 
-/// Limit on the bytes of all tokens together (a merge list where merge k joins merge k-1
-/// with itself doubles the token length each time; refuse such files instead of running out
-/// of memory). Real vocabularies hold well under 1 MiB.
-const MAX_TOTAL_TOKEN_BYTES: usize = 256 << 20;
+/// For each special id, the token names a brought `tokenizer.json` may use for it (the first
+/// one present wins): BERT's `[PAD]`-style and RoBERTa's `<pad>`-style names.
+pub const SPECIAL_NAMES: [&[&str]; SPECIAL as usize] = [
+    &["[PAD]", "<pad>"],
+    &["[UNK]", "<unk>"],
+    &["[CLS]", "<cls>", "<s>"],
+    &["[SEP]", "<sep>", "</s>"],
+    &["[MASK]", "<mask>"],
+];
 
-/// The artifact `kind`.
-const KIND: &str = "byte-bpe";
-/// The artifact `version`.
-const VERSION: u32 = 1;
+/// How a trained tokenizer cuts text into words before BPE: GPT-2's pattern without its
+/// look-ahead `\s+(?!\S)` (so a run of spaces before a word stays one word instead of
+/// leaving its last space to the word; passages never have such runs). Without look-around
+/// the pattern runs on the `regex` crate's automata, here and inside `tokenizers` alike.
+pub const SPLIT_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+";
 
-/// Names of the special tokens, indexed by id.
-const SPECIAL_NAMES: [&str; SPECIAL as usize] = ["<pad>", "<unk>", "<cls>", "<sep>", "<mask>"];
-
-/// The name of a special token (`"<pad>"`, `"<unk>"`, `"<cls>"`, `"<sep>"`, `"<mask>"`), or
-/// `None` for any other id.
-pub fn special_name(id: u32) -> Option<&'static str> {
-    SPECIAL_NAMES.get(id as usize).copied()
+/// The pre-tokeniser of a trained tokenizer: [`SPLIT_PATTERN`], then GPT-2's byte-to-
+/// character mapping of each word.
+fn pre_tokenizer() -> Result<PreTokenizerWrapper, String> {
+    let split = Split::new(
+        SplitPattern::Regex(SPLIT_PATTERN.to_string()),
+        SplitDelimiterBehavior::Isolated,
+        false,
+    )
+    .map_err(|e| format!("internal: the split pattern: {e}"))?;
+    Ok(PreTokenizerWrapper::Sequence(Sequence::new(vec![
+        PreTokenizerWrapper::Split(split),
+        PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, false)),
+    ])))
 }
 
-// ---------------------------------------------------------------------------------------------
-// Pre-tokenisation
-// ---------------------------------------------------------------------------------------------
-
-/// Character classes for pre-tokenisation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Class {
-    /// Unicode alphanumeric (letters and digits).
-    Alnum,
-    /// Whitespace.
-    Space,
-    /// Anything else (punctuation, symbols, combining marks, ...).
-    Other,
-}
-
-fn class(c: char) -> Class {
-    if c.is_alphanumeric() {
-        Class::Alnum
-    } else if c.is_whitespace() {
-        Class::Space
-    } else {
-        Class::Other
-    }
-}
-
-/// Cuts `text` into words; concatenating them gives back `text` exactly. A word is one of:
-///
-/// 1. an optional single leading space (U+0020) followed by a run of alphanumeric characters
-///    (`" hello"`, `"42"`);
-/// 2. an optional single leading space followed by a run of other non-whitespace characters,
-///    i.e. punctuation and symbols (`" --"`, `"."`);
-/// 3. a run of whitespace. When such a run is followed by a non-whitespace character and
-///    ends with a space, that last space is left to lead the next word, as in GPT-2
-///    (`"a   b"` → `"a"`, `"  "`, `" b"`); otherwise (it ends with a newline or tab, or the
-///    text ends) the whole run is one word (`"a\n\nb"` → `"a"`, `"\n\n"`, `"b"`).
-pub fn pre_tokenize(text: &str) -> Words<'_> {
-    Words { text, pos: 0 }
-}
-
-/// The iterator returned by [`pre_tokenize`].
-#[derive(Debug, Clone)]
-pub struct Words<'a> {
-    text: &'a str,
-    pos: usize,
-}
-
-impl<'a> Iterator for Words<'a> {
-    type Item = &'a str;
-
-    fn next(&mut self) -> Option<&'a str> {
-        let rest = self.text.get(self.pos..)?;
-        let first = rest.chars().next()?;
-        let len = match class(first) {
-            Class::Space => {
-                // The whitespace run.
-                let run_end = rest
-                    .char_indices()
-                    .find(|&(_, c)| !c.is_whitespace())
-                    .map_or(rest.len(), |(i, _)| i);
-                if run_end == rest.len() {
-                    run_end
-                } else if rest.as_bytes()[run_end - 1] == b' ' {
-                    if run_end == 1 {
-                        // A single space: it leads the following word.
-                        1 + run_len(&rest[1..])
-                    } else {
-                        // Leave the last space for the following word.
-                        run_end - 1
-                    }
-                } else {
-                    run_end
-                }
-            }
-            _ => run_len(rest),
+/// GPT-2's byte-to-character table: the printable Latin-1 bytes stand for themselves, the
+/// other 68 bytes for U+0100 onwards, in byte order.
+fn byte_chars() -> [char; 256] {
+    let mut table = ['\0'; 256];
+    let mut next = 256u32;
+    for (b, slot) in table.iter_mut().enumerate() {
+        let printable = matches!(b, 33..=126 | 161..=172 | 174..=255);
+        let code = if printable {
+            b as u32
+        } else {
+            next += 1;
+            next - 1
         };
-        // `len >= 1` always, so the iterator advances.
-        let len = len.max(first.len_utf8());
-        self.pos += len;
-        rest.get(..len)
+        *slot = char::from_u32(code).unwrap_or('\0');
     }
+    table
 }
 
-/// Byte length of the run of same-class (alphanumeric or other) characters at the start of
-/// `s`, which starts with a non-whitespace character.
-fn run_len(s: &str) -> usize {
-    let Some(first) = s.chars().next() else {
-        return 0;
-    };
-    let cls = class(first);
-    s.char_indices()
-        .find(|&(_, c)| class(c) != cls)
-        .map_or(s.len(), |(i, _)| i)
+/// What a file made like pretext's trained ones is encoded with: the same words and model as
+/// the library's pipeline, without its per-call bookkeeping (offsets, alignments, token
+/// strings), and with a cache of the ids of every word seen.
+#[derive(Debug)]
+struct Fast {
+    re: regex::Regex,
+    chars: [char; 256],
+    cache: Mutex<HashMap<String, Vec<u32>>>,
 }
 
-// ---------------------------------------------------------------------------------------------
-// The tokenizer
-// ---------------------------------------------------------------------------------------------
-
-/// The on-disk form of [`Bpe`] (`tokenizer.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct BpeFile {
-    kind: String,
-    version: u32,
-    vocab_size: usize,
-    merges: Vec<(u32, u32)>,
-}
-
-/// A trained byte-level BPE tokenizer.
-///
-/// Serialises (serde) as the `tokenizer.json` artifact; deserialising validates it like
-/// [`Bpe::from_json`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(try_from = "BpeFile", into = "BpeFile")]
-pub struct Bpe {
-    /// Merge `k` joins the pair `merges[k]` into id `261 + k`.
-    merges: Vec<(u32, u32)>,
-    /// Pair → merge rank (derived from `merges`).
-    ranks: HashMap<(u32, u32), u32>,
-    /// The bytes of every id (empty for the specials; derived from `merges`).
-    bytes: Vec<Vec<u8>>,
-}
-
-impl From<Bpe> for BpeFile {
-    fn from(b: Bpe) -> BpeFile {
-        BpeFile {
-            kind: KIND.to_string(),
-            version: VERSION,
-            vocab_size: b.vocab_size(),
-            merges: b.merges,
+impl Clone for Fast {
+    fn clone(&self) -> Fast {
+        Fast {
+            re: self.re.clone(),
+            chars: self.chars,
+            cache: Mutex::new(HashMap::new()),
         }
     }
 }
 
-impl TryFrom<BpeFile> for Bpe {
-    type Error = String;
+impl Fast {
+    /// Words above this many in the cache clear it.
+    const MAX_CACHE: usize = 1 << 20;
 
-    fn try_from(f: BpeFile) -> Result<Bpe, String> {
-        if f.kind != KIND {
-            return Err(format!(
-                "tokenizer: kind is \"{}\", expected \"{KIND}\" (this is not a byte-level BPE \
-                 tokenizer written by this program)",
-                f.kind
-            ));
-        }
-        if f.version != VERSION {
-            return Err(format!(
-                "tokenizer: version {} is not supported (this program reads version {VERSION})",
-                f.version
-            ));
-        }
-        let expected = FIRST_MERGE as usize + f.merges.len();
-        if f.vocab_size != expected {
-            return Err(format!(
-                "tokenizer: vocab_size is {} but {} merges give {expected} tokens \
-                 ({SPECIAL} specials + 256 bytes + merges); the file is inconsistent",
-                f.vocab_size,
-                f.merges.len()
-            ));
-        }
-        Bpe::from_merges(f.merges)
-    }
-}
-
-impl Bpe {
-    /// Builds a tokenizer from its merge list, checking that merge `k` only uses byte ids and
-    /// ids created by earlier merges (`5 <= id < 261 + k`), and that no pair repeats.
-    pub fn from_merges(merges: Vec<(u32, u32)>) -> Result<Bpe, String> {
-        if merges.len() > MAX_VOCAB_SIZE - FIRST_MERGE as usize {
-            return Err(format!(
-                "tokenizer: too many merges ({}); the vocabulary may hold at most \
-                 {MAX_VOCAB_SIZE} tokens",
-                merges.len()
-            ));
-        }
-        let mut ranks = HashMap::with_capacity(merges.len());
-        let mut total_bytes = 0usize;
-        let mut bytes: Vec<Vec<u8>> = Vec::with_capacity(FIRST_MERGE as usize + merges.len());
-        bytes.extend((0..SPECIAL).map(|_| Vec::new()));
-        bytes.extend((0..=255u8).map(|b| vec![b]));
-        for (k, &(a, b)) in merges.iter().enumerate() {
-            let new_id = FIRST_MERGE as usize + k;
-            for id in [a, b] {
-                if id < SPECIAL {
-                    return Err(format!(
-                        "tokenizer: merge {k} ([{a}, {b}]) uses the special token {id} ({}); \
-                         merges may only join byte tokens (5..261) and earlier merges",
-                        special_name(id).unwrap_or("?")
-                    ));
-                }
-                if id as usize >= new_id {
-                    return Err(format!(
-                        "tokenizer: merge {k} ([{a}, {b}]) refers to id {id}, which is not \
-                         defined before it (merge {k} creates id {new_id}, so it may only use \
-                         ids 5..{new_id})"
-                    ));
-                }
-            }
-            if let Some(prev) = ranks.insert((a, b), k as u32) {
-                return Err(format!(
-                    "tokenizer: merge {k} ([{a}, {b}]) repeats merge {prev}; each pair may be \
-                     merged only once"
-                ));
-            }
-            let len = bytes[a as usize].len() + bytes[b as usize].len();
-            total_bytes += len;
-            if total_bytes > MAX_TOTAL_TOKEN_BYTES {
-                return Err(format!(
-                    "tokenizer: the tokens up to merge {k} ([{a}, {b}]) hold more than {} MiB \
-                     of bytes in all; the merge list is corrupt or absurd",
-                    MAX_TOTAL_TOKEN_BYTES >> 20
-                ));
-            }
-            let mut joined = Vec::with_capacity(len);
-            joined.extend_from_slice(&bytes[a as usize]);
-            joined.extend_from_slice(&bytes[b as usize]);
-            bytes.push(joined);
-        }
-        Ok(Bpe {
-            merges,
-            ranks,
-            bytes,
+    fn new() -> Result<Fast, String> {
+        Ok(Fast {
+            re: regex::Regex::new(SPLIT_PATTERN)
+                .map_err(|e| format!("internal: the split pattern: {e}"))?,
+            chars: byte_chars(),
+            cache: Mutex::new(HashMap::new()),
         })
     }
 
-    /// A tokenizer without merges: one token per byte.
-    pub fn bytes_only() -> Bpe {
-        Bpe {
-            merges: Vec::new(),
-            ranks: HashMap::new(),
-            bytes: (0..SPECIAL)
-                .map(|_| Vec::new())
-                .chain((0..=255u8).map(|b| vec![b]))
-                .collect(),
-        }
+    /// `tk`'s words can be cut by [`Fast`]: no normaliser, pretext's pre-tokeniser, a BPE
+    /// without dropout, and only special added tokens (they are not split out of the text).
+    fn applies(tk: &Tokenizer) -> bool {
+        let ours = pre_tokenizer()
+            .ok()
+            .and_then(|p| serde_json::to_value(p).ok());
+        let theirs = tk
+            .get_pre_tokenizer()
+            .and_then(|p| serde_json::to_value(p).ok());
+        tk.get_normalizer().is_none()
+            && ours.is_some()
+            && ours == theirs
+            && matches!(tk.get_model(), ModelWrapper::BPE(b) if b.dropout.is_none())
+            && tk.get_added_tokens_decoder().values().all(|t| t.special)
     }
 
-    /// Trains a tokenizer on `texts`.
+    /// The words of `text`, each as GPT-2 characters.
+    fn words<'a>(&'a self, text: &'a str) -> impl Iterator<Item = (&'a str, String)> + 'a {
+        self.re.find_iter(text).map(|m| {
+            let w = m.as_str();
+            (w, w.bytes().map(|b| self.chars[b as usize]).collect())
+        })
+    }
+
+    fn encode_into(
+        &self,
+        model: &ModelWrapper,
+        text: &str,
+        out: &mut Vec<u32>,
+    ) -> Result<(), String> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        for m in self.re.find_iter(text) {
+            let w = m.as_str();
+            if let Some(ids) = cache.get(w) {
+                out.extend_from_slice(ids);
+                continue;
+            }
+            let mapped: String = w.bytes().map(|b| self.chars[b as usize]).collect();
+            let ids: Vec<u32> = model
+                .tokenize(&mapped)
+                .map_err(|e| format!("the tokenizer cannot encode a passage: {e}"))?
+                .into_iter()
+                .map(|t| t.id)
+                .collect();
+            out.extend_from_slice(&ids);
+            if cache.len() >= Self::MAX_CACHE {
+                cache.clear();
+            }
+            cache.insert(w.to_string(), ids);
+        }
+        Ok(())
+    }
+}
+
+/// The trainer of [`TextTokenizer::train`]: the five specials first, then the 256 byte
+/// symbols whether seen or not.
+fn bpe_trainer(vocab_size: usize, min_frequency: u64) -> BpeTrainer {
+    let specials: Vec<AddedToken> = NAMES.iter().map(|n| AddedToken::from(*n, true)).collect();
+    BpeTrainer::builder()
+        .vocab_size(vocab_size)
+        .min_frequency(min_frequency.max(1))
+        .show_progress(false)
+        .special_tokens(specials)
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .build()
+}
+
+/// The untrained model of [`TextTokenizer::train`].
+fn bare_model() -> Result<BPE, String> {
+    BPE::builder()
+        .unk_token(NAMES[UNK as usize].to_string())
+        .build()
+        .map_err(|e| format!("internal: the BPE model: {e}"))
+}
+
+/// The role of each special id, for messages.
+const ROLES: [&str; SPECIAL as usize] = ["padding", "unknown", "start", "separator", "mask"];
+
+/// A text tokenizer: a `tokenizer.json` and, for a brought one whose special tokens are not
+/// ids 0..5, the renumbering between its ids and pretext's.
+#[derive(Debug, Clone)]
+pub struct TextTokenizer {
+    /// The file's tokenizer without post-processor, truncation and padding, special-token text
+    /// encoded as text: what pretext encodes with.
+    tk: Tokenizer,
+    /// `None`: the file's ids are pretext's.
+    map: Option<IdMap>,
+    /// Set when the file is made like pretext's trained ones.
+    fast: Option<Fast>,
+    /// Ids `0..vocab_size` may occur.
+    vocab_size: usize,
+    /// `tk` serialised: two tokenizers with the same fingerprint encode alike.
+    fingerprint: String,
+}
+
+/// Renumbering of a brought tokenizer.
+#[derive(Debug, Clone)]
+struct IdMap {
+    /// File id → pretext id.
+    ours: Vec<u32>,
+    /// Pretext id → file id.
+    file: Vec<u32>,
+}
+
+impl TextTokenizer {
+    /// Trains a byte-level BPE on `texts` and returns it with its `tokenizer.json` (which
+    /// makes samples of `seq_len` tokens, see the module docs).
     ///
-    /// Words (see [`pre_tokenize`]) are counted, then the most frequent adjacent pair of
-    /// tokens is merged repeatedly (ties: smallest `(a, b)`), until the vocabulary has
-    /// `vocab_size` tokens or no pair occurs at least `min_frequency` times; in the latter
-    /// case the vocabulary is smaller (see [`Bpe::vocab_size`]). Deterministic: the same texts
-    /// give the same merges.
-    ///
-    /// Errors: `vocab_size` below [`MIN_VOCAB_SIZE`] (262) or above [`MAX_VOCAB_SIZE`], or no
-    /// text at all.
+    /// The vocabulary grows to `vocab_size` tokens or until no pair occurs at least
+    /// `min_frequency` times. Deterministic: the trainer counts words and pairs with integer
+    /// sums and breaks ties between equally frequent pairs by their ids, so the file does not
+    /// depend on the order of the texts, the number of threads or hash-map seeds (the tests
+    /// train repeatedly, reversed and on one thread; the e2e tests across processes).
     pub fn train<'a>(
-        texts: impl Iterator<Item = &'a str>,
+        texts: impl Iterator<Item = &'a str> + Send,
         vocab_size: usize,
         min_frequency: u64,
-    ) -> Result<Bpe, String> {
+        seq_len: usize,
+    ) -> Result<(TextTokenizer, String), String> {
         if vocab_size < MIN_VOCAB_SIZE {
             return Err(format!(
                 "vocab_size = {vocab_size} is too small: it must be at least {MIN_VOCAB_SIZE} \
@@ -321,312 +272,252 @@ impl Bpe {
         }
         if vocab_size > MAX_VOCAB_SIZE {
             return Err(format!(
-                "vocab_size = {vocab_size} is too large: the maximum is {MAX_VOCAB_SIZE} \
-                 (token ids must stay below 2^31; the top bit flags MLM targets)"
+                "vocab_size = {vocab_size} is too large: the maximum is {MAX_VOCAB_SIZE}"
             ));
         }
-        let min_frequency = min_frequency.max(1);
-
-        // Count the words.
-        let mut counts: HashMap<String, u64> = HashMap::new();
-        let mut any_text = false;
-        for text in texts {
-            for w in pre_tokenize(text) {
-                any_text = true;
-                if let Some(c) = counts.get_mut(w) {
-                    *c += 1;
-                } else {
-                    counts.insert(w.to_string(), 1);
-                }
-            }
+        if seq_len < 2 {
+            return Err(format!("seq_len = {seq_len} leaves no room after [CLS]"));
         }
+        let mut any_text = false;
+        let texts = texts.inspect(|t| any_text |= !t.is_empty());
+        // The words are cut here as the file's pre-tokeniser cuts them (the library's own
+        // `Tokenizer::train` gives the same file, more slowly: see the tests).
+        let fast = Fast::new()?;
+        let mut trainer = bpe_trainer(vocab_size, min_frequency);
+        trainer
+            .feed(texts, |t| {
+                Ok(fast.words(t).map(|(_, mapped)| mapped).collect())
+            })
+            .map_err(|e| format!("training the tokenizer failed: {e}"))?;
         if !any_text {
             return Err("cannot train the tokenizer: the training texts are empty".to_string());
         }
-        let mut sorted: Vec<(String, u64)> = counts.into_iter().collect();
-        sorted.sort_unstable();
-        let freqs: Vec<i64> = sorted
-            .iter()
-            .map(|(_, c)| i64::try_from(*c).unwrap_or(i64::MAX))
-            .collect();
-        let mut words: Vec<Vec<u32>> = sorted
-            .iter()
-            .map(|(w, _)| w.bytes().map(|b| SPECIAL + u32::from(b)).collect())
-            .collect();
-        drop(sorted);
-
-        // Initial pair counts and pair → words index (each word index listed once per pair,
-        // in increasing order).
-        let mut pair_counts: HashMap<(u32, u32), i64> = HashMap::new();
-        let mut where_: HashMap<(u32, u32), Vec<u32>> = HashMap::new();
-        for (wi, (w, &f)) in words.iter().zip(&freqs).enumerate() {
-            for p in w.windows(2) {
-                let pair = (p[0], p[1]);
-                *pair_counts.entry(pair).or_insert(0) += f;
-                let list = where_.entry(pair).or_default();
-                if list.last() != Some(&(wi as u32)) {
-                    list.push(wi as u32);
-                }
-            }
+        let mut model = bare_model()?;
+        let specials = trainer
+            .train(&mut model)
+            .map_err(|e| format!("training the tokenizer failed: {e}"))?;
+        let mut tk = Tokenizer::new(model);
+        tk.with_pre_tokenizer(Some(pre_tokenizer()?))
+            .with_decoder(Some(ByteLevel::new(false, true, false)));
+        tk.add_special_tokens(&specials);
+        let template = TemplateProcessing::builder()
+            .try_single("[CLS] $A")
+            .and_then(|b| b.try_pair("[CLS] $A [SEP] $B:1 [SEP]:1"))
+            .map_err(|e| format!("internal: the post-processor template: {e}"))?
+            .special_tokens(vec![(NAMES[CLS as usize], CLS), (NAMES[SEP as usize], SEP)])
+            .build()
+            .map_err(|e| format!("internal: the post-processor: {e}"))?;
+        tk.with_post_processor(Some(template));
+        tk.with_truncation(Some(TruncationParams {
+            direction: TruncationDirection::Right,
+            max_length: seq_len,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+        }))
+        .map_err(|e| format!("internal: truncation: {e}"))?;
+        tk.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::Fixed(seq_len),
+            direction: PaddingDirection::Right,
+            pad_to_multiple_of: None,
+            pad_id: PAD,
+            pad_type_id: 0,
+            pad_token: NAMES[PAD as usize].to_string(),
+        }));
+        let json = tk
+            .to_string(true)
+            .map_err(|e| format!("internal: writing tokenizer.json: {e}"))?;
+        let ours = TextTokenizer::from_json(&json)?;
+        if ours.map.is_some() {
+            return Err("internal: the trained special tokens are not ids 0..5".into());
         }
+        Ok((ours, json))
+    }
 
-        // Max-heap on (count, smallest pair); entries may be stale (counts only go down for
-        // existing pairs, so a stale entry overestimates and is re-pushed when popped).
-        let mut heap: BinaryHeap<(i64, Reverse<(u32, u32)>)> =
-            pair_counts.iter().map(|(&p, &c)| (c, Reverse(p))).collect();
-
-        let max_merges = vocab_size - FIRST_MERGE as usize;
-        let mut merges: Vec<(u32, u32)> = Vec::new();
-        let mut delta: HashMap<(u32, u32), i64> = HashMap::new();
-        let mut old_pairs: Vec<(u32, u32)> = Vec::new();
-        while merges.len() < max_merges {
-            let Some((count, Reverse(pair))) = heap.pop() else {
-                break;
-            };
-            let actual = pair_counts.get(&pair).copied().unwrap_or(0);
-            if actual != count {
-                if actual > 0 {
-                    heap.push((actual, Reverse(pair)));
-                }
-                continue;
+    /// Reads a `tokenizer.json`: any file the `tokenizers` library reads that has the five
+    /// special tokens (see the module docs). Errors say what is wrong and what to do; the
+    /// caller adds the file's path.
+    pub fn from_json(s: &str) -> Result<TextTokenizer, String> {
+        let parsed =
+            crate::panic_guard::catch(|| s.parse::<Tokenizer>()).unwrap_or_else(|p| Err(p.into()));
+        let mut tk = match parsed {
+            Ok(tk) => tk,
+            Err(e) => {
+                let old = serde_json::from_str::<serde_json::Value>(s)
+                    .is_ok_and(|v| v["kind"] == "byte-bpe");
+                return Err(if old {
+                    "this is a tokenizer written by an older pretext (`\"kind\": \"byte-bpe\"`), \
+                     which this version no longer reads; run the ingest stage that made it again"
+                        .to_string()
+                } else {
+                    format!(
+                        "not a tokenizer.json the Hugging Face `tokenizers` library can read \
+                         ({e}); a tokenizer file is the `tokenizer.json` saved by \
+                         `Tokenizer.save` (Python) or by a pretext text ingest stage"
+                    )
+                });
             }
-            if actual < 1 || (actual as u64) < min_frequency {
-                break;
-            }
-            let new_id = FIRST_MERGE + merges.len() as u32;
-            merges.push(pair);
-            pair_counts.remove(&pair);
-            let affected = where_.remove(&pair).unwrap_or_default();
-
-            delta.clear();
-            for &wi in &affected {
-                let w = &mut words[wi as usize];
-                let f = freqs[wi as usize];
-                if !w.windows(2).any(|p| (p[0], p[1]) == pair) {
-                    continue;
-                }
-                old_pairs.clear();
-                old_pairs.extend(w.windows(2).map(|p| (p[0], p[1])));
-                merge_in_place(w, pair, new_id);
-                for &p in &old_pairs {
-                    if p != pair {
-                        *delta.entry(p).or_insert(0) -= f;
-                    }
-                }
-                for p in w.windows(2) {
-                    let p = (p[0], p[1]);
-                    *delta.entry(p).or_insert(0) += f;
-                    if p.0 == new_id || p.1 == new_id {
-                        let list = where_.entry(p).or_default();
-                        if list.last() != Some(&wi) {
-                            list.push(wi);
-                        }
-                    }
-                }
-            }
-            for (&p, &d) in &delta {
-                if d == 0 {
-                    continue;
-                }
-                let c = pair_counts.entry(p).or_insert(0);
-                *c += d;
-                let c = *c;
-                if c <= 0 {
-                    pair_counts.remove(&p);
-                    if p.0 == new_id || p.1 == new_id {
-                        where_.remove(&p);
-                    }
-                } else if d > 0 {
-                    heap.push((c, Reverse(p)));
-                }
-            }
-        }
-        Bpe::from_merges(merges)
-    }
-
-    /// The number of tokens: 5 specials + 256 bytes + the merges.
-    pub fn vocab_size(&self) -> usize {
-        self.bytes.len()
-    }
-
-    /// The learned merges, in order: merge `k` creates id `261 + k`.
-    pub fn merges(&self) -> &[(u32, u32)] {
-        &self.merges
-    }
-
-    /// The bytes of token `id` (empty for the special tokens and for unknown ids).
-    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
-        self.bytes.get(id as usize).cloned().unwrap_or_default()
-    }
-
-    /// Encodes `text` into token ids (no special tokens added). Builds a cache of the words
-    /// of this call; to encode many texts, [`Bpe::encoder`] keeps one across calls.
-    pub fn encode(&self, text: &str) -> Vec<u32> {
-        let mut cache: HashMap<&str, Vec<u32>> = HashMap::new();
-        let mut out = Vec::with_capacity(text.len() / 3 + 1);
-        for w in pre_tokenize(text) {
-            if let Some(ids) = cache.get(w) {
-                out.extend_from_slice(ids);
-            } else {
-                let ids = self.encode_word(w.as_bytes());
-                out.extend_from_slice(&ids);
-                cache.insert(w, ids);
-            }
-        }
-        out
-    }
-
-    /// An encoder with a word cache kept across calls, for encoding many texts.
-    pub fn encoder(&self) -> Encoder<'_> {
-        Encoder {
-            bpe: self,
-            cache: HashMap::new(),
-        }
-    }
-
-    /// Decodes ids back into text: the bytes of each id concatenated, special tokens and
-    /// unknown ids skipped, invalid UTF-8 replaced by U+FFFD.
-    pub fn decode(&self, ids: &[u32]) -> String {
-        let mut out = Vec::with_capacity(ids.len() * 4);
-        for &id in ids {
-            if let Some(b) = self.bytes.get(id as usize) {
-                out.extend_from_slice(b);
-            }
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-
-    /// The `tokenizer.json` artifact: `{"kind":"byte-bpe","version":1,"vocab_size":N,
-    /// "merges":[[a,b],...]}`.
-    pub fn to_json(&self) -> String {
-        let file = BpeFile {
-            kind: KIND.to_string(),
-            version: VERSION,
-            vocab_size: self.vocab_size(),
-            merges: self.merges.clone(),
         };
-        serde_json::to_string(&file).unwrap_or_default()
-    }
-
-    /// Reads a `tokenizer.json` artifact, validating it (kind, version, vocab_size, every
-    /// merge referring to earlier ids).
-    pub fn from_json(s: &str) -> Result<Bpe, String> {
-        let file: BpeFile = serde_json::from_str(s)
-            .map_err(|e| format!("tokenizer: cannot read tokenizer.json: {e}"))?;
-        Bpe::try_from(file)
-    }
-
-    /// Applies the merges to one word, lowest rank first (standard BPE, left to right among
-    /// equal ranks), in O(n log n) with a linked list of symbols and a heap of candidate
-    /// pairs.
-    fn encode_word(&self, word: &[u8]) -> Vec<u32> {
-        let mut ids: Vec<u32> = word.iter().map(|&b| SPECIAL + u32::from(b)).collect();
-        if ids.len() < 2 || self.ranks.is_empty() {
-            return ids;
+        let vocab = tk.get_vocab(true);
+        let size = vocab.values().max().map_or(0, |&m| m as usize + 1);
+        if size > MAX_FILE_VOCAB {
+            return Err(format!(
+                "the tokenizer uses ids up to {}; pretext reads vocabularies of at most \
+                 {MAX_FILE_VOCAB} ids",
+                size - 1
+            ));
         }
-        let n = ids.len();
-        // prev/next links; usize::MAX is "none"; a merged-away symbol has ids[i] == u32::MAX.
-        const NONE: usize = usize::MAX;
-        let mut next: Vec<usize> = (1..=n).map(|i| if i < n { i } else { NONE }).collect();
-        let mut prev: Vec<usize> = (0..n).map(|i| i.checked_sub(1).unwrap_or(NONE)).collect();
-        let mut heap: BinaryHeap<Reverse<(u32, usize)>> = BinaryHeap::new();
-        for i in 0..n - 1 {
-            if let Some(&r) = self.ranks.get(&(ids[i], ids[i + 1])) {
-                heap.push(Reverse((r, i)));
-            }
-        }
-        while let Some(Reverse((rank, i))) = heap.pop() {
-            if ids[i] == u32::MAX {
-                continue;
-            }
-            let j = next[i];
-            if j == NONE {
-                continue;
-            }
-            // Still the same pair?
-            if self.ranks.get(&(ids[i], ids[j])) != Some(&rank) {
-                continue;
-            }
-            ids[i] = FIRST_MERGE + rank;
-            ids[j] = u32::MAX;
-            let k = next[j];
-            next[i] = k;
-            if k != NONE {
-                prev[k] = i;
-                if let Some(&r) = self.ranks.get(&(ids[i], ids[k])) {
-                    heap.push(Reverse((r, i)));
-                }
-            }
-            let p = prev[i];
-            if p != NONE {
-                if let Some(&r) = self.ranks.get(&(ids[p], ids[i])) {
-                    heap.push(Reverse((r, p)));
-                }
-            }
-        }
-        ids.retain(|&id| id != u32::MAX);
-        ids
-    }
-}
-
-/// Replaces every occurrence of `pair` in `w`, left to right without overlaps, by `new_id`.
-fn merge_in_place(w: &mut Vec<u32>, pair: (u32, u32), new_id: u32) {
-    let mut read = 0;
-    let mut write = 0;
-    while read < w.len() {
-        if read + 1 < w.len() && w[read] == pair.0 && w[read + 1] == pair.1 {
-            w[write] = new_id;
-            read += 2;
+        let specials = find_specials(&vocab)?;
+        let map = (specials != [PAD, UNK, CLS, SEP, MASK]).then(|| IdMap::new(&specials, size));
+        tk.with_post_processor(None::<PostProcessorWrapper>);
+        tk.with_padding(None);
+        tk.with_truncation(None)
+            .map_err(|e| format!("internal: truncation: {e}"))?;
+        tk.set_encode_special_tokens(true);
+        let fast = if Fast::applies(&tk) {
+            Some(Fast::new()?)
         } else {
-            w[write] = w[read];
-            read += 1;
+            None
+        };
+        let fingerprint = tk
+            .to_string(false)
+            .map_err(|e| format!("internal: serialising the tokenizer: {e}"))?;
+        Ok(TextTokenizer {
+            tk,
+            map,
+            fast,
+            vocab_size: size,
+            fingerprint,
+        })
+    }
+
+    /// The number of ids (specials included): every id pretext produces is below it.
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    /// Whether pretext renumbers the file's ids (a brought tokenizer whose special tokens are
+    /// not ids 0..5 in pretext's order).
+    pub fn is_renumbered(&self) -> bool {
+        self.map.is_some()
+    }
+
+    /// Whether the two encode every text to the same ids.
+    pub fn same_as(&self, other: &TextTokenizer) -> bool {
+        self.fingerprint == other.fingerprint
+    }
+
+    /// The pretext id of a token of the file, if the file has it.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.tk.token_to_id(token).map(|id| self.ours(id))
+    }
+
+    fn ours(&self, file_id: u32) -> u32 {
+        match &self.map {
+            Some(m) => m.ours.get(file_id as usize).copied().unwrap_or(UNK),
+            None => file_id,
         }
-        write += 1;
-    }
-    w.truncate(write);
-}
-
-/// Trains a tokenizer; see [`Bpe::train`].
-pub fn train<'a>(
-    texts: impl Iterator<Item = &'a str>,
-    vocab_size: usize,
-    min_frequency: u64,
-) -> Result<Bpe, String> {
-    Bpe::train(texts, vocab_size, min_frequency)
-}
-
-/// An encoder that caches the ids of every word it has seen (from [`Bpe::encoder`]). The
-/// cache is cleared when it grows past about a million words.
-#[derive(Debug)]
-pub struct Encoder<'a> {
-    bpe: &'a Bpe,
-    cache: HashMap<String, Vec<u32>>,
-}
-
-impl Encoder<'_> {
-    const MAX_CACHE: usize = 1 << 20;
-
-    /// Encodes `text`; same result as [`Bpe::encode`].
-    pub fn encode(&mut self, text: &str) -> Vec<u32> {
-        let mut out = Vec::with_capacity(text.len() / 3 + 1);
-        self.encode_into(text, &mut out);
-        out
     }
 
-    /// Encodes `text`, appending the ids to `out`.
-    pub fn encode_into(&mut self, text: &str, out: &mut Vec<u32>) {
-        for w in pre_tokenize(text) {
-            if let Some(ids) = self.cache.get(w) {
-                out.extend_from_slice(ids);
-            } else {
-                let ids = self.bpe.encode_word(w.as_bytes());
-                out.extend_from_slice(&ids);
-                if self.cache.len() >= Self::MAX_CACHE {
-                    self.cache.clear();
-                }
-                self.cache.insert(w.to_string(), ids);
+    /// Encodes `text` (no special tokens added), appending pretext ids to `out`.
+    pub fn encode_into(&self, text: &str, out: &mut Vec<u32>) -> Result<(), String> {
+        if let Some(fast) = &self.fast {
+            let start = out.len();
+            fast.encode_into(self.tk.get_model(), text, out)?;
+            for id in &mut out[start..] {
+                *id = self.ours(*id);
+            }
+            return Ok(());
+        }
+        let enc = self
+            .tk
+            .encode_fast(text, false)
+            .map_err(|e| format!("the tokenizer cannot encode a passage: {e}"))?;
+        out.extend(enc.get_ids().iter().map(|&id| self.ours(id)));
+        Ok(())
+    }
+
+    /// Encodes `text` into pretext ids (no special tokens added).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
+        let mut out = Vec::new();
+        self.encode_into(text, &mut out)?;
+        Ok(out)
+    }
+
+    /// Decodes pretext ids into text with the file's decoder; special tokens and ids outside
+    /// the vocabulary are skipped, invalid UTF-8 becomes U+FFFD.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let file: Vec<u32> = ids
+            .iter()
+            .filter(|&&id| id >= SPECIAL && (id as usize) < self.vocab_size)
+            .map(|&id| match &self.map {
+                Some(m) => m.file[id as usize],
+                None => id,
+            })
+            .collect();
+        self.tk.decode(&file, true).unwrap_or_default()
+    }
+}
+
+/// The file ids of the five special tokens, by pretext id; or which are missing.
+fn find_specials(vocab: &HashMap<String, u32>) -> Result<[u32; SPECIAL as usize], String> {
+    let mut found = [0u32; SPECIAL as usize];
+    let mut missing = Vec::new();
+    for (i, names) in SPECIAL_NAMES.iter().enumerate() {
+        match names.iter().find_map(|n| vocab.get(*n)) {
+            Some(&id) => found[i] = id,
+            None => missing.push(format!(
+                "{} ({})",
+                ROLES[i],
+                names
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "the tokenizer lacks special tokens pretext needs: {}. pretext finds the five \
+             special tokens by name; add the missing ones to the file, e.g. in Python: \
+             `tok.add_special_tokens([\"[PAD]\", \"[UNK]\", \"[CLS]\", \"[SEP]\", \"[MASK]\"]); \
+             tok.save(\"tokenizer.json\")`",
+            missing.join(", ")
+        ));
+    }
+    for i in 0..found.len() {
+        for j in 0..i {
+            if found[i] == found[j] {
+                return Err(format!(
+                    "the tokenizer gives the {} and {} tokens the same id {}; pretext needs \
+                     five distinct special tokens",
+                    ROLES[j], ROLES[i], found[i]
+                ));
             }
         }
+    }
+    Ok(found)
+}
+
+impl IdMap {
+    /// The specials (file ids, by pretext id) take pretext ids 0..5; every other file id `f`
+    /// becomes `5 + f - (the number of special file ids below f)`.
+    fn new(specials: &[u32; SPECIAL as usize], size: usize) -> IdMap {
+        let mut ours = vec![0u32; size];
+        let mut next = SPECIAL;
+        for (f, slot) in ours.iter_mut().enumerate() {
+            if let Some(p) = specials.iter().position(|&s| s as usize == f) {
+                *slot = p as u32;
+            } else {
+                *slot = next;
+                next += 1;
+            }
+        }
+        let mut file = vec![0u32; size];
+        for (f, &o) in ours.iter().enumerate() {
+            file[o as usize] = f as u32;
+        }
+        IdMap { ours, file }
     }
 }
 
@@ -634,57 +525,42 @@ impl Encoder<'_> {
 mod tests {
     use super::*;
 
-    fn words(s: &str) -> Vec<&str> {
-        pre_tokenize(s).collect()
-    }
+    const CORPUS: &str = "The quick brown fox jumps over the lazy dog. \
+                          Le cœur a ses raisons — 中文 文本 🙂🙂 naïve café.\n\n\tThe end.   ";
 
-    fn id(b: u8) -> u32 {
-        SPECIAL + u32::from(b)
+    fn sample() -> (TextTokenizer, String) {
+        TextTokenizer::train(std::iter::repeat_n(CORPUS, 3), 400, 2, 16).unwrap()
     }
 
     #[test]
     fn constants_match_the_sdk() {
-        assert_eq!((PAD, UNK, CLS, SEP, MASK, SPECIAL), (0, 1, 2, 3, 4, 5));
+        use pretext_plugin::tokens;
+        assert_eq!(
+            (PAD, UNK, CLS, SEP, MASK, SPECIAL),
+            (
+                tokens::PAD,
+                tokens::UNK,
+                tokens::CLS,
+                tokens::SEP,
+                tokens::MASK,
+                tokens::SPECIAL
+            )
+        );
         assert_eq!(FIRST_MERGE, 261);
         assert_eq!(MIN_VOCAB_SIZE, 262);
-        assert_eq!(special_name(MASK), Some("<mask>"));
-        assert_eq!(special_name(SPECIAL), None);
     }
 
     #[test]
-    fn pre_tokenize_words() {
-        assert_eq!(words("Hello, world!"), vec!["Hello", ",", " world", "!"]);
-        assert_eq!(words("a   b"), vec!["a", "  ", " b"]);
-        assert_eq!(words("a\n\nb"), vec!["a", "\n\n", "b"]);
-        assert_eq!(words("a \n b"), vec!["a", " \n", " b"]);
-        assert_eq!(words("end.  "), vec!["end", ".", "  "]);
-        assert_eq!(words(" x"), vec![" x"]);
-        assert_eq!(words(" "), vec![" "]);
-        assert_eq!(words("it's 42nd --"), vec!["it", "'", "s", " 42nd", " --"]);
-        assert_eq!(words("café 中文🙂"), vec!["café", " 中文", "🙂"]);
-        assert_eq!(words("\tx"), vec!["\t", "x"]);
-        assert!(words("").is_empty());
-        for s in [
-            "a  b\n\n c\t\td ",
-            "  lead",
-            "x \u{3000}y",
-            "ÿ é\u{301}",
-            "!!  ??\r\n",
-        ] {
-            assert_eq!(words(s).concat(), s, "{s:?}");
+    fn trained_ids_and_round_trip() {
+        let (tk, json) = sample();
+        assert!(!tk.is_renumbered());
+        assert!(tk.vocab_size() > MIN_VOCAB_SIZE && tk.vocab_size() <= 400);
+        for (id, name) in NAMES.iter().enumerate() {
+            assert_eq!(tk.token_to_id(name), Some(id as u32), "{name}");
         }
-    }
-
-    fn sample_bpe() -> Bpe {
-        let corpus = "The quick brown fox jumps over the lazy dog. \
-                      Le cœur a ses raisons — 中文 文本 🙂🙂 naïve café.\n\n\tThe end.   ";
-        Bpe::train(std::iter::repeat_n(corpus, 3), 400, 2).unwrap()
-    }
-
-    #[test]
-    fn round_trip() {
-        let bpe = sample_bpe();
-        assert!(bpe.vocab_size() > MIN_VOCAB_SIZE);
+        // The 256 byte symbols follow the specials.
+        assert_eq!(tk.token_to_id("!"), Some(SPECIAL));
+        assert!(json.contains("\"type\": \"ByteLevel\"") && json.contains("\"BPE\""));
         let cases = [
             "",
             "plain ASCII text, with punctuation!?",
@@ -697,305 +573,260 @@ mod tests {
             "\n",
             " ",
             "\u{0}\u{7f}\u{ffff}",
+            // Special-token text is ordinary text.
+            "a [MASK] and [PAD] here",
         ];
         for s in cases {
-            let ids = bpe.encode(s);
-            assert_eq!(bpe.decode(&ids), s, "{s:?}");
+            let ids = tk.encode(s).unwrap();
+            assert_eq!(tk.decode(&ids), s, "{s:?}");
             assert!(ids
                 .iter()
-                .all(|&i| i >= SPECIAL && (i as usize) < bpe.vocab_size()));
-            let mut enc = bpe.encoder();
-            assert_eq!(enc.encode(s), ids);
-            assert_eq!(enc.encode(s), ids);
+                .all(|&i| i >= SPECIAL && (i as usize) < tk.vocab_size()));
         }
-        assert!(bpe.encode("").is_empty());
-        // The bytes-only tokenizer round-trips too, one token per byte.
-        let b = Bpe::bytes_only();
-        assert_eq!(b.encode("é"), vec![id(0xC3), id(0xA9)]);
-        assert_eq!(b.decode(&b.encode("中文 🙂")), "中文 🙂");
+        assert!(tk.encode("").unwrap().is_empty());
+        // Learned words are one token.
+        assert_eq!(tk.encode(" quick").unwrap().len(), 1);
     }
 
     #[test]
     fn decode_skips_specials_and_unknown_ids() {
-        let bpe = sample_bpe();
+        let (tk, _) = sample();
         let mut ids = vec![CLS];
-        ids.extend(bpe.encode("hi there"));
+        ids.extend(tk.encode("hi there").unwrap());
         ids.extend([SEP, PAD, MASK, UNK, u32::MAX, 1_000_000]);
-        assert_eq!(bpe.decode(&ids), "hi there");
-        // A lone continuation byte decodes lossily.
-        assert_eq!(bpe.decode(&[id(0xA9)]), "\u{FFFD}");
-        assert!(bpe.token_bytes(PAD).is_empty());
-        assert_eq!(bpe.token_bytes(id(b'a')), b"a".to_vec());
-        assert!(bpe.token_bytes(u32::MAX).is_empty());
+        assert_eq!(tk.decode(&ids), "hi there");
+        // A lone UTF-8 continuation byte decodes lossily.
+        let cont = tk.encode("ж").unwrap();
+        assert_eq!(cont.len(), 2);
+        assert_eq!(tk.decode(&cont[1..]), "\u{FFFD}");
     }
 
     #[test]
-    fn hand_computed_merges() {
-        // Words: "low" x1, " low" x2, " lower" x1, " newest" x2.
-        // Pair counts: (l,o)=4 (o,w)=4 ( ,l)=3 (w,e)=3 ( ,n)=2 (n,e)=2 (e,w)=2 (e,s)=2
-        // (s,t)=2 (e,r)=1.
-        let corpus = "low low low lower newest newest";
-        let bpe = Bpe::train(std::iter::once(corpus), 1000, 2).unwrap();
-        let (sp, l, o, w, e, n, s, t) = (
-            id(b' '),
-            id(b'l'),
-            id(b'o'),
-            id(b'w'),
-            id(b'e'),
-            id(b'n'),
-            id(b's'),
-            id(b't'),
-        );
-        let expected = vec![
-            // 261: (l,o)=4 ties with (o,w)=4; (l,o) has the smaller ids.
-            (l, o),
-            // 262 "low": (lo,w)=4.
-            (261, w),
-            // 263 " low": ( ,low)=3 (" low" x2 + " lower" x1); (w,e) is down to 2 since
-            // the w of " lower" is now inside "low", so ( ,low) wins outright.
-            (sp, 262),
-            // Now everything left in " newest" is 2: ( ,n) has the smallest ids → 264.
-            (sp, n),
-            // " newest" = [264 e w e s t]: (264,e)=2 (e,w)=2 (w,e)=2 (e,s)=2 (s,t)=2;
-            // smallest is (e,s) = (106,120) → 265.
-            (e, s),
-            // [264 e w 265 t]: (e,w)=(106,124) smallest → 266.
-            (e, w),
-            // [264 266 265 t]: (264,266) → 267.
-            (264, 266),
-            // [267 265 t]: (265,t)=(265,121) < (267,265) → 268.
-            (265, t),
-            // [267 268] → 269 " newest".
-            (267, 268),
-            // Left: " lower" = [263 e r]: (263,e)=1, (e,r)=1 < min_frequency 2: stop.
-        ];
-        assert_eq!(bpe.merges(), expected.as_slice());
-        assert_eq!(bpe.vocab_size(), 270);
-        assert_eq!(bpe.token_bytes(263), b" low".to_vec());
-        assert_eq!(bpe.token_bytes(269), b" newest".to_vec());
-        // Seen words with all their merges learned are single tokens.
-        assert_eq!(bpe.encode(" newest"), vec![269]);
-        assert_eq!(bpe.encode("low low"), vec![262, 263]);
-        assert_eq!(bpe.encode(" lower"), vec![263, e, id(b'r')]);
-        // The vocab_size limit stops training early.
-        let small = Bpe::train(std::iter::once(corpus), 263, 1).unwrap();
-        assert_eq!(small.merges(), &expected[..2]);
-        assert_eq!(small.vocab_size(), 263);
-    }
-
-    #[test]
-    fn overlapping_pairs() {
-        // "aaaa" x3: (a,a) → 261 gives [261 261]; then (261,261) → 262.
-        let bpe = Bpe::train(std::iter::repeat_n("aaaa", 3), 1000, 1).unwrap();
-        let a = id(b'a');
-        assert_eq!(bpe.merges(), &[(a, a), (261, 261)]);
-        assert_eq!(bpe.encode("aaaa"), vec![262]);
-        assert_eq!(bpe.encode("aaa"), vec![261, a]);
-        assert_eq!(bpe.encode("aaaaa"), vec![262, a]);
-        assert_eq!(bpe.decode(&bpe.encode("aaaaaaa")), "aaaaaaa");
-    }
-
-    #[test]
-    fn trained_word_is_one_token() {
-        let text = "tokenization tokenization tokenization is fun";
-        let bpe = Bpe::train(std::iter::repeat_n(text, 10), 2000, 1).unwrap();
-        assert_eq!(bpe.encode(" tokenization").len(), 1);
-        assert_eq!(bpe.encode("tokenization").len(), 1);
-        assert_eq!(bpe.decode(&bpe.encode(text)), text);
-    }
-
-    #[test]
-    fn deterministic() {
+    fn deterministic_whatever_the_order_threads_and_hashing() {
         let texts = [
             "the cat sat on the mat",
             "the dog sat on the log",
-            "a cat, a dog!",
-        ];
-        let a = Bpe::train(texts.iter().copied(), 300, 1).unwrap().to_json();
-        let b = Bpe::train(texts.iter().copied(), 300, 1).unwrap().to_json();
-        assert_eq!(a, b);
-        // Order of the texts does not matter either (words are counted, then sorted).
-        let c = Bpe::train(texts.iter().rev().copied(), 300, 1)
-            .unwrap()
-            .to_json();
-        assert_eq!(a, c);
-    }
-
-    #[test]
-    fn json_round_trip_and_format() {
-        let bpe = Bpe::train(std::iter::once("low low low lower newest newest"), 1000, 2).unwrap();
-        let json = bpe.to_json();
-        assert!(
-            json.starts_with(
-                r#"{"kind":"byte-bpe","version":1,"vocab_size":270,"merges":[[113,116],[261,124],"#
-            ),
-            "{json}"
-        );
-        let back = Bpe::from_json(&json).unwrap();
-        assert_eq!(back.merges(), bpe.merges());
-        assert_eq!(back.to_json(), json);
-        // serde (de)serialisation gives the same artifact.
-        assert_eq!(serde_json::to_string(&bpe).unwrap(), json);
-        let via_serde: Bpe = serde_json::from_str(&json).unwrap();
-        assert_eq!(via_serde.merges(), bpe.merges());
-        assert!(serde_json::from_str::<Bpe>(
-            r#"{"kind":"x","version":1,"vocab_size":261,"merges":[]}"#
-        )
-        .is_err());
-    }
-
-    #[test]
-    fn vocab_size_too_small() {
-        let err = Bpe::train(std::iter::once("some text"), 261, 1).unwrap_err();
-        assert!(err.contains("vocab_size") && err.contains("262"), "{err}");
-        assert!(train(std::iter::once("some text"), 262, 1).is_ok());
-        let err = Bpe::train(std::iter::empty(), 1000, 1).unwrap_err();
-        assert!(err.contains("empty"), "{err}");
-    }
-
-    #[test]
-    fn min_frequency_limits_vocab() {
-        // Every pair occurs once: with min_frequency 2 nothing is merged.
-        let bpe = Bpe::train(std::iter::once("abcdef"), 1000, 2).unwrap();
-        assert_eq!(bpe.vocab_size(), 261);
-        assert_eq!(bpe.encode("abcdef").len(), 6);
-    }
-
-    #[test]
-    fn from_json_validates() {
-        let ok =
-            r#"{"kind":"byte-bpe","version":1,"vocab_size":263,"merges":[[113,116],[261,124]]}"#;
-        assert_eq!(Bpe::from_json(ok).unwrap().vocab_size(), 263);
-
-        let forward =
-            r#"{"kind":"byte-bpe","version":1,"vocab_size":263,"merges":[[113,116],[262,124]]}"#;
-        let err = Bpe::from_json(forward).unwrap_err();
-        assert!(
-            err.contains("merge 1") && err.contains("262") && err.contains("not defined before"),
-            "{err}"
-        );
-
-        let special = r#"{"kind":"byte-bpe","version":1,"vocab_size":262,"merges":[[4,116]]}"#;
-        assert!(Bpe::from_json(special).unwrap_err().contains("special"));
-
-        let dup =
-            r#"{"kind":"byte-bpe","version":1,"vocab_size":263,"merges":[[113,116],[113,116]]}"#;
-        assert!(Bpe::from_json(dup).unwrap_err().contains("repeats merge 0"));
-
-        let kind = r#"{"kind":"wordpiece","version":1,"vocab_size":261,"merges":[]}"#;
-        assert!(Bpe::from_json(kind).unwrap_err().contains("kind"));
-
-        let version = r#"{"kind":"byte-bpe","version":2,"vocab_size":261,"merges":[]}"#;
-        assert!(Bpe::from_json(version).unwrap_err().contains("version 2"));
-
-        let size = r#"{"kind":"byte-bpe","version":1,"vocab_size":300,"merges":[[113,116]]}"#;
-        assert!(Bpe::from_json(size)
-            .unwrap_err()
-            .contains("vocab_size is 300"));
-
-        // Merge k joins merge k-1 with itself: token lengths double; refused, not OOM.
-        let mut merges = vec![(id(b'a'), id(b'a'))];
-        for k in 0..40u32 {
-            merges.push((FIRST_MERGE + k, FIRST_MERGE + k));
-        }
-        let err = Bpe::from_merges(merges).unwrap_err();
-        assert!(err.contains("MiB"), "{err}");
-
-        let garbage = Bpe::from_json("not json").unwrap_err();
-        assert!(garbage.contains("tokenizer.json"), "{garbage}");
-        assert!(Bpe::from_json(r#"{"kind":"byte-bpe"}"#).is_err());
-    }
-
-    /// Reference trainer: recounts every pair at every step.
-    fn naive_train(texts: &[&str], vocab_size: usize, min_frequency: i64) -> Vec<(u32, u32)> {
-        let mut counts: HashMap<String, i64> = HashMap::new();
-        for t in texts {
-            for w in pre_tokenize(t) {
-                *counts.entry(w.to_string()).or_insert(0) += 1;
-            }
-        }
-        let mut words: Vec<(Vec<u32>, i64)> = counts
-            .into_iter()
-            .map(|(w, c)| (w.bytes().map(id).collect(), c))
-            .collect();
-        let mut merges = Vec::new();
-        while FIRST_MERGE as usize + merges.len() < vocab_size {
-            let mut pc: HashMap<(u32, u32), i64> = HashMap::new();
-            for (w, c) in &words {
-                for p in w.windows(2) {
-                    *pc.entry((p[0], p[1])).or_insert(0) += c;
-                }
-            }
-            let Some((&pair, &c)) = pc.iter().max_by_key(|(p, c)| (**c, Reverse(**p))) else {
-                break;
-            };
-            if c < min_frequency {
-                break;
-            }
-            let new_id = FIRST_MERGE + merges.len() as u32;
-            for (w, _) in &mut words {
-                merge_in_place(w, pair, new_id);
-            }
-            merges.push(pair);
-        }
-        merges
-    }
-
-    #[test]
-    fn incremental_training_matches_naive() {
-        let texts = [
+            "a cat, a dog! aaaa abab ababab bababa",
             "It is a truth universally acknowledged, that a single man in possession of a good \
              fortune, must be in want of a wife.",
-            "However little known the feelings or views of such a man may be on his first \
-             entering a neighbourhood, this truth is so well fixed in the minds of the \
-             surrounding families...",
-            "aaaa aaaaaaa abab ababab bababa   ---- !!!! \n\n\t\t  mañana mañana 中文中文 🙂🙂🙂",
-            "\"My dear Mr. Bennet,\" said his lady to him one day, \"have you heard that \
-             Netherfield Park is let at last?\"",
         ];
-        for (vocab, min_f) in [(300, 1), (700, 1), (500, 2), (400, 3)] {
-            let fast = Bpe::train(texts.iter().copied(), vocab, min_f as u64).unwrap();
-            assert_eq!(
-                fast.merges(),
-                naive_train(&texts, vocab, min_f).as_slice(),
-                "{vocab} {min_f}"
-            );
+        let train = |order: &[&str]| {
+            TextTokenizer::train(order.iter().copied(), 600, 1, 32)
+                .unwrap()
+                .1
+        };
+        let a = train(&texts);
+        // Every training hashes with fresh random hash-map seeds.
+        for _ in 0..4 {
+            assert_eq!(train(&texts), a);
         }
+        let reversed: Vec<&str> = texts.iter().rev().copied().collect();
+        assert_eq!(train(&reversed), a);
+        // One thread or many: the trainer's counts are integer sums.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        assert_eq!(pool.install(|| train(&texts)), a);
     }
 
-    #[test]
-    fn random_text_round_trips() {
-        let bpe = sample_bpe();
-        let alphabet: Vec<char> = "ab é中🙂 \n\t\r.,!-'0\u{301}\u{0}\u{a0}".chars().collect();
+    /// Random strings over an alphabet with every kind of character the pattern tells apart.
+    fn random_texts(n: usize) -> Vec<String> {
+        let alphabet: Vec<char> = "ab zé中🙂 \n\t\r.,!-'0٣\u{301}\u{0}\u{a0}\u{3000}sStTdmlrv"
+            .chars()
+            .collect();
         let mut state: u64 = 12345;
-        for _ in 0..300 {
-            let mut s = String::new();
-            let len = (state % 40) as usize;
-            for _ in 0..len {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                s.push(alphabet[(state % alphabet.len() as u64) as usize]);
-            }
-            assert_eq!(pre_tokenize(&s).collect::<String>(), s);
-            assert_eq!(bpe.decode(&bpe.encode(&s)), s, "{s:?}");
-            state = state.wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                let len = (state % 40) as usize;
+                let mut s = String::new();
+                for _ in 0..len {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    s.push(alphabet[(state % alphabet.len() as u64) as usize]);
+                }
+                state = state.wrapping_add(1);
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_fast_path_is_the_library_pipeline() {
+        // GPT-2's table: the same 256 characters as the library's.
+        let table: std::collections::HashSet<char> = byte_chars().into_iter().collect();
+        let theirs: std::collections::HashSet<char> = ByteLevel::alphabet().into_iter().collect();
+        assert_eq!(table, theirs);
+        let mut texts = random_texts(300);
+        texts.push(CORPUS.repeat(4));
+        texts.push("It's   they're we've I'm you'll he'd 12,345.67 --- ?!".into());
+        // Training: the library's `Tokenizer::train` (its own pre-tokeniser) gives the same
+        // model as ours.
+        let (ours, _) = TextTokenizer::train(texts.iter().map(String::as_str), 700, 1, 32).unwrap();
+        let mut lib = Tokenizer::new(bare_model().unwrap());
+        lib.with_pre_tokenizer(Some(pre_tokenizer().unwrap()));
+        lib.train(
+            &mut tokenizers::models::TrainerWrapper::from(bpe_trainer(700, 1)),
+            texts.iter(),
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(lib.get_model()).unwrap(),
+            serde_json::to_string(ours.tk.get_model()).unwrap()
+        );
+        // Encoding: the cached fast path gives the library's ids.
+        assert!(ours.fast.is_some());
+        for t in texts.iter().chain(random_texts(200).iter()) {
+            let want = ours
+                .tk
+                .encode_fast(t.as_str(), false)
+                .unwrap()
+                .get_ids()
+                .to_vec();
+            assert_eq!(ours.encode(t).unwrap(), want, "{t:?}");
+            assert_eq!(ours.decode(&want), *t, "{t:?}");
         }
+        // A file with another pre-tokeniser takes the library's path.
+        let mut json: serde_json::Value = serde_json::from_str(
+            &TextTokenizer::train(texts.iter().map(String::as_str), 300, 1, 8)
+                .unwrap()
+                .1,
+        )
+        .unwrap();
+        json["pre_tokenizer"] = serde_json::json!({
+            "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true
+        });
+        let other = TextTokenizer::from_json(&json.to_string()).unwrap();
+        assert!(other.fast.is_none());
+        assert_eq!(other.decode(&other.encode(CORPUS).unwrap()), CORPUS);
     }
 
     #[test]
-    fn vocab_size_too_large() {
-        let err = Bpe::train(std::iter::once("x"), MAX_VOCAB_SIZE + 1, 1).unwrap_err();
+    fn vocab_size_and_min_frequency_limit_training() {
+        let err = TextTokenizer::train(std::iter::once("some text"), 261, 1, 8).unwrap_err();
+        assert!(err.contains("vocab_size") && err.contains("262"), "{err}");
+        let err = TextTokenizer::train(std::iter::once("x"), 70_000, 1, 8).unwrap_err();
         assert!(err.contains("too large"), "{err}");
+        let err = TextTokenizer::train(std::iter::empty(), 1000, 1, 8).unwrap_err();
+        assert!(err.contains("empty"), "{err}");
+        // Every pair occurs once: with min_frequency 2 nothing is merged.
+        let (tk, _) = TextTokenizer::train(std::iter::once("abcdef"), 1000, 2, 8).unwrap();
+        assert_eq!(tk.vocab_size(), 261);
+        assert_eq!(tk.encode("abcdef").unwrap().len(), 6);
+        // The vocabulary stops at vocab_size.
+        let (tk, _) = TextTokenizer::train(std::iter::repeat_n(CORPUS, 5), 270, 1, 8).unwrap();
+        assert_eq!(tk.vocab_size(), 270);
     }
 
     #[test]
-    fn long_words_encode() {
-        // A long run of one punctuation character: the heap-based merge is fast and exact.
-        let bpe = Bpe::train(std::iter::once("==== ==== ===="), 300, 1).unwrap();
-        let s = "=".repeat(100_000);
-        let ids = bpe.encode(&s);
-        assert_eq!(bpe.decode(&ids), s);
-        assert!(ids.len() <= 100_000 / 4 + 1);
+    fn json_round_trip_and_fingerprint() {
+        let (tk, json) = sample();
+        let back = TextTokenizer::from_json(&json).unwrap();
+        assert!(back.same_as(&tk));
+        assert_eq!(back.encode(CORPUS).unwrap(), tk.encode(CORPUS).unwrap());
+        // The same vocabulary at another seq_len encodes alike; another vocabulary does not.
+        let (other_len, _) =
+            TextTokenizer::train(std::iter::repeat_n(CORPUS, 3), 400, 2, 64).unwrap();
+        assert!(other_len.same_as(&tk));
+        let (other, _) = TextTokenizer::train(std::iter::repeat_n(CORPUS, 3), 300, 2, 16).unwrap();
+        assert!(!other.same_as(&tk));
+    }
+
+    /// A WordLevel tokenizer.json with the given vocabulary (BERT-like names and ids).
+    fn word_level(vocab: &[(&str, u32)]) -> String {
+        let v: serde_json::Map<String, serde_json::Value> = vocab
+            .iter()
+            .map(|(k, id)| (k.to_string(), serde_json::json!(id)))
+            .collect();
+        serde_json::json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": [],
+            "normalizer": null,
+            "pre_tokenizer": { "type": "WhitespaceSplit" },
+            "post_processor": null,
+            "decoder": null,
+            "model": { "type": "WordLevel", "vocab": v, "unk_token": "[UNK]" }
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn brought_tokenizers_are_renumbered_around_their_specials() {
+        // BERT-like: [PAD] 0, words 1..3, [UNK] 4, [CLS] 5, [SEP] 6, [MASK] 7, a word 8.
+        let json = word_level(&[
+            ("[PAD]", 0),
+            ("hello", 1),
+            ("world", 2),
+            ("again", 3),
+            ("[UNK]", 4),
+            ("[CLS]", 5),
+            ("[SEP]", 6),
+            ("[MASK]", 7),
+            ("bye", 8),
+        ]);
+        let tk = TextTokenizer::from_json(&json).unwrap();
+        assert!(tk.is_renumbered());
+        assert_eq!(tk.vocab_size(), 9);
+        assert_eq!(tk.token_to_id("[MASK]"), Some(MASK));
+        assert_eq!(tk.token_to_id("[CLS]"), Some(CLS));
+        // Non-special ids keep their order after the five specials.
+        assert_eq!(
+            tk.encode("hello world again bye").unwrap(),
+            vec![5, 6, 7, 8]
+        );
+        // Unknown words are [UNK].
+        assert_eq!(tk.encode("hello nope").unwrap(), vec![5, UNK]);
+        assert_eq!(tk.decode(&[CLS, 5, MASK, 8, PAD]), "hello bye");
+
+        // RoBERTa-style names at other ids.
+        let json = word_level(&[
+            ("<s>", 0),
+            ("<pad>", 1),
+            ("</s>", 2),
+            ("<unk>", 3),
+            ("word", 4),
+            ("<mask>", 5),
+        ]);
+        let tk = TextTokenizer::from_json(&json).unwrap();
+        assert_eq!(tk.token_to_id("<s>"), Some(CLS));
+        assert_eq!(tk.token_to_id("</s>"), Some(SEP));
+        assert_eq!(tk.token_to_id("word"), Some(SPECIAL));
+
+        // Specials already at 0..5 in pretext's order: the file's ids as they are.
+        let json = word_level(&[
+            ("[PAD]", 0),
+            ("[UNK]", 1),
+            ("[CLS]", 2),
+            ("[SEP]", 3),
+            ("[MASK]", 4),
+            ("w", 5),
+        ]);
+        let tk = TextTokenizer::from_json(&json).unwrap();
+        assert!(!tk.is_renumbered());
+        assert_eq!(tk.encode("w").unwrap(), vec![5]);
+    }
+
+    #[test]
+    fn bad_files_are_clear_errors() {
+        let missing = word_level(&[("[PAD]", 0), ("[UNK]", 1), ("w", 2)]);
+        let e = TextTokenizer::from_json(&missing).unwrap_err();
+        assert!(
+            e.contains("lacks special tokens")
+                && e.contains("`[CLS]` or `<cls>` or `<s>`")
+                && e.contains("`[MASK]` or `<mask>`")
+                && !e.contains("`[PAD]` or")
+                && e.contains("add_special_tokens"),
+            "{e}"
+        );
+        for junk in ["not json", "{}", r#"{"model": 3}"#, "[1, 2]"] {
+            let e = TextTokenizer::from_json(junk).unwrap_err();
+            assert!(e.contains("not a tokenizer.json"), "{junk}: {e}");
+        }
+        let old = r#"{"kind":"byte-bpe","version":1,"vocab_size":261,"merges":[]}"#;
+        let e = TextTokenizer::from_json(old).unwrap_err();
+        assert!(e.contains("older pretext"), "{e}");
     }
 }

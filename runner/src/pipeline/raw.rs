@@ -146,6 +146,7 @@ pub(crate) struct RawIngest {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTokenizer {
+    pub path: Option<Spanned<String>>,
     pub vocab_size: Option<Spanned<i64>>,
     pub seq_len: Option<Spanned<i64>>,
     pub min_frequency: Option<Spanned<i64>>,

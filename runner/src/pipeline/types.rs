@@ -341,25 +341,42 @@ pub struct IngestConfig {
     /// become 3, and all images must agree.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub color: Option<ColorMode>,
-    /// `tokenizer = { vocab_size, seq_len, min_frequency }`: text sources only (and required
-    /// there): the byte-level BPE vocabulary trained on the train split and the length of
-    /// every token sequence.
+    /// `tokenizer = { vocab_size, seq_len, min_frequency }` or `{ path, seq_len }`: text
+    /// sources only (and required there): the byte-level BPE vocabulary trained on the train
+    /// split, or an existing `tokenizer.json`, and the length of every token sequence.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<TokenizerConfig>,
 }
 
 /// `tokenizer` of a text ingest stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TokenizerConfig {
-    /// `vocab_size`: the vocabulary size to learn, specials (5) and bytes (256) included;
-    /// 262 to 65536 (default 2000). Training stops earlier when no pair reaches
-    /// `min_frequency`.
-    pub vocab_size: usize,
+    /// Where the vocabulary comes from.
+    #[serde(flatten)]
+    pub vocab: TokenizerVocab,
     /// `seq_len`: tokens per sample, `[CLS]` included; longer passages are cut, shorter ones
     /// padded with `[PAD]`; 8 to 4096 (default 64).
     pub seq_len: usize,
-    /// `min_frequency`: a merge needs a pair seen at least this often (default 2).
-    pub min_frequency: u64,
+}
+
+/// Where a text ingest stage's tokenizer comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum TokenizerVocab {
+    /// A byte-level BPE trained on the train split.
+    Train {
+        /// `vocab_size`: the vocabulary size to learn, specials (5) and bytes (256)
+        /// included; 262 to 65536 (default 2000). Training stops earlier when no pair
+        /// reaches `min_frequency`.
+        vocab_size: usize,
+        /// `min_frequency`: a merge needs a pair seen at least this often (default 2).
+        min_frequency: u64,
+    },
+    /// `path`: an existing `tokenizer.json` (its contents go into the stage key).
+    File {
+        /// The file, relative to the pipeline file.
+        path: ConfigPath,
+    },
 }
 
 impl IngestConfig {
@@ -373,7 +390,17 @@ impl IngestConfig {
             IngestSource::ImageFolder { path, .. }
             | IngestSource::Parquet { path, .. }
             | IngestSource::Csv { path, .. }
-            | IngestSource::Text { path, .. } => vec![("path", &path.resolved)],
+            | IngestSource::Text { path, .. } => {
+                let mut files = vec![("path", path.resolved.as_path())];
+                if let Some(TokenizerConfig {
+                    vocab: TokenizerVocab::File { path },
+                    ..
+                }) = &self.tokenizer
+                {
+                    files.push(("tokenizer", path.resolved.as_path()));
+                }
+                files
+            }
         }
     }
 }

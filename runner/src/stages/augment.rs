@@ -80,7 +80,7 @@ pub fn run(cfg: &AugmentConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     };
     write_json(&ctx.out_dir.join(VIEWS_FILE), &recipe)?;
     // Text: the tokenizer travels with the preview, so it can be read as text.
-    super::ingest_text::copy_tokenizer(&input.dir, ctx.out_dir)?;
+    crate::artifacts::tokenizer::copy(&input.dir, ctx.out_dir)?;
 
     // Preview: the first train samples through every view (epoch 0 randomness).
     let rows: Vec<usize> = ds

@@ -32,7 +32,7 @@ pub fn run(cfg: &FinetuneConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
     let e = ctx.engine;
     let (encoder, mut ps, mut meta) = load_encoder(e, &ctx.input("encoder")?.dir)?;
     // Text read with the encoder's own tokenizer.
-    let ds = super::ingest_text::read_input_for_encoder(ctx, "data", &meta)?;
+    let ds = super::read_input_for_encoder(ctx, "data", &meta)?;
     let (labels, classes) = labelled(ctx, &ds, &meta)?;
     let mut init = Init::new(mix_seed(ctx.seed, super::Stream::FinetuneInit, 0, 0, 0));
     let total_before = ps.trainable_count();

@@ -196,18 +196,6 @@ fn layout_mismatch(at: &str, got: Layout, want: Layout) -> StageError {
     ))
 }
 
-/// Which of the first `n` records go to the train split: `round(n · train)` of them (at least
-/// one per split), chosen by a permutation seeded from `seed`.
-fn train_mask(n: usize, train: f64, seed: u64) -> Vec<bool> {
-    let n_train = ((n as f64 * train).round() as usize).clamp(1, n - 1);
-    let perm = super::permutation(n, super::mix_seed(seed, super::Stream::Split, 0, 0, 0));
-    let mut is_train = vec![false; n];
-    for &i in &perm[..n_train] {
-        is_train[i] = true;
-    }
-    is_train
-}
-
 /// A record as read, or `None` when `on_error = "skip"` leaves it out (recorded in `skipped`);
 /// a record without a label in a labelled source is unreadable too.
 fn accept(
@@ -286,7 +274,7 @@ pub fn ingest(
             source_path(cfg).display()
         )));
     }
-    let is_train = train_mask(n, cfg.split.train, seed);
+    let is_train = super::train_mask(n, cfg.split.train, seed);
     let cols = source.columns().clone();
     if !cols.ignored.is_empty() {
         tracing::info!(

@@ -8,9 +8,10 @@
 //! 2. Passages of `passage_words` consecutive words; a passage is one sample. Ids are passage
 //!    indices in source order, `limit` keeps the first ones, and the split is a permutation
 //!    seeded by the pipeline seed (as for images).
-//! 3. The byte-level BPE tokenizer is trained on the **train split only** and stored as
-//!    `tokenizer.json`; each passage becomes `[CLS]` + its tokens, cut or padded (`[PAD]`) to
-//!    `seq_len`.
+//! 3. The tokenizer: a byte-level BPE trained on the **train split only**, or the
+//!    `tokenizer.json` the pipeline brings (`tokenizer.path`); either is stored as
+//!    `tokenizer.json` (a standard Hugging Face file, see [`crate::data::tokenizer`]). Each
+//!    passage becomes `[CLS]` + its tokens, cut or padded (`[PAD]`) to `seq_len`.
 //!
 //! `dataset.parquet` has a `tokens` list column, the source `path`, and the passage itself as
 //! the metadata column `meta_text`, so a person can read what a sample is.
@@ -19,14 +20,14 @@ use std::path::{Path, PathBuf};
 
 use super::{Metrics, StageCtx, StageError};
 use crate::artifacts::dataset::{self, CHUNK_ROWS, DATASET_FILE};
+use crate::artifacts::tokenizer::{self, encode_passage, TOKENIZER_FILE};
 use crate::data::table::DatasetWriter;
 use crate::data::text::{self, Encoding};
-use crate::data::tokenizer::{Bpe, Encoder, CLS, PAD};
+use crate::data::tokenizer::TextTokenizer;
 use crate::data::{DatasetInfo, Layout, Records, Samples, Split};
-use crate::pipeline::{IngestConfig, IngestSource, OnError, TextEncoding, TextLabels};
-
-/// The tokenizer of a text dataset, beside `dataset.parquet`.
-pub const TOKENIZER_FILE: &str = "tokenizer.json";
+use crate::pipeline::{
+    IngestConfig, IngestSource, OnError, TextEncoding, TextLabels, TokenizerVocab,
+};
 
 /// One document: where it came from, its class name, its text.
 #[derive(Debug)]
@@ -259,11 +260,13 @@ pub fn run(cfg: &IngestConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     else {
         return Err(StageError::Failed("internal: not a text source".into()));
     };
-    let Some(tk) = cfg.tokenizer else {
+    let Some(tk) = &cfg.tokenizer else {
         return Err(StageError::Input(
             "a text source needs `tokenizer = { vocab_size, seq_len }` in the ingest stage".into(),
         ));
     };
+    // A brought tokenizer is read first: a bad file fails before any document is read.
+    let mut brought = brought_tokenizer(&tk.vocab)?;
     let (docs, reading) = match column {
         Some(c) => read_parquet(&path.resolved, c, label.as_deref())?,
         None => read_files(
@@ -274,18 +277,7 @@ pub fn run(cfg: &IngestConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
             cfg.on_error,
         )?,
     };
-    // Passages in source order: (document, text).
-    let mut passages: Vec<(usize, String)> = Vec::new();
-    for (d, doc) in docs.iter().enumerate() {
-        passages.extend(
-            text::passages(&doc.text, *passage_words)
-                .into_iter()
-                .map(|p| (d, p)),
-        );
-    }
-    if let Some(l) = cfg.limit {
-        passages.truncate(l as usize);
-    }
+    let passages = passages_of(&docs, *passage_words, cfg.limit);
     let n = passages.len();
     if n < 2 {
         return Err(StageError::Input(format!(
@@ -293,96 +285,55 @@ pub fn run(cfg: &IngestConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
             path.resolved.display()
         )));
     }
-    let n_train = ((n as f64 * cfg.split.train).round() as usize).clamp(1, n - 1);
-    let perm = super::permutation(n, super::mix_seed(ctx.seed, super::Stream::Split, 0, 0, 0));
-    let mut is_train = vec![false; n];
-    for &i in &perm[..n_train] {
-        is_train[i] = true;
-    }
-    // Classes: sorted names; documents without a class make the dataset unlabelled.
-    let classes: Option<Vec<String>> = if docs.iter().all(|d| d.class.is_some()) && !docs.is_empty()
-    {
-        let mut c: Vec<String> = docs.iter().filter_map(|d| d.class.clone()).collect();
-        c.sort();
-        c.dedup();
-        Some(c)
-    } else {
-        if docs.iter().any(|d| d.class.is_some()) {
-            return Err(StageError::Input(format!(
-                "{}: some documents have a label and some do not; every row of `label` must be set",
-                path.resolved.display()
-            )));
+    let is_train = super::train_mask(n, cfg.split.train, ctx.seed);
+    let classes = classes_of(&docs, &path.resolved)?;
+    let (tokenizer, json) = match &tk.vocab {
+        TokenizerVocab::Train {
+            vocab_size,
+            min_frequency,
+        } => {
+            ctx.progress.start("training the tokenizer", 1);
+            let trained = TextTokenizer::train(
+                passages
+                    .iter()
+                    .zip(&is_train)
+                    .filter(|(_, &t)| t)
+                    .map(|((_, p), _)| p.as_str()),
+                *vocab_size,
+                *min_frequency,
+                tk.seq_len,
+            )
+            .map_err(|m| StageError::Input(format!("tokenizer: {m}")))?;
+            ctx.progress
+                .finish(&format!("{} tokens", trained.0.vocab_size()));
+            trained
         }
-        None
+        TokenizerVocab::File { .. } => brought
+            .take()
+            .ok_or_else(|| StageError::Failed("internal: the brought tokenizer".into()))?,
     };
-    ctx.progress.start("training the tokenizer", 1);
-    let bpe = Bpe::train(
-        passages
-            .iter()
-            .zip(&is_train)
-            .filter(|(_, &t)| t)
-            .map(|((_, p), _)| p.as_str()),
-        tk.vocab_size,
-        tk.min_frequency,
-    )
-    .map_err(|m| StageError::Input(format!("tokenizer: {m}")))?;
-    ctx.progress.finish(&format!("{} tokens", bpe.vocab_size()));
-    std::fs::write(ctx.out_dir.join(TOKENIZER_FILE), bpe.to_json())
+    std::fs::write(ctx.out_dir.join(TOKENIZER_FILE), json)
         .map_err(|e| super::io_err(&ctx.out_dir.join(TOKENIZER_FILE), e))?;
 
     let len = tk.seq_len;
-    let vocab = bpe.vocab_size();
-    let info = DatasetInfo {
-        layout: Layout::Tokens { len, vocab },
-        labelled: classes.is_some(),
-        classes: classes.clone(),
-        paths: true,
-        source_sizes: false,
-        meta: vec!["text".into()],
-    };
-    let out = ctx.out_dir.join(DATASET_FILE);
-    let mut writer = DatasetWriter::create(&out, &info)?;
-    let mut encoder = bpe.encoder();
-    let (mut truncated, mut token_sum, mut train, mut test) = (0usize, 0usize, 0usize, 0usize);
-    ctx.progress.start("tokenizing", n as u64);
-    let mut chunk = Records::empty(&info);
-    let mut ids = Vec::with_capacity(len);
-    for (i, (d, p)) in passages.iter().enumerate() {
-        let full = encode_passage(&mut encoder, p, len, &mut ids);
-        token_sum += full;
-        if full > len {
-            truncated += 1;
-        }
-        chunk.ids.push(i as u64);
-        let split = if is_train[i] {
-            train += 1;
-            Split::Train
-        } else {
-            test += 1;
-            Split::Test
-        };
-        chunk.splits.push(split);
-        if let (Some(c), Some(l)) = (&classes, chunk.labels.as_mut()) {
-            let name = docs[*d].class.as_deref().unwrap_or_default();
-            l.push(c.binary_search_by(|x| x.as_str().cmp(name)).unwrap_or(0) as u32);
-        }
-        if let Samples::Tokens { data, .. } = &mut chunk.samples {
-            data.extend_from_slice(&ids);
-        }
-        if let Some(paths) = chunk.paths.as_mut() {
-            paths.push(docs[*d].path.clone());
-        }
-        chunk.meta[0].push(p.clone());
-        if chunk.len() == CHUNK_ROWS {
-            writer.write(&chunk)?;
-            ctx.progress.advance(chunk.len() as u64, "");
-            chunk = Records::empty(&info);
-        }
-    }
-    writer.write(&chunk)?;
-    ctx.progress.advance(chunk.len() as u64, "");
-    writer.finish()?;
-    ctx.progress.finish(&format!("{n} passages"));
+    let vocab = tokenizer.vocab_size();
+    let written = write_tokens(
+        ctx,
+        &Passages {
+            docs: &docs,
+            passages: &passages,
+            is_train: &is_train,
+            classes: classes.as_deref(),
+        },
+        &tokenizer,
+        len,
+    )?;
+    let Written {
+        truncated,
+        token_sum,
+        train,
+        test,
+    } = written;
 
     let skipped: Vec<(&str, &str)> = reading
         .skipped
@@ -420,140 +371,138 @@ pub fn run(cfg: &IngestConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     Ok(m)
 }
 
-/// Copy a text dataset's tokenizer from `from` into `to` (nothing for image datasets): stages
-/// whose output stands for the dataset (curate) or is read as text (augment's preview) keep it.
-pub fn copy_tokenizer(from: &Path, to: &Path) -> Result<(), StageError> {
-    let src = from.join(TOKENIZER_FILE);
-    if src.exists() {
-        let dst = to.join(TOKENIZER_FILE);
-        std::fs::copy(&src, &dst).map_err(|e| super::io_err(&dst, e))?;
-    }
-    Ok(())
-}
-
-/// `[CLS]` + the tokens of `text`, cut or padded (`[PAD]`) to `len`, into `ids` (cleared
-/// first). Returns the length before cutting or padding.
-fn encode_passage(enc: &mut Encoder, text: &str, len: usize, ids: &mut Vec<u32>) -> usize {
-    ids.clear();
-    ids.push(CLS);
-    enc.encode_into(text, ids);
-    let full = ids.len();
-    ids.resize(len, PAD);
-    full
-}
-
-/// The tokenizer stored beside a text dataset, if any.
-pub fn load_tokenizer(dir: &Path) -> Result<Option<Bpe>, StageError> {
-    let p = dir.join(TOKENIZER_FILE);
-    if !p.exists() {
+/// A brought `tokenizer.json` (`tokenizer.path`) with the file's text, read before any
+/// document; `None` when the tokenizer is trained.
+fn brought_tokenizer(
+    vocab: &TokenizerVocab,
+) -> Result<Option<(TextTokenizer, String)>, StageError> {
+    let TokenizerVocab::File { path } = vocab else {
         return Ok(None);
+    };
+    let (tokenizer, json) = tokenizer::read(&path.resolved)?;
+    if tokenizer.is_renumbered() {
+        tracing::info!(
+            file = %path.resolved.display(),
+            "the tokenizer's special tokens are not ids 0..5: its ids are renumbered (specials first, the rest in order)"
+        );
     }
-    let s = std::fs::read_to_string(&p).map_err(|e| super::io_err(&p, e))?;
-    Bpe::from_json(&s)
-        .map(Some)
-        .map_err(|m| StageError::Input(format!("{}: {m}", p.display())))
+    Ok(Some((tokenizer, json)))
 }
 
-/// Read the text dataset in `dir` tokenized like the encoder's training data (the dataset in
-/// `encoder_data`): when the two tokenizers differ, every passage (`meta_text`) is encoded
-/// again with the encoder's tokenizer, to the encoder's `seq_len`. Image datasets and text
-/// datasets with the same tokenizer are read as they are.
-pub fn read_for_encoder(
-    dir: &Path,
-    encoder_data: &Path,
-    seq_len: usize,
-) -> Result<crate::data::Dataset, StageError> {
-    let path = dir.join(DATASET_FILE);
-    let layout = crate::data::table::DatasetReader::open(&path)?
-        .info()
-        .layout;
-    if !matches!(layout, Layout::Tokens { .. }) {
-        return Ok(crate::data::table::read_dataset(&path)?);
+/// Passages in source order, as (document, text); the first `limit` when set.
+fn passages_of(docs: &[Document], words: usize, limit: Option<u64>) -> Vec<(usize, String)> {
+    let mut passages: Vec<(usize, String)> = Vec::new();
+    for (d, doc) in docs.iter().enumerate() {
+        passages.extend(text::passages(&doc.text, words).into_iter().map(|p| (d, p)));
     }
-    let (info, records) = crate::data::table::read_records(&path)?;
-    let same = || -> Result<crate::data::Dataset, StageError> {
-        Ok(crate::data::Dataset::from_records(records.clone())
-            .ok_or_else(|| StageError::Failed("internal: a token dataset".into()))?)
-    };
-    let (Some(ours), Some(theirs)) = (load_tokenizer(encoder_data)?, load_tokenizer(dir)?) else {
-        return same();
-    };
-    if ours.merges() == theirs.merges() && info.layout.sample_len() == seq_len {
-        return same();
+    if let Some(l) = limit {
+        passages.truncate(l as usize);
     }
-    let texts = info
-        .meta
-        .iter()
-        .position(|m| m == "text")
-        .map(|i| &records.meta[i])
-        .ok_or_else(|| {
-            StageError::Input(format!(
-                "{}: the text dataset has another tokenizer than the encoder's and no `meta_text` column to encode again",
-                path.display()
-            ))
-        })?;
-    let mut enc = ours.encoder();
-    let mut tokens = Vec::with_capacity(records.len() * seq_len);
-    let mut ids = Vec::with_capacity(seq_len);
-    for t in texts {
-        encode_passage(&mut enc, t, seq_len, &mut ids);
-        tokens.extend_from_slice(&ids);
-    }
-    tracing::info!(
-        dataset = %path.display(),
-        "encoded the passages again with the encoder's tokenizer"
-    );
-    Ok(crate::data::Dataset {
-        shape: (1, 1, seq_len),
-        ids: records.ids,
-        splits: records.splits,
-        labels: records.labels,
-        pixels: Vec::new(),
-        vocab: Some(ours.vocab_size()),
-        tokens,
-    })
+    passages
 }
 
-/// The dataset of input `role`, tokenized like the data `meta`'s encoder was trained on (see
-/// [`read_for_encoder`]); image datasets are read as they are.
-pub fn read_input_for_encoder(
+/// Classes: sorted names; documents without a class make the dataset unlabelled, and a mix
+/// of both is an error naming `source`.
+fn classes_of(docs: &[Document], source: &Path) -> Result<Option<Vec<String>>, StageError> {
+    if !docs.is_empty() && docs.iter().all(|d| d.class.is_some()) {
+        let mut c: Vec<String> = docs.iter().filter_map(|d| d.class.clone()).collect();
+        c.sort();
+        c.dedup();
+        return Ok(Some(c));
+    }
+    if docs.iter().any(|d| d.class.is_some()) {
+        return Err(StageError::Input(format!(
+            "{}: some documents have a label and some do not; every row of `label` must be set",
+            source.display()
+        )));
+    }
+    Ok(None)
+}
+
+/// What [`write_tokens`] encodes: the passages with their documents, split and classes.
+struct Passages<'a> {
+    docs: &'a [Document],
+    passages: &'a [(usize, String)],
+    is_train: &'a [bool],
+    classes: Option<&'a [String]>,
+}
+
+/// Counts of [`write_tokens`].
+struct Written {
+    /// Passages longer than `seq_len` (cut).
+    truncated: usize,
+    /// Tokens before cutting, over all passages.
+    token_sum: usize,
+    train: usize,
+    test: usize,
+}
+
+/// Encode every passage to `len` tokens and write `dataset.parquet` in chunks.
+fn write_tokens(
     ctx: &StageCtx,
-    role: &str,
-    meta: &crate::artifacts::encoder::EncoderMeta,
-) -> Result<crate::data::Dataset, StageError> {
-    let dir = &ctx.input(role)?.dir;
-    match ctx.entries.get(&meta.dataset_key) {
-        Some(trained_on) => read_for_encoder(dir, trained_on, meta.input.width),
-        None => Ok(crate::data::table::read_dataset(&dir.join(DATASET_FILE))?),
-    }
-}
-
-/// A token sequence as text for people: learned tokens decoded, `[MASK]` and `[UNK]` shown,
-/// `[CLS]` and padding left out.
-pub fn render(bpe: &Bpe, ids: &[u32]) -> String {
-    use crate::data::tokenizer::{MASK, UNK};
-    let mut out = String::new();
-    let mut run: Vec<u32> = Vec::new();
-    let flush = |run: &mut Vec<u32>, out: &mut String| {
-        out.push_str(&bpe.decode(run));
-        run.clear();
+    p: &Passages,
+    tokenizer: &TextTokenizer,
+    len: usize,
+) -> Result<Written, StageError> {
+    let info = DatasetInfo {
+        layout: Layout::Tokens {
+            len,
+            vocab: tokenizer.vocab_size(),
+        },
+        labelled: p.classes.is_some(),
+        classes: p.classes.map(<[String]>::to_vec),
+        paths: true,
+        source_sizes: false,
+        meta: vec!["text".into()],
     };
-    for &t in ids {
-        match t {
-            MASK => {
-                flush(&mut run, &mut out);
-                out.push_str("[MASK]");
-            }
-            UNK => {
-                flush(&mut run, &mut out);
-                out.push_str("[UNK]");
-            }
-            t if t < crate::data::tokenizer::SPECIAL => {}
-            t => run.push(t),
+    let mut writer = DatasetWriter::create(&ctx.out_dir.join(DATASET_FILE), &info)?;
+    let mut w = Written {
+        truncated: 0,
+        token_sum: 0,
+        train: 0,
+        test: 0,
+    };
+    ctx.progress.start("tokenizing", p.passages.len() as u64);
+    let mut chunk = Records::empty(&info);
+    let mut ids = Vec::with_capacity(len);
+    for (i, (d, text)) in p.passages.iter().enumerate() {
+        let full = encode_passage(tokenizer, text, len, &mut ids)?;
+        w.token_sum += full;
+        if full > len {
+            w.truncated += 1;
+        }
+        chunk.ids.push(i as u64);
+        let split = if p.is_train[i] {
+            w.train += 1;
+            Split::Train
+        } else {
+            w.test += 1;
+            Split::Test
+        };
+        chunk.splits.push(split);
+        if let (Some(c), Some(l)) = (p.classes, chunk.labels.as_mut()) {
+            let name = p.docs[*d].class.as_deref().unwrap_or_default();
+            l.push(c.binary_search_by(|x| x.as_str().cmp(name)).unwrap_or(0) as u32);
+        }
+        if let Samples::Tokens { data, .. } = &mut chunk.samples {
+            data.extend_from_slice(&ids);
+        }
+        if let Some(paths) = chunk.paths.as_mut() {
+            paths.push(p.docs[*d].path.clone());
+        }
+        chunk.meta[0].push(text.clone());
+        if chunk.len() == CHUNK_ROWS {
+            writer.write(&chunk)?;
+            ctx.progress.advance(chunk.len() as u64, "");
+            chunk = Records::empty(&info);
         }
     }
-    flush(&mut run, &mut out);
-    out.trim().to_string()
+    writer.write(&chunk)?;
+    ctx.progress.advance(chunk.len() as u64, "");
+    writer.finish()?;
+    ctx.progress
+        .finish(&format!("{} passages", p.passages.len()));
+    Ok(w)
 }
 
 #[cfg(test)]
@@ -682,20 +631,5 @@ mod tests {
         std::fs::create_dir_all(&empty).unwrap();
         let e = text_files(&empty).err().unwrap().to_string();
         assert!(e.contains("no .txt files"), "{e}");
-    }
-
-    #[test]
-    fn render_shows_masks_and_drops_padding() {
-        let bpe = Bpe::bytes_only();
-        let ids: Vec<u32> = [
-            CLS,
-            5 + b'a' as u32,
-            crate::data::tokenizer::MASK,
-            5 + b'c' as u32,
-        ]
-        .into_iter()
-        .chain([PAD, PAD])
-        .collect();
-        assert_eq!(render(&bpe, &ids), "a[MASK]c");
     }
 }

@@ -79,6 +79,36 @@ pub fn run(stage: &Stage, ctx: &StageCtx) -> Result<Metrics, StageError> {
     }
 }
 
+/// The dataset of input `role`, tokenized like the data `meta`'s encoder was trained on (see
+/// [`crate::artifacts::dataset::read_for_encoder`]); image datasets are read as they are.
+pub fn read_input_for_encoder(
+    ctx: &StageCtx,
+    role: &str,
+    meta: &crate::artifacts::encoder::EncoderMeta,
+) -> Result<crate::data::Dataset, StageError> {
+    let dir = &ctx.input(role)?.dir;
+    match ctx.entries.get(&meta.dataset_key) {
+        Some(trained_on) => {
+            crate::artifacts::dataset::read_for_encoder(dir, trained_on, meta.input.width)
+        }
+        None => Ok(crate::data::table::read_dataset(
+            &dir.join(crate::artifacts::dataset::DATASET_FILE),
+        )?),
+    }
+}
+
+/// Which of the first `n` samples go to the train split: `round(n · train)` of them (at least
+/// one per split), chosen by a permutation seeded from `seed`.
+pub fn train_mask(n: usize, train: f64, seed: u64) -> Vec<bool> {
+    let n_train = ((n as f64 * train).round() as usize).clamp(1, n - 1);
+    let perm = permutation(n, mix_seed(seed, Stream::Split, 0, 0, 0));
+    let mut is_train = vec![false; n];
+    for &i in &perm[..n_train] {
+        is_train[i] = true;
+    }
+    is_train
+}
+
 /// Plugin libraries a stage uses directly, as (plugin name, library digest); instantiates each
 /// plugin with its parameters so bad parameters are reported before anything runs.
 pub fn plugins_used(

@@ -31,7 +31,7 @@ pub fn run(cfg: &OodEvalConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     let data = ctx.input("data")?;
     let (encoder, mut ps, meta) = load_encoder(e, &ctx.input("encoder")?.dir)?;
     // Text read with the encoder's own tokenizer.
-    let ds = super::ingest_text::read_input_for_encoder(ctx, "data", &meta)?;
+    let ds = super::read_input_for_encoder(ctx, "data", &meta)?;
     let labels = ds
         .labels
         .clone()
@@ -51,7 +51,7 @@ pub fn run(cfg: &OodEvalConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
 
     if let Some(ood_in) = ctx.inputs.get("ood") {
         // A text OOD set is encoded with the encoder's own tokenizer.
-        let ood = super::ingest_text::read_input_for_encoder(ctx, "ood", &meta)?;
+        let ood = super::read_input_for_encoder(ctx, "ood", &meta)?;
         check_shape(&ood, input, &ood_in.stage)?;
         // The OOD set's test split when it has one, else all of it.
         let mut rows = ood.rows(Split::Test);

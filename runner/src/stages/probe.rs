@@ -121,7 +121,7 @@ pub fn run(cfg: &ProbeConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     let e = ctx.engine;
     let (encoder, mut ps, meta) = load_encoder(e, &ctx.input("encoder")?.dir)?;
     // Text read with the encoder's own tokenizer.
-    let ds = super::ingest_text::read_input_for_encoder(ctx, "data", &meta)?;
+    let ds = super::read_input_for_encoder(ctx, "data", &meta)?;
     let data_stage = ctx.input("data")?.stage.clone();
     let labels = ds.labels.clone().ok_or_else(|| {
         StageError::Input(format!(

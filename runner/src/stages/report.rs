@@ -257,12 +257,12 @@ fn section(src: &ReportSource, dir: &Path, plots: &Path) -> Result<Section, Stag
 /// The preview of a text augment stage: the first passages of each view as text (`[MASK]` where
 /// masked), as notes.
 fn text_preview(s: &mut Section, dir: &Path, ds: &Dataset) -> Result<(), StageError> {
-    let bpe = super::ingest_text::load_tokenizer(dir)?;
+    let bpe = crate::artifacts::tokenizer::load(dir)?;
     let n = ds.sample_len();
     for r in 0..ds.len().min(6) {
         let view = ds.labels.as_ref().map_or(0, |l| l[r]) + 1;
         let shown = match &bpe {
-            Some(b) => super::ingest_text::render(b, &ds.tokens[r * n..(r + 1) * n]),
+            Some(b) => crate::artifacts::tokenizer::render(b, &ds.tokens[r * n..(r + 1) * n]),
             None => format!("{:?}", &ds.tokens[r * n..(r + 1) * n]),
         };
         s.notes

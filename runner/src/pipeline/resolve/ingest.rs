@@ -3,8 +3,10 @@
 
 use std::ops::Range;
 
-use super::super::raw::{RawIngest, RawSplit};
-use super::super::types::{ColorMode, IngestConfig, OnError, Split, TokenizerConfig};
+use super::super::raw::{RawIngest, RawSplit, RawTokenizer};
+use super::super::types::{
+    ColorMode, IngestConfig, OnError, Split, TokenizerConfig, TokenizerVocab,
+};
 use super::cx::FloatRule;
 use super::{Result, StageCx};
 
@@ -74,10 +76,10 @@ impl StageCx<'_, '_, '_> {
                 format!("unknown color `{w}`")
             })?),
         };
-        let tokenizer = match (&b.tokenizer, source.is_text()) {
-            (None, false) => None,
-            (Some(_), false) => {
-                return Err(self.err_key(
+        let tokenizer =
+            match (&b.tokenizer, source.is_text()) {
+                (None, false) => None,
+                (Some(_), false) => return Err(self.err_key(
                     &["tokenizer"],
                     format!(
                         "`{}` only applies to text sources (format = \"text\")",
@@ -87,36 +89,19 @@ impl StageCx<'_, '_, '_> {
                         "remove `tokenizer`, or read text with source = { format = \"text\", .. }"
                             .into(),
                     ),
-                ))
-            }
-            (None, true) => {
-                return Err(self.err_key(
-                    &["source"],
-                    format!(
-                        "a text source needs `{}`: how to turn passages into token sequences",
-                        self.what("tokenizer")
-                    ),
-                    Some("e.g. tokenizer = { vocab_size = 2000, seq_len = 64 }".into()),
-                ))
-            }
-            (Some(tk), true) => Some(TokenizerConfig {
-                vocab_size: self.int(
-                    &tk.vocab_size,
-                    "tokenizer.vocab_size",
-                    262,
-                    Some(65536),
-                    2000,
-                )? as usize,
-                seq_len: self.int(&tk.seq_len, "tokenizer.seq_len", 8, Some(4096), 64)? as usize,
-                min_frequency: self.int(
-                    &tk.min_frequency,
-                    "tokenizer.min_frequency",
-                    1,
-                    None,
-                    2,
-                )?,
-            }),
-        };
+                )),
+                (None, true) => {
+                    return Err(self.err_key(
+                        &["source"],
+                        format!(
+                            "a text source needs `{}`: how to turn passages into token sequences",
+                            self.what("tokenizer")
+                        ),
+                        Some("e.g. tokenizer = { vocab_size = 2000, seq_len = 64 }".into()),
+                    ))
+                }
+                (Some(tk), true) => Some(self.tokenizer(tk)?),
+            };
         Ok(IngestConfig {
             source,
             split,
@@ -125,6 +110,57 @@ impl StageCx<'_, '_, '_> {
             resize,
             color,
             tokenizer,
+        })
+    }
+
+    /// `tokenizer = { .. }` of a text source: trained (`vocab_size`, `min_frequency`) or
+    /// brought (`path`), not both.
+    fn tokenizer(&self, tk: &RawTokenizer) -> Result<TokenizerConfig> {
+        let vocab = match &tk.path {
+            None => TokenizerVocab::Train {
+                vocab_size: self.int(
+                    &tk.vocab_size,
+                    "tokenizer.vocab_size",
+                    262,
+                    Some(65536),
+                    2000,
+                )? as usize,
+                min_frequency: self.int(
+                    &tk.min_frequency,
+                    "tokenizer.min_frequency",
+                    1,
+                    None,
+                    2,
+                )?,
+            },
+            Some(p) => {
+                for (key, v) in [
+                    ("vocab_size", &tk.vocab_size),
+                    ("min_frequency", &tk.min_frequency),
+                ] {
+                    if let Some(v) = v {
+                        return Err(self.err_at(
+                            v,
+                            format!(
+                                "`{}` trains a tokenizer, but `path` brings one",
+                                self.what(&format!("tokenizer.{key}"))
+                            ),
+                            Some(format!(
+                                "remove `{key}` to use the vocabulary of the file, or `path` to \
+                                 train one on the train split"
+                            )),
+                        ));
+                    }
+                }
+                let written = self.r.non_empty_path(p, &self.what("tokenizer.path"))?;
+                TokenizerVocab::File {
+                    path: self.r.path(&written),
+                }
+            }
+        };
+        Ok(TokenizerConfig {
+            vocab,
+            seq_len: self.int(&tk.seq_len, "tokenizer.seq_len", 8, Some(4096), 64)? as usize,
         })
     }
 

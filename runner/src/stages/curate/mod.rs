@@ -86,7 +86,7 @@ pub fn run(cfg: &CurateConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     }
     write_json(&ctx.out_dir.join(AUDIT_FILE), &analysis.audit)?;
     // A text dataset keeps its tokenizer beside it.
-    super::ingest_text::copy_tokenizer(&ctx.input("input")?.dir, ctx.out_dir)?;
+    crate::artifacts::tokenizer::copy(&ctx.input("input")?.dir, ctx.out_dir)?;
     write_curated(
         &input,
         &ctx.out_dir.join(DATASET_FILE),

@@ -26,10 +26,13 @@ use crate::store::{
     Entry, KeyBuilder, KeyParts, LockedStage, Lockfile, LockfileSet, StageKey, Store,
 };
 
-/// The version recorded in stage keys: a new runner version invalidates caches. The `+engine-N`
-/// revision counts changes to what the engine computes (kernels, summation order) that keep
-/// the crate version: entries of an older engine are not reused for bitwise-different results.
-pub const RUNNER_VERSION: &str = concat!("pretext ", env!("CARGO_PKG_VERSION"), "+engine-3");
+/// The version recorded in stage keys: a new runner version invalidates caches. Two revisions
+/// count changes that keep the crate version, so entries are never reused for different
+/// results: `engine-N`, what the engine computes (kernels, summation order), and `outputs-N`,
+/// what stages write for the same inputs. outputs-2: the report's charts are SVG (plotters),
+/// text tokenizers are Hugging Face `tokenizer.json` files (other token ids).
+pub const RUNNER_VERSION: &str =
+    concat!("pretext ", env!("CARGO_PKG_VERSION"), "+engine-3.outputs-2");
 pub const LOCKFILE_NAME: &str = "pretext.lock";
 
 /// Options shared by `run`, `plan` and `validate`.

@@ -13,6 +13,15 @@ pub trait Progress: Sync {
     fn scalars(&self, _step: u64, _values: &[(&str, f64)]) {}
 }
 
+/// Progress that goes nowhere: for tests and callers with nothing to show.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn start(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64, _: &str) {}
+    fn finish(&self, _: &str) {}
+}
+
 /// Reports every numeric field of `record` (a serialisable struct) as `<prefix>/<field>`,
 /// nested maps as `<prefix>/<field>.<key>`; fields that are not numbers are left out.
 pub fn report_fields(

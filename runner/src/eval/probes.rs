@@ -333,12 +333,7 @@ pub fn knn_probe(e: &Engine, f: &Features, cfg: &KnnConfig) -> Result<f64, Stage
 mod tests {
     use super::*;
 
-    struct Quiet;
-    impl Progress for Quiet {
-        fn start(&self, _: &str, _: u64) {}
-        fn advance(&self, _: u64, _: &str) {}
-        fn finish(&self, _: &str) {}
-    }
+    use crate::progress::Silent as Quiet;
 
     /// Two Gaussian blobs are linearly separable: both probes must be near perfect, and a
     /// feature carrying no class information must give chance-level kNN accuracy.

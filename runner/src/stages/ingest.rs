@@ -397,12 +397,7 @@ mod tests {
     use crate::pipeline::StageConfig;
     use ::image::{DynamicImage, GrayImage, ImageFormat, RgbImage};
 
-    struct Quiet;
-    impl Progress for Quiet {
-        fn start(&self, _: &str, _: u64) {}
-        fn advance(&self, _: u64, _: &str) {}
-        fn finish(&self, _: &str) {}
-    }
+    use crate::progress::Silent as Quiet;
 
     /// The ingest config of a one-stage pipeline with `body` (absolute paths).
     fn config(body: &str) -> IngestConfig {

@@ -289,12 +289,7 @@ mod tests {
     use crate::data::{Layout, Samples};
     use crate::pipeline::{DropRule, FailIf, NearDuplicates, Quality};
 
-    pub(crate) struct Quiet;
-    impl Progress for Quiet {
-        fn start(&self, _: &str, _: u64) {}
-        fn advance(&self, _: u64, _: &str) {}
-        fn finish(&self, _: &str) {}
-    }
+    pub(crate) use crate::progress::Silent as Quiet;
 
     /// The resolved defaults of a curate stage.
     pub(crate) fn defaults() -> CurateConfig {

@@ -16,9 +16,6 @@ use crate::engine::{Axis2, Engine, Graph, Tensor};
 use crate::plugins::{ObjectiveInstance, ObjectiveNeeds, StepInputs};
 use crate::stages::{mix_seed, permutation, read_json, StageError};
 
-/// One optimiser step from accumulated gradients (`micro` micro-batches): average, clip or
-/// measure the global norm, apply with the scheduled learning rate, move the EMA teacher.
-/// Returns the gradient norm; a non-finite norm applies nothing (the caller reports it).
 /// One micro-batch's loss and the objective's reports, still on the device.
 pub(super) type Pending = (Tensor, Vec<(String, Tensor)>);
 

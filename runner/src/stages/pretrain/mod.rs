@@ -33,10 +33,10 @@ use crate::artifacts::history::{EpochRecord, HISTORY_FILE};
 use crate::artifacts::views::{Views, ViewsRecipe, VIEWS_FILE};
 use crate::data::{table, Dataset, Split};
 use crate::engine::nn::{
-    Encoder, EncoderSpec, Init, InputShape, MaeDecoder, Mlp, ParamEntry, ParamKind, ParamStore, Vit,
+    Encoder, EncoderSpec, Init, InputShape, MaeDecoder, MlmHead, Mlp, ParamEntry, ParamKind,
+    ParamStore, TextTransformer, Vit,
 };
 use crate::engine::optim::{self, GradList, OptimSpec, Optimizer, Schedule};
-use crate::engine::text::{MlmHead, TextTransformer};
 use crate::engine::{io, Axis2, Engine, Graph, Tensor};
 use crate::eval::collapse as monitor;
 use crate::pipeline::{Arch, OptimConfig, PretrainConfig};

@@ -97,7 +97,6 @@ pub mod nn;
 mod op_tests;
 pub mod optim;
 pub mod panic_guard;
-pub mod text;
 
 pub use device::{transfers, Transfers};
 pub use graph::{Axis2, Grads, Graph};

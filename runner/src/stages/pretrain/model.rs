@@ -1,9 +1,9 @@
 //! The model pretraining trains: the encoder with its projector, predictor or decoder heads,
 //! built from the stage's `model` table, and the objective and optimiser it is trained with.
 
+use crate::engine::nn::MlmHead;
 use crate::engine::nn::{Encoder, EncoderSpec, Init, InputShape, MaeDecoder, Mlp, ParamStore};
 use crate::engine::optim::OptimSpec;
-use crate::engine::text::MlmHead;
 use crate::engine::{Engine, Graph, Tensor};
 use crate::pipeline::{Arch, OptimConfig, PretrainConfig};
 use crate::plugins::{ObjectiveInstance, ObjectiveNeeds, Registry};

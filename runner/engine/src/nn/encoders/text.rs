@@ -1,4 +1,4 @@
-//! The text transformer encoder and the masked-language-modelling head.
+//! The text transformer encoder.
 //!
 //! Inputs are rows of token ids (as exact `f32`s, one row per sequence, `[CLS]` first, `[PAD]`
 //! = 0 after the end). The encoder looks the ids up in a learned embedding table
@@ -9,8 +9,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::nn::{Init, LayerNorm, Linear, ParamKind, ParamStore, Pid, TransformerBlock};
-use super::{shape_err, Engine, Graph, Result, Tensor};
+use super::input::InputShape;
+use crate::nn::layers::{LayerNorm, Linear};
+use crate::nn::params::{Init, ParamKind, ParamStore, Pid};
+use crate::nn::transformer::TransformerBlock;
+use crate::{shape_err, Engine, Graph, Result, Tensor};
 
 /// The padding id (matches the tokenizer and the plugin SDK).
 pub const PAD: u32 = 0;
@@ -57,7 +60,7 @@ impl TextTransformer {
                 ),
             ));
         }
-        if s.heads == 0 || s.dim % s.heads != 0 {
+        if s.heads == 0 || !s.dim.is_multiple_of(s.heads) {
             return Err(shape_err(
                 "transformer",
                 format!("dim {} is not divisible by {} heads", s.dim, s.heads),
@@ -94,6 +97,27 @@ impl TextTransformer {
             norm,
             head,
         })
+    }
+
+    /// [`TextTransformer::new`] for an encoder reading `input` (one row of `seq_len` ids).
+    pub(crate) fn for_input(
+        e: &Engine,
+        ps: &mut ParamStore,
+        init: &mut Init,
+        s: TextSpec,
+        input: InputShape,
+    ) -> Result<Self> {
+        if input.len() != s.seq_len {
+            return Err(shape_err(
+                "transformer",
+                format!(
+                    "the encoder reads sequences of {} tokens but the input has {} values per sample",
+                    s.seq_len,
+                    input.len()
+                ),
+            ));
+        }
+        Self::new(e, ps, init, s)
     }
 
     pub fn spec(&self) -> &TextSpec {
@@ -194,45 +218,6 @@ impl TextTransformer {
     ) -> Result<Tensor> {
         let st = self.token_states(ps, g, x, train)?;
         self.pool(ps, g, &st)
-    }
-}
-
-/// BERT's prediction head: dense + GELU + layer norm, then a linear map to the vocabulary.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MlmHead {
-    dense: Linear,
-    norm: LayerNorm,
-    out: Linear,
-}
-
-impl MlmHead {
-    pub fn new(
-        e: &Engine,
-        ps: &mut ParamStore,
-        init: &mut Init,
-        dim: usize,
-        vocab: usize,
-    ) -> MlmHead {
-        MlmHead {
-            dense: Linear::new(e, ps, init, "mlm_head.dense", dim, dim),
-            norm: LayerNorm::new(e, ps, "mlm_head.norm", dim),
-            out: Linear::new(e, ps, init, "mlm_head.out", dim, vocab),
-        }
-    }
-
-    /// Logits `(n, vocab)` for the token states at `rows`.
-    pub fn logits(
-        &self,
-        ps: &ParamStore,
-        g: &mut Graph,
-        states: &Tensor,
-        rows: &[usize],
-    ) -> Result<Tensor> {
-        let h = g.select_rows(states, rows)?;
-        let h = self.dense.forward(ps, g, &h)?;
-        let h = g.gelu(&h)?;
-        let h = self.norm.forward(ps, g, &h)?;
-        self.out.forward(ps, g, &h)
     }
 }
 

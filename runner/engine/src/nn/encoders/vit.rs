@@ -1,0 +1,212 @@
+//! The vision transformer encoder.
+
+use serde::{Deserialize, Serialize};
+
+use super::input::InputShape;
+use crate::conv::ConvSpec;
+use crate::graph::Axis2;
+use crate::nn::layers::{LayerNorm, Linear};
+use crate::nn::params::{Init, ParamKind, ParamStore, Pid};
+use crate::nn::transformer::TransformerBlock;
+use crate::{shape_err, Engine, Graph, Result, Tensor};
+
+/// The vision transformer encoder (see [`EncoderSpec::Vit`](crate::nn::EncoderSpec::Vit)).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Vit {
+    patch: usize,
+    tokens: usize,
+    embed: Linear,
+    pos: Pid,
+    cls: Option<Pid>,
+    blocks: Vec<TransformerBlock>,
+    norm: LayerNorm,
+    head: Linear,
+}
+
+impl Vit {
+    /// Parameters `encoder.patch_embed`, `encoder.pos_embed`, `encoder.cls_token` (when
+    /// `cls_token`), `encoder.block{i}`, `encoder.norm`, `encoder.head`, in that order.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        e: &Engine,
+        ps: &mut ParamStore,
+        init: &mut Init,
+        input: InputShape,
+        patch: usize,
+        dim: usize,
+        depth: usize,
+        heads: usize,
+        cls_token: bool,
+        embed_dim: usize,
+    ) -> Result<Vit> {
+        if patch == 0 || !input.height.is_multiple_of(patch) || !input.width.is_multiple_of(patch) {
+            return Err(shape_err(
+                "vit",
+                format!(
+                    "patch size {patch} does not divide the {}x{} input",
+                    input.height, input.width
+                ),
+            ));
+        }
+        if heads == 0 || !dim.is_multiple_of(heads) {
+            return Err(shape_err(
+                "vit",
+                format!("dim {dim} is not divisible by {heads} heads"),
+            ));
+        }
+        let tokens = (input.height / patch) * (input.width / patch);
+        let embed = Linear::new(
+            e,
+            ps,
+            init,
+            "encoder.patch_embed",
+            patch * patch * input.channels,
+            dim,
+        );
+        let pos = ps.add(
+            "encoder.pos_embed".into(),
+            init.uniform(e, tokens, dim, 0.02),
+            ParamKind::NoDecay,
+        );
+        let cls = cls_token.then(|| {
+            ps.add(
+                "encoder.cls_token".into(),
+                init.uniform(e, 1, dim, 0.02),
+                ParamKind::NoDecay,
+            )
+        });
+        let blocks = (0..depth)
+            .map(|i| TransformerBlock::new(e, ps, init, &format!("encoder.block{i}"), dim, heads))
+            .collect();
+        let norm = LayerNorm::new(e, ps, "encoder.norm", dim);
+        let head = Linear::new(e, ps, init, "encoder.head", dim, embed_dim);
+        Ok(Vit {
+            patch,
+            tokens,
+            embed,
+            pos,
+            cls,
+            blocks,
+            norm,
+            head,
+        })
+    }
+
+    /// `(B, C·H·W)` images → `(B, embed_dim)`: every patch token through the blocks, pooled.
+    pub(crate) fn forward(
+        &self,
+        ps: &ParamStore,
+        g: &mut Graph,
+        x: &Tensor,
+        input: InputShape,
+    ) -> Result<Tensor> {
+        let tok = self.tokens(ps, g, x, input)?;
+        self.encode_tokens(ps, g, &tok, x.shape().0, self.tokens)
+    }
+
+    /// Patch tokens `(B·T, dim)` with position embeddings added.
+    pub fn tokens(
+        &self,
+        ps: &ParamStore,
+        g: &mut Graph,
+        x: &Tensor,
+        input: InputShape,
+    ) -> Result<Tensor> {
+        let patches = self.patches(g, x, input)?;
+        let tok = self.embed.forward(ps, g, &patches)?;
+        let pos = g.tile_rows(ps.get(self.pos), x.shape().0)?;
+        g.add(&tok, &pos)
+    }
+
+    /// The raw pixel patches `(B·T, patch·patch·C)`, in token order (MAE targets).
+    pub fn patches(&self, g: &mut Graph, x: &Tensor, input: InputShape) -> Result<Tensor> {
+        let hwc = g.chw_to_hwc(x, input)?;
+        let spec = ConvSpec {
+            kernel: self.patch,
+            stride: self.patch,
+            padding: 0,
+        };
+        g.im2col(&hwc, input.geometry(x.shape().0), spec)
+    }
+
+    /// Patch side length.
+    pub(crate) fn patch_size(&self) -> usize {
+        self.patch
+    }
+
+    /// Token width.
+    pub(crate) fn dim(&self) -> usize {
+        self.embed.outputs
+    }
+
+    /// Patch tokens per sample.
+    pub fn num_tokens(&self) -> usize {
+        self.tokens
+    }
+
+    /// Whether the encoder prepends a CLS token.
+    pub fn has_cls(&self) -> bool {
+        self.cls.is_some()
+    }
+
+    /// Run the blocks and the final norm on `(B·T', dim)` tokens (`per_sample` = T'), with the
+    /// CLS token prepended to each sample when configured. Returns the token outputs and the
+    /// tokens per sample including CLS.
+    pub fn run_blocks(
+        &self,
+        ps: &ParamStore,
+        g: &mut Graph,
+        tok: &Tensor,
+        batch: usize,
+        per_sample: usize,
+    ) -> Result<(Tensor, usize)> {
+        let (mut h, t) = match self.cls {
+            Some(cls) => {
+                // [cls; tokens of sample 0; cls; tokens of sample 1; ...]
+                let c = g.tile_rows(ps.get(cls), batch)?;
+                let both = g.concat(&c, tok, Axis2::Rows)?;
+                let idx: Vec<usize> = (0..batch)
+                    .flat_map(|b| {
+                        std::iter::once(b)
+                            .chain((0..per_sample).map(move |i| batch + b * per_sample + i))
+                    })
+                    .collect();
+                (g.select_rows(&both, &idx)?, per_sample + 1)
+            }
+            None => (tok.clone(), per_sample),
+        };
+        for block in &self.blocks {
+            h = block.forward(ps, g, &h, batch, t)?;
+        }
+        Ok((self.norm.forward(ps, g, &h)?, t))
+    }
+
+    /// Pool token outputs (`t` per sample) to one vector per sample and apply the head.
+    pub fn pool(
+        &self,
+        ps: &ParamStore,
+        g: &mut Graph,
+        h: &Tensor,
+        batch: usize,
+        t: usize,
+    ) -> Result<Tensor> {
+        let pooled = match self.cls {
+            Some(_) => g.select_rows(h, &(0..batch).map(|b| b * t).collect::<Vec<_>>())?,
+            None => g.mean_row_groups(h, t)?,
+        };
+        self.head.forward(ps, g, &pooled)
+    }
+
+    /// Blocks then pooling: `(B, embed_dim)`.
+    pub fn encode_tokens(
+        &self,
+        ps: &ParamStore,
+        g: &mut Graph,
+        tok: &Tensor,
+        batch: usize,
+        per_sample: usize,
+    ) -> Result<Tensor> {
+        let (h, t) = self.run_blocks(ps, g, tok, batch, per_sample)?;
+        self.pool(ps, g, &h, batch, t)
+    }
+}

@@ -158,7 +158,8 @@ impl Augmentation for GaussianBlur {
 mod tests {
     use super::*;
     use crate::testutil::{
-        check_determinism, check_p0_identity, create, make, mean_var, noise_image, run, shape, Val,
+        check_determinism, check_p0_identity, create, make, mean_var, noise_image, run, shape,
+        Value,
     };
 
     #[test]
@@ -185,21 +186,24 @@ mod tests {
 
     #[test]
     fn constant_image_is_preserved() {
-        let aug = make::<GaussianBlur>(&[("p", Val::F(1.0))]);
+        let aug = make::<GaussianBlur>(&[("p", Value::Float(1.0))]);
         let s = shape(3, 9, 13);
         let data = vec![0.7f32; s.len()];
         for seed in 0..5 {
-            let (_, out) = run(&*aug, seed, s, &data);
+            let (_, out) = run(&aug, seed, s, &data);
             assert!(out.iter().all(|v| (v - 0.7).abs() < 1e-6), "{out:?}");
         }
     }
 
     #[test]
     fn checkerboard_variance_drops() {
-        let aug = make::<GaussianBlur>(&[("p", Val::F(1.0)), ("sigma", Val::L(vec![1.0, 1.0]))]);
+        let aug = make::<GaussianBlur>(&[
+            ("p", Value::Float(1.0)),
+            ("sigma", Value::FloatList(vec![1.0, 1.0])),
+        ]);
         let s = shape(1, 16, 16);
         let data: Vec<f32> = (0..256).map(|i| ((i / 16 + i % 16) % 2) as f32).collect();
-        let (_, out) = run(&*aug, 0, s, &data);
+        let (_, out) = run(&aug, 0, s, &data);
         let (m0, v0) = mean_var(&data);
         let (m1, v1) = mean_var(&out);
         assert!((v0 - 0.25).abs() < 1e-9);
@@ -243,35 +247,38 @@ mod tests {
 
     #[test]
     fn deterministic_and_p_zero() {
-        let aug = make::<GaussianBlur>(&[("p", Val::F(1.0))]);
+        let aug = make::<GaussianBlur>(&[("p", Value::Float(1.0))]);
         let s = shape(3, 8, 8);
-        check_determinism(&*aug, s, &noise_image(s, 12), true);
+        check_determinism(&aug, s, &noise_image(s, 12), true);
         check_p0_identity::<GaussianBlur>(&[]);
     }
 
     #[test]
     fn parameter_errors() {
-        let err = create::<GaussianBlur>(&[("kernel", Val::I(4))])
+        let err = create::<GaussianBlur>(&[("kernel", Value::Int(4))])
             .err()
             .unwrap();
         assert!(err.contains("`kernel` = 4 must be odd"), "{err}");
-        let err = create::<GaussianBlur>(&[("sigma", Val::L(vec![0.0, 1.0]))])
+        let err = create::<GaussianBlur>(&[("sigma", Value::FloatList(vec![0.0, 1.0]))])
             .err()
             .unwrap();
         assert!(
             err.contains("gaussian_blur: parameter `sigma`") && err.contains("out of range"),
             "{err}"
         );
-        let err = create::<GaussianBlur>(&[("sigma", Val::L(vec![2.0, 1.0]))])
+        let err = create::<GaussianBlur>(&[("sigma", Value::FloatList(vec![2.0, 1.0]))])
             .err()
             .unwrap();
         assert!(err.contains("lo <= hi"), "{err}");
         // A single number is a list of one, which is not a range.
-        let err = create::<GaussianBlur>(&[("sigma", Val::F(1.0))])
+        let err = create::<GaussianBlur>(&[("sigma", Value::Float(1.0))])
             .err()
             .unwrap();
         assert!(err.contains("two numbers"), "{err}");
-        create::<GaussianBlur>(&[("kernel", Val::I(5)), ("sigma", Val::L(vec![0.5, 0.5]))])
-            .unwrap();
+        create::<GaussianBlur>(&[
+            ("kernel", Value::Int(5)),
+            ("sigma", Value::FloatList(vec![0.5, 0.5])),
+        ])
+        .unwrap();
     }
 }

@@ -187,16 +187,16 @@ impl Augmentation for RandomResizedCrop {
 mod tests {
     use super::*;
     use crate::testutil::{
-        check_determinism, check_p0_identity, create, make, noise_image, run, shape, Val,
+        check_determinism, check_p0_identity, create, make, noise_image, run, shape, Value,
     };
 
     #[test]
     fn output_shape_and_value_range() {
-        let aug = make::<RandomResizedCrop>(&[("size", Val::I(5))]);
+        let aug = make::<RandomResizedCrop>(&[("size", Value::Int(5))]);
         let s = shape(3, 9, 12);
         let data = noise_image(s, 1);
         for seed in 0..50 {
-            let (os, out) = run(&*aug, seed, s, &data);
+            let (os, out) = run(&aug, seed, s, &data);
             assert_eq!(os, shape(3, 5, 5));
             assert!(out.iter().all(|v| (0.0..=1.0).contains(v)), "{out:?}");
         }
@@ -208,9 +208,9 @@ mod tests {
 
     #[test]
     fn deterministic_per_seed() {
-        let aug = make::<RandomResizedCrop>(&[("size", Val::I(6))]);
+        let aug = make::<RandomResizedCrop>(&[("size", Value::Int(6))]);
         let s = shape(2, 10, 10);
-        check_determinism(&*aug, s, &noise_image(s, 2), true);
+        check_determinism(&aug, s, &noise_image(s, 2), true);
     }
 
     #[test]
@@ -221,26 +221,26 @@ mod tests {
     #[test]
     fn full_scale_square_crop_is_identity() {
         let aug = make::<RandomResizedCrop>(&[
-            ("scale", Val::L(vec![1.0, 1.0])),
-            ("ratio", Val::L(vec![1.0, 1.0])),
+            ("scale", Value::FloatList(vec![1.0, 1.0])),
+            ("ratio", Value::FloatList(vec![1.0, 1.0])),
         ]);
         let s = shape(3, 8, 8);
         let data = noise_image(s, 3);
         for seed in 0..5 {
-            assert_eq!(run(&*aug, seed, s, &data).1, data);
+            assert_eq!(run(&aug, seed, s, &data).1, data);
         }
         // The same with an explicit size equal to the input's.
         let aug = make::<RandomResizedCrop>(&[
-            ("size", Val::I(8)),
-            ("scale", Val::L(vec![1.0, 1.0])),
-            ("ratio", Val::L(vec![1.0, 1.0])),
+            ("size", Value::Int(8)),
+            ("scale", Value::FloatList(vec![1.0, 1.0])),
+            ("ratio", Value::FloatList(vec![1.0, 1.0])),
         ]);
-        assert_eq!(run(&*aug, 0, s, &data).1, data);
+        assert_eq!(run(&aug, 0, s, &data).1, data);
     }
 
     #[test]
     fn windows_fit_and_follow_scale_and_ratio() {
-        let aug = make::<RandomResizedCrop>(&[("scale", Val::L(vec![0.25, 0.5]))]);
+        let aug = make::<RandomResizedCrop>(&[("scale", Value::FloatList(vec![0.25, 0.5]))]);
         let (h, w) = (40, 60);
         let mut rng = Rng::new(9);
         for _ in 0..200 {
@@ -261,8 +261,8 @@ mod tests {
         // At full area no aspect ratio far from the image's fits: the fallback clamps the
         // aspect ratio into `ratio` and centres the crop.
         let wide = make::<RandomResizedCrop>(&[
-            ("scale", Val::L(vec![1.0, 1.0])),
-            ("ratio", Val::L(vec![4.0, 4.0])),
+            ("scale", Value::FloatList(vec![1.0, 1.0])),
+            ("ratio", Value::FloatList(vec![4.0, 4.0])),
         ]);
         let win = wide.sample_window(&mut Rng::new(1), 12, 12);
         assert_eq!(
@@ -285,8 +285,8 @@ mod tests {
             }
         );
         let tall = make::<RandomResizedCrop>(&[
-            ("scale", Val::L(vec![1.0, 1.0])),
-            ("ratio", Val::L(vec![0.5, 0.5])),
+            ("scale", Value::FloatList(vec![1.0, 1.0])),
+            ("ratio", Value::FloatList(vec![0.5, 0.5])),
         ]);
         let win = tall.sample_window(&mut Rng::new(1), 4, 12);
         assert_eq!(
@@ -336,18 +336,18 @@ mod tests {
 
     #[test]
     fn parameter_errors() {
-        let err = create::<RandomResizedCrop>(&[("ratio", Val::L(vec![0.0, 1.0]))])
+        let err = create::<RandomResizedCrop>(&[("ratio", Value::FloatList(vec![0.0, 1.0]))])
             .err()
             .unwrap();
         assert!(
             err.contains("random_resized_crop: parameter `ratio`"),
             "{err}"
         );
-        let err = create::<RandomResizedCrop>(&[("scale", Val::L(vec![0.5, 1.5]))])
+        let err = create::<RandomResizedCrop>(&[("scale", Value::FloatList(vec![0.5, 1.5]))])
             .err()
             .unwrap();
         assert!(err.contains("out of range"), "{err}");
-        let err = create::<RandomResizedCrop>(&[("size", Val::I(-3))])
+        let err = create::<RandomResizedCrop>(&[("size", Value::Int(-3))])
             .err()
             .unwrap();
         assert!(err.contains("must not be negative"), "{err}");

@@ -88,7 +88,7 @@ impl Augmentation for Cutout {
 mod tests {
     use super::*;
     use crate::testutil::{
-        check_determinism, check_p0_identity, create, make, noise_image, run, shape, Val,
+        check_determinism, check_p0_identity, create, make, noise_image, run, shape, Value,
     };
     use pretext_plugin::ImageShape;
 
@@ -142,9 +142,9 @@ mod tests {
     #[test]
     fn random_squares_are_clipped_rectangles() {
         let aug = make::<Cutout>(&[
-            ("p", Val::F(1.0)),
-            ("size", Val::F(0.25)),
-            ("fill", Val::F(0.0)),
+            ("p", Value::Float(1.0)),
+            ("size", Value::Float(0.25)),
+            ("fill", Value::Float(0.0)),
         ]);
         let s = shape(2, 16, 20);
         let side = aug.side(16, 20);
@@ -152,7 +152,7 @@ mod tests {
         let data = vec![0.5f32; s.len()];
         let mut full = 0;
         for seed in 0..200 {
-            let (_, out) = run(&*aug, seed, s, &data);
+            let (_, out) = run(&aug, seed, s, &data);
             let (count, cells) = filled(s, &out, 0.0);
             assert!(
                 count > 0 && count <= 2 * side * side,
@@ -177,9 +177,9 @@ mod tests {
     #[test]
     fn fill_value_and_determinism() {
         let aug = make::<Cutout>(&[
-            ("p", Val::F(1.0)),
-            ("size", Val::F(1.0)),
-            ("fill", Val::F(0.75)),
+            ("p", Value::Float(1.0)),
+            ("size", Value::Float(1.0)),
+            ("fill", Value::Float(0.75)),
         ]);
         let s = shape(1, 5, 5);
         // A full-size square centred on the middle pixel covers everything.
@@ -198,23 +198,29 @@ mod tests {
             0.75,
         );
         assert!(out.iter().all(|&v| v == 0.75));
-        let aug_small = make::<Cutout>(&[("p", Val::F(1.0))]);
+        let aug_small = make::<Cutout>(&[("p", Value::Float(1.0))]);
         let s = shape(3, 10, 10);
-        check_determinism(&*aug_small, s, &noise_image(s, 14), true);
+        check_determinism(&aug_small, s, &noise_image(s, 14), true);
         assert_eq!(aug.side(5, 5), 5);
         check_p0_identity::<Cutout>(&[]);
     }
 
     #[test]
     fn parameter_errors() {
-        let err = create::<Cutout>(&[("size", Val::F(0.0))]).err().unwrap();
+        let err = create::<Cutout>(&[("size", Value::Float(0.0))])
+            .err()
+            .unwrap();
         assert!(
             err.contains("cutout: parameter `size` must be greater than 0"),
             "{err}"
         );
-        let err = create::<Cutout>(&[("size", Val::F(1.5))]).err().unwrap();
+        let err = create::<Cutout>(&[("size", Value::Float(1.5))])
+            .err()
+            .unwrap();
         assert!(err.contains("`size` = 1.5 is out of range"), "{err}");
-        let err = create::<Cutout>(&[("fill", Val::F(2.0))]).err().unwrap();
+        let err = create::<Cutout>(&[("fill", Value::Float(2.0))])
+            .err()
+            .unwrap();
         assert!(err.contains("`fill` = 2 is out of range"), "{err}");
     }
 }

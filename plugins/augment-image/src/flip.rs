@@ -57,26 +57,26 @@ impl Augmentation for HorizontalFlip {
 mod tests {
     use super::*;
     use crate::testutil::{
-        check_determinism, check_p0_identity, make, noise_image, run, shape, Val,
+        check_determinism, check_p0_identity, make, noise_image, run, shape, Value,
     };
 
     #[test]
     fn flips_a_known_image() {
-        let aug = make::<HorizontalFlip>(&[("p", Val::F(1.0))]);
+        let aug = make::<HorizontalFlip>(&[("p", Value::Float(1.0))]);
         let s = shape(2, 2, 3);
         let data = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 0.0, 0.25];
         let want = [0.3, 0.2, 0.1, 0.6, 0.5, 0.4, 0.9, 0.8, 0.7, 0.25, 0.0, 1.0];
-        assert_eq!(run(&*aug, 0, s, &data).1, want);
+        assert_eq!(run(&aug, 0, s, &data).1, want);
     }
 
     #[test]
     fn flipping_twice_is_identity() {
-        let aug = make::<HorizontalFlip>(&[("p", Val::F(1.0))]);
+        let aug = make::<HorizontalFlip>(&[("p", Value::Float(1.0))]);
         let s = shape(3, 5, 7);
         let data = noise_image(s, 4);
-        let (_, once) = run(&*aug, 1, s, &data);
+        let (_, once) = run(&aug, 1, s, &data);
         assert_ne!(once, data);
-        assert_eq!(run(&*aug, 2, s, &once).1, data);
+        assert_eq!(run(&aug, 2, s, &once).1, data);
     }
 
     #[test]
@@ -89,9 +89,9 @@ mod tests {
         let aug = make::<HorizontalFlip>(&[]);
         let s = shape(1, 3, 4);
         let data = noise_image(s, 5);
-        check_determinism(&*aug, s, &data, true);
+        check_determinism(&aug, s, &data, true);
         let flipped = (0..100)
-            .filter(|&seed| run(&*aug, seed, s, &data).1 != data)
+            .filter(|&seed| run(&aug, seed, s, &data).1 != data)
             .count();
         assert!(
             (30..=70).contains(&flipped),

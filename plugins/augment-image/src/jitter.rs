@@ -132,7 +132,7 @@ impl Augmentation for ColorJitter {
 mod tests {
     use super::*;
     use crate::testutil::{
-        check_determinism, check_p0_identity, create, make, noise_image, run, shape, Val,
+        check_determinism, check_p0_identity, create, make, noise_image, run, shape, Value,
     };
     use pretext_plugin::ImageShape;
 
@@ -151,7 +151,7 @@ mod tests {
 
     #[test]
     fn brightness_on_a_constant_image() {
-        let aug = make::<ColorJitter>(&[("p", Val::F(1.0)), ("contrast", Val::F(0.0))]);
+        let aug = make::<ColorJitter>(&[("p", Value::Float(1.0)), ("contrast", Value::Float(0.0))]);
         let s = shape(3, 4, 5);
         let data = vec![0.5f32; s.len()];
         for seed in 0..20 {
@@ -161,7 +161,7 @@ mod tests {
             let j = aug.sample(&mut rng);
             assert_eq!(j.contrast, 1.0);
             assert!((0.6..=1.4).contains(&j.brightness), "{j:?}");
-            let (_, out) = run(&*aug, seed, s, &data);
+            let (_, out) = run(&aug, seed, s, &data);
             let want = (0.5 * j.brightness).clamp(0.0, 1.0);
             assert!(
                 out.iter().all(|&v| v == want),
@@ -241,26 +241,26 @@ mod tests {
 
     #[test]
     fn deterministic_and_p_zero() {
-        let aug = make::<ColorJitter>(&[("p", Val::F(1.0))]);
+        let aug = make::<ColorJitter>(&[("p", Value::Float(1.0))]);
         let s = shape(3, 6, 6);
-        check_determinism(&*aug, s, &noise_image(s, 13), true);
+        check_determinism(&aug, s, &noise_image(s, 13), true);
         check_p0_identity::<ColorJitter>(&[]);
     }
 
     #[test]
     fn parameter_errors() {
-        let err = create::<ColorJitter>(&[("brightness", Val::F(1.5))])
+        let err = create::<ColorJitter>(&[("brightness", Value::Float(1.5))])
             .err()
             .unwrap();
         assert!(
             err.contains("color_jitter: parameter `brightness` = 1.5 is out of range"),
             "{err}"
         );
-        let err = create::<ColorJitter>(&[("contrast", Val::F(-0.1))])
+        let err = create::<ColorJitter>(&[("contrast", Value::Float(-0.1))])
             .err()
             .unwrap();
         assert!(err.contains("`contrast` = -0.1 is out of range"), "{err}");
-        let err = create::<ColorJitter>(&[("contrats", Val::F(0.1))])
+        let err = create::<ColorJitter>(&[("contrats", Value::Float(0.1))])
             .err()
             .unwrap();
         assert!(err.contains("did you mean `contrast`"), "{err}");

@@ -170,8 +170,9 @@ pub(crate) fn sin_cos_snapped(radians: f64) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{create, entry_info, host, Val};
-    use pretext_plugin::abi::{self, PtxBuffer, PtxStr};
+    use crate::testutil::{create, plugin, shape, Value};
+    use pretext_plugin::abi;
+    use pretext_plugin::testing::{AugmentationInstance, Buffer};
     use pretext_plugin::Augmentation;
 
     const NAMES: [&str; 7] = [
@@ -186,7 +187,8 @@ mod tests {
 
     #[test]
     fn entry_reports_abi_version_and_all_augmentations() {
-        let info = entry_info();
+        let plugin = plugin();
+        let info = plugin.info();
         // The entry is built once: a second call returns the same table.
         assert_eq!(pretext_plugin_entry(), info as *const _);
         assert_eq!(info.abi_version, abi::ABI_VERSION);
@@ -194,17 +196,15 @@ mod tests {
             info.struct_size as usize,
             std::mem::size_of::<abi::PtxPluginInfo>()
         );
-        // SAFETY: the strings and tables point to 'static data of this crate.
+        assert_eq!(plugin.name(), "pretext-augment-image");
+        assert_eq!(plugin.version(), env!("CARGO_PKG_VERSION"));
+        assert_eq!(plugin.sdk_version(), pretext_plugin::SDK_VERSION);
+        assert_eq!(info.n_objectives, 0);
+        assert_eq!(info.n_augmentations, 7);
+        assert_eq!(plugin.augmentation_names(), NAMES);
+        // SAFETY: the strings point to 'static data of this crate.
         unsafe {
-            assert_eq!(info.name.as_str(), "pretext-augment-image");
-            assert_eq!(info.version.as_str(), env!("CARGO_PKG_VERSION"));
-            assert_eq!(info.sdk_version.as_str(), pretext_plugin::SDK_VERSION);
-            assert_eq!(info.n_objectives, 0);
-            assert_eq!(info.n_augmentations, 7);
-            let augs = std::slice::from_raw_parts(info.augmentations, info.n_augmentations);
-            let names: Vec<&str> = augs.iter().map(|a| a.name.as_str()).collect();
-            assert_eq!(names, NAMES);
-            for a in augs {
+            for a in plugin.augmentations() {
                 assert_eq!(a.modality, abi::MODALITY_IMAGE);
                 assert!(!a.summary.as_str().is_empty(), "{}", a.name.as_str());
                 let doc = a.params_doc.as_str();
@@ -219,71 +219,33 @@ mod tests {
 
     #[test]
     fn abi_output_shape_apply_and_destroy() {
-        let info = entry_info();
-        // SAFETY: a well-formed call sequence on this crate's own table; all buffers outlive
-        // the calls that use them.
-        unsafe {
-            let augs = std::slice::from_raw_parts(info.augmentations, info.n_augmentations);
-            let crop = &augs[0];
-            let mut err = String::new();
-            let host = host(&mut err);
-            let key = "size";
-            let param = abi::PtxParam {
-                key: PtxStr::borrowed(key),
-                kind: abi::PARAM_INT,
-                b: 0,
-                i: 4,
-                f: 0.0,
-                s: PtxStr::borrowed(""),
-                list: std::ptr::null(),
-                list_len: 0,
-            };
-            let mut inst = std::ptr::null_mut();
-            assert_eq!(
-                (crop.create)(&host, &param, 1, &mut inst),
-                abi::PTX_OK,
-                "{err}"
-            );
-            let mut input = vec![0.5f32; 3 * 8 * 6];
-            let ib = PtxBuffer {
-                dtype: abi::DTYPE_F32,
-                rank: 3,
-                shape: [3, 8, 6, 0],
-                data: input.as_mut_ptr() as *mut std::ffi::c_void,
-            };
-            let mut ob = PtxBuffer {
-                dtype: 0,
-                rank: 0,
-                shape: [0; 4],
-                data: std::ptr::null_mut(),
-            };
-            assert_eq!(
-                (crop.output_shape)(inst, &host, &ib, &mut ob),
-                abi::PTX_OK,
-                "{err}"
-            );
-            assert_eq!((ob.rank, ob.shape), (3, [3, 4, 4, 0]));
-            let mut output = vec![f32::NAN; 3 * 4 * 4];
-            ob.data = output.as_mut_ptr() as *mut std::ffi::c_void;
-            assert_eq!(
-                (crop.apply)(inst, &host, 7, &ib, &mut ob),
-                abi::PTX_OK,
-                "{err}"
-            );
-            assert!(output.iter().all(|&v| (v - 0.5).abs() < 1e-6), "{output:?}");
-            // A wrongly sized output is an error, not a panic or an out-of-bounds write.
-            ob.shape = [3, 5, 4, 0];
-            let mut big = vec![0.0f32; 3 * 5 * 4];
-            ob.data = big.as_mut_ptr() as *mut std::ffi::c_void;
-            assert_eq!((crop.apply)(inst, &host, 7, &ib, &mut ob), abi::PTX_ERROR);
-            assert!(err.contains("output has shape"), "{err}");
-            (crop.destroy)(inst);
-        }
+        let crop = plugin().augmentation("random_resized_crop");
+        let inst = AugmentationInstance::create(crop, &[("size", Value::Int(4))])
+            .unwrap_or_else(|f| panic!("{f}"));
+        let mut input = vec![0.5f32; 3 * 8 * 6];
+        let ib = Buffer::image(shape(3, 8, 6), &mut input);
+        let ob = inst.output_shape(&ib).unwrap_or_else(|f| panic!("{f}"));
+        assert_eq!((ob.rank, ob.shape), (3, [3, 4, 4, 0]));
+        let mut output = vec![f32::NAN; 3 * 4 * 4];
+        inst.apply(7, &ib, &mut Buffer::image(shape(3, 4, 4), &mut output))
+            .unwrap_or_else(|f| panic!("{f}"));
+        assert!(output.iter().all(|&v| (v - 0.5).abs() < 1e-6), "{output:?}");
+        // A wrongly sized output is an error, not a panic or an out-of-bounds write.
+        let mut big = vec![0.0f32; 3 * 5 * 4];
+        let err = inst
+            .apply(7, &ib, &mut Buffer::image(shape(3, 5, 4), &mut big))
+            .unwrap_err();
+        assert_eq!(err.code, abi::PTX_ERROR);
+        assert!(err.message.contains("output has shape"), "{err}");
+        // Dropping the instance calls the exported `destroy`.
+        drop(inst);
     }
 
     #[test]
     fn unknown_keys_are_rejected_with_a_suggestion() {
-        let err = create::<Rotate>(&[("degres", Val::F(10.0))]).err().unwrap();
+        let err = create::<Rotate>(&[("degres", Value::Float(10.0))])
+            .err()
+            .unwrap();
         assert!(
             err.contains("unknown parameter `degres` (did you mean `degrees`?)"),
             "{err}"
@@ -313,7 +275,7 @@ mod tests {
     #[test]
     fn p_out_of_range_is_rejected_everywhere() {
         fn bad_p<T: Augmentation>() {
-            let err = create::<T>(&[("p", Val::F(1.5))]).err().unwrap();
+            let err = create::<T>(&[("p", Value::Float(1.5))]).err().unwrap();
             assert!(
                 err.contains("`p` = 1.5 is out of range"),
                 "{}: {err}",
@@ -331,26 +293,26 @@ mod tests {
 
     #[test]
     fn range_parameters_are_validated() {
-        let err = create::<RandomResizedCrop>(&[("scale", Val::L(vec![0.5]))])
+        let err = create::<RandomResizedCrop>(&[("scale", Value::FloatList(vec![0.5]))])
             .err()
             .unwrap();
         assert!(err.contains("must be a list of two numbers"), "{err}");
-        let err = create::<RandomResizedCrop>(&[("scale", Val::L(vec![0.8, 0.5]))])
+        let err = create::<RandomResizedCrop>(&[("scale", Value::FloatList(vec![0.8, 0.5]))])
             .err()
             .unwrap();
         assert!(err.contains("lo <= hi"), "{err}");
-        let err = create::<RandomResizedCrop>(&[("scale", Val::L(vec![0.0, 0.5]))])
+        let err = create::<RandomResizedCrop>(&[("scale", Value::FloatList(vec![0.0, 0.5]))])
             .err()
             .unwrap();
         assert!(
             err.contains("out of range") && err.contains("(0, 1]"),
             "{err}"
         );
-        let err = create::<RandomResizedCrop>(&[("scale", Val::S("big"))])
+        let err = create::<RandomResizedCrop>(&[("scale", Value::Str("big".into()))])
             .err()
             .unwrap();
         assert!(err.contains("must be a list of numbers"), "{err}");
-        create::<RandomResizedCrop>(&[("scale", Val::L(vec![0.08, 1.0]))]).unwrap();
+        create::<RandomResizedCrop>(&[("scale", Value::FloatList(vec![0.08, 1.0]))]).unwrap();
     }
 
     #[test]

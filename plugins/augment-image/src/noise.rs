@@ -44,24 +44,24 @@ impl Augmentation for GaussianNoise {
 mod tests {
     use super::*;
     use crate::testutil::{
-        check_determinism, check_p0_identity, create, make, noise_image, run, shape, Val,
+        check_determinism, check_p0_identity, create, make, noise_image, run, shape, Value,
     };
 
     #[test]
     fn zero_std_is_identity() {
-        let aug = make::<GaussianNoise>(&[("std", Val::F(0.0))]);
+        let aug = make::<GaussianNoise>(&[("std", Value::Float(0.0))]);
         let s = shape(3, 5, 6);
         let data = noise_image(s, 9);
-        assert_eq!(run(&*aug, 3, s, &data).1, data);
+        assert_eq!(run(&aug, 3, s, &data).1, data);
     }
 
     #[test]
     fn mean_square_change_is_the_variance() {
-        let aug = make::<GaussianNoise>(&[("std", Val::F(0.1))]);
+        let aug = make::<GaussianNoise>(&[("std", Value::Float(0.1))]);
         let s = shape(1, 64, 64);
         let data = vec![0.5f32; s.len()];
         for seed in 0..3 {
-            let (_, out) = run(&*aug, seed, s, &data);
+            let (_, out) = run(&aug, seed, s, &data);
             let n = out.len() as f64;
             let msd = out.iter().map(|&v| (v as f64 - 0.5).powi(2)).sum::<f64>() / n;
             let mean = out.iter().map(|&v| v as f64 - 0.5).sum::<f64>() / n;
@@ -75,9 +75,9 @@ mod tests {
 
     #[test]
     fn clamps_to_the_unit_interval() {
-        let aug = make::<GaussianNoise>(&[("std", Val::F(1.0))]);
+        let aug = make::<GaussianNoise>(&[("std", Value::Float(1.0))]);
         let s = shape(2, 8, 8);
-        let (_, out) = run(&*aug, 1, s, &noise_image(s, 10));
+        let (_, out) = run(&aug, 1, s, &noise_image(s, 10));
         assert!(out.iter().all(|v| (0.0..=1.0).contains(v)));
         assert!(out.contains(&0.0) && out.contains(&1.0));
     }
@@ -86,13 +86,13 @@ mod tests {
     fn deterministic_and_p_zero() {
         let aug = make::<GaussianNoise>(&[]);
         let s = shape(3, 4, 4);
-        check_determinism(&*aug, s, &noise_image(s, 11), true);
-        check_p0_identity::<GaussianNoise>(&[("std", Val::F(0.5))]);
+        check_determinism(&aug, s, &noise_image(s, 11), true);
+        check_p0_identity::<GaussianNoise>(&[("std", Value::Float(0.5))]);
     }
 
     #[test]
     fn negative_std_is_rejected() {
-        let err = create::<GaussianNoise>(&[("std", Val::F(-0.1))])
+        let err = create::<GaussianNoise>(&[("std", Value::Float(-0.1))])
             .err()
             .unwrap();
         assert!(

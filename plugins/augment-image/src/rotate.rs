@@ -69,7 +69,7 @@ impl Augmentation for Rotate {
 mod tests {
     use super::*;
     use crate::testutil::{
-        check_determinism, check_p0_identity, create, make, noise_image, run, shape, Val,
+        check_determinism, check_p0_identity, create, make, noise_image, run, shape, Value,
     };
     use pretext_plugin::ImageShape;
 
@@ -89,11 +89,11 @@ mod tests {
 
     #[test]
     fn zero_degrees_is_identity() {
-        let aug = make::<Rotate>(&[("degrees", Val::F(0.0))]);
+        let aug = make::<Rotate>(&[("degrees", Value::Float(0.0))]);
         let s = shape(3, 6, 9);
         let data = noise_image(s, 6);
         for seed in 0..5 {
-            assert_eq!(run(&*aug, seed, s, &data).1, data);
+            assert_eq!(run(&aug, seed, s, &data).1, data);
         }
     }
 
@@ -150,24 +150,26 @@ mod tests {
 
     #[test]
     fn deterministic_and_p_zero() {
-        let aug = make::<Rotate>(&[("degrees", Val::F(45.0))]);
+        let aug = make::<Rotate>(&[("degrees", Value::Float(45.0))]);
         let s = shape(3, 8, 8);
-        check_determinism(&*aug, s, &noise_image(s, 8), true);
-        check_p0_identity::<Rotate>(&[("degrees", Val::F(90.0))]);
+        check_determinism(&aug, s, &noise_image(s, 8), true);
+        check_p0_identity::<Rotate>(&[("degrees", Value::Float(90.0))]);
     }
 
     #[test]
     fn parameter_errors() {
-        let err = create::<Rotate>(&[("degrees", Val::F(200.0))])
+        let err = create::<Rotate>(&[("degrees", Value::Float(200.0))])
             .err()
             .unwrap();
         assert!(
             err.contains("rotate: parameter `degrees` = 200 is out of range"),
             "{err}"
         );
-        let err = create::<Rotate>(&[("fill", Val::F(-0.5))]).err().unwrap();
+        let err = create::<Rotate>(&[("fill", Value::Float(-0.5))])
+            .err()
+            .unwrap();
         assert!(err.contains("`fill` = -0.5 is out of range"), "{err}");
-        let err = create::<Rotate>(&[("degrees", Val::S("ten"))])
+        let err = create::<Rotate>(&[("degrees", Value::Str("ten".into()))])
             .err()
             .unwrap();
         assert!(err.contains("must be a number"), "{err}");

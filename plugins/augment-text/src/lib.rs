@@ -180,28 +180,29 @@ impl Corruption {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{entry_info, host};
-    use pretext_plugin::abi::{self, PtxBuffer, PtxParam, PtxStr};
+    use crate::testutil::plugin;
+    use pretext_plugin::abi;
+    use pretext_plugin::testing::{AugmentationInstance, Buffer};
     use pretext_plugin::tokens::{CLS, PAD, SEP, UNK};
+    use pretext_plugin::{ImageShape, Value};
 
     const NAMES: [&str; 4] = ["token_mask", "span_mask", "token_delete", "token_swap"];
 
     #[test]
     fn entry_lists_four_token_augmentations() {
-        let info = entry_info();
+        let plugin = plugin();
+        let info = plugin.info();
         assert_eq!(pretext_plugin_entry(), info as *const _);
         assert_eq!(info.abi_version, abi::ABI_VERSION);
-        // SAFETY: the strings and tables point to 'static data of this crate.
+        assert_eq!(plugin.name(), "pretext-augment-text");
+        assert_eq!(plugin.version(), env!("CARGO_PKG_VERSION"));
+        assert_eq!(plugin.sdk_version(), pretext_plugin::SDK_VERSION);
+        assert_eq!(info.n_objectives, 0);
+        assert_eq!(info.n_augmentations, 4);
+        assert_eq!(plugin.augmentation_names(), NAMES);
+        // SAFETY: the strings point to 'static data of this crate.
         unsafe {
-            assert_eq!(info.name.as_str(), "pretext-augment-text");
-            assert_eq!(info.version.as_str(), env!("CARGO_PKG_VERSION"));
-            assert_eq!(info.sdk_version.as_str(), pretext_plugin::SDK_VERSION);
-            assert_eq!(info.n_objectives, 0);
-            assert_eq!(info.n_augmentations, 4);
-            let augs = std::slice::from_raw_parts(info.augmentations, info.n_augmentations);
-            let names: Vec<&str> = augs.iter().map(|a| a.name.as_str()).collect();
-            assert_eq!(names, NAMES);
-            for a in augs {
+            for a in plugin.augmentations() {
                 assert_eq!(a.modality, abi::MODALITY_TOKENS, "{}", a.name.as_str());
                 assert!(!a.summary.as_str().is_empty(), "{}", a.name.as_str());
                 let doc = a.params_doc.as_str();
@@ -213,93 +214,68 @@ mod tests {
         }
     }
 
-    fn param_f(key: &'static str, f: f64) -> PtxParam {
-        PtxParam {
-            key: PtxStr::borrowed(key),
-            kind: abi::PARAM_FLOAT,
-            b: 0,
-            i: 0,
-            f,
-            s: PtxStr::borrowed(""),
-            list: std::ptr::null(),
-            list_len: 0,
-        }
-    }
-
     #[test]
     fn abi_create_output_shape_apply_destroy() {
-        let info = entry_info();
-        // SAFETY: a well-formed call sequence on this crate's own table; every buffer outlives
-        // the calls that use it.
-        unsafe {
-            let augs = std::slice::from_raw_parts(info.augmentations, info.n_augmentations);
-            let mask = &augs[0];
-            let mut err = String::new();
-            let host = host(&mut err);
+        let mask = plugin().augmentation("token_mask");
+        let create = |prob: (&str, f64)| {
+            AugmentationInstance::create(mask, &[(prob.0, Value::Float(prob.1))])
+        };
 
-            // A bad parameter is reported through `set_error`.
-            let bad = param_f("prob", 0.0);
-            let mut inst = std::ptr::null_mut();
-            assert_eq!((mask.create)(&host, &bad, 1, &mut inst), abi::PTX_ERROR);
-            assert!(err.contains("token_mask: parameter `prob` = 0"), "{err}");
-            // So is an unknown key (the trampoline calls `Params::finish`).
-            let typo = param_f("probability", 0.5);
-            assert_eq!((mask.create)(&host, &typo, 1, &mut inst), abi::PTX_ERROR);
-            assert!(err.contains("unknown parameter `probability`"), "{err}");
+        // A bad parameter is reported through `set_error`.
+        let err = create(("prob", 0.0)).err().unwrap();
+        assert_eq!(err.code, abi::PTX_ERROR);
+        assert!(
+            err.message.contains("token_mask: parameter `prob` = 0"),
+            "{err}"
+        );
+        // So is an unknown key (the trampoline calls `Params::finish`).
+        let err = create(("probability", 0.5)).err().unwrap();
+        assert_eq!(err.code, abi::PTX_ERROR);
+        assert!(
+            err.message.contains("unknown parameter `probability`"),
+            "{err}"
+        );
 
-            let all = param_f("prob", 1.0);
-            assert_eq!(
-                (mask.create)(&host, &all, 1, &mut inst),
-                abi::PTX_OK,
-                "{err}"
-            );
-            let mut input: Vec<u32> = vec![CLS, 10, 11, 12, SEP, PAD, PAD, PAD];
-            let ib = PtxBuffer {
-                dtype: abi::DTYPE_U32,
-                rank: 2,
-                shape: [8, 1000, 0, 0],
-                data: input.as_mut_ptr() as *mut std::ffi::c_void,
-            };
-            let mut ob = PtxBuffer {
-                dtype: 0,
-                rank: 0,
-                shape: [0; 4],
-                data: std::ptr::null_mut(),
-            };
-            assert_eq!(
-                (mask.output_shape)(inst, &host, &ib, &mut ob),
-                abi::PTX_OK,
-                "{err}"
-            );
-            assert_eq!(
-                (ob.dtype, ob.rank, ob.shape),
-                (abi::DTYPE_U32, 2, [8, 1000, 0, 0])
-            );
-            let mut output = vec![u32::MAX; 8];
-            ob.data = output.as_mut_ptr() as *mut std::ffi::c_void;
-            assert_eq!(
-                (mask.apply)(inst, &host, 5, &ib, &mut ob),
-                abi::PTX_OK,
-                "{err}"
-            );
-            // prob = 1: every learned token is a target; the specials are untouched.
-            assert_eq!(output[0], CLS);
-            assert_eq!(&output[4..], &[SEP, PAD, PAD, PAD]);
-            for (i, &o) in output[1..4].iter().enumerate() {
-                assert!(o & TARGET != 0, "position {}: {o:#x}", i + 1);
-                let seen = tokens::id(o);
-                assert!(seen == MASK || seen >= SPECIAL, "{seen}");
-            }
-            // An image buffer is refused, not misread.
-            let img = PtxBuffer {
-                dtype: abi::DTYPE_F32,
-                rank: 3,
-                ..ib
-            };
-            assert_eq!((mask.apply)(inst, &host, 5, &img, &mut ob), abi::PTX_ERROR);
-            assert!(err.contains("expected a u32 token sequence"), "{err}");
-            (mask.destroy)(inst);
+        let inst = create(("prob", 1.0)).unwrap_or_else(|f| panic!("{f}"));
+        let mut input: Vec<u32> = vec![CLS, 10, 11, 12, SEP, PAD, PAD, PAD];
+        let ib = Buffer::tokens(&mut input, 1000);
+        let ob = inst.output_shape(&ib).unwrap_or_else(|f| panic!("{f}"));
+        assert_eq!(
+            (ob.dtype, ob.rank, ob.shape),
+            (abi::DTYPE_U32, 2, [8, 1000, 0, 0])
+        );
+        let mut output = vec![u32::MAX; 8];
+        inst.apply(5, &ib, &mut Buffer::tokens(&mut output, 1000))
+            .unwrap_or_else(|f| panic!("{f}"));
+        // prob = 1: every learned token is a target; the specials are untouched.
+        assert_eq!(output[0], CLS);
+        assert_eq!(&output[4..], &[SEP, PAD, PAD, PAD]);
+        for (i, &o) in output[1..4].iter().enumerate() {
+            assert!(o & TARGET != 0, "position {}: {o:#x}", i + 1);
+            let seen = tokens::id(o);
+            assert!(seen == MASK || seen >= SPECIAL, "{seen}");
         }
+        // An image buffer is refused, not misread.
+        let mut pixels = vec![0.0f32; 8];
+        let one_row = ImageShape {
+            channels: 1,
+            height: 1,
+            width: 8,
+        };
+        let err = inst
+            .apply(
+                5,
+                &Buffer::image(one_row, &mut pixels),
+                &mut Buffer::tokens(&mut output, 1000),
+            )
+            .unwrap_err();
+        assert_eq!(err.code, abi::PTX_ERROR);
+        assert!(
+            err.message.contains("expected a u32 token sequence"),
+            "{err}"
+        );
+        // Dropping the instance calls the exported `destroy`.
+        drop(inst);
     }
 
     #[test]

@@ -1,12 +1,10 @@
-//! Test helpers: reproducible token sequences, creating an augmentation from parameters,
-//! running it with a seed, and the crate's C ABI entry with a minimal host.
+//! Test helpers of this crate on top of the SDK's harness (`pretext_plugin::testing`, which
+//! creates augmentations through this crate's exported C ABI, as the host does):
+//! reproducible token sequences and the checks every augmentation here shares.
 
-use std::ffi::c_void;
-use std::sync::Once;
-
-use pretext_plugin::abi::{PtxHost, PtxPluginInfo, PtxStr};
+use pretext_plugin::testing::{self, Plugin};
 use pretext_plugin::tokens::{CLS, MASK, PAD, SEP, SPECIAL, TARGET};
-use pretext_plugin::{Params, Rng, TokenAugmentation, TokenSeq, Value};
+use pretext_plugin::{Rng, TokenAugmentation, TokenSeq, Value};
 
 use crate::is_eligible;
 
@@ -14,8 +12,6 @@ use crate::is_eligible;
 pub const LEN: usize = 64;
 /// Vocabulary size of the test sequences (specials included).
 pub const VOCAB: usize = 1000;
-/// What the output buffer holds before `apply`; no valid output id equals it.
-pub const UNWRITTEN: u32 = 0x7FFF_FFFF;
 
 /// A float parameter value.
 pub fn f(v: f64) -> Value {
@@ -27,19 +23,15 @@ pub fn i(v: i64) -> Value {
     Value::Int(v)
 }
 
-/// Builds `T` from `entries` the way the host's `create` does (`new`, then `finish`); `Err`
-/// holds the message.
+/// This crate, seen through its entry function.
+pub fn plugin() -> Plugin {
+    Plugin::new(crate::pretext_plugin_entry)
+}
+
+/// Creates `T` from `entries` through the exported `create` function; `Err` holds the message
+/// the plugin reported.
 pub fn create<T: TokenAugmentation>(entries: &[(&str, Value)]) -> Result<T, String> {
-    let mut params = Params::new(
-        T::NAME,
-        entries
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect(),
-    );
-    let aug = T::new(&mut params).map_err(|e| e.to_string())?;
-    params.finish().map_err(|e| e.to_string())?;
-    Ok(aug)
+    plugin().create_token_augmentation::<T>(entries)
 }
 
 /// Builds `T` from `entries`, panicking on an error.
@@ -91,42 +83,14 @@ pub fn flagged_sample(seed: u64) -> Vec<u32> {
 /// Runs `aug` on `ids` (vocabulary [`VOCAB`]) with `seed`; panics on an error or when an
 /// output position was left unwritten.
 pub fn run<T: TokenAugmentation>(aug: &T, seed: u64, ids: &[u32]) -> Vec<u32> {
-    let mut out = vec![UNWRITTEN; ids.len()];
-    aug.apply(
-        &mut Rng::new(seed),
-        TokenSeq {
-            ids,
-            vocab_size: VOCAB,
-        },
-        &mut out,
-    )
-    .unwrap_or_else(|e| panic!("{}: {e}", T::NAME));
-    assert!(
-        !out.contains(&UNWRITTEN),
-        "{}: output left unwritten: {out:?}",
-        T::NAME
-    );
-    out
+    testing::run_tokens(aug, seed, ids, VOCAB)
 }
 
-/// Checks that `aug` is deterministic per seed and that some seeds give different outputs.
+/// Checks that `aug` is deterministic per seed (on flagged samples) and that some seeds give
+/// different outputs.
 pub fn check_determinism<T: TokenAugmentation>(aug: &T) {
-    for s in 0..20 {
-        let ids = flagged_sample(s);
-        assert_eq!(
-            run(aug, s, &ids),
-            run(aug, s, &ids),
-            "{}: same seed, different output",
-            T::NAME
-        );
-    }
-    let ids = sample(3);
-    let first = run(aug, 100, &ids);
-    assert!(
-        (101..120).any(|s| run(aug, s, &ids) != first),
-        "{}: every seed gave the same output",
-        T::NAME
-    );
+    let inputs: Vec<Vec<u32>> = (0..20).map(flagged_sample).collect();
+    testing::check_token_determinism(aug, VOCAB, &inputs, &sample(3));
 }
 
 /// Checks that every wrong-length output is refused with an error.
@@ -162,40 +126,5 @@ pub fn check_nothing_to_do<T: TokenAugmentation>(aug: &T) {
         for seed in 0..5 {
             assert_eq!(run(aug, seed, &ids), ids, "{}", T::NAME);
         }
-    }
-}
-
-static RESTORE_HOOK: Once = Once::new();
-
-/// The plugin info from this crate's entry point.
-///
-/// The SDK replaces the process-wide panic hook the first time the entry (or any trampoline)
-/// runs, which would hide the messages of failing tests in this test binary; the first call
-/// here lets it do so and then restores the default hook (the SDK installs its hook once).
-pub fn entry_info() -> &'static PtxPluginInfo {
-    RESTORE_HOOK.call_once(|| {
-        let _ = crate::pretext_plugin_entry();
-        let _ = std::panic::take_hook();
-    });
-    let info = crate::pretext_plugin_entry();
-    assert!(!info.is_null());
-    // SAFETY: the entry returns a pointer to a 'static table.
-    unsafe { &*info }
-}
-
-unsafe extern "C" fn ignore_log(_ctx: *mut c_void, _level: u32, _msg: PtxStr) {}
-
-unsafe extern "C" fn store_error(ctx: *mut c_void, msg: PtxStr) {
-    *(ctx as *mut String) = msg.as_str().to_string();
-}
-
-/// A host whose `set_error` stores the message in `err` (which must outlive every call made
-/// with it) and which drops log lines.
-pub fn host(err: &mut String) -> PtxHost {
-    PtxHost {
-        struct_size: std::mem::size_of::<PtxHost>() as u32,
-        ctx: err as *mut String as *mut c_void,
-        log: ignore_log,
-        set_error: store_error,
     }
 }

@@ -21,23 +21,26 @@ static HOOK: Once = Once::new();
 
 /// Replace this library's panic hook (the plugin has its own copy of std) with one that
 /// records the message instead of printing it; the trampoline hands it to the host.
-fn install_panic_hook() {
+pub(crate) fn install_panic_hook() {
     HOOK.call_once(|| {
-        std::panic::set_hook(Box::new(|info| {
-            let msg = if let Some(s) = info.payload().downcast_ref::<&str>() {
-                (*s).to_string()
-            } else if let Some(s) = info.payload().downcast_ref::<String>() {
-                s.clone()
-            } else {
-                "unknown panic payload".to_string()
-            };
-            let loc = info
-                .location()
-                .map(|l| format!(" ({}:{})", l.file(), l.line()))
-                .unwrap_or_default();
-            LAST_PANIC.with(|p| *p.borrow_mut() = Some(format!("{msg}{loc}")));
-        }));
+        std::panic::set_hook(Box::new(record_panic));
     });
+}
+
+/// Keep the message and location of a panic for the trampoline that catches it.
+pub(crate) fn record_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let msg = if let Some(s) = info.payload().downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = info.payload().downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic payload".to_string()
+    };
+    let loc = info
+        .location()
+        .map(|l| format!(" ({}:{})", l.file(), l.line()))
+        .unwrap_or_default();
+    LAST_PANIC.with(|p| *p.borrow_mut() = Some(format!("{msg}{loc}")));
 }
 
 pub(crate) fn log_through_host(level: Level, msg: &str) {

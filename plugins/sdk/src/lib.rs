@@ -25,6 +25,10 @@ mod params;
 mod rng;
 pub mod tokens;
 
+/// The raw-ABI test harness for plugin crates (cargo feature `testing`).
+#[cfg(feature = "testing")]
+pub mod testing;
+
 pub use augment::{Augmentation, Image, ImageMut, ImageShape};
 pub use objective::{Axis, Inputs, Needs, Objective, Ops, Tensor};
 pub use params::{Params, Value};

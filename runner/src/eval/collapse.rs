@@ -30,135 +30,21 @@ pub fn normalized_std(emb: &[f32], d: usize) -> f64 {
         / d as f64
 }
 
-/// Eigenvalues of a symmetric `d x d` matrix (row-major): Householder reduction to
-/// tridiagonal form, then the implicit QL algorithm with Wilkinson shifts (the EISPACK
-/// `tred2`/`tql2` pair, eigenvalues only). O(d³) with a small constant.
+/// Eigenvalues of a symmetric `n x n` matrix, in no particular order: `a` holds it row-major
+/// and only its upper triangle is read. nalgebra's Householder reduction to tridiagonal form
+/// and implicit QR with Wilkinson shifts, eigenvalues only. A matrix with a non-finite entry
+/// has NaN eigenvalues (the iteration is only run on finite values).
 pub fn symmetric_eigenvalues(a: Vec<f64>, n: usize) -> Vec<f64> {
     if n == 0 {
         return Vec::new();
     }
-    let mut v = a;
-    let mut diag = vec![0f64; n];
-    let mut off = vec![0f64; n];
-    // Householder tridiagonalisation (works on the lower triangle, last row first).
-    for j in 0..n {
-        diag[j] = v[(n - 1) * n + j];
+    if a.iter().any(|v| !v.is_finite()) {
+        return vec![f64::NAN; n];
     }
-    for i in (1..n).rev() {
-        let scale: f64 = (0..i).map(|k| diag[k].abs()).sum();
-        let mut h = 0.0;
-        if scale == 0.0 {
-            off[i] = diag[i - 1];
-            for j in 0..i {
-                diag[j] = v[(i - 1) * n + j];
-                v[i * n + j] = 0.0;
-                v[j * n + i] = 0.0;
-            }
-        } else {
-            for k in 0..i {
-                diag[k] /= scale;
-                h += diag[k] * diag[k];
-            }
-            let f = diag[i - 1];
-            let g = if f > 0.0 { -h.sqrt() } else { h.sqrt() };
-            off[i] = scale * g;
-            h -= f * g;
-            diag[i - 1] = f - g;
-            for o in off.iter_mut().take(i) {
-                *o = 0.0;
-            }
-            for j in 0..i {
-                let f = diag[j];
-                v[j * n + i] = f;
-                let mut g = off[j] + v[j * n + j] * f;
-                for k in j + 1..i {
-                    g += v[k * n + j] * diag[k];
-                    off[k] += v[k * n + j] * f;
-                }
-                off[j] = g;
-            }
-            let mut f = 0.0;
-            for j in 0..i {
-                off[j] /= h;
-                f += off[j] * diag[j];
-            }
-            let hh = f / (h + h);
-            for j in 0..i {
-                off[j] -= hh * diag[j];
-            }
-            for j in 0..i {
-                let (f, g) = (diag[j], off[j]);
-                for k in j..i {
-                    v[k * n + j] -= f * off[k] + g * diag[k];
-                }
-                diag[j] = v[(i - 1) * n + j];
-                v[i * n + j] = 0.0;
-            }
-        }
-        diag[i] = h;
-    }
-    // The tridiagonal matrix: diagonal v[j][j] (after the reduction), sub-diagonal `off`.
-    for j in 0..n {
-        diag[j] = v[j * n + j];
-    }
-    for i in 1..n {
-        off[i - 1] = off[i];
-    }
-    off[n - 1] = 0.0;
-    // Implicit QL with shifts.
-    let eps = f64::EPSILON;
-    let (mut f, mut tst1) = (0.0f64, 0.0f64);
-    for l in 0..n {
-        tst1 = tst1.max(diag[l].abs() + off[l].abs());
-        let mut m = l;
-        while m < n - 1 && off[m].abs() > eps * tst1 {
-            m += 1;
-        }
-        if m > l {
-            for _iter in 0..100 {
-                let mut g = diag[l];
-                let mut p = (diag[l + 1] - g) / (2.0 * off[l]);
-                let mut r = p.hypot(1.0);
-                if p < 0.0 {
-                    r = -r;
-                }
-                diag[l] = off[l] / (p + r);
-                diag[l + 1] = off[l] * (p + r);
-                let dl1 = diag[l + 1];
-                let mut h = g - diag[l];
-                for d in diag.iter_mut().skip(l + 2) {
-                    *d -= h;
-                }
-                f += h;
-                p = diag[m];
-                let (mut c, mut c2, mut c3) = (1.0f64, 1.0f64, 1.0f64);
-                let el1 = off[l + 1];
-                let (mut s, mut s2) = (0.0f64, 0.0f64);
-                for i in (l..m).rev() {
-                    c3 = c2;
-                    c2 = c;
-                    s2 = s;
-                    g = c * off[i];
-                    h = c * p;
-                    r = p.hypot(off[i]);
-                    off[i + 1] = s * r;
-                    s = off[i] / r;
-                    c = p / r;
-                    p = c * diag[i] - s * g;
-                    diag[i + 1] = h + s * (c * g + s * diag[i]);
-                }
-                p = -s * s2 * c3 * el1 * off[l] / dl1;
-                off[l] = s * p;
-                diag[l] = c * p;
-                if off[l].abs() <= eps * tst1 {
-                    break;
-                }
-            }
-        }
-        diag[l] += f;
-        off[l] = 0.0;
-    }
-    diag
+    // Read column-major, `a` is the transpose, whose lower triangle (the part nalgebra reads)
+    // is the upper triangle of `a`.
+    let m = nalgebra::DMatrix::from_vec(n, n, a);
+    m.symmetric_eigenvalues().iter().copied().collect()
 }
 
 /// Effective rank of the (centred) embeddings: `exp(H(p))` with `p` the normalised singular
@@ -183,11 +69,7 @@ pub fn effective_rank(emb: &[f32], d: usize) -> f64 {
             }
         }
     });
-    for a in 0..d {
-        for b in 0..a {
-            cov[a * d + b] = cov[b * d + a];
-        }
-    }
+    // Only the upper triangle is filled: all that `symmetric_eigenvalues` reads.
     let sv: Vec<f64> = symmetric_eigenvalues(cov, d)
         .into_iter()
         .map(|l| l.max(0.0).sqrt())
@@ -300,6 +182,113 @@ mod tests {
         // Trace 9 and determinant 18 are preserved by the eigenvalues.
         assert!((ev.iter().sum::<f64>() - 9.0).abs() < 1e-9);
         assert!((ev.iter().product::<f64>() - 18.0).abs() < 1e-9);
+    }
+
+    /// Sorted eigenvalues of `a`, checked against `want` (sorted) within `rel` of the largest.
+    fn assert_eigenvalues(a: Vec<f64>, n: usize, want: &[f64], rel: f64) {
+        let mut got = symmetric_eigenvalues(a, n);
+        got.sort_by(f64::total_cmp);
+        let mut want = want.to_vec();
+        want.sort_by(f64::total_cmp);
+        let scale = want.iter().fold(0f64, |m, w| m.max(w.abs()));
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= rel * scale, "{got:?} vs {want:?}");
+        }
+    }
+
+    #[test]
+    fn eigenvalues_of_diagonal_and_rotated_matrices() {
+        // A diagonal matrix: its diagonal, exactly.
+        let diag = [3.0, -1.0, 0.0, 2.5, 1e-3];
+        let n = diag.len();
+        let mut a = vec![0f64; n * n];
+        for (i, v) in diag.iter().enumerate() {
+            a[i * n + i] = *v;
+        }
+        assert_eigenvalues(a, n, &diag, 0.0);
+        // R diag(λ) Rᵀ with R a product of plane rotations has eigenvalues λ.
+        let lambda = [4.0, 3.0, 2.0, 1.0, -0.5];
+        let mut r = vec![0f64; n * n];
+        for i in 0..n {
+            r[i * n + i] = 1.0;
+        }
+        for (p, q, angle) in [(0, 1, 0.3f64), (1, 3, -1.1), (2, 4, 0.7), (0, 4, 2.0)] {
+            let (sin, cos) = angle.sin_cos();
+            for row in r.chunks_mut(n) {
+                let (x, y) = (row[p], row[q]);
+                (row[p], row[q]) = (cos * x - sin * y, sin * x + cos * y);
+            }
+        }
+        let mut m = vec![0f64; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                m[i * n + j] = (0..n)
+                    .map(|k| r[i * n + k] * lambda[k] * r[j * n + k])
+                    .sum();
+            }
+        }
+        assert_eigenvalues(m, n, &lambda, 1e-12);
+        // Non-finite entries give NaN, not a hang or a panic.
+        let ev = symmetric_eigenvalues(vec![1.0, f64::NAN, f64::NAN, 1.0], 2);
+        assert!(ev.len() == 2 && ev.iter().all(|v| v.is_nan()), "{ev:?}");
+        assert!(symmetric_eigenvalues(Vec::new(), 0).is_empty());
+    }
+
+    #[test]
+    fn effective_rank_of_a_rank_k_embedding() {
+        // Samples ±c_i·h_i along k rows h_i of an 8 x 8 Hadamard matrix (orthogonal, entries
+        // ±1, so every value is exact in f32): centred, with singular values proportional to
+        // c_i, so the effective rank is exp(H(c / Σc)). The d - k zero eigenvalues come out at
+        // the solver's rounding level (~ε·λ_max), and their square roots still weigh ~1e-7
+        // in H: hence the tolerance.
+        let d = 8;
+        let hadamard = |i: usize, j: usize| {
+            if (i & j).count_ones().is_multiple_of(2) {
+                1.0f32
+            } else {
+                -1.0
+            }
+        };
+        let embed = |c: &[f32]| -> Vec<f32> {
+            let mut emb = Vec::new();
+            for _rep in 0..3 {
+                for (i, &ci) in c.iter().enumerate() {
+                    for sign in [1.0f32, -1.0] {
+                        emb.extend((0..d).map(|j| sign * ci * hadamard(i + 1, j)));
+                    }
+                }
+            }
+            emb
+        };
+        for k in 1..=5 {
+            let got = effective_rank(&embed(&vec![2.0; k]), d);
+            assert!((got - k as f64).abs() < 1e-5 * k as f64, "k = {k}: {got}");
+        }
+        let c = [1.0f32, 2.0, 3.0, 5.0];
+        let total: f64 = c.iter().map(|&x| x as f64).sum();
+        let want = c
+            .iter()
+            .map(|&x| x as f64 / total)
+            .map(|p| -p * p.ln())
+            .sum::<f64>()
+            .exp();
+        let got = effective_rank(&embed(&c), d);
+        assert!((got - want).abs() < 1e-5 * want, "{got} vs {want}");
+    }
+
+    /// A full-rank embedding keeps the effective rank the hand-written EISPACK solver (tred2 +
+    /// tql2) gave before nalgebra replaced it.
+    #[test]
+    fn effective_rank_matches_the_previous_solver() {
+        let mut rng = pretext_plugin::Rng::new(7);
+        let (n, d) = (64, 8);
+        let emb: Vec<f32> = (0..n * d)
+            .map(|k| (rng.normal() * (1.0 + (k % d) as f64)) as f32)
+            .collect();
+        let got = effective_rank(&emb, d);
+        let before = 6.801696932879186;
+        assert!((got - before).abs() < 1e-9 * before, "{got} vs {before}");
     }
 
     #[test]

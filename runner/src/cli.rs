@@ -35,7 +35,9 @@ pretext run p.toml --locked --log-format json    CI: fail on any difference from
 Environment:\n  \
 PRETEXT_LOG          log filter instead of -v/-q, e.g. `debug` or `pretext=trace`\n  \
 PRETEXT_PLUGIN_PATH  more folders to load plugin libraries from (separated like PATH)\n  \
-PRETEXT_PLUGIN_TIMEOUT  seconds a plugin call may take before the run stops (default 600)\n\n\
+PRETEXT_PLUGIN_TIMEOUT  seconds a plugin call may take before the run stops (default 600)\n  \
+PRETEXT_MEMORY_BUDGET  bytes a dataset may take in memory, e.g. 8G (default 4G); pretrain streams\n  \
+                       bigger datasets, stages that hold every sample stop with a clear error\n\n\
 Docs: docs/SUMMARY.md. Getting started: docs/getting-started.md. Every pipeline key: \
 docs/reference/README.md. Writing plugins: docs/plugins.md. CI: docs/ci.md."
 )]

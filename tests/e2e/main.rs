@@ -15,6 +15,7 @@ mod faults;
 mod golden;
 mod kill;
 mod malformed;
+mod memory;
 mod minifuzz;
 mod nonregular;
 mod ntxent;

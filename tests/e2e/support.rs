@@ -143,6 +143,7 @@ pub fn command(cwd: &Path, args: &[&str]) -> Command {
         .current_dir(cwd)
         .env_remove("PRETEXT_LOG")
         .env_remove("PRETEXT_PLUGIN_PATH")
+        .env_remove("PRETEXT_MEMORY_BUDGET")
         .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null());
     cmd
@@ -152,6 +153,15 @@ pub fn command(cwd: &Path, args: &[&str]) -> Command {
 /// the output contains a panic message.
 pub fn pretext(cwd: &Path, args: &[&str]) -> Run {
     let out = command(cwd, args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", pretext_bin().display()));
+    Run::from_output(args.iter().map(|s| s.to_string()).collect(), out)
+}
+
+/// [`pretext`] with extra environment variables.
+pub fn pretext_with(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let out = command(cwd, args)
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", pretext_bin().display()));
     Run::from_output(args.iter().map(|s| s.to_string()).collect(), out)

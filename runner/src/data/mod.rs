@@ -16,6 +16,7 @@ pub mod folder;
 pub mod hash;
 pub mod idx;
 pub mod image;
+pub mod memory;
 pub mod parquet_source;
 pub mod source;
 pub mod table;

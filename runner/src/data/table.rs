@@ -363,12 +363,15 @@ struct Positions {
     meta: Vec<usize>,
 }
 
-/// Reads a dataset file one row group at a time.
+/// Reads a dataset file one row group at a time, in order ([`DatasetReader::next_chunk`]) or
+/// any group at will ([`DatasetReader::read_group`]).
 pub struct DatasetReader {
     path: PathBuf,
     info: DatasetInfo,
     reader: SerializedFileReader<File>,
     pos: Positions,
+    /// The columns rows are read with (`None`: all of them).
+    projection: Option<Type>,
     next_group: usize,
 }
 
@@ -486,8 +489,98 @@ impl DatasetReader {
             info,
             reader,
             pos,
+            projection: None,
             next_group: 0,
         })
+    }
+
+    /// Reads only what the in-memory [`Dataset`] keeps (id, split, label and the sample):
+    /// the provenance columns (path, source size, metadata) are neither decoded nor held.
+    pub fn samples_only(mut self) -> Result<DatasetReader, DataError> {
+        let fields = self.reader.metadata().file_metadata().schema().get_fields();
+        let mut keep = vec![self.pos.id, self.pos.split];
+        keep.extend(self.pos.label);
+        keep.push(self.pos.sample);
+        let at = |col: usize| keep.iter().position(|&k| k == col).unwrap_or(0);
+        self.pos = Positions {
+            id: at(self.pos.id),
+            split: at(self.pos.split),
+            label: self.pos.label.map(at),
+            sample: at(self.pos.sample),
+            path: None,
+            sizes: None,
+            meta: Vec::new(),
+        };
+        let projection = Type::group_type_builder("dataset")
+            .with_fields(keep.iter().map(|&k| fields[k].clone()).collect())
+            .build()
+            .map_err(|e| perr(&self.path, e))?;
+        self.projection = Some(projection);
+        self.info.paths = false;
+        self.info.source_sizes = false;
+        self.info.meta.clear();
+        Ok(self)
+    }
+
+    /// The file this reads.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Row groups in the file.
+    pub fn groups(&self) -> usize {
+        self.reader.num_row_groups()
+    }
+
+    /// Rows of row group `g`.
+    pub fn group_rows(&self, g: usize) -> usize {
+        self.reader.metadata().row_group(g).num_rows().max(0) as usize
+    }
+
+    /// The split of every row, in file order (reads only the `split` column).
+    pub fn splits(&self) -> Result<Vec<Split>, DataError> {
+        let path = self.path.clone();
+        crate::panic_guard::catch(|| self.splits_unguarded())
+            .unwrap_or_else(|p| Err(perr(&path, format!("the file is corrupt ({p})"))))
+    }
+
+    fn splits_unguarded(&self) -> Result<Vec<Split>, DataError> {
+        let path = &self.path;
+        let fields = self.reader.metadata().file_metadata().schema().get_fields();
+        let projection = Type::group_type_builder("dataset")
+            .with_fields(vec![fields[self.pos_split_in_file()].clone()])
+            .build()
+            .map_err(|e| perr(path, e))?;
+        let mut out = Vec::with_capacity(self.len());
+        for g in 0..self.groups() {
+            let group = self.reader.get_row_group(g).map_err(|e| perr(path, e))?;
+            for row in group
+                .get_row_iter(Some(projection.clone()))
+                .map_err(|e| perr(path, e))?
+            {
+                let row = row.map_err(|e| perr(path, e))?;
+                out.push(
+                    match row.get_string(0).map_err(|e| perr(path, e))?.as_str() {
+                        "train" => Split::Train,
+                        "test" => Split::Test,
+                        other => {
+                            return Err(DataError::Record {
+                                path: path.clone(),
+                                record: out.len(),
+                                message: format!("unknown split `{other}`"),
+                            })
+                        }
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// The `split` column's position in the file's schema.
+    fn pos_split_in_file(&self) -> usize {
+        let fields = self.reader.metadata().file_metadata().schema().get_fields();
+        fields.iter().position(|f| f.name() == "split").unwrap_or(0)
     }
 
     pub fn info(&self) -> &DatasetInfo {
@@ -515,16 +608,24 @@ impl DatasetReader {
         if self.next_group >= self.reader.num_row_groups() {
             return Ok(None);
         }
-        let path = self.path.clone();
-        let first_record = (0..self.next_group)
-            .map(|g| self.reader.metadata().row_group(g).num_rows().max(0) as usize)
-            .sum::<usize>();
-        let group = self
-            .reader
-            .get_row_group(self.next_group)
-            .map_err(|e| perr(&path, e))?;
         self.next_group += 1;
-        let rows = group.get_row_iter(None).map_err(|e| perr(&path, e))?;
+        self.read_group_unguarded(self.next_group - 1).map(Some)
+    }
+
+    /// The rows of row group `g` (`g < groups()`). Corrupt data is an error, never a panic.
+    pub fn read_group(&self, g: usize) -> Result<Records, DataError> {
+        let path = self.path.clone();
+        crate::panic_guard::catch(|| self.read_group_unguarded(g))
+            .unwrap_or_else(|p| Err(perr(&path, format!("the file is corrupt ({p})"))))
+    }
+
+    fn read_group_unguarded(&self, g: usize) -> Result<Records, DataError> {
+        let path = self.path.clone();
+        let first_record = (0..g).map(|g| self.group_rows(g)).sum::<usize>();
+        let group = self.reader.get_row_group(g).map_err(|e| perr(&path, e))?;
+        let rows = group
+            .get_row_iter(self.projection.clone())
+            .map_err(|e| perr(&path, e))?;
         let mut out = Records::empty(&self.info);
         let mut labels = Some(Vec::new());
         let p = &self.pos;
@@ -611,17 +712,32 @@ impl DatasetReader {
             }
         }
         out.labels = if self.info.labelled { labels } else { None };
-        Ok(Some(out))
+        Ok(out)
     }
 }
 
-/// Reads a whole dataset file (any layout).
+/// Reads a whole dataset file (any layout, every column). A dataset that does not fit in
+/// memory is a clear error before anything is read (see [`super::memory::check_fits`]).
 pub fn read_records(path: &Path) -> Result<(DatasetInfo, Records), DataError> {
-    let mut reader = DatasetReader::open(path)?;
+    let reader = DatasetReader::open(path)?;
+    super::memory::check_fits(&reader)?;
+    read_all(reader)
+}
+
+fn read_all(mut reader: DatasetReader) -> Result<(DatasetInfo, Records), DataError> {
     let info = reader.info().clone();
     let mut all = Records::empty(&info);
+    let n = reader.len();
+    all.ids.reserve(n);
+    all.splits.reserve(n);
+    match &mut all.samples {
+        Samples::U8 { data, .. } => data.reserve(n * info.layout.sample_len()),
+        Samples::F32 { data, .. } => data.reserve(n * info.layout.sample_len()),
+        Samples::Tokens { data, .. } => data.reserve(n * info.layout.sample_len()),
+    }
     while let Some(chunk) = reader.next_chunk()? {
-        all.append(chunk).map_err(|m| DataError::file(path, m))?;
+        all.append(chunk)
+            .map_err(|m| DataError::file(&reader.path, m))?;
     }
     Ok((info, all))
 }
@@ -641,19 +757,32 @@ pub fn write_dataset(ds: &Dataset, path: &Path) -> Result<(), DataError> {
 
 /// Read an image or text dataset (written by [`write_dataset`] or by the ingest/curate stages).
 /// A dataset of feature vectors is a clear error: the stages that read this form (augment,
-/// pretrain, probe) work on images and token sequences.
+/// pretrain, probe) work on images and token sequences. So is one that does not fit in memory
+/// (see [`super::memory::check_fits`]), before anything is read.
 pub fn read_dataset(path: &Path) -> Result<Dataset, DataError> {
-    let (info, records) = read_records(path)?;
-    Dataset::from_records(records).ok_or_else(|| {
-        DataError::file(
-            path,
-            format!(
-                "the dataset holds {} (tabular data), not images; image augmentations cannot \
-                 apply to it, and augment, pretrain and probe read image datasets only",
-                info.layout.describe()
-            ),
-        )
-    })
+    let reader = DatasetReader::open(path)?;
+    super::memory::check_fits(&reader)?;
+    load_dataset(reader)
+}
+
+/// The whole dataset `reader` opened, in memory (no check against the budget: the caller
+/// made it). Only the columns a [`Dataset`] keeps are read.
+pub fn load_dataset(reader: DatasetReader) -> Result<Dataset, DataError> {
+    let path = reader.path.clone();
+    let (info, records) = read_all(reader.samples_only()?)?;
+    Dataset::from_records(records).ok_or_else(|| not_images(&path, info.layout))
+}
+
+/// The error for a dataset of feature vectors where images or token sequences are needed.
+pub fn not_images(path: &Path, layout: Layout) -> DataError {
+    DataError::file(
+        path,
+        format!(
+            "the dataset holds {} (tabular data), not images; image augmentations cannot \
+             apply to it, and augment, pretrain and probe read image datasets only",
+            layout.describe()
+        ),
+    )
 }
 
 /// Write per-row embeddings `(n, d)` with ids, splits and labels.

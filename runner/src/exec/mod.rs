@@ -126,6 +126,20 @@ fn keyed_config(stage: &Stage) -> Result<serde_json::Value, AppError> {
     if let Some(obj) = config.as_object_mut() {
         obj.remove("expect");
     }
+    // Pretraining streams a dataset over the memory budget (a block shuffle, not a full
+    // one), so a budget other than the default is part of its key: the default keeps the
+    // keys pipelines always had, and a run with another budget never reuses an entry
+    // trained the other way.
+    if let crate::pipeline::StageConfig::Pretrain(_) = &stage.config {
+        let budget = crate::data::memory::budget()
+            .map_err(|m| AppError::Input(format!("stage `{}`: {m}", stage.name)))?;
+        if let (true, Some(obj)) = (
+            budget != crate::data::memory::DEFAULT_BUDGET,
+            config.as_object_mut(),
+        ) {
+            obj.insert("memory_budget".into(), serde_json::Value::from(budget));
+        }
+    }
     if let crate::pipeline::StageConfig::Ingest(ic) = &stage.config {
         check_sources(stage)?;
         let mut digests = serde_json::Map::new();

@@ -55,7 +55,10 @@ pub fn check_view_shapes(
 
 pub fn run(cfg: &AugmentConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     let input = ctx.input("input")?;
-    let ds: Dataset = table::read_dataset(&input.dir.join(DATASET_FILE))?;
+    // Only the preview's rows are read: the views run later, in pretraining, so a dataset of
+    // any size passes through here in bounded memory.
+    let ds: Dataset =
+        crate::data::memory::first_rows(&input.dir.join(DATASET_FILE), Split::Train, cfg.preview)?;
     let views = Views::build(&steps(cfg), ctx.registry, ds.shape, ds.vocab)?;
     let recipe = ViewsRecipe {
         dataset_key: input.key.clone(),
@@ -83,11 +86,7 @@ pub fn run(cfg: &AugmentConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     crate::artifacts::tokenizer::copy(&input.dir, ctx.out_dir)?;
 
     // Preview: the first train samples through every view (epoch 0 randomness).
-    let rows: Vec<usize> = ds
-        .rows(Split::Train)
-        .into_iter()
-        .take(cfg.preview)
-        .collect();
+    let rows: Vec<usize> = (0..ds.len()).collect();
     let (c, h, w) = views.output_shape;
     let mut preview = Dataset {
         shape: (c, h, w),

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::prepare;
 use super::step::{update, Batch};
+use crate::data::memory;
 use crate::pipeline::PretrainConfig;
 use crate::stages::{mix_seed, permutation, StageCtx, StageError};
 
@@ -43,6 +44,15 @@ pub fn bench(
 ) -> Result<BenchTimes, StageError> {
     let e = ctx.engine;
     let mut pr = prepare(cfg, ctx)?;
+    if pr.streamed.is_some() {
+        return Err(StageError::Input(format!(
+            "the dataset is over the memory budget ({}), and bench reads its batches from a \
+             dataset in memory: raise {} where the machine has the memory, or bench on a \
+             smaller dataset (`limit` in the ingest stage)",
+            memory::human(memory::budget().unwrap_or(memory::DEFAULT_BUDGET)),
+            memory::BUDGET_ENV
+        )));
+    }
     let mut times = BenchTimes {
         encoder: cfg.model.arch.name().to_string(),
         objective: cfg.objective.plugin.clone(),

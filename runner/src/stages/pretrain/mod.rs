@@ -26,6 +26,7 @@ use crate::artifacts::dataset::DATASET_FILE;
 use crate::artifacts::encoder::{save_encoder, EncoderMeta};
 use crate::artifacts::history::{EpochRecord, HISTORY_FILE};
 use crate::artifacts::views::{Views, ViewsRecipe, VIEWS_FILE};
+use crate::data::memory::{self, Streamed};
 use crate::data::{table, Dataset, Split};
 use crate::engine::nn::{EncoderSpec, InputShape, ParamStore};
 use crate::engine::optim::{self, GradList, Optimizer, Schedule};
@@ -79,7 +80,13 @@ pub fn validate(
 /// the dataset, the objective, the model with its heads, the optimiser state and the schedule.
 struct Prepared {
     views: Views,
+    /// The whole dataset in memory; or, when it is streamed, the rows kept resident (the
+    /// monitor's samples and the first test rows MLM validation reads).
     ds: Dataset,
+    /// `Some` when the dataset is over the memory budget: epochs stream its row groups.
+    streamed: Option<Streamed>,
+    /// The rows of `ds` the per-epoch health monitor embeds.
+    monitor: Vec<usize>,
     obj: ObjectiveInstance,
     needs: ObjectiveNeeds,
     spec: EncoderSpec,
@@ -99,7 +106,8 @@ fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError>
     let e = ctx.engine;
     let views_dir = &ctx.input("input")?.dir;
     let recipe: ViewsRecipe = read_json(&views_dir.join(VIEWS_FILE))?;
-    let ds = table::read_dataset(&ctx.entry_by_key(&recipe.dataset_key)?.join(DATASET_FILE))?;
+    let path = ctx.entry_by_key(&recipe.dataset_key)?.join(DATASET_FILE);
+    let (ds, streamed, train, monitor) = load(&path, ctx.seed)?;
     let steps: Vec<Vec<(String, serde_json::Value)>> = recipe
         .views
         .iter()
@@ -136,7 +144,6 @@ fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError>
         &needs,
         mix_seed(ctx.seed, super::Stream::ModelInit, 0, 0, 0),
     )?;
-    let train = ds.rows(Split::Train);
     if train.len() < 2 {
         return Err(StageError::Input(
             "the train split has fewer than 2 samples".into(),
@@ -165,6 +172,8 @@ fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError>
     Ok(Prepared {
         views,
         ds,
+        streamed,
+        monitor,
         obj,
         needs,
         spec,
@@ -179,6 +188,66 @@ fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError>
     })
 }
 
+/// The dataset at `path`, its train rows and the monitor's rows: in memory when it fits the
+/// budget (see [`memory`]), else a [`Streamed`] reader and the few rows kept resident. The
+/// monitor's samples are the same rows either way.
+#[allow(clippy::type_complexity)]
+fn load(
+    path: &Path,
+    seed: u64,
+) -> Result<(Dataset, Option<Streamed>, Vec<usize>, Vec<usize>), StageError> {
+    let monitor_of = |train: &[usize]| -> Vec<usize> {
+        permutation(
+            train.len(),
+            mix_seed(seed, super::Stream::MonitorSamples, 0, 0, 0),
+        )
+        .into_iter()
+        .take(1024)
+        .map(|i| train[i])
+        .collect()
+    };
+    let reader = table::DatasetReader::open(path)?;
+    let fit = memory::fit(&reader)?;
+    if !matches!(fit, memory::Fit::OverBudget { .. }) {
+        memory::check_fits(&reader)?;
+        let ds = table::load_dataset(reader)?;
+        let train = ds.rows(Split::Train);
+        let monitor = monitor_of(&train);
+        return Ok((ds, None, train, monitor));
+    }
+    drop(reader);
+    let budget = memory::budget().map_err(StageError::Input)?;
+    let streamed = Streamed::open(path, budget)?;
+    let splits = streamed.splits();
+    let train: Vec<usize> = (0..splits.len())
+        .filter(|&i| splits[i] == Split::Train)
+        .collect();
+    let monitor = monitor_of(&train);
+    // Resident: the monitor's rows and the first test rows (MLM validation reads 512).
+    let mut resident: Vec<usize> = (0..splits.len())
+        .filter(|&i| splits[i] == Split::Test)
+        .take(512)
+        .chain(monitor.iter().copied())
+        .collect();
+    resident.sort_unstable();
+    resident.dedup();
+    let ds = streamed.rows(&resident)?;
+    let monitor = monitor
+        .iter()
+        .map(|r| resident.binary_search(r).unwrap_or(0))
+        .collect();
+    if let memory::Fit::OverBudget { need, budget } = fit {
+        tracing::info!(
+            dataset = %path.display(),
+            in_memory = %memory::human(need),
+            budget = %memory::human(budget),
+            window_row_groups = streamed.window(),
+            "the dataset is over the memory budget: streaming its row groups in a block shuffle"
+        );
+    }
+    Ok((ds, Some(streamed), train, monitor))
+}
+
 pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     let e = ctx.engine;
     let mut p = prepare(cfg, ctx)?;
@@ -189,14 +258,7 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
             first_epoch = done;
         }
     }
-    let monitor: Vec<usize> = permutation(
-        p.train.len(),
-        mix_seed(ctx.seed, super::Stream::MonitorSamples, 0, 0, 0),
-    )
-    .into_iter()
-    .take(1024)
-    .map(|i| p.train[i])
-    .collect();
+    let monitor = std::mem::take(&mut p.monitor);
     let started = Instant::now();
     let d = p.spec.embed_dim();
     tracing::info!(
@@ -418,10 +480,15 @@ impl Prepared {
         ctx: &StageCtx,
         epoch: u64,
     ) -> Result<EpochSums, StageError> {
-        let order = permutation(
-            self.train.len(),
-            mix_seed(ctx.seed, super::Stream::EpochOrder, epoch, 0, 0),
-        );
+        // In memory: a permutation of the train rows. Streamed: row groups in a seeded order,
+        // the rows of each window shuffled (the order is made as the producer reads).
+        let order = match self.streamed {
+            None => permutation(
+                self.train.len(),
+                mix_seed(ctx.seed, super::Stream::EpochOrder, epoch, 0, 0),
+            ),
+            Some(_) => Vec::new(),
+        };
         let n_batches = self.batches_per_epoch;
         ctx.progress.start(
             &format!("epoch {}/{}", epoch + 1, cfg.epochs),
@@ -432,7 +499,25 @@ impl Prepared {
             let (views, ds, needs, order, train) =
                 (&self.views, &self.ds, &self.needs, &order, &self.train);
             let (seed, bs) = (ctx.seed, self.bs);
+            let streamed = self.streamed.as_ref();
             move || {
+                if let Some(src) = streamed {
+                    let mut rows = src.epoch(Split::Train, seed, epoch);
+                    for _ in 0..n_batches {
+                        let batch =
+                            rows.next_batch(bs)
+                                .map_err(StageError::from)
+                                .and_then(|part| {
+                                    let all: Vec<usize> = (0..part.len()).collect();
+                                    Batch::load(views, &part, needs, &all, seed, epoch)
+                                });
+                        let failed = batch.is_err();
+                        if ahead.send(batch).is_err() || failed {
+                            break;
+                        }
+                    }
+                    return;
+                }
                 for b in 0..n_batches {
                     let rows: Vec<usize> = order[b * bs..((b + 1) * bs).min(order.len())]
                         .iter()

@@ -95,6 +95,25 @@ pub fn parquet_ingest(data: &[u8], scratch: &Path) {
         }
     }
     let _ = pretext::data::table::read_records(&path);
+    stream(&path);
+}
+
+/// The streaming readers of a dataset over the memory budget (pretrain's block shuffle,
+/// augment's preview rows) on the file at `path`: errors are fine, panics and unbounded
+/// loops are not.
+pub fn stream(path: &Path) {
+    use pretext::data::{memory, Split};
+    let _ = memory::first_rows(path, Split::Train, 8);
+    if let Ok(s) = memory::Streamed::open(path, 1 << 20) {
+        let mut epoch = s.epoch(Split::Train, 1, 0);
+        for _ in 0..1000 {
+            match epoch.next_batch(64) {
+                Ok(batch) if !batch.is_empty() => {}
+                _ => break,
+            }
+        }
+        let _ = s.rows(&[0, 1, 4096]);
+    }
 }
 
 /// Plugin parameter conversion: the bytes as JSON; an object goes through

@@ -12,6 +12,7 @@ use std::path::Path;
 use pretext::data::image::ImageOptions;
 use pretext::data::parquet_source::{FeatureColumns, ParquetSource, ParquetSpec};
 use pretext::data::source::Source;
+use pretext::data::{memory, Split};
 
 use crate::support::{entries, mnist, pretext, store, tempdir, toml_path, workspace};
 
@@ -336,6 +337,19 @@ fn minifuzz_parquet_ingest_never_panics() {
                 }
             }
             let _ = pretext::data::table::read_records(&path);
+            // The streaming readers of a dataset over the memory budget (pretrain's block
+            // shuffle of row groups, augment's preview rows).
+            let _ = memory::first_rows(&path, Split::Train, 8);
+            if let Ok(s) = memory::Streamed::open(&path, 1 << 20) {
+                let mut epoch = s.epoch(Split::Train, n as u64, 0);
+                for _ in 0..1000 {
+                    match epoch.next_batch(64) {
+                        Ok(batch) if !batch.is_empty() => {}
+                        _ => break,
+                    }
+                }
+                let _ = s.rows(&[0, 1, 4096]);
+            }
         },
     );
 }

@@ -21,21 +21,24 @@ pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 /// The metadata column every folder record carries: its folder relative to the root.
 pub const FOLDER_COLUMN: &str = "folder";
 
-/// One image file found by the walk.
+/// One image file found by the walk, kept small (a folder of a million images holds a
+/// million of these while it is read): the path relative to the root, and indices into the
+/// source's folder and class names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ImageFile {
-    path: PathBuf,
-    /// Relative to the root, with `/` separators.
-    rel: String,
-    /// The folder of `rel` (`.` for the root itself).
-    folder: String,
+    /// Relative to the root.
+    rel: Box<Path>,
+    /// Index of its folder (relative to the root, `.` for the root itself) in `folders`.
+    folder: u32,
     /// Label index, when labelling by folder and the file is inside a class folder.
     class: Option<u32>,
 }
 
 /// An image folder as a [`Source`].
 pub struct FolderSource {
+    root: PathBuf,
     files: Vec<ImageFile>,
+    folders: Vec<String>,
     next: usize,
     columns: SourceColumns,
     opts: ImageOptions,
@@ -44,6 +47,28 @@ pub struct FolderSource {
 
 fn is_hidden(name: &std::ffi::OsStr) -> bool {
     name.to_string_lossy().starts_with('.')
+}
+
+/// `rel`'s components, lossily as text.
+fn parts(rel: &Path) -> Vec<String> {
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The index of `name` in `names`, added when new.
+fn intern(
+    names: &mut Vec<String>,
+    index: &mut std::collections::HashMap<String, u32>,
+    name: String,
+) -> u32 {
+    if let Some(&i) = index.get(&name) {
+        return i;
+    }
+    let i = names.len() as u32;
+    index.insert(name.clone(), i);
+    names.push(name);
+    i
 }
 
 impl FolderSource {
@@ -62,6 +87,9 @@ impl FolderSource {
         }
         let mut found = Vec::new();
         let mut ignored = Vec::new();
+        let (mut folders, mut folder_index) = (Vec::new(), Default::default());
+        // First-level folder names (candidate classes); `u32::MAX` for files at the root.
+        let (mut tops, mut top_index) = (Vec::new(), Default::default());
         let walk = walkdir::WalkDir::new(root)
             .follow_links(true)
             .sort_by_file_name()
@@ -76,18 +104,14 @@ impl FolderSource {
                 continue;
             }
             let rel_path = entry.path().strip_prefix(root).unwrap_or(entry.path());
-            let rel: Vec<String> = rel_path
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .collect();
-            let rel_str = rel.join("/");
+            let rel = parts(rel_path);
             let is_image = entry
                 .path()
                 .extension()
                 .map(|e| e.to_string_lossy().to_ascii_lowercase())
                 .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()));
             if !is_image {
-                ignored.push(rel_str);
+                ignored.push(rel.join("/"));
                 continue;
             }
             let folder = if rel.len() > 1 {
@@ -95,38 +119,51 @@ impl FolderSource {
             } else {
                 ".".to_string()
             };
-            found.push((entry.path().to_path_buf(), rel_str, folder, rel));
+            let folder = intern(&mut folders, &mut folder_index, folder);
+            let top = if rel.len() > 1 {
+                intern(&mut tops, &mut top_index, rel[0].clone())
+            } else {
+                u32::MAX
+            };
+            found.push((
+                ImageFile {
+                    rel: rel_path.into(),
+                    folder,
+                    class: None,
+                },
+                top,
+            ));
         }
         let classes: Option<Vec<String>> = labels.then(|| {
-            found
-                .iter()
-                .filter(|(.., rel)| rel.len() > 1)
-                .map(|(.., rel)| rel[0].clone())
+            tops.iter()
+                .cloned()
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect()
         });
+        // Class of each first-level folder, by its index in `tops`.
+        let class_of: Vec<Option<u32>> = tops
+            .iter()
+            .map(|t| {
+                classes
+                    .as_ref()
+                    .and_then(|c| c.binary_search(t).ok().map(|i| i as u32))
+            })
+            .collect();
         let files = found
             .into_iter()
-            .map(|(path, rel, folder, parts)| {
-                let class = classes.as_ref().and_then(|c| {
-                    (parts.len() > 1)
-                        .then(|| c.binary_search(&parts[0]).ok().map(|i| i as u32))
-                        .flatten()
-                });
-                ImageFile {
-                    path,
-                    rel,
-                    folder,
-                    class,
-                }
+            .map(|(mut f, top)| {
+                f.class = class_of.get(top as usize).copied().flatten();
+                f
             })
             .collect();
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, 8);
         Ok(FolderSource {
+            root: root.to_path_buf(),
             files,
+            folders,
             next: 0,
             columns: SourceColumns {
                 labelled: labels,
@@ -142,7 +179,8 @@ impl FolderSource {
     }
 
     fn read_one(&self, f: &ImageFile) -> Item {
-        let at = f.path.display().to_string();
+        let path = self.root.join(&f.rel);
+        let at = path.display().to_string();
         if self.columns.labelled && f.class.is_none() {
             return Err(BadRecord::new(
                 at,
@@ -150,16 +188,16 @@ impl FolderSource {
                  the name of its first-level sub-folder)",
             ));
         }
-        let bytes = super::read_regular(&f.path)
+        let bytes = super::read_regular(&path)
             .map_err(|e| BadRecord::new(&at, format!("cannot read: {e}")))?;
         let img = image::decode(&bytes).map_err(|m| BadRecord::new(&at, m))?;
         let size = (img.height(), img.width());
         Ok(SourceRecord {
             label: f.class,
             sample: image::finish(img, &self.opts),
-            path: Some(f.rel.clone()),
+            path: Some(parts(&f.rel).join("/")),
             source_size: Some(size),
-            meta: vec![f.folder.clone()],
+            meta: vec![self.folders[f.folder as usize].clone()],
         })
     }
 }

@@ -97,18 +97,25 @@ pub fn available() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Bytes of one sample in the in-memory form.
+/// Bytes of one sample in the in-memory form (saturating: a corrupt file may declare any
+/// shape).
 pub fn sample_bytes(layout: Layout) -> u64 {
-    let k = layout.sample_len() as u64;
-    match layout {
-        Layout::Image { .. } => k,
-        Layout::Features { .. } | Layout::Tokens { .. } => 4 * k,
-    }
+    let (per, k) = match layout {
+        Layout::Image {
+            channels,
+            height,
+            width,
+        } => (1, [channels, height, width]),
+        Layout::Features { dim } => (4, [dim, 1, 1]),
+        Layout::Tokens { len, .. } => (4, [len, 1, 1]),
+    };
+    k.iter()
+        .fold(per, |acc: u64, &d| acc.saturating_mul(d as u64))
 }
 
 /// Bytes `rows` rows of `layout` take in memory.
 pub fn in_memory_bytes(layout: Layout, rows: usize) -> u64 {
-    rows as u64 * (sample_bytes(layout) + ROW_OVERHEAD)
+    (rows as u64).saturating_mul(sample_bytes(layout).saturating_add(ROW_OVERHEAD))
 }
 
 /// Whether a dataset may be loaded whole.
@@ -231,9 +238,9 @@ impl Streamed {
             return Err(super::table::not_images(path, reader.info().layout));
         }
         let splits = reader.splits()?;
-        let mut starts = vec![0];
+        let mut starts: Vec<usize> = vec![0];
         for g in 0..reader.groups() {
-            starts.push(starts[g] + reader.group_rows(g));
+            starts.push(starts[g].saturating_add(reader.group_rows(g)));
         }
         if starts.last() != Some(&splits.len()) {
             return Err(DataError::file(
@@ -245,7 +252,9 @@ impl Streamed {
             .map(|g| reader.group_rows(g))
             .max()
             .unwrap_or(0);
-        let group_bytes = (largest as u64 * sample_bytes(reader.info().layout)).max(1);
+        let group_bytes = (largest as u64)
+            .saturating_mul(sample_bytes(reader.info().layout))
+            .max(1);
         let window_bytes = WINDOW_BYTES.min(budget / 4);
         let window = ((window_bytes / group_bytes) as usize).clamp(1, WINDOW_GROUPS);
         Ok(Streamed {
@@ -269,6 +278,13 @@ impl Streamed {
     /// The rows `rows` (file-order indices, ascending), reading each row group they touch once.
     pub fn rows(&self, rows: &[usize]) -> Result<Dataset, DataError> {
         let mut out = self.empty();
+        let total = self.splits.len();
+        if let Some(&r) = rows.iter().find(|&&r| r >= total) {
+            return Err(DataError::file(
+                self.reader.path(),
+                format!("internal: row {r} asked for, the dataset has {total}"),
+            ));
+        }
         let mut i = 0;
         while i < rows.len() {
             let g = self.starts.partition_point(|&s| s <= rows[i]) - 1;
@@ -281,6 +297,10 @@ impl Streamed {
             append_rows(&mut out, &self.group(g)?, &local);
         }
         Ok(out)
+    }
+
+    fn group_rows(&self, g: usize) -> usize {
+        self.starts[g + 1] - self.starts[g]
     }
 
     /// An empty dataset with this one's shape.
@@ -299,6 +319,17 @@ impl Streamed {
 
     fn group(&self, g: usize) -> Result<Dataset, DataError> {
         let records = self.reader.read_group(g)?;
+        if records.len() != self.group_rows(g) {
+            return Err(DataError::file(
+                self.reader.path(),
+                format!(
+                    "row group {g} holds {} rows, but the file's footer says {}; the file is \
+                     corrupt",
+                    records.len(),
+                    self.group_rows(g)
+                ),
+            ));
+        }
         Dataset::from_records(records)
             .ok_or_else(|| super::table::not_images(self.reader.path(), self.reader.info().layout))
     }

@@ -551,7 +551,8 @@ impl DatasetReader {
             .with_fields(vec![fields[self.pos_split_in_file()].clone()])
             .build()
             .map_err(|e| perr(path, e))?;
-        let mut out = Vec::with_capacity(self.len());
+        // The row count is the footer's claim: a corrupt file must not reserve on its word.
+        let mut out = Vec::with_capacity(self.len().min(1 << 20));
         for g in 0..self.groups() {
             let group = self.reader.get_row_group(g).map_err(|e| perr(path, e))?;
             for row in group

@@ -920,6 +920,65 @@ mod tests {
     }
 
     #[test]
+    fn samples_only_reads_the_same_dataset_as_every_column() {
+        // An image dataset with every provenance column, in three row groups.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("i.parquet");
+        let info = DatasetInfo {
+            layout: Layout::Image {
+                channels: 1,
+                height: 2,
+                width: 3,
+            },
+            labelled: true,
+            classes: Some(vec!["a".into(), "b".into()]),
+            paths: true,
+            source_sizes: true,
+            meta: vec!["folder".into()],
+        };
+        let n = 10;
+        let records = Records {
+            ids: (100..100 + n as u64).collect(),
+            splits: (0..n)
+                .map(|i| {
+                    if i % 4 == 1 {
+                        Split::Test
+                    } else {
+                        Split::Train
+                    }
+                })
+                .collect(),
+            labels: Some((0..n as u32).map(|i| i % 2).collect()),
+            samples: Samples::U8 {
+                shape: (1, 2, 3),
+                data: (0..n * 6).map(|i| (i * 7 % 256) as u8).collect(),
+            },
+            paths: Some((0..n).map(|i| format!("a/{i}.png")).collect()),
+            source_sizes: Some((0..n as u32).map(|i| (i, 2 * i)).collect()),
+            meta: vec![(0..n).map(|i| format!("f{i}")).collect()],
+        };
+        let mut w = DatasetWriter::create(&p, &info).unwrap();
+        for rows in [&[0, 1, 2, 3][..], &[4, 5, 6], &[7, 8, 9]] {
+            w.write(&records.select(rows)).unwrap();
+        }
+        w.finish().unwrap();
+        let (_, all) = read_records(&p).unwrap();
+        assert_eq!(all, records);
+        let whole = Dataset::from_records(all).unwrap();
+        assert_eq!(read_dataset(&p).unwrap(), whole);
+        // Row groups at will, with only the sample columns.
+        let r = DatasetReader::open(&p).unwrap().samples_only().unwrap();
+        assert_eq!((r.groups(), r.group_rows(1)), (3, 3));
+        let g = r.read_group(1).unwrap();
+        assert_eq!(
+            (g.ids.clone(), g.paths.clone()),
+            (vec![104, 105, 106], None)
+        );
+        assert_eq!(g.samples, records.select(&[4, 5, 6]).samples);
+        assert_eq!(r.splits().unwrap(), records.splits);
+    }
+
+    #[test]
     fn feature_datasets_are_not_image_datasets() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f.parquet");

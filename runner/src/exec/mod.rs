@@ -30,7 +30,8 @@ use crate::store::{
 /// count changes that keep the crate version, so entries are never reused for different
 /// results: `engine-N`, what the engine computes (kernels, summation order), and `outputs-N`,
 /// what stages write for the same inputs. outputs-2: the report's charts are SVG (plotters),
-/// text tokenizers are Hugging Face `tokenizer.json` files (other token ids).
+/// text tokenizers are Hugging Face `tokenizer.json` files (other token ids), datasets over the
+/// memory budget pretrain streamed with a block shuffle.
 pub const RUNNER_VERSION: &str =
     concat!("pretext ", env!("CARGO_PKG_VERSION"), "+engine-3.outputs-2");
 pub const LOCKFILE_NAME: &str = "pretext.lock";

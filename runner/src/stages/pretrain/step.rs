@@ -131,7 +131,8 @@ impl Batch {
             seed,
             ids: &self.ids,
         };
-        train_step(e, model, st, obj, self.augmented, self.originals, n, sc)
+        let t = Trainee { e, model, st, obj };
+        train_step(t, self.augmented, self.originals, n, sc)
     }
 }
 
@@ -145,25 +146,31 @@ pub(super) struct StepCtx<'a> {
     pub(super) ids: &'a [u64],
 }
 
+/// What a training step trains: the model on the engine, its state and the objective.
+pub(super) struct Trainee<'t> {
+    pub(super) e: &'t Engine,
+    pub(super) model: &'t Model,
+    pub(super) st: &'t mut TrainState,
+    pub(super) obj: &'t mut ObjectiveInstance,
+}
+
 /// One forward/backward pass over a batch of `n` samples in every view; returns the loss,
 /// the gradients of the student's parameters, and the objective's reports.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn train_step(
-    e: &Engine,
-    model: &Model,
-    st: &mut TrainState,
-    obj: &mut ObjectiveInstance,
+    t: Trainee,
     augmented: Vec<Vec<f32>>,
     originals: Option<Vec<f32>>,
     n: usize,
     sc: StepCtx,
 ) -> Result<StepResult, StageError> {
+    let model = t.model;
     if let (Some((ratio, dec)), Encoder::Vit(vit)) = (&model.mae, &model.encoder) {
-        return mae_step(e, model, vit, *ratio, dec, st, obj, &augmented[0], n, sc);
+        return mae_step(t, vit, *ratio, dec, &augmented[0], n, sc);
     }
     if let (Some(head), Encoder::Text(text)) = (&model.mlm, &model.encoder) {
-        return mlm_step(e, text, head, st, obj, &augmented[0], n, sc);
+        return mlm_step(t, text, head, &augmented[0], n, sc);
     }
+    let Trainee { e, st, obj, .. } = t;
     let v = augmented.len();
     let d = model.input.len();
     // One upload of every view; the per-view inputs an objective may read are slices of it
@@ -229,19 +236,16 @@ pub(super) fn train_step(
 
 /// One masked-patch-modelling step: each sample hides a random `ratio` of its patches
 /// (seeded per sample and epoch), the ViT encodes the visible ones, the decoder predicts all.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn mae_step(
-    e: &Engine,
-    model: &Model,
+    t: Trainee,
     vit: &Vit,
     ratio: f64,
     dec: &MaeDecoder,
-    st: &mut TrainState,
-    obj: &mut ObjectiveInstance,
     view: &[f32],
     n: usize,
     sc: StepCtx,
 ) -> Result<StepResult, StageError> {
+    let Trainee { e, model, st, obj } = t;
     let t = vit.num_tokens();
     let keep = ((t as f64 * (1.0 - ratio)).round() as usize).clamp(1, t - 1);
     let visible: Vec<Vec<usize>> = sc
@@ -323,17 +327,15 @@ pub(super) fn unmark(view: &[f32], len: usize) -> (Vec<f32>, Vec<usize>, Vec<f32
 
 /// One masked-token-modelling step: the text transformer reads the augmented sequences
 /// (view 0), the MLM head predicts the original token at every flagged position.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn mlm_step(
-    e: &Engine,
+    t: Trainee,
     text: &TextTransformer,
     head: &MlmHead,
-    st: &mut TrainState,
-    obj: &mut ObjectiveInstance,
     view: &[f32],
     n: usize,
     sc: StepCtx,
 ) -> Result<StepResult, StageError> {
+    let Trainee { e, st, obj, .. } = t;
     let len = text.spec().seq_len;
     let (ids, flagged, targets) = unmark(view, len);
     if flagged.is_empty() {

@@ -215,9 +215,7 @@ fn text_mistakes_are_clear_errors() {
     let mut bytes = b"A first line of plain words.\nCaf\xe9 au lait is written here\n".to_vec();
     bytes.extend(b"and many more words follow to make a few passages of text. ".repeat(20));
     std::fs::write(texts.join("one.txt"), &bytes).unwrap();
-    let base = format!(
-        "[pipeline]\nname = \"t\"\n\n[stages.text]\nkind = \"ingest\"\nsource = {{ format = \"text\", path = \"texts\", passage_words = 8 }}\ntokenizer = {{ vocab_size = 300, seq_len = 16 }}\n"
-    );
+    let base = "[pipeline]\nname = \"t\"\n\n[stages.text]\nkind = \"ingest\"\nsource = { format = \"text\", path = \"texts\", passage_words = 8 }\ntokenizer = { vocab_size = 300, seq_len = 16 }\n".to_string();
     let p = write("utf8.toml", &base);
     pretext(dir.path(), &["run", &p])
         .expect_code(2)

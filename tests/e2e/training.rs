@@ -111,7 +111,7 @@ fn killed_pretraining_resumes_to_identical_weights() {
     child.kill().unwrap();
     child.wait().unwrap();
     let done = checkpoint_epochs(&st).expect("the checkpoint survives the kill");
-    assert!(done >= 2 && done < 8, "killed after {done} epochs");
+    assert!((2..8).contains(&done), "killed after {done} epochs");
 
     let rerun = pretext(dir.path(), &["run", &p]);
     rerun

@@ -72,8 +72,8 @@ pub fn read_for_encoder(
     }
     let (info, records) = crate::data::table::read_records(&path)?;
     let same = || -> Result<crate::data::Dataset, StageError> {
-        Ok(crate::data::Dataset::from_records(records.clone())
-            .ok_or_else(|| StageError::Failed("internal: a token dataset".into()))?)
+        crate::data::Dataset::from_records(records.clone())
+            .ok_or_else(|| StageError::Failed("internal: a token dataset".into()))
     };
     let (Some(ours), Some(theirs)) = (tokenizer::load(encoder_data)?, tokenizer::load(dir)?) else {
         return same();

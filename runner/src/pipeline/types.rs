@@ -1121,8 +1121,8 @@ impl Expectation {
     /// Whether `value` satisfies the bounds (NaN never does).
     pub fn holds(&self, value: f64) -> bool {
         !value.is_nan()
-            && self.min.map_or(true, |m| value >= m)
-            && self.max.map_or(true, |m| value <= m)
+            && self.min.is_none_or(|m| value >= m)
+            && self.max.is_none_or(|m| value <= m)
     }
 }
 

@@ -44,7 +44,7 @@ fn probe_fractions(
                 runs.entry(k).or_default().push(v);
             }
         }
-        insert_mean_std(m, &format!("{prefix}"), &tag, runs);
+        insert_mean_std(m, prefix, &tag, runs);
     }
     Ok(())
 }

@@ -160,7 +160,7 @@ impl Model {
                    layers: usize,
                    out: usize| {
             let mut widths = vec![inp];
-            widths.extend(std::iter::repeat(hidden).take(layers.saturating_sub(1)));
+            widths.extend(std::iter::repeat_n(hidden, layers.saturating_sub(1)));
             widths.push(out);
             Mlp::new(e, ps, init, name, &widths, true)
         };

@@ -2,11 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::input::InputShape;
+use super::input::{Build, InputShape};
 use crate::conv::ConvSpec;
 use crate::nn::layers::{BatchNorm, Conv, Linear};
-use crate::nn::params::{Init, ParamStore};
-use crate::{shape_err, Engine, Graph, Result, Tensor};
+use crate::nn::params::ParamStore;
+use crate::{Graph, Result, Tensor};
 
 /// Three conv blocks (stride 1, 2, 2; widths w, 2w, 4w), global average pooling (or the
 /// flattened last feature map), a linear head.
@@ -20,26 +20,15 @@ pub struct ConvNet {
 
 impl ConvNet {
     /// Parameters `encoder.conv{0,1,2}` (+ `.bn`) and `encoder.head`, in that order.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        e: &Engine,
-        ps: &mut ParamStore,
-        init: &mut Init,
-        input: InputShape,
+        b: Build,
         width: usize,
         embed_dim: usize,
         batch_norm: bool,
         flatten: bool,
     ) -> Result<ConvNet> {
-        if input.height < 4 || input.width < 4 {
-            return Err(shape_err(
-                "convnet",
-                format!(
-                    "input {}x{} is too small (min 4x4)",
-                    input.height, input.width
-                ),
-            ));
-        }
+        let Build { e, ps, init, input } = b;
+        input.at_least("convnet", 4)?;
         let chans = [input.channels, width, width * 2, width * 4];
         let blocks = (0..3)
             .map(|i| {

@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::conv::Geometry;
-use crate::{shape_err, Graph, Result, Tensor};
+use crate::nn::params::{Init, ParamStore};
+use crate::{shape_err, Engine, Graph, Result, Tensor};
 
 /// The input layout of an encoder: flat vectors, or images `(channels, height, width)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +22,20 @@ impl InputShape {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// An error naming `arch` unless the images are at least `min`×`min`.
+    pub(crate) fn at_least(&self, arch: &'static str, min: usize) -> Result<()> {
+        if self.height < min || self.width < min {
+            return Err(shape_err(
+                arch,
+                format!(
+                    "input {}x{} is too small (min {min}x{min})",
+                    self.height, self.width
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The layout of a batch of `batch` such images, channel-last.
     pub(crate) fn geometry(&self, batch: usize) -> Geometry {
         Geometry {
@@ -30,6 +45,15 @@ impl InputShape {
             channels: self.channels,
         }
     }
+}
+
+/// What every encoder builder needs: the engine, the store its parameters go into, the
+/// initialiser they are drawn from, and the input layout.
+pub(crate) struct Build<'b> {
+    pub(crate) e: &'b Engine,
+    pub(crate) ps: &'b mut ParamStore,
+    pub(crate) init: &'b mut Init,
+    pub(crate) input: InputShape,
 }
 
 impl Graph {

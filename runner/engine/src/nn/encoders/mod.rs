@@ -15,6 +15,7 @@ mod text;
 mod vit;
 
 pub use convnet::ConvNet;
+use input::Build;
 pub use input::InputShape;
 pub use mlp::Mlp;
 pub use resnet::{ResBlock, ResNet};
@@ -118,7 +119,11 @@ impl Encoder {
                 batch_norm,
                 flatten,
             } => Encoder::ConvNet(ConvNet::new(
-                e, ps, init, input, width, embed_dim, batch_norm, flatten,
+                Build { e, ps, init, input },
+                width,
+                embed_dim,
+                batch_norm,
+                flatten,
             )?),
             EncoderSpec::ResNet {
                 width,
@@ -126,7 +131,11 @@ impl Encoder {
                 embed_dim,
                 batch_norm,
             } => Encoder::ResNet(ResNet::new(
-                e, ps, init, input, width, blocks, embed_dim, batch_norm,
+                Build { e, ps, init, input },
+                width,
+                blocks,
+                embed_dim,
+                batch_norm,
             )?),
             EncoderSpec::Vit {
                 patch,
@@ -136,7 +145,13 @@ impl Encoder {
                 cls_token,
                 embed_dim,
             } => Encoder::Vit(Vit::new(
-                e, ps, init, input, patch, dim, depth, heads, cls_token, embed_dim,
+                Build { e, ps, init, input },
+                patch,
+                dim,
+                depth,
+                heads,
+                cls_token,
+                embed_dim,
             )?),
             EncoderSpec::Text {
                 vocab,

@@ -2,11 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::input::InputShape;
+use super::input::{Build, InputShape};
 use crate::conv::Geometry;
 use crate::nn::layers::{BatchNorm, Conv, Linear};
-use crate::nn::params::{Init, ParamStore};
-use crate::{shape_err, Engine, Graph, Result, Tensor};
+use crate::nn::params::ParamStore;
+use crate::{Graph, Result, Tensor};
 
 /// A basic residual block: conv-BN-ReLU-conv-BN plus a shortcut (a strided 1x1 conv + BN
 /// when the shape changes), then ReLU.
@@ -29,26 +29,15 @@ pub struct ResNet {
 impl ResNet {
     /// Parameters `encoder.stem`, then `encoder.stage{s}.block{b}.{conv1,conv2,shortcut}`
     /// (each with `.bn`), then `encoder.head`, in that order.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        e: &Engine,
-        ps: &mut ParamStore,
-        init: &mut Init,
-        input: InputShape,
+        b: Build,
         width: usize,
         blocks: usize,
         embed_dim: usize,
         batch_norm: bool,
     ) -> Result<ResNet> {
-        if input.height < 4 || input.width < 4 {
-            return Err(shape_err(
-                "resnet",
-                format!(
-                    "input {}x{} is too small (min 4x4)",
-                    input.height, input.width
-                ),
-            ));
-        }
+        let Build { e, ps, init, input } = b;
+        input.at_least("resnet", 4)?;
         let mut layer = |name: String, cin: usize, cout: usize, kernel: usize, stride: usize| {
             let conv = Conv::new(e, ps, init, &name, cin, cout, kernel, stride);
             let bn = batch_norm.then(|| BatchNorm::new(e, ps, &format!("{name}.bn"), cout));

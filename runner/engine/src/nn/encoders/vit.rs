@@ -2,13 +2,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::input::InputShape;
+use super::input::{Build, InputShape};
 use crate::conv::ConvSpec;
 use crate::graph::Axis2;
 use crate::nn::layers::{LayerNorm, Linear};
-use crate::nn::params::{Init, ParamKind, ParamStore, Pid};
+use crate::nn::params::{ParamKind, ParamStore, Pid};
 use crate::nn::transformer::TransformerBlock;
-use crate::{shape_err, Engine, Graph, Result, Tensor};
+use crate::{shape_err, Graph, Result, Tensor};
 
 /// The vision transformer encoder (see [`EncoderSpec::Vit`](crate::nn::EncoderSpec::Vit)).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,12 +26,8 @@ pub struct Vit {
 impl Vit {
     /// Parameters `encoder.patch_embed`, `encoder.pos_embed`, `encoder.cls_token` (when
     /// `cls_token`), `encoder.block{i}`, `encoder.norm`, `encoder.head`, in that order.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        e: &Engine,
-        ps: &mut ParamStore,
-        init: &mut Init,
-        input: InputShape,
+        b: Build,
         patch: usize,
         dim: usize,
         depth: usize,
@@ -39,6 +35,7 @@ impl Vit {
         cls_token: bool,
         embed_dim: usize,
     ) -> Result<Vit> {
+        let Build { e, ps, init, input } = b;
         if patch == 0 || !input.height.is_multiple_of(patch) || !input.width.is_multiple_of(patch) {
             return Err(shape_err(
                 "vit",

@@ -398,6 +398,22 @@ impl Plugin {
         );
         Ok(obj)
     }
+
+    /// Objective `T` builds from its defaults through the exported `create` (and `needs`
+    /// through the ABI reports what `T::needs` returns), and an unknown key is refused there
+    /// with the name of the objective and the key. Panics otherwise (for tests).
+    pub fn check_objective<T: Objective>(&self) {
+        self.create_objective::<T>(&[])
+            .unwrap_or_else(|e| panic!("{}: {e}", T::NAME));
+        let err = self
+            .create_objective::<T>(&[("no_such_key", Value::Int(1))])
+            .err()
+            .unwrap_or_else(|| panic!("{}: an unknown key was accepted", T::NAME));
+        assert!(
+            err.starts_with(&format!("{}: unknown parameter `no_such_key`", T::NAME)),
+            "{err}"
+        );
+    }
 }
 
 /// # Safety
@@ -856,6 +872,12 @@ mod tests {
         );
         let obj: Proj = p.create_objective(&[("width", Value::Int(8))]).unwrap();
         assert_eq!(obj.width, 8);
+    }
+
+    #[test]
+    fn check_objective_builds_from_defaults_and_refuses_unknown_keys() {
+        let p = plugin();
+        p.check_objective::<Proj>();
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! positive rate at 95 % true positive rate, class-conditional Mahalanobis scores and
 //! k-nearest-neighbour cosine scores. Higher score = more in-distribution throughout.
 
+use super::unit_rows;
+
 /// Area under the ROC curve for separating `pos` (in-distribution) from `neg` (OOD) by
 /// score; ties count half (the Mann–Whitney statistic).
 pub fn auroc(pos: &[f64], neg: &[f64]) -> f64 {
@@ -151,15 +153,7 @@ pub fn invert_spd(a: Vec<f64>, n: usize) -> Option<Vec<f64>> {
 /// Cosine similarity to the `k`-th nearest reference row (both L2-normalised), per query:
 /// higher = closer to the reference distribution.
 pub fn knn_scores(reference: &[f32], queries: &[f32], d: usize, k: usize) -> Vec<f64> {
-    let norm = |x: &[f32]| -> Vec<f32> {
-        x.chunks(d)
-            .flat_map(|r| {
-                let n = r.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-                r.iter().map(move |v| v / n)
-            })
-            .collect()
-    };
-    let (r, q) = (norm(reference), norm(queries));
+    let (r, q) = (unit_rows(reference, d), unit_rows(queries, d));
     let nr = r.len() / d;
     let k = k.clamp(1, nr.max(1));
     q.chunks(d)

@@ -2,6 +2,7 @@
 //! (logistic regression on standardised features) and a weighted kNN probe; used by the
 //! probe, finetune and ood_eval stages.
 
+use super::unit_rows;
 use crate::data::{Dataset, Split};
 use crate::engine::nn::{Init, Linear, ParamStore};
 use crate::engine::optim::{OptimSpec, Optimizer, Schedule};
@@ -295,18 +296,10 @@ pub fn knn_probe(e: &Engine, f: &Features, cfg: &KnnConfig) -> Result<f64, Stage
     let d = f.dim;
     let ntr = f.train_y.len();
     let k = cfg.k.min(ntr).max(1);
-    let norm = |x: &[f32]| -> Vec<f32> {
-        x.chunks(d)
-            .flat_map(|r| {
-                let n = r.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-                r.iter().map(move |v| v / n)
-            })
-            .collect()
-    };
-    let train = e.tensor(norm(&f.train_x), ntr, d)?;
+    let train = e.tensor(unit_rows(&f.train_x, d), ntr, d)?;
     let mut g = e.graph(false);
     let train_t = g.transpose(&train)?;
-    let test = norm(&f.test_x);
+    let test = unit_rows(&f.test_x, d);
     let mut pred = Vec::with_capacity(f.test_y.len());
     for chunk in test.chunks(256 * d) {
         let rows = chunk.len() / d;

@@ -115,6 +115,9 @@ impl Simclr {
             epoch: 0,
             step: 0,
             total_steps: 1,
+            epochs: 1,
+            params: &[],
+            teacher_params: &[],
         };
         let mut state = HashMap::new();
         let out = self

@@ -110,6 +110,9 @@ impl Harness {
             epoch: 0,
             step: 0,
             total_steps: 1,
+            epochs: 1,
+            params: &[],
+            teacher_params: &[],
         };
         let out = self
             .obj
@@ -453,6 +456,9 @@ fn mae_matches_masked_patch_mse() {
                 epoch: 0,
                 step: 0,
                 total_steps: 1,
+                epochs: 1,
+                params: &[],
+                teacher_params: &[],
             };
             let out = obj
                 .loss(&engine, &mut g, &inputs, &mut HashMap::new())
@@ -478,4 +484,172 @@ fn mae_matches_masked_patch_mse() {
             }
         }
     }
+}
+
+/// DINO in plain f64: cosine logits against column-normalised prototypes; per global view g
+/// the teacher's softmax((logits - centre) / τ_t), per view v ≠ g the student's log-softmax
+/// (logits / τ_s); the mean cross-entropy over those pairs. Returns the loss and the centre
+/// after the step.
+fn dino_reference(
+    student: &[Vec<f64>],
+    teacher: &[Vec<f64>],
+    w_s: &[f64],
+    w_t: &[f64],
+    k: usize,
+    centre: &[f64],
+    (tau_s, tau_t, m): (f64, f64, f64),
+) -> (f64, Vec<f64>) {
+    let logits = |x: &[f64], w: &[f64]| -> Vec<Vec<f64>> {
+        let cols: Vec<Vec<f64>> = (0..k)
+            .map(|j| norm(&(0..D).map(|i| w[i * k + j]).collect::<Vec<_>>()))
+            .collect();
+        rows(x)
+            .iter()
+            .map(|r| cols.iter().map(|c| dot(&norm(r), c)).collect())
+            .collect()
+    };
+    let softmax = |r: &[f64]| -> Vec<f64> {
+        let mx = r.iter().cloned().fold(f64::MIN, f64::max);
+        let e: Vec<f64> = r.iter().map(|v| (v - mx).exp()).collect();
+        let s: f64 = e.iter().sum();
+        e.iter().map(|v| v / s).collect()
+    };
+    let t_logits: Vec<Vec<Vec<f64>>> = teacher.iter().map(|t| logits(t, w_t)).collect();
+    let mut total = 0.0;
+    let mut pairs = 0;
+    for (g, tl) in t_logits.iter().enumerate() {
+        for (v, s) in student.iter().enumerate() {
+            if v == g {
+                continue;
+            }
+            let sl = logits(s, w_s);
+            let mut ce = 0.0;
+            for (trow, srow) in tl.iter().zip(&sl) {
+                let p = softmax(
+                    &trow
+                        .iter()
+                        .zip(centre)
+                        .map(|(a, c)| (a - c) / tau_t)
+                        .collect::<Vec<_>>(),
+                );
+                let q = softmax(&srow.iter().map(|a| a / tau_s).collect::<Vec<_>>());
+                ce -= p.iter().zip(&q).map(|(a, b)| a * b.ln()).sum::<f64>();
+            }
+            total += ce / N as f64;
+            pairs += 1;
+        }
+    }
+    let rows_all: Vec<&Vec<f64>> = t_logits.iter().flatten().collect();
+    let next = (0..k)
+        .map(|j| {
+            let mean = rows_all.iter().map(|r| r[j]).sum::<f64>() / rows_all.len() as f64;
+            m * centre[j] + (1.0 - m) * mean
+        })
+        .collect();
+    (total / pairs as f64, next)
+}
+
+#[test]
+fn dino_matches_centred_sharpened_self_distillation_over_multi_crop_views() {
+    const K: usize = 5;
+    let obj = objective(
+        "pretext_noncontrastive",
+        "dino",
+        serde_json::json!({ "out_dim": K, "projector_dim": D, "teacher_temp": 0.5,
+                            "student_temp": 0.3, "centre_momentum": 0.8 }),
+    );
+    let needs = obj.needs().expect("needs");
+    assert_eq!(
+        (needs.views, needs.more_views, needs.teacher_views),
+        (2, true, Some(2))
+    );
+    assert_eq!(needs.params.len(), 1);
+    assert_eq!(
+        (
+            needs.params[0].name.as_str(),
+            needs.params[0].rows,
+            needs.params[0].cols
+        ),
+        ("prototypes", D, K)
+    );
+    let mut h = Harness::new(obj);
+    let mut rng = pretext_plugin::Rng::new(11);
+    let w_s: Vec<f64> = (0..D * K).map(|_| rng.normal()).collect();
+    let w_t: Vec<f64> = (0..D * K).map(|_| rng.normal()).collect();
+    // Two global views and one local view for the student; the teacher sees the global two.
+    let student = vec![data(21), data(22), data(23)];
+    let teacher = vec![data(24), data(25)];
+    let e = &h.engine;
+    let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    let ws = e.tensor(f32s(&w_s), D, K).unwrap();
+    let wt = e.tensor(f32s(&w_t), D, K).unwrap();
+    let s_t: Vec<Tensor> = student.iter().map(|v| h.t(v)).collect();
+    let t_t: Vec<Tensor> = teacher.iter().map(|v| h.t(v)).collect();
+    let emb: Vec<Tensor> = (0..3).map(|_| e.zeros(N, D)).collect();
+    let params = [("prototypes".to_string(), ws.clone())];
+    let teacher_params = [("prototypes".to_string(), wt.clone())];
+    let mut centre = vec![0.0; K];
+    for step in 0..2 {
+        let mut g = h.engine.graph(true);
+        let inputs = StepInputs {
+            embeddings: &emb,
+            projections: Some(&s_t),
+            predictions: None,
+            targets: Some(&t_t),
+            view_inputs: None,
+            originals: None,
+            decoded: None,
+            masked_patches: None,
+            masked_tokens: None,
+            epoch: 0,
+            step,
+            total_steps: 2,
+            epochs: 1,
+            params: &params,
+            teacher_params: &teacher_params,
+        };
+        let out = h
+            .obj
+            .loss(&h.engine, &mut g, &inputs, &mut h.state)
+            .expect("loss");
+        let (want, next) =
+            dino_reference(&student, &teacher, &w_s, &w_t, K, &centre, (0.3, 0.5, 0.8));
+        close(out.loss.scalar() as f64, want);
+        // The centre the plugin kept is the reference's EMA of the teacher logits.
+        let kept = h.state.get("centre").expect("the centre is state").to_vec();
+        for (a, b) in kept.iter().zip(&next) {
+            close(*a as f64, *b);
+        }
+        centre = next;
+        // Gradients reach the student's prototypes and views, never the teacher's.
+        let mut grads = g.backward(&out.loss).expect("backward");
+        assert!(grads.get(&ws).to_vec().iter().any(|v| *v != 0.0));
+        assert!(grads.get(&s_t[2]).to_vec().iter().any(|v| *v != 0.0));
+        assert!(grads.get(&wt).to_vec().iter().all(|v| *v == 0.0));
+        assert!(grads.get(&t_t[0]).to_vec().iter().all(|v| *v == 0.0));
+    }
+    assert!(
+        centre.iter().any(|c| *c != 0.0),
+        "the second step saw a centre"
+    );
+}
+
+#[test]
+fn dino_refuses_bad_parameters_with_their_names() {
+    let reg_err = |params: serde_json::Value| {
+        let path = profile_dir().join(dylib_name("pretext_noncontrastive"));
+        let reg = Registry::discover(&SearchPath {
+            files: vec![path],
+            ..SearchPath::default()
+        })
+        .unwrap();
+        let found = reg.objectives.get("dino").unwrap();
+        ObjectiveInstance::create(found, "dino", params.as_object().unwrap())
+            .err()
+            .expect("refused")
+            .to_string()
+    };
+    assert!(reg_err(serde_json::json!({ "teacher_temp": 0.0 })).contains("teacher_temp"));
+    assert!(reg_err(serde_json::json!({ "out_dim": 1 })).contains("out_dim"));
+    assert!(reg_err(serde_json::json!({ "centre_momentum": 1.0 })).contains("centre_momentum"));
 }

@@ -1,10 +1,14 @@
-//! Non-contrastive SSL objectives for pretext: BYOL, SimSiam, VICReg and Barlow Twins.
+//! Non-contrastive SSL objectives for pretext: BYOL, SimSiam, VICReg, Barlow Twins and DINO.
 //!
 //! Each avoids collapse without negatives: BYOL with a predictor and an EMA target,
 //! SimSiam with a predictor and stop-gradient, VICReg with variance and covariance terms,
-//! Barlow Twins by driving the cross-correlation of the two views to the identity.
+//! Barlow Twins by driving the cross-correlation of the two views to the identity, DINO by
+//! centring and sharpening an EMA teacher's prototype distributions (see [`dino`]).
 
 use pretext_plugin::{Axis, Error, Inputs, Needs, Objective, Ops, Params, Result, Tensor};
+
+pub mod dino;
+pub use dino::Dino;
 
 /// Projector settings shared by all four objectives.
 struct Projector {
@@ -308,7 +312,7 @@ impl Objective for BarlowTwins {
 
 pretext_plugin::export_plugin! {
     name: "pretext-noncontrastive",
-    objectives: [Byol, SimSiam, VicReg, BarlowTwins],
+    objectives: [Byol, SimSiam, VicReg, BarlowTwins, Dino],
     augmentations: [],
 }
 
@@ -323,12 +327,61 @@ mod tests {
         assert_eq!(plugin.name(), "pretext-noncontrastive");
         assert_eq!(
             plugin.objective_names(),
-            ["byol", "simsiam", "vicreg", "barlow_twins"]
+            ["byol", "simsiam", "vicreg", "barlow_twins", "dino"]
         );
         assert!(plugin.augmentations().is_empty());
         plugin.check_objective::<Byol>();
         plugin.check_objective::<SimSiam>();
         plugin.check_objective::<VicReg>();
         plugin.check_objective::<BarlowTwins>();
+        plugin.check_objective::<Dino>();
+    }
+
+    #[test]
+    fn dino_declares_multi_crop_and_its_prototypes_through_the_abi() {
+        let plugin = Plugin::new(pretext_plugin_entry);
+        let entry = plugin.objective("dino");
+        let inst = pretext_plugin::testing::ObjectiveInstance::create(
+            entry,
+            &[
+                ("out_dim", pretext_plugin::Value::Int(64)),
+                ("projector_dim", pretext_plugin::Value::Int(16)),
+            ],
+        )
+        .expect("create");
+        let needs = inst.needs().expect("needs");
+        assert_eq!((needs.views, needs.more_views), (2, true));
+        assert_eq!(needs.teacher_views, Some(2));
+        assert!(needs.ema_teacher.is_some() && needs.uses_state);
+        let params = inst.parameters().expect("declarations");
+        assert_eq!(params.len(), 1);
+        assert_eq!(
+            (params[0].name, params[0].rows, params[0].cols),
+            ("prototypes", 16, 64)
+        );
+        assert_eq!(params[0].init, pretext_plugin::ParamInit::Uniform(0.25));
+    }
+
+    #[test]
+    fn dino_teacher_temperature_warms_up_linearly_then_stays() {
+        let mut p = Params::new(
+            "dino",
+            vec![
+                ("teacher_temp".into(), pretext_plugin::Value::Float(0.07)),
+                (
+                    "warmup_teacher_temp".into(),
+                    pretext_plugin::Value::Float(0.04),
+                ),
+                (
+                    "warmup_teacher_temp_epochs".into(),
+                    pretext_plugin::Value::Int(3),
+                ),
+            ],
+        );
+        let d = Dino::new(&mut p).unwrap();
+        let at: Vec<f64> = (0..5).map(|e| d.teacher_temp_at(e)).collect();
+        assert!((at[0] - 0.04).abs() < 1e-12 && (at[3] - 0.07).abs() < 1e-12);
+        assert!((at[1] - 0.05).abs() < 1e-12 && (at[2] - 0.06).abs() < 1e-12);
+        assert_eq!(at[4], at[3]);
     }
 }

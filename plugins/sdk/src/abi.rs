@@ -1,5 +1,12 @@
-//! The plugin ABI, version 1: the `#[repr(C)]` types and constants that cross the boundary
+//! The plugin ABI, version 2: the `#[repr(C)]` types and constants that cross the boundary
 //! between the pretext host and a plugin library.
+//!
+//! Version 2 (this one) adds, over version 1: views of different sizes (multi-crop) with an
+//! EMA teacher that sees only the first views (`PtxObjectiveNeeds::teacher_views`,
+//! `more_views`, `PtxObjectiveInputs::n_targets`), trainable tensors owned by an objective
+//! (`PtxObjectiveNeeds::n_params`, `PtxObjectiveEntry::param_decl`, `PtxTensorOps::param`),
+//! and the run's length in epochs (`PtxObjectiveInputs::epochs`). A host speaking one version
+//! refuses libraries built for the other.
 //!
 //! Rules (see docs/plugins/abi.md):
 //! - The library exports one symbol, [`ENTRY_SYMBOL`], an `extern "C" fn() -> *const
@@ -18,7 +25,7 @@
 use std::ffi::c_void;
 
 /// The ABI version this SDK speaks. The host refuses a plugin with any other value.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// The one symbol every plugin library exports (NUL-terminated for `dlsym`).
 pub const ENTRY_SYMBOL: &[u8] = b"pretext_plugin_entry\0";
@@ -163,6 +170,15 @@ pub struct PtxObjectiveEntry {
         inputs: *const PtxObjectiveInputs,
         out: *mut Handle,
     ) -> i32,
+    /// Describe trainable tensor `index` (`0..n_params` of [`PtxObjectiveNeeds`]) in `out`.
+    /// Called after `needs`, before training; the host creates, trains, checkpoints and (with
+    /// an EMA teacher) averages these tensors like the model's own.
+    pub param_decl: unsafe extern "C" fn(
+        inst: *mut c_void,
+        host: *const PtxHost,
+        index: u32,
+        out: *mut PtxParamDecl,
+    ) -> i32,
     pub destroy: unsafe extern "C" fn(inst: *mut c_void),
 }
 
@@ -200,7 +216,38 @@ pub struct PtxObjectiveNeeds {
     /// 1 = the views differ only through dropout (SimCSE): the host refuses a model without
     /// dropout.
     pub needs_dropout: u32,
-    pub reserved: [u64; 5],
+    /// Multi-crop: the EMA teacher sees only the first `teacher_views` views (the global
+    /// crops); 0 = every view.
+    pub teacher_views: u32,
+    /// 1 = `views` is the least number of views: the augment stage may declare more (local
+    /// crops), and the inputs then carry every declared view.
+    pub more_views: u32,
+    /// Number of trainable tensors the objective owns (see `PtxObjectiveEntry::param_decl`).
+    pub n_params: u32,
+    pub reserved: [u64; 4],
+}
+
+/// Initial values of an objective's trainable tensor.
+pub const INIT_NORMAL: u32 = 0;
+pub const INIT_UNIFORM: u32 = 1;
+pub const INIT_CONSTANT: u32 = 2;
+
+/// One trainable tensor an objective owns (DINO's prototypes, CLIP's temperature).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PtxParamDecl {
+    pub struct_size: u32,
+    /// The name the objective asks for it by (`PtxTensorOps::param`); must point to `'static`
+    /// plugin data. Stored as `objective.<name>` in checkpoints.
+    pub name: PtxStr,
+    pub rows: u32,
+    pub cols: u32,
+    /// One of the `INIT_*` constants, with `scale`: the standard deviation (normal), the bound
+    /// (uniform in `±scale`) or the value (constant).
+    pub init: u32,
+    pub scale: f64,
+    /// 1 = the optimiser's weight decay applies to it.
+    pub weight_decay: u32,
 }
 
 /// The tensors of one step, per view. Arrays have `n_views` entries; an array pointer is null
@@ -215,7 +262,7 @@ pub struct PtxObjectiveInputs {
     pub projections: *const Handle,
     /// Predictor outputs.
     pub predictions: *const Handle,
-    /// EMA-teacher projections (no gradient).
+    /// EMA-teacher projections (no gradient); `n_targets` entries.
     pub targets: *const Handle,
     pub batch_size: u32,
     pub epoch: u32,
@@ -238,6 +285,11 @@ pub struct PtxObjectiveInputs {
     /// gradient). 0 without `masked_tokens`.
     pub token_logits: Handle,
     pub token_targets: Handle,
+    /// Entries of `targets` (the EMA teacher's views): `n_views`, or `teacher_views` when the
+    /// objective asked for fewer.
+    pub n_targets: u32,
+    /// Epochs of the whole run (`epoch` counts `0..epochs`).
+    pub epochs: u32,
 }
 
 // Op codes. Tensors are 2-D `(rows, cols)`; a scalar is `(1, 1)`. Binary ops broadcast a
@@ -341,6 +393,10 @@ pub struct PtxTensorOps {
         labels: *const u32,
         n: usize,
     ) -> Handle,
+    /// The objective's trainable tensor `name` (declared through `param_decl`): with
+    /// `teacher = 0` the student's copy (gradients flow into it), with `teacher = 1` the EMA
+    /// teacher's copy (no gradient; 0 without a teacher).
+    pub param: unsafe extern "C" fn(ctx: *mut c_void, name: PtxStr, teacher: u32) -> Handle,
 }
 
 // ---------------------------------------------------------------------------------------------

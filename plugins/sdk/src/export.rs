@@ -126,7 +126,29 @@ unsafe extern "C" fn obj_needs<T: Objective>(
 ) -> i32 {
     guard(host, "needs", || {
         let obj = &*(inst as *const T);
-        *out = obj.needs().to_raw();
+        let mut raw = obj.needs().to_raw();
+        raw.n_params = obj.parameters().len() as u32;
+        *out = raw;
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn obj_param_decl<T: Objective>(
+    inst: *mut c_void,
+    host: *const PtxHost,
+    index: u32,
+    out: *mut PtxParamDecl,
+) -> i32 {
+    guard(host, "param_decl", || {
+        let obj = &*(inst as *const T);
+        let params = obj.parameters();
+        let spec = params.get(index as usize).ok_or_else(|| {
+            Error::msg(format!(
+                "no trainable tensor {index}: the objective declares {}",
+                params.len()
+            ))
+        })?;
+        *out = spec.to_raw();
         Ok(())
     })
 }
@@ -164,6 +186,7 @@ pub fn objective_entry<T: Objective>() -> PtxObjectiveEntry {
         create: obj_create::<T>,
         needs: obj_needs::<T>,
         loss: obj_loss::<T>,
+        param_decl: obj_param_decl::<T>,
         destroy: obj_destroy::<T>,
     }
 }

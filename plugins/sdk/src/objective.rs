@@ -31,6 +31,12 @@ pub struct Needs {
     pub masked_tokens: bool,
     /// The views differ only through dropout (SimCSE): the model must have `dropout > 0`.
     pub needs_dropout: bool,
+    /// Multi-crop: the EMA teacher sees only the first `n` views (the global crops); `None` =
+    /// every view. [`Inputs::targets`] then has `n` entries.
+    pub teacher_views: Option<u32>,
+    /// `views` is the least number of views: the augment stage may declare more (local crops,
+    /// possibly of a smaller size), and [`Inputs::views`] says how many came.
+    pub more_views: bool,
 }
 
 impl Default for Needs {
@@ -45,6 +51,52 @@ impl Default for Needs {
             mask_ratio: None,
             masked_tokens: false,
             needs_dropout: false,
+            teacher_views: None,
+            more_views: false,
+        }
+    }
+}
+
+/// How an objective's trainable tensor starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ParamInit {
+    /// Normal with this standard deviation (mean 0).
+    Normal(f64),
+    /// Uniform in `±bound`.
+    Uniform(f64),
+    /// Every entry this value.
+    Constant(f64),
+}
+
+/// A trainable tensor the objective owns — DINO's prototypes, SwAV's, CLIP's temperature. The
+/// host creates it (seeded), trains it with the model's optimiser, saves it in checkpoints and,
+/// with an EMA teacher, keeps the teacher's average of it; [`Ops::param`] and
+/// [`Ops::teacher_param`] read it inside [`Objective::loss`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub rows: usize,
+    pub cols: usize,
+    pub init: ParamInit,
+    /// Whether the optimiser's weight decay applies (off for temperatures and scales).
+    pub weight_decay: bool,
+}
+
+impl ParamSpec {
+    pub(crate) fn to_raw(self) -> abi::PtxParamDecl {
+        let (init, scale) = match self.init {
+            ParamInit::Normal(s) => (abi::INIT_NORMAL, s),
+            ParamInit::Uniform(b) => (abi::INIT_UNIFORM, b),
+            ParamInit::Constant(v) => (abi::INIT_CONSTANT, v),
+        };
+        abi::PtxParamDecl {
+            struct_size: std::mem::size_of::<abi::PtxParamDecl>() as u32,
+            name: PtxStr::from_static(self.name),
+            rows: self.rows as u32,
+            cols: self.cols as u32,
+            init,
+            scale,
+            weight_decay: u32::from(self.weight_decay),
         }
     }
 }
@@ -69,7 +121,10 @@ impl Needs {
             mask_ratio: self.mask_ratio.unwrap_or(0.0),
             masked_tokens: u32::from(self.masked_tokens),
             needs_dropout: u32::from(self.needs_dropout),
-            reserved: [0; 5],
+            teacher_views: self.teacher_views.unwrap_or(0),
+            more_views: u32::from(self.more_views),
+            n_params: 0,
+            reserved: [0; 4],
         }
     }
 }
@@ -88,6 +143,11 @@ pub trait Objective: Sized + 'static {
 
     /// What the objective needs from the host.
     fn needs(&self) -> Needs;
+
+    /// Trainable tensors the objective owns (none by default).
+    fn parameters(&self) -> Vec<ParamSpec> {
+        Vec::new()
+    }
 
     /// Build the scalar loss of one step.
     fn loss<'a>(&mut self, ops: &'a Ops, inputs: &Inputs<'a>) -> Result<Tensor<'a>>;
@@ -185,6 +245,23 @@ impl Ops {
     pub fn report(&self, name: &str, value: &Tensor) -> Result<()> {
         let t = self.t();
         status(unsafe { (t.report)(t.ctx, PtxStr::borrowed(name), value.h) })
+    }
+
+    /// The student's copy of trainable tensor `name` (declared in
+    /// [`Objective::parameters`]): gradients of the loss flow into it.
+    pub fn param(&self, name: &str) -> Result<Tensor<'_>> {
+        self.param_of(name, 0)
+    }
+
+    /// The EMA teacher's copy of trainable tensor `name` (no gradient); declare an
+    /// `ema_teacher` in [`Needs`].
+    pub fn teacher_param(&self, name: &str) -> Result<Tensor<'_>> {
+        self.param_of(name, 1)
+    }
+
+    fn param_of(&self, name: &str, teacher: u32) -> Result<Tensor<'_>> {
+        let t = self.t();
+        self.wrap(unsafe { (t.param)(t.ctx, PtxStr::borrowed(name), teacher) })
     }
 }
 
@@ -412,12 +489,16 @@ pub struct Inputs<'a> {
 
 impl<'a> Inputs<'a> {
     fn per_view(&self, arr: *const Handle) -> Result<Vec<Tensor<'a>>> {
+        self.handles(arr, self.raw.n_views as usize)
+    }
+
+    fn handles(&self, arr: *const Handle, n: usize) -> Result<Vec<Tensor<'a>>> {
         if arr.is_null() {
             return Err(Error::msg(
                 "the host did not provide this head (declare it in needs())",
             ));
         }
-        let hs = unsafe { std::slice::from_raw_parts(arr, self.raw.n_views as usize) };
+        let hs = unsafe { std::slice::from_raw_parts(arr, n) };
         hs.iter().map(|&h| self.ops.wrap(h)).collect()
     }
 
@@ -437,9 +518,14 @@ impl<'a> Inputs<'a> {
     pub fn predictions(&self) -> Result<Vec<Tensor<'a>>> {
         self.per_view(self.raw.predictions)
     }
-    /// EMA-teacher projections per view (no gradient).
+    /// EMA-teacher projections (no gradient): one per view, or per teacher view (the first
+    /// `teacher_views`) when [`Needs::teacher_views`] asked for fewer.
     pub fn targets(&self) -> Result<Vec<Tensor<'a>>> {
-        self.per_view(self.raw.targets)
+        self.handles(self.raw.targets, self.raw.n_targets as usize)
+    }
+    /// Epochs of the whole run ([`Inputs::epoch`] counts `0..epochs`).
+    pub fn epochs(&self) -> u32 {
+        self.raw.epochs
     }
     pub fn batch_size(&self) -> usize {
         self.raw.batch_size as usize

@@ -93,8 +93,10 @@ use std::marker::PhantomData;
 use std::sync::Once;
 
 use crate::abi::{self, PtxAugmentEntry, PtxBuffer, PtxHost, PtxObjectiveEntry, PtxParam};
-use crate::abi::{PtxObjectiveNeeds, PtxPluginInfo, PtxStr};
+use crate::abi::{PtxObjectiveNeeds, PtxParamDecl, PtxPluginInfo, PtxStr};
+use crate::abi::{INIT_NORMAL, INIT_UNIFORM};
 use crate::{Augmentation, Image, ImageMut, ImageShape, Needs, Objective, Params, Rng};
+use crate::{ParamInit, ParamSpec};
 use crate::{TokenAugmentation, TokenSeq, Value};
 
 // ------------------------------------------------------------------------------- failures
@@ -597,6 +599,41 @@ impl ObjectiveInstance {
         self.host.status(code)?;
         Ok(needs_from_raw(&raw))
     }
+
+    /// Calls `needs` for the count, then `param_decl` for each trainable tensor the objective
+    /// declares, and reads the declarations back as [`ParamSpec`]s.
+    pub fn parameters(&self) -> Result<Vec<ParamSpec>, Failure> {
+        let mut raw = PtxObjectiveNeeds {
+            struct_size: std::mem::size_of::<PtxObjectiveNeeds>() as u32,
+            ..PtxObjectiveNeeds::default()
+        };
+        // SAFETY: a live instance of this entry.
+        let code = unsafe { (self.entry.needs)(self.inst, self.host.raw(), &mut raw) };
+        self.host.status(code)?;
+        (0..raw.n_params)
+            .map(|i| {
+                let mut d = std::mem::MaybeUninit::<PtxParamDecl>::zeroed();
+                // SAFETY: `d` is writable; names point to 'static plugin data.
+                let code = unsafe {
+                    (self.entry.param_decl)(self.inst, self.host.raw(), i, d.as_mut_ptr())
+                };
+                self.host.status(code)?;
+                let d = unsafe { d.assume_init() };
+                let init = match d.init {
+                    INIT_NORMAL => ParamInit::Normal(d.scale),
+                    INIT_UNIFORM => ParamInit::Uniform(d.scale),
+                    _ => ParamInit::Constant(d.scale),
+                };
+                Ok(ParamSpec {
+                    name: unsafe { d.name.as_str() },
+                    rows: d.rows as usize,
+                    cols: d.cols as usize,
+                    init,
+                    weight_decay: d.weight_decay != 0,
+                })
+            })
+            .collect()
+    }
 }
 
 impl Drop for ObjectiveInstance {
@@ -620,6 +657,8 @@ fn needs_from_raw(r: &PtxObjectiveNeeds) -> Needs {
         mask_ratio: some_if(r.mask_ratio != 0.0).map(|()| r.mask_ratio),
         masked_tokens: r.masked_tokens != 0,
         needs_dropout: r.needs_dropout != 0,
+        teacher_views: some_if(r.teacher_views != 0).map(|()| r.teacher_views),
+        more_views: r.more_views != 0,
     }
 }
 

@@ -19,6 +19,10 @@ pub struct ViewsRecipe {
     pub input_shape: (usize, usize, usize),
     pub output_shape: (usize, usize, usize),
     pub views: Vec<Vec<RecipeStep>>,
+    /// Each view's output shape, written only when they differ (multi-crop); otherwise every
+    /// view has `output_shape`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub view_shapes: Vec<(usize, usize, usize)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,7 +40,10 @@ pub(crate) type Chain = Vec<(AugmentInstance, (usize, usize, usize))>;
 pub struct Views {
     pub(crate) chains: Vec<Chain>,
     pub input_shape: (usize, usize, usize),
+    /// The first view's output shape: what the model is built for.
     pub output_shape: (usize, usize, usize),
+    /// Every view's output shape (views may differ in size: multi-crop).
+    pub view_shapes: Vec<(usize, usize, usize)>,
     /// Token sequences: the vocabulary size (`None` for images).
     pub vocab: Option<usize>,
 }
@@ -46,8 +53,8 @@ pub(crate) fn params_map(v: &serde_json::Value) -> serde_json::Map<String, serde
 }
 
 impl Views {
-    /// Instantiate every augmentation and check that each view maps `input` to one shared
-    /// output shape.
+    /// Instantiate every augmentation and check that every view keeps the channels of the
+    /// first (views may differ in height and width: multi-crop, whose use pretraining checks).
     pub fn build(
         steps: &[Vec<(String, serde_json::Value)>],
         registry: &Registry,
@@ -55,7 +62,7 @@ impl Views {
         vocab: Option<usize>,
     ) -> Result<Views, StageError> {
         let mut chains = Vec::new();
-        let mut output = None;
+        let mut shapes: Vec<(usize, usize, usize)> = Vec::new();
         for (vi, view) in steps.iter().enumerate() {
             let mut shape = input;
             let mut chain = Vec::new();
@@ -84,24 +91,37 @@ impl Views {
                 chain.push((inst, shape));
                 shape = out;
             }
-            match output {
-                None => output = Some(shape),
-                Some(s) if s != shape => {
+            if let Some(first) = shapes.first() {
+                if first.0 != shape.0 {
                     return Err(StageError::Input(format!(
-                        "view {} produces images of shape {shape:?} but view 1 produces {s:?}; every view must produce the same shape (set the same `size` in each crop)",
-                        vi + 1
-                    )))
+                        "view {} produces images with {} channel(s) but view 1 produces {}; every view must keep the channels (views may differ only in height and width)",
+                        vi + 1,
+                        shape.0,
+                        first.0
+                    )));
                 }
-                _ => {}
             }
+            shapes.push(shape);
             chains.push(chain);
         }
         Ok(Views {
             chains,
             input_shape: input,
-            output_shape: output.unwrap_or(input),
+            output_shape: shapes.first().copied().unwrap_or(input),
+            view_shapes: shapes,
             vocab,
         })
+    }
+
+    /// Whether some view differs in size from the first (multi-crop).
+    pub fn sizes_differ(&self) -> bool {
+        self.view_shapes.iter().any(|s| *s != self.output_shape)
+    }
+
+    /// Values per sample of view `v`.
+    pub fn view_len(&self, v: usize) -> usize {
+        let (c, h, w) = self.view_shapes[v];
+        c * h * w
     }
 
     pub fn count(&self) -> usize {

@@ -173,8 +173,26 @@ impl RawParams {
     }
 }
 
-/// What an objective needs, in host terms.
+/// A trainable tensor an objective owns, in host terms.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ObjectiveParam {
+    pub name: String,
+    pub rows: usize,
+    pub cols: usize,
+    pub init: ParamInit,
+    pub weight_decay: bool,
+}
+
+/// How an objective's trainable tensor starts (`abi::INIT_*`).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub enum ParamInit {
+    Normal(f64),
+    Uniform(f64),
+    Constant(f64),
+}
+
+/// What an objective needs, in host terms.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ObjectiveNeeds {
     pub views: usize,
     pub projector: Option<(usize, usize, usize)>,
@@ -187,6 +205,28 @@ pub struct ObjectiveNeeds {
     pub masked_tokens: bool,
     /// The views differ only through dropout: the model must have some.
     pub needs_dropout: bool,
+    /// Multi-crop: the EMA teacher sees only the first this many views.
+    pub teacher_views: Option<usize>,
+    /// `views` is a minimum: more views (local crops) are welcome.
+    pub more_views: bool,
+    /// Trainable tensors the objective owns.
+    pub params: Vec<ObjectiveParam>,
+}
+
+impl ObjectiveNeeds {
+    /// Whether `declared` views (from the augment stage) suit this objective.
+    pub fn accepts_views(&self, declared: usize) -> bool {
+        declared == self.views || (self.more_views && declared > self.views)
+    }
+
+    /// "2 views" or "at least 2 views", for messages.
+    pub fn views_wanted(&self) -> String {
+        let s = if self.views == 1 { "" } else { "s" };
+        match self.more_views {
+            true => format!("at least {} view{s}", self.views),
+            false => format!("{} view{s}", self.views),
+        }
+    }
 }
 
 /// A live objective instance (destroyed on drop, by the plugin that made it).
@@ -218,6 +258,12 @@ pub struct StepInputs<'a> {
     pub epoch: u32,
     pub step: u64,
     pub total_steps: u64,
+    /// Epochs of the whole run.
+    pub epochs: u32,
+    /// The objective's trainable tensors, by declared name: the student's (on the step's
+    /// graph) and the EMA teacher's (constants), when there is a teacher.
+    pub params: &'a [(String, Tensor)],
+    pub teacher_params: &'a [(String, Tensor)],
 }
 
 /// The loss and the scalars the objective reported, still on the device: the step reads
@@ -329,7 +375,99 @@ impl ObjectiveInstance {
             mask_ratio: (raw.mask_ratio > 0.0).then_some(raw.mask_ratio),
             masked_tokens: raw.masked_tokens != 0,
             needs_dropout: raw.needs_dropout != 0,
+            teacher_views: (raw.teacher_views > 0).then_some(raw.teacher_views as usize),
+            more_views: raw.more_views != 0,
+            params: self.param_decls(raw.n_params)?,
         })
+        .and_then(|n| self.check_needs(n))
+    }
+
+    /// Read the `n` trainable tensors the objective declares.
+    fn param_decls(&self, n: u32) -> Result<Vec<ObjectiveParam>, CallError> {
+        if n > 64 {
+            return Err(self.err(format!(
+                "declares {n} trainable tensors; at most 64 are supported"
+            )));
+        }
+        let mut out: Vec<ObjectiveParam> = Vec::new();
+        for i in 0..n {
+            let mut d = abi::PtxParamDecl {
+                struct_size: std::mem::size_of::<abi::PtxParamDecl>() as u32,
+                name: PtxStr::borrowed(""),
+                rows: 0,
+                cols: 0,
+                init: abi::INIT_CONSTANT,
+                scale: 0.0,
+                weight_decay: 0,
+            };
+            call(
+                "objective",
+                &self.name,
+                &self.found.library,
+                None,
+                |host| unsafe { (self.found.entry.param_decl)(self.inst, host, i, &mut d) },
+            )?;
+            // SAFETY: the ABI says names point to 'static plugin data.
+            let name = unsafe { d.name.as_str() }.to_string();
+            let ok_name = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+            if !ok_name {
+                return Err(self.err(format!(
+                    "trainable tensor {i} has the name {name:?}; use letters, digits, `_` and `.`"
+                )));
+            }
+            if out.iter().any(|p| p.name == name) {
+                return Err(self.err(format!("declares the trainable tensor `{name}` twice")));
+            }
+            let (rows, cols) = (d.rows as usize, d.cols as usize);
+            if rows == 0 || cols == 0 || rows * cols > 1 << 26 {
+                return Err(self.err(format!(
+                    "trainable tensor `{name}` has shape {rows}x{cols}; each side must be at least 1 and the whole at most 2^26 values"
+                )));
+            }
+            let init = match d.init {
+                abi::INIT_NORMAL => ParamInit::Normal(d.scale),
+                abi::INIT_UNIFORM => ParamInit::Uniform(d.scale),
+                abi::INIT_CONSTANT => ParamInit::Constant(d.scale),
+                other => {
+                    return Err(self.err(format!(
+                        "trainable tensor `{name}` has init kind {other}; use INIT_NORMAL, INIT_UNIFORM or INIT_CONSTANT"
+                    )))
+                }
+            };
+            if !d.scale.is_finite() {
+                return Err(self.err(format!(
+                    "trainable tensor `{name}` has a non-finite init scale"
+                )));
+            }
+            out.push(ObjectiveParam {
+                name,
+                rows,
+                cols,
+                init,
+                weight_decay: d.weight_decay != 0,
+            });
+        }
+        Ok(out)
+    }
+
+    fn check_needs(&self, n: ObjectiveNeeds) -> Result<ObjectiveNeeds, CallError> {
+        if let Some(k) = n.teacher_views {
+            if n.ema_teacher.is_none() {
+                return Err(self.err(format!(
+                    "asks for a teacher on {k} views but declares no EMA teacher"
+                )));
+            }
+            if k > n.views {
+                return Err(self.err(format!(
+                    "asks for a teacher on {k} views but needs only {}",
+                    n.views
+                )));
+            }
+        }
+        Ok(n)
     }
 
     /// Run the objective's loss on `graph`. `state` persists across steps.
@@ -347,6 +485,8 @@ impl ObjectiveInstance {
             error: None,
             reports: Vec::new(),
             state,
+            params: inputs.params,
+            teacher_params: inputs.teacher_params,
         };
         let mut reg =
             |ts: &[Tensor]| -> Vec<Handle> { ts.iter().map(|t| ctx.put(t.clone())).collect() };
@@ -387,6 +527,8 @@ impl ObjectiveInstance {
             patch_mask: patch(2),
             token_logits: token(0),
             token_targets: token(1),
+            n_targets: targ.as_ref().map_or(0, |t| t.len() as u32),
+            epochs: inputs.epochs,
         };
         let mut out: Handle = 0;
         let table = ops_table(&mut ctx);
@@ -433,6 +575,8 @@ struct OpsCtx<'a> {
     error: Option<String>,
     reports: Vec<(String, Tensor)>,
     state: &'a mut HashMap<String, Tensor>,
+    params: &'a [(String, Tensor)],
+    teacher_params: &'a [(String, Tensor)],
 }
 
 impl OpsCtx<'_> {
@@ -773,6 +917,27 @@ unsafe extern "C" fn op_state_set(ctx: *mut c_void, key: PtxStr, a: Handle) -> i
     }
 }
 
+unsafe extern "C" fn op_param(ctx: *mut c_void, name: PtxStr, teacher: u32) -> Handle {
+    let key = name.as_str();
+    op(ctx, "param", |c| {
+        let (list, whose) = match teacher {
+            0 => (c.params, "the student"),
+            _ => (c.teacher_params, "the EMA teacher"),
+        };
+        match list.iter().find(|(n, _)| n == key) {
+            Some((_, t)) if teacher == 0 => Ok(t.clone()),
+            Some((_, t)) => Ok(t.clone().as_input()),
+            None if teacher != 0 && c.teacher_params.is_empty() && !c.params.is_empty() => Err(
+                "there is no EMA teacher: declare `ema_teacher` in needs() to read teacher_param"
+                    .into(),
+            ),
+            None => Err(format!(
+                "{whose} has no trainable tensor `{key}`: declare it in parameters()"
+            )),
+        }
+    })
+}
+
 unsafe extern "C" fn op_release(_ctx: *mut c_void, _a: Handle) {
     // Handles are freed at the end of the step; early release is an optimisation we skip.
 }
@@ -799,6 +964,7 @@ fn ops_table(ctx: &mut OpsCtx) -> PtxTensorOps {
         state_set: op_state_set,
         release: op_release,
         accuracy: op_accuracy,
+        param: op_param,
     }
 }
 

@@ -8,6 +8,7 @@ pub mod loader;
 pub mod watch;
 
 pub use host::{
-    AugmentInstance, CallError, ObjectiveInstance, ObjectiveNeeds, StepInputs, StepOutput,
+    AugmentInstance, CallError, ObjectiveInstance, ObjectiveNeeds, ObjectiveParam, ParamInit,
+    StepInputs, StepOutput,
 };
 pub use loader::{load_library, Library, PluginError, Registry, SearchPath};

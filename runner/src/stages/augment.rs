@@ -43,14 +43,15 @@ pub fn validate(
     Ok(out)
 }
 
-/// Every view must produce the same image shape from inputs of `input` shape (the check
-/// `run` makes, made early: `validate` and `plan` call it when the shape is known).
-pub fn check_view_shapes(
+/// Each view's output shape from inputs of `input` shape (the check `run` makes, made early:
+/// `validate` and `plan` call it when the shape is known, and pretraining checks its model
+/// and objective against the sizes).
+pub fn view_shapes(
     cfg: &AugmentConfig,
     registry: &Registry,
     input: (usize, usize, usize),
-) -> Result<(), StageError> {
-    Views::build(&steps(cfg), registry, input, None).map(|_| ())
+) -> Result<Vec<(usize, usize, usize)>, StageError> {
+    Views::build(&steps(cfg), registry, input, None).map(|v| v.view_shapes)
 }
 
 pub fn run(cfg: &AugmentConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
@@ -64,6 +65,10 @@ pub fn run(cfg: &AugmentConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
         dataset_key: input.key.clone(),
         input_shape: ds.shape,
         output_shape: views.output_shape,
+        view_shapes: match views.sizes_differ() {
+            true => views.view_shapes.clone(),
+            false => Vec::new(),
+        },
         views: cfg
             .views
             .iter()
@@ -85,7 +90,8 @@ pub fn run(cfg: &AugmentConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     // Text: the tokenizer travels with the preview, so it can be read as text.
     crate::artifacts::tokenizer::copy(&input.dir, ctx.out_dir)?;
 
-    // Preview: the first train samples through every view (epoch 0 randomness).
+    // Preview: the first train samples through every view (epoch 0 randomness); a view smaller
+    // than the first (a local crop) sits in the top-left corner of a black canvas.
     let rows: Vec<usize> = (0..ds.len()).collect();
     let (c, h, w) = views.output_shape;
     let mut preview = Dataset {
@@ -112,6 +118,7 @@ pub fn run(cfg: &AugmentConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
                 preview.tokens.extend(img.iter().map(|&x| x as u32));
                 continue;
             }
+            let img = on_canvas(img, views.view_shapes[v], (c, h, w));
             preview.pixels.extend(
                 img.iter()
                     .map(|x| (x.clamp(0.0, 1.0) * 255.0).round() as u8),
@@ -126,4 +133,25 @@ pub fn run(cfg: &AugmentConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
         cfg.views.iter().map(|v| v.len()).sum::<usize>() as f64,
     );
     Ok(m)
+}
+
+/// `img` of `shape` in the top-left corner of a zero canvas of `canvas` (cropped if larger).
+fn on_canvas(
+    img: Vec<f32>,
+    shape: (usize, usize, usize),
+    canvas: (usize, usize, usize),
+) -> Vec<f32> {
+    if shape == canvas {
+        return img;
+    }
+    let (c, h, w) = canvas;
+    let mut out = vec![0f32; c * h * w];
+    for ch in 0..c.min(shape.0) {
+        for y in 0..h.min(shape.1) {
+            for x in 0..w.min(shape.2) {
+                out[(ch * h + y) * w + x] = img[(ch * shape.1 + y) * shape.2 + x];
+            }
+        }
+    }
+    out
 }

@@ -119,29 +119,41 @@ pub fn plugins_used(
     match &stage.config {
         StageConfig::Augment(c) => {
             let used = augment::validate(c, registry)?;
-            // Views of different shapes fail the stage; say so before anything runs when the
-            // input's image shape follows from the pipeline file.
-            if let Some(shape) = stage
-                .input("input")
-                .and_then(|i| pipeline.stage(i))
-                .and_then(declared_image_shape)
-            {
-                augment::check_view_shapes(c, registry, shape)?;
+            // Views that break each other (channels) fail the stage; say so before anything
+            // runs when the input's image shape follows from the pipeline file.
+            if let Some(shape) = declared_input_shape(stage, pipeline) {
+                augment::view_shapes(c, registry, shape)?;
             }
             Ok(used)
         }
         StageConfig::Pretrain(c) => {
-            let views = stage
-                .input("input")
-                .and_then(|i| pipeline.stage(i))
-                .and_then(|s| match &s.config {
-                    StageConfig::Augment(a) => Some(a.views.len()),
-                    _ => None,
-                });
-            pretrain::validate(c, registry, views)
+            let augment = stage.input("input").and_then(|i| pipeline.stage(i));
+            let views = augment.and_then(|s| match &s.config {
+                StageConfig::Augment(a) => {
+                    // The sizes, when the augment stage's input declares its image shape.
+                    let shapes = declared_input_shape(s, pipeline)
+                        .map(|shape| augment::view_shapes(a, registry, shape))
+                        .transpose();
+                    Some(shapes.map(|shapes| pretrain::DeclaredViews {
+                        count: a.views.len(),
+                        shapes,
+                    }))
+                }
+                _ => None,
+            });
+            pretrain::validate(c, registry, views.transpose()?)
         }
         _ => Ok(Vec::new()),
     }
+}
+
+/// The image shape of what `stage`'s `input` reads, when the pipeline file says (see
+/// [`declared_image_shape`]).
+fn declared_input_shape(stage: &Stage, pipeline: &Pipeline) -> Option<(usize, usize, usize)> {
+    stage
+        .input("input")
+        .and_then(|i| pipeline.stage(i))
+        .and_then(declared_image_shape)
 }
 
 /// The `(channels, height, width)` every image of an ingest stage has, when its file says:

@@ -61,7 +61,8 @@ pub struct Adapter {
 }
 
 impl ParamStore {
-    pub(crate) fn add(&mut self, name: String, value: Tensor, kind: ParamKind) -> Pid {
+    /// Append a tensor; its index is its [`Pid`].
+    pub fn add(&mut self, name: String, value: Tensor, kind: ParamKind) -> Pid {
         self.entries.push(ParamEntry { name, value, kind });
         self.entries.len() - 1
     }
@@ -104,10 +105,27 @@ impl Init {
             rng: StdRng::seed_from_u64(seed),
         }
     }
-    pub(crate) fn uniform(&mut self, e: &Engine, rows: usize, cols: usize, bound: f32) -> Tensor {
+    /// Uniform in `±bound`.
+    pub fn uniform(&mut self, e: &Engine, rows: usize, cols: usize, bound: f32) -> Tensor {
         let v: Vec<f32> = (0..rows * cols)
             .map(|_| self.rng.gen_range(-bound..=bound))
             .collect();
+        e.tensor(v, rows, cols)
+            .expect("shape matches by construction")
+    }
+
+    /// Normal with mean 0 and standard deviation `std` (Box–Muller on the same stream).
+    pub fn normal(&mut self, e: &Engine, rows: usize, cols: usize, std: f32) -> Tensor {
+        let mut v = Vec::with_capacity(rows * cols + 1);
+        while v.len() < rows * cols {
+            let u1: f64 = self.rng.gen_range(f64::MIN_POSITIVE..1.0);
+            let u2: f64 = self.rng.gen_range(0.0..1.0);
+            let r = (-2.0 * u1.ln()).sqrt();
+            let a = std::f64::consts::TAU * u2;
+            v.push((r * a.cos()) as f32 * std);
+            v.push((r * a.sin()) as f32 * std);
+        }
+        v.truncate(rows * cols);
         e.tensor(v, rows, cols)
             .expect("shape matches by construction")
     }

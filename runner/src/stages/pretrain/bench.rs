@@ -92,7 +92,10 @@ pub fn bench(
             &pr.model,
             &mut pr.st,
             &mut pr.obj,
-            pr.total_steps,
+            super::step::Run {
+                total_steps: pr.total_steps,
+                epochs: cfg.epochs,
+            },
             ctx.seed,
         )?;
         let sv = update(

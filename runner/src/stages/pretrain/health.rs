@@ -111,13 +111,20 @@ impl Prepared {
             }
             None => None,
         };
-        // Two views of (up to) 256 monitor samples, with randomness of their own stream.
+        // Two views of (up to) 256 monitor samples, with randomness of their own stream: views
+        // at the model's input size (the global crops, listed first, under multi-crop).
         let few = &monitor[..monitor.len().min(256)];
+        let full_size = views
+            .view_shapes
+            .iter()
+            .take_while(|s| **s == views.output_shape)
+            .count()
+            .max(1);
         let mut per_view = |v: usize| -> Result<Vec<f32>, StageError> {
             let mut buf = Vec::with_capacity(few.len() * model.input.len());
             for &r in few {
                 buf.extend(views.apply(
-                    v % views.count(),
+                    v % full_size,
                     mix_seed(
                         seed,
                         crate::seeds::Stream::MonitorViews,

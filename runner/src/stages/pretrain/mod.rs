@@ -4,6 +4,7 @@
 
 mod bench;
 mod checkpoint;
+mod crops;
 mod health;
 mod model;
 mod step;
@@ -13,7 +14,7 @@ use checkpoint::{load_checkpoint, save_checkpoint, TrainState, CHECKPOINT_META};
 use health::{mlm_validation, Collapse, Health};
 pub use model::encoder_spec;
 use model::{objective, optim_spec, Model};
-use step::{divergence_hint, update, Batch, Pending, StepValues};
+use step::{divergence_hint, update, Batch, Pending, Run, StepValues};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -28,27 +29,29 @@ use crate::artifacts::history::{EpochRecord, HISTORY_FILE};
 use crate::artifacts::views::{Views, ViewsRecipe, VIEWS_FILE};
 use crate::data::memory::{self, Streamed};
 use crate::data::{table, Dataset, Split};
-use crate::engine::nn::{EncoderSpec, InputShape, ParamStore};
+use crate::engine::nn::{EncoderSpec, ParamStore};
 use crate::engine::optim::{self, GradList, Optimizer, Schedule};
 use crate::pipeline::{Arch, PretrainConfig};
 use crate::plugins::{ObjectiveInstance, ObjectiveNeeds, Registry};
 
-/// Instantiate the objective (bad parameters fail here); check it against the number of views
-/// the input stage declares, when known.
+/// What the augment stage feeding a pretrain stage declares, as far as the pipeline file says:
+/// the number of views and, when the image shape is known before running, their sizes.
+pub struct DeclaredViews {
+    pub count: usize,
+    pub shapes: Option<Vec<(usize, usize, usize)>>,
+}
+
+/// Instantiate the objective (bad parameters fail here); check it and the model against the
+/// views the input stage declares, when known.
 pub fn validate(
     cfg: &PretrainConfig,
     registry: &Registry,
-    views: Option<usize>,
+    views: Option<DeclaredViews>,
 ) -> Result<Vec<(String, String)>, StageError> {
     let obj = objective(cfg, registry)?;
     let needs = obj.needs().map_err(|e| StageError::Input(e.to_string()))?;
     if let Some(v) = views {
-        if v != needs.views {
-            return Err(StageError::Input(format!(
-                "objective `{}` needs {} views per sample, but its input stage declares {v}; change `views` in the augment stage",
-                cfg.objective.plugin, needs.views
-            )));
-        }
+        crops::check(cfg, &needs, v.shapes.as_deref(), v.count)?;
     }
     if needs.masked_tokens && !matches!(cfg.model.arch, Arch::Transformer { .. }) {
         return Err(StageError::Input(format!(
@@ -120,27 +123,14 @@ fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError>
     let views = Views::build(&steps, ctx.registry, ds.shape, ds.vocab)?;
     let obj = objective(cfg, ctx.registry)?;
     let needs = obj.needs()?;
-    if needs.views != views.count() {
-        return Err(StageError::Input(format!(
-            "objective `{}` needs {} views, the input declares {}",
-            cfg.objective.plugin,
-            needs.views,
-            views.count()
-        )));
-    }
-    let (c, h, w) = views.output_shape;
-    let input = InputShape {
-        channels: c,
-        height: h,
-        width: w,
-    };
+    crops::check(cfg, &needs, Some(&views.view_shapes), views.count())?;
     let spec = encoder_spec(cfg, views.output_shape, ds.vocab)?;
     let mut ps = ParamStore::default();
     let model = Model::new(
         e,
         &mut ps,
         &spec,
-        input,
+        &views.view_shapes,
         &needs,
         mix_seed(ctx.seed, super::Stream::ModelInit, 0, 0, 0),
     )?;
@@ -533,6 +523,10 @@ impl Prepared {
         };
         let (e, model, st, obj) = (ctx.engine, &self.model, &mut self.st, &mut self.obj);
         let (needs, schedule, total_steps) = (&self.needs, &self.schedule, self.total_steps);
+        let run = Run {
+            total_steps,
+            epochs: cfg.epochs,
+        };
         let accumulate = (cfg.accumulate as usize).max(1);
         let mut sums = EpochSums {
             last_loss: f64::NAN,
@@ -549,8 +543,7 @@ impl Prepared {
                 let batch = batches.recv().map_err(|_| {
                     StageError::Failed("the view-producing thread stopped unexpectedly".into())
                 })??;
-                let (loss_t, grads, reps) =
-                    batch.train(e, model, st, obj, total_steps, ctx.seed)?;
+                let (loss_t, grads, reps) = batch.train(e, model, st, obj, run, ctx.seed)?;
                 match &mut acc {
                     Some(a) => optim::accumulate(a, grads),
                     None => acc = Some(grads),

@@ -3,10 +3,11 @@
 
 use crate::engine::nn::MlmHead;
 use crate::engine::nn::{Encoder, EncoderSpec, Init, InputShape, MaeDecoder, Mlp, ParamStore};
+use crate::engine::nn::{ParamKind, Pid};
 use crate::engine::optim::OptimSpec;
 use crate::engine::{Engine, Graph, Tensor};
 use crate::pipeline::{Arch, OptimConfig, PretrainConfig};
-use crate::plugins::{ObjectiveInstance, ObjectiveNeeds, Registry};
+use crate::plugins::{ObjectiveInstance, ObjectiveNeeds, ParamInit, Registry};
 use crate::stages::StageError;
 
 /// The encoder for `cfg.model` on data of `shape` (`vocab` for token sequences).
@@ -130,6 +131,13 @@ pub(super) struct Model {
     pub(super) mae: Option<(f64, MaeDecoder)>,
     /// Masked token modelling: the prediction head over the vocabulary.
     pub(super) mlm: Option<MlmHead>,
+    /// Every view's shape (the first is `input`; multi-crop views may be smaller).
+    pub(super) view_shapes: Vec<(usize, usize, usize)>,
+    /// The EMA teacher sees only the first this many views.
+    pub(super) teacher_views: Option<usize>,
+    /// The objective's own trainable tensors (declared name, place in the store), after
+    /// every head.
+    pub(super) objective_params: Vec<(String, Pid)>,
 }
 
 /// The outputs of one forward pass over all views (rows: view-major).
@@ -141,14 +149,21 @@ pub(super) struct Outputs {
 }
 
 impl Model {
+    /// The model for views of `view_shapes` (the first one is the encoder's input size).
     pub(super) fn new(
         e: &Engine,
         ps: &mut ParamStore,
         spec: &EncoderSpec,
-        input: InputShape,
+        view_shapes: &[(usize, usize, usize)],
         needs: &ObjectiveNeeds,
         seed: u64,
     ) -> Result<Model, StageError> {
+        let (channels, height, width) = view_shapes[0];
+        let input = InputShape {
+            channels,
+            height,
+            width,
+        };
         let mut init = Init::new(seed);
         let encoder = Encoder::new(e, ps, &mut init, spec, input)?;
         let enc_len = ps.entries.len();
@@ -204,6 +219,24 @@ impl Model {
                         .into(),
                 )),
             };
+        // Drawn after every head, so models without them keep their initial values.
+        let objective_params = needs
+            .params
+            .iter()
+            .map(|p| {
+                let value = match p.init {
+                    ParamInit::Normal(s) => init.normal(e, p.rows, p.cols, s as f32),
+                    ParamInit::Uniform(b) => init.uniform(e, p.rows, p.cols, b as f32),
+                    ParamInit::Constant(v) => e.full(v as f32, p.rows, p.cols),
+                };
+                let kind = match p.weight_decay {
+                    true => ParamKind::Weight,
+                    false => ParamKind::NoDecay,
+                };
+                let pid = ps.add(format!("objective.{}", p.name), value, kind);
+                (p.name.clone(), pid)
+            })
+            .collect();
         Ok(Model {
             input,
             encoder,
@@ -213,7 +246,27 @@ impl Model {
             decoder,
             mae,
             mlm,
+            view_shapes: view_shapes.to_vec(),
+            teacher_views: needs.teacher_views,
+            objective_params,
         })
+    }
+
+    /// The objective's trainable tensors by declared name: the student's from `ps`, and the
+    /// EMA teacher's from `teacher` (empty without one).
+    #[allow(clippy::type_complexity)]
+    pub(super) fn objective_params(
+        &self,
+        ps: &ParamStore,
+        teacher: Option<&ParamStore>,
+    ) -> (Vec<(String, Tensor)>, Vec<(String, Tensor)>) {
+        let of = |store: &ParamStore| -> Vec<(String, Tensor)> {
+            self.objective_params
+                .iter()
+                .map(|(n, pid)| (n.clone(), store.get(*pid).clone()))
+                .collect()
+        };
+        (of(ps), teacher.map(of).unwrap_or_default())
     }
 
     /// Forward through the encoder and heads. `full = false` stops after the projector (the
@@ -226,7 +279,21 @@ impl Model {
         train: bool,
         full: bool,
     ) -> Result<Outputs, StageError> {
-        let emb = self.encoder.forward(ps, g, x, self.input, train)?;
+        self.forward_at(ps, g, x, self.input, train, full)
+    }
+
+    /// [`Self::forward`] on inputs of `shape` (a multi-crop view smaller than the model's
+    /// input size).
+    pub(super) fn forward_at(
+        &self,
+        ps: &mut ParamStore,
+        g: &mut Graph,
+        x: &Tensor,
+        shape: InputShape,
+        train: bool,
+        full: bool,
+    ) -> Result<Outputs, StageError> {
+        let emb = self.encoder.forward(ps, g, x, shape, train)?;
         let proj = self
             .projector
             .as_ref()

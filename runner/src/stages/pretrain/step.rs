@@ -120,14 +120,15 @@ impl Batch {
         model: &Model,
         st: &mut TrainState,
         obj: &mut ObjectiveInstance,
-        total_steps: u64,
+        run: Run,
         seed: u64,
     ) -> Result<StepResult, StageError> {
         let n = self.ids.len();
         let sc = StepCtx {
             epoch: self.epoch,
             step: st.step,
-            total_steps,
+            total_steps: run.total_steps,
+            epochs: run.epochs,
             seed,
             ids: &self.ids,
         };
@@ -136,11 +137,20 @@ impl Batch {
     }
 }
 
+/// How long the whole run is: what schedules inside an objective (DINO's teacher temperature)
+/// read.
+#[derive(Clone, Copy)]
+pub(super) struct Run {
+    pub(super) total_steps: u64,
+    pub(super) epochs: u64,
+}
+
 #[derive(Clone, Copy)]
 pub(super) struct StepCtx<'a> {
     pub(super) epoch: u64,
     pub(super) step: u64,
     pub(super) total_steps: u64,
+    pub(super) epochs: u64,
     pub(super) seed: u64,
     /// Sample ids of the batch (per-sample randomness such as MAE masks).
     pub(super) ids: &'a [u64],
@@ -172,22 +182,47 @@ pub(super) fn train_step(
     }
     let Trainee { e, st, obj, .. } = t;
     let v = augmented.len();
-    let d = model.input.len();
-    // One upload of every view; the per-view inputs an objective may read are slices of it
-    // on the device.
-    let x = e.tensor(augmented.concat(), v * n, d)?.as_input();
-    let view_inputs: Vec<Tensor> = split_views(&mut e.graph(false), &x, v, n)?
-        .into_iter()
-        .map(Tensor::as_input)
-        .collect();
-    let originals = originals.map(|o| e.tensor(o, n, d)).transpose()?;
-    // The EMA teacher sees the same batch without recording gradients.
+    let groups = super::crops::groups(&model.view_shapes);
+    // One upload per run of equal-sized views (all of them, unless the views differ in size);
+    // the per-view inputs an objective may read are slices of it on the device.
+    let mut xs = Vec::with_capacity(groups.len());
+    let mut view_inputs = Vec::with_capacity(v);
+    for (shape, range) in &groups {
+        let k = range.len();
+        let x = e
+            .tensor(augmented[range.clone()].concat(), k * n, shape.len())?
+            .as_input();
+        view_inputs.extend(
+            split_views(&mut e.graph(false), &x, k, n)?
+                .into_iter()
+                .map(Tensor::as_input),
+        );
+        xs.push(x);
+    }
+    let originals = originals
+        .map(|o| e.tensor(o, n, model.input.len()))
+        .transpose()?;
+    // The EMA teacher sees the same batch (or only its first views, the global crops) without
+    // recording gradients.
     let targets = match &mut st.teacher {
         Some(t) => {
             let mut tg = e.graph(false);
-            let out = model.forward(t, &mut tg, &x, true, false)?;
-            let z = out.proj.unwrap_or(out.emb);
-            Some(split_views(&mut tg, &z, v, n)?)
+            let mut out = Vec::new();
+            for ((shape, range), x) in groups.iter().zip(&xs) {
+                let k = match model.teacher_views {
+                    Some(k) if range.start >= k => break,
+                    Some(k) => range.len().min(k - range.start),
+                    None => range.len(),
+                };
+                let x = match k == range.len() {
+                    true => x.clone(),
+                    false => tg.slice(x, Axis2::Rows, 0, k * n)?,
+                };
+                let o = model.forward_at(t, &mut tg, &x, *shape, true, false)?;
+                let z = o.proj.unwrap_or(o.emb);
+                out.extend(split_views(&mut tg, &z, k, n)?);
+            }
+            Some(out)
         }
         None => None,
     };
@@ -199,37 +234,42 @@ pub(super) fn train_step(
         0,
         0,
     ));
-    // All views go through the student as one batch; the heads see the same batch.
-    let out = model.forward(&mut st.ps, &mut g, &x, true, true)?;
-    let emb_v = split_views(&mut g, &out.emb, v, n)?;
-    let proj_v = out
-        .proj
-        .as_ref()
-        .map(|p| split_views(&mut g, p, v, n))
-        .transpose()?;
-    let pred_v = out
-        .pred
-        .as_ref()
-        .map(|p| split_views(&mut g, p, v, n))
-        .transpose()?;
-    let dec_v = out
-        .dec
-        .as_ref()
-        .map(|p| split_views(&mut g, p, v, n))
-        .transpose()?;
+    // Each run of views goes through the student as one batch; the heads see the same batch.
+    let (mut emb_v, mut proj_v, mut pred_v, mut dec_v) = (vec![], vec![], vec![], vec![]);
+    for ((shape, range), x) in groups.iter().zip(&xs) {
+        let k = range.len();
+        let out = model.forward_at(&mut st.ps, &mut g, x, *shape, true, true)?;
+        emb_v.extend(split_views(&mut g, &out.emb, k, n)?);
+        for (all, part) in [
+            (&mut proj_v, &out.proj),
+            (&mut pred_v, &out.pred),
+            (&mut dec_v, &out.dec),
+        ] {
+            if let Some(p) = part {
+                all.extend(split_views(&mut g, p, k, n)?);
+            }
+        }
+    }
+    fn some(v: &[Tensor]) -> Option<&[Tensor]> {
+        (!v.is_empty()).then_some(v)
+    }
+    let (params, teacher_params) = model.objective_params(&st.ps, st.teacher.as_ref());
     let inputs = StepInputs {
         embeddings: &emb_v,
-        projections: proj_v.as_deref(),
-        predictions: pred_v.as_deref(),
+        projections: some(&proj_v),
+        predictions: some(&pred_v),
         targets: targets.as_deref(),
         view_inputs: Some(&view_inputs),
         originals: originals.as_ref(),
-        decoded: dec_v.as_deref(),
+        decoded: some(&dec_v),
         masked_patches: None,
         masked_tokens: None,
         epoch: sc.epoch as u32,
         step: sc.step,
         total_steps: sc.total_steps,
+        epochs: sc.epochs as u32,
+        params: &params,
+        teacher_params: &teacher_params,
     };
     objective_step(e, g, obj, st, &inputs)
 }
@@ -305,6 +345,9 @@ pub(super) fn mae_step(
         epoch: sc.epoch as u32,
         step: sc.step,
         total_steps: sc.total_steps,
+        epochs: sc.epochs as u32,
+        params: &[],
+        teacher_params: &[],
     };
     objective_step(e, g, obj, st, &inputs)
 }
@@ -370,6 +413,9 @@ pub(super) fn mlm_step(
         epoch: sc.epoch as u32,
         step: sc.step,
         total_steps: sc.total_steps,
+        epochs: sc.epochs as u32,
+        params: &[],
+        teacher_params: &[],
     };
     objective_step(e, g, obj, st, &inputs)
 }
@@ -411,18 +457,17 @@ pub(super) fn augment_batch(
     epoch: u64,
     marked: bool,
 ) -> Result<Vec<Vec<f32>>, StageError> {
-    let per = views.output_shape.0 * views.output_shape.1 * views.output_shape.2;
     // Marked token views carry the targets after the ids (see `Views::apply_marked`).
-    let per = if marked && views.vocab.is_some() {
-        2 * per
-    } else {
-        per
+    let per = |v: usize| match marked && views.vocab.is_some() {
+        true => 2 * views.view_len(v),
+        false => views.view_len(v),
     };
     // On the shared rayon pool: while a step trains, its idle moments produce the next views.
     let mut out: Vec<Vec<f32>> = (0..views.count())
-        .map(|_| vec![0f32; batch.len() * per])
+        .map(|v| vec![0f32; batch.len() * per(v)])
         .collect();
     for (v, buf) in out.iter_mut().enumerate() {
+        let per = per(v);
         buf.par_chunks_mut(per)
             .zip(batch.par_iter())
             .with_min_len(8)

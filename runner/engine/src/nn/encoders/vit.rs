@@ -15,6 +15,10 @@ use crate::{shape_err, Graph, Result, Tensor};
 pub struct Vit {
     patch: usize,
     tokens: usize,
+    /// Patch rows and columns of the input size the position embeddings were built for
+    /// (`(0, 0)` in encoders saved before it was recorded: a square grid of `tokens`).
+    #[serde(default)]
+    grid: (usize, usize),
     embed: Linear,
     pos: Pid,
     cls: Option<Pid>,
@@ -51,7 +55,8 @@ impl Vit {
                 format!("dim {dim} is not divisible by {heads} heads"),
             ));
         }
-        let tokens = (input.height / patch) * (input.width / patch);
+        let grid = (input.height / patch, input.width / patch);
+        let tokens = grid.0 * grid.1;
         let embed = Linear::new(
             e,
             ps,
@@ -80,6 +85,7 @@ impl Vit {
         Ok(Vit {
             patch,
             tokens,
+            grid,
             embed,
             pos,
             cls,
@@ -98,7 +104,41 @@ impl Vit {
         input: InputShape,
     ) -> Result<Tensor> {
         let tok = self.tokens(ps, g, x, input)?;
-        self.encode_tokens(ps, g, &tok, x.shape().0, self.tokens)
+        let per_sample = tok.shape().0 / x.shape().0.max(1);
+        self.encode_tokens(ps, g, &tok, x.shape().0, per_sample)
+    }
+
+    /// The built grid (older encoders recorded only the token count: a square grid).
+    fn built_grid(&self) -> (usize, usize) {
+        match self.grid {
+            (0, 0) => {
+                let side = (self.tokens as f64).sqrt().round() as usize;
+                (side, self.tokens / side.max(1))
+            }
+            g => g,
+        }
+    }
+
+    /// The position embeddings for a `rows x cols` patch grid: the learned ones at the built
+    /// size, else bilinearly interpolated from them (multi-crop views of another size), as a
+    /// fixed linear map so gradients reach the learned table.
+    fn positions(
+        &self,
+        ps: &ParamStore,
+        g: &mut Graph,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Tensor> {
+        let (gr, gc) = self.built_grid();
+        let pos = ps.get(self.pos);
+        if (rows, cols) == (gr, gc) {
+            return Ok(pos.clone());
+        }
+        let key = format!("vit-pos-interp {gr}x{gc}->{rows}x{cols}");
+        let map = g.constant(key, rows * cols, gr * gc, || {
+            bilinear_map((gr, gc), (rows, cols))
+        });
+        g.matmul(&map.as_input(), pos)
     }
 
     /// Patch tokens `(B·T, dim)` with position embeddings added.
@@ -111,7 +151,8 @@ impl Vit {
     ) -> Result<Tensor> {
         let patches = self.patches(g, x, input)?;
         let tok = self.embed.forward(ps, g, &patches)?;
-        let pos = g.tile_rows(ps.get(self.pos), x.shape().0)?;
+        let pos = self.positions(ps, g, input.height / self.patch, input.width / self.patch)?;
+        let pos = g.tile_rows(&pos, x.shape().0)?;
         g.add(&tok, &pos)
     }
 
@@ -205,5 +246,54 @@ impl Vit {
     ) -> Result<Tensor> {
         let (h, t) = self.run_blocks(ps, g, tok, batch, per_sample)?;
         self.pool(ps, g, &h, batch, t)
+    }
+}
+
+/// The `(to.0·to.1, from.0·from.1)` matrix that resamples a grid of row-major cells bilinearly
+/// (cell centres aligned, as image resizing with `align_corners = false` does).
+fn bilinear_map(from: (usize, usize), to: (usize, usize)) -> Vec<f32> {
+    // Source coordinate and the two neighbours with their weights along one axis.
+    let taps = |n_from: usize, n_to: usize, i: usize| -> [(usize, f32); 2] {
+        let x =
+            ((i as f64 + 0.5) * n_from as f64 / n_to as f64 - 0.5).clamp(0.0, (n_from - 1) as f64);
+        let lo = x.floor() as usize;
+        let hi = (lo + 1).min(n_from - 1);
+        let t = (x - lo as f64) as f32;
+        [(lo, 1.0 - t), (hi, t)]
+    };
+    let mut m = vec![0f32; to.0 * to.1 * from.0 * from.1];
+    for r in 0..to.0 {
+        for c in 0..to.1 {
+            let row = (r * to.1 + c) * from.0 * from.1;
+            for (sr, wr) in taps(from.0, to.0, r) {
+                for (sc, wc) in taps(from.1, to.1, c) {
+                    m[row + sr * from.1 + sc] += wr * wc;
+                }
+            }
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bilinear_map;
+
+    #[test]
+    fn bilinear_map_rows_sum_to_one_and_keep_the_same_size() {
+        let id = bilinear_map((3, 3), (3, 3));
+        for r in 0..9 {
+            for c in 0..9 {
+                assert_eq!(id[r * 9 + c], f32::from(r == c));
+            }
+        }
+        let down = bilinear_map((4, 4), (2, 2));
+        for row in down.chunks(16) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        }
+        // Halving a 4x4 grid averages each 2x2 block's inner cells: cell (0,0) of the result
+        // reads source cells (0,0), (0,1), (1,0), (1,1) equally.
+        assert_eq!(&down[..2], &[0.25, 0.25]);
+        assert_eq!(&down[4..6], &[0.25, 0.25]);
     }
 }

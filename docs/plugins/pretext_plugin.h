@@ -1,5 +1,5 @@
 /*
- * pretext plugin ABI, version 1, for C (and anything that can call and export C functions).
+ * pretext plugin ABI, version 2, for C (and anything that can call and export C functions).
  *
  * This header mirrors plugins/sdk/src/abi.rs, which is normative; a test
  * (tests/e2e/docs_template.rs) checks that every struct here has the fields of its Rust
@@ -21,7 +21,7 @@
 extern "C" {
 #endif
 
-#define PTX_ABI_VERSION 1u
+#define PTX_ABI_VERSION 2u
 #define PTX_ENTRY_SYMBOL "pretext_plugin_entry"
 
 /* Status codes returned by every plugin function. */
@@ -61,7 +61,7 @@ typedef struct PtxPluginInfo {
     uint32_t struct_size; /* sizeof(PtxPluginInfo) */
     PtxStr name;          /* library name, e.g. "my-c-plugin" */
     PtxStr version;       /* library version */
-    PtxStr sdk_version;   /* the pretext-plugin version the ABI was taken from, e.g. "0.1.0" */
+    PtxStr sdk_version;   /* the pretext-plugin version the ABI was taken from, e.g. "0.2.0" */
     const struct PtxObjectiveEntry *objectives;
     size_t n_objectives;
     const struct PtxAugmentEntry *augmentations;
@@ -113,17 +113,41 @@ typedef struct PtxObjectiveNeeds {
      * and passes token_logits / token_targets for the positions the view flagged. */
     uint32_t masked_tokens;
     uint32_t needs_dropout; /* 1 = the views differ only through dropout (SimCSE) */
-    uint64_t reserved[5];   /* the two fields above took 8 bytes of it: the size is unchanged */
+    /* ABI v2. Multi-crop: the EMA teacher sees only the first teacher_views views (the global
+     * crops); 0 = every view. */
+    uint32_t teacher_views;
+    uint32_t more_views; /* 1 = views is a minimum: the augment stage may declare more */
+    uint32_t n_params;   /* trainable tensors the objective owns (see param_decl) */
+    uint64_t reserved[4];
 } PtxObjectiveNeeds;
 
-/* The tensors of one step. Arrays have n_views entries; NULL when the head does not exist. */
+#define PTX_INIT_NORMAL 0u  /* scale: standard deviation */
+#define PTX_INIT_UNIFORM 1u /* scale: bound, values in [-scale, scale] */
+#define PTX_INIT_CONSTANT 2u /* scale: the value */
+
+/* ABI v2: one trainable tensor an objective owns (prototypes, a temperature). The host creates
+ * it (seeded), trains, checkpoints and, with an EMA teacher, averages it like the model's own;
+ * the loss reads it with ops->param. */
+typedef struct PtxParamDecl {
+    uint32_t struct_size;
+    PtxStr name; /* must point to static data; stored as objective.<name> */
+    uint32_t rows;
+    uint32_t cols;
+    uint32_t init; /* PTX_INIT_* */
+    double scale;
+    uint32_t weight_decay; /* 1 = the optimiser's weight decay applies */
+} PtxParamDecl;
+
+/* The tensors of one step. Arrays have n_views entries (targets: n_targets); NULL when the
+ * head does not exist. Views may differ in size (multi-crop): each view_inputs entry is
+ * (batch, C*h*w) at its own size. */
 typedef struct PtxObjectiveInputs {
     uint32_t struct_size;
     uint32_t n_views;
     const PtxHandle *embeddings;  /* encoder outputs (batch, embed_dim) */
     const PtxHandle *projections; /* projector outputs */
     const PtxHandle *predictions; /* predictor outputs */
-    const PtxHandle *targets;     /* EMA-teacher projections, no gradient */
+    const PtxHandle *targets;     /* EMA-teacher projections, no gradient; n_targets of them */
     uint32_t batch_size;
     uint32_t epoch;
     uint64_t step;
@@ -139,6 +163,8 @@ typedef struct PtxObjectiveInputs {
      * (n_flagged, 1) as floats, no gradient; 0 without masked_tokens. */
     PtxHandle token_logits;
     PtxHandle token_targets;
+    uint32_t n_targets; /* ABI v2: entries of targets (teacher_views when it asked for fewer) */
+    uint32_t epochs;    /* ABI v2: epochs of the whole run (epoch counts 0..epochs) */
 } PtxObjectiveInputs;
 
 /* Op codes. Tensors are 2-D (rows, cols); a scalar is (1, 1). Binary ops broadcast a
@@ -202,6 +228,9 @@ typedef struct PtxTensorOps {
      * logits (n, c) against labels[0..n], a (1, 1) tensor without gradient, computed on the
      * device. */
     PtxHandle (*accuracy)(void *ctx, PtxHandle logits, const uint32_t *labels, size_t n);
+    /* ABI v2: the objective's trainable tensor name (declared through param_decl): teacher = 0
+     * the student's copy (gradients flow into it), 1 the EMA teacher's (no gradient). */
+    PtxHandle (*param)(void *ctx, PtxStr name, uint32_t teacher);
 } PtxTensorOps;
 
 typedef struct PtxObjectiveEntry {
@@ -212,6 +241,8 @@ typedef struct PtxObjectiveEntry {
     int32_t (*needs)(void *inst, const PtxHost *host, PtxObjectiveNeeds *out);
     int32_t (*loss)(void *inst, const PtxHost *host, const PtxTensorOps *ops,
                     const PtxObjectiveInputs *inputs, PtxHandle *out);
+    /* ABI v2: describe trainable tensor index (0 .. n_params-1 of needs) in out. */
+    int32_t (*param_decl)(void *inst, const PtxHost *host, uint32_t index, PtxParamDecl *out);
     void (*destroy)(void *inst);
 } PtxObjectiveEntry;
 

@@ -17,6 +17,7 @@ mod kill;
 mod malformed;
 mod memory;
 mod minifuzz;
+mod multicrop;
 mod nonregular;
 mod ntxent;
 mod objectives;

@@ -396,6 +396,8 @@ pub struct Fixtures {
     pub external_objective: PathBuf,
     pub panicky: PathBuf,
     pub abi_mismatch: PathBuf,
+    /// A library built for plugin ABI v1 (the version before this one).
+    pub abi_v1: PathBuf,
     pub no_entry: PathBuf,
 }
 
@@ -444,6 +446,7 @@ pub fn fixtures() -> &'static Fixtures {
             external_objective: build("external-objective", "external_objective")?,
             panicky: build("panicky", "panicky")?,
             abi_mismatch: build("abi-mismatch", "abi_mismatch")?,
+            abi_v1: build("abi-v1", "abi_v1")?,
             no_entry: build("no-entry", "no_entry")?,
         })
     });

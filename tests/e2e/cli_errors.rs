@@ -109,6 +109,8 @@ fn shows_before_any_run_and_cuda_without_support_are_input_errors() {
     );
 }
 
+/// Views may differ in size (multi-crop), but not for a model that reads a fixed input size:
+/// refused by validate, plan and run alike, before anything runs.
 #[test]
 fn views_of_different_shapes_are_refused_before_anything_runs() {
     let dir = tempdir();
@@ -133,6 +135,12 @@ views = [
   [{{ name = "random_resized_crop", size = 24 }}],
   [{{ name = "random_resized_crop", size = 28 }}],
 ]
+
+[stages.ssl]
+kind = "pretrain"
+input = "views"
+objective = {{ plugin = "simclr" }}
+model = {{ arch = "mlp", hidden = [32], embed_dim = 16 }}
 "#,
             crate::support::toml_path(&images),
             crate::support::toml_path(&labels)
@@ -144,8 +152,9 @@ views = [
         pretext(dir.path(), &[cmd, &p])
             .expect_code(2)
             .expect_stderr_has(&[
-                "stage `views`",
-                "view 2 produces images of shape (1, 28, 28) but view 1 produces (1, 24, 24)",
+                "stage `ssl`",
+                "the views differ in size (view 2 is 1x28x28, view 1 is 1x24x24)",
+                "an `mlp` reads a fixed number of inputs",
             ]);
     }
     // Nothing ran: no store entry was made.

@@ -38,10 +38,15 @@ impl Dino {
         self.warmup_teacher_temp + t * (self.teacher_temp - self.warmup_teacher_temp)
     }
 
-    /// `x` L2-normalised per row, times the column-normalised prototypes: cosine logits.
-    fn logits<'a>(x: &Tensor<'a>, prototypes: &Tensor<'a>) -> Result<Tensor<'a>> {
-        let w = prototypes.l2_normalize(Axis::Rows, 1e-12)?;
-        x.l2_normalize(Axis::Cols, 1e-12)?.matmul(&w)
+    /// The prototypes with each column (one prototype) L2-normalised: the weight-normalised
+    /// last layer, computed once per step and shared by every view.
+    fn unit_columns<'a>(prototypes: &Tensor<'a>) -> Result<Tensor<'a>> {
+        prototypes.l2_normalize(Axis::Rows, 1e-12)
+    }
+
+    /// `x` L2-normalised per row, times unit-column prototypes: cosine logits.
+    fn logits<'a>(x: &Tensor<'a>, unit_prototypes: &Tensor<'a>) -> Result<Tensor<'a>> {
+        x.l2_normalize(Axis::Cols, 1e-12)?.matmul(unit_prototypes)
     }
 }
 
@@ -137,8 +142,8 @@ Reports `teacher_entropy` and `student_entropy` (mean entropy of the softmax out
             )));
         }
         let temp = self.teacher_temp_at(inputs.epoch());
-        let w_s = ops.param(PROTOTYPES)?;
-        let w_t = ops.teacher_param(PROTOTYPES)?;
+        let w_s = Self::unit_columns(&ops.param(PROTOTYPES)?)?;
+        let w_t = Self::unit_columns(&ops.teacher_param(PROTOTYPES)?)?;
         let centre = match ops.state(CENTRE) {
             Some(c) => c,
             None => ops.full(0.0, 1, self.out_dim)?,

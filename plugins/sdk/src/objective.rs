@@ -82,13 +82,30 @@ pub struct ParamSpec {
     pub weight_decay: bool,
 }
 
-impl ParamSpec {
-    pub(crate) fn to_raw(self) -> abi::PtxParamDecl {
-        let (init, scale) = match self.init {
+impl ParamInit {
+    /// The ABI's `(INIT_* kind, scale)` for this initialisation.
+    pub fn to_raw(self) -> (u32, f64) {
+        match self {
             ParamInit::Normal(s) => (abi::INIT_NORMAL, s),
             ParamInit::Uniform(b) => (abi::INIT_UNIFORM, b),
             ParamInit::Constant(v) => (abi::INIT_CONSTANT, v),
-        };
+        }
+    }
+
+    /// The initialisation an `(INIT_* kind, scale)` pair names; `None` for an unknown kind.
+    pub fn from_raw(init: u32, scale: f64) -> Option<ParamInit> {
+        match init {
+            abi::INIT_NORMAL => Some(ParamInit::Normal(scale)),
+            abi::INIT_UNIFORM => Some(ParamInit::Uniform(scale)),
+            abi::INIT_CONSTANT => Some(ParamInit::Constant(scale)),
+            _ => None,
+        }
+    }
+}
+
+impl ParamSpec {
+    pub(crate) fn to_raw(self) -> abi::PtxParamDecl {
+        let (init, scale) = self.init.to_raw();
         abi::PtxParamDecl {
             struct_size: std::mem::size_of::<abi::PtxParamDecl>() as u32,
             name: PtxStr::from_static(self.name),

@@ -94,7 +94,6 @@ use std::sync::Once;
 
 use crate::abi::{self, PtxAugmentEntry, PtxBuffer, PtxHost, PtxObjectiveEntry, PtxParam};
 use crate::abi::{PtxObjectiveNeeds, PtxParamDecl, PtxPluginInfo, PtxStr};
-use crate::abi::{INIT_NORMAL, INIT_UNIFORM};
 use crate::{Augmentation, Image, ImageMut, ImageShape, Needs, Objective, Params, Rng};
 use crate::{ParamInit, ParamSpec};
 use crate::{TokenAugmentation, TokenSeq, Value};
@@ -619,11 +618,8 @@ impl ObjectiveInstance {
                 };
                 self.host.status(code)?;
                 let d = unsafe { d.assume_init() };
-                let init = match d.init {
-                    INIT_NORMAL => ParamInit::Normal(d.scale),
-                    INIT_UNIFORM => ParamInit::Uniform(d.scale),
-                    _ => ParamInit::Constant(d.scale),
-                };
+                let init =
+                    ParamInit::from_raw(d.init, d.scale).unwrap_or(ParamInit::Constant(d.scale));
                 Ok(ParamSpec {
                     name: unsafe { d.name.as_str() },
                     rows: d.rows as usize,

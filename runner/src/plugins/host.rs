@@ -11,6 +11,8 @@ use pretext_plugin::abi::{
     self, Handle, PtxBuffer, PtxHost, PtxObjectiveInputs, PtxParam, PtxStr, PtxTensorOps,
 };
 
+pub use pretext_plugin::ParamInit;
+
 use super::loader::{Found, Library};
 use crate::engine::graph::Axis2;
 use crate::engine::{Engine, Graph, Tensor};
@@ -174,7 +176,7 @@ impl RawParams {
 }
 
 /// A trainable tensor an objective owns, in host terms.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ObjectiveParam {
     pub name: String,
     pub rows: usize,
@@ -183,16 +185,8 @@ pub struct ObjectiveParam {
     pub weight_decay: bool,
 }
 
-/// How an objective's trainable tensor starts (`abi::INIT_*`).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub enum ParamInit {
-    Normal(f64),
-    Uniform(f64),
-    Constant(f64),
-}
-
 /// What an objective needs, in host terms.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ObjectiveNeeds {
     pub views: usize,
     pub projector: Option<(usize, usize, usize)>,
@@ -427,15 +421,11 @@ impl ObjectiveInstance {
                     "trainable tensor `{name}` has shape {rows}x{cols}; each side must be at least 1 and the whole at most 2^26 values"
                 )));
             }
-            let init = match d.init {
-                abi::INIT_NORMAL => ParamInit::Normal(d.scale),
-                abi::INIT_UNIFORM => ParamInit::Uniform(d.scale),
-                abi::INIT_CONSTANT => ParamInit::Constant(d.scale),
-                other => {
-                    return Err(self.err(format!(
-                        "trainable tensor `{name}` has init kind {other}; use INIT_NORMAL, INIT_UNIFORM or INIT_CONSTANT"
-                    )))
-                }
+            let Some(init) = ParamInit::from_raw(d.init, d.scale) else {
+                return Err(self.err(format!(
+                    "trainable tensor `{name}` has init kind {}; use INIT_NORMAL, INIT_UNIFORM or INIT_CONSTANT",
+                    d.init
+                )));
             };
             if !d.scale.is_finite() {
                 return Err(self.err(format!(

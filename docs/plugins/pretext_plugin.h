@@ -1,5 +1,5 @@
 /*
- * pretext plugin ABI, version 2, for C (and anything that can call and export C functions).
+ * pretext plugin ABI, version 3, for C (and anything that can call and export C functions).
  *
  * This header mirrors plugins/sdk/src/abi.rs, which is normative; a test
  * (tests/e2e/docs_template.rs) checks that every struct here has the fields of its Rust
@@ -21,7 +21,7 @@
 extern "C" {
 #endif
 
-#define PTX_ABI_VERSION 2u
+#define PTX_ABI_VERSION 3u
 #define PTX_ENTRY_SYMBOL "pretext_plugin_entry"
 
 /* Status codes returned by every plugin function. */
@@ -61,7 +61,7 @@ typedef struct PtxPluginInfo {
     uint32_t struct_size; /* sizeof(PtxPluginInfo) */
     PtxStr name;          /* library name, e.g. "my-c-plugin" */
     PtxStr version;       /* library version */
-    PtxStr sdk_version;   /* the pretext-plugin version the ABI was taken from, e.g. "0.2.0" */
+    PtxStr sdk_version;   /* the pretext-plugin version the ABI was taken from, e.g. "0.3.0" */
     const struct PtxObjectiveEntry *objectives;
     size_t n_objectives;
     const struct PtxAugmentEntry *augmentations;
@@ -118,6 +118,16 @@ typedef struct PtxObjectiveNeeds {
     uint32_t teacher_views;
     uint32_t more_views; /* 1 = views is a minimum: the augment stage may declare more */
     uint32_t n_params;   /* trainable tensors the objective owns (see param_decl) */
+    /* ABI v3. Prediction in latent space (I-JEPA; ViT, one view, EMA teacher): target blocks
+     * per image (0 = none); each block's area as a fraction of the patch grid and its aspect
+     * (height / width, drawn log-uniformly); the context block's area (square); the
+     * predictor's transformer blocks and width. */
+    uint32_t latent_blocks;
+    double latent_target_scale[2];
+    double latent_target_aspect[2];
+    double latent_context_scale[2];
+    uint32_t latent_predictor_depth;
+    uint32_t latent_predictor_dim;
     uint64_t reserved[4];
 } PtxObjectiveNeeds;
 
@@ -165,6 +175,11 @@ typedef struct PtxObjectiveInputs {
     PtxHandle token_targets;
     uint32_t n_targets; /* ABI v2: entries of targets (teacher_views when it asked for fewer) */
     uint32_t epochs;    /* ABI v2: epochs of the whole run (epoch counts 0..epochs) */
+    /* ABI v3: prediction in latent space: the predictor's output at every target patch
+     * (rows, encoder width) and the EMA teacher's encoder output there, same rows, no
+     * gradient; 0 without latent_blocks. */
+    PtxHandle latent_predictions;
+    PtxHandle latent_targets;
 } PtxObjectiveInputs;
 
 /* Op codes. Tensors are 2-D (rows, cols); a scalar is (1, 1). Binary ops broadcast a

@@ -62,6 +62,8 @@ pub enum Stream {
     LabelSubset = 20,
     /// The supervised baseline's initial weights (was 13, shared with MLM validation).
     SupervisedInit = 21,
+    /// I-JEPA's block masks: the blocks' sizes per step, their positions per sample.
+    JepaMask = 22,
 }
 
 /// A deterministic permutation of `0..n` (Fisher–Yates with a seeded generator).

@@ -14,6 +14,7 @@ mod end_to_end;
 mod faults;
 mod golden;
 mod kill;
+mod latent;
 mod malformed;
 mod memory;
 mod minifuzz;

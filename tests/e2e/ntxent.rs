@@ -112,6 +112,7 @@ impl Simclr {
             decoded: None,
             masked_patches: None,
             masked_tokens: None,
+            latent: None,
             epoch: 0,
             step: 0,
             total_steps: 1,

@@ -107,6 +107,7 @@ impl Harness {
             decoded: dec.as_deref(),
             masked_patches: None,
             masked_tokens: None,
+            latent: None,
             epoch: 0,
             step: 0,
             total_steps: 1,
@@ -453,6 +454,7 @@ fn mae_matches_masked_patch_mse() {
                 decoded: None,
                 masked_patches: Some((&p, &t, &m)),
                 masked_tokens: None,
+                latent: None,
                 epoch: 0,
                 step: 0,
                 total_steps: 1,
@@ -601,6 +603,7 @@ fn dino_matches_centred_sharpened_self_distillation_over_multi_crop_views() {
             decoded: None,
             masked_patches: None,
             masked_tokens: None,
+            latent: None,
             epoch: 0,
             step,
             total_steps: 2,
@@ -652,4 +655,81 @@ fn dino_refuses_bad_parameters_with_their_names() {
     assert!(reg_err(serde_json::json!({ "teacher_temp": 0.0 })).contains("teacher_temp"));
     assert!(reg_err(serde_json::json!({ "out_dim": 1 })).contains("out_dim"));
     assert!(reg_err(serde_json::json!({ "centre_momentum": 1.0 })).contains("centre_momentum"));
+}
+
+/// I-JEPA's loss in f64: the mean over every value of smooth L1 (β = 1) or the squared
+/// difference between predictions and layer-normalised (eps 1e-6) targets.
+fn ijepa_reference(pred: &[f64], target: &[f64], cols: usize, smooth_l1: bool) -> f64 {
+    let mut total = 0.0;
+    for (p, t) in pred.chunks(cols).zip(target.chunks(cols)) {
+        let mean = t.iter().sum::<f64>() / cols as f64;
+        let var = t.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / cols as f64;
+        for (a, b) in p.iter().zip(t) {
+            let d = (a - (b - mean) / (var + 1e-6).sqrt()).abs();
+            total += match smooth_l1 {
+                true if d < 1.0 => 0.5 * d * d,
+                true => d - 0.5,
+                false => d * d,
+            };
+        }
+    }
+    total / pred.len() as f64
+}
+
+#[test]
+fn ijepa_matches_the_distance_to_layer_normalised_teacher_embeddings() {
+    for (loss, smooth) in [("smooth_l1", true), ("mse", false)] {
+        let obj = objective(
+            "pretext_masked",
+            "ijepa",
+            serde_json::json!({ "loss": loss, "blocks": 2 }),
+        );
+        let needs = obj.needs().expect("needs");
+        assert_eq!(needs.views, 1);
+        assert!(needs.ema_teacher.is_some());
+        assert_eq!(needs.latent.map(|l| l.blocks), Some(2));
+        let mut h = Harness::new(obj);
+        // Predictions far enough from the targets that both branches of smooth L1 are taken.
+        let (rows, cols) = (6, 5);
+        let mut rng = pretext_plugin::Rng::new(31);
+        let pred: Vec<f64> = (0..rows * cols).map(|_| 2.0 * rng.normal()).collect();
+        let target: Vec<f64> = (0..rows * cols).map(|_| 3.0 + rng.normal()).collect();
+        let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        let p = h.engine.tensor(f32s(&pred), rows, cols).unwrap();
+        let t = h.engine.tensor(f32s(&target), rows, cols).unwrap();
+        let emb = [h.engine.zeros(N, D)];
+        let mut g = h.engine.graph(true);
+        let inputs = StepInputs {
+            embeddings: &emb,
+            projections: None,
+            predictions: None,
+            targets: None,
+            view_inputs: None,
+            originals: None,
+            decoded: None,
+            masked_patches: None,
+            masked_tokens: None,
+            latent: Some((&p, &t)),
+            epoch: 0,
+            step: 0,
+            total_steps: 1,
+            epochs: 1,
+            params: &[],
+            teacher_params: &[],
+        };
+        let out = h
+            .obj
+            .loss(&h.engine, &mut g, &inputs, &mut h.state)
+            .expect("loss");
+        close(
+            out.loss.scalar() as f64,
+            ijepa_reference(&pred, &target, cols, smooth),
+        );
+        let reported: Vec<&str> = out.reports.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(reported.contains(&"pred_std") && reported.contains(&"target_std"));
+        // The predictions learn; the teacher's embeddings are a fixed target.
+        let mut grads = g.backward(&out.loss).expect("backward");
+        assert!(grads.get(&p).to_vec().iter().any(|v| *v != 0.0));
+        assert!(grads.get(&t).to_vec().iter().all(|v| *v == 0.0));
+    }
 }

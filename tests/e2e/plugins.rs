@@ -136,14 +136,14 @@ fn libraries_with_a_wrong_abi_or_no_entry_are_refused() {
     let cases = [
         (
             &f.abi_mismatch,
-            vec!["ABI v999", "speaks ABI v2", "rebuild the plugin"],
+            vec!["ABI v999", "speaks ABI v3", "rebuild the plugin"],
         ),
         (
             &f.abi_v1,
             vec![
                 "built for plugin ABI v1",
-                "this pretext speaks ABI v2",
-                "rebuild the plugin against pretext-plugin 0.2.0",
+                "this pretext speaks ABI v3",
+                "rebuild the plugin against pretext-plugin 0.3.0",
             ],
         ),
         (

@@ -396,7 +396,7 @@ pub struct Fixtures {
     pub external_objective: PathBuf,
     pub panicky: PathBuf,
     pub abi_mismatch: PathBuf,
-    /// A library built for plugin ABI v1 (the version before this one).
+    /// A library built for plugin ABI v1 (an older version than this pretext speaks).
     pub abi_v1: PathBuf,
     pub no_entry: PathBuf,
 }

@@ -1,7 +1,13 @@
-//! The plugin ABI, version 2: the `#[repr(C)]` types and constants that cross the boundary
+//! The plugin ABI, version 3: the `#[repr(C)]` types and constants that cross the boundary
 //! between the pretext host and a plugin library.
 //!
-//! Version 2 (this one) adds, over version 1: views of different sizes (multi-crop) with an
+//! Version 3 (this one) adds, over version 2, prediction in latent space (I-JEPA): the host
+//! masks target blocks of a ViT's patch grid, encodes the rest with the student, runs a
+//! predictor at the target positions and passes its outputs beside the EMA teacher's
+//! embeddings of those patches (`PtxObjectiveNeeds::latent_*`,
+//! `PtxObjectiveInputs::latent_predictions`, `latent_targets`).
+//!
+//! Version 2 added, over version 1: views of different sizes (multi-crop) with an
 //! EMA teacher that sees only the first views (`PtxObjectiveNeeds::teacher_views`,
 //! `more_views`, `PtxObjectiveInputs::n_targets`), trainable tensors owned by an objective
 //! (`PtxObjectiveNeeds::n_params`, `PtxObjectiveEntry::param_decl`, `PtxTensorOps::param`),
@@ -25,7 +31,7 @@
 use std::ffi::c_void;
 
 /// The ABI version this SDK speaks. The host refuses a plugin with any other value.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// The one symbol every plugin library exports (NUL-terminated for `dlsym`).
 pub const ENTRY_SYMBOL: &[u8] = b"pretext_plugin_entry\0";
@@ -224,6 +230,20 @@ pub struct PtxObjectiveNeeds {
     pub more_views: u32,
     /// Number of trainable tensors the objective owns (see `PtxObjectiveEntry::param_decl`).
     pub n_params: u32,
+    /// Prediction in latent space (I-JEPA): the number of target blocks per image (0 = none).
+    /// Needs a ViT encoder, one view and an EMA teacher. Each step the host draws, per batch,
+    /// each target block's size (`latent_target_scale`: its area as a fraction of the patch
+    /// grid, `latent_target_aspect`: height over width, drawn log-uniformly) and the context
+    /// block's (`latent_context_scale`, square), and per image their positions; the student
+    /// encodes the context block's patches that are in no target block, and a predictor
+    /// (`latent_predictor_depth` transformer blocks of width `latent_predictor_dim`) predicts
+    /// the teacher's output at every target patch from them.
+    pub latent_blocks: u32,
+    pub latent_target_scale: [f64; 2],
+    pub latent_target_aspect: [f64; 2],
+    pub latent_context_scale: [f64; 2],
+    pub latent_predictor_depth: u32,
+    pub latent_predictor_dim: u32,
     pub reserved: [u64; 4],
 }
 
@@ -290,6 +310,11 @@ pub struct PtxObjectiveInputs {
     pub n_targets: u32,
     /// Epochs of the whole run (`epoch` counts `0..epochs`).
     pub epochs: u32,
+    /// Prediction in latent space: the predictor's output at every target patch `(rows,
+    /// encoder width)` and the EMA teacher's encoder output there in the same row order (no
+    /// gradient). 0 without `latent_blocks`.
+    pub latent_predictions: Handle,
+    pub latent_targets: Handle,
 }
 
 // Op codes. Tensors are 2-D `(rows, cols)`; a scalar is `(1, 1)`. Binary ops broadcast a

@@ -30,7 +30,9 @@ pub mod tokens;
 pub mod testing;
 
 pub use augment::{Augmentation, Image, ImageMut, ImageShape};
-pub use objective::{Axis, Inputs, Needs, Objective, Ops, ParamInit, ParamSpec, Tensor};
+pub use objective::{
+    Axis, Inputs, LatentPrediction, Needs, Objective, Ops, ParamInit, ParamSpec, Tensor,
+};
 pub use params::{Params, Value};
 pub use rng::Rng;
 pub use tokens::{TokenAugmentation, TokenSeq};

@@ -37,6 +37,43 @@ pub struct Needs {
     /// `views` is the least number of views: the augment stage may declare more (local crops,
     /// possibly of a smaller size), and [`Inputs::views`] says how many came.
     pub more_views: bool,
+    /// Prediction in latent space (I-JEPA): the host hides target blocks of a ViT's patch
+    /// grid from the student, predicts the EMA teacher's embeddings of them and passes both
+    /// ([`Inputs::latent_predictions`]). Needs one view and an EMA teacher.
+    pub latent: Option<LatentPrediction>,
+}
+
+/// How the host masks and predicts for prediction in latent space (I-JEPA, Assran et al.,
+/// 2023). Block sizes are drawn once per batch, block positions per image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LatentPrediction {
+    /// Target blocks per image (≥ 1).
+    pub blocks: u32,
+    /// A target block's area as a fraction of the patch grid, `(low, high)` in (0, 1].
+    pub target_scale: (f64, f64),
+    /// A target block's height over width, drawn log-uniformly in `(low, high)`.
+    pub target_aspect: (f64, f64),
+    /// The context block's area as a fraction of the grid (square); the student sees its
+    /// patches that lie in no target block.
+    pub context_scale: (f64, f64),
+    /// Transformer blocks of the predictor (≥ 1) and their width.
+    pub predictor_depth: u32,
+    pub predictor_dim: u32,
+}
+
+impl Default for LatentPrediction {
+    /// The I-JEPA paper's masking: 4 targets of 15–20 % of the grid with aspect 0.75–1.5, a
+    /// context block of 85–100 %; a small predictor (2 blocks of width 64) for small ViTs.
+    fn default() -> Self {
+        LatentPrediction {
+            blocks: 4,
+            target_scale: (0.15, 0.2),
+            target_aspect: (0.75, 1.5),
+            context_scale: (0.85, 1.0),
+            predictor_depth: 2,
+            predictor_dim: 64,
+        }
+    }
 }
 
 impl Default for Needs {
@@ -53,6 +90,7 @@ impl Default for Needs {
             needs_dropout: false,
             teacher_views: None,
             more_views: false,
+            latent: None,
         }
     }
 }
@@ -122,6 +160,15 @@ impl Needs {
     pub(crate) fn to_raw(self) -> abi::PtxObjectiveNeeds {
         let (ph, po, pl) = self.projector.unwrap_or((0, 0, 0));
         let (ms, me) = self.ema_teacher.unwrap_or((0.0, 0.0));
+        let lat = self.latent.unwrap_or(LatentPrediction {
+            blocks: 0,
+            target_scale: (0.0, 0.0),
+            target_aspect: (0.0, 0.0),
+            context_scale: (0.0, 0.0),
+            predictor_depth: 0,
+            predictor_dim: 0,
+        });
+        let pair = |p: (f64, f64)| [p.0, p.1];
         abi::PtxObjectiveNeeds {
             struct_size: std::mem::size_of::<abi::PtxObjectiveNeeds>() as u32,
             views: self.views,
@@ -141,6 +188,12 @@ impl Needs {
             teacher_views: self.teacher_views.unwrap_or(0),
             more_views: u32::from(self.more_views),
             n_params: 0,
+            latent_blocks: lat.blocks,
+            latent_target_scale: pair(lat.target_scale),
+            latent_target_aspect: pair(lat.target_aspect),
+            latent_context_scale: pair(lat.context_scale),
+            latent_predictor_depth: lat.predictor_depth,
+            latent_predictor_dim: lat.predictor_dim,
             reserved: [0; 4],
         }
     }
@@ -597,5 +650,21 @@ impl<'a> Inputs<'a> {
     /// Decoder outputs per view (declare a decoder in `needs()`).
     pub fn decoded(&self) -> Result<Vec<Tensor<'a>>> {
         self.per_view(self.raw.decoded)
+    }
+    /// Prediction in latent space: `(predictions, targets)`, one row per target patch of
+    /// every block of every image, `(rows, encoder width)`: the predictor's outputs and the
+    /// EMA teacher's encoder outputs at the same patches (no gradient).
+    pub fn latent_predictions(&self) -> Result<(Tensor<'a>, Tensor<'a>)> {
+        let need = |h| {
+            self.ops.wrap(h).map_err(|_| {
+                Error::msg(
+                    "the host provided no latent predictions (declare `latent` in needs())",
+                )
+            })
+        };
+        Ok((
+            need(self.raw.latent_predictions)?,
+            need(self.raw.latent_targets)?,
+        ))
     }
 }

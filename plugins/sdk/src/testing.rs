@@ -655,6 +655,14 @@ fn needs_from_raw(r: &PtxObjectiveNeeds) -> Needs {
         needs_dropout: r.needs_dropout != 0,
         teacher_views: some_if(r.teacher_views != 0).map(|()| r.teacher_views),
         more_views: r.more_views != 0,
+        latent: some_if(r.latent_blocks != 0).map(|()| crate::LatentPrediction {
+            blocks: r.latent_blocks,
+            target_scale: (r.latent_target_scale[0], r.latent_target_scale[1]),
+            target_aspect: (r.latent_target_aspect[0], r.latent_target_aspect[1]),
+            context_scale: (r.latent_context_scale[0], r.latent_context_scale[1]),
+            predictor_depth: r.latent_predictor_depth,
+            predictor_dim: r.latent_predictor_dim,
+        }),
     }
 }
 

@@ -11,7 +11,7 @@ use pretext_plugin::abi::{
     self, Handle, PtxBuffer, PtxHost, PtxObjectiveInputs, PtxParam, PtxStr, PtxTensorOps,
 };
 
-pub use pretext_plugin::ParamInit;
+pub use pretext_plugin::{LatentPrediction, ParamInit};
 
 use super::loader::{Found, Library};
 use crate::engine::graph::Axis2;
@@ -205,6 +205,8 @@ pub struct ObjectiveNeeds {
     pub more_views: bool,
     /// Trainable tensors the objective owns.
     pub params: Vec<ObjectiveParam>,
+    /// Prediction in latent space (I-JEPA): target-block masking and a predictor.
+    pub latent: Option<LatentPrediction>,
 }
 
 impl ObjectiveNeeds {
@@ -249,6 +251,8 @@ pub struct StepInputs<'a> {
     pub masked_patches: Option<(&'a Tensor, &'a Tensor, &'a Tensor)>,
     /// Masked token modelling: (logits at flagged positions, original ids there `(n, 1)`).
     pub masked_tokens: Option<(&'a Tensor, &'a Tensor)>,
+    /// Prediction in latent space: (predictor outputs, teacher outputs) at the target patches.
+    pub latent: Option<(&'a Tensor, &'a Tensor)>,
     pub epoch: u32,
     pub step: u64,
     pub total_steps: u64,
@@ -372,6 +376,7 @@ impl ObjectiveInstance {
             teacher_views: (raw.teacher_views > 0).then_some(raw.teacher_views as usize),
             more_views: raw.more_views != 0,
             params: self.param_decls(raw.n_params)?,
+            latent: self.latent_spec(&raw)?,
         })
         .and_then(|n| self.check_needs(n))
     }
@@ -443,7 +448,70 @@ impl ObjectiveInstance {
         Ok(out)
     }
 
+    /// Read and check the latent-prediction request (I-JEPA) of `raw`.
+    fn latent_spec(
+        &self,
+        raw: &abi::PtxObjectiveNeeds,
+    ) -> Result<Option<LatentPrediction>, CallError> {
+        if raw.latent_blocks == 0 {
+            return Ok(None);
+        }
+        let pair = |p: [f64; 2]| (p[0], p[1]);
+        let spec = LatentPrediction {
+            blocks: raw.latent_blocks,
+            target_scale: pair(raw.latent_target_scale),
+            target_aspect: pair(raw.latent_target_aspect),
+            context_scale: pair(raw.latent_context_scale),
+            predictor_depth: raw.latent_predictor_depth,
+            predictor_dim: raw.latent_predictor_dim,
+        };
+        if spec.blocks > 16 {
+            return Err(self.err(format!(
+                "asks for {} target blocks; at most 16",
+                spec.blocks
+            )));
+        }
+        let fraction = |(lo, hi): (f64, f64)| lo > 0.0 && lo <= hi && hi <= 1.0;
+        for (what, range) in [
+            ("target block scale", spec.target_scale),
+            ("context block scale", spec.context_scale),
+        ] {
+            if !fraction(range) {
+                return Err(self.err(format!(
+                    "asks for a {what} of {range:?}; it must be a range low <= high within (0, 1]"
+                )));
+            }
+        }
+        let (lo, hi) = spec.target_aspect;
+        if !(lo > 0.0 && lo <= hi && hi.is_finite()) {
+            return Err(self.err(format!(
+                "asks for a target block aspect of {:?}; it must be a range 0 < low <= high",
+                spec.target_aspect
+            )));
+        }
+        if !(1..=12).contains(&spec.predictor_depth) || !(1..=4096).contains(&spec.predictor_dim)
+        {
+            return Err(self.err(format!(
+                "asks for a predictor of {} blocks of width {}; depth must be 1 to 12 and width 1 to 4096",
+                spec.predictor_depth, spec.predictor_dim
+            )));
+        }
+        Ok(Some(spec))
+    }
+
     fn check_needs(&self, n: ObjectiveNeeds) -> Result<ObjectiveNeeds, CallError> {
+        if n.latent.is_some() {
+            if n.ema_teacher.is_none() {
+                return Err(self.err(
+                    "asks for latent prediction but declares no EMA teacher to predict".into(),
+                ));
+            }
+            if n.views != 1 || n.more_views || n.mask_ratio.is_some() {
+                return Err(self.err(
+                    "asks for latent prediction, which masks one view: it must need exactly 1 view and no mask_ratio".into(),
+                ));
+            }
+        }
         if let Some(k) = n.teacher_views {
             if n.ema_teacher.is_none() {
                 return Err(self.err(format!(
@@ -497,6 +565,8 @@ impl ObjectiveInstance {
             .masked_tokens
             .map(|(l, t)| reg(&[l.clone(), t.clone()]));
         let token = |i: usize| tokens.as_ref().map_or(0, |h| h[i]);
+        let latent = inputs.latent.map(|(p, t)| reg(&[p.clone(), t.clone()]));
+        let lat = |i: usize| latent.as_ref().map_or(0, |h| h[i]);
         let ptr = |v: &Option<Vec<Handle>>| v.as_ref().map_or(std::ptr::null(), |v| v.as_ptr());
         let raw_inputs = PtxObjectiveInputs {
             struct_size: std::mem::size_of::<PtxObjectiveInputs>() as u32,
@@ -519,6 +589,8 @@ impl ObjectiveInstance {
             token_targets: token(1),
             n_targets: targ.as_ref().map_or(0, |t| t.len() as u32),
             epochs: inputs.epochs,
+            latent_predictions: lat(0),
+            latent_targets: lat(1),
         };
         let mut out: Handle = 0;
         let table = ops_table(&mut ctx);

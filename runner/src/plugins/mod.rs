@@ -8,7 +8,7 @@ pub mod loader;
 pub mod watch;
 
 pub use host::{
-    AugmentInstance, CallError, ObjectiveInstance, ObjectiveNeeds, ObjectiveParam, ParamInit,
-    StepInputs, StepOutput,
+    AugmentInstance, CallError, LatentPrediction, ObjectiveInstance, ObjectiveNeeds,
+    ObjectiveParam, ParamInit, StepInputs, StepOutput,
 };
 pub use loader::{load_library, Library, PluginError, Registry, SearchPath};

@@ -21,7 +21,7 @@ pub use encoders::{
     ConvNet, Encoder, EncoderSpec, InputShape, Mlp, ResBlock, ResNet, TextSpec, TextTransformer,
     TokenStates, Vit, PAD,
 };
-pub use heads::{MaeDecoder, MlmHead};
+pub use heads::{JepaPredictor, MaeDecoder, MlmHead};
 pub use layers::{BatchNorm, Conv, LayerNorm, Linear};
 pub use params::{Adapter, Init, Lora, ParamEntry, ParamKind, ParamStore, Pid};
 pub use transformer::TransformerBlock;

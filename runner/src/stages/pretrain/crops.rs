@@ -62,7 +62,7 @@ pub(super) fn check(
     }
     let head = if needs.decoder.is_some() {
         Some("reconstructs its input with a decoder")
-    } else if needs.mask_ratio.is_some() {
+    } else if needs.mask_ratio.is_some() || needs.latent.is_some() {
         Some("masks patches of one view")
     } else if needs.masked_tokens {
         Some("predicts masked tokens")

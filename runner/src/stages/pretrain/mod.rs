@@ -3,6 +3,7 @@
 //! (loss, learning rate, embedding spread and objective reports per epoch) and metrics.
 
 mod bench;
+mod blocks;
 mod checkpoint;
 mod crops;
 mod health;
@@ -64,6 +65,12 @@ pub fn validate(
     {
         return Err(StageError::Input(format!(
             "objective `{}` makes its views differ through dropout, but the model has none: set `model = {{ arch = \"transformer\", dropout = 0.1, ... }}`",
+            cfg.objective.plugin
+        )));
+    }
+    if needs.latent.is_some() && !matches!(cfg.model.arch, Arch::Vit { .. }) {
+        return Err(StageError::Input(format!(
+            "objective `{}` predicts hidden blocks of a patch grid in latent space, which needs a vision transformer: set `model = {{ arch = \"vit\", ... }}`",
             cfg.objective.plugin
         )));
     }

@@ -3,11 +3,12 @@
 
 use crate::engine::nn::MlmHead;
 use crate::engine::nn::{Encoder, EncoderSpec, Init, InputShape, MaeDecoder, Mlp, ParamStore};
+use crate::engine::nn::JepaPredictor;
 use crate::engine::nn::{ParamKind, Pid};
 use crate::engine::optim::OptimSpec;
 use crate::engine::{Engine, Graph, Tensor};
 use crate::pipeline::{Arch, OptimConfig, PretrainConfig};
-use crate::plugins::{ObjectiveInstance, ObjectiveNeeds, ParamInit, Registry};
+use crate::plugins::{LatentPrediction, ObjectiveInstance, ObjectiveNeeds, ParamInit, Registry};
 use crate::stages::StageError;
 
 /// The encoder for `cfg.model` on data of `shape` (`vocab` for token sequences).
@@ -129,6 +130,8 @@ pub(super) struct Model {
     pub(super) decoder: Option<Mlp>,
     /// Masked patch modelling: the mask ratio and the MAE decoder.
     pub(super) mae: Option<(f64, MaeDecoder)>,
+    /// Prediction in latent space (I-JEPA): the masking and the predictor.
+    pub(super) jepa: Option<(LatentPrediction, JepaPredictor)>,
     /// Masked token modelling: the prediction head over the vocabulary.
     pub(super) mlm: Option<MlmHead>,
     /// Every view's shape (the first is `input`; multi-crop views may be smaller).
@@ -208,6 +211,18 @@ impl Model {
                 ))
             }
         };
+        let jepa = match (needs.latent, &encoder) {
+            (None, _) => None,
+            (Some(spec), Encoder::Vit(vit)) => {
+                let (depth, width) = (spec.predictor_depth as usize, spec.predictor_dim as usize);
+                Some((spec, JepaPredictor::new(e, ps, &mut init, vit, depth, width)))
+            }
+            (Some(_), _) => {
+                return Err(StageError::Input(
+                    "prediction in latent space (I-JEPA) needs `model.arch = \"vit\"`".into(),
+                ))
+            }
+        };
         let mlm =
             match (needs.masked_tokens, &encoder) {
                 (false, _) => None,
@@ -245,6 +260,7 @@ impl Model {
             predictor,
             decoder,
             mae,
+            jepa,
             mlm,
             view_shapes: view_shapes.to_vec(),
             teacher_views: needs.teacher_views,

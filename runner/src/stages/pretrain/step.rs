@@ -9,11 +9,11 @@ use super::checkpoint::{CheckpointMeta, TrainState, CHECKPOINT_META};
 use super::model::Model;
 use crate::artifacts::views::Views;
 use crate::data::Dataset;
-use crate::engine::nn::{Encoder, MaeDecoder, Vit};
+use crate::engine::nn::{Encoder, JepaPredictor, MaeDecoder, Vit};
 use crate::engine::nn::{MlmHead, TextTransformer};
 use crate::engine::optim::{self, GradList, Schedule};
 use crate::engine::{Axis2, Engine, Graph, Tensor};
-use crate::plugins::{ObjectiveInstance, ObjectiveNeeds, StepInputs};
+use crate::plugins::{LatentPrediction, ObjectiveInstance, ObjectiveNeeds, StepInputs};
 use crate::stages::{mix_seed, permutation, read_json, StageError};
 
 /// One micro-batch's loss and the objective's reports, still on the device.
@@ -177,6 +177,9 @@ pub(super) fn train_step(
     if let (Some((ratio, dec)), Encoder::Vit(vit)) = (&model.mae, &model.encoder) {
         return mae_step(t, vit, *ratio, dec, &augmented[0], n, sc);
     }
+    if let (Some((spec, pred)), Encoder::Vit(vit)) = (&model.jepa, &model.encoder) {
+        return jepa_step(t, vit, spec, pred, &augmented[0], n, sc);
+    }
     if let (Some(head), Encoder::Text(text)) = (&model.mlm, &model.encoder) {
         return mlm_step(t, text, head, &augmented[0], n, sc);
     }
@@ -264,6 +267,7 @@ pub(super) fn train_step(
         decoded: some(&dec_v),
         masked_patches: None,
         masked_tokens: None,
+        latent: None,
         epoch: sc.epoch as u32,
         step: sc.step,
         total_steps: sc.total_steps,
@@ -342,12 +346,121 @@ pub(super) fn mae_step(
         decoded: None,
         masked_patches: Some((&pred, &targets, &mask)),
         masked_tokens: None,
+        latent: None,
         epoch: sc.epoch as u32,
         step: sc.step,
         total_steps: sc.total_steps,
         epochs: sc.epochs as u32,
         params: &[],
         teacher_params: &[],
+    };
+    objective_step(e, g, obj, st, &inputs)
+}
+
+/// I-JEPA: the EMA teacher encodes the whole image; the student encodes the context patches
+/// (the context block minus every target block) and the predictor predicts the teacher's
+/// output at each target block's patches from them.
+#[allow(clippy::too_many_arguments)]
+fn jepa_step(
+    t: Trainee,
+    vit: &Vit,
+    spec: &LatentPrediction,
+    predictor: &JepaPredictor,
+    view: &[f32],
+    n: usize,
+    sc: StepCtx,
+) -> Result<StepResult, StageError> {
+    let Trainee { e, model, st, obj } = t;
+    let tokens = vit.num_tokens();
+    let stream = crate::seeds::Stream::JepaMask;
+    let seeds: Vec<u64> = sc
+        .ids
+        .iter()
+        .map(|&id| mix_seed(sc.seed, stream, sc.epoch, id, 0))
+        .collect();
+    let batch_seed = mix_seed(sc.seed, stream, sc.epoch, sc.step, 1);
+    let masks = super::blocks::sample(spec, vit.patch_grid(), batch_seed, &seeds);
+    let x = e.tensor(view.to_vec(), n, model.input.len())?.as_input();
+    let Some(teacher) = &st.teacher else {
+        return Err(StageError::Input(
+            "prediction in latent space needs the objective's EMA teacher".into(),
+        ));
+    };
+    // The teacher's outputs at every target patch, block by block, image by image.
+    let mut tg = e.graph(false);
+    let all = vit.tokens(teacher, &mut tg, &x, model.input)?;
+    let (th, per) = vit.run_blocks(teacher, &mut tg, &all, n, tokens)?;
+    let cls = per - tokens;
+    let rows: Vec<usize> = masks
+        .targets
+        .iter()
+        .flat_map(|block| {
+            block
+                .iter()
+                .enumerate()
+                .flat_map(move |(b, v)| v.iter().map(move |&p| b * per + cls + p))
+        })
+        .collect();
+    let targets = tg.select_rows(&th, &rows)?;
+    let mut g = e.graph(true);
+    g.set_seed(mix_seed(
+        sc.seed,
+        crate::seeds::Stream::Dropout,
+        sc.step,
+        0,
+        0,
+    ));
+    let tok = vit.tokens(&st.ps, &mut g, &x, model.input)?;
+    let k = masks.context[0].len();
+    let ctx_rows: Vec<usize> = masks
+        .context
+        .iter()
+        .enumerate()
+        .flat_map(|(b, v)| v.iter().map(move |&p| b * tokens + p))
+        .collect();
+    let ctx = g.select_rows(&tok, &ctx_rows)?;
+    let (h, per) = vit.run_blocks(&st.ps, &mut g, &ctx, n, k)?;
+    let emb = vit.pool(&st.ps, &mut g, &h, n, per)?;
+    let ctx_out = match per > k {
+        true => {
+            let idx: Vec<usize> = (0..n)
+                .flat_map(|b| (1..per).map(move |i| b * per + i))
+                .collect();
+            g.select_rows(&h, &idx)?
+        }
+        false => h,
+    };
+    let mut predictions: Option<Tensor> = None;
+    for block in &masks.targets {
+        let p = predictor.forward(&st.ps, &mut g, &ctx_out, &masks.context, block)?;
+        predictions = Some(match predictions {
+            Some(all) => g.concat(&all, &p, Axis2::Rows)?,
+            None => p,
+        });
+    }
+    let Some(predictions) = predictions else {
+        return Err(StageError::Input(
+            "prediction in latent space needs at least one target block".into(),
+        ));
+    };
+    let (params, teacher_params) = model.objective_params(&st.ps, st.teacher.as_ref());
+    let inputs = StepInputs {
+        embeddings: std::slice::from_ref(&emb),
+        projections: None,
+        predictions: None,
+        targets: None,
+        view_inputs: None,
+        originals: None,
+        decoded: None,
+        masked_patches: None,
+        masked_tokens: None,
+        latent: Some((&predictions, &targets)),
+        epoch: sc.epoch as u32,
+        step: sc.step,
+        total_steps: sc.total_steps,
+        epochs: sc.epochs as u32,
+        params: &params,
+        teacher_params: &teacher_params,
     };
     objective_step(e, g, obj, st, &inputs)
 }
@@ -410,6 +523,7 @@ pub(super) fn mlm_step(
         decoded: None,
         masked_patches: None,
         masked_tokens: Some((&logits, &targets)),
+        latent: None,
         epoch: sc.epoch as u32,
         step: sc.step,
         total_steps: sc.total_steps,

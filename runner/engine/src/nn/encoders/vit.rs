@@ -177,6 +177,11 @@ impl Vit {
         self.embed.outputs
     }
 
+    /// The patch grid `(rows, cols)` at the built input size; tokens are row-major in it.
+    pub fn patch_grid(&self) -> (usize, usize) {
+        self.built_grid()
+    }
+
     /// Patch tokens per sample.
     pub fn num_tokens(&self) -> usize {
         self.tokens

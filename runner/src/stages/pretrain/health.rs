@@ -90,7 +90,12 @@ impl Prepared {
         monitor: &[usize],
         seed: u64,
     ) -> Result<Health, StageError> {
-        let (model, ps, views, ds) = (&self.model, &mut self.st.ps, &self.views, &self.ds);
+        // The encoder the stage will save: the EMA teacher's for I-JEPA (see `run`).
+        let ps = match (&self.model.jepa, &mut self.st.teacher) {
+            (Some(_), Some(teacher)) => teacher,
+            _ => &mut self.st.ps,
+        };
+        let (model, views, ds) = (&self.model, &self.views, &self.ds);
         let d = self.spec.embed_dim();
         let emb = embed(e, &model.encoder, ps, model.input, ds, monitor)?;
         let proj_std = match &model.projector {

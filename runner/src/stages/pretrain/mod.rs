@@ -318,10 +318,16 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    // I-JEPA's student only ever sees context patches; the EMA teacher sees whole images and
+    // is the encoder the paper evaluates and keeps.
+    let saved = match (&p.model.jepa, &p.st.teacher) {
+        (Some(_), Some(teacher)) => teacher,
+        _ => &p.st.ps,
+    };
     save(
         ctx.out_dir,
         &p.model,
-        &p.st.ps,
+        saved,
         &p.spec,
         &cfg.objective.plugin,
         &p.recipe.dataset_key,

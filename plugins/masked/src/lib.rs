@@ -107,7 +107,8 @@ impl Objective for IJepa {
 
 Needs `model = { arch = \"vit\", ... }` and one view (the image, lightly augmented or not).
 Block sizes are drawn once per batch and positions per image; the student's context keeps the
-batch's smallest size. Reports `pred_std` and `target_std` (the spread of predictions and of
+batch's smallest size. The stage saves the EMA teacher's encoder (the student never sees a
+whole image). Reports `pred_std` and `target_std` (the spread of predictions and of
 the normalised targets across rows: a collapsed predictor shows `pred_std` near 0).
 ";
 

@@ -137,7 +137,13 @@ pub fn apply(
         None => Vec::new(),
     };
     let wanted = wanted(ps, enc_len, spec, input, names)?;
-    diffs.extend(tensor_differences(&wanted, &tensors, names));
+    let mut found = tensor_differences(&wanted, &tensors, names);
+    // Shapes and dtypes say the most about what differs; then what is missing or extra.
+    found.sort_by_key(|d| match d {
+        Difference::Shape { .. } | Difference::Dtype { .. } => 0,
+        _ => 1,
+    });
+    diffs.extend(found);
     if !diffs.is_empty() {
         return Err(StageError::Input(mismatch_message(
             src, spec, &diffs, &tensors, names,

@@ -228,7 +228,16 @@ pub(crate) struct RawPretrain {
     pub expect: Option<RawExpect>,
 }
 
-/// `init = { .. }` in a pretrain or finetune stage: `encoder`, or `path` with `names`.
+/// `init = { .. }` in a finetune stage: always a file (a finetune stage names an encoder
+/// stage with its own `encoder` key).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFileInit {
+    pub path: Spanned<String>,
+    pub names: Option<Spanned<String>>,
+}
+
+/// `init = { .. }` in a pretrain stage: `encoder`, or `path` with `names`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawInit {
@@ -303,7 +312,7 @@ pub(crate) struct RawFinetune {
     pub kind: IgnoredAny,
     pub encoder: Option<Spanned<String>>,
     pub data: Spanned<String>,
-    pub init: Option<Tbl<RawInit>>,
+    pub init: Option<Tbl<RawFileInit>>,
     pub model: Option<Tbl<RawModel>>,
     pub method: Option<Spanned<String>>,
     pub trainable_blocks: Option<Spanned<i64>>,

@@ -56,7 +56,10 @@ impl StageCx<'_, '_, '_> {
         match (&b.encoder, b.init.as_deref(), b.model.as_deref()) {
             (Some(_), None, None) => Ok((None, None)),
             (None, Some(init), Some(model)) => {
-                Ok((Some(self.init(init, false)?), Some(self.model(Some(model))?)))
+                Ok((
+                Some(self.init_file(&init.path, &init.names)?),
+                Some(self.model(Some(model))?),
+            ))
             }
             (Some(enc), Some(_), _) => Err(self.err_key(
                 &["init"],

@@ -27,7 +27,7 @@ impl StageCx<'_, '_, '_> {
         };
         let objective = Objective { plugin, params };
         let model = self.model(b.model.as_deref())?;
-        let init = b.init.as_deref().map(|i| self.init(i, true)).transpose()?;
+        let init = b.init.as_deref().map(|i| self.init(i)).transpose()?;
         // An imported encoder may be saved as it is (epochs = 0), e.g. for a probe.
         let min_epochs = if init.is_some() { 0 } else { 1 };
         let epochs = match &b.epochs {

@@ -11,7 +11,8 @@ use crate::support::{mnist, plan_line, pretext, tempdir, toml_path, Run};
 
 const RESNET: &str = r#"{ arch = "resnet", width = 4, blocks = 1, embed_dim = 16 }"#;
 const MLP: &str = r#"{ arch = "mlp", hidden = [32], embed_dim = 16 }"#;
-const SIMCLR: &str = r#"{ plugin = "simclr", temperature = 0.5, projector_hidden = 32, projector_dim = 16 }"#;
+const SIMCLR: &str =
+    r#"{ plugin = "simclr", temperature = 0.5, projector_hidden = 32, projector_dim = 16 }"#;
 
 fn fixture(name: &str) -> PathBuf {
     crate::support::workspace()
@@ -115,18 +116,33 @@ fn a_pretrain_stage_continues_from_an_earlier_stages_encoder() {
         encoder_of(&log, "more"),
     );
     assert_eq!(ssl, copy);
-    assert_eq!(ssl.keys().collect::<Vec<_>>(), more.keys().collect::<Vec<_>>());
+    assert_eq!(
+        ssl.keys().collect::<Vec<_>>(),
+        more.keys().collect::<Vec<_>>()
+    );
     assert_ne!(ssl["encoder.0.weight"], more["encoder.0.weight"]);
     let metrics = &log["stages"]["copy"]["metrics"];
     assert_eq!(metrics["epochs"], 0.0);
-    assert!(metrics["embedding_std"].as_f64().unwrap() > 0.0, "{metrics}");
-    assert!(log["stages"]["eval"]["metrics"]["knn.accuracy"].as_f64().unwrap() > 0.3);
+    assert!(
+        metrics["embedding_std"].as_f64().unwrap() > 0.0,
+        "{metrics}"
+    );
+    assert!(
+        log["stages"]["eval"]["metrics"]["knn.accuracy"]
+            .as_f64()
+            .unwrap()
+            > 0.3
+    );
     // The earlier stage's key is part of the continuing stages' keys.
     let plan = pretext(dir.path(), &["plan", &p, "--set", "stages.ssl.epochs=2"]);
     plan.expect_code(0);
     for stage in ["copy", "more"] {
         let line = plan_line(&plan, stage);
-        assert!(line.contains("input `init` changed"), "{line}\n{}", plan.describe());
+        assert!(
+            line.contains("input `init` changed"),
+            "{line}\n{}",
+            plan.describe()
+        );
     }
     // An earlier stage of another architecture: exit 2, the architecture named first.
     let other = [
@@ -138,17 +154,21 @@ fn a_pretrain_stage_continues_from_an_earlier_stages_encoder() {
     pretext(dir.path(), &["run", &q])
         .expect_code(2)
         .expect_stderr_has(&[
-            "stage `wrong`: `init` the encoder of stage `ssl` does not fit this stage's resnet encoder",
-            "architecture: `mlp` in the checkpoint, `resnet` here",
-            "missing `encoder.stage0.block0.conv1.bias` (expected shape [1, 4])",
-            "give this stage the same `model` as stage `ssl`",
-        ]);
+        "stage `wrong`: `init` the encoder of stage `ssl` does not fit this stage's resnet encoder",
+        "architecture: `mlp` in the checkpoint, `resnet` here",
+        "missing `encoder.stage0.block0.conv1.bias` (expected shape [1, 4])",
+        "give this stage the same `model` as stage `ssl`",
+    ]);
 }
 
 #[test]
 fn a_pytorch_state_dict_is_imported_under_the_documented_names() {
     let dir = tempdir();
-    std::fs::copy(fixture("resnet.safetensors"), dir.path().join("resnet.safetensors")).unwrap();
+    std::fs::copy(
+        fixture("resnet.safetensors"),
+        dir.path().join("resnet.safetensors"),
+    )
+    .unwrap();
     let stages = [
         pretrain(
             "imported",
@@ -172,7 +192,10 @@ fn a_pytorch_state_dict_is_imported_under_the_documented_names() {
     // A linear head: pretext (in, out) is PyTorch's [out, in] transposed.
     let (fc_shape, fc) = &torch["fc.weight"];
     let (head_shape, head) = &got["encoder.head.weight"];
-    assert_eq!((fc_shape.clone(), head_shape.clone()), (vec![16, 16], vec![16, 16]));
+    assert_eq!(
+        (fc_shape.clone(), head_shape.clone()),
+        (vec![16, 16], vec![16, 16])
+    );
     for o in 0..16 {
         for i in 0..16 {
             assert_eq!(head[i * 16 + o], fc[o * 16 + i]);
@@ -196,9 +219,19 @@ fn a_pytorch_state_dict_is_imported_under_the_documented_names() {
         }
     }
     // Vectors and batch-norm statistics keep their values.
-    assert_eq!(got["encoder.stem.bn.running_var"].1, torch["bn1.running_var"].1);
-    assert_eq!(got["encoder.stage2.block0.shortcut.bn.gamma"].1, torch["layer3.0.downsample.1.weight"].1);
-    assert_eq!(got.len(), torch.len() - 9, "every tensor but the 9 num_batches_tracked");
+    assert_eq!(
+        got["encoder.stem.bn.running_var"].1,
+        torch["bn1.running_var"].1
+    );
+    assert_eq!(
+        got["encoder.stage2.block0.shortcut.bn.gamma"].1,
+        torch["layer3.0.downsample.1.weight"].1
+    );
+    assert_eq!(
+        got.len(),
+        torch.len() - 9,
+        "every tensor but the 9 num_batches_tracked"
+    );
     // The stage that trains on from the import moved away from it.
     let tuned = encoder_of(&log, "tuned");
     assert_ne!(tuned["encoder.head.weight"], got["encoder.head.weight"]);
@@ -207,9 +240,17 @@ fn a_pytorch_state_dict_is_imported_under_the_documented_names() {
 #[test]
 fn fitting_errors_list_the_differences_and_bad_files_are_named() {
     let dir = tempdir();
-    std::fs::copy(fixture("resnet.safetensors"), dir.path().join("resnet.safetensors")).unwrap();
+    std::fs::copy(
+        fixture("resnet.safetensors"),
+        dir.path().join("resnet.safetensors"),
+    )
+    .unwrap();
     let run_with = |file: &str, model: &str, init: &str| -> Run {
-        let p = write(dir.path(), file, &pipeline("errors", &pretrain("ssl", model, 1, Some(init))));
+        let p = write(
+            dir.path(),
+            file,
+            &pipeline("errors", &pretrain("ssl", model, 1, Some(init))),
+        );
         pretext(dir.path(), &["run", &p])
     };
     let torch = r#"{ path = "resnet.safetensors", names = "torch" }"#;
@@ -223,17 +264,47 @@ fn fitting_errors_list_the_differences_and_bad_files_are_named() {
         ]);
     run_with("names.toml", RESNET, r#"{ path = "resnet.safetensors" }"#)
         .expect_code(2)
-        .expect_stderr_has(&["missing `encoder.head.bias` (expected shape [1, 16])", "set `names = \"torch\"`"]);
+        .expect_stderr_has(&[
+            "missing `encoder.head.bias` (expected shape [1, 16])",
+            "set `names = \"torch\"`",
+        ]);
     // A ViT has no mapping for ResNet names: every tensor is unexpected or missing.
-    run_with("vit.toml", r#"{ arch = "vit", patch = 7, dim = 16, depth = 1, heads = 2, embed_dim = 16 }"#, torch)
-        .expect_code(2)
-        .expect_stderr_has(&["this stage's vit encoder", "missing `blocks.0.attn.qkv.weight` (expected shape [48, 16])"]);
+    run_with(
+        "vit.toml",
+        r#"{ arch = "vit", patch = 7, dim = 16, depth = 1, heads = 2, embed_dim = 16 }"#,
+        torch,
+    )
+    .expect_code(2)
+    .expect_stderr_has(&[
+        "this stage's vit encoder",
+        "missing `blocks.0.attn.qkv.weight` (expected shape [48, 16])",
+    ]);
     // Not a safetensors file, and no file at all.
-    std::fs::write(dir.path().join("broken.safetensors"), b"\x08\0\0\0\0\0\0\0garbage").unwrap();
-    run_with("broken.toml", RESNET, r#"{ path = "broken.safetensors", names = "torch" }"#)
-        .expect_code(2)
-        .expect_stderr_has(&["broken.safetensors: not a readable safetensors file"]);
-    let p = write(dir.path(), "missing.toml", &pipeline("errors", &pretrain("ssl", RESNET, 1, Some(r#"{ path = "nowhere.safetensors" }"#))));
+    std::fs::write(
+        dir.path().join("broken.safetensors"),
+        b"\x08\0\0\0\0\0\0\0garbage",
+    )
+    .unwrap();
+    run_with(
+        "broken.toml",
+        RESNET,
+        r#"{ path = "broken.safetensors", names = "torch" }"#,
+    )
+    .expect_code(2)
+    .expect_stderr_has(&["broken.safetensors: not a readable safetensors file"]);
+    let p = write(
+        dir.path(),
+        "missing.toml",
+        &pipeline(
+            "errors",
+            &pretrain(
+                "ssl",
+                RESNET,
+                1,
+                Some(r#"{ path = "nowhere.safetensors" }"#),
+            ),
+        ),
+    );
     for cmd in ["validate", "plan", "run"] {
         pretext(dir.path(), &[cmd, &p])
             .expect_code(2)
@@ -241,19 +312,31 @@ fn fitting_errors_list_the_differences_and_bad_files_are_named() {
     }
     // The table itself: epochs = 0 without init, unknown names, both sources.
     let bad = |file: &str, extra: &str| -> Run {
-        let text = pipeline("errors", &format!("{}{extra}", pretrain("ssl", RESNET, 1, None)));
+        let text = pipeline(
+            "errors",
+            &format!("{}{extra}", pretrain("ssl", RESNET, 1, None)),
+        );
         let text = text.replace("epochs = 1\n", "");
         pretext(dir.path(), &["validate", &write(dir.path(), file, &text)])
     };
     bad("zero.toml", "epochs = 0\n")
         .expect_code(2)
-        .expect_stderr_has(&["`stages.ssl.epochs` = 0 trains nothing", "only applies with `init`"]);
-    bad("kw.toml", "epochs = 1\ninit = { path = \"resnet.safetensors\", names = \"pytorch\" }\n")
-        .expect_code(2)
-        .expect_stderr_has(&["unknown `stages.ssl.init.names` `pytorch`"]);
-    bad("both.toml", "epochs = 1\ninit = { path = \"resnet.safetensors\", encoder = \"views\" }\n")
-        .expect_code(2)
-        .expect_stderr_has(&["takes `encoder` or `path`, not both"]);
+        .expect_stderr_has(&[
+            "`stages.ssl.epochs` = 0 trains nothing",
+            "only applies with `init`",
+        ]);
+    bad(
+        "kw.toml",
+        "epochs = 1\ninit = { path = \"resnet.safetensors\", names = \"pytorch\" }\n",
+    )
+    .expect_code(2)
+    .expect_stderr_has(&["unknown `stages.ssl.init.names` `pytorch`"]);
+    bad(
+        "both.toml",
+        "epochs = 1\ninit = { path = \"resnet.safetensors\", encoder = \"views\" }\n",
+    )
+    .expect_code(2)
+    .expect_stderr_has(&["takes `encoder` or `path`, not both"]);
     bad("kind.toml", "epochs = 1\ninit = { encoder = \"views\" }\n").expect_code(2);
 }
 
@@ -267,12 +350,21 @@ fn the_init_files_contents_are_part_of_the_stage_key() {
         "p.toml",
         &pipeline(
             "key",
-            &pretrain("ssl", RESNET, 0, Some(r#"{ path = "w.safetensors", names = "torch" }"#)),
+            &pretrain(
+                "ssl",
+                RESNET,
+                0,
+                Some(r#"{ path = "w.safetensors", names = "torch" }"#),
+            ),
         ),
     );
     pretext(dir.path(), &["run", &p]).expect_code(0);
     let plan = pretext(dir.path(), &["plan", &p]);
-    assert!(plan_line(&plan, "ssl").contains("cached"), "{}", plan.describe());
+    assert!(
+        plan_line(&plan, "ssl").contains("cached"),
+        "{}",
+        plan.describe()
+    );
     // Same name, other contents (the same architecture, other values): the stage reruns.
     let mut t = tensors(&weights);
     let first = log_key(dir.path(), &p);
@@ -280,15 +372,25 @@ fn the_init_files_contents_are_part_of_the_stage_key() {
     write_f32(&weights, &t);
     let plan = pretext(dir.path(), &["plan", &p]);
     let line = plan_line(&plan, "ssl");
-    assert!(!line.contains("cached") && line.contains("source_digests"), "{line}\n{}", plan.describe());
+    assert!(
+        !line.contains("cached") && line.contains("source_digests"),
+        "{line}\n{}",
+        plan.describe()
+    );
     pretext(dir.path(), &["run", &p]).expect_code(0);
     assert_ne!(log_key(dir.path(), &p), first);
     let log = show(dir.path(), &p);
-    assert_eq!(encoder_of(&log, "ssl")["encoder.head.bias"].1[0], t["fc.bias"].1[0]);
+    assert_eq!(
+        encoder_of(&log, "ssl")["encoder.head.bias"].1[0],
+        t["fc.bias"].1[0]
+    );
 }
 
 fn log_key(dir: &Path, p: &str) -> String {
-    show(dir, p)["stages"]["ssl"]["key"].as_str().unwrap().to_string()
+    show(dir, p)["stages"]["ssl"]["key"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// Writes F32 tensors (others, such as `num_batches_tracked`, are left out).
@@ -296,14 +398,21 @@ fn write_f32(path: &Path, t: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = t
         .iter()
         .filter(|(_, (s, v))| v.len() == s.iter().product::<usize>() && !v.is_empty())
-        .map(|(n, (s, v))| (n.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .map(|(n, (s, v))| {
+            (
+                n.clone(),
+                s.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
         .iter()
         .map(|(n, s, b)| {
             (
                 n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
             )
         })
         .collect();
@@ -313,7 +422,11 @@ fn write_f32(path: &Path, t: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) {
 #[test]
 fn a_finetune_stage_starts_from_a_pytorch_state_dict() {
     let dir = tempdir();
-    std::fs::copy(fixture("vit.safetensors"), dir.path().join("vit.safetensors")).unwrap();
+    std::fs::copy(
+        fixture("vit.safetensors"),
+        dir.path().join("vit.safetensors"),
+    )
+    .unwrap();
     let stages = r#"
 [stages.tune]
 kind = "finetune"
@@ -334,34 +447,59 @@ baseline = false
     pretext(dir.path(), &["validate", &p]).expect_code(0);
     pretext(dir.path(), &["run", &p]).expect_code(0);
     let log = show(dir.path(), &p);
-    let accuracy = log["stages"]["tune"]["metrics"]["accuracy"].as_f64().unwrap();
+    let accuracy = log["stages"]["tune"]["metrics"]["accuracy"]
+        .as_f64()
+        .unwrap();
     assert!((0.0..=1.0).contains(&accuracy), "{accuracy}");
     assert!(log["stages"]["eval"]["metrics"]["knn.accuracy"].is_number());
     // The saved encoder is the imported one, trained on: same entries, other values.
     let tuned = encoder_of(&log, "tune");
     let torch = tensors(&fixture("vit.safetensors"));
     assert_eq!(tuned["encoder.pos_embed"].0, vec![16, 16]);
-    assert_eq!(tuned.len(), 4 + 2 * 16 + 4, "patch embed, pos, cls, 2 blocks, norm, head");
+    assert_eq!(
+        tuned.len(),
+        4 + 2 * 16 + 4,
+        "patch embed, pos, cls, 2 blocks, norm, head"
+    );
     let (imported, trained) = (&torch["cls_token"].1, &tuned["encoder.cls_token"].1);
     assert_eq!(imported.len(), trained.len());
     assert_ne!(imported, trained);
-    let moved = imported.iter().zip(trained).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    assert!(moved < 0.1, "fine-tuning started from the imported values (moved {moved})");
+    let moved = imported
+        .iter()
+        .zip(trained)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        moved < 0.1,
+        "fine-tuning started from the imported values (moved {moved})"
+    );
     // `init` needs `model`; `model` needs `init`; one source of the encoder, not two.
     let bad = |file: &str, body: &str| -> Run {
-        let text = pipeline("finetune", &format!("\n[stages.tune]\nkind = \"finetune\"\ndata = \"data\"\n{body}"));
+        let text = pipeline(
+            "finetune",
+            &format!("\n[stages.tune]\nkind = \"finetune\"\ndata = \"data\"\n{body}"),
+        );
         pretext(dir.path(), &["validate", &write(dir.path(), file, &text)])
     };
-    bad("a.toml", "init = { path = \"vit.safetensors\", names = \"torch\" }\n")
-        .expect_code(2)
-        .expect_stderr_has(&["`stages.tune.init` needs `model`"]);
+    bad(
+        "a.toml",
+        "init = { path = \"vit.safetensors\", names = \"torch\" }\n",
+    )
+    .expect_code(2)
+    .expect_stderr_has(&["`stages.tune.init` needs `model`"]);
     bad("b.toml", "")
         .expect_code(2)
         .expect_stderr_has(&["stage `tune` has no encoder to fine-tune"]);
-    bad("c.toml", "encoder = \"x\"\ninit = { path = \"vit.safetensors\" }\nmodel = { arch = \"mlp\" }\n")
-        .expect_code(2)
-        .expect_stderr_has(&["both say where the encoder comes from"]);
-    bad("d.toml", "init = { encoder = \"x\" }\nmodel = { arch = \"mlp\" }\n")
-        .expect_code(2)
-        .expect_stderr_has(&["unknown key `encoder` in [stages.tune.init]"]);
+    bad(
+        "c.toml",
+        "encoder = \"x\"\ninit = { path = \"vit.safetensors\" }\nmodel = { arch = \"mlp\" }\n",
+    )
+    .expect_code(2)
+    .expect_stderr_has(&["both say where the encoder comes from"]);
+    bad(
+        "d.toml",
+        "init = { encoder = \"x\" }\nmodel = { arch = \"mlp\" }\n",
+    )
+    .expect_code(2)
+    .expect_stderr_has(&["unknown key `encoder` in [stages.tune.init]"]);
 }

@@ -185,6 +185,9 @@ mod tests {
         assert_eq!(w.values.as_deref(), Some(&a.entries[0].value.to_vec()[..]));
         std::fs::write(&path, b"not a safetensors file").unwrap();
         let err = read_all(&path).unwrap_err().to_string();
-        assert!(err.contains("m.safetensors") && err.contains("not a readable safetensors file"), "{err}");
+        assert!(
+            err.contains("m.safetensors") && err.contains("not a readable safetensors file"),
+            "{err}"
+        );
     }
 }

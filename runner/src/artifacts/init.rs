@@ -82,7 +82,10 @@ impl fmt::Display for Difference {
                 write!(f, "missing `{name}` (expected shape {expected:?})")
             }
             Difference::Unexpected { name, found } => {
-                write!(f, "unexpected `{name}` (shape {found:?}): not part of this encoder")
+                write!(
+                    f,
+                    "unexpected `{name}` (shape {found:?}): not part of this encoder"
+                )
             }
             Difference::Shape {
                 name,
@@ -123,8 +126,8 @@ pub fn apply(
             "`init` {src}: PyTorch names are defined for the mlp, convnet, resnet and vit encoders, not the text transformer; save the weights with pretext's names (`names = \"pretext\"`)"
         )));
     }
-    let (tensors, metadata) = io::read_all(&file)
-        .map_err(|err| StageError::Input(format!("`init` {src}: {err}")))?;
+    let (tensors, metadata) =
+        io::read_all(&file).map_err(|err| StageError::Input(format!("`init` {src}: {err}")))?;
     let saved_for = match src {
         InitSource::Stage { dir, .. } => Some(read_json::<EncoderMeta>(&dir.join(ENCODER_META))?),
         // A file pretext wrote carries its encoder's description in the header.
@@ -335,7 +338,8 @@ fn mismatch_message(
     }
     let pretext_named = tensors.iter().any(|t| t.name.starts_with("encoder."));
     let advice = if diffs.iter().any(|d| matches!(d, Difference::Dtype { .. })) {
-        "save every tensor as float32 (PyTorch: `{k: v.float() for k, v in state_dict.items()}`)".to_string()
+        "save every tensor as float32 (PyTorch: `{k: v.float() for k, v in state_dict.items()}`)"
+            .to_string()
     } else {
         match (src, names) {
             (InitSource::Stage { stage, .. }, _) => format!(
@@ -401,7 +405,10 @@ mod tests {
             t.layout.to_torch(&en.value.to_vec(), r, c, &mut slot.1);
         }
         for (name, shape) in extra {
-            fused.insert(name.to_string(), (shape.clone(), vec![0.5; shape.iter().product()]));
+            fused.insert(
+                name.to_string(),
+                (shape.clone(), vec![0.5; shape.iter().product()]),
+            );
         }
         let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = fused
             .into_iter()
@@ -445,7 +452,12 @@ mod tests {
             },
         ] {
             let source = build(&e, &spec, 1);
-            write_torch(&source, &spec, &path, &[("bn1.num_batches_tracked", vec![])]);
+            write_torch(
+                &source,
+                &spec,
+                &path,
+                &[("bn1.num_batches_tracked", vec![])],
+            );
             let mut ps = build(&e, &spec, 2);
             let n = ps.entries.len();
             let src = InitSource::File {
@@ -521,12 +533,11 @@ mod tests {
                 names: InitNames::Torch,
             };
             apply(&e, &mut ps, n, &spec, mnist, src).unwrap();
-            let (expected, _) = io::read_all(&dir.join(format!("{name}.expected.safetensors"))).unwrap();
+            let (expected, _) =
+                io::read_all(&dir.join(format!("{name}.expected.safetensors"))).unwrap();
             let get = |n: &str| expected.iter().find(|t| t.name == n).unwrap().clone();
             let (x, want) = (get("input"), get("embedding"));
-            let x = e
-                .tensor(x.values.unwrap(), x.shape[0], x.shape[1])
-                .unwrap();
+            let x = e.tensor(x.values.unwrap(), x.shape[0], x.shape[1]).unwrap();
             let mut g = e.graph(false);
             let got = enc.forward(&mut ps, &mut g, &x, mnist, false).unwrap();
             assert_eq!(got.shape(), (want.shape[0], want.shape[1]), "{name}");
@@ -567,9 +578,18 @@ mod tests {
         let msg = err.to_string();
         assert_eq!(err.exit_code(), 2);
         assert!(msg.contains("file `w.safetensors` (PyTorch names) does not fit this stage's resnet encoder: 3 differences"), "{msg}");
-        assert!(msg.contains("`fc.weight`: expected shape [7, 16], found [6, 16]"), "{msg}");
-        assert!(msg.contains("`fc.bias`: expected shape [7], found [6]"), "{msg}");
-        assert!(msg.contains("unexpected `classifier.weight` (shape [10, 6])"), "{msg}");
+        assert!(
+            msg.contains("`fc.weight`: expected shape [7, 16], found [6, 16]"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("`fc.bias`: expected shape [7], found [6]"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("unexpected `classifier.weight` (shape [10, 6])"),
+            "{msg}"
+        );
         // Without batch norm the file's bn tensors are unexpected; the first few are listed.
         let plain = EncoderSpec::ResNet {
             width: 4,
@@ -579,7 +599,9 @@ mod tests {
         };
         let mut ps = build(&e, &plain, 2);
         let n = ps.entries.len();
-        let msg = apply(&e, &mut ps, n, &plain, input(), src).unwrap_err().to_string();
+        let msg = apply(&e, &mut ps, n, &plain, input(), src)
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains(&format!(", the first {SHOWN}:")), "{msg}");
         assert!(msg.contains("unexpected `bn1.bias` (shape [4])"), "{msg}");
         // The same file read with pretext's names: every tensor missing, and advice.
@@ -590,11 +612,19 @@ mod tests {
             written: "w.safetensors",
             names: InitNames::Pretext,
         };
-        let msg = apply(&e, &mut ps, n, &spec, input(), pretext).unwrap_err().to_string();
-        assert!(msg.contains("missing `encoder.head.bias` (expected shape [1, 6])"), "{msg}");
+        let msg = apply(&e, &mut ps, n, &spec, input(), pretext)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("missing `encoder.head.bias` (expected shape [1, 6])"),
+            "{msg}"
+        );
         assert!(msg.contains("set `names = \"torch\"`"), "{msg}");
         // The encoder is untouched by a failed import.
-        assert_eq!(ps.entries[0].value.to_vec(), build(&e, &spec, 2).entries[0].value.to_vec());
+        assert_eq!(
+            ps.entries[0].value.to_vec(),
+            build(&e, &spec, 2).entries[0].value.to_vec()
+        );
     }
 
     #[test]
@@ -620,7 +650,10 @@ mod tests {
             dir: dir.path(),
         };
         apply(&e, &mut ps, n, &spec, input(), stage).unwrap();
-        assert_eq!(ps.entries[3].value.to_vec(), source.entries[3].value.to_vec());
+        assert_eq!(
+            ps.entries[3].value.to_vec(),
+            source.entries[3].value.to_vec()
+        );
         // Two more blocks per stage: the architecture difference comes first.
         let deeper = EncoderSpec::ResNet {
             width: 4,
@@ -630,8 +663,13 @@ mod tests {
         };
         let mut ps = build(&e, &deeper, 2);
         let n = ps.entries.len();
-        let msg = apply(&e, &mut ps, n, &deeper, input(), stage).unwrap_err().to_string();
-        assert!(msg.contains("the encoder of stage `ssl` does not fit this stage's resnet encoder"), "{msg}");
+        let msg = apply(&e, &mut ps, n, &deeper, input(), stage)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("the encoder of stage `ssl` does not fit this stage's resnet encoder"),
+            "{msg}"
+        );
         assert!(msg.contains("\n  - model `blocks`: 1 in the checkpoint, 2 here\n  - missing `encoder.stage0.block1.conv1.bias`"), "{msg}");
         assert!(msg.contains("the same `model` as stage `ssl`"), "{msg}");
         // A ViT's head count has no tensor of its own: only the description tells.
@@ -657,8 +695,13 @@ mod tests {
         };
         let mut ps = build(&e, &vit(4), 2);
         let n = ps.entries.len();
-        let msg = apply(&e, &mut ps, n, &vit(4), input(), src).unwrap_err().to_string();
-        assert!(msg.contains("1 difference:\n  - model `heads`: 2 in the checkpoint, 4 here"), "{msg}");
+        let msg = apply(&e, &mut ps, n, &vit(4), input(), src)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("1 difference:\n  - model `heads`: 2 in the checkpoint, 4 here"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -677,17 +720,20 @@ mod tests {
         };
         let err = apply(&e, &mut ps, n, &spec, input(), src).unwrap_err();
         assert_eq!(err.exit_code(), 2);
-        assert!(err.to_string().contains("bad.safetensors: not a readable safetensors file"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("bad.safetensors: not a readable safetensors file"),
+            "{err}"
+        );
         // An F16 tensor where F32 belongs.
         let half = vec![0u8; 2 * 6];
-        let view = safetensors::tensor::TensorView::new(
-            safetensors::tensor::Dtype::F16,
-            vec![6],
-            &half,
-        )
-        .unwrap();
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::tensor::Dtype::F16, vec![6], &half)
+                .unwrap();
         safetensors::serialize_to_file(vec![("fc.bias".to_string(), view)], &None, &path).unwrap();
-        let msg = apply(&e, &mut ps, n, &spec, input(), src).unwrap_err().to_string();
+        let msg = apply(&e, &mut ps, n, &spec, input(), src)
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("`fc.bias`: dtype F16, expected F32"), "{msg}");
         assert!(msg.contains("v.float()"), "{msg}");
     }

@@ -809,7 +809,12 @@ fn contexts(kind: StageKind) -> Vec<String> {
             let two = format!(
                 "{BASE}\n[stages.mnist_ssl]\nkind = \"pretrain\"\ninput = \"views\"\nobjective = {{ plugin = \"simclr\" }}\n"
             );
-            out.push(with_key(&two, &stage, "init", r#"{ encoder = "mnist_ssl" }"#));
+            out.push(with_key(
+                &two,
+                &stage,
+                "init",
+                r#"{ encoder = "mnist_ssl" }"#,
+            ));
         }
         StageKind::Probe => out.push(set("supervised", "{}")),
         StageKind::Finetune => {

@@ -161,9 +161,7 @@ pub fn torch_name(spec: &EncoderSpec, input: InputShape, name: &str) -> Option<T
     let seg: Vec<&str> = path.split('.').collect();
     let (torch_path, module) = match spec {
         EncoderSpec::Mlp { batch_norm, .. } => mlp(&seg, *batch_norm)?,
-        EncoderSpec::ConvNet {
-            width, flatten, ..
-        } => convnet(&seg, *width, *flatten, input)?,
+        EncoderSpec::ConvNet { width, flatten, .. } => convnet(&seg, *width, *flatten, input)?,
         EncoderSpec::ResNet { .. } => resnet(&seg)?,
         EncoderSpec::Vit { patch, .. } => vit(&seg, *patch)?,
         EncoderSpec::Text { .. } => return None,
@@ -205,7 +203,10 @@ fn index(s: &str, prefix: &str) -> Option<usize> {
 fn mlp(seg: &[&str], batch_norm: bool) -> Option<(String, Module)> {
     let stride = if batch_norm { 3 } else { 2 };
     match seg {
-        [i] => Some((format!("net.{}", stride * i.parse::<usize>().ok()?), Module::Linear)),
+        [i] => Some((
+            format!("net.{}", stride * i.parse::<usize>().ok()?),
+            Module::Linear,
+        )),
         [i, "bn"] if batch_norm => Some((
             format!("net.{}", stride * i.parse::<usize>().ok()? + 1),
             Module::Norm,
@@ -342,7 +343,10 @@ mod tests {
         assert_eq!(t("encoder.stem.bn.gamma"), "bn1.weight");
         assert_eq!(t("encoder.stem.bn.running_mean"), "bn1.running_mean");
         assert_eq!(t("encoder.stage0.block1.conv2.bias"), "layer1.1.conv2.bias");
-        assert_eq!(t("encoder.stage1.block0.conv1.bn.beta"), "layer2.0.bn1.bias");
+        assert_eq!(
+            t("encoder.stage1.block0.conv1.bn.beta"),
+            "layer2.0.bn1.bias"
+        );
         assert_eq!(
             t("encoder.stage2.block0.shortcut.weight"),
             "layer3.0.downsample.0.weight"
@@ -400,7 +404,10 @@ mod tests {
             t("encoder.block0.v.bias").layout,
             Layout::QkvBias { part: 2 }
         );
-        assert_eq!(t("encoder.block0.o.weight").torch, "blocks.0.attn.proj.weight");
+        assert_eq!(
+            t("encoder.block0.o.weight").torch,
+            "blocks.0.attn.proj.weight"
+        );
         assert_eq!(t("encoder.block0.ln2.gamma").torch, "blocks.0.norm2.weight");
         assert_eq!(t("encoder.block1.fc1.bias").torch, "blocks.1.mlp.fc1.bias");
         assert_eq!(t("encoder.norm.beta").torch, "norm.bias");
@@ -430,7 +437,10 @@ mod tests {
             flatten: true,
         });
         assert_eq!(find(&m, "encoder.conv2.weight").torch, "conv3.weight");
-        assert_eq!(find(&m, "encoder.conv0.bn.running_var").torch, "bn1.running_var");
+        assert_eq!(
+            find(&m, "encoder.conv0.bn.running_var").torch,
+            "bn1.running_var"
+        );
         assert_eq!(
             find(&m, "encoder.head.weight").layout,
             Layout::Flattened {

@@ -7,7 +7,8 @@ use super::super::raw::RawInit;
 use super::super::types::{InitConfig, InitNames};
 use super::{Result, StageCx};
 
-const NAMES: [(&str, InitNames); 2] = [("pretext", InitNames::Pretext), ("torch", InitNames::Torch)];
+const NAMES: [(&str, InitNames); 2] =
+    [("pretext", InitNames::Pretext), ("torch", InitNames::Torch)];
 
 const INIT_HELP: &str = "write `init = { encoder = \"<stage>\" }` (an earlier pretrain or finetune stage) or `init = { path = \"weights.safetensors\", names = \"pretext\" | \"torch\" }`";
 
@@ -25,10 +26,7 @@ impl StageCx<'_, '_, '_> {
             )),
             (None, None) => Err(self.err_key(
                 &["init"],
-                format!(
-                    "`{}` needs `encoder` or `path`",
-                    self.what("init")
-                ),
+                format!("`{}` needs `encoder` or `path`", self.what("init")),
                 Some(INIT_HELP.into()),
             )),
             (Some(_), None) => {
@@ -55,13 +53,9 @@ impl StageCx<'_, '_, '_> {
         names: &Option<Spanned<String>>,
     ) -> Result<InitConfig> {
         let written = self.r.non_empty_path(path, &self.what("init.path"))?;
-        let names = self.keyword_or(
-            names,
-            InitNames::Pretext,
-            &NAMES,
-            "expected one of",
-            |w| format!("unknown `{}` `{w}`", self.what("init.names")),
-        )?;
+        let names = self.keyword_or(names, InitNames::Pretext, &NAMES, "expected one of", |w| {
+            format!("unknown `{}` `{w}`", self.what("init.names"))
+        })?;
         Ok(InitConfig::File {
             path: self.r.path(&written),
             names,

@@ -144,7 +144,8 @@ fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError>
     // the optimizer below start from the imported student.
     if let Some(init) = &cfg.init {
         let src = super::init_source(ctx, init)?;
-        let read = crate::artifacts::init::apply(e, &mut ps, model.enc_len, &spec, model.input, src)?;
+        let read =
+            crate::artifacts::init::apply(e, &mut ps, model.enc_len, &spec, model.input, src)?;
         tracing::info!(tensors = read, from = %src, "encoder initialised from a checkpoint");
     }
     if train.len() < 2 {

@@ -1,9 +1,9 @@
 //! The model pretraining trains: the encoder with its projector, predictor or decoder heads,
 //! built from the stage's `model` table, and the objective and optimiser it is trained with.
 
+use crate::engine::nn::JepaPredictor;
 use crate::engine::nn::MlmHead;
 use crate::engine::nn::{Encoder, EncoderSpec, Init, InputShape, MaeDecoder, Mlp, ParamStore};
-use crate::engine::nn::JepaPredictor;
 use crate::engine::nn::{ParamKind, Pid};
 use crate::engine::optim::OptimSpec;
 use crate::engine::{Engine, Graph, Tensor};
@@ -146,7 +146,10 @@ impl Model {
             (None, _) => None,
             (Some(spec), Encoder::Vit(vit)) => {
                 let (depth, width) = (spec.predictor_depth as usize, spec.predictor_dim as usize);
-                Some((spec, JepaPredictor::new(e, ps, &mut init, vit, depth, width)))
+                Some((
+                    spec,
+                    JepaPredictor::new(e, ps, &mut init, vit, depth, width),
+                ))
             }
             (Some(_), _) => {
                 return Err(StageError::Input(

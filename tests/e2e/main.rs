@@ -13,6 +13,7 @@ mod docs_template;
 mod end_to_end;
 mod faults;
 mod golden;
+mod init;
 mod kill;
 mod latent;
 mod malformed;

@@ -9,11 +9,13 @@ batch, NT-Xent loss, backward, AdamW update), so the two can be run side by side
     python3 tests/reference/torch_bench.py --json torch.json            # eager
     python3 tests/reference/torch_bench.py --compile --json compiled.json
 
-The models follow runner/src/engine/nn.rs: Linear layers with bias, batch norm (eps 1e-5,
+The models follow runner/engine/src/nn/: Linear layers with bias, batch norm (eps 1e-5,
 momentum 0.1) over all rows of both views, ReLU; residual blocks conv-BN-ReLU-conv-BN + shortcut
-(1x1 conv + BN when the shape changes); pre-norm transformer blocks (LayerNorm eps 1e-6,
-separate q/k/v/o projections, MLP 2x wide with tanh-GELU), a CLS token without a position
-embedding, a final LayerNorm. The projector is Linear-BN-ReLU-Linear. Inputs are random images
+(1x1 conv + BN when the shape changes); pre-norm transformer blocks (LayerNorm eps 1e-6, a fused
+qkv projection and an output projection, MLP 2x wide with tanh-GELU), a CLS token without a
+position embedding, a final LayerNorm. Their state-dict names are the ones `init = { path,
+names = "torch" }` reads (runner/engine/src/nn/torch_names.rs; export_torch_init.py writes a
+state dict of them). The projector is Linear-BN-ReLU-Linear. Inputs are random images
 of the pipeline's shape (1x28x28): the step time does not depend on the pixel values, and
 pretext times view production separately.
 
@@ -38,13 +40,18 @@ PROJ_HIDDEN, PROJ_DIM, TEMPERATURE = 512, 128, 0.2
 
 
 class Mlp(nn.Module):
-    """784-1024-512-256: Linear-BN-ReLU between layers, a plain last layer."""
+    """784-1024-512-256: Linear-BN-ReLU between layers (Linear-ReLU without batch norm), a plain
+    last layer. State-dict names `net.{i}`: pretext's `encoder.{i}` is `net.{3i}` (`.bn`:
+    `net.{3i+1}`), or `net.{2i}` without batch norm."""
 
-    def __init__(self, widths):
+    def __init__(self, widths, batch_norm=True):
         super().__init__()
         layers = []
         for i in range(len(widths) - 2):
-            layers += [nn.Linear(widths[i], widths[i + 1]), nn.BatchNorm1d(widths[i + 1]), nn.ReLU()]
+            layers.append(nn.Linear(widths[i], widths[i + 1]))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(widths[i + 1]))
+            layers.append(nn.ReLU())
         layers.append(nn.Linear(widths[-2], widths[-1]))
         self.net = nn.Sequential(*layers)
 
@@ -52,88 +59,128 @@ class Mlp(nn.Module):
         return self.net(x.flatten(1))
 
 
-def conv_bn(cin, cout, kernel, stride):
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=True),
-        nn.BatchNorm2d(cout),
-    )
+def norm2d(channels, batch_norm):
+    # Identity has no parameters, so the state dict has no `bn` entries without batch norm.
+    return nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
 
 
-class ResBlock(nn.Module):
-    def __init__(self, cin, cout, stride):
+class BasicBlock(nn.Module):
+    """conv-BN-ReLU-conv-BN plus a shortcut (a strided 1x1 conv + BN when the shape changes),
+    then ReLU; torchvision's names (`conv1`, `bn1`, `conv2`, `bn2`, `downsample.0/.1`), with
+    conv biases as pretext has them."""
+
+    def __init__(self, cin, cout, stride, batch_norm=True):
         super().__init__()
-        self.conv1 = conv_bn(cin, cout, 3, stride)
-        self.conv2 = conv_bn(cout, cout, 3, 1)
-        self.shortcut = conv_bn(cin, cout, 1, stride) if (stride != 1 or cin != cout) else None
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
+        self.bn1 = norm2d(cout, batch_norm)
+        self.conv2 = nn.Conv2d(cout, cout, 3, stride=1, padding=1)
+        self.bn2 = norm2d(cout, batch_norm)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride), norm2d(cout, batch_norm))
 
     def forward(self, x):
-        h = self.conv2(F.relu(self.conv1(x)))
-        sc = x if self.shortcut is None else self.shortcut(x)
+        h = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        sc = x if self.downsample is None else self.downsample(x)
         return F.relu(h + sc)
 
 
 class ResNet(nn.Module):
-    """A stem conv, three stages of `blocks` residual blocks (widths w, 2w, 4w; stride 2 at
-    the start of stages 2 and 3), global average pooling, a linear head."""
+    """A stem conv (`conv1`, `bn1`), three stages of `blocks` residual blocks (`layer1..3`,
+    widths w, 2w, 4w; stride 2 at the start of stages 2 and 3), global average pooling, a
+    linear head (`fc`): pretext's ResNet under torchvision's names."""
 
-    def __init__(self, channels, width, blocks, embed):
+    def __init__(self, channels, width, blocks, embed, batch_norm=True):
         super().__init__()
-        self.stem = conv_bn(channels, width, 3, 1)
-        layers, cin = [], width
+        self.conv1 = nn.Conv2d(channels, width, 3, stride=1, padding=1)
+        self.bn1 = norm2d(width, batch_norm)
+        cin = width
         for stage in range(3):
             cout = width << stage
+            layer = []
             for b in range(blocks):
-                layers.append(ResBlock(cin, cout, 2 if stage > 0 and b == 0 else 1))
+                layer.append(BasicBlock(cin, cout, 2 if stage > 0 and b == 0 else 1, batch_norm))
                 cin = cout
-        self.blocks = nn.Sequential(*layers)
-        self.head = nn.Linear(cin, embed)
+            setattr(self, f"layer{stage + 1}", nn.Sequential(*layer))
+        self.fc = nn.Linear(cin, embed)
 
     def forward(self, x):
-        h = self.blocks(F.relu(self.stem(x)))
-        return self.head(h.mean(dim=(2, 3)))
+        h = F.relu(self.bn1(self.conv1(x)))
+        h = self.layer3(self.layer2(self.layer1(h)))
+        return self.fc(h.mean(dim=(2, 3)))
 
 
-class Block(nn.Module):
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused `qkv` projection (q, k, v stacked in that order,
+    each head a contiguous slice) and an output projection `proj`, as timm names them."""
+
     def __init__(self, dim, heads):
         super().__init__()
         self.heads = heads
-        self.ln1, self.ln2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
-        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
-        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
 
     def forward(self, x):
         b, t, d = x.shape
-        a = self.ln1(x)
-
-        def split(y):
-            return y.view(b, t, self.heads, d // self.heads).transpose(1, 2)
-
-        q, k, v = split(self.q(a)), split(self.k(a)), split(self.v(a))
+        q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         att = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d // self.heads), dim=-1) @ v
-        x = x + self.o(att.transpose(1, 2).reshape(b, t, d))
-        return x + self.fc2(F.gelu(self.fc1(self.ln2(x)), approximate="tanh"))
+        return self.proj(att.transpose(1, 2).reshape(b, t, d))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: `x + attn(norm1(x))`, then `x + mlp(norm2(x))`."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, heads)
+        self.mlp = FeedForward(dim)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, channels, patch, dim):
+        super().__init__()
+        self.proj = nn.Conv2d(channels, dim, patch, stride=patch)
+
+    def forward(self, x):
+        return self.proj(x).flatten(2).transpose(1, 2)
 
 
 class Vit(nn.Module):
-    def __init__(self, channels, size, patch, dim, depth, heads, embed):
+    """pretext's ViT under timm's names: `patch_embed.proj` (a conv with kernel = stride =
+    patch), `pos_embed` `[1, T, dim]` for the patch tokens only (the CLS token gets no position
+    embedding, timm's `no_embed_class`), `cls_token`, `blocks.{i}`, a final `norm` and a `head`;
+    CLS or mean pooling."""
+
+    def __init__(self, channels, size, patch, dim, depth, heads, embed, cls=True):
         super().__init__()
-        self.patch = patch
         tokens = (size // patch) ** 2
-        self.embed = nn.Linear(patch * patch * channels, dim)
-        self.pos = nn.Parameter(torch.randn(tokens, dim) * 0.02)
-        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.patch_embed = PatchEmbed(channels, patch, dim)
+        self.pos_embed = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02) if cls else None
         self.blocks = nn.Sequential(*(Block(dim, heads) for _ in range(depth)))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.head = nn.Linear(dim, embed)
 
     def forward(self, x):
-        b, c, _, _ = x.shape
-        p = self.patch
-        patches = x.unfold(2, p, p).unfold(3, p, p).permute(0, 2, 3, 4, 5, 1).reshape(b, -1, p * p * c)
-        tok = self.embed(patches) + self.pos
-        h = torch.cat([self.cls.expand(b, -1, -1), tok], dim=1)
+        h = self.patch_embed(x) + self.pos_embed
+        if self.cls_token is not None:
+            h = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), h], dim=1)
         h = self.norm(self.blocks(h))
-        return self.head(h[:, 0])
+        return self.head(h[:, 0] if self.cls_token is not None else h.mean(dim=1))
 
 
 def projector():

@@ -98,6 +98,60 @@ pub fn load(e: &Engine, ps: &mut ParamStore, path: &Path) -> Result<BTreeMap<Str
         .unwrap_or_default())
 }
 
+/// One tensor of a safetensors file as stored: its dtype's name (`F32`, `F16`, `I64`, …),
+/// shape and, for `F32` tensors, the values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileTensor {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    /// The values, row-major, when `dtype` is `F32`.
+    pub values: Option<Vec<f32>>,
+}
+
+/// Every tensor of the safetensors file at `path` (sorted by name) and pretext's metadata
+/// (empty for files pretext did not write). A file that cannot be read or is not a
+/// safetensors file is an error naming it.
+pub fn read_all(path: &Path) -> Result<(Vec<FileTensor>, BTreeMap<String, String>)> {
+    let bytes = std::fs::read(path).map_err(|source| EngineError::Io {
+        what: "cannot read",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let not_safetensors = |err: safetensors::SafeTensorError| {
+        EngineError::Other(format!(
+            "{}: not a readable safetensors file ({err}); write it with safetensors' `save_file` (PyTorch: `safetensors.torch.save_file(state_dict, path)`)",
+            path.display()
+        ))
+    };
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(not_safetensors)?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(not_safetensors)?;
+    let mut out: Vec<FileTensor> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| FileTensor {
+            values: (view.dtype() == Dtype::F32).then(|| {
+                view.data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect()
+            }),
+            dtype: format!("{:?}", view.dtype()),
+            shape: view.shape().to_vec(),
+            name,
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    let json = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(META_KEY).cloned());
+    let meta = json
+        .and_then(|j| serde_json::from_str(&j).ok())
+        .unwrap_or_default();
+    Ok((out, meta))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +176,18 @@ mod tests {
         let mut wrong = ParamStore::default();
         Mlp::new(&e, &mut wrong, &mut Init::new(4), "m", &[4, 6, 2], true);
         assert!(load(&e, &mut wrong, &path).is_err());
+        // read_all gives every tensor by name with its shape and values, and the metadata.
+        let (tensors, got) = read_all(&path).unwrap();
+        assert_eq!(got, meta);
+        assert_eq!(tensors.len(), a.entries.len());
+        let w = tensors.iter().find(|t| t.name == "m.0.weight").unwrap();
+        assert_eq!((w.dtype.as_str(), w.shape.clone()), ("F32", vec![4, 5]));
+        assert_eq!(w.values.as_deref(), Some(&a.entries[0].value.to_vec()[..]));
+        std::fs::write(&path, b"not a safetensors file").unwrap();
+        let err = read_all(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("m.safetensors") && err.contains("not a readable safetensors file"),
+            "{err}"
+        );
     }
 }

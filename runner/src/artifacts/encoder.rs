@@ -11,6 +11,7 @@ use crate::data::Dataset;
 use crate::engine::nn::{Encoder, EncoderSpec, Init, InputShape, ParamStore};
 use crate::engine::{io, Engine};
 use crate::error::{engine_err, io_err, StageError};
+use crate::pipeline::{Arch, ModelConfig};
 
 pub const ENCODER_FILE: &str = "encoder.safetensors";
 pub const ENCODER_META: &str = "encoder.json";
@@ -46,6 +47,76 @@ pub fn embed(
         out.extend(encoder.forward(ps, &mut g, &x, input, false)?.to_vec());
     }
     Ok(out)
+}
+
+/// The encoder a stage's `model` table describes, on data of `shape` (`vocab` for token
+/// sequences).
+pub fn encoder_spec(
+    model: &ModelConfig,
+    shape: (usize, usize, usize),
+    vocab: Option<usize>,
+) -> Result<EncoderSpec, StageError> {
+    if vocab.is_some() && !matches!(model.arch, Arch::Transformer { .. }) {
+        return Err(StageError::Input(
+            "the dataset holds token sequences (text): set `model = { arch = \"transformer\", ... }`".into(),
+        ));
+    }
+    Ok(match &model.arch {
+        Arch::Transformer {
+            dim,
+            depth,
+            heads,
+            pool,
+            dropout,
+        } => {
+            let Some(vocab) = vocab else {
+                return Err(StageError::Input(
+                    "`model.arch = \"transformer\"` reads token sequences, but the dataset holds images; use arch = \"vit\" for images, or ingest text with format = \"text\"".into(),
+                ));
+            };
+            EncoderSpec::Text {
+                vocab,
+                seq_len: shape.2,
+                dim: *dim,
+                depth: *depth,
+                heads: *heads,
+                cls_pool: *pool == crate::pipeline::Pool::Cls,
+                dropout: *dropout as f32,
+                embed_dim: model.embed_dim,
+            }
+        }
+        Arch::Mlp { hidden } => EncoderSpec::Mlp {
+            hidden: hidden.clone(),
+            embed_dim: model.embed_dim,
+            batch_norm: model.batch_norm,
+        },
+        Arch::Convnet { width, flatten } => EncoderSpec::ConvNet {
+            width: *width,
+            embed_dim: model.embed_dim,
+            batch_norm: model.batch_norm,
+            flatten: *flatten,
+        },
+        Arch::Vit {
+            patch,
+            dim,
+            depth,
+            heads,
+            pool,
+        } => EncoderSpec::Vit {
+            patch: *patch,
+            dim: *dim,
+            depth: *depth,
+            heads: *heads,
+            cls_token: *pool == crate::pipeline::Pool::Cls,
+            embed_dim: model.embed_dim,
+        },
+        Arch::Resnet { width, blocks } => EncoderSpec::ResNet {
+            width: *width,
+            blocks: *blocks,
+            embed_dim: model.embed_dim,
+            batch_norm: model.batch_norm,
+        },
+    })
 }
 
 /// Load an encoder written by this stage.

@@ -7,6 +7,7 @@ pub mod dataset;
 pub mod embeddings;
 pub mod encoder;
 pub mod history;
+pub mod init;
 pub mod metrics;
 pub mod ood;
 pub mod report;

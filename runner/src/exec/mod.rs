@@ -89,18 +89,24 @@ fn stage_input_error(stage: &Stage, e: StageError) -> AppError {
     e.in_stage(&stage.name)
 }
 
-/// An ingest stage's source files exist and are regular files or folders: a device
-/// (`/dev/zero`), a named pipe or a socket would never end or would block (`plan`,
-/// `validate` and `run` all check before reading anything).
+/// A stage's source files (an ingest stage's data, a pretrain or finetune stage's `init`
+/// file) exist and are regular files or, for ingest, folders: a device (`/dev/zero`), a named
+/// pipe or a socket would never end or would block (`plan`, `validate` and `run` all check
+/// before reading anything).
 pub fn check_sources(stage: &Stage) -> Result<(), AppError> {
-    let crate::pipeline::StageConfig::Ingest(ic) = &stage.config else {
-        return Ok(());
-    };
-    for (role, path) in ic.source_files() {
-        if path.is_dir() {
+    let folders_allowed = matches!(stage.config, crate::pipeline::StageConfig::Ingest(_));
+    for (role, path) in stage.config.source_files() {
+        if path.is_dir() && folders_allowed {
             continue;
         }
-        crate::data::check_regular(path).map_err(|e| {
+        let checked = if path.is_dir() {
+            Err(std::io::Error::other(
+                "a folder, not a safetensors file".to_string(),
+            ))
+        } else {
+            crate::data::check_regular(path)
+        };
+        checked.map_err(|e| {
             let why = if e.kind() == std::io::ErrorKind::NotFound {
                 "no such file (relative paths are read from the pipeline file's folder)".into()
             } else {
@@ -141,10 +147,11 @@ fn keyed_config(stage: &Stage) -> Result<serde_json::Value, AppError> {
             obj.insert("memory_budget".into(), serde_json::Value::from(budget));
         }
     }
-    if let crate::pipeline::StageConfig::Ingest(ic) = &stage.config {
+    let sources = stage.config.source_files();
+    if !sources.is_empty() {
         check_sources(stage)?;
         let mut digests = serde_json::Map::new();
-        for (role, path) in ic.source_files() {
+        for (role, path) in sources {
             let digest = if path.is_dir() {
                 crate::store::digest_dir(path)
             } else {

@@ -204,6 +204,11 @@ pub(crate) fn reference_section(
             Some(f) => at(page, f),
             None => at(page, "source"),
         },
+        // A finetune stage's `model` (with `init`) is a pretrain stage's table.
+        Some("model") if page == "finetune" => match key(3) {
+            Some(_) => at("pretrain", "model"),
+            None => at(page, "keys"),
+        },
         Some(k) if REFERENCE_SECTIONS.contains(&k) || key(3).is_some() => at(page, k),
         Some(_) => at(page, "keys"),
     }

@@ -62,11 +62,11 @@ pub use error::PipelineError;
 pub use types::{
     Arch, ArtifactKind, AugmentConfig, Augmentation, CollapseConfig, ColorMode, ConfigPath,
     CurateConfig, DropRule, Expectation, FailIf, FeatureColumns, FinetuneConfig, FinetuneMethod,
-    FolderLabels, IngestConfig, IngestSource, KnnConfig, LinearProbeConfig, ModelConfig,
-    NearDuplicates, Objective, OnError, OodEvalConfig, OodScore, OptimConfig, Optimizer, Pipeline,
-    Pool, PretrainConfig, ProbeConfig, ProbeMethod, Quality, ReportConfig, ReportSource, Schedule,
-    Split, Stage, StageConfig, StageKind, SupervisedConfig, TextEncoding, TextLabels,
-    TokenizerConfig, TokenizerVocab, CORRUPTIONS,
+    FolderLabels, IngestConfig, IngestSource, InitConfig, InitNames, KnnConfig, LinearProbeConfig,
+    ModelConfig, NearDuplicates, Objective, OnError, OodEvalConfig, OodScore, OptimConfig,
+    Optimizer, Pipeline, Pool, PretrainConfig, ProbeConfig, ProbeMethod, Quality, ReportConfig,
+    ReportSource, Schedule, Split, Stage, StageConfig, StageKind, SupervisedConfig, TextEncoding,
+    TextLabels, TokenizerConfig, TokenizerVocab, CORRUPTIONS,
 };
 
 /// Reads the pipeline file at `path`, applies `--set` overrides

@@ -224,7 +224,26 @@ pub(crate) struct RawPretrain {
     pub grad_clip: Option<Spanned<f64>>,
     pub accumulate: Option<Spanned<i64>>,
     pub collapse: Option<Tbl<RawCollapse>>,
+    pub init: Option<Tbl<RawInit>>,
     pub expect: Option<RawExpect>,
+}
+
+/// `init = { .. }` in a finetune stage: always a file (a finetune stage names an encoder
+/// stage with its own `encoder` key).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFileInit {
+    pub path: Spanned<String>,
+    pub names: Option<Spanned<String>>,
+}
+
+/// `init = { .. }` in a pretrain stage: `encoder`, or `path` with `names`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInit {
+    pub encoder: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub names: Option<Spanned<String>>,
 }
 
 /// `collapse = { .. }` in a pretrain stage.
@@ -291,8 +310,10 @@ pub(crate) struct RawProbe {
 pub(crate) struct RawFinetune {
     #[allow(dead_code)]
     pub kind: IgnoredAny,
-    pub encoder: Spanned<String>,
+    pub encoder: Option<Spanned<String>>,
     pub data: Spanned<String>,
+    pub init: Option<Tbl<RawFileInit>>,
+    pub model: Option<Tbl<RawModel>>,
     pub method: Option<Spanned<String>>,
     pub trainable_blocks: Option<Spanned<i64>>,
     pub lora: Option<Tbl<RawLora>>,

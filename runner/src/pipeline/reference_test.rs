@@ -361,6 +361,18 @@ impl Schema {
             "objective" => self.objective_keys(sk),
             "views" => self.views_keys(sk),
             "source" => self.source_keys(sk),
+            // With `init`, a finetune stage's `model` is the pretrain table: its keys are
+            // documented (and checked) on the pretrain page.
+            "model" if sk.page == "finetune" => {
+                let nested = with_key(BASE, &sk.stage, "model", "{}");
+                self.walk(
+                    &nested,
+                    "pretrain",
+                    Some(sk.page),
+                    &["stages", sk.name, "model"],
+                    &sk.shown,
+                );
+            }
             _ => self.table_key(sk),
         }
     }
@@ -792,6 +804,17 @@ fn contexts(kind: StageKind) -> Vec<String> {
             for optim in ["sgd", "lars"] {
                 out.push(set("optim", &format!("{{ name = \"{optim}\" }}")));
             }
+            // `init`: a file, and an earlier pretrain stage.
+            out.push(set("init", r#"{ path = "w.safetensors" }"#));
+            let two = format!(
+                "{BASE}\n[stages.mnist_ssl]\nkind = \"pretrain\"\ninput = \"views\"\nobjective = {{ plugin = \"simclr\" }}\n"
+            );
+            out.push(with_key(
+                &two,
+                &stage,
+                "init",
+                r#"{ encoder = "mnist_ssl" }"#,
+            ));
         }
         StageKind::Probe => out.push(set("supervised", "{}")),
         StageKind::Finetune => {
@@ -800,6 +823,13 @@ fn contexts(kind: StageKind) -> Vec<String> {
             }
             out.push(with_key(&out[2], &stage, "lora", "{}"));
             out.push(with_key(&out[3], &stage, "adapter", "{}"));
+            // From a file instead of the `encoder` stage.
+            let from_file = BASE.replace(
+                "[stages.tune]\nkind = \"finetune\"\nencoder = \"ssl\"\n",
+                "[stages.tune]\nkind = \"finetune\"\ninit = { path = \"w.safetensors\" }\nmodel = { arch = \"mlp\" }\n",
+            );
+            assert_ne!(from_file, BASE, "BASE's finetune stage has changed");
+            out.push(from_file);
         }
         _ => {}
     }

@@ -272,6 +272,22 @@ pub enum StageConfig {
     Report(ReportConfig),
 }
 
+impl StageConfig {
+    /// The files (or folders) a stage reads from outside the store, by role: an ingest
+    /// stage's data files, a pretrain or finetune stage's `init` file. Their contents go into
+    /// the stage key (`source_digests`), so replacing one in place reruns the stage.
+    pub fn source_files(&self) -> Vec<(&'static str, &std::path::Path)> {
+        match self {
+            StageConfig::Ingest(ic) => ic.source_files(),
+            StageConfig::Pretrain(PretrainConfig { init: Some(i), .. })
+            | StageConfig::Finetune(FinetuneConfig { init: Some(i), .. }) => {
+                i.file().map(|f| ("init", f)).into_iter().collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// `kind = "report"`: renders other stages' results as `report.html` and `report.md` with PNG
 /// plots.
 #[derive(Debug, Clone, Serialize)]
@@ -779,6 +795,50 @@ pub struct PretrainConfig {
     pub accumulate: u64,
     /// When to stop because the representation collapsed.
     pub collapse: CollapseConfig,
+    /// Where the encoder's starting weights come from (`None`: seeded random init). Left out
+    /// of the canonical form when not set, so stage keys without it are unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<InitConfig>,
+}
+
+/// `init = { .. }` of a pretrain or finetune stage: the weights the encoder starts from
+/// instead of its seeded random initialisation (heads and projectors are initialised as
+/// usual, the optimizer state starts fresh).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub enum InitConfig {
+    /// `init = { encoder = "<stage>" }`: the encoder artifact of an earlier pretrain or
+    /// finetune stage, the stage's input of role `init` (so its key is part of this one).
+    Encoder,
+    /// `init = { path = "..", names = ".." }`: a safetensors file (its contents' digest goes
+    /// into the stage key, under `source_digests.init`).
+    File {
+        /// The file, relative to the pipeline file.
+        path: ConfigPath,
+        /// Whose tensor names (and layouts) the file uses.
+        names: InitNames,
+    },
+}
+
+/// `init.names`: the tensor names of an `init` file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InitNames {
+    /// pretext's own names (`encoder.…`), as in an `encoder.safetensors` (the default).
+    Pretext,
+    /// A PyTorch state dict of the same architecture (the mapping is documented in
+    /// `docs/reference/pretrain.md#init`).
+    Torch,
+}
+
+impl InitConfig {
+    /// The file an `init` reads from outside the store, if it reads one.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        match self {
+            InitConfig::File { path, .. } => Some(&path.resolved),
+            InitConfig::Encoder => None,
+        }
+    }
 }
 
 /// `collapse = { min_std, patience }`: stop the stage when the per-epoch spread (mean std of
@@ -980,6 +1040,14 @@ pub struct FinetuneConfig {
     pub batch_size: usize,
     /// Class-balanced fraction of the train labels used, in (0, 1] (default 1.0).
     pub label_fraction: f64,
+    /// Fine-tune from a safetensors file (always [`InitConfig::File`]) instead of an `encoder`
+    /// input; `model` then says the architecture. Both left out of the canonical form when
+    /// not set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<InitConfig>,
+    /// The encoder architecture of an `init` file (`Some` exactly when `init` is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelConfig>,
 }
 
 /// `method = ".."` of a finetune stage, with its own settings.

@@ -7,12 +7,13 @@
 use std::time::Instant;
 
 use super::{mix_seed, Metrics, StageCtx, StageError, TIMING_PREFIX};
-use crate::artifacts::encoder::{load_encoder, save_encoder, EncoderMeta};
+use crate::artifacts::dataset::DATASET_FILE;
+use crate::artifacts::encoder::{encoder_spec, load_encoder, save_encoder, EncoderMeta};
 use crate::data::{Dataset, Split};
-use crate::engine::nn::{Init, Linear, ParamKind, ParamStore};
+use crate::engine::nn::{Encoder, Init, InputShape, Linear, ParamKind, ParamStore};
 use crate::engine::Engine;
 use crate::eval::probes::balanced_rows;
-use crate::pipeline::{FinetuneConfig, FinetuneMethod};
+use crate::pipeline::{FinetuneConfig, FinetuneMethod, InitConfig, ModelConfig};
 use crate::supervised::{self, Classifier, Examples, Training};
 
 /// Encoder blocks in order: the first two dot-separated parts of parameter names
@@ -30,9 +31,15 @@ pub fn blocks(ps: &ParamStore) -> Vec<String> {
 
 pub fn run(cfg: &FinetuneConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     let e = ctx.engine;
-    let (encoder, mut ps, mut meta) = load_encoder(e, &ctx.input("encoder")?.dir)?;
-    // Text read with the encoder's own tokenizer.
-    let ds = super::read_input_for_encoder(ctx, "data", &meta)?;
+    let (encoder, mut ps, mut meta, ds) = match (&cfg.init, &cfg.model) {
+        (Some(init), Some(model)) => from_init(ctx, init, model)?,
+        _ => {
+            let (encoder, ps, meta) = load_encoder(e, &ctx.input("encoder")?.dir)?;
+            // Text read with the encoder's own tokenizer.
+            let ds = super::read_input_for_encoder(ctx, "data", &meta)?;
+            (encoder, ps, meta, ds)
+        }
+    };
     let (labels, classes) = labelled(ctx, &ds, &meta)?;
     let mut init = Init::new(mix_seed(ctx.seed, super::Stream::FinetuneInit, 0, 0, 0));
     let total_before = ps.trainable_count();
@@ -120,6 +127,39 @@ pub fn run(cfg: &FinetuneConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
     m.insert("labelled_samples".into(), rows.len() as f64);
     m.insert(format!("{TIMING_PREFIX}seconds"), seconds);
     Ok(m)
+}
+
+/// The encoder `model` describes for the `data` input, with the weights of the `init` file.
+fn from_init(
+    ctx: &StageCtx,
+    init: &InitConfig,
+    model: &ModelConfig,
+) -> Result<(Encoder, ParamStore, EncoderMeta, Dataset), StageError> {
+    let e = ctx.engine;
+    let data = ctx.input("data")?;
+    let ds = crate::data::table::read_dataset(&data.dir.join(DATASET_FILE))?;
+    let spec = encoder_spec(model, ds.shape, ds.vocab)?;
+    let input = InputShape {
+        channels: ds.shape.0,
+        height: ds.shape.1,
+        width: ds.shape.2,
+    };
+    let mut ps = ParamStore::default();
+    // Every value is replaced by the file's: the draws do not matter.
+    let encoder = Encoder::new(e, &mut ps, &mut Init::new(0), &spec, input)?;
+    let n = ps.entries.len();
+    let src = super::init_source(ctx, init)?;
+    let read = crate::artifacts::init::apply(e, &mut ps, n, &spec, input, src)?;
+    tracing::info!(tensors = read, from = %src, "encoder initialised from a checkpoint");
+    let meta = EncoderMeta {
+        embed_dim: spec.embed_dim(),
+        spec,
+        input,
+        objective: "none (init)".into(),
+        dataset_key: data.key.clone(),
+        adapters: None,
+    };
+    Ok((encoder, ps, meta, ds))
 }
 
 /// The labels and class count of the `data` input, which must fit the encoder.

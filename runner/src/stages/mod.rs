@@ -79,6 +79,28 @@ pub fn run(stage: &Stage, ctx: &StageCtx) -> Result<Metrics, StageError> {
     }
 }
 
+/// Where a stage's `init` weights are: its `init` input's encoder, or its file.
+pub fn init_source<'a>(
+    ctx: &'a StageCtx,
+    init: &'a crate::pipeline::InitConfig,
+) -> Result<crate::artifacts::init::InitSource<'a>, StageError> {
+    use crate::artifacts::init::InitSource;
+    Ok(match init {
+        crate::pipeline::InitConfig::Encoder => {
+            let a = ctx.input("init")?;
+            InitSource::Stage {
+                stage: &a.stage,
+                dir: &a.dir,
+            }
+        }
+        crate::pipeline::InitConfig::File { path, names } => InitSource::File {
+            path: &path.resolved,
+            written: &path.written,
+            names: *names,
+        },
+    })
+}
+
 /// The dataset of input `role`, tokenized like the data `meta`'s encoder was trained on (see
 /// [`crate::artifacts::dataset::read_for_encoder`]); image datasets are read as they are.
 pub fn read_input_for_encoder(

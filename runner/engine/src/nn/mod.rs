@@ -8,13 +8,15 @@
 //! (LoRA and bottleneck adapters on the store's weights), `layers.rs` ([`Linear`], [`Conv`],
 //! [`BatchNorm`], [`LayerNorm`]), `transformer.rs` ([`TransformerBlock`]), `encoders/` (one
 //! file per architecture, [`EncoderSpec`] → [`Encoder`]), and `heads.rs` (the MAE decoder and
-//! the MLM head, which read encoder tokens).
+//! the MLM head, which read encoder tokens); `torch_names.rs` maps encoder entries to the
+//! names and layouts of a PyTorch state dict of the same architecture.
 
 mod encoders;
 mod heads;
 mod layers;
 mod lora;
 mod params;
+pub mod torch_names;
 mod transformer;
 
 pub use encoders::{

@@ -2,7 +2,7 @@
 //! length, learning rate, batch and label fraction.
 
 use super::super::raw::RawFinetune;
-use super::super::types::{FinetuneConfig, FinetuneMethod};
+use super::super::types::{FinetuneConfig, FinetuneMethod, InitConfig, ModelConfig};
 use super::cx::{choose, FloatRule};
 use super::{Result, StageCx};
 
@@ -38,13 +38,63 @@ impl StageCx<'_, '_, '_> {
                 v
             }
         };
+        let (init, model) = self.finetune_init(b)?;
         Ok(FinetuneConfig {
+            init,
+            model,
             method,
             epochs: self.int(&b.epochs, "epochs", 1, None, 10)?,
             lr: self.float(&b.lr, "lr", FloatRule::Positive, 1e-3)?,
             batch_size: self.int(&b.batch_size, "batch_size", 2, None, 128)? as usize,
             label_fraction,
         })
+    }
+
+    /// Where the encoder comes from: the `encoder` stage (`(None, None)`), or an `init` file
+    /// with the `model` it was saved from.
+    fn finetune_init(&self, b: &RawFinetune) -> Result<(Option<InitConfig>, Option<ModelConfig>)> {
+        match (&b.encoder, b.init.as_deref(), b.model.as_deref()) {
+            (Some(_), None, None) => Ok((None, None)),
+            (None, Some(init), Some(model)) => {
+                Ok((
+                Some(self.init_file(&init.path, &init.names)?),
+                Some(self.model(Some(model))?),
+            ))
+            }
+            (Some(enc), Some(_), _) => Err(self.err_key(
+                &["init"],
+                format!(
+                    "`{}` and `{}` both say where the encoder comes from",
+                    self.what("encoder"),
+                    self.what("init")
+                ),
+                Some(format!(
+                    "keep `encoder = \"{}\"` to fine-tune that stage's encoder, or remove it to fine-tune the `init` file",
+                    enc.get_ref()
+                )),
+            )),
+            (Some(_), None, Some(_)) => Err(self.err_key(
+                &["model"],
+                format!(
+                    "`{}` only applies with `init` (the `encoder` stage's artifact says its architecture)",
+                    self.what("model")
+                ),
+                Some("remove `model`".into()),
+            )),
+            (None, Some(_), None) => Err(self.err_key(
+                &["init"],
+                format!(
+                    "`{}` needs `model`: the architecture the file's weights belong to",
+                    self.what("init")
+                ),
+                Some("add e.g. `model = { arch = \"resnet\", width = 16, blocks = 1, embed_dim = 128 }`, as in the pretrain stage that made the weights".into()),
+            )),
+            (None, None, _) => Err(self.err_key(
+                &[],
+                format!("stage `{}` has no encoder to fine-tune", self.name),
+                Some("add `encoder = \"<stage>\"` (a pretrain or finetune stage), or `init = { path = \"weights.safetensors\" }` with `model`".into()),
+            )),
+        }
     }
 
     /// `method` and the keys that only some methods take.

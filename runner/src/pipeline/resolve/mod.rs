@@ -24,6 +24,7 @@ mod cx;
 mod expect;
 mod finetune;
 mod ingest;
+mod init;
 mod model;
 mod ood_eval;
 mod optim;
@@ -231,12 +232,14 @@ fn stage<'r>(
             StageConfig::Augment(cx.augment(b)?),
             &b.expect,
         ),
-        RawStageBody::Pretrain(b) => (
-            StageKind::Pretrain,
-            vec![("input", &b.input, Views)],
-            StageConfig::Pretrain(cx.pretrain(b)?),
-            &b.expect,
-        ),
+        RawStageBody::Pretrain(b) => {
+            let mut inputs = vec![("input", &b.input, Views)];
+            if let Some(enc) = b.init.as_ref().and_then(|i| i.encoder.as_ref()) {
+                inputs.push(("init", enc, Encoder));
+            }
+            let config = StageConfig::Pretrain(cx.pretrain(b)?);
+            (StageKind::Pretrain, inputs, config, &b.expect)
+        }
         RawStageBody::Probe(b) => (
             StageKind::Probe,
             vec![("encoder", &b.encoder, Encoder), ("data", &b.data, Dataset)],
@@ -251,12 +254,15 @@ fn stage<'r>(
             let config = StageConfig::OodEval(cx.ood_eval(b)?);
             (StageKind::OodEval, inputs, config, &b.expect)
         }
-        RawStageBody::Finetune(b) => (
-            StageKind::Finetune,
-            vec![("encoder", &b.encoder, Encoder), ("data", &b.data, Dataset)],
-            StageConfig::Finetune(cx.finetune(b)?),
-            &b.expect,
-        ),
+        RawStageBody::Finetune(b) => {
+            let config = StageConfig::Finetune(cx.finetune(b)?);
+            let mut inputs = Vec::new();
+            if let Some(enc) = &b.encoder {
+                inputs.push(("encoder", enc, Encoder));
+            }
+            inputs.push(("data", &b.data, Dataset));
+            (StageKind::Finetune, inputs, config, &b.expect)
+        }
         RawStageBody::Report(b) => (
             StageKind::Report,
             Vec::new(),

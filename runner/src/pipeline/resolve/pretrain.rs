@@ -3,6 +3,7 @@
 
 use super::super::raw::RawPretrain;
 use super::super::types::{CollapseConfig, Objective, PretrainConfig};
+
 use super::cx::FloatRule;
 use super::{Result, StageCx};
 
@@ -26,9 +27,21 @@ impl StageCx<'_, '_, '_> {
         };
         let objective = Objective { plugin, params };
         let model = self.model(b.model.as_deref())?;
-        let epochs = self.int(&b.epochs, "epochs", 1, None, 10)?;
+        let init = b.init.as_deref().map(|i| self.init(i)).transpose()?;
+        // An imported encoder may be saved as it is (epochs = 0), e.g. for a probe.
+        let min_epochs = if init.is_some() { 0 } else { 1 };
+        let epochs = match &b.epochs {
+            Some(v) if *v.get_ref() == 0 && init.is_none() => {
+                return Err(self.err_at(
+                    v,
+                    format!("`{}` = 0 trains nothing", self.what("epochs")),
+                    Some("epochs = 0 only applies with `init` (to save an imported encoder as it is); set epochs >= 1".into()),
+                ))
+            }
+            _ => self.int(&b.epochs, "epochs", min_epochs, None, 10)?,
+        };
         let batch_size = self.int(&b.batch_size, "batch_size", 1, None, 256)? as usize;
-        let optim = self.optim(b.optim.as_deref(), epochs)?;
+        let optim = self.optim(b.optim.as_deref(), epochs.max(1))?;
         let grad_clip = b
             .grad_clip
             .as_ref()
@@ -62,6 +75,7 @@ impl StageCx<'_, '_, '_> {
             grad_clip,
             accumulate,
             collapse,
+            init,
         })
     }
 }

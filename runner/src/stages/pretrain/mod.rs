@@ -13,7 +13,6 @@ mod step;
 pub use bench::{bench, BenchTimes};
 use checkpoint::{load_checkpoint, save_checkpoint, TrainState, CHECKPOINT_META};
 use health::{mlm_validation, Collapse, Health};
-pub use model::encoder_spec;
 use model::{objective, optim_spec, Model};
 use step::{divergence_hint, update, Batch, Pending, Run, StepValues};
 
@@ -25,7 +24,7 @@ use super::{
     mix_seed, permutation, read_json, write_json, Metrics, StageCtx, StageError, TIMING_PREFIX,
 };
 use crate::artifacts::dataset::DATASET_FILE;
-use crate::artifacts::encoder::{save_encoder, EncoderMeta};
+use crate::artifacts::encoder::{encoder_spec, save_encoder, EncoderMeta};
 use crate::artifacts::history::{EpochRecord, HISTORY_FILE};
 use crate::artifacts::views::{Views, ViewsRecipe, VIEWS_FILE};
 use crate::data::memory::{self, Streamed};
@@ -131,7 +130,7 @@ fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError>
     let obj = objective(cfg, ctx.registry)?;
     let needs = obj.needs()?;
     crops::check(cfg, &needs, Some(&views.view_shapes), views.count())?;
-    let spec = encoder_spec(cfg, views.output_shape, ds.vocab)?;
+    let spec = encoder_spec(&cfg.model, views.output_shape, ds.vocab)?;
     let mut ps = ParamStore::default();
     let model = Model::new(
         e,
@@ -141,6 +140,14 @@ fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError>
         &needs,
         mix_seed(ctx.seed, super::Stream::ModelInit, 0, 0, 0),
     )?;
+    // The encoder's starting weights; heads keep their seeded init, and the EMA teacher and
+    // the optimizer below start from the imported student.
+    if let Some(init) = &cfg.init {
+        let src = super::init_source(ctx, init)?;
+        let read =
+            crate::artifacts::init::apply(e, &mut ps, model.enc_len, &spec, model.input, src)?;
+        tracing::info!(tensors = read, from = %src, "encoder initialised from a checkpoint");
+    }
     if train.len() < 2 {
         return Err(StageError::Input(
             "the train split has fewer than 2 samples".into(),
@@ -337,11 +344,23 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
     m.insert("epochs".into(), cfg.epochs as f64);
     m.insert("steps".into(), p.st.step as f64);
     m.insert(format!("{TIMING_PREFIX}seconds"), seconds);
-    let trained_epochs = (cfg.epochs - first_epoch).max(1) as f64;
-    m.insert(
-        format!("{TIMING_PREFIX}images_per_second"),
-        (trained_epochs * p.train.len() as f64 * p.views.count() as f64) / seconds.max(1e-9),
-    );
+    if cfg.epochs > 0 {
+        let trained_epochs = (cfg.epochs - first_epoch).max(1) as f64;
+        m.insert(
+            format!("{TIMING_PREFIX}images_per_second"),
+            (trained_epochs * p.train.len() as f64 * p.views.count() as f64) / seconds.max(1e-9),
+        );
+    } else {
+        // Saved as imported (epochs = 0): the collapse metrics of the imported encoder.
+        let hl = p.health(e, &monitor, ctx.seed)?;
+        m.insert("embedding_std".into(), hl.std);
+        if let Some(ps) = hl.proj_std {
+            m.insert("projection_std".into(), ps);
+        }
+        m.insert("effective_rank".into(), hl.rank);
+        m.insert("alignment".into(), hl.alignment);
+        m.insert("uniformity".into(), hl.uniformity);
+    }
     m.insert(
         "parameters".into(),
         p.model.encoder_store(&p.st.ps).trainable_count() as f64,

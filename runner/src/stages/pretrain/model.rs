@@ -1,84 +1,15 @@
 //! The model pretraining trains: the encoder with its projector, predictor or decoder heads,
 //! built from the stage's `model` table, and the objective and optimiser it is trained with.
 
+use crate::engine::nn::JepaPredictor;
 use crate::engine::nn::MlmHead;
 use crate::engine::nn::{Encoder, EncoderSpec, Init, InputShape, MaeDecoder, Mlp, ParamStore};
-use crate::engine::nn::JepaPredictor;
 use crate::engine::nn::{ParamKind, Pid};
 use crate::engine::optim::OptimSpec;
 use crate::engine::{Engine, Graph, Tensor};
-use crate::pipeline::{Arch, OptimConfig, PretrainConfig};
+use crate::pipeline::{OptimConfig, PretrainConfig};
 use crate::plugins::{LatentPrediction, ObjectiveInstance, ObjectiveNeeds, ParamInit, Registry};
 use crate::stages::StageError;
-
-/// The encoder for `cfg.model` on data of `shape` (`vocab` for token sequences).
-pub fn encoder_spec(
-    cfg: &PretrainConfig,
-    shape: (usize, usize, usize),
-    vocab: Option<usize>,
-) -> Result<EncoderSpec, StageError> {
-    if vocab.is_some() && !matches!(cfg.model.arch, Arch::Transformer { .. }) {
-        return Err(StageError::Input(
-            "the dataset holds token sequences (text): set `model = { arch = \"transformer\", ... }`".into(),
-        ));
-    }
-    Ok(match &cfg.model.arch {
-        Arch::Transformer {
-            dim,
-            depth,
-            heads,
-            pool,
-            dropout,
-        } => {
-            let Some(vocab) = vocab else {
-                return Err(StageError::Input(
-                    "`model.arch = \"transformer\"` reads token sequences, but the dataset holds images; use arch = \"vit\" for images, or ingest text with format = \"text\"".into(),
-                ));
-            };
-            EncoderSpec::Text {
-                vocab,
-                seq_len: shape.2,
-                dim: *dim,
-                depth: *depth,
-                heads: *heads,
-                cls_pool: *pool == crate::pipeline::Pool::Cls,
-                dropout: *dropout as f32,
-                embed_dim: cfg.model.embed_dim,
-            }
-        }
-        Arch::Mlp { hidden } => EncoderSpec::Mlp {
-            hidden: hidden.clone(),
-            embed_dim: cfg.model.embed_dim,
-            batch_norm: cfg.model.batch_norm,
-        },
-        Arch::Convnet { width, flatten } => EncoderSpec::ConvNet {
-            width: *width,
-            embed_dim: cfg.model.embed_dim,
-            batch_norm: cfg.model.batch_norm,
-            flatten: *flatten,
-        },
-        Arch::Vit {
-            patch,
-            dim,
-            depth,
-            heads,
-            pool,
-        } => EncoderSpec::Vit {
-            patch: *patch,
-            dim: *dim,
-            depth: *depth,
-            heads: *heads,
-            cls_token: *pool == crate::pipeline::Pool::Cls,
-            embed_dim: cfg.model.embed_dim,
-        },
-        Arch::Resnet { width, blocks } => EncoderSpec::ResNet {
-            width: *width,
-            blocks: *blocks,
-            embed_dim: cfg.model.embed_dim,
-            batch_norm: cfg.model.batch_norm,
-        },
-    })
-}
 
 pub(super) fn optim_spec(o: &OptimConfig) -> OptimSpec {
     match o.optimizer {
@@ -215,7 +146,10 @@ impl Model {
             (None, _) => None,
             (Some(spec), Encoder::Vit(vit)) => {
                 let (depth, width) = (spec.predictor_depth as usize, spec.predictor_dim as usize);
-                Some((spec, JepaPredictor::new(e, ps, &mut init, vit, depth, width)))
+                Some((
+                    spec,
+                    JepaPredictor::new(e, ps, &mut init, vit, depth, width),
+                ))
             }
             (Some(_), _) => {
                 return Err(StageError::Input(

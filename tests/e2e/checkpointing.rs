@@ -136,8 +136,11 @@ fn checkpointed_training_writes_the_same_entries_under_the_same_keys() {
     );
 }
 
+/// At a size where activations matter (a 4-block ViT on 49 tokens + CLS, 2 × 128 images a
+/// step), `pretext bench` shows the memory checkpointing saves: measured 181 MB without and
+/// 109 MB with it (debug build); the test asks for a fifth less.
 #[test]
-fn bench_reports_peak_memory_with_and_without_checkpointing() {
+fn bench_reports_peak_memory_and_checkpointing_lowers_it() {
     let dir = tempdir();
     let p = dir.path().join("pipeline.toml");
     std::fs::write(&p, pipeline(false)).unwrap();
@@ -145,16 +148,24 @@ fn bench_reports_peak_memory_with_and_without_checkpointing() {
     let mut peaks = Vec::new();
     for on in ["false", "true"] {
         let json = dir.path().join(format!("bench-{on}.json"));
-        let set = format!("stages.vit.model.checkpoint_activations={on}");
+        let ckpt = format!("stages.vit.model.checkpoint_activations={on}");
         let j = json.display().to_string();
-        let run = pretext(
-            dir.path(),
-            &[
-                "bench", &p, "--stage", "vit", "--steps", "2", "--warmup", "1", "--set", &set,
-                "--json", &j,
-            ],
-        );
-        run.expect_code(0).expect_stdout_has(&["peak RSS MB", "vit"]);
+        let mut args = vec!["bench", &p, "--stage", "vit", "--steps", "2", "--warmup", "1"];
+        let sets = [
+            "stages.data.limit=200",
+            "stages.vit.batch_size=128",
+            "stages.vit.model.dim=32",
+            "stages.vit.model.depth=4",
+            "stages.vit.model.patch=4",
+            &ckpt,
+        ];
+        for s in &sets {
+            args.extend(["--set", s]);
+        }
+        args.extend(["--json", &j]);
+        let run = pretext(dir.path(), &args);
+        run.expect_code(0)
+            .expect_stdout_has(&["peak RSS MB", "vit"]);
         let rows: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
         let peak = rows[0]["peak_rss_bytes"]
@@ -162,9 +173,14 @@ fn bench_reports_peak_memory_with_and_without_checkpointing() {
             .unwrap_or_else(|| panic!("no peak_rss_bytes on Linux: {rows}"));
         // More than the binary alone, less than this machine could ever hold.
         assert!(peak > 10_000_000 && peak < 1 << 40, "{peak}");
-        peaks.push(peak);
+        peaks.push(peak as f64);
     }
-    assert_eq!(peaks.len(), 2);
+    assert!(
+        peaks[1] < 0.8 * peaks[0],
+        "peak RSS with checkpointing {:.1} MB, without {:.1} MB",
+        peaks[1] / 1e6,
+        peaks[0] / 1e6
+    );
 }
 
 #[test]

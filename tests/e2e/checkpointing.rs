@@ -99,7 +99,10 @@ fn checkpointed_training_writes_the_same_entries_under_the_same_keys() {
         let p = dir.path().join("pipeline.toml");
         std::fs::write(&p, pipeline(on)).unwrap();
         pretext(dir.path(), &["run", &p.display().to_string()]).expect_code(0);
-        assert_eq!(entries(&store(dir.path()), "pretrain").len(), PRETRAIN.len());
+        assert_eq!(
+            entries(&store(dir.path()), "pretrain").len(),
+            PRETRAIN.len()
+        );
         locks.push(std::fs::read_to_string(dir.path().join("pretext.lock")).unwrap());
     }
     // Same keys (the setting is not part of them) and the same output digests (weights,
@@ -150,7 +153,9 @@ fn bench_reports_peak_memory_and_checkpointing_lowers_it() {
         let json = dir.path().join(format!("bench-{on}.json"));
         let ckpt = format!("stages.vit.model.checkpoint_activations={on}");
         let j = json.display().to_string();
-        let mut args = vec!["bench", &p, "--stage", "vit", "--steps", "2", "--warmup", "1"];
+        let mut args = vec![
+            "bench", &p, "--stage", "vit", "--steps", "2", "--warmup", "1",
+        ];
         let sets = [
             "stages.data.limit=200",
             "stages.vit.batch_size=128",

@@ -238,7 +238,10 @@ where
         let mut tape = tape;
         // Added after every op of the replay, so backward runs it first.
         tape.add_backward_op(move |grads| {
-            std::mem::swap(grads.get_or_alloc_mut(&y_t)?, seeds.get_or_alloc_mut(&out_key)?);
+            std::mem::swap(
+                grads.get_or_alloc_mut(&y_t)?,
+                seeds.get_or_alloc_mut(&out_key)?,
+            );
             for k in &keys {
                 std::mem::swap(grads.get_or_alloc_mut(k)?, seeds.get_or_alloc_mut(k)?);
             }
@@ -324,7 +327,9 @@ mod tests {
             let x = if text { x.as_input() } else { x };
             let out = enc.forward(&mut ps, &mut g, &x, input, true).unwrap();
             let (r, c) = out.shape();
-            let target: Vec<f32> = (0..r * c).map(|k| ((k + i) % 5) as f32 * 0.3 - 0.6).collect();
+            let target: Vec<f32> = (0..r * c)
+                .map(|k| ((k + i) % 5) as f32 * 0.3 - 0.6)
+                .collect();
             let t = e.tensor(target, r, c).unwrap().as_input();
             let d = g.sub(&out, &t).unwrap();
             let sq = g.square(&d).unwrap();
@@ -390,7 +395,11 @@ mod tests {
             for s in 0..3 {
                 for p in 0..7 {
                     let pad = p >= 7 - 2 * s;
-                    v.push(if pad { 0.0 } else { (2 + (s * 7 + p + salt) % 18) as f32 });
+                    v.push(if pad {
+                        0.0
+                    } else {
+                        (2 + (s * 7 + p + salt) % 18) as f32
+                    });
                 }
             }
             v
@@ -466,7 +475,11 @@ mod tests {
             for (spec, input, passes, blocks) in &cases {
                 let plain = step(&e, spec, *input, passes, false);
                 let ckpt = step(&e, spec, *input, passes, true);
-                assert_eq!((plain.replays, ckpt.replays), (0, *blocks), "{kind:?} {spec:?}");
+                assert_eq!(
+                    (plain.replays, ckpt.replays),
+                    (0, *blocks),
+                    "{kind:?} {spec:?}"
+                );
                 // Every trained tensor got a gradient (none was left out of the replay).
                 for (name, g) in &plain.grads {
                     assert!(
@@ -516,7 +529,9 @@ mod tests {
         let mut run = |enc: &Encoder, grad: bool, seed: u64| {
             let mut g = e.graph(grad);
             g.set_seed(seed);
-            enc.forward(&mut ps, &mut g, &x, input, true).unwrap().to_vec()
+            enc.forward(&mut ps, &mut g, &x, input, true)
+                .unwrap()
+                .to_vec()
         };
         let plain = (run(&enc, false, 1), run(&enc, true, 1), run(&enc, true, 2));
         enc.set_checkpoint_activations(true).unwrap();
@@ -557,7 +572,10 @@ mod tests {
             let mut ps = ParamStore::default();
             let mut enc = Encoder::new(&e, &mut ps, &mut Init::new(1), &spec, input).unwrap();
             enc.set_checkpoint_activations(false).unwrap();
-            let err = enc.set_checkpoint_activations(true).unwrap_err().to_string();
+            let err = enc
+                .set_checkpoint_activations(true)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(arch) && err.contains("resnet"), "{err}");
         }
     }

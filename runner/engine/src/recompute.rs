@@ -17,8 +17,10 @@
 //! buffers between two gradient stores (a `D::Vec` cannot be built or taken out otherwise).
 
 use dfdx::prelude::*;
+use rayon::prelude::*;
 
 use super::device::{Consts, CpuDev};
+use super::host::par_copy;
 use super::nn::{ParamStore, Pid};
 use super::{Dev, Dv, EngineError, Result, Store, Tensor, TD};
 use crate::Graph;
@@ -154,14 +156,14 @@ impl Graph {
             let run = || -> Result<()> {
                 let err = |e: dfdx::tensor::CpuError| EngineError::Device(format!("{e:?}"));
                 let mut seeds = Gradients::<f32, CpuDev>::leaky();
-                **seeds.get_or_alloc_mut(&y_key).map_err(err)? = g_out.to_vec();
+                **seeds.get_or_alloc_mut(&y_key).map_err(err)? = par_copy(g_out);
                 // The inputs that take a gradient (constants have no slot), with the buffer
                 // they have accumulated so far.
                 let mut keys = Vec::new();
                 for (t, slot) in ins.iter().zip(slots.iter()) {
                     if let Some(buf) = slot.as_deref() {
                         let k = super::host::cpu_t(t).clone();
-                        **seeds.get_or_alloc_mut(&k).map_err(err)? = buf.to_vec();
+                        **seeds.get_or_alloc_mut(&k).map_err(err)? = par_copy(buf);
                         keys.push(k);
                     }
                 }
@@ -178,7 +180,9 @@ impl Graph {
                                 buf.len()
                             )));
                         }
-                        buf.copy_from_slice(&g[..]);
+                        buf.par_chunks_mut(1 << 16)
+                            .zip(g.par_chunks(1 << 16))
+                            .for_each(|(d, s)| d.copy_from_slice(s));
                     }
                 }
                 Ok(())

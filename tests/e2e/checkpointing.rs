@@ -1,5 +1,5 @@
 //! Gradient checkpointing (`model.checkpoint_activations = true`): the blocks of a ResNet, a
-//! ViT (contrastive and masked) and a text transformer (with dropout) recompute their
+//! ViT (contrastive, MAE and I-JEPA) and a text transformer (with dropout) recompute their
 //! activations in backward. It changes no result — a pipeline trained with it writes the same
 //! entries as one without, byte for byte, under the same stage keys (it is not part of them) —
 //! and `pretext bench` reports the peak memory each way. An encoder without blocks refuses it.
@@ -8,7 +8,7 @@ use crate::support::{
     entries, expect_statuses, mnist, pretext, store, tempdir, toml_path, workspace, Tiny,
 };
 
-/// ResNet + SimCLR, ViT + SimCLR, ViT + MAE and a text transformer + SimCSE (dropout 0.1),
+/// ResNet + SimCLR, ViT + SimCLR, ViT + MAE, ViT + I-JEPA and a text transformer + SimCSE (dropout 0.1),
 /// each 1 epoch on small data; `ckpt` adds `checkpoint_activations = true` to every model.
 fn pipeline(ckpt: bool) -> String {
     let (images, labels) = mnist();
@@ -66,6 +66,14 @@ model = {{ arch = "vit", patch = 7, dim = 16, depth = 2, heads = 2, embed_dim = 
 epochs = 1
 batch_size = 32
 
+[stages.ijepa]
+kind = "pretrain"
+input = "one"
+objective = {{ plugin = "ijepa", predictor_dim = 16, momentum_start = 0.99 }}
+model = {{ arch = "vit", patch = 7, dim = 16, depth = 2, heads = 2, embed_dim = 16{extra} }}
+epochs = 1
+batch_size = 32
+
 [stages.prose]
 kind = "ingest"
 source = {{ format = "text", path = {prose}, labels = "files", label_delimiter = "-", encoding = "auto", passage_words = 100 }}
@@ -89,7 +97,7 @@ batch_size = 16
     )
 }
 
-const PRETRAIN: [&str; 4] = ["resnet", "vit", "mae", "simcse"];
+const PRETRAIN: [&str; 5] = ["resnet", "vit", "mae", "ijepa", "simcse"];
 
 #[test]
 fn checkpointed_training_writes_the_same_entries_under_the_same_keys() {
@@ -132,6 +140,7 @@ fn checkpointed_training_writes_the_same_entries_under_the_same_keys() {
             ("resnet", "cached"),
             ("vit", "cached"),
             ("mae", "cached"),
+            ("ijepa", "cached"),
             ("prose", "cached"),
             ("pairs", "cached"),
             ("simcse", "cached"),

@@ -12,7 +12,7 @@
 //! The replay starts each input's and parameter's gradient from what the outer backward has
 //! accumulated so far and hands the result back, so every addition happens in the order the
 //! un-checkpointed backward would make it: on the CPU (both paths) the gradients are
-//! bit-for-bit those of the same graph without checkpointing (tested in `nn::encoders`).
+//! bit-for-bit those of the same graph without checkpointing (tested below, per encoder).
 //! The moves use dfdx's public API only: `Gradients::get_or_alloc_mut` and swapping
 //! buffers between two gradient stores (a `D::Vec` cannot be built or taken out otherwise).
 

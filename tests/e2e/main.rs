@@ -7,6 +7,7 @@ mod support;
 
 mod bench;
 mod caching;
+mod checkpointing;
 mod cli_errors;
 mod data;
 mod docs_template;

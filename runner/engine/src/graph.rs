@@ -17,13 +17,13 @@ const HOST_MIN: usize = 1 << 14;
 pub struct Graph {
     pub(crate) dev: Dev,
     /// The CPU fast path is on (see [`Graph::fast`]).
-    fast: bool,
+    pub(crate) fast: bool,
     /// The engine's constants (shared by every graph of one engine).
     pub(crate) consts: Consts,
     pub(crate) tape: Option<Tapes>,
     /// Randomness of ops such as dropout: `(seed, draws so far)`; deterministic given the seed
     /// and the order of ops.
-    rng: (u64, u64),
+    pub(crate) rng: (u64, u64),
     /// Gradients of the CPU fast path's outputs (see `host::Graph::record_host`).
     pub(crate) host_grads: super::host::HostGrads,
 }

@@ -97,6 +97,7 @@ pub mod nn;
 mod op_tests;
 pub mod optim;
 pub mod panic_guard;
+mod recompute;
 
 pub use device::{transfers, Transfers};
 pub use graph::{Axis2, Grads, Graph};
@@ -202,6 +203,16 @@ impl Tensor {
             #[cfg(feature = "cuda")]
             Store::Cuda(t) => Tensor::new(t.clone() * 1.0),
         }
+    }
+    /// A stand-in for `self` in another graph (a checkpointed block's replay): the same
+    /// values and dfdx storage (so dfdx keys its gradient the same way), a new identity, and
+    /// no link to where the fast path kept its gradient in the graph that made it.
+    pub(crate) fn leaf(&self) -> Tensor {
+        let mut t = Tensor::new(self.t.clone());
+        t.constant = self.constant;
+        t.host = self.host.clone();
+        t.origin = self.origin.clone();
+        t
     }
     /// The dfdx tensor on device `D`, or an error naming both devices.
     pub(crate) fn get<D: Dv>(&self) -> Result<&TD<D>> {

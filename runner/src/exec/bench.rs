@@ -33,6 +33,30 @@ pub struct BenchRow {
     pub train_images_per_second: f64,
     /// The same including view production (augmentation).
     pub images_per_second: f64,
+    /// The process's peak resident memory while this stage was prepared and benchmarked, in
+    /// bytes (Linux: `VmHWM` of `/proc/self/status`, reset just before the stage); absent
+    /// where the system does not tell.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Start measuring the process's peak resident memory afresh (Linux: writing `5` to
+/// `/proc/self/clear_refs` resets `VmHWM`). False where that is not possible.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// The process's peak resident memory since the last reset, in bytes (Linux).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// The `q` quantile (0..=1) of `v` by nearest rank; 0 for an empty slice.
@@ -169,8 +193,10 @@ pub fn bench(
         };
         tracing::info!(stage = %name, steps, warmup, "benchmarking");
         reporter.start(&format!("bench {name}"), (warmup + steps) as u64);
+        let measured = reset_peak_rss();
         let times =
             pretrain::bench(cfg, &ctx, steps, warmup).map_err(|e| stage_input_error(stage, e))?;
+        let peak_rss_bytes = measured.then(peak_rss).flatten();
         let median = quantile(&times.step_ms, 0.5);
         let aug = quantile(&times.augment_ms, 0.5);
         let per_batch = (times.batch * times.views) as f64;
@@ -185,6 +211,7 @@ pub fn bench(
             augment_ms_median: aug,
             train_images_per_second: per_batch / (median / 1e3).max(1e-12),
             images_per_second: per_batch / ((median + aug) / 1e3).max(1e-12),
+            peak_rss_bytes,
             times,
         });
     }
@@ -194,7 +221,7 @@ pub fn bench(
 /// The table `pretext bench` prints.
 pub fn table(rows: &[BenchRow]) -> String {
     let mut out = format!(
-        "{:<12} {:<8} {:<10} {:>5} {:>5} {:>11} {:>22} {:>10} {:>12} {:>12}\n",
+        "{:<12} {:<8} {:<10} {:>5} {:>5} {:>11} {:>22} {:>10} {:>12} {:>12} {:>12}\n",
         "stage",
         "encoder",
         "objective",
@@ -204,12 +231,13 @@ pub fn table(rows: &[BenchRow]) -> String {
         "step ms med [p10-p90]",
         "augment ms",
         "train img/s",
-        "img/s"
+        "img/s",
+        "peak RSS MB"
     );
     for r in rows {
         let t = &r.times;
         out.push_str(&format!(
-            "{:<12} {:<8} {:<10} {:>5} {:>5} {:>11} {:>22} {:>10.2} {:>12.0} {:>12.0}\n",
+            "{:<12} {:<8} {:<10} {:>5} {:>5} {:>11} {:>22} {:>10.2} {:>12.0} {:>12.0} {:>12}\n",
             r.stage,
             t.encoder,
             t.objective,
@@ -222,7 +250,9 @@ pub fn table(rows: &[BenchRow]) -> String {
             ),
             r.augment_ms_median,
             r.train_images_per_second,
-            r.images_per_second
+            r.images_per_second,
+            r.peak_rss_bytes
+                .map_or_else(|| "-".to_string(), |b| format!("{:.1}", b as f64 / 1e6))
         ));
     }
     out

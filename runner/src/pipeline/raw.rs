@@ -270,6 +270,7 @@ pub(crate) struct RawModel {
     pub dropout: Option<Spanned<f64>>,
     pub embed_dim: Option<Spanned<i64>>,
     pub batch_norm: Option<bool>,
+    pub checkpoint_activations: Option<Spanned<bool>>,
 }
 
 /// `optim = { .. }`.

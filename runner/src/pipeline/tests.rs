@@ -181,7 +181,8 @@ fn valid_minimal_pipeline_gets_defaults() {
                 hidden: vec![512, 512]
             },
             embed_dim: 128,
-            batch_norm: true
+            batch_norm: true,
+            checkpoint_activations: false,
         }
     );
     assert_eq!(
@@ -300,7 +301,8 @@ fn valid_full_pipeline_keeps_every_value() {
                 flatten: false,
             },
             embed_dim: 64,
-            batch_norm: false
+            batch_norm: false,
+            checkpoint_activations: false,
         }
     );
     assert_eq!(

@@ -871,6 +871,12 @@ pub struct ModelConfig {
     pub embed_dim: usize,
     /// Whether to use batch normalisation (default true).
     pub batch_norm: bool,
+    /// Recompute the encoder's block activations in backward instead of keeping them
+    /// (gradient checkpointing; resnet, vit and transformer; default false). Not part of the
+    /// canonical form, so not of the stage key: it trades memory for time and changes no
+    /// result (the gradients are bit for bit the same; `docs/performance.md`).
+    #[serde(skip)]
+    pub checkpoint_activations: bool,
 }
 
 /// `model.arch` and the keys that only apply to it.

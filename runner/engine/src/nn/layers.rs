@@ -45,6 +45,12 @@ impl Linear {
             outputs,
         }
     }
+    /// The trained tensors the layer reads (with what is attached to its weight).
+    pub(crate) fn params(&self, ps: &ParamStore, out: &mut Vec<Pid>) {
+        out.extend([self.w, self.b]);
+        out.extend(ps.attachment_params(self.w));
+    }
+
     pub fn forward(&self, ps: &ParamStore, g: &mut Graph, x: &Tensor) -> Result<Tensor> {
         let y = g.linear(x, ps.get(self.w), ps.get(self.b))?;
         ps.apply_attachments(g, self.w, x, y)
@@ -89,6 +95,11 @@ impl BatchNorm {
             ),
             features,
         }
+    }
+
+    /// The trained tensors (the running statistics are state, not trained).
+    pub(crate) fn params(&self, out: &mut Vec<Pid>) {
+        out.extend([self.gamma, self.beta]);
     }
 
     /// Training mode normalises with batch statistics and updates the running ones.
@@ -223,6 +234,30 @@ impl Conv {
         }
     }
 
+    /// The trained tensors the layer reads.
+    pub(crate) fn params(&self, ps: &ParamStore, out: &mut Vec<Pid>) {
+        self.lin.params(ps, out);
+    }
+
+    /// The layout of the output for an input of layout `geo`.
+    pub(crate) fn out_geometry(&self, geo: Geometry) -> Geometry {
+        let (height, width) = self.spec().out_hw(geo.height, geo.width);
+        Geometry {
+            batch: geo.batch,
+            height,
+            width,
+            channels: self.out_channels,
+        }
+    }
+
+    fn spec(&self) -> ConvSpec {
+        ConvSpec {
+            kernel: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+        }
+    }
+
     pub fn forward(
         &self,
         ps: &ParamStore,
@@ -230,11 +265,7 @@ impl Conv {
         x: &Tensor,
         geo: Geometry,
     ) -> Result<(Tensor, Geometry)> {
-        let spec = ConvSpec {
-            kernel: self.kernel,
-            stride: self.stride,
-            padding: self.padding,
-        };
+        let spec = self.spec();
         let y = if !ps.has_attachment(self.lin.w) {
             g.conv2d(x, ps.get(self.lin.w), ps.get(self.lin.b), geo, spec)?
         } else {
@@ -242,16 +273,7 @@ impl Conv {
             let cols = g.im2col(x, geo, spec)?;
             self.lin.forward(ps, g, &cols)?
         };
-        let (oh, ow) = spec.out_hw(geo.height, geo.width);
-        Ok((
-            y,
-            Geometry {
-                batch: geo.batch,
-                height: oh,
-                width: ow,
-                channels: self.out_channels,
-            },
-        ))
+        Ok((y, self.out_geometry(geo)))
     }
 }
 
@@ -277,6 +299,11 @@ impl LayerNorm {
             ),
         }
     }
+    /// The trained tensors (scale and shift).
+    pub(crate) fn params(&self, out: &mut Vec<Pid>) {
+        out.extend([self.gamma, self.beta]);
+    }
+
     pub fn forward(&self, ps: &ParamStore, g: &mut Graph, x: &Tensor) -> Result<Tensor> {
         g.layer_norm(x, ps.get(self.gamma), ps.get(self.beta), 1e-6)
     }

@@ -183,6 +183,18 @@ impl ParamStore {
     }
 
     /// Whether LoRA or an adapter is attached to weight `w`.
+    /// The tensors LoRA and an adapter attached to weight `w` add to its layer.
+    pub(crate) fn attachment_params(&self, w: Pid) -> Vec<Pid> {
+        let mut out = Vec::new();
+        if let Some(l) = self.lora.get(&w) {
+            out.extend([l.a, l.b]);
+        }
+        if let Some(a) = self.adapters.get(&w) {
+            out.extend([a.down, a.down_bias, a.up, a.up_bias]);
+        }
+        out
+    }
+
     pub(crate) fn has_attachment(&self, w: Pid) -> bool {
         self.lora.contains_key(&w) || self.adapters.contains_key(&w)
     }

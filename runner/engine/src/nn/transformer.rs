@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::layers::{LayerNorm, Linear};
-use super::params::{Init, ParamStore};
+use super::params::{Init, ParamStore, Pid};
 use crate::attention::AttnShape;
 use crate::{Engine, Graph, Result, Tensor};
 
@@ -52,6 +52,49 @@ impl TransformerBlock {
             fc2,
             heads,
         }
+    }
+
+    /// The trained tensors the block reads, in a fixed order.
+    pub(crate) fn params(&self, ps: &ParamStore) -> Vec<Pid> {
+        let mut out = Vec::new();
+        self.ln1.params(&mut out);
+        for l in [&self.q, &self.k, &self.v, &self.o] {
+            l.params(ps, &mut out);
+        }
+        self.ln2.params(&mut out);
+        self.fc1.params(ps, &mut out);
+        self.fc2.params(ps, &mut out);
+        out
+    }
+
+    /// [`Self::forward_with`], under activation checkpointing when `checkpoint` (see
+    /// [`Graph::checkpoint`]): the block's activations are recomputed in backward instead of
+    /// kept, dropout drawing the same masks again.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward_opt(
+        &self,
+        ps: &ParamStore,
+        g: &mut Graph,
+        x: &Tensor,
+        batch: usize,
+        tokens: usize,
+        key_valid: Option<&[bool]>,
+        dropout: f32,
+        checkpoint: bool,
+    ) -> Result<Tensor> {
+        if !checkpoint || !g.records() {
+            return self.forward_with(ps, g, x, batch, tokens, key_valid, dropout);
+        }
+        let block = self.clone();
+        let mask: Option<Vec<bool>> = key_valid.map(<[bool]>::to_vec);
+        crate::recompute::checkpoint_block(
+            g,
+            ps.clone(),
+            &self.params(ps),
+            x,
+            |g| self.forward_with(ps, g, x, batch, tokens, key_valid, dropout),
+            move |ps, g, x| block.forward_with(ps, g, x, batch, tokens, mask.as_deref(), dropout),
+        )
     }
 
     /// `x`: `(batch · tokens, dim)`.

@@ -56,10 +56,22 @@ impl StageCx<'_, '_, '_> {
         match (&b.encoder, b.init.as_deref(), b.model.as_deref()) {
             (Some(_), None, None) => Ok((None, None)),
             (None, Some(init), Some(model)) => {
+                if let Some(c) = model.checkpoint_activations.as_ref().filter(|c| *c.get_ref()) {
+                    return Err(self.err_span(
+                        &c.span(),
+                        format!(
+                            "`{}` applies to pretrain stages: here `model` only says the \
+                             architecture of the `init` file's weights, and fine-tuning keeps \
+                             every activation",
+                            self.what("model.checkpoint_activations")
+                        ),
+                        Some("remove `checkpoint_activations`".into()),
+                    ));
+                }
                 Ok((
-                Some(self.init_file(&init.path, &init.names)?),
-                Some(self.model(Some(model))?),
-            ))
+                    Some(self.init_file(&init.path, &init.names)?),
+                    Some(self.model(Some(model))?),
+                ))
             }
             (Some(enc), Some(_), _) => Err(self.err_key(
                 &["init"],

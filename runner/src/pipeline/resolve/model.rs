@@ -38,6 +38,7 @@ impl StageCx<'_, '_, '_> {
                 },
                 embed_dim: 128,
                 batch_norm: true,
+                checkpoint_activations: false,
             });
         };
         let arch_name = m.arch.as_ref().map_or("mlp", |a| a.get_ref().as_str());
@@ -68,6 +69,24 @@ impl StageCx<'_, '_, '_> {
         if arch_name != "vit" {
             if let Some(p) = &m.patch {
                 return Err(only_for("patch", &["vit"], p.span()));
+            }
+        }
+        if let Some(c) = m.checkpoint_activations.as_ref().filter(|c| *c.get_ref()) {
+            if matches!(arch_name, "mlp" | "convnet") {
+                return Err(self.err_span(
+                    &c.span(),
+                    format!(
+                        "`{}` needs an encoder made of blocks: arch = \"resnet\", \"vit\" or \
+                         \"transformer\" (this model has arch = \"{arch_name}\", which has none \
+                         to recompute)",
+                        self.what("model.checkpoint_activations")
+                    ),
+                    Some(
+                        "remove `checkpoint_activations`, or choose a resnet, vit or transformer \
+                         encoder"
+                            .into(),
+                    ),
+                ));
             }
         }
         if arch_name != "transformer" {
@@ -135,6 +154,10 @@ impl StageCx<'_, '_, '_> {
             arch,
             embed_dim: self.int(&m.embed_dim, "model.embed_dim", 1, None, 128)? as usize,
             batch_norm: m.batch_norm.unwrap_or(true),
+            checkpoint_activations: m
+                .checkpoint_activations
+                .as_ref()
+                .is_some_and(|c| *c.get_ref()),
         })
     }
 

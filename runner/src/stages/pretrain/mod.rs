@@ -132,7 +132,7 @@ fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError>
     crops::check(cfg, &needs, Some(&views.view_shapes), views.count())?;
     let spec = encoder_spec(&cfg.model, views.output_shape, ds.vocab)?;
     let mut ps = ParamStore::default();
-    let model = Model::new(
+    let mut model = Model::new(
         e,
         &mut ps,
         &spec,
@@ -148,6 +148,9 @@ fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError>
             crate::artifacts::init::apply(e, &mut ps, model.enc_len, &spec, model.input, src)?;
         tracing::info!(tensors = read, from = %src, "encoder initialised from a checkpoint");
     }
+    model
+        .encoder
+        .set_checkpoint_activations(cfg.model.checkpoint_activations)?;
     if train.len() < 2 {
         return Err(StageError::Input(
             "the train split has fewer than 2 samples".into(),

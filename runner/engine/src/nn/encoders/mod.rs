@@ -178,6 +178,41 @@ impl Encoder {
         })
     }
 
+    /// Activation checkpointing (gradient checkpointing) of the encoder's blocks — the
+    /// residual blocks of a ResNet, the transformer blocks of a ViT or text transformer: in a
+    /// recording graph each block keeps only its input, and its activations are recomputed
+    /// when backward reaches it ([`Graph::checkpoint`]). The same gradients (bit for bit on
+    /// the CPU) for less memory, at the cost of running the blocks forward twice. An MLP or
+    /// ConvNet has no blocks to checkpoint: asking for it is an error.
+    pub fn set_checkpoint_activations(&mut self, on: bool) -> Result<()> {
+        match self {
+            Encoder::ResNet(net) => net.checkpoint = on,
+            Encoder::Vit(vit) => vit.checkpoint = on,
+            Encoder::Text(t) => t.checkpoint = on,
+            Encoder::Mlp(_) | Encoder::ConvNet(_) if !on => {}
+            Encoder::Mlp(_) | Encoder::ConvNet(_) => {
+                return Err(crate::EngineError::Other(format!(
+                    "activation checkpointing needs an encoder made of blocks (resnet, vit, \
+                     transformer); the {} encoder has none",
+                    self.arch()
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// The architecture's name as pipelines write it (`mlp`, `convnet`, `resnet`, `vit`,
+    /// `transformer`).
+    pub fn arch(&self) -> &'static str {
+        match self {
+            Encoder::Mlp(_) => "mlp",
+            Encoder::ConvNet(_) => "convnet",
+            Encoder::ResNet(_) => "resnet",
+            Encoder::Vit(_) => "vit",
+            Encoder::Text(_) => "transformer",
+        }
+    }
+
     /// `(batch, C·H·W)` inputs → `(batch, embed_dim)`; `train` selects batch statistics (and
     /// updates the running ones) in batch norm, and dropout in the text encoder.
     pub fn forward(

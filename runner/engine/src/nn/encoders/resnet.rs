@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::input::{Build, InputShape};
 use crate::conv::Geometry;
 use crate::nn::layers::{BatchNorm, Conv, Linear};
-use crate::nn::params::ParamStore;
+use crate::nn::params::{ParamStore, Pid};
 use crate::{Graph, Result, Tensor};
 
 /// A basic residual block: conv-BN-ReLU-conv-BN plus a shortcut (a strided 1x1 conv + BN
@@ -24,6 +24,10 @@ pub struct ResNet {
     stem: (Conv, Option<BatchNorm>),
     blocks: Vec<ResBlock>,
     head: Linear,
+    /// Recompute each residual block's activations in backward (a training setting, never
+    /// saved).
+    #[serde(skip)]
+    pub(crate) checkpoint: bool,
 }
 
 impl ResNet {
@@ -68,6 +72,7 @@ impl ResNet {
             stem,
             blocks: res,
             head,
+            checkpoint: false,
         })
     }
 
@@ -84,7 +89,11 @@ impl ResNet {
         let h = g.chw_to_hwc(x, input)?;
         let (mut h, mut geo) = conv_bn(&self.stem, ps, g, &h, input.geometry(b), train, true)?;
         for block in &self.blocks {
-            let (y, ngeo) = block.forward(ps, g, &h, geo, train)?;
+            let (y, ngeo) = if self.checkpoint {
+                block.forward_checkpointed(ps, g, &h, geo, train)?
+            } else {
+                block.forward(ps, g, &h, geo, train)?
+            };
             h = y;
             geo = ngeo;
         }
@@ -113,6 +122,50 @@ fn conv_bn(
 }
 
 impl ResBlock {
+    /// The trained tensors the block reads.
+    fn params(&self, ps: &ParamStore) -> Vec<Pid> {
+        let mut out = Vec::new();
+        for (conv, bn) in [Some(&self.conv1), Some(&self.conv2), self.shortcut.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            conv.params(ps, &mut out);
+            if let Some(bn) = bn {
+                bn.params(&mut out);
+            }
+        }
+        out
+    }
+
+    /// [`Self::forward`] under activation checkpointing (see [`Graph::checkpoint`]). Batch
+    /// norm updates its running statistics once, in the forward pass; the replay normalises
+    /// with the same batch statistics (the same input) and its updates go to a snapshot of
+    /// the store that is dropped.
+    fn forward_checkpointed(
+        &self,
+        ps: &mut ParamStore,
+        g: &mut Graph,
+        x: &Tensor,
+        geo: Geometry,
+        train: bool,
+    ) -> Result<(Tensor, Geometry)> {
+        if !g.records() {
+            return self.forward(ps, g, x, geo, train);
+        }
+        let out_geo = self.conv1.0.out_geometry(geo);
+        let block = self.clone();
+        let pids = self.params(ps);
+        let y = crate::recompute::checkpoint_block(
+            g,
+            ps.clone(),
+            &pids,
+            x,
+            |g| Ok(self.forward(ps, g, x, geo, train)?.0),
+            move |ps, g, x| Ok(block.forward(ps, g, x, geo, train)?.0),
+        )?;
+        Ok((y, out_geo))
+    }
+
     fn forward(
         &self,
         ps: &mut ParamStore,

@@ -39,6 +39,9 @@ pub struct TextTransformer {
     blocks: Vec<TransformerBlock>,
     norm: LayerNorm,
     head: Linear,
+    /// Recompute block activations in backward (a training setting, never saved).
+    #[serde(skip)]
+    pub(crate) checkpoint: bool,
 }
 
 /// Token states of a batch: `(B·L, dim)` after the final norm, and which rows are real
@@ -96,6 +99,7 @@ impl TextTransformer {
             blocks,
             norm,
             head,
+            checkpoint: false,
         })
     }
 
@@ -177,7 +181,7 @@ impl TextTransformer {
         let p = if train { self.spec.dropout } else { 0.0 };
         h = g.dropout(&h, p)?;
         for block in &self.blocks {
-            h = block.forward_with(ps, g, &h, b, l, Some(&valid), p)?;
+            h = block.forward_opt(ps, g, &h, b, l, Some(&valid), p, self.checkpoint)?;
         }
         Ok(TokenStates {
             states: self.norm.forward(ps, g, &h)?,

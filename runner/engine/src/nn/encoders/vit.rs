@@ -25,6 +25,9 @@ pub struct Vit {
     blocks: Vec<TransformerBlock>,
     norm: LayerNorm,
     head: Linear,
+    /// Recompute block activations in backward (a training setting, never saved).
+    #[serde(skip)]
+    pub(crate) checkpoint: bool,
 }
 
 impl Vit {
@@ -92,6 +95,7 @@ impl Vit {
             blocks,
             norm,
             head,
+            checkpoint: false,
         })
     }
 
@@ -219,7 +223,7 @@ impl Vit {
             None => (tok.clone(), per_sample),
         };
         for block in &self.blocks {
-            h = block.forward(ps, g, &h, batch, t)?;
+            h = block.forward_opt(ps, g, &h, batch, t, None, 0.0, self.checkpoint)?;
         }
         Ok((self.norm.forward(ps, g, &h)?, t))
     }

@@ -65,14 +65,23 @@ fn ijepa_trains_a_vit_predicting_teacher_embeddings_of_hidden_blocks() {
         serde_json::from_str(&std::fs::read_to_string(entry.join("history.json")).unwrap())
             .unwrap();
     assert_eq!(history.len(), 3);
-    let losses: Vec<f64> = history.iter().map(|e| e["loss"].as_f64().unwrap()).collect();
+    let losses: Vec<f64> = history
+        .iter()
+        .map(|e| e["loss"].as_f64().unwrap())
+        .collect();
     for epoch in &history {
         let pred = epoch["reports"]["pred_std"].as_f64().unwrap();
         let target = epoch["reports"]["target_std"].as_f64().unwrap();
         // Layer-normalised targets spread across patches; the predictor has not collapsed.
-        assert!(target > 0.05 && pred > 0.0, "pred_std {pred}, target_std {target}");
+        assert!(
+            target > 0.05 && pred > 0.0,
+            "pred_std {pred}, target_std {target}"
+        );
     }
-    assert!(losses.iter().all(|l| l.is_finite() && *l > 0.0), "{losses:?}");
+    assert!(
+        losses.iter().all(|l| l.is_finite() && *l > 0.0),
+        "{losses:?}"
+    );
     assert!(
         losses[2] < losses[0],
         "the predictor learns to predict the teacher: {losses:?}"
@@ -103,7 +112,11 @@ fn what_ijepa_cannot_take_is_refused_before_running() {
             vec![VIEW],
             ijepa,
             r#"{ arch = "convnet", width = 8, embed_dim = 16 }"#,
-            vec!["objective `ijepa`", "needs a vision transformer", "arch = \"vit\""],
+            vec![
+                "objective `ijepa`",
+                "needs a vision transformer",
+                "arch = \"vit\"",
+            ],
         ),
         (
             vec![VIEW, VIEW],

@@ -77,7 +77,13 @@ pub struct IJepa {
 }
 
 /// A `[low, high]` range parameter within `lo..=hi`.
-fn range(params: &mut Params, key: &str, default: (f64, f64), lo: f64, hi: f64) -> Result<(f64, f64)> {
+fn range(
+    params: &mut Params,
+    key: &str,
+    default: (f64, f64),
+    lo: f64,
+    hi: f64,
+) -> Result<(f64, f64)> {
     let v = params.f64_list(key, &[default.0, default.1])?;
     match v[..] {
         [a, b] if a >= lo && a <= b && b <= hi && a.is_finite() && b.is_finite() => Ok((a, b)),
@@ -337,12 +343,18 @@ mod tests {
         assert_eq!(latent.predictor_dim, 64);
         for (key, value, says) in [
             ("blocks", Value::Int(0), "between 1 and 16"),
-            ("target_scale", Value::FloatList(vec![0.3, 0.2]), "low <= high"),
+            (
+                "target_scale",
+                Value::FloatList(vec![0.3, 0.2]),
+                "low <= high",
+            ),
             ("context_scale", Value::FloatList(vec![0.5]), "two numbers"),
             ("loss", Value::Str("l3".into()), "smooth_l1"),
             ("predictor_depth", Value::Int(0), "between 1 and 12"),
         ] {
-            let err = ObjectiveInstance::create(entry, &[(key, value)]).err().unwrap();
+            let err = ObjectiveInstance::create(entry, &[(key, value)])
+                .err()
+                .unwrap();
             assert!(err.to_string().contains(says), "{key}: {err}");
         }
     }

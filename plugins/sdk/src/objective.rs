@@ -657,9 +657,7 @@ impl<'a> Inputs<'a> {
     pub fn latent_predictions(&self) -> Result<(Tensor<'a>, Tensor<'a>)> {
         let need = |h| {
             self.ops.wrap(h).map_err(|_| {
-                Error::msg(
-                    "the host provided no latent predictions (declare `latent` in needs())",
-                )
+                Error::msg("the host provided no latent predictions (declare `latent` in needs())")
             })
         };
         Ok((

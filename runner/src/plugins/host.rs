@@ -489,8 +489,7 @@ impl ObjectiveInstance {
                 spec.target_aspect
             )));
         }
-        if !(1..=12).contains(&spec.predictor_depth) || !(1..=4096).contains(&spec.predictor_dim)
-        {
+        if !(1..=12).contains(&spec.predictor_depth) || !(1..=4096).contains(&spec.predictor_dim) {
             return Err(self.err(format!(
                 "asks for a predictor of {} blocks of width {}; depth must be 1 to 12 and width 1 to 4096",
                 spec.predictor_depth, spec.predictor_dim

@@ -5,33 +5,16 @@
 
 use std::path::Path;
 
-use crate::support::{entries, expect_statuses, mnist, pretext, store, tempdir, toml_path};
+use crate::support::{entries, expect_statuses, mnist_views_pipeline, pretext, store, tempdir};
 
 const VIEW: &str = r#"[{ name = "random_resized_crop", scale = [0.8, 1.0] }]"#;
 const VIT: &str = r#"{ arch = "vit", patch = 4, dim = 32, depth = 1, heads = 2, embed_dim = 32 }"#;
 
 /// 600 MNIST images, the given views, one pretrain stage with `objective` and `model`.
 fn pipeline(views: &[&str], objective: &str, model: &str, epochs: u32) -> String {
-    let (images, labels) = mnist();
+    let head = mnist_views_pipeline("latent", 5, views);
     format!(
-        r#"[pipeline]
-name = "latent"
-seed = 5
-
-[stages.data]
-kind = "ingest"
-source = {{ format = "idx", images = {}, labels = {} }}
-split = {{ train = 0.8, test = 0.2 }}
-limit = 600
-resize = [28, 28]
-
-[stages.views]
-kind = "augment"
-input = "data"
-views = [
-  {}
-]
-
+        r#"{head}
 [stages.ssl]
 kind = "pretrain"
 input = "views"
@@ -40,10 +23,7 @@ model = {model}
 optim = {{ name = "adamw", lr = 2e-3, weight_decay = 0.05 }}
 epochs = {epochs}
 batch_size = 64
-"#,
-        toml_path(&images),
-        toml_path(&labels),
-        views.join(",\n  ")
+"#
     )
 }
 

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::support::{entries, expect_statuses, mnist, pretext, store, tempdir, toml_path};
+use crate::support::{entries, expect_statuses, mnist_views_pipeline, pretext, store, tempdir};
 
 const GLOBAL: &str = r#"[{ name = "random_resized_crop", scale = [0.4, 1.0] }, { name = "gaussian_noise", std = 0.05 }]"#;
 const LOCAL: &str = r#"[{ name = "random_resized_crop", size = 14, scale = [0.1, 0.4] }]"#;
@@ -14,30 +14,7 @@ const DINO: &str = r#"{ plugin = "dino", out_dim = 64, projector_hidden = 64, pr
 /// A pipeline: 600 MNIST images (declared 28x28), the given views, and one pretrain stage per
 /// `(name, objective, model)`.
 fn pipeline(views: &[&str], stages: &[(&str, &str, &str)]) -> String {
-    let (images, labels) = mnist();
-    let mut text = format!(
-        r#"[pipeline]
-name = "crops"
-seed = 3
-
-[stages.data]
-kind = "ingest"
-source = {{ format = "idx", images = {}, labels = {} }}
-split = {{ train = 0.8, test = 0.2 }}
-limit = 600
-resize = [28, 28]
-
-[stages.views]
-kind = "augment"
-input = "data"
-views = [
-  {}
-]
-"#,
-        toml_path(&images),
-        toml_path(&labels),
-        views.join(",\n  ")
-    );
+    let mut text = mnist_views_pipeline("crops", 3, views);
     for (name, objective, model) in stages {
         text.push_str(&format!(
             "\n[stages.{name}]\nkind = \"pretrain\"\ninput = \"views\"\nobjective = {objective}\nmodel = {model}\nepochs = 2\nbatch_size = 128\n"

@@ -208,6 +208,35 @@ pub fn simclr_objective(name: &str) -> String {
 }
 
 /// A TOML basic string holding `p` (backslashes and quotes escaped).
+/// The start of a pipeline named `name`: 600 embedded MNIST images declared 28x28 (`data`) and
+/// an augment stage `views` with the given views (each a TOML array of augmentations).
+pub fn mnist_views_pipeline(name: &str, seed: u64, views: &[&str]) -> String {
+    let (images, labels) = mnist();
+    format!(
+        r#"[pipeline]
+name = "{name}"
+seed = {seed}
+
+[stages.data]
+kind = "ingest"
+source = {{ format = "idx", images = {}, labels = {} }}
+split = {{ train = 0.8, test = 0.2 }}
+limit = 600
+resize = [28, 28]
+
+[stages.views]
+kind = "augment"
+input = "data"
+views = [
+  {}
+]
+"#,
+        toml_path(&images),
+        toml_path(&labels),
+        views.join(",\n  ")
+    )
+}
+
 pub fn toml_path(p: &Path) -> String {
     let s = p.display().to_string();
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))

@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use crate::support::{entries, expect_statuses, mnist_views_pipeline, pretext, store, tempdir};
+use crate::support::{
+    assert_encoder_only, entries, expect_statuses, mnist_views_pipeline, pretext, store, tempdir,
+};
 
 const VIEW: &str = r#"[{ name = "random_resized_crop", scale = [0.8, 1.0] }]"#;
 const VIT: &str = r#"{ arch = "vit", patch = 4, dim = 32, depth = 1, heads = 2, embed_dim = 32 }"#;
@@ -67,16 +69,7 @@ fn ijepa_trains_a_vit_predicting_teacher_embeddings_of_hidden_blocks() {
         "the predictor learns to predict the teacher: {losses:?}"
     );
     // The saved encoder holds the ViT only: no predictor, no teacher.
-    let bytes = std::fs::read(entry.join("encoder.safetensors")).unwrap();
-    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
-    let names: Vec<&String> = header.as_object().unwrap().keys().collect();
-    assert!(
-        names
-            .iter()
-            .all(|n| n.starts_with("encoder.") || n.starts_with("__")),
-        "{names:?}"
-    );
+    assert_encoder_only(entry);
     let again = pretext(dir.path(), &["run", &p]);
     expect_statuses(
         &again,

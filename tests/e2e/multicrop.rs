@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use crate::support::{entries, expect_statuses, mnist_views_pipeline, pretext, store, tempdir};
+use crate::support::{
+    assert_encoder_only, entries, expect_statuses, mnist_views_pipeline, pretext, store, tempdir,
+};
 
 const GLOBAL: &str = r#"[{ name = "random_resized_crop", scale = [0.4, 1.0] }, { name = "gaussian_noise", std = 0.05 }]"#;
 const LOCAL: &str = r#"[{ name = "random_resized_crop", size = 14, scale = [0.1, 0.4] }]"#;
@@ -76,16 +78,7 @@ fn dino_trains_on_global_and_local_crops_through_a_convnet_and_a_vit() {
             assert!((0.0..=(64f64).ln() + 1e-6).contains(&entropy), "{entropy}");
         }
         // The encoder is saved without the objective's prototypes: only `encoder.*` tensors.
-        let bytes = std::fs::read(entry.join("encoder.safetensors")).unwrap();
-        let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
-        let names: Vec<&String> = header.as_object().unwrap().keys().collect();
-        assert!(
-            names
-                .iter()
-                .all(|n| n.starts_with("encoder.") || n.starts_with("__")),
-            "{names:?}"
-        );
+        assert_encoder_only(&entry);
     }
     // Rerun: every stage from the store.
     let again = pretext(dir.path(), &["run", &p]);

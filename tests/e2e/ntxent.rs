@@ -103,22 +103,8 @@ impl Simclr {
         let embeddings = [self.engine.zeros(N, 4), self.engine.zeros(N, 4)];
         let projections = [a.clone(), b.clone()];
         let inputs = StepInputs {
-            embeddings: &embeddings,
             projections: Some(&projections),
-            predictions: None,
-            targets: None,
-            view_inputs: None,
-            originals: None,
-            decoded: None,
-            masked_patches: None,
-            masked_tokens: None,
-            latent: None,
-            epoch: 0,
-            step: 0,
-            total_steps: 1,
-            epochs: 1,
-            params: &[],
-            teacher_params: &[],
+            ..StepInputs::bare(&embeddings)
         };
         let mut state = HashMap::new();
         let out = self

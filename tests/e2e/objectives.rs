@@ -98,22 +98,13 @@ impl Harness {
         let emb: Vec<Tensor> = (0..views).map(|_| self.engine.zeros(N, D)).collect();
         let mut g = self.engine.graph(true);
         let inputs = StepInputs {
-            embeddings: &emb,
             projections: proj.as_deref(),
             predictions: pred.as_deref(),
             targets: targ.as_deref(),
             view_inputs: inp.as_deref(),
             originals: orig.as_ref().map(|o| &o[0]),
             decoded: dec.as_deref(),
-            masked_patches: None,
-            masked_tokens: None,
-            latent: None,
-            epoch: 0,
-            step: 0,
-            total_steps: 1,
-            epochs: 1,
-            params: &[],
-            teacher_params: &[],
+            ..StepInputs::bare(&emb)
         };
         let out = self
             .obj
@@ -445,22 +436,8 @@ fn mae_matches_masked_patch_mse() {
             let emb = [engine.zeros(N, D)];
             let mut g = engine.graph(true);
             let inputs = StepInputs {
-                embeddings: &emb,
-                projections: None,
-                predictions: None,
-                targets: None,
-                view_inputs: None,
-                originals: None,
-                decoded: None,
                 masked_patches: Some((&p, &t, &m)),
-                masked_tokens: None,
-                latent: None,
-                epoch: 0,
-                step: 0,
-                total_steps: 1,
-                epochs: 1,
-                params: &[],
-                teacher_params: &[],
+                ..StepInputs::bare(&emb)
             };
             let out = obj
                 .loss(&engine, &mut g, &inputs, &mut HashMap::new())
@@ -594,22 +571,13 @@ fn dino_matches_centred_sharpened_self_distillation_over_multi_crop_views() {
     for step in 0..2 {
         let mut g = h.engine.graph(true);
         let inputs = StepInputs {
-            embeddings: &emb,
             projections: Some(&s_t),
-            predictions: None,
             targets: Some(&t_t),
-            view_inputs: None,
-            originals: None,
-            decoded: None,
-            masked_patches: None,
-            masked_tokens: None,
-            latent: None,
-            epoch: 0,
             step,
             total_steps: 2,
-            epochs: 1,
             params: &params,
             teacher_params: &teacher_params,
+            ..StepInputs::bare(&emb)
         };
         let out = h
             .obj
@@ -700,22 +668,8 @@ fn ijepa_matches_the_distance_to_layer_normalised_teacher_embeddings() {
         let emb = [h.engine.zeros(N, D)];
         let mut g = h.engine.graph(true);
         let inputs = StepInputs {
-            embeddings: &emb,
-            projections: None,
-            predictions: None,
-            targets: None,
-            view_inputs: None,
-            originals: None,
-            decoded: None,
-            masked_patches: None,
-            masked_tokens: None,
             latent: Some((&p, &t)),
-            epoch: 0,
-            step: 0,
-            total_steps: 1,
-            epochs: 1,
-            params: &[],
-            teacher_params: &[],
+            ..StepInputs::bare(&emb)
         };
         let out = h
             .obj

@@ -304,6 +304,23 @@ linear = {{ epochs = 5 }}
 }
 
 /// The stage statuses (`ran` / `cached`) in the summary table printed by `run` and `show`.
+/// Assert that the encoder a pretrain entry saved holds the encoder's tensors only (names
+/// `encoder.*`, plus `__`-prefixed metadata): nothing of the objective, predictor or teacher.
+pub fn assert_encoder_only(entry: &Path) {
+    let file = entry.join("encoder.safetensors");
+    let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+    let names: Vec<&String> = header.as_object().unwrap().keys().collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| n.starts_with("encoder.") || n.starts_with("__")),
+        "{}: {names:?}",
+        file.display()
+    );
+}
+
 pub fn statuses(stdout: &str) -> BTreeMap<String, String> {
     const KINDS: [&str; 7] = [
         "ingest", "curate", "augment", "pretrain", "probe", "finetune", "ood_eval",

@@ -264,6 +264,31 @@ pub struct StepInputs<'a> {
     pub teacher_params: &'a [(String, Tensor)],
 }
 
+impl<'a> StepInputs<'a> {
+    /// Only the embeddings, at the first step of a one-step, one-epoch run: the start of a
+    /// literal that fills in what its objective reads (`StepInputs { latent: …, ..bare(&e) }`).
+    pub fn bare(embeddings: &'a [Tensor]) -> Self {
+        StepInputs {
+            embeddings,
+            projections: None,
+            predictions: None,
+            targets: None,
+            view_inputs: None,
+            originals: None,
+            decoded: None,
+            masked_patches: None,
+            masked_tokens: None,
+            latent: None,
+            epoch: 0,
+            step: 0,
+            total_steps: 1,
+            epochs: 1,
+            params: &[],
+            teacher_params: &[],
+        }
+    }
+}
+
 /// The loss and the scalars the objective reported, still on the device: the step reads
 /// them together with the gradient norm in one transfer ([`Engine::read_scalars`]).
 pub struct StepOutput {

@@ -156,6 +156,19 @@ pub(super) struct StepCtx<'a> {
     pub(super) ids: &'a [u64],
 }
 
+impl StepCtx<'_> {
+    /// The objective's inputs at this step: `embeddings` and the step's counters.
+    fn inputs<'i>(&self, embeddings: &'i [Tensor]) -> StepInputs<'i> {
+        StepInputs {
+            epoch: self.epoch as u32,
+            step: self.step,
+            total_steps: self.total_steps,
+            epochs: self.epochs as u32,
+            ..StepInputs::bare(embeddings)
+        }
+    }
+}
+
 /// What a training step trains: the model on the engine, its state and the objective.
 pub(super) struct Trainee<'t> {
     pub(super) e: &'t Engine,
@@ -258,22 +271,15 @@ pub(super) fn train_step(
     }
     let (params, teacher_params) = model.objective_params(&st.ps, st.teacher.as_ref());
     let inputs = StepInputs {
-        embeddings: &emb_v,
         projections: some(&proj_v),
         predictions: some(&pred_v),
         targets: targets.as_deref(),
         view_inputs: Some(&view_inputs),
         originals: originals.as_ref(),
         decoded: some(&dec_v),
-        masked_patches: None,
-        masked_tokens: None,
-        latent: None,
-        epoch: sc.epoch as u32,
-        step: sc.step,
-        total_steps: sc.total_steps,
-        epochs: sc.epochs as u32,
         params: &params,
         teacher_params: &teacher_params,
+        ..sc.inputs(&emb_v)
     };
     objective_step(e, g, obj, st, &inputs)
 }
@@ -326,35 +332,33 @@ pub(super) fn mae_step(
     let vis = g.select_rows(&tok, &vis_idx)?;
     let (h, per) = vit.run_blocks(&st.ps, &mut g, &vis, n, keep)?;
     let emb = vit.pool(&st.ps, &mut g, &h, n, per)?;
-    let enc_tokens = if vit.has_cls() {
-        let idx: Vec<usize> = (0..n)
-            .flat_map(|b| (1..per).map(move |i| b * per + i))
-            .collect();
-        g.select_rows(&h, &idx)?
-    } else {
-        h
-    };
+    let enc_tokens = patch_states(vit, &mut g, h, n, per)?;
     let pred = dec.forward(&st.ps, &mut g, &enc_tokens, &visible)?;
     let view_inputs = [x];
     let inputs = StepInputs {
-        embeddings: std::slice::from_ref(&emb),
-        projections: None,
-        predictions: None,
-        targets: None,
         view_inputs: Some(&view_inputs),
-        originals: None,
-        decoded: None,
         masked_patches: Some((&pred, &targets, &mask)),
-        masked_tokens: None,
-        latent: None,
-        epoch: sc.epoch as u32,
-        step: sc.step,
-        total_steps: sc.total_steps,
-        epochs: sc.epochs as u32,
-        params: &[],
-        teacher_params: &[],
+        ..sc.inputs(std::slice::from_ref(&emb))
     };
     objective_step(e, g, obj, st, &inputs)
+}
+
+/// The ViT's output states of the patches alone: `h` holds `per` rows per sample, the first
+/// the class token when the ViT has one, which is dropped.
+fn patch_states(
+    vit: &Vit,
+    g: &mut Graph,
+    h: Tensor,
+    n: usize,
+    per: usize,
+) -> Result<Tensor, StageError> {
+    if !vit.has_cls() {
+        return Ok(h);
+    }
+    let rows: Vec<usize> = (0..n)
+        .flat_map(|b| (1..per).map(move |i| b * per + i))
+        .collect();
+    Ok(g.select_rows(&h, &rows)?)
 }
 
 /// I-JEPA: the EMA teacher encodes the whole image; the student encodes the context patches
@@ -421,15 +425,7 @@ fn jepa_step(
     let ctx = g.select_rows(&tok, &ctx_rows)?;
     let (h, per) = vit.run_blocks(&st.ps, &mut g, &ctx, n, k)?;
     let emb = vit.pool(&st.ps, &mut g, &h, n, per)?;
-    let ctx_out = match per > k {
-        true => {
-            let idx: Vec<usize> = (0..n)
-                .flat_map(|b| (1..per).map(move |i| b * per + i))
-                .collect();
-            g.select_rows(&h, &idx)?
-        }
-        false => h,
-    };
+    let ctx_out = patch_states(vit, &mut g, h, n, per)?;
     let mut predictions: Option<Tensor> = None;
     for block in &masks.targets {
         let p = predictor.forward(&st.ps, &mut g, &ctx_out, &masks.context, block)?;
@@ -445,22 +441,10 @@ fn jepa_step(
     };
     let (params, teacher_params) = model.objective_params(&st.ps, st.teacher.as_ref());
     let inputs = StepInputs {
-        embeddings: std::slice::from_ref(&emb),
-        projections: None,
-        predictions: None,
-        targets: None,
-        view_inputs: None,
-        originals: None,
-        decoded: None,
-        masked_patches: None,
-        masked_tokens: None,
         latent: Some((&predictions, &targets)),
-        epoch: sc.epoch as u32,
-        step: sc.step,
-        total_steps: sc.total_steps,
-        epochs: sc.epochs as u32,
         params: &params,
         teacher_params: &teacher_params,
+        ..sc.inputs(std::slice::from_ref(&emb))
     };
     objective_step(e, g, obj, st, &inputs)
 }
@@ -514,22 +498,9 @@ pub(super) fn mlm_step(
     let logits = head.logits(&st.ps, &mut g, &states.states, &flagged)?;
     let view_inputs = [x];
     let inputs = StepInputs {
-        embeddings: std::slice::from_ref(&emb),
-        projections: None,
-        predictions: None,
-        targets: None,
         view_inputs: Some(&view_inputs),
-        originals: None,
-        decoded: None,
-        masked_patches: None,
         masked_tokens: Some((&logits, &targets)),
-        latent: None,
-        epoch: sc.epoch as u32,
-        step: sc.step,
-        total_steps: sc.total_steps,
-        epochs: sc.epochs as u32,
-        params: &[],
-        teacher_params: &[],
+        ..sc.inputs(std::slice::from_ref(&emb))
     };
     objective_step(e, g, obj, st, &inputs)
 }

@@ -5,44 +5,22 @@
 //! and `pretext bench` reports the peak memory each way. An encoder without blocks refuses it.
 
 use crate::support::{
-    entries, expect_statuses, mnist, pretext, store, tempdir, toml_path, workspace, Tiny,
+    entries, expect_statuses, pretext, store, tempdir, tiny_mnist_pipeline, toml_path, workspace,
+    Tiny,
 };
 
 /// ResNet + SimCLR, ViT + SimCLR, ViT + MAE, ViT + I-JEPA and a text transformer + SimCSE (dropout 0.1),
 /// each 1 epoch on small data; `ckpt` adds `checkpoint_activations = true` to every model.
 fn pipeline(ckpt: bool) -> String {
-    let (images, labels) = mnist();
     let extra = if ckpt {
         ", checkpoint_activations = true"
     } else {
         ""
     };
     let prose = toml_path(&workspace().join("datasets/gutenberg/prose"));
+    let head = tiny_mnist_pipeline("ckpt", 11);
     format!(
-        r#"[pipeline]
-name = "ckpt"
-seed = 11
-
-[stages.data]
-kind = "ingest"
-source = {{ format = "idx", images = {images}, labels = {labels} }}
-split = {{ train = 0.8, test = 0.2 }}
-limit = 160
-
-[stages.two]
-kind = "augment"
-input = "data"
-views = [
-  [{{ name = "random_resized_crop", scale = [0.5, 1.0] }}],
-  [{{ name = "random_resized_crop", scale = [0.5, 1.0] }}, {{ name = "gaussian_noise", std = 0.05 }}],
-]
-
-[stages.one]
-kind = "augment"
-input = "data"
-views = [[{{ name = "random_resized_crop", scale = [0.5, 1.0] }}]]
-
-[stages.resnet]
+        r#"{head}[stages.resnet]
 kind = "pretrain"
 input = "two"
 objective = {{ plugin = "simclr", projector_hidden = 32, projector_dim = 16 }}
@@ -92,8 +70,6 @@ model = {{ arch = "transformer", dim = 16, depth = 2, heads = 2, embed_dim = 16,
 epochs = 1
 batch_size = 16
 "#,
-        images = toml_path(&images),
-        labels = toml_path(&labels),
     )
 }
 

@@ -207,7 +207,6 @@ pub fn simclr_objective(name: &str) -> String {
     )
 }
 
-/// A TOML basic string holding `p` (backslashes and quotes escaped).
 /// The start of a pipeline named `name`: 600 embedded MNIST images declared 28x28 (`data`) and
 /// an augment stage `views` with the given views (each a TOML array of augmentations).
 pub fn mnist_views_pipeline(name: &str, seed: u64, views: &[&str]) -> String {
@@ -237,6 +236,41 @@ views = [
     )
 }
 
+/// The start of a pipeline named `name` that trains one epoch of every encoder: 160 embedded
+/// MNIST images (`data`), two views of crops, one with noise (`two`), and one view (`one`).
+pub fn tiny_mnist_pipeline(name: &str, seed: u64) -> String {
+    let (images, labels) = mnist();
+    format!(
+        r#"[pipeline]
+name = "{name}"
+seed = {seed}
+
+[stages.data]
+kind = "ingest"
+source = {{ format = "idx", images = {}, labels = {} }}
+split = {{ train = 0.8, test = 0.2 }}
+limit = 160
+
+[stages.two]
+kind = "augment"
+input = "data"
+views = [
+  [{{ name = "random_resized_crop", scale = [0.5, 1.0] }}],
+  [{{ name = "random_resized_crop", scale = [0.5, 1.0] }}, {{ name = "gaussian_noise", std = 0.05 }}],
+]
+
+[stages.one]
+kind = "augment"
+input = "data"
+views = [[{{ name = "random_resized_crop", scale = [0.5, 1.0] }}]]
+
+"#,
+        toml_path(&images),
+        toml_path(&labels),
+    )
+}
+
+/// A TOML basic string holding `p` (backslashes and quotes escaped).
 pub fn toml_path(p: &Path) -> String {
     let s = p.display().to_string();
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))

@@ -14,44 +14,16 @@
 
 use std::collections::BTreeMap;
 
-use crate::support::{mnist, pretext, tempdir, toml_path, workspace};
+use crate::support::{pretext, tempdir, tiny_mnist_pipeline, toml_path, workspace};
 
 fn image_pipeline() -> String {
-    let (images, labels) = mnist();
     let stage = |name: &str, input: &str, objective: &str, model: &str| {
         format!(
             "[stages.{name}]\nkind = \"pretrain\"\ninput = \"{input}\"\nobjective = {objective}\n\
              model = {model}\nbatch_size = 32\n\n"
         )
     };
-    let mut p = format!(
-        r#"[pipeline]
-name = "transfers"
-seed = 5
-
-[stages.data]
-kind = "ingest"
-source = {{ format = "idx", images = {images}, labels = {labels} }}
-split = {{ train = 0.8, test = 0.2 }}
-limit = 160
-
-[stages.two]
-kind = "augment"
-input = "data"
-views = [
-  [{{ name = "random_resized_crop", scale = [0.5, 1.0] }}],
-  [{{ name = "random_resized_crop", scale = [0.5, 1.0] }}, {{ name = "gaussian_noise", std = 0.05 }}],
-]
-
-[stages.one]
-kind = "augment"
-input = "data"
-views = [[{{ name = "random_resized_crop", scale = [0.5, 1.0] }}]]
-
-"#,
-        images = toml_path(&images),
-        labels = toml_path(&labels),
-    );
+    let mut p = tiny_mnist_pipeline("transfers", 5);
     let mlp = r#"{ arch = "mlp", hidden = [32], embed_dim = 16 }"#;
     let convnet = r#"{ arch = "convnet", width = 4, embed_dim = 16 }"#;
     let resnet = r#"{ arch = "resnet", width = 4, embed_dim = 16 }"#;

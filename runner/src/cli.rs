@@ -125,6 +125,12 @@ pretext run p.toml --locked --log-format json    (CI)")]
         /// instead of failing at once.
         #[arg(long)]
         wait: bool,
+        /// Run only this stage (repeatable), as one job of a scheduler: its inputs must already
+        /// be in the store under their current keys, or be selected too (exit code 2 naming
+        /// the missing ones otherwise). pretext.lock and the run log are left to whole runs;
+        /// with --locked the selected stages' keys are checked against pretext.lock.
+        #[arg(long = "stage", value_name = "NAME")]
+        stages: Vec<String>,
     },
     /// Show what `run` would do: each stage's key, whether it is cached, and why it would run.
     ///
@@ -271,7 +277,12 @@ fn load_plain(path: &Path) -> Result<Pipeline, AppError> {
 /// Run one command (each writes its own output to stdout).
 pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
     match &cli.command {
-        Command::Run { args, locked, wait } => cmd_run(cli, args, *locked, *wait),
+        Command::Run {
+            args,
+            locked,
+            wait,
+            stages,
+        } => cmd_run(cli, args, *locked, *wait, stages),
         Command::Bench {
             args,
             stages,
@@ -307,13 +318,20 @@ fn reporter(cli: &Cli) -> progress::Reporter {
 }
 
 /// `pretext run`.
-fn cmd_run(cli: &Cli, args: &PipelineArgs, locked: bool, wait: bool) -> Result<(), AppError> {
+fn cmd_run(
+    cli: &Cli,
+    args: &PipelineArgs,
+    locked: bool,
+    wait: bool,
+    stages: &[String],
+) -> Result<(), AppError> {
     let p = load(args)?;
     let opts = Options {
         device: args.device,
         plugin_dirs: args.plugin_dirs.clone(),
         locked,
         wait,
+        only: stages.to_vec(),
     };
     let reporter = reporter(cli);
     let report = exec::run(&p, &opts, &reporter)?;
@@ -324,11 +342,14 @@ fn cmd_run(cli: &Cli, args: &PipelineArgs, locked: bool, wait: bool) -> Result<(
         .values()
         .filter(|s| s.status == "ran")
         .count();
+    let lockfile = match stages.is_empty() {
+        true => format!("Lockfile: {}", exec::display_path(&report.lockfile)),
+        false => "Lockfile not updated (--stage).".to_string(),
+    };
     crate::sayln!(
-        "\n{} stage(s) ran, {} cached. Lockfile: {}",
+        "\n{} stage(s) ran, {} cached. {lockfile}",
         ran,
         report.log.stages.len() - ran,
-        exec::display_path(&report.lockfile)
     );
     Ok(())
 }
@@ -347,6 +368,7 @@ fn cmd_bench(
         device: args.device,
         plugin_dirs: args.plugin_dirs.clone(),
         locked: false,
+        only: Vec::new(),
         wait,
     };
     let rows = exec::bench::bench(&p, &opts, &reporter(cli), stages, steps, warmup)?;

@@ -28,6 +28,7 @@ mod plugins;
 mod regressions;
 mod report;
 mod reproducibility;
+mod stage_jobs;
 mod tensorboard;
 mod text;
 mod tokenizers;

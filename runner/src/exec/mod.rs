@@ -9,7 +9,7 @@
 pub mod bench;
 pub mod progress;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -45,9 +45,13 @@ pub struct Options {
     pub locked: bool,
     /// Wait for the store lock instead of failing when another run holds it.
     pub wait: bool,
+    /// `run --stage`: run only these stages, whose inputs must already be in the store (or be
+    /// among them); `pretext.lock` and the run log are left to whole-pipeline runs. Empty: all.
+    pub only: Vec<String>,
 }
 
 /// One stage of a plan.
+#[derive(Clone)]
 pub struct Planned<'p> {
     pub stage: &'p Stage,
     pub key: StageKey,
@@ -368,6 +372,8 @@ fn execute(
         );
     }
     let planned = plan(p, reg, Some(&store), opts.device)?;
+    let only = selected(p, &opts.only, &planned)?;
+    let whole = record && only.is_none();
     let lock_path = lockfile_path(p);
     // One file per folder, one section per pipeline: other pipelines' sections are kept.
     let lock_set = if record {
@@ -377,15 +383,23 @@ fn execute(
     };
     let old_lock = lock_set.as_ref().and_then(|s| s.get(&p.name)).cloned();
     if opts.locked && record {
+        let checked: Vec<Planned> = planned
+            .iter()
+            .filter(|pl| {
+                only.as_ref()
+                    .is_none_or(|o| o.contains(pl.stage.name.as_str()))
+            })
+            .cloned()
+            .collect();
         check_locked_keys(
             p,
-            &planned,
+            &checked,
             lock_set.is_some(),
             old_lock.as_ref(),
             &lock_path,
         )?;
     }
-    if record {
+    if whole {
         reporter.write_events(RunLog::events_dir(&store, &p.name));
     }
     let mut log = RunLog {
@@ -399,6 +413,16 @@ fn execute(
     let mut gate_failures = Vec::new();
     for pl in &planned {
         let stage = pl.stage;
+        if let Some(only) = &only {
+            if !only.contains(stage.name.as_str()) {
+                // Not run here: a cached entry still serves the selected stages as input.
+                if let Some(e) = &pl.cached {
+                    entries.insert(e.meta.key.to_hex(), e.path.clone());
+                    by_stage.insert(stage.name.clone(), e.clone());
+                }
+                continue;
+            }
+        }
         let t0 = Instant::now();
         let (entry, status, timings) = match &pl.cached {
             Some(e) => {
@@ -447,7 +471,15 @@ fn execute(
         by_stage.insert(stage.name.clone(), entry);
     }
     log.gate_failures = gate_failures.clone();
-    if !record {
+    if !whole {
+        if !gate_failures.is_empty() {
+            reporter.summary(&log);
+            return Err(AppError::Failed(format!(
+                "{} expect gate(s) failed:\n  {}",
+                gate_failures.len(),
+                gate_failures.join("\n  ")
+            )));
+        }
         return Ok(RunReport {
             log,
             lockfile: lock_path,
@@ -475,6 +507,58 @@ fn execute(
         log,
         lockfile: lock_path,
     })
+}
+
+/// `run --stage`: the selected stage names (`None`: the whole pipeline). Unknown names and
+/// inputs that are neither in the store nor selected are errors, before anything runs.
+fn selected<'a>(
+    p: &Pipeline,
+    names: &'a [String],
+    planned: &[Planned],
+) -> Result<Option<HashSet<&'a str>>, AppError> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let set: HashSet<&str> = names.iter().map(String::as_str).collect();
+    for n in &set {
+        if p.stage(n).is_none() {
+            let all: Vec<&str> = p.stages.iter().map(|s| s.name.as_str()).collect();
+            return Err(AppError::Input(format!(
+                "--stage {n}: {} has no stage `{n}`; its stages are {}",
+                p.file.display(),
+                all.join(", ")
+            )));
+        }
+    }
+    let cached: HashSet<&str> = planned
+        .iter()
+        .filter(|pl| pl.cached.is_some())
+        .map(|pl| pl.stage.name.as_str())
+        .collect();
+    for pl in planned
+        .iter()
+        .filter(|pl| set.contains(pl.stage.name.as_str()))
+    {
+        let missing: Vec<String> = pl
+            .stage
+            .inputs
+            .iter()
+            .filter(|(_, src)| !set.contains(src.as_str()) && !cached.contains(src.as_str()))
+            .map(|(role, src)| format!("`{src}` ({role})"))
+            .collect();
+        if !missing.is_empty() {
+            return Err(AppError::Input(format!(
+                "--stage {}: its input(s) {} are not in the store {} under their current keys; \
+                 run them first (`pretext run {} --stage <name>`, or the whole pipeline) or \
+                 select them too",
+                pl.stage.name,
+                missing.join(", "),
+                p.store_dir.display(),
+                p.file.display()
+            )));
+        }
+    }
+    Ok(Some(set))
 }
 
 /// `--locked`, before anything runs: every stage's key must be the one in `pretext.lock`.

@@ -51,7 +51,6 @@ pub struct Options {
 }
 
 /// One stage of a plan.
-#[derive(Clone)]
 pub struct Planned<'p> {
     pub stage: &'p Stage,
     pub key: StageKey,
@@ -383,17 +382,10 @@ fn execute(
     };
     let old_lock = lock_set.as_ref().and_then(|s| s.get(&p.name)).cloned();
     if opts.locked && record {
-        let checked: Vec<Planned> = planned
-            .iter()
-            .filter(|pl| {
-                only.as_ref()
-                    .is_none_or(|o| o.contains(pl.stage.name.as_str()))
-            })
-            .cloned()
-            .collect();
         check_locked_keys(
             p,
-            &checked,
+            &planned,
+            only.as_ref(),
             lock_set.is_some(),
             old_lock.as_ref(),
             &lock_path,
@@ -473,12 +465,7 @@ fn execute(
     log.gate_failures = gate_failures.clone();
     if !whole {
         if !gate_failures.is_empty() {
-            reporter.summary(&log);
-            return Err(AppError::Failed(format!(
-                "{} expect gate(s) failed:\n  {}",
-                gate_failures.len(),
-                gate_failures.join("\n  ")
-            )));
+            return Err(gates_failed(reporter, &log, &gate_failures));
         }
         return Ok(RunReport {
             log,
@@ -496,17 +483,22 @@ fn execute(
         &lock_path,
     )?;
     if !gate_failures.is_empty() {
-        reporter.summary(&log);
-        return Err(AppError::Failed(format!(
-            "{} expect gate(s) failed:\n  {}",
-            gate_failures.len(),
-            gate_failures.join("\n  ")
-        )));
+        return Err(gates_failed(reporter, &log, &gate_failures));
     }
     Ok(RunReport {
         log,
         lockfile: lock_path,
     })
+}
+
+/// The error of a run whose `expect` gates failed, after the summary table.
+fn gates_failed(reporter: &progress::Reporter, log: &RunLog, failures: &[String]) -> AppError {
+    reporter.summary(log);
+    AppError::Failed(format!(
+        "{} expect gate(s) failed:\n  {}",
+        failures.len(),
+        failures.join("\n  ")
+    ))
 }
 
 /// `run --stage`: the selected stage names (`None`: the whole pipeline). Unknown names and
@@ -561,10 +553,12 @@ fn selected<'a>(
     Ok(Some(set))
 }
 
-/// `--locked`, before anything runs: every stage's key must be the one in `pretext.lock`.
+/// `--locked`, before anything runs: every stage's key (of the `--stage` ones when `only`) must be
+/// the one in `pretext.lock`.
 fn check_locked_keys(
     p: &Pipeline,
     planned: &[Planned],
+    only: Option<&HashSet<&str>>,
     lockfile_exists: bool,
     old_lock: Option<&Lockfile>,
     lock_path: &Path,
@@ -584,6 +578,7 @@ fn check_locked_keys(
     };
     let diffs: Vec<String> = planned
         .iter()
+        .filter(|pl| only.is_none_or(|o| o.contains(pl.stage.name.as_str())))
         .filter_map(|pl| match old.stages.get(&pl.stage.name) {
             Some(ls) if ls.key == pl.key => None,
             Some(ls) => Some(format!(

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::support::{mnist, plan_line, pretext, tempdir, toml_path, Run};
+use crate::support::{mnist_head, plan_line, pretext, tempdir, Run, TWO_CROPS};
 
 const RESNET: &str = r#"{ arch = "resnet", width = 4, blocks = 1, embed_dim = 16 }"#;
 const MLP: &str = r#"{ arch = "mlp", hidden = [32], embed_dim = 16 }"#;
@@ -23,28 +23,14 @@ fn fixture(name: &str) -> PathBuf {
 /// `[pipeline]`, 300 MNIST images and two augmented views (stages `data`, `views`), then
 /// `stages` as written.
 fn pipeline(name: &str, stages: &str) -> String {
-    let (images, labels) = mnist();
     format!(
-        r#"[pipeline]
-name = "{name}"
-seed = 5
-
-[stages.data]
-kind = "ingest"
-source = {{ format = "idx", images = {}, labels = {} }}
-split = {{ train = 0.8, test = 0.2 }}
-limit = 300
-
+        r#"{}
 [stages.views]
 kind = "augment"
 input = "data"
-views = [
-  [{{ name = "random_resized_crop", scale = [0.5, 1.0] }}],
-  [{{ name = "random_resized_crop", scale = [0.5, 1.0] }}, {{ name = "gaussian_noise", std = 0.05 }}],
-]
+views = {TWO_CROPS}
 {stages}"#,
-        toml_path(&images),
-        toml_path(&labels),
+        mnist_head(name, 5, 300),
     )
 }
 

@@ -207,9 +207,9 @@ pub fn simclr_objective(name: &str) -> String {
     )
 }
 
-/// The start of a pipeline named `name`: 600 embedded MNIST images declared 28x28 (`data`) and
-/// an augment stage `views` with the given views (each a TOML array of augmentations).
-pub fn mnist_views_pipeline(name: &str, seed: u64, views: &[&str]) -> String {
+/// `[pipeline]` named `name` and an ingest stage `data` of the first `limit` embedded MNIST
+/// images (80/20 split). It ends inside `[stages.data]`: more keys of that stage may follow.
+pub fn mnist_head(name: &str, seed: u64, limit: usize) -> String {
     let (images, labels) = mnist();
     format!(
         r#"[pipeline]
@@ -220,8 +220,24 @@ seed = {seed}
 kind = "ingest"
 source = {{ format = "idx", images = {}, labels = {} }}
 split = {{ train = 0.8, test = 0.2 }}
-limit = 600
-resize = [28, 28]
+limit = {limit}
+"#,
+        toml_path(&images),
+        toml_path(&labels),
+    )
+}
+
+/// Two views of random crops (scale 0.5–1), the second with Gaussian noise: a TOML array.
+pub const TWO_CROPS: &str = r#"[
+  [{ name = "random_resized_crop", scale = [0.5, 1.0] }],
+  [{ name = "random_resized_crop", scale = [0.5, 1.0] }, { name = "gaussian_noise", std = 0.05 }],
+]"#;
+
+/// The start of a pipeline named `name`: 600 embedded MNIST images declared 28x28 (`data`) and
+/// an augment stage `views` with the given views (each a TOML array of augmentations).
+pub fn mnist_views_pipeline(name: &str, seed: u64, views: &[&str]) -> String {
+    format!(
+        r#"{}resize = [28, 28]
 
 [stages.views]
 kind = "augment"
@@ -230,8 +246,7 @@ views = [
   {}
 ]
 "#,
-        toml_path(&images),
-        toml_path(&labels),
+        mnist_head(name, seed, 600),
         views.join(",\n  ")
     )
 }
@@ -239,25 +254,12 @@ views = [
 /// The start of a pipeline named `name` that trains one epoch of every encoder: 160 embedded
 /// MNIST images (`data`), two views of crops, one with noise (`two`), and one view (`one`).
 pub fn tiny_mnist_pipeline(name: &str, seed: u64) -> String {
-    let (images, labels) = mnist();
     format!(
-        r#"[pipeline]
-name = "{name}"
-seed = {seed}
-
-[stages.data]
-kind = "ingest"
-source = {{ format = "idx", images = {}, labels = {} }}
-split = {{ train = 0.8, test = 0.2 }}
-limit = 160
-
+        r#"{}
 [stages.two]
 kind = "augment"
 input = "data"
-views = [
-  [{{ name = "random_resized_crop", scale = [0.5, 1.0] }}],
-  [{{ name = "random_resized_crop", scale = [0.5, 1.0] }}, {{ name = "gaussian_noise", std = 0.05 }}],
-]
+views = {TWO_CROPS}
 
 [stages.one]
 kind = "augment"
@@ -265,8 +267,7 @@ input = "data"
 views = [[{{ name = "random_resized_crop", scale = [0.5, 1.0] }}]]
 
 "#,
-        toml_path(&images),
-        toml_path(&labels),
+        mnist_head(name, seed, 160),
     )
 }
 

@@ -275,6 +275,22 @@ fn load_plain(path: &Path) -> Result<Pipeline, AppError> {
 }
 
 /// Run one command (each writes its own output to stdout).
+impl Command {
+    /// The subcommand as typed (`run`, `plan`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Run { .. } => "run",
+            Command::Plan { .. } => "plan",
+            Command::Validate { .. } => "validate",
+            Command::Graph { .. } => "graph",
+            Command::Plugins { .. } => "plugins",
+            Command::Show { .. } => "show",
+            Command::Bench { .. } => "bench",
+            Command::Store { .. } => "store",
+        }
+    }
+}
+
 pub fn dispatch(cli: &Cli) -> Result<(), AppError> {
     match &cli.command {
         Command::Run {
@@ -333,6 +349,11 @@ fn cmd_run(
         wait,
         only: stages.to_vec(),
     };
+    if !crate::launch::leads() {
+        // A rank other than 0 of a data-parallel run: it trains alongside rank 0 and says
+        // nothing (rank 0 prints the run).
+        return exec::follow(&p, &opts);
+    }
     let reporter = reporter(cli);
     let report = exec::run(&p, &opts, &reporter)?;
     reporter.summary(&report.log);

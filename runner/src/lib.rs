@@ -12,6 +12,7 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod exec;
+pub mod launch;
 pub mod output;
 pub mod pipeline;
 pub mod plot;

@@ -36,7 +36,11 @@ fn main() {
             .location()
             .map(|l| format!(" ({}:{})", l.file(), l.line()))
             .unwrap_or_default();
-        eprintln!("error: internal error: {msg}{at}\n  this is a bug in pretext; please report it with the command you ran");
+        eprintln!("error{}: internal error: {msg}{at}\n  this is a bug in pretext; please report it with the command you ran", pretext::launch::rank_label());
+        // One rank's panic must end every rank, not leave them waiting in a collective.
+        if let Some(g) = pretext::launch::group() {
+            g.abort(101);
+        }
     }));
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -47,7 +51,12 @@ fn main() {
             std::process::exit(code);
         }
     };
-    let level = if cli.quiet {
+    // Under `mpirun`/`srun`: join the other ranks (or say why this process cannot).
+    if let Err(e) = pretext::launch::join(cli.command.name()) {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
+    let level = if cli.quiet || !pretext::launch::leads() {
         "warn"
     } else {
         match cli.verbose {
@@ -72,7 +81,8 @@ fn main() {
     // output scripts parse.
     pretext::output::guard_stdout();
     if let Err(e) = dispatch(&cli) {
-        eprintln!("error: {e}");
-        std::process::exit(e.exit_code());
+        eprintln!("error{}: {e}", pretext::launch::rank_label());
+        pretext::launch::exit(e.exit_code());
     }
+    pretext::launch::exit(0);
 }

@@ -26,6 +26,8 @@ pub struct Graph {
     pub(crate) rng: (u64, u64),
     /// Gradients of the CPU fast path's outputs (see `host::Graph::record_host`).
     pub(crate) host_grads: super::host::HostGrads,
+    /// The engine's process group (batch-norm statistics, [`Graph::all_gather_rows`]).
+    pub(crate) group: Option<super::dist::Group>,
 }
 
 /// Gradients from [`Graph::backward`].
@@ -184,6 +186,7 @@ impl Graph {
             tape,
             rng: (0, 0),
             host_grads: Default::default(),
+            group: e.group.clone(),
         }
     }
 

@@ -289,14 +289,17 @@ impl Graph {
         stats: Option<(&Tensor, &Tensor)>,
         eps: f32,
         relu: bool,
-    ) -> (Tensor, Vec<f32>, Vec<f32>) {
+    ) -> (Tensor, Vec<f32>, Vec<f32>, usize) {
         let (n, c) = x.shape();
         let xv = vals(x);
         let (gv, bv) = (vals(gamma), vals(beta));
         let batch_stats = stats.is_none();
-        let (mean, var) = match stats {
-            Some((m, v)) => (vals(m).to_vec(), vals(v).to_vec()),
-            None => column_mean_var(&xv, n, c),
+        // Under a process group the batch statistics (and their gradient terms below) are
+        // the global batch's: synchronised batch norm.
+        let group = self.group.clone().filter(|_| batch_stats);
+        let (mean, var, total) = match stats {
+            Some((m, v)) => (vals(m).to_vec(), vals(v).to_vec(), n),
+            None => column_mean_var(&xv, n, c, group.as_deref()),
         };
         let inv: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
         // y = x·scale + shift per column (then ReLU): x̂·γ + β with x̂ = (x − μ)·inv.
@@ -349,17 +352,20 @@ impl Graph {
                 .map(|v| v as f32)
                 .collect();
             let (sum_dz, sum_dzx) = sums.split_at(c);
+            // The input's gradient reads the sums over the global batch; γ and β keep this
+            // rank's share (the step sums parameter gradients over ranks).
+            let global = group.as_ref().map(|gr| {
+                let mut all = sums.clone();
+                gr.sum_f32(&mut all);
+                all
+            });
+            let (g_dz, g_dzx) = global.as_deref().unwrap_or(&sums).split_at(c);
             if let Some(gx) = slot(slots, 0) {
                 // gx += scale·(dz − (Σdz + x̂·Σdz·x̂)/n) with batch statistics, scale·dz without.
-                let nf = n as f32;
+                let nf = total as f32;
                 let (a, b): (Vec<f32>, Vec<f32>) = if batch_stats {
                     (0..c)
-                        .map(|j| {
-                            (
-                                scale[j] * sum_dz[j] / nf,
-                                scale[j] * sum_dzx[j] / nf * inv[j],
-                            )
-                        })
+                        .map(|j| (scale[j] * g_dz[j] / nf, scale[j] * g_dzx[j] / nf * inv[j]))
                         .unzip()
                 } else {
                     (vec![0.0; c], vec![0.0; c])
@@ -392,7 +398,7 @@ impl Graph {
                 }
             }
         });
-        (y, mean_out, var_out)
+        (y, mean_out, var_out, total)
     }
 
     /// Layer norm of each row with scale and shift (`(1, D)` each).
@@ -681,7 +687,22 @@ fn reduce_into(d: &[f32], r: usize, c: usize, shape: (usize, usize), dst: &mut [
 
 /// Per-column mean and biased variance of a row-major `(n, c)` matrix (two passes over fixed
 /// row chunks; chunk sums added in order).
-fn column_mean_var(x: &[f32], n: usize, c: usize) -> (Vec<f32>, Vec<f32>) {
+/// Per-column mean and (biased) variance of `n` rows, and the row count they cover: over
+/// every rank's rows under a process group (the global mean first, then the squares about it).
+fn column_mean_var(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    group: Option<&dyn crate::dist::Collectives>,
+) -> (Vec<f32>, Vec<f32>, usize) {
+    let total = match group {
+        None => n,
+        Some(gr) => {
+            let mut t = [n as f64];
+            gr.sum(&mut t);
+            t[0] as usize
+        }
+    };
     let tl = tile_len(c);
     let sum_rows = |centre: Option<&[f32]>| -> Vec<f32> {
         let centre = centre.map(|m| tiled(m, tl));
@@ -707,14 +728,17 @@ fn column_mean_var(x: &[f32], n: usize, c: usize) -> (Vec<f32>, Vec<f32>) {
                 s
             })
             .collect();
-        fold_tiles(&parts, tl, c)
-            .into_iter()
-            .map(|s| (s / n as f64) as f32)
+        let mut sums: Vec<f64> = fold_tiles(&parts, tl, c).into_iter().collect();
+        if let Some(gr) = group {
+            gr.sum(&mut sums);
+        }
+        sums.into_iter()
+            .map(|s| (s / total as f64) as f32)
             .collect()
     };
     let mean = sum_rows(None);
     let var = sum_rows(Some(&mean));
-    (mean, var)
+    (mean, var, total)
 }
 
 /// The taps `kx0..kx1` of a kernel row that fall inside an input row of `width` pixels, for

@@ -88,6 +88,7 @@ macro_rules! record {
 pub mod attention;
 pub mod conv;
 mod device;
+pub mod dist;
 pub mod graph;
 pub(crate) mod host;
 pub(crate) mod host_ops;
@@ -244,6 +245,9 @@ pub struct Engine {
     /// Constants the generic path builds once per engine and shape (index tensors of im2col,
     /// identity matrices): uploaded on first use, reused by every later step.
     pub(crate) consts: device::Consts,
+    /// The data-parallel process group a training step's collectives run over (see
+    /// [`dist`]); `None` in a single process and in every stage but pretraining.
+    pub(crate) group: Option<dist::Group>,
 }
 
 /// Which device a run uses; its class is part of every stage key.
@@ -300,7 +304,22 @@ impl Engine {
             dev,
             fast: kind == DeviceKind::Cpu,
             consts: Default::default(),
+            group: None,
         })
+    }
+
+    /// This engine with its graphs' collectives over `group`: batch norm's statistics and
+    /// [`Graph::all_gather_rows`] span every rank.
+    pub fn with_group(&self, group: Option<dist::Group>) -> Engine {
+        Engine {
+            group,
+            ..self.clone()
+        }
+    }
+
+    /// The process group of [`Engine::with_group`].
+    pub fn group(&self) -> Option<&dist::Group> {
+        self.group.as_ref()
     }
 
     /// The CPU with the fast path.

@@ -32,6 +32,7 @@ struct ReplayGraph {
     fast: bool,
     consts: Consts,
     rng: (u64, u64),
+    group: Option<crate::dist::Group>,
 }
 
 impl ReplayGraph {
@@ -44,6 +45,7 @@ impl ReplayGraph {
             tape: Some(tape),
             rng: self.rng,
             host_grads: Default::default(),
+            group: self.group.clone(),
         }
     }
 }
@@ -83,6 +85,7 @@ impl Graph {
             fast: self.fast,
             consts: self.consts.clone(),
             rng: self.rng,
+            group: self.group.clone(),
         };
         let tape = self.tape.take();
         let out = forward(self);

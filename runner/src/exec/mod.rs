@@ -7,6 +7,8 @@
 //! do the TensorBoard event files of the stages that ran (`<store>/runs/<pipeline>/tensorboard/`).
 
 pub mod bench;
+mod follow;
+pub use follow::follow;
 pub mod progress;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -19,7 +21,7 @@ use crate::artifacts::metrics::{Metrics, METRICS_FILE, TIMING_PREFIX};
 use crate::engine::{DeviceKind, Engine};
 pub use crate::error::AppError;
 use crate::error::StageError;
-use crate::pipeline::{Pipeline, Stage};
+use crate::pipeline::{Pipeline, Stage, StageKind};
 use crate::plugins::{Registry, SearchPath};
 use crate::stages::{self, InputArtifact, StageCtx};
 use crate::store::{
@@ -372,6 +374,10 @@ fn execute(
     }
     let planned = plan(p, reg, Some(&store), opts.device)?;
     let only = selected(p, &opts.only, &planned)?;
+    // Data-parallel: the other ranks plan once this one holds the lock, and before it
+    // commits anything (see `follow`).
+    sync_ranks();
+    sync_ranks();
     let whole = record && only.is_none();
     let lock_path = lockfile_path(p);
     // One file per folder, one section per pipeline: other pipelines' sections are kept.
@@ -436,6 +442,8 @@ fn execute(
                     &by_stage,
                     &entries,
                 )?;
+                // The entry is committed: the other ranks may read it.
+                sync_ranks();
                 (entry, "ran", timings)
             }
         };
@@ -627,34 +635,14 @@ fn run_stage(
     let pending = r
         .store
         .begin(r.lock, &stage.name, stage.kind.as_str(), &pl.key, &pl.parts)?;
-    let inputs: BTreeMap<String, InputArtifact> = stage
-        .inputs
-        .iter()
-        .map(|(role, src)| {
-            let e = &by_stage[src];
-            (
-                role.clone(),
-                InputArtifact {
-                    stage: src.clone(),
-                    key: e.meta.key.to_hex(),
-                    dir: e.path.clone(),
-                },
-            )
-        })
-        .collect();
-    // Checkpoints outlive a failed or killed attempt at this exact key, so a rerun resumes;
-    // they are removed once the entry is committed.
-    let ckpt = r
-        .store
-        .root()
-        .join("checkpoints")
-        .join(stage.kind.as_str())
-        .join(pl.key.to_hex());
+    let inputs = stage_inputs(stage, by_stage);
+    let ckpt = checkpoint_dir(r.store, pl);
     std::fs::create_dir_all(&ckpt)
         .map_err(|e| AppError::Failed(format!("{}: {e}", ckpt.display())))?;
+    let grouped = group_engine(stage, r.engine);
     let ctx = StageCtx {
         checkpoint_dir: Some(&ckpt),
-        engine: r.engine,
+        engine: grouped.as_ref().unwrap_or(r.engine),
         registry: r.reg,
         seed: p.seed,
         out_dir: pending.dir(),
@@ -669,6 +657,52 @@ fn run_stage(
     let entry = pending.commit()?;
     let _ = std::fs::remove_dir_all(&ckpt);
     Ok((entry, timings))
+}
+
+/// A stage's inputs by role, from the entries of the stages it reads.
+fn stage_inputs(
+    stage: &Stage,
+    by_stage: &HashMap<String, Entry>,
+) -> BTreeMap<String, InputArtifact> {
+    stage
+        .inputs
+        .iter()
+        .map(|(role, src)| {
+            let e = &by_stage[src];
+            (
+                role.clone(),
+                InputArtifact {
+                    stage: src.clone(),
+                    key: e.meta.key.to_hex(),
+                    dir: e.path.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Where a stage key's checkpoints live: outside its entry, so they outlive a failed or
+/// killed attempt at this exact key and a rerun resumes; removed once the entry is committed.
+fn checkpoint_dir(store: &Store, pl: &Planned) -> PathBuf {
+    store
+        .root()
+        .join("checkpoints")
+        .join(pl.stage.kind.as_str())
+        .join(pl.key.to_hex())
+}
+
+/// In a data-parallel run, the engine a pretrain stage trains on: `engine` with the process
+/// group (every rank takes part in its steps; the other stage kinds run on rank 0 alone).
+fn group_engine(stage: &Stage, engine: &Engine) -> Option<Engine> {
+    let group = crate::launch::group()?;
+    (stage.kind == StageKind::Pretrain).then(|| engine.with_group(Some(group.clone())))
+}
+
+/// A barrier of every rank, in a data-parallel run (a no-op in a single process).
+fn sync_ranks() {
+    if let Some(g) = crate::launch::group() {
+        g.barrier();
+    }
 }
 
 /// After a recorded run: compare with `pretext.lock` under `--locked`, otherwise update the

@@ -129,10 +129,19 @@ impl BatchNorm {
                 format!("{c} columns for {} features", self.features),
             ));
         }
-        let batch = train && n > 1;
+        // Under a process group the global batch decides (every rank must take the same
+        // branch: the statistics are summed over ranks).
+        let synced = g.group.is_some();
+        let batch = train && (n > 1 || synced);
+        if synced && batch && !g.fast(&[x]) {
+            return Err(shape_err(
+                "batch_norm",
+                "batch norm across ranks runs on the CPU fast path only (`--device cpu`); use an encoder without batch norm (`model.batch_norm = false`) on this device",
+            ));
+        }
         if g.fast(&[x]) {
             let stats = (!batch).then(|| (ps.get(self.running_mean), ps.get(self.running_var)));
-            let (y, mean, var) = g.host_batch_norm(
+            let (y, mean, var, total) = g.host_batch_norm(
                 x,
                 ps.get(self.gamma),
                 ps.get(self.beta),
@@ -141,7 +150,7 @@ impl BatchNorm {
                 relu,
             );
             if batch {
-                self.update_running_host(ps, &mean, &var, n);
+                self.update_running_host(ps, &mean, &var, total);
             }
             return Ok(y);
         }

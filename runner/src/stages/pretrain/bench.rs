@@ -104,6 +104,7 @@ pub fn bench(
             &pr.needs,
             &pr.obj,
             grads,
+            &pr.objective_pids,
             vec![(loss, reps)],
             cfg.grad_clip,
             &pr.schedule,

@@ -109,6 +109,8 @@ struct Prepared {
     batches_per_epoch: usize,
     total_steps: u64,
     schedule: Schedule,
+    /// Per parameter-store entry: whether it is one of the objective's own tensors.
+    objective_pids: Vec<bool>,
 }
 
 fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError> {
@@ -157,7 +159,28 @@ fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError>
         ));
     }
     let bs = cfg.batch_size.min(train.len()).max(2);
-    let batches_per_epoch = train.len() / bs + usize::from(train.len() % bs >= 2);
+    // Data-parallel: every rank takes a share of each batch (at least one sample: a short
+    // last batch with fewer samples than ranks is left out).
+    let ranks = e.group().map_or(1, |g| g.size());
+    if bs < 2 * ranks {
+        return Err(StageError::Input(format!(
+            "batch_size {bs} across {ranks} ranks: each rank needs at least 2 samples of every batch; set `batch_size` to at least {} (the global batch: each rank takes batch_size / {ranks}) or start fewer ranks",
+            2 * ranks
+        )));
+    }
+    let batches_per_epoch = train.len() / bs + usize::from(train.len() % bs >= ranks.max(2));
+    if let Some(group) = e.group() {
+        // The same starting weights on every rank (rank 0's).
+        let mut values: Vec<_> = ps.entries.iter().map(|en| en.value.clone()).collect();
+        crate::engine::dist::broadcast_tensors(e, group.as_ref(), &mut values)?;
+        for (en, v) in ps.entries.iter_mut().zip(values) {
+            en.value = v;
+        }
+    }
+    let mut objective_pids = vec![false; ps.entries.len()];
+    for (_, pid) in &model.objective_params {
+        objective_pids[*pid] = true;
+    }
     let accumulate = (cfg.accumulate as usize).max(1);
     // The last batch of an epoch always completes an optimizer step.
     let steps_per_epoch = batches_per_epoch.div_ceil(accumulate) as u64;
@@ -192,6 +215,7 @@ fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError>
         batches_per_epoch,
         total_steps,
         schedule,
+        objective_pids,
     })
 }
 
@@ -322,7 +346,8 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
             }
         } else {
             unhealthy = 0;
-            if let Some(dir) = ctx.checkpoint_dir {
+            // Rank 0 alone writes; every rank resumes from what it wrote.
+            if let (Some(dir), true) = (ctx.checkpoint_dir, crate::launch::leads()) {
                 save_checkpoint(e, dir, &p.st, epoch + 1)?;
             }
         }
@@ -525,6 +550,9 @@ impl Prepared {
                 (&self.views, &self.ds, &self.needs, &order, &self.train);
             let (seed, bs) = (ctx.seed, self.bs);
             let streamed = self.streamed.as_ref();
+            // This rank's part of a batch of `n` (all of it in a single process).
+            let (rank, ranks) = ctx.engine.group().map_or((0, 1), |g| (g.rank(), g.size()));
+            let shard = move |n: usize| crate::engine::dist::shard(n, rank, ranks);
             move || {
                 if let Some(src) = streamed {
                     let mut rows = src.epoch(Split::Train, seed, epoch);
@@ -533,8 +561,8 @@ impl Prepared {
                             rows.next_batch(bs)
                                 .map_err(StageError::from)
                                 .and_then(|part| {
-                                    let all: Vec<usize> = (0..part.len()).collect();
-                                    Batch::load(views, &part, needs, &all, seed, epoch)
+                                    let mine: Vec<usize> = shard(part.len()).collect();
+                                    Batch::load(views, &part, needs, &mine, seed, epoch)
                                 });
                         let failed = batch.is_err();
                         if ahead.send(batch).is_err() || failed {
@@ -544,10 +572,8 @@ impl Prepared {
                     return;
                 }
                 for b in 0..n_batches {
-                    let rows: Vec<usize> = order[b * bs..((b + 1) * bs).min(order.len())]
-                        .iter()
-                        .map(|&i| train[i])
-                        .collect();
+                    let batch = &order[b * bs..((b + 1) * bs).min(order.len())];
+                    let rows: Vec<usize> = shard(batch.len()).map(|i| train[batch[i]]).collect();
                     let batch = Batch::load(views, ds, needs, &rows, seed, epoch);
                     let failed = batch.is_err();
                     if ahead.send(batch).is_err() || failed {
@@ -558,6 +584,7 @@ impl Prepared {
         };
         let (e, model, st, obj) = (ctx.engine, &self.model, &mut self.st, &mut self.obj);
         let (needs, schedule, total_steps) = (&self.needs, &self.schedule, self.total_steps);
+        let objective_pids = &self.objective_pids;
         let run = Run {
             total_steps,
             epochs: cfg.epochs,
@@ -593,6 +620,7 @@ impl Prepared {
                         needs,
                         obj,
                         gs,
+                        objective_pids,
                         batch_losses,
                         cfg.grad_clip,
                         schedule,

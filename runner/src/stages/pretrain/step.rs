@@ -42,6 +42,7 @@ pub(super) fn update(
     needs: &ObjectiveNeeds,
     obj: &ObjectiveInstance,
     mut gs: GradList,
+    objective_pids: &[bool],
     pending: Vec<Pending>,
     grad_clip: Option<f64>,
     schedule: &Schedule,
@@ -49,6 +50,11 @@ pub(super) fn update(
     epoch: u64,
 ) -> Result<StepValues, StageError> {
     let micro = pending.len();
+    if let Some(group) = e.group() {
+        // Each rank holds its rows' share of the gradient: the sum over ranks is the whole
+        // batch's. The objective's own tensors act on the gathered batch and already have it.
+        crate::engine::dist::sum_grads(e, group.as_ref(), &mut gs, objective_pids)?;
+    }
     if micro > 1 {
         optim::scale(&mut gs, 1.0 / micro as f32);
     }
@@ -513,9 +519,82 @@ pub(super) fn objective_step(
     st: &mut TrainState,
     inputs: &StepInputs,
 ) -> Result<StepResult, StageError> {
-    let res = obj.loss(e, &mut g, inputs, &mut st.objective_state)?;
+    let res = match e.group() {
+        None => obj.loss(e, &mut g, inputs, &mut st.objective_state)?,
+        Some(_) => {
+            // Data-parallel: every rank computes the loss of the global batch.
+            let all = Global::gather(&mut g, inputs)?;
+            obj.loss(e, &mut g, &all.inputs(inputs), &mut st.objective_state)?
+        }
+    };
     let mut grads = g.backward(&res.loss)?;
     Ok((res.loss, optim::collect(&st.ps, &mut grads), res.reports))
+}
+
+/// A step's per-sample tensors over every rank's rows ([`Graph::all_gather_rows`]): what the
+/// objective sees in a data-parallel run, so its loss, statistics, negatives and state are
+/// the global batch's, as in one process. Only the objective's own parameters stay as they are.
+struct Global {
+    embeddings: Vec<Tensor>,
+    projections: Option<Vec<Tensor>>,
+    predictions: Option<Vec<Tensor>>,
+    targets: Option<Vec<Tensor>>,
+    view_inputs: Option<Vec<Tensor>>,
+    originals: Option<Tensor>,
+    decoded: Option<Vec<Tensor>>,
+    masked_patches: Option<[Tensor; 3]>,
+    masked_tokens: Option<[Tensor; 2]>,
+    latent: Option<[Tensor; 2]>,
+}
+
+impl Global {
+    fn gather(g: &mut Graph, i: &StepInputs) -> Result<Global, StageError> {
+        fn all(g: &mut Graph, ts: &[Tensor]) -> Result<Vec<Tensor>, StageError> {
+            ts.iter()
+                .map(|t| g.all_gather_rows(t).map_err(StageError::from))
+                .collect()
+        }
+        fn each<const N: usize>(
+            g: &mut Graph,
+            ts: [&Tensor; N],
+        ) -> Result<[Tensor; N], StageError> {
+            let v = all(g, &ts.map(Tensor::clone))?;
+            Ok(v.try_into()
+                .unwrap_or_else(|_| unreachable!("one output per input")))
+        }
+        Ok(Global {
+            embeddings: all(g, i.embeddings)?,
+            projections: i.projections.map(|t| all(g, t)).transpose()?,
+            predictions: i.predictions.map(|t| all(g, t)).transpose()?,
+            targets: i.targets.map(|t| all(g, t)).transpose()?,
+            view_inputs: i.view_inputs.map(|t| all(g, t)).transpose()?,
+            originals: i.originals.map(|t| g.all_gather_rows(t)).transpose()?,
+            decoded: i.decoded.map(|t| all(g, t)).transpose()?,
+            masked_patches: i
+                .masked_patches
+                .map(|(a, b, c)| each(g, [a, b, c]))
+                .transpose()?,
+            masked_tokens: i.masked_tokens.map(|(a, b)| each(g, [a, b])).transpose()?,
+            latent: i.latent.map(|(a, b)| each(g, [a, b])).transpose()?,
+        })
+    }
+
+    /// `base` with its per-sample tensors replaced by the global ones.
+    fn inputs<'s>(&'s self, base: &StepInputs<'s>) -> StepInputs<'s> {
+        StepInputs {
+            embeddings: &self.embeddings,
+            projections: self.projections.as_deref(),
+            predictions: self.predictions.as_deref(),
+            targets: self.targets.as_deref(),
+            view_inputs: self.view_inputs.as_deref(),
+            originals: self.originals.as_ref(),
+            decoded: self.decoded.as_deref(),
+            masked_patches: self.masked_patches.as_ref().map(|[a, b, c]| (a, b, c)),
+            masked_tokens: self.masked_tokens.as_ref().map(|[a, b]| (a, b)),
+            latent: self.latent.as_ref().map(|[a, b]| (a, b)),
+            ..*base
+        }
+    }
 }
 
 pub(super) fn split_views(

@@ -1,0 +1,105 @@
+//! The process group of a data-parallel run, joined from the launcher's environment:
+//! `mpirun`/`mpiexec` (Open MPI, MPICH) and Slurm's `srun` start one `pretext run` per rank
+//! and tell each its rank and the world size. One group per process, joined once, before the
+//! command runs ([`join`]); [`group`] is how the executor and pretraining find it.
+//!
+//! Rank 0 runs the pipeline as a single process would, and alone writes to the store; every
+//! other rank follows it through the same plan, takes part in each pretrain stage's steps and
+//! writes nothing (see `exec::follow` and docs/scaling.md).
+
+use std::sync::OnceLock;
+
+use crate::engine::dist::Group;
+
+static GROUP: OnceLock<Option<Group>> = OnceLock::new();
+
+/// The variables launchers set to the world size: Open MPI, MPICH/Hydra and PMIx, Slurm.
+const SIZE_VARS: [&str; 4] = [
+    "OMPI_COMM_WORLD_SIZE",
+    "PMI_SIZE",
+    "PMIX_SIZE",
+    "SLURM_STEP_NUM_TASKS",
+];
+
+/// The world size a launcher announced, and the variable that said so; `None` outside one.
+pub fn announced_size() -> Option<(usize, &'static str)> {
+    SIZE_VARS.iter().find_map(|v| {
+        std::env::var(v)
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .map(|n| (n, *v))
+    })
+}
+
+/// Join the launcher's group when it started more than one rank; `command` is the
+/// subcommand (only `run` runs across ranks). A single process (or a world of one) gets
+/// no group and runs as always.
+pub fn join(command: &str) -> Result<(), String> {
+    let Some((size, var)) = announced_size().filter(|(n, _)| *n > 1) else {
+        let _ = GROUP.set(None);
+        return Ok(());
+    };
+    if command != "run" {
+        return Err(format!(
+            "`pretext {command}` was started as one of {size} ranks ({var}={size}); only `pretext run` runs across ranks: start `{command}` as a single process"
+        ));
+    }
+    let group = open(size, var)?;
+    let _ = GROUP.set(Some(group));
+    Ok(())
+}
+
+#[cfg(feature = "mpi")]
+fn open(size: usize, var: &str) -> Result<Group, String> {
+    let g = crate::engine::dist::MpiGroup::init()
+        .ok_or_else(|| "MPI was initialised twice in one process".to_string())?;
+    use crate::engine::dist::Collectives;
+    if g.size() != size {
+        return Err(format!(
+            "the launcher announced {size} ranks ({var}) but MPI's world has {}: this pretext is linked against another MPI than the one that launched it; rebuild it against the launcher's MPI",
+            g.size()
+        ));
+    }
+    Ok(std::sync::Arc::new(g))
+}
+
+#[cfg(not(feature = "mpi"))]
+fn open(size: usize, var: &str) -> Result<Group, String> {
+    Err(format!(
+        "started as one of {size} ranks ({var}={size}), but this pretext was built without MPI: rebuild with `cargo build --release --features mpi` (needs an MPI such as Open MPI and libclang: on Debian `apt install libopenmpi-dev openmpi-bin libclang-dev`), or run it as a single process"
+    ))
+}
+
+/// The group this process joined, when it is one of several ranks.
+pub fn group() -> Option<&'static Group> {
+    GROUP.get().and_then(Option::as_ref)
+}
+
+/// This process's rank (0 outside a group).
+pub fn rank() -> usize {
+    group().map_or(0, |g| g.rank())
+}
+
+/// ` (rank R of N)` for messages of a process in a group, else nothing.
+pub fn rank_label() -> String {
+    group().map_or(String::new(), |g| {
+        format!(" (rank {} of {})", g.rank(), g.size())
+    })
+}
+
+/// Whether this process writes: rank 0, or a process outside a group.
+pub fn leads() -> bool {
+    rank() == 0
+}
+
+/// At exit: leave the group normally (`code` 0) or end every rank with `code` (a failure on
+/// one rank must not leave the others waiting in a collective).
+pub fn exit(code: i32) -> ! {
+    if let Some(g) = group() {
+        if code != 0 {
+            g.abort(code);
+        }
+        g.finish();
+    }
+    std::process::exit(code)
+}

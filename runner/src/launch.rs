@@ -44,9 +44,37 @@ pub fn join(command: &str) -> Result<(), String> {
             "`pretext {command}` was started as one of {size} ranks ({var}={size}); only `pretext run` runs across ranks: start `{command}` as a single process"
         ));
     }
+    share_cores();
     let group = open(size, var)?;
     let _ = GROUP.set(Some(group));
     Ok(())
+}
+
+/// The variables launchers set to the number of ranks on this node.
+const LOCAL_SIZE_VARS: [&str; 3] = [
+    "OMPI_COMM_WORLD_LOCAL_SIZE",
+    "MPI_LOCALNRANKS",
+    "SLURM_NTASKS_PER_NODE",
+];
+
+/// Ranks on one machine share its cores: unless the user chose (`RAYON_NUM_THREADS`), each
+/// rank's compute pool gets its share of them rather than all of them, so that two ranks on
+/// two cores run two threads, not four that preempt each other between collectives.
+fn share_cores() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_some() {
+        return;
+    }
+    let local = LOCAL_SIZE_VARS.iter().find_map(|v| {
+        std::env::var(v)
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+    });
+    let (Some(local), Ok(cores)) = (local, std::thread::available_parallelism()) else {
+        return;
+    };
+    let threads = (cores.get() / local.max(1)).max(1);
+    // Called from `main` before any thread exists; rayon reads it when its pool starts.
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
 }
 
 #[cfg(feature = "mpi")]

@@ -10,6 +10,8 @@ mod caching;
 mod checkpointing;
 mod cli_errors;
 mod data;
+#[cfg(feature = "mpi")]
+mod distributed;
 mod docs_template;
 mod end_to_end;
 mod faults;

@@ -67,7 +67,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from_output(args: Vec<String>, out: Output) -> Run {
+    pub fn from_output(args: Vec<String>, out: Output) -> Run {
         let run = Run {
             args,
             // A signal-killed process has no code; -1 never matches an expected code.

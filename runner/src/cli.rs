@@ -121,8 +121,9 @@ pretext run p.toml --locked --log-format json    (CI)")]
         /// any output file's digest differs. Fails with exit code 2 if there is no pretext.lock.
         #[arg(long)]
         locked: bool,
-        /// If another pretext process is writing to the same store, wait for it to finish
-        /// instead of failing at once.
+        /// If another pretext process is computing a stage this run needs (the same entry of
+        /// the same store), wait for it and reuse its result instead of failing at once.
+        /// Independent stages never wait for each other.
         #[arg(long)]
         wait: bool,
         /// Run only this stage (repeatable), as one job of a scheduler: its inputs must already
@@ -233,7 +234,7 @@ pretext bench pipelines/quickstart.toml --set stages.ssl.batch_size=512")]
         /// summary.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
-        /// If another pretext process is writing to the same store, wait for it.
+        /// If another pretext process is computing a stage this run needs, wait for it.
         #[arg(long)]
         wait: bool,
     },

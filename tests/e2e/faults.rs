@@ -184,7 +184,7 @@ fn a_second_run_with_wait_waits_for_the_lock_then_reuses_everything() {
     assert!(first_status.success(), "{first_status}");
     second
         .expect_code(0)
-        .expect_stderr_has(&["waiting for another pretext run to release the store lock"]);
+        .expect_stderr_has(&["waiting for another pretext run to finish this stage"]);
     expect_statuses(
         &second,
         &[

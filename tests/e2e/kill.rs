@@ -1,6 +1,6 @@
 //! A run killed (SIGKILL) in the middle of pretraining leaves no complete-looking entry for
-//! that stage, only debris under `<store>/tmp/`; while it runs, a second run on the same store
-//! is refused; the next run reuses the finished stages, runs pretraining again, cleans the
+//! that stage, only debris under `<store>/tmp/`; while it runs, a second run of the pipeline
+//! is refused at that stage; the next run reuses the finished stages, runs pretraining again, cleans the
 //! debris, and the store verifies.
 
 use std::fs::File;
@@ -69,11 +69,14 @@ fn killed_run_leaves_no_partial_entry_and_the_rerun_recovers() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Meanwhile a second run on the same store is refused (exit 1), naming the holder.
+    // Meanwhile a second run of the same pipeline reuses the committed stages and is refused
+    // (exit 1) at the one being computed, naming it and the holder.
     let second = pretext(dir.path(), &["run", &p]);
-    second
-        .expect_code(1)
-        .expect_stderr_has(&["holds the store lock", &format!("pid {}", child.id())]);
+    second.expect_code(1).expect_stderr_has(&[
+        "stage `ssl` is being computed by another pretext run",
+        &format!("pid {}", child.id()),
+        "--wait",
+    ]);
 
     child.kill().expect("SIGKILL pretext run");
     let status = child.wait().expect("reap the killed run");

@@ -1,7 +1,8 @@
 //! `pretext run --stage NAME`: one stage as one job of a scheduler. Its inputs must already be
 //! in the store (else exit code 2 naming them); it writes neither `pretext.lock` nor the run
 //! log; two such jobs started at once on one store (`--wait`) both commit, and a whole run
-//! afterwards finds every entry they wrote.
+//! afterwards finds every entry they wrote; two jobs computing independent stages at once
+//! neither wait for nor refuse each other, and leave a consistent store.
 
 use crate::support::{entries, expect_statuses, pending, pretext, store, tempdir, Tiny};
 
@@ -37,7 +38,7 @@ fn a_stage_runs_alone_once_its_inputs_are_in_the_store() {
     assert!(!lock.exists(), "--stage leaves pretext.lock to whole runs");
 
     // Two jobs at once on one store: the pretraining and, independently, a re-run of `data`
-    // (cached). The writer lock serialises their commits; both succeed.
+    // (cached). Both succeed.
     let jobs: Vec<_> = [["--stage", "ssl"], ["--stage", "data"]]
         .into_iter()
         .map(|sel| {
@@ -89,4 +90,76 @@ fn a_stage_runs_alone_once_its_inputs_are_in_the_store() {
     )
     .expect_code(1)
     .expect_stderr_has(&["ssl"]);
+}
+
+#[test]
+fn jobs_computing_independent_stages_run_at_once_on_one_store() {
+    let dir = tempdir();
+    let tiny = Tiny {
+        limit: 2000,
+        epochs: 3,
+        ..Tiny::default()
+    };
+    // A second pretraining of the same views, independent of `ssl` (a sweep's other point).
+    let mut toml = tiny.toml();
+    toml.push_str(
+        r#"
+[stages.ssl_wide]
+kind = "pretrain"
+input = "views"
+objective = { plugin = "simclr", temperature = 0.5, projector_hidden = 64, projector_dim = 32 }
+model = { arch = "mlp", hidden = [96], embed_dim = 32 }
+epochs = 3
+batch_size = 128
+"#,
+    );
+    let p = dir.path().join("pipeline.toml");
+    std::fs::write(&p, toml).unwrap();
+    let p = p.display().to_string();
+    pretext(
+        dir.path(),
+        &["run", &p, "--stage", "data", "--stage", "views"],
+    )
+    .expect_code(0);
+
+    // Started together, without --wait: with one writer per store the second would be refused.
+    let jobs: Vec<_> = ["ssl", "ssl_wide"]
+        .into_iter()
+        .map(|stage| {
+            let (d, p) = (dir.path().to_path_buf(), p.clone());
+            std::thread::spawn(move || pretext(&d, &["run", &p, "--stage", stage]))
+        })
+        .collect();
+    let runs: Vec<_> = jobs.into_iter().map(|j| j.join().unwrap()).collect();
+    for (run, stage) in runs.iter().zip(["ssl", "ssl_wide"]) {
+        run.expect_code(0);
+        expect_statuses(run, &[(stage, "ran")]);
+        assert!(!run.stderr.contains("waiting"), "{}", run.describe());
+    }
+    let st = store(dir.path());
+    assert_eq!(entries(&st, "pretrain").len(), 2);
+    assert!(pending(&st).is_empty(), "{:?}", pending(&st));
+    assert!(
+        std::fs::read_dir(st.join("locks"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0,
+        "committed entries leave no lock files behind"
+    );
+    pretext(dir.path(), &["store", "verify", &p])
+        .expect_code(0)
+        .expect_stdout_has(&["4 entries ok, 0 corrupt"]);
+    // The whole pipeline afterwards reuses both.
+    let whole = pretext(dir.path(), &["run", &p]);
+    whole.expect_code(0);
+    expect_statuses(
+        &whole,
+        &[
+            ("data", "cached"),
+            ("views", "cached"),
+            ("ssl", "cached"),
+            ("ssl_wide", "cached"),
+            ("eval", "ran"),
+        ],
+    );
 }

@@ -1,13 +1,15 @@
 //! A data-parallel run as the ranks other than 0 see it. Rank 0 runs [`super::run`] as a
-//! single process would (the writer lock, every stage, commits, `pretext.lock`, the run log);
+//! single process would (the store's locks, every stage, commits, `pretext.lock`, the run log);
 //! a follower plans the same pipeline against the same store, trains every pretrain stage
 //! that runs alongside rank 0 (its share of each batch, the collectives in the step) and
 //! writes nothing to the store: its copy of the stage's output goes to a scratch folder that
 //! is removed, and it reads rank 0's committed entries as the next stages' inputs.
 //!
-//! The ranks meet at barriers: after rank 0 has taken the lock and planned (then the
+//! The ranks meet at barriers: after rank 0 has joined the store and planned (then the
 //! followers plan), once every rank has planned (so rank 0 commits nothing before), and after
-//! each stage that runs (its entry committed). Any rank's error ends all of them
+//! each stage that runs (its entry committed). Before each stage the plan did not find, rank
+//! 0 tells them whether it runs it (it holds the entry lock) or found it committed meanwhile
+//! by another run on the store. Any rank's error ends all of them
 //! (`launch::exit`), so a follower never waits for a rank that is gone.
 
 use std::collections::HashMap;
@@ -60,7 +62,9 @@ pub fn follow(p: &Pipeline, opts: &Options) -> Result<(), AppError> {
             if !chosen {
                 continue;
             }
-            if stage.kind == StageKind::Pretrain {
+            // Rank 0 says whether it runs the stage or found it committed by another run.
+            let runs = super::agree_ranks(false);
+            if runs && stage.kind == StageKind::Pretrain {
                 let out = scratch.join(&stage.name);
                 std::fs::create_dir_all(&out)
                     .map_err(|e| AppError::Failed(format!("{}: {e}", out.display())))?;
@@ -79,8 +83,10 @@ pub fn follow(p: &Pipeline, opts: &Options) -> Result<(), AppError> {
                 };
                 stages::run(stage, &ctx).map_err(|e| stage_input_error(stage, e))?;
             }
-            // Rank 0 has committed the stage's entry.
-            sync_ranks();
+            if runs {
+                // Rank 0 has committed the stage's entry.
+                sync_ranks();
+            }
             let entry = store.lookup(stage.kind.as_str(), &pl.key).ok_or_else(|| {
                 AppError::Failed(format!(
                     "stage `{}`: rank 0 committed no entry {} in {}; was the store changed by another process during the run?",

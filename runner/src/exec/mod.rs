@@ -25,7 +25,7 @@ use crate::pipeline::{Pipeline, Stage, StageKind};
 use crate::plugins::{Registry, SearchPath};
 use crate::stages::{self, InputArtifact, StageCtx};
 use crate::store::{
-    Entry, KeyBuilder, KeyParts, LockedStage, Lockfile, LockfileSet, StageKey, Store,
+    Claim, Entry, KeyBuilder, KeyParts, LockedStage, Lockfile, LockfileSet, StageKey, Store,
 };
 
 /// The version recorded in stage keys: a new runner version invalidates caches. Two revisions
@@ -274,7 +274,7 @@ impl RunLog {
     }
     fn save(&self, store: &Store) -> Result<(), AppError> {
         let path = Self::path(store, &self.pipeline);
-        let tmp = path.with_extension("json.tmp");
+        let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
         let text =
             serde_json::to_string_pretty(self).map_err(|e| AppError::Failed(e.to_string()))?;
         std::fs::write(&tmp, text)
@@ -364,8 +364,8 @@ fn execute(
     record: bool,
 ) -> Result<RunReport, AppError> {
     let store = Store::open(&p.store_dir)?;
-    let lock = store.lock(opts.wait)?;
-    let cleaned = store.clean_tmp(&lock)?;
+    let lock = store.lock()?;
+    let cleaned = lock.cleaned();
     if cleaned > 0 {
         tracing::info!(
             cleaned,
@@ -374,7 +374,7 @@ fn execute(
     }
     let planned = plan(p, reg, Some(&store), opts.device)?;
     let only = selected(p, &opts.only, &planned)?;
-    // Data-parallel: the other ranks plan once this one holds the lock, and before it
+    // Data-parallel: the other ranks plan once this one has joined the store, and before it
     // commits anything (see `follow`).
     sync_ranks();
     sync_ranks();
@@ -428,23 +428,14 @@ fn execute(
                 (e.clone(), "cached", Metrics::new())
             }
             None => {
-                reporter.stage_start(&stage.name, stage.kind.as_str(), &pl.reasons);
-                let (entry, timings) = run_stage(
-                    p,
-                    pl,
-                    &Running {
-                        store: &store,
-                        lock: &lock,
-                        engine,
-                        reg,
-                        reporter,
-                    },
-                    &by_stage,
-                    &entries,
-                )?;
-                // The entry is committed: the other ranks may read it.
-                sync_ranks();
-                (entry, "ran", timings)
+                let r = Running {
+                    store: &store,
+                    lock: &lock,
+                    engine,
+                    reg,
+                    reporter,
+                };
+                claim_and_run(p, pl, &r, opts.wait, &by_stage, &entries)?
             }
         };
         let metrics = read_metrics(&entry);
@@ -486,7 +477,7 @@ fn execute(
         opts,
         &planned,
         &by_stage,
-        lock_set,
+        (&store, lock_set),
         old_lock.as_ref(),
         &lock_path,
     )?;
@@ -622,6 +613,42 @@ struct Running<'r> {
     reporter: &'r progress::Reporter,
 }
 
+/// Take the entry lock of a stage the plan did not find in the store and run it, unless
+/// another run committed it meanwhile; returns the entry, `ran` or `cached`, and the stage's
+/// wall-clock metrics. The entry lock is held until the entry is committed.
+fn claim_and_run(
+    p: &Pipeline,
+    pl: &Planned,
+    r: &Running,
+    wait: bool,
+    by_stage: &HashMap<String, Entry>,
+    entries: &HashMap<String, PathBuf>,
+) -> Result<(Entry, &'static str, Metrics), AppError> {
+    let stage = pl.stage;
+    let claim = r
+        .store
+        .claim(r.lock, &stage.name, stage.kind.as_str(), &pl.key, wait);
+    // The other ranks learn whether this one trains (another run may have committed the
+    // entry since they planned); on an error they are ended with it.
+    let mut held = match claim? {
+        Claim::Done(entry) => {
+            agree_ranks(false);
+            r.reporter.stage_cached(&stage.name, stage.kind.as_str());
+            return Ok((entry, "cached", Metrics::new()));
+        }
+        Claim::Mine(held) => held,
+    };
+    agree_ranks(true);
+    r.reporter
+        .stage_start(&stage.name, stage.kind.as_str(), &pl.reasons);
+    let (entry, timings) = run_stage(p, pl, r, by_stage, entries)?;
+    held.committed();
+    drop(held);
+    // The entry is committed: the other ranks may read it.
+    sync_ranks();
+    Ok((entry, "ran", timings))
+}
+
 /// Run one planned stage into a pending entry and commit it; returns the entry and the
 /// stage's wall-clock metrics (kept out of the entry).
 fn run_stage(
@@ -705,6 +732,16 @@ fn sync_ranks() {
     }
 }
 
+/// Rank 0's `yes` on every rank of a data-parallel run (`yes` itself outside one).
+fn agree_ranks(yes: bool) -> bool {
+    let Some(g) = crate::launch::group() else {
+        return yes;
+    };
+    let mut flag = [if yes { 1.0f32 } else { 0.0 }];
+    g.broadcast(&mut flag, 0);
+    flag[0] != 0.0
+}
+
 /// After a recorded run: compare with `pretext.lock` under `--locked`, otherwise update the
 /// pipeline's section when it changed (other pipelines' sections are kept).
 fn write_lockfile(
@@ -712,7 +749,7 @@ fn write_lockfile(
     opts: &Options,
     planned: &[Planned],
     by_stage: &HashMap<String, Entry>,
-    lock_set: Option<LockfileSet>,
+    (store, lock_set): (&Store, Option<LockfileSet>),
     old_lock: Option<&Lockfile>,
     lock_path: &Path,
 ) -> Result<(), AppError> {
@@ -738,7 +775,11 @@ fn write_lockfile(
             .as_ref()
             .is_some_and(|s| s.version != crate::store::LOCKFILE_SET_VERSION)
     {
-        let mut set = lock_set.unwrap_or_default();
+        // Another run (another pipeline in this folder) may have rewritten the file since this
+        // one read it: re-read it under the guard and change only this pipeline's section.
+        let _guard = store.guard("pretext-lock")?;
+        let latest = LockfileSet::load(lock_path).map_err(|e| AppError::Input(e.to_string()))?;
+        let mut set = latest.or(lock_set).unwrap_or_default();
         set.version = crate::store::LOCKFILE_SET_VERSION;
         set.insert(lockfile);
         set.save(lock_path)

@@ -30,14 +30,18 @@ pub enum StoreError {
     )]
     NotAStore { path: PathBuf, reason: String },
 
-    /// Another process holds the store's writer lock and the caller asked not to wait.
+    /// Another process is computing the same entry and the caller asked not to wait.
     #[error(
-        "another pretext run ({}) holds the store lock at {}; wait for it to finish and retry \
-         (the lock is released automatically when that process exits, so do not delete the file)",
+        "stage `{stage}` is being computed by another pretext run ({}) on this store (its lock: \
+         {}); pass --wait to wait for it and reuse its result, or retry once it has finished",
         fmt_pid(.pid),
         .path.display()
     )]
-    Locked { path: PathBuf, pid: Option<u32> },
+    Busy {
+        stage: String,
+        path: PathBuf,
+        pid: Option<u32>,
+    },
 
     /// A plain I/O failure on a given path (with what to do about it, where that is known).
     #[error("{action} {}: {}", .path.display(), with_advice(.source))]
@@ -179,7 +183,7 @@ impl StoreError {
         match self {
             StoreError::NotWritable { path, .. }
             | StoreError::NotAStore { path, .. }
-            | StoreError::Locked { path, .. }
+            | StoreError::Busy { path, .. }
             | StoreError::Io { path, .. }
             | StoreError::NonUtf8Path { path }
             | StoreError::Symlink { path }

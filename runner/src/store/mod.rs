@@ -4,10 +4,11 @@
 //! # Layout
 //!
 //! ```text
-//! <root>/store.lock                     writer lock (flock), holds the holder's pid
+//! <root>/store.lock                     runs' lock (flock): shared by running processes
+//! <root>/locks/<kind>-<key-hex>.lock    entry lock (flock) while one process computes it
 //! <root>/objects/<kind>/<key-hex>/      one complete entry: the stage's files + entry.json
 //! <root>/tmp/                           in-progress writes (debris of killed runs lands here)
-//! <root>/runs/                          reserved for run records
+//! <root>/runs/                          run records
 //! ```
 //!
 //! # Invariants
@@ -17,10 +18,21 @@
 //!   `objects/` and its `entry.json` parses (and names the same kind and key, and every listed
 //!   file exists with its recorded size). Anything else is treated as absent by
 //!   [`Store::lookup`], never as an error or a panic.
-//! * Writing needs the writer lock: [`Store::begin`] and [`Store::clean_tmp`] take a
-//!   [`StoreLock`], and a [`PendingEntry`] borrows it, so the lock cannot be released while an
-//!   entry is being written. Reading ([`Store::lookup`], [`Store::verify`]) needs no lock.
-//! * A killed run leaves debris only in `tmp/`; [`Store::clean_tmp`] removes it.
+//! * Writing needs the run lock: [`Store::begin`] takes a [`StoreLock`], and a [`PendingEntry`]
+//!   borrows it, so it cannot be released while an entry is being written. Any number of runs
+//!   hold it at once (shared), so independent stages — a scheduler's jobs — compute and commit
+//!   concurrently. Reading ([`Store::lookup`], [`Store::verify`]) needs no lock.
+//! * One entry is computed by one process at a time: [`Store::claim`] takes the entry's own
+//!   exclusive lock (or reports the entry done, or busy), and the executor holds it from
+//!   before [`Store::begin`] until after [`PendingEntry::commit`]. A second run wanting the same
+//!   entry waits for it (`--wait`) and then finds it committed.
+//! * A killed run leaves debris only in `tmp/`. A run that finds itself alone on the store
+//!   (the exclusive `store.lock`, held only for that moment) removes all of `tmp/`; a claim
+//!   removes the debris of its own key, which no live process can be writing.
+//! * The locks are `flock`s, released by the kernel when their holder exits, even when
+//!   killed. On NFS, Linux turns them into NFS byte-range locks, which hold across machines
+//!   with NFSv4 (or NFSv3 with the lock manager running); a mount with `nolock` or `local_lock`
+//!   keeps them on one machine only (docs/scaling.md).
 //!
 //! Keys are built with [`KeyBuilder`] (see [`key`] for the encoding); `pretext.lock` is
 //! [`Lockfile`].
@@ -96,13 +108,14 @@ pub struct Store {
     root: PathBuf,
 }
 
-/// The store's exclusive writer lock; released when dropped (or when the process exits, even
-/// when killed).
+/// A run's hold on the store (shared with other runs); released when dropped (or when the
+/// process exits, even when killed).
 #[derive(Debug)]
 pub struct StoreLock {
     file: File,
     path: PathBuf,
     root: PathBuf,
+    cleaned: usize,
 }
 
 impl StoreLock {
@@ -110,14 +123,57 @@ impl StoreLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// How many items of killed runs' debris taking the lock removed from `tmp/` (only a run
+    /// alone on the store cleans it).
+    pub fn cleaned(&self) -> usize {
+        self.cleaned
+    }
 }
 
 impl Drop for StoreLock {
     fn drop(&mut self) {
-        // Clear our pid first, so a waiter never reports a pid that no longer holds the lock.
-        let _ = self.file.set_len(0);
         let _ = FileExt::unlock(&self.file);
     }
+}
+
+/// One process's exclusive right to compute an entry ([`Store::claim`]); released when
+/// dropped. Its file holds the holder's pid, for the messages of those who wait.
+#[derive(Debug)]
+pub struct EntryLock<'l> {
+    _run: &'l StoreLock,
+    file: File,
+    path: PathBuf,
+    committed: bool,
+}
+
+impl EntryLock<'_> {
+    /// Call once the entry is committed: its lock file is then removed on release. (An
+    /// uncommitted entry's lock file stays: removing it would let a waiter that opened it and
+    /// a newcomer that creates a fresh one both compute the entry at once.)
+    pub fn committed(&mut self) {
+        self.committed = true;
+    }
+}
+
+impl Drop for EntryLock<'_> {
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
+        if self.committed {
+            // Anyone who still opens this file finds the entry committed once they lock it.
+            let _ = fs::remove_file(&self.path);
+        }
+        let _ = FileExt::unlock(&self.file);
+    }
+}
+
+/// What [`Store::claim`] found.
+#[derive(Debug)]
+pub enum Claim<'l> {
+    /// Ours to compute: hold the lock until the entry is committed.
+    Mine(EntryLock<'l>),
+    /// Another run committed it (maybe while this one waited).
+    Done(Entry),
 }
 
 /// An entry being written: the stage writes its files into [`PendingEntry::dir`], then
@@ -229,29 +285,108 @@ impl Store {
         self.objects_dir().join(kind).join(key.to_hex())
     }
 
-    /// Takes the exclusive writer lock. With `wait == false`, fails with
-    /// [`StoreError::Locked`] (naming the holder's pid) when another handle or process holds it;
-    /// with `wait == true`, blocks until it is free.
-    pub fn lock(&self, wait: bool) -> Result<StoreLock> {
+    /// Joins the store for a run: takes `store.lock` shared (other runs may hold it too). A
+    /// run that finds no other there — it gets the lock exclusively for a moment — first
+    /// removes the debris of killed runs from `tmp/` ([`StoreLock::cleaned`]).
+    pub fn lock(&self) -> Result<StoreLock> {
         let path = self.lock_path();
+        let file = open_lock_file(&path)?;
+        let mut cleaned = 0;
+        match FileExt::try_lock_exclusive(&file) {
+            Ok(()) => {
+                cleaned = self.clean_tmp()?;
+                // flock converts the lock in place; at worst another run cleans an empty tmp/.
+                FileExt::lock_shared(&file).map_err(|e| StoreError::io("cannot lock", &path, e))?;
+            }
+            // Only ever held exclusively for the moment of a cleanup: wait for it.
+            Err(e) if is_contended(&e) => {
+                FileExt::lock_shared(&file).map_err(|e| StoreError::io("cannot lock", &path, e))?
+            }
+            Err(e) => return Err(StoreError::io("cannot lock", &path, e)),
+        }
+        Ok(StoreLock {
+            file,
+            path,
+            root: self.root.clone(),
+            cleaned,
+        })
+    }
+
+    /// Blocks until this process holds `<root>/locks/<name>.lock` exclusively; released when
+    /// the returned file is dropped. For a short read-modify-write of a file concurrent runs
+    /// share (`pretext.lock`).
+    pub fn guard(&self, name: &str) -> Result<File> {
+        let path = self.root.join("locks").join(format!("{name}.lock"));
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|e| StoreError::io("cannot create", dir, e))?;
+        }
+        let file = open_lock_file(&path)?;
+        FileExt::lock_exclusive(&file).map_err(|e| StoreError::io("cannot lock", &path, e))?;
+        Ok(file)
+    }
+
+    /// `<root>/locks/<kind>-<key>.lock`, the lock of one entry while it is computed.
+    pub fn entry_lock_path(&self, kind: &str, key: &StageKey) -> PathBuf {
+        self.root
+            .join("locks")
+            .join(format!("{kind}-{}.lock", key.to_hex()))
+    }
+
+    /// The right to compute the entry for `kind` and `key`: [`Claim::Done`] when it is in the
+    /// store (already, or once the run computing it committed it), else [`Claim::Mine`]. When
+    /// another process is computing it: [`StoreError::Busy`] naming `stage` and the holder's
+    /// pid, or with `wait`, block until that process is done.
+    pub fn claim<'l>(
+        &self,
+        run: &'l StoreLock,
+        stage: &str,
+        kind: &str,
+        key: &StageKey,
+        wait: bool,
+    ) -> Result<Claim<'l>> {
+        self.check_lock(run)?;
+        if !valid_kind(kind) {
+            return Err(StoreError::InvalidKind {
+                kind: kind.to_string(),
+                path: self.objects_dir().join(kind),
+            });
+        }
+        if let Some(done) = self.lookup(kind, key) {
+            return Ok(Claim::Done(done));
+        }
+        let path = self.entry_lock_path(kind, key);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|e| StoreError::io("cannot create", dir, e))?;
+        }
         let mut file = open_lock_file(&path)?;
         match FileExt::try_lock_exclusive(&file) {
             Ok(()) => {}
             Err(e) if is_contended(&e) => {
                 let pid = read_pid(&path);
                 if !wait {
-                    return Err(StoreError::Locked { path, pid });
+                    return Err(StoreError::Busy {
+                        stage: stage.to_string(),
+                        path,
+                        pid,
+                    });
                 }
                 tracing::info!(
-                    lock = %path.display(),
+                    stage,
                     holder = ?pid,
-                    "waiting for another pretext run to release the store lock"
+                    lock = %path.display(),
+                    "waiting for another pretext run to finish this stage"
                 );
                 FileExt::lock_exclusive(&file)
                     .map_err(|e| StoreError::io("cannot lock", &path, e))?;
             }
             Err(e) => return Err(StoreError::io("cannot lock", &path, e)),
         }
+        if let Some(done) = self.lookup(kind, key) {
+            let _ = FileExt::unlock(&file);
+            return Ok(Claim::Done(done));
+        }
+        // A holder of this lock that left no entry was killed: what it wrote is debris.
+        self.remove_debris_of(key);
         let record = (|| -> std::io::Result<()> {
             file.set_len(0)?;
             file.seek(SeekFrom::Start(0))?;
@@ -259,11 +394,40 @@ impl Store {
             file.flush()
         })();
         record.map_err(|e| StoreError::io("cannot write the lock holder's pid to", &path, e))?;
-        Ok(StoreLock {
+        Ok(Claim::Mine(EntryLock {
+            _run: run,
             file,
             path,
-            root: self.root.clone(),
-        })
+            committed: false,
+        }))
+    }
+
+    /// Removes `tmp/` items of `key` (pending folders `<key>-<pid>-<nanos>` and what their
+    /// commit put beside them). Only under that key's entry lock.
+    fn remove_debris_of(&self, key: &StageKey) {
+        let prefix = format!("{key}-");
+        let Ok(items) = fs::read_dir(self.tmp_dir()) else {
+            return;
+        };
+        for item in items.flatten() {
+            if !item.file_name().to_string_lossy().starts_with(&prefix) {
+                continue;
+            }
+            let path = item.path();
+            let res = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            match res {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed a killed run's leftovers")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "cannot remove leftover temporary store data: {e}")
+                }
+            }
+        }
     }
 
     /// The complete entry for `kind` and `key`, if there is one. An incomplete or corrupt entry
@@ -344,10 +508,8 @@ impl Store {
     }
 
     /// Removes everything in `tmp/` (debris of killed runs); returns how many items were
-    /// removed. Call it right after taking the lock, before any [`Store::begin`]: it would also
-    /// remove this process's own pending entries.
-    pub fn clean_tmp(&self, lock: &StoreLock) -> Result<usize> {
-        self.check_lock(lock)?;
+    /// removed. Only with `store.lock` held exclusively: no run is writing.
+    fn clean_tmp(&self) -> Result<usize> {
         let tmp = self.tmp_dir();
         let entries = fs::read_dir(&tmp).map_err(|e| StoreError::io("cannot list", &tmp, e))?;
         let mut removed = 0;
@@ -870,7 +1032,7 @@ mod tests {
     #[test]
     fn begin_commit_lookup_round_trip() {
         let (_d, s) = store();
-        let lock = s.lock(false).unwrap();
+        let lock = s.lock().unwrap();
         let (key, p) = parts(1);
         assert!(s.lookup("ssl", &key).is_none());
         let entry = write_entry(&s, &lock, 1);
@@ -908,7 +1070,7 @@ mod tests {
     #[test]
     fn dropped_pending_entry_is_invisible_and_removed() {
         let (_d, s) = store();
-        let lock = s.lock(false).unwrap();
+        let lock = s.lock().unwrap();
         let (key, p) = parts(1);
         let pending = s.begin(&lock, "train", "ssl", &key, &p).unwrap();
         let dir = pending.dir().to_path_buf();
@@ -931,8 +1093,10 @@ mod tests {
     fn killed_run_debris_is_invisible_and_cleaned() {
         let (_d, s) = store();
         let (key, p) = parts(1);
+        // Another run on the store throughout.
+        let other = s.lock().unwrap();
         {
-            let lock = s.lock(false).unwrap();
+            let lock = s.lock().unwrap();
             let pending = s.begin(&lock, "train", "ssl", &key, &p).unwrap();
             fs::write(pending.dir().join("model.safetensors"), b"half").unwrap();
             std::mem::forget(pending); // as if the process was killed mid-write
@@ -940,16 +1104,43 @@ mod tests {
         assert_eq!(tmp_items(&s), 1);
         assert!(s.lookup("ssl", &key).is_none());
         assert!(s.verify().unwrap().ok.is_empty());
-        let lock = s.lock(false).unwrap();
-        assert_eq!(s.clean_tmp(&lock).unwrap(), 1);
+        // With another run on the store, nobody cleans what may be its pending entries.
+        let lock = s.lock().unwrap();
+        assert_eq!(lock.cleaned(), 0);
+        assert_eq!(tmp_items(&s), 1);
+        drop((other, lock));
+        // Alone on the store, a run removes every leftover.
+        let lock = s.lock().unwrap();
+        assert_eq!(lock.cleaned(), 1);
         assert_eq!(tmp_items(&s), 0);
         assert!(s.lookup("ssl", &key).is_none());
     }
 
     #[test]
+    fn a_claim_removes_the_debris_of_its_own_key_only() {
+        let (_d, s) = store();
+        let (key, p) = parts(1);
+        let (key2, p2) = parts(2);
+        let run = s.lock().unwrap();
+        for (k, pp) in [(&key, &p), (&key2, &p2)] {
+            let pending = s.begin(&run, "train", "ssl", k, pp).unwrap();
+            std::mem::forget(pending); // a killed holder's leftovers
+        }
+        assert_eq!(tmp_items(&s), 2);
+        let Claim::Mine(_held) = s.claim(&run, "train", "ssl", &key, false).unwrap() else {
+            panic!("nothing committed yet");
+        };
+        assert_eq!(
+            tmp_items(&s),
+            1,
+            "key 2's pending folder is not this claim's"
+        );
+    }
+
+    #[test]
     fn corrupt_or_partial_entries_are_absent() {
         let (_d, s) = store();
-        let lock = s.lock(false).unwrap();
+        let lock = s.lock().unwrap();
         let entry = write_entry(&s, &lock, 1);
         let key = entry.meta.key;
         let meta_path = entry.path.join(ENTRY_FILE);
@@ -990,7 +1181,7 @@ mod tests {
     #[test]
     fn commit_keeps_complete_and_replaces_incomplete_destination() {
         let (_d, s) = store();
-        let lock = s.lock(false).unwrap();
+        let lock = s.lock().unwrap();
         let first = write_entry(&s, &lock, 1);
 
         // Same key again: the existing complete entry wins, the new temp folder goes away.
@@ -1019,7 +1210,7 @@ mod tests {
     #[test]
     fn begin_and_commit_reject_bad_requests() {
         let (_d, s) = store();
-        let lock = s.lock(false).unwrap();
+        let lock = s.lock().unwrap();
         let (key, p) = parts(1);
         let (other_key, _) = parts(2);
         assert!(matches!(
@@ -1043,13 +1234,13 @@ mod tests {
 
         // A lock of another store is refused.
         let (_d2, s2) = store();
-        let lock2 = s2.lock(false).unwrap();
+        let lock2 = s2.lock().unwrap();
         assert!(matches!(
             s.begin(&lock2, "t", "ssl", &key, &p),
             Err(StoreError::WrongLock { .. })
         ));
         assert!(matches!(
-            s.clean_tmp(&lock2),
+            s.claim(&lock2, "t", "ssl", &key, false),
             Err(StoreError::WrongLock { .. })
         ));
 
@@ -1067,7 +1258,7 @@ mod tests {
     #[test]
     fn verify_detects_each_problem() {
         let (_d, s) = store();
-        let lock = s.lock(false).unwrap();
+        let lock = s.lock().unwrap();
         let modified = write_entry(&s, &lock, 1);
         let missing = write_entry(&s, &lock, 2);
         let extra = write_entry(&s, &lock, 3);
@@ -1112,56 +1303,81 @@ mod tests {
     }
 
     #[test]
-    fn lock_contention_names_the_holder() {
+    fn runs_share_the_store_and_one_entry_has_one_writer() {
         let (_d, s) = store();
         let other = Store::open(s.root()).unwrap();
-        let lock = s.lock(false).unwrap();
+        let (key, p) = parts(1);
+        // Two runs hold the store at once.
+        let (run, run2) = (s.lock().unwrap(), other.lock().unwrap());
+        let Claim::Mine(mut held) = s.claim(&run, "train", "ssl", &key, false).unwrap() else {
+            panic!("nothing committed yet");
+        };
+        let lock_file = s.entry_lock_path("ssl", &key);
         assert_eq!(
-            fs::read_to_string(lock.path()).unwrap().trim(),
+            fs::read_to_string(&lock_file).unwrap().trim(),
             std::process::id().to_string()
         );
-        let err = other.lock(false).unwrap_err();
+        // An independent entry is free for the other run meanwhile.
+        let (key2, _) = parts(2);
+        assert!(matches!(
+            other.claim(&run2, "other", "ssl", &key2, false).unwrap(),
+            Claim::Mine(_)
+        ));
+        // The same entry is busy: the message names the stage, the holder and --wait.
+        let err = other.claim(&run2, "train", "ssl", &key, false).unwrap_err();
         match &err {
-            StoreError::Locked { path, pid } => {
-                assert_eq!(path, &s.lock_path());
+            StoreError::Busy { stage, pid, path } => {
+                assert_eq!(stage, "train");
                 assert_eq!(*pid, Some(std::process::id()));
+                assert_eq!(path, &lock_file);
             }
             e => panic!("unexpected error {e}"),
         }
         let msg = err.to_string();
         assert!(
-            msg.contains("another pretext run")
+            msg.contains("stage `train`")
                 && msg.contains(&format!("pid {}", std::process::id()))
-                && msg.contains(s.lock_path().to_str().unwrap()),
+                && msg.contains("--wait"),
             "{msg}"
         );
-        drop(lock);
-        assert_eq!(fs::read_to_string(s.lock_path()).unwrap(), "");
-        let again = other.lock(false).unwrap();
 
-        // A waiting lock blocks until the holder lets go.
+        // A waiting claim blocks until the holder commits, then finds the entry done.
         let (tx, rx) = std::sync::mpsc::channel();
         let waiter = {
-            let s = s.clone();
+            let s = other.clone();
             std::thread::spawn(move || {
-                let l = s.lock(true).unwrap();
-                tx.send(()).unwrap();
-                drop(l);
+                let run = s.lock().unwrap();
+                let claim = s.claim(&run, "train", "ssl", &parts(1).0, true).unwrap();
+                tx.send(matches!(claim, Claim::Done(_))).unwrap();
             })
         };
         assert!(rx
             .recv_timeout(std::time::Duration::from_millis(200))
             .is_err());
-        drop(again);
-        rx.recv_timeout(std::time::Duration::from_secs(10))
-            .expect("waiting lock was never granted");
+        let pending = s.begin(&run, "train", "ssl", &key, &p).unwrap();
+        fs::write(pending.dir().join("model.safetensors"), b"weights").unwrap();
+        pending.commit().unwrap();
+        held.committed();
+        drop(held);
+        let done = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the waiting claim was never granted");
+        assert!(done, "the waiter finds the committed entry");
         waiter.join().unwrap();
+        assert!(
+            !lock_file.exists(),
+            "a committed entry's lock file is removed"
+        );
+        assert!(matches!(
+            s.claim(&run, "train", "ssl", &key, false).unwrap(),
+            Claim::Done(_)
+        ));
     }
 
     #[test]
     fn lockfile_from_entry() {
         let (_d, s) = store();
-        let lock = s.lock(false).unwrap();
+        let lock = s.lock().unwrap();
         let entry = write_entry(&s, &lock, 1);
         let locked = LockedStage::from_entry(&entry);
         assert_eq!(locked.kind, "ssl");

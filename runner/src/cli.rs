@@ -84,7 +84,8 @@ pub struct PipelineArgs {
     /// for the built-in `libpretext_*` libraries, next to the pretext binary.
     #[arg(long = "plugin-dir", value_name = "DIR")]
     pub plugin_dirs: Vec<PathBuf>,
-    /// Compute device: `cpu`, `cuda` or `cuda:N` (CUDA needs a build with the `cuda` feature);
+    /// Compute device: `cpu`, `cuda` or `cuda:N` (CUDA needs a build with the `cuda` feature;
+    /// under mpirun/srun, `cuda` is the GPU of the rank's index on its machine);
     /// `cpu-generic` runs the device-generic ops a GPU runs on the CPU (slow; for checking).
     ///
     /// The device class (cpu or cuda) is part of every stage key and of pretext.lock.
@@ -93,6 +94,10 @@ pub struct PipelineArgs {
 }
 
 fn parse_device(s: &str) -> Result<DeviceKind, String> {
+    // One GPU per rank: plain `cuda` in a data-parallel run is the rank's local index.
+    if let (true, Some(local)) = (s == "cuda", crate::launch::local_rank()) {
+        return Ok(DeviceKind::Cuda(local));
+    }
     DeviceKind::parse(s).ok_or_else(|| {
         format!("unknown device `{s}`; use `cpu`, `cuda`, `cuda:N` or `cpu-generic`")
     })

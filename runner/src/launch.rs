@@ -50,6 +50,24 @@ pub fn join(command: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The variables launchers set to a rank's index among the ranks on its node.
+const LOCAL_RANK_VARS: [&str; 3] = [
+    "OMPI_COMM_WORLD_LOCAL_RANK",
+    "MPI_LOCALRANKID",
+    "SLURM_LOCALID",
+];
+
+/// This process's index among the ranks on its machine, when a launcher started several
+/// ranks: `--device cuda` then means the GPU of that index (one GPU per rank).
+pub fn local_rank() -> Option<usize> {
+    announced_size().filter(|(n, _)| *n > 1)?;
+    LOCAL_RANK_VARS.iter().find_map(|v| {
+        std::env::var(v)
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+    })
+}
+
 /// The variables launchers set to the number of ranks on this node.
 const LOCAL_SIZE_VARS: [&str; 3] = [
     "OMPI_COMM_WORLD_LOCAL_SIZE",

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use crate::graph::Graph;
+use crate::graph::{Grads, Graph};
 use crate::{shape_err, Axis2, Result, Tensor};
 
 /// The collectives a data-parallel step needs. Every rank must make the same calls in the
@@ -31,11 +31,23 @@ pub trait Collectives: Send + Sync + std::fmt::Debug {
     fn gather(&self, local: &[f32], counts: &[usize]) -> Vec<f32>;
     /// `buf` as rank `root` has it, on every rank.
     fn broadcast(&self, buf: &mut [f32], root: usize);
+    /// Bytes as rank `root` has them, on every rank (an id, a flag).
+    fn broadcast_bytes(&self, buf: &mut [u8], root: usize);
     fn barrier(&self);
     /// End every rank's process with exit `code` (`MPI_Abort`); never returns.
     fn abort(&self, code: i32) -> !;
     /// Leave the group at a normal exit (`MPI_Finalize`); no call may follow.
     fn finish(&self);
+    /// Whether [`Collectives::sum_on_device`] sums the gradients (NCCL): the caller then
+    /// leaves [`sum_grads`] out.
+    fn sums_on_device(&self) -> bool {
+        false
+    }
+    /// Sum the gradients of `params` in `grads` over the ranks where they are (GPU memory),
+    /// in place; `None` when this group has no device collectives for them.
+    fn sum_on_device(&self, _grads: &mut Grads, _params: &[&Tensor]) -> Option<Result<()>> {
+        None
+    }
 }
 
 /// A shared handle to the process group.
@@ -225,6 +237,9 @@ mod mpi_group {
             out
         }
         fn broadcast(&self, buf: &mut [f32], root: usize) {
+            self.world.process_at_rank(root as i32).broadcast_into(buf);
+        }
+        fn broadcast_bytes(&self, buf: &mut [u8], root: usize) {
             self.world.process_at_rank(root as i32).broadcast_into(buf);
         }
         fn barrier(&self) {

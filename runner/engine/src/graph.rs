@@ -32,8 +32,8 @@ pub struct Graph {
 
 /// Gradients from [`Graph::backward`].
 pub struct Grads {
-    grads: GradStore,
-    dev: Dev,
+    pub(crate) grads: GradStore,
+    pub(crate) dev: Dev,
     fast: bool,
 }
 

@@ -93,6 +93,8 @@ pub mod graph;
 pub(crate) mod host;
 pub(crate) mod host_ops;
 pub mod io;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 pub mod nn;
 #[cfg(test)]
 mod op_tests;
@@ -309,12 +311,21 @@ impl Engine {
     }
 
     /// This engine with its graphs' collectives over `group`: batch norm's statistics and
-    /// [`Graph::all_gather_rows`] span every rank.
-    pub fn with_group(&self, group: Option<dist::Group>) -> Engine {
-        Engine {
+    /// [`Graph::all_gather_rows`] span every rank. On a GPU of a build with NCCL, the
+    /// gradients are summed in GPU memory (`nccl::NcclGroup`, joined here: every rank must
+    /// call this at the same point).
+    pub fn with_group(&self, group: Option<dist::Group>) -> Result<Engine> {
+        #[cfg(feature = "nccl")]
+        let group = match (group, &self.dev) {
+            (Some(g), Dev::Cuda(..)) => {
+                Some(std::sync::Arc::new(nccl::NcclGroup::join(g)?) as dist::Group)
+            }
+            (g, _) => g,
+        };
+        Ok(Engine {
             group,
             ..self.clone()
-        }
+        })
     }
 
     /// The process group of [`Engine::with_group`].

@@ -129,6 +129,15 @@ pub fn scale(gs: &mut GradList, s: f32) {
     }
 }
 
+/// Scale the gradients `which` selects by `s`.
+pub fn scale_where(gs: &mut GradList, s: f32, which: &[bool]) {
+    for (g, _) in gs.iter_mut().zip(which).filter(|(_, &w)| w) {
+        if let Some(g) = g {
+            *g = map_t!(g, |x| x.clone() * s);
+        }
+    }
+}
+
 /// Clip to a global norm of at most `max_norm`; returns the norm before clipping.
 pub fn clip_global_norm(gs: &mut GradList, max_norm: f64) -> f64 {
     let norm = global_norm(gs);

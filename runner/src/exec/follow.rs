@@ -69,7 +69,7 @@ pub fn follow(p: &Pipeline, opts: &Options) -> Result<(), AppError> {
                 std::fs::create_dir_all(&out)
                     .map_err(|e| AppError::Failed(format!("{}: {e}", out.display())))?;
                 let ckpt = checkpoint_dir(&store, pl);
-                let grouped = group_engine(stage, &engine);
+                let grouped = group_engine(stage, &engine)?;
                 let ctx = StageCtx {
                     // Read to resume as rank 0 does; only rank 0 writes checkpoints.
                     checkpoint_dir: Some(&ckpt),

@@ -666,7 +666,7 @@ fn run_stage(
     let ckpt = checkpoint_dir(r.store, pl);
     std::fs::create_dir_all(&ckpt)
         .map_err(|e| AppError::Failed(format!("{}: {e}", ckpt.display())))?;
-    let grouped = group_engine(stage, r.engine);
+    let grouped = group_engine(stage, r.engine)?;
     let ctx = StageCtx {
         checkpoint_dir: Some(&ckpt),
         engine: grouped.as_ref().unwrap_or(r.engine),
@@ -720,9 +720,17 @@ fn checkpoint_dir(store: &Store, pl: &Planned) -> PathBuf {
 
 /// In a data-parallel run, the engine a pretrain stage trains on: `engine` with the process
 /// group (every rank takes part in its steps; the other stage kinds run on rank 0 alone).
-fn group_engine(stage: &Stage, engine: &Engine) -> Option<Engine> {
-    let group = crate::launch::group()?;
-    (stage.kind == StageKind::Pretrain).then(|| engine.with_group(Some(group.clone())))
+fn group_engine(stage: &Stage, engine: &Engine) -> Result<Option<Engine>, AppError> {
+    let Some(group) = crate::launch::group() else {
+        return Ok(None);
+    };
+    if stage.kind != StageKind::Pretrain {
+        return Ok(None);
+    }
+    let grouped = engine
+        .with_group(Some(group.clone()))
+        .map_err(|e| AppError::Failed(format!("stage `{}`: {e}", stage.name)))?;
+    Ok(Some(grouped))
 }
 
 /// A barrier of every rank, in a data-parallel run (a no-op in a single process).

@@ -53,7 +53,13 @@ pub(super) fn update(
     if let Some(group) = e.group() {
         // Each rank holds its rows' share of the gradient: the sum over ranks is the whole
         // batch's. The objective's own tensors act on the gathered batch and already have it.
-        crate::engine::dist::sum_grads(e, group.as_ref(), &mut gs, objective_pids)?;
+        if !group.sums_on_device() {
+            crate::engine::dist::sum_grads(e, group.as_ref(), &mut gs, objective_pids)?;
+        } else {
+            // Summed on the device with the rest: every rank had the whole gradient of these,
+            // so their mean over ranks is it (and the same on every rank).
+            optim::scale_where(&mut gs, 1.0 / group.size() as f32, objective_pids);
+        }
     }
     if micro > 1 {
         optim::scale(&mut gs, 1.0 / micro as f32);
@@ -528,6 +534,13 @@ pub(super) fn objective_step(
         }
     };
     let mut grads = g.backward(&res.loss)?;
+    if let Some(group) = e.group() {
+        // NCCL sums the gradients where backward wrote them (on a GPU); see `update`.
+        let params: Vec<&Tensor> = st.ps.entries.iter().map(|en| &en.value).collect();
+        if let Some(summed) = group.sum_on_device(&mut grads, &params) {
+            summed?;
+        }
+    }
     Ok((res.loss, optim::collect(&st.ps, &mut grads), res.reports))
 }
 

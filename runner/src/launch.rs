@@ -31,11 +31,14 @@ pub fn announced_size() -> Option<(usize, &'static str)> {
     })
 }
 
-/// Join the launcher's group when it started more than one rank; `command` is the
-/// subcommand (only `run` runs across ranks). A single process (or a world of one) gets
-/// no group and runs as always.
+/// Join the launcher's group when it started more than one rank (or one rank, for `run` in
+/// a build with MPI); `command` is the subcommand (only `run` runs across ranks). A process
+/// outside a launcher gets no group and runs as always.
 pub fn join(command: &str) -> Result<(), String> {
-    let Some((size, var)) = announced_size().filter(|(n, _)| *n > 1) else {
+    // A world of one joins only as `run` of an MPI build (`mpirun -np 1`: the data-parallel
+    // path on one rank, e.g. NCCL on one GPU); otherwise it is a plain process.
+    let single = |(n, _): &(usize, &str)| *n == 1 && !(cfg!(feature = "mpi") && command == "run");
+    let Some((size, var)) = announced_size().filter(|a| a.0 > 0 && !single(a)) else {
         let _ = GROUP.set(None);
         return Ok(());
     };
@@ -142,7 +145,8 @@ pub fn leads() -> bool {
 /// one rank must not leave the others waiting in a collective).
 pub fn exit(code: i32) -> ! {
     if let Some(g) = group() {
-        if code != 0 {
+        // Alone in the group there is nobody to end: leave it as on success.
+        if code != 0 && g.size() > 1 {
             g.abort(code);
         }
         g.finish();

@@ -242,19 +242,10 @@ epochs = 1"#;
             vit,
         ),
     ];
-    let mut p = mnist_head("families", 5, 160);
+    // `data` (160 images: 128 to train on), `two` (two crops) and `one` (one crop).
+    let mut p = tiny_mnist_pipeline("families", 5);
     p.push_str(&format!(
         r#"
-[stages.two]
-kind = "augment"
-input = "data"
-views = {TWO_CROPS}
-
-[stages.one]
-kind = "augment"
-input = "data"
-views = [[{{ name = "random_resized_crop", scale = [0.5, 1.0] }}]]
-
 [stages.multi]
 kind = "augment"
 input = "data"
@@ -465,4 +456,30 @@ fn commands_other_than_run_refuse_to_start_as_ranks() {
             "`pretext plan` was started as one of 2 ranks",
             "single process",
         ]);
+}
+
+#[test]
+fn one_rank_under_the_launcher_takes_the_data_parallel_path_to_the_same_result() {
+    let (single, launched) = (tempdir(), tempdir());
+    let tiny = Tiny {
+        limit: 400,
+        ..Tiny::default()
+    };
+    let stages = ["--stage", "data", "--stage", "views", "--stage", "ssl"];
+    let mut runs = Vec::new();
+    for (dir, ranks) in [(&single, 0), (&launched, 1)] {
+        let p = tiny.write(dir.path()).display().to_string();
+        let mut args = vec!["run", p.as_str()];
+        args.extend(stages);
+        let run = if ranks == 0 {
+            pretext(dir.path(), &args)
+        } else {
+            mpirun(dir.path(), ranks, &args)
+        };
+        run.expect_code(0);
+        runs.push(pretrain_entries(dir.path())["ssl"].clone());
+    }
+    assert_eq!(runs[0].file_name(), runs[1].file_name(), "the same key");
+    let enc = encoder_rel_diff(&runs[0], &runs[1]);
+    assert!(enc < 1e-5, "encoder differs by {enc:.2e}");
 }

@@ -23,7 +23,12 @@ const SIZE_VARS: [&str; 4] = [
 
 /// The world size a launcher announced, and the variable that said so; `None` outside one.
 pub fn announced_size() -> Option<(usize, &'static str)> {
-    SIZE_VARS.iter().find_map(|v| {
+    first_number(&SIZE_VARS)
+}
+
+/// The first of `vars` set to a number, with its value.
+fn first_number(vars: &[&'static str]) -> Option<(usize, &'static str)> {
+    vars.iter().find_map(|v| {
         std::env::var(v)
             .ok()
             .and_then(|s| s.trim().parse::<usize>().ok())
@@ -37,8 +42,12 @@ pub fn announced_size() -> Option<(usize, &'static str)> {
 pub fn join(command: &str) -> Result<(), String> {
     // A world of one joins only as `run` of an MPI build (`mpirun -np 1`: the data-parallel
     // path on one rank, e.g. NCCL on one GPU); otherwise it is a plain process.
-    let single = |(n, _): &(usize, &str)| *n == 1 && !(cfg!(feature = "mpi") && command == "run");
-    let Some((size, var)) = announced_size().filter(|a| a.0 > 0 && !single(a)) else {
+    let least = if cfg!(feature = "mpi") && command == "run" {
+        1
+    } else {
+        2
+    };
+    let Some((size, var)) = announced_size().filter(|(n, _)| *n >= least) else {
         let _ = GROUP.set(None);
         return Ok(());
     };
@@ -64,11 +73,7 @@ const LOCAL_RANK_VARS: [&str; 3] = [
 /// ranks: `--device cuda` then means the GPU of that index (one GPU per rank).
 pub fn local_rank() -> Option<usize> {
     announced_size().filter(|(n, _)| *n > 1)?;
-    LOCAL_RANK_VARS.iter().find_map(|v| {
-        std::env::var(v)
-            .ok()
-            .and_then(|s| s.trim().parse::<usize>().ok())
-    })
+    first_number(&LOCAL_RANK_VARS).map(|(n, _)| n)
 }
 
 /// The variables launchers set to the number of ranks on this node.
@@ -85,11 +90,7 @@ fn share_cores() {
     if std::env::var_os("RAYON_NUM_THREADS").is_some() {
         return;
     }
-    let local = LOCAL_SIZE_VARS.iter().find_map(|v| {
-        std::env::var(v)
-            .ok()
-            .and_then(|s| s.trim().parse::<usize>().ok())
-    });
+    let local = first_number(&LOCAL_SIZE_VARS).map(|(n, _)| n);
     let (Some(local), Ok(cores)) = (local, std::thread::available_parallelism()) else {
         return;
     };

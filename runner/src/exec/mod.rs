@@ -745,9 +745,9 @@ fn agree_ranks(yes: bool) -> bool {
     let Some(g) = crate::launch::group() else {
         return yes;
     };
-    let mut flag = [if yes { 1.0f32 } else { 0.0 }];
-    g.broadcast(&mut flag, 0);
-    flag[0] != 0.0
+    let mut flag = [u8::from(yes)];
+    g.broadcast_bytes(&mut flag, 0);
+    flag[0] != 0
 }
 
 /// After a recorded run: compare with `pretext.lock` under `--locked`, otherwise update the

@@ -291,19 +291,14 @@ impl Store {
     pub fn lock(&self) -> Result<StoreLock> {
         let path = self.lock_path();
         let file = open_lock_file(&path)?;
-        let mut cleaned = 0;
-        match FileExt::try_lock_exclusive(&file) {
-            Ok(()) => {
-                cleaned = self.clean_tmp()?;
-                // flock converts the lock in place; at worst another run cleans an empty tmp/.
-                FileExt::lock_shared(&file).map_err(|e| StoreError::io("cannot lock", &path, e))?;
-            }
-            // Only ever held exclusively for the moment of a cleanup: wait for it.
-            Err(e) if is_contended(&e) => {
-                FileExt::lock_shared(&file).map_err(|e| StoreError::io("cannot lock", &path, e))?
-            }
+        let cleaned = match FileExt::try_lock_exclusive(&file) {
+            Ok(()) => self.clean_tmp()?,
+            // Only ever held exclusively for the moment of a cleanup: wait for it below.
+            Err(e) if is_contended(&e) => 0,
             Err(e) => return Err(StoreError::io("cannot lock", &path, e)),
-        }
+        };
+        // flock converts an exclusive lock in place; at worst another run cleans an empty tmp/.
+        FileExt::lock_shared(&file).map_err(|e| StoreError::io("cannot lock", &path, e))?;
         Ok(StoreLock {
             file,
             path,
@@ -317,10 +312,7 @@ impl Store {
     /// share (`pretext.lock`).
     pub fn guard(&self, name: &str) -> Result<File> {
         let path = self.root.join("locks").join(format!("{name}.lock"));
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(|e| StoreError::io("cannot create", dir, e))?;
-        }
-        let file = open_lock_file(&path)?;
+        let file = open_in_locks(&path)?;
         FileExt::lock_exclusive(&file).map_err(|e| StoreError::io("cannot lock", &path, e))?;
         Ok(file)
     }
@@ -355,10 +347,7 @@ impl Store {
             return Ok(Claim::Done(done));
         }
         let path = self.entry_lock_path(kind, key);
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(|e| StoreError::io("cannot create", dir, e))?;
-        }
-        let mut file = open_lock_file(&path)?;
+        let mut file = open_in_locks(&path)?;
         match FileExt::try_lock_exclusive(&file) {
             Ok(()) => {}
             Err(e) if is_contended(&e) => {
@@ -406,26 +395,10 @@ impl Store {
     /// commit put beside them). Only under that key's entry lock.
     fn remove_debris_of(&self, key: &StageKey) {
         let prefix = format!("{key}-");
-        let Ok(items) = fs::read_dir(self.tmp_dir()) else {
-            return;
-        };
-        for item in items.flatten() {
-            if !item.file_name().to_string_lossy().starts_with(&prefix) {
-                continue;
-            }
-            let path = item.path();
-            let res = if path.is_dir() {
-                fs::remove_dir_all(&path)
-            } else {
-                fs::remove_file(&path)
-            };
-            match res {
-                Ok(()) => {
-                    tracing::info!(path = %path.display(), "removed a killed run's leftovers")
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), "cannot remove leftover temporary store data: {e}")
-                }
+        // Unlistable tmp/: the commit reports it, with its path, when it writes there.
+        if let Ok(removed) = self.remove_tmp_items(|name| name.starts_with(&prefix)) {
+            if removed > 0 {
+                tracing::info!(removed, key = %key, "removed a killed run's leftovers of this entry");
             }
         }
     }
@@ -510,10 +483,23 @@ impl Store {
     /// Removes everything in `tmp/` (debris of killed runs); returns how many items were
     /// removed. Only with `store.lock` held exclusively: no run is writing.
     fn clean_tmp(&self) -> Result<usize> {
+        let removed = self.remove_tmp_items(|_| true)?;
+        if removed > 0 {
+            let tmp = self.tmp_dir();
+            tracing::info!(removed, tmp = %tmp.display(), "removed leftovers of interrupted runs");
+        }
+        Ok(removed)
+    }
+
+    /// Removes the items of `tmp/` whose names `pick` selects; returns how many went.
+    fn remove_tmp_items(&self, pick: impl Fn(&str) -> bool) -> Result<usize> {
         let tmp = self.tmp_dir();
         let entries = fs::read_dir(&tmp).map_err(|e| StoreError::io("cannot list", &tmp, e))?;
         let mut removed = 0;
         for entry in entries.flatten() {
+            if !pick(&entry.file_name().to_string_lossy()) {
+                continue;
+            }
             let path = entry.path();
             let res = match entry.file_type() {
                 Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
@@ -526,9 +512,6 @@ impl Store {
                     "cannot remove leftover temporary store data: {e}"
                 ),
             }
-        }
-        if removed > 0 {
-            tracing::info!(removed, tmp = %tmp.display(), "removed leftovers of interrupted runs");
         }
         Ok(removed)
     }
@@ -765,6 +748,14 @@ fn check_store_folder(root: &Path) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// A lock file under `<root>/locks/`, the folder made on first use.
+fn open_in_locks(path: &Path) -> Result<File> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| StoreError::io("cannot create", dir, e))?;
+    }
+    open_lock_file(path)
 }
 
 fn open_lock_file(path: &Path) -> Result<File> {

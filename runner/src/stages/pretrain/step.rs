@@ -10,7 +10,7 @@ use super::model::Model;
 use crate::artifacts::views::Views;
 use crate::data::Dataset;
 use crate::engine::nn::{Encoder, JepaPredictor, MaeDecoder, Vit};
-use crate::engine::nn::{MlmHead, TextTransformer};
+use crate::engine::nn::{MlmHead, ParamKind, TextTransformer};
 use crate::engine::optim::{self, GradList, Schedule};
 use crate::engine::{Axis2, Engine, Graph, Tensor};
 use crate::plugins::{LatentPrediction, ObjectiveInstance, ObjectiveNeeds, StepInputs};
@@ -534,9 +534,13 @@ pub(super) fn objective_step(
         }
     };
     let mut grads = g.backward(&res.loss)?;
-    if let Some(group) = e.group() {
-        // NCCL sums the gradients where backward wrote them (on a GPU); see `update`.
-        let params: Vec<&Tensor> = st.ps.entries.iter().map(|en| &en.value).collect();
+    if let Some(group) = e.group().filter(|g| g.sums_on_device()) {
+        // NCCL sums the gradients where backward wrote them (on a GPU); see `update`. The
+        // parameters `optim::collect` takes, in its order.
+        let params: Vec<&Tensor> = (st.ps.entries.iter())
+            .filter(|en| en.kind != ParamKind::Buffer)
+            .map(|en| &en.value)
+            .collect();
         if let Some(summed) = group.sum_on_device(&mut grads, &params) {
             summed?;
         }

@@ -9,6 +9,7 @@ mod bench;
 mod caching;
 mod checkpointing;
 mod cli_errors;
+mod curriculum;
 mod data;
 #[cfg(feature = "mpi")]
 mod distributed;

@@ -31,6 +31,9 @@ pub struct EpochRecord {
     /// `mlm_perplexity` on test-split sequences with fixed masks).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub validation: BTreeMap<String, f64>,
+    /// The curriculum phase the epoch belongs to (1-based; absent without a curriculum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<u64>,
 }
 
 impl EpochRecord {

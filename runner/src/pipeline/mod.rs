@@ -61,7 +61,7 @@ pub(crate) use error::did_you_mean;
 pub use error::PipelineError;
 pub use types::{
     Arch, ArtifactKind, AugmentConfig, Augmentation, CollapseConfig, ColorMode, ConfigPath,
-    CurateConfig, DropRule, Expectation, FailIf, FeatureColumns, FinetuneConfig, FinetuneMethod,
+    CurateConfig, CurriculumPhase, DropRule, Expectation, FailIf, FeatureColumns, FinetuneConfig, FinetuneMethod,
     FolderLabels, IngestConfig, IngestSource, InitConfig, InitNames, KnnConfig, LinearProbeConfig,
     ModelConfig, NearDuplicates, Objective, OnError, OodEvalConfig, OodScore, OptimConfig,
     Optimizer, Pipeline, Pool, PretrainConfig, ProbeConfig, ProbeMethod, Quality, ReportConfig,

@@ -225,7 +225,18 @@ pub(crate) struct RawPretrain {
     pub accumulate: Option<Spanned<i64>>,
     pub collapse: Option<Tbl<RawCollapse>>,
     pub init: Option<Tbl<RawInit>>,
+    pub curriculum: Option<Spanned<Vec<Spanned<Tbl<RawPhase>>>>>,
     pub expect: Option<RawExpect>,
+}
+
+/// One phase of `curriculum = [{ .. }, ..]` in a pretrain stage.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPhase {
+    pub epochs: Option<Spanned<i64>>,
+    pub size: Option<Spanned<i64>>,
+    pub batch_size: Option<Spanned<i64>>,
+    pub scale: Option<Spanned<Vec<Spanned<f64>>>>,
 }
 
 /// `init = { .. }` in a finetune stage: always a file (a finetune stage names an encoder

@@ -799,6 +799,29 @@ pub struct PretrainConfig {
     /// of the canonical form when not set, so stage keys without it are unchanged.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init: Option<InitConfig>,
+    /// Phases of training (`curriculum = [..]`), in order; their epochs add up to `epochs`.
+    /// Empty: one flat schedule. Left out of the canonical form when empty, so stage keys
+    /// without it are unchanged.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub curriculum: Vec<CurriculumPhase>,
+}
+
+/// One phase of a curriculum: a run of epochs with its own view size, crop scale and batch.
+/// What a phase leaves out is the stage's own setting (the augment stage's views, the stage's
+/// `batch_size`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CurriculumPhase {
+    /// Epochs of this phase (> 0).
+    pub epochs: u64,
+    /// Side of the views at the model's input size (the global crops) in this phase: the
+    /// `size` of their `random_resized_crop`; smaller (local) crops are scaled alike.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<usize>,
+    /// The crop area range of the global views' `random_resized_crop` in this phase.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale: Option<[f64; 2]>,
+    /// The batch size of this phase.
+    pub batch_size: usize,
 }
 
 /// `init = { .. }` of a pretrain or finetune stage: the weights the encoder starts from

@@ -12,7 +12,7 @@ use crate::data::{table, Dataset, Split};
 use crate::pipeline::AugmentConfig;
 use crate::plugins::{AugmentInstance, Registry};
 
-fn steps(cfg: &AugmentConfig) -> Vec<Vec<(String, serde_json::Value)>> {
+pub(crate) fn steps(cfg: &AugmentConfig) -> Vec<Vec<(String, serde_json::Value)>> {
     cfg.views
         .iter()
         .map(|v| {

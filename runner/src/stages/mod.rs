@@ -159,6 +159,8 @@ pub fn plugins_used(
                     Some(shapes.map(|shapes| pretrain::DeclaredViews {
                         count: a.views.len(),
                         shapes,
+                        steps: augment::steps(a),
+                        input: declared_input_shape(s, pipeline),
                     }))
                 }
                 _ => None,

@@ -1,8 +1,10 @@
 //! `kind = "pretrain"`: the objective plugin, training length and batch, gradient clipping and
 //! accumulation, and the collapse check. `model` and `optim` have files of their own.
 
-use super::super::raw::RawPretrain;
-use super::super::types::{CollapseConfig, Objective, PretrainConfig};
+use toml::Spanned;
+
+use super::super::raw::{RawPhase, RawPretrain, Tbl};
+use super::super::types::{CollapseConfig, CurriculumPhase, Objective, PretrainConfig};
 
 use super::cx::FloatRule;
 use super::{Result, StageCx};
@@ -30,7 +32,13 @@ impl StageCx<'_, '_, '_> {
         let init = b.init.as_deref().map(|i| self.init(i)).transpose()?;
         // An imported encoder may be saved as it is (epochs = 0), e.g. for a probe.
         let min_epochs = if init.is_some() { 0 } else { 1 };
+        let batch_size = self.int(&b.batch_size, "batch_size", 1, None, 256)? as usize;
+        let curriculum = match &b.curriculum {
+            Some(c) => self.curriculum(c, batch_size)?,
+            None => Vec::new(),
+        };
         let epochs = match &b.epochs {
+            _ if !curriculum.is_empty() => self.curriculum_epochs(b, &curriculum)?,
             Some(v) if *v.get_ref() == 0 && init.is_none() => {
                 return Err(self.err_at(
                     v,
@@ -40,7 +48,6 @@ impl StageCx<'_, '_, '_> {
             }
             _ => self.int(&b.epochs, "epochs", min_epochs, None, 10)?,
         };
-        let batch_size = self.int(&b.batch_size, "batch_size", 1, None, 256)? as usize;
         let optim = self.optim(b.optim.as_deref(), epochs.max(1))?;
         let grad_clip = b
             .grad_clip
@@ -76,6 +83,87 @@ impl StageCx<'_, '_, '_> {
             accumulate,
             collapse,
             init,
+            curriculum,
         })
+    }
+
+    /// `curriculum = [{ epochs, size, scale, batch_size }, ..]`: at least one phase, each with
+    /// its epochs; what a phase leaves out is the stage's setting.
+    fn curriculum(
+        &self,
+        c: &Spanned<Vec<Spanned<Tbl<RawPhase>>>>,
+        batch_size: usize,
+    ) -> Result<Vec<CurriculumPhase>> {
+        if c.get_ref().is_empty() {
+            return Err(self.err_at(
+                c,
+                format!("`{}` has no phases", self.what("curriculum")),
+                Some("list the phases in order, e.g. curriculum = [{ epochs = 4, size = 16 }, { epochs = 6 }], or remove the key for one flat schedule".into()),
+            ));
+        }
+        c.get_ref()
+            .iter()
+            .enumerate()
+            .map(|(i, ph)| {
+                let what = |key: &str| self.what(&format!("curriculum[{i}].{key}"));
+                let Some(epochs) = &ph.get_ref().epochs else {
+                    return Err(self.err_at(
+                        ph,
+                        format!("phase {} of `{}` has no `epochs`", i + 1, self.what("curriculum")),
+                        Some("give every phase its length, e.g. { epochs = 4, size = 16 }".into()),
+                    ));
+                };
+                let int = |v: &Spanned<i64>, key: &str, min: i64| self.r.int(v, &what(key), min, None);
+                let scale = match &ph.get_ref().scale {
+                    None => None,
+                    Some(v) => Some(self.phase_scale(v, &what("scale"))?),
+                };
+                Ok(CurriculumPhase {
+                    epochs: int(epochs, "epochs", 1)?,
+                    size: ph.get_ref().size.as_ref().map(|v| int(v, "size", 1)).transpose()?.map(|s| s as usize),
+                    scale,
+                    batch_size: match &ph.get_ref().batch_size {
+                        Some(v) => int(v, "batch_size", 1)? as usize,
+                        None => batch_size,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// A phase's crop `scale`: `[lo, hi]` with 0 < lo <= hi <= 1.
+    fn phase_scale(&self, v: &Spanned<Vec<Spanned<f64>>>, what: &str) -> Result<[f64; 2]> {
+        let help = Some("e.g. scale = [0.35, 1.0]: the range of the crop's area as a fraction of the image's".to_string());
+        let [lo, hi] = v.get_ref().as_slice() else {
+            return Err(self.err_at(
+                v,
+                format!("`{what}` must have exactly two numbers, found {}", v.get_ref().len()),
+                help,
+            ));
+        };
+        let (l, h) = (self.r.float(lo, what, FloatRule::Positive)?, self.r.float(hi, what, FloatRule::Positive)?);
+        if l > h || h > 1.0 {
+            return Err(self.err_at(v, format!("`{what}` must be [lo, hi] with 0 < lo <= hi <= 1, found [{l}, {h}]"), help));
+        }
+        Ok([l, h])
+    }
+
+    /// With a curriculum the phases say how long training is: `epochs`, when also written,
+    /// must be their sum.
+    fn curriculum_epochs(&self, b: &RawPretrain, phases: &[CurriculumPhase]) -> Result<u64> {
+        let sum: u64 = phases.iter().map(|p| p.epochs).sum();
+        match &b.epochs {
+            Some(v) if *v.get_ref() != sum as i64 => Err(self.err_at(
+                v,
+                format!(
+                    "`{}` is {} but the phases of `{}` add up to {sum} epochs",
+                    self.what("epochs"),
+                    v.get_ref(),
+                    self.what("curriculum")
+                ),
+                Some(format!("set epochs = {sum} or remove `epochs` (the curriculum's phases give the length)")),
+            )),
+            _ => Ok(sum),
+        }
     }
 }

@@ -56,7 +56,7 @@ pub fn bench(
     let mut times = BenchTimes {
         encoder: cfg.model.arch.name().to_string(),
         objective: cfg.objective.plugin.clone(),
-        batch: pr.bs,
+        batch: pr.phases[0].bs,
         views: pr.views.count(),
         encoder_parameters: pr.model.encoder_store(&pr.st.ps).trainable_count(),
         trained_parameters: pr.st.ps.trainable_count(),
@@ -72,14 +72,15 @@ pub fn bench(
     };
     let mut order = Vec::new();
     for i in 0..warmup + steps {
-        let (epoch, b) = ((i / pr.batches_per_epoch) as u64, i % pr.batches_per_epoch);
+        let per_epoch = pr.phases[0].batches_per_epoch;
+        let (epoch, b) = ((i / per_epoch) as u64, i % per_epoch);
         if b == 0 {
             order = permutation(
                 pr.train.len(),
                 mix_seed(ctx.seed, crate::seeds::Stream::EpochOrder, epoch, 0, 0),
             );
         }
-        let rows: Vec<usize> = order[b * pr.bs..((b + 1) * pr.bs).min(order.len())]
+        let rows: Vec<usize> = order[b * pr.phases[0].bs..((b + 1) * pr.phases[0].bs).min(order.len())]
             .iter()
             .map(|&r| pr.train[r])
             .collect();

@@ -60,6 +60,21 @@ pub(super) fn check(
             late + 1
         )));
     }
+    match size_refusal(cfg, needs, shapes) {
+        Some(why) => Err(StageError::Input(format!("{sizes}, but {why}"))),
+        None => Ok(()),
+    }
+}
+
+/// Why the objective or the model cannot take views at a size other than the model's input
+/// (multi-crop's local crops, a curriculum phase's size), with what to change; `None` when
+/// they can. `shapes` are every view's, checked against a ViT's patch size.
+pub(super) fn size_refusal(
+    cfg: &PretrainConfig,
+    needs: &ObjectiveNeeds,
+    shapes: &[Shape],
+) -> Option<String> {
+    let objective = &cfg.objective.plugin;
     let head = if needs.decoder.is_some() {
         Some("reconstructs its input with a decoder")
     } else if needs.mask_ratio.is_some() || needs.latent.is_some() {
@@ -70,33 +85,28 @@ pub(super) fn check(
         None
     };
     if let Some(what) = head {
-        return Err(StageError::Input(format!(
-            "{sizes}, but objective `{objective}` {what}, which needs every view at one size: give every crop the same `size`"
-        )));
+        return Some(format!(
+            "objective `{objective}` {what}, which needs every view at the model's input size: give every crop the same `size`"
+        ));
     }
     let model_refuses = match &cfg.model.arch {
-        Arch::Mlp { .. } => Some("an `mlp` reads a fixed number of inputs"),
+        Arch::Mlp { .. } => "an `mlp` reads a fixed number of inputs",
         Arch::Convnet { flatten: true, .. } => {
-            Some("a `convnet` with pool = \"flatten\" maps one feature-map size to its head")
+            "a `convnet` with pool = \"flatten\" maps one feature-map size to its head"
         }
-        Arch::Transformer { .. } => Some("a text transformer reads token sequences"),
+        Arch::Transformer { .. } => "a text transformer reads token sequences",
         Arch::Vit { patch, .. } => {
-            if let Some(s) = shapes.iter().find(|s| s.1 % patch != 0 || s.2 % patch != 0) {
-                return Err(StageError::Input(format!(
-                    "{sizes}; every size must be a multiple of the ViT's patch size {patch}, but one view is {}: change the crop `size` or `model.patch`",
-                    show(*s)
-                )));
-            }
-            None
+            let s = shapes.iter().find(|s| s.1 % patch != 0 || s.2 % patch != 0)?;
+            return Some(format!(
+                "every size must be a multiple of the ViT's patch size {patch}, and one view is {}: change the crop `size` or `model.patch`",
+                show(*s)
+            ));
         }
-        Arch::Convnet { .. } | Arch::Resnet { .. } => None,
+        Arch::Convnet { .. } | Arch::Resnet { .. } => return None,
     };
-    if let Some(why) = model_refuses {
-        return Err(StageError::Input(format!(
-            "{sizes}, which the model cannot take: {why}; use arch = \"convnet\" (pool = \"mean\"), \"resnet\" or \"vit\", or give every crop the same `size`"
-        )));
-    }
-    Ok(())
+    Some(format!(
+        "the model cannot take that: {model_refuses}; use arch = \"convnet\" (pool = \"mean\"), \"resnet\" or \"vit\", or give every crop the same `size`"
+    ))
 }
 
 /// The runs of consecutive equal-sized views: each one batch through the encoder.

@@ -6,6 +6,7 @@ mod bench;
 mod blocks;
 mod checkpoint;
 mod crops;
+mod curriculum;
 mod health;
 mod model;
 mod step;
@@ -39,6 +40,10 @@ use crate::plugins::{ObjectiveInstance, ObjectiveNeeds, Registry};
 pub struct DeclaredViews {
     pub count: usize,
     pub shapes: Option<Vec<(usize, usize, usize)>>,
+    /// The augmentation chains, one per view.
+    pub steps: curriculum::Steps,
+    /// The image shape the views read, when the pipeline file says.
+    pub input: Option<(usize, usize, usize)>,
 }
 
 /// Instantiate the objective (bad parameters fail here); check it and the model against the
@@ -52,6 +57,13 @@ pub fn validate(
     let needs = obj.needs().map_err(|e| StageError::Input(e.to_string()))?;
     if let Some(v) = views {
         crops::check(cfg, &needs, v.shapes.as_deref(), v.count)?;
+        // A curriculum's phases, when the sizes they change are known before running.
+        if let (Some(input), false) = (v.input, cfg.curriculum.is_empty()) {
+            let base = Views::build(&v.steps, registry, input, None)?;
+            for i in 0..cfg.curriculum.len() {
+                curriculum::phase_views(cfg, &needs, registry, (&v.steps, &base), i)?;
+            }
+        }
     }
     if needs.masked_tokens && !matches!(cfg.model.arch, Arch::Transformer { .. }) {
         return Err(StageError::Input(format!(
@@ -104,9 +116,8 @@ struct Prepared {
     recipe: ViewsRecipe,
     /// Train-split rows.
     train: Vec<usize>,
-    /// Batch size (the configured one, at most the train split).
-    bs: usize,
-    batches_per_epoch: usize,
+    /// The phases of training (one without a curriculum): their views and batches.
+    phases: Vec<curriculum::Phase>,
     total_steps: u64,
     schedule: Schedule,
     /// Per parameter-store entry: whether it is one of the objective's own tensors.
@@ -119,7 +130,7 @@ fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError>
     let recipe: ViewsRecipe = read_json(&views_dir.join(VIEWS_FILE))?;
     let path = ctx.entry_by_key(&recipe.dataset_key)?.join(DATASET_FILE);
     let (ds, streamed, train, monitor) = load(&path, ctx.seed)?;
-    let steps: Vec<Vec<(String, serde_json::Value)>> = recipe
+    let steps: curriculum::Steps = recipe
         .views
         .iter()
         .map(|v| {
@@ -158,17 +169,10 @@ fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError>
             "the train split has fewer than 2 samples".into(),
         ));
     }
-    let bs = cfg.batch_size.min(train.len()).max(2);
     // Data-parallel: every rank takes a share of each batch (at least one sample: a short
     // last batch with fewer samples than ranks is left out).
     let ranks = e.group().map_or(1, |g| g.size());
-    if bs < 2 * ranks {
-        return Err(StageError::Input(format!(
-            "batch_size {bs} across {ranks} ranks: each rank needs at least 2 samples of every batch; set `batch_size` to at least {} (the global batch: each rank takes batch_size / {ranks}) or start fewer ranks",
-            2 * ranks
-        )));
-    }
-    let batches_per_epoch = train.len() / bs + usize::from(train.len() % bs >= ranks.max(2));
+    let phases = curriculum::phases(cfg, &needs, ctx.registry, (&steps, &views), train.len(), ranks)?;
     if let Some(group) = e.group() {
         // The same starting weights on every rank (rank 0's).
         let mut values: Vec<_> = ps.entries.iter().map(|en| en.value.clone()).collect();
@@ -181,16 +185,9 @@ fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError>
     for (_, pid) in &model.objective_params {
         objective_pids[*pid] = true;
     }
-    let accumulate = (cfg.accumulate as usize).max(1);
     // The last batch of an epoch always completes an optimizer step.
-    let steps_per_epoch = batches_per_epoch.div_ceil(accumulate) as u64;
-    let total_steps = cfg.epochs * steps_per_epoch;
-    let schedule = Schedule {
-        base_lr: cfg.optim.lr,
-        warmup_steps: cfg.optim.warmup_epochs * steps_per_epoch,
-        total_steps,
-        cosine: cfg.optim.schedule == crate::pipeline::Schedule::Cosine,
-    };
+    let schedule = curriculum::schedule(cfg, &phases);
+    let total_steps = schedule.total_steps;
     let st = TrainState {
         teacher: needs.ema_teacher.map(|_| ps.clone()),
         opt: Optimizer::new(optim_spec(&cfg.optim), &ps),
@@ -211,8 +208,7 @@ fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError>
         st,
         recipe,
         train,
-        bs,
-        batches_per_epoch,
+        phases,
         total_steps,
         schedule,
         objective_pids,
@@ -294,7 +290,7 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
     let d = p.spec.embed_dim();
     tracing::info!(
         objective = %cfg.objective.plugin, params = p.st.ps.trainable_count(), train = p.train.len(),
-        batch = p.bs, epochs = cfg.epochs, "pretraining"
+        batch = p.phases[0].bs, epochs = cfg.epochs, phases = p.phases.len(), "pretraining"
     );
     // The collapse rule (see `Collapse`): the threshold for the watched output's width, and
     // the spread before training, which the first epoch is compared with.
@@ -314,12 +310,15 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
             Some(head) => mlm_validation(e, &p.model, head, &p.st.ps, &p.views, &p.ds, ctx.seed)?,
             None => BTreeMap::new(),
         };
-        let rec = sums.record(
+        let mut rec = sums.record(
             epoch,
             p.schedule.lr(p.st.step.saturating_sub(1)),
             hl,
             validation,
         );
+        if !cfg.curriculum.is_empty() {
+            rec.phase = Some(curriculum::index(&p.phases, epoch) as u64 + 1);
+        }
         show_epoch(ctx, &rec, t0);
         super::report_fields(ctx.progress, p.st.step, "epoch", &rec);
         let spread = rec.watched_spread();
@@ -516,6 +515,7 @@ impl EpochSums {
                 .map(|(k, (s, n))| (k, s / n as f64))
                 .collect(),
             validation,
+            phase: None,
         }
     }
 }
@@ -539,16 +539,27 @@ impl Prepared {
             ),
             Some(_) => Vec::new(),
         };
-        let n_batches = self.batches_per_epoch;
-        ctx.progress.start(
-            &format!("epoch {}/{}", epoch + 1, cfg.epochs),
-            n_batches as u64,
-        );
+        let k = curriculum::index(&self.phases, epoch);
+        let phase = &self.phases[k];
+        let n_batches = phase.batches_per_epoch;
+        let views = phase.views.as_ref().unwrap_or(&self.views);
+        // The step groups the views by their sizes in this phase.
+        self.model.view_shapes.clone_from(&views.view_shapes);
+        let (_, h, w) = views.output_shape;
+        let label = match cfg.curriculum.len() {
+            0 => format!("epoch {}/{}", epoch + 1, cfg.epochs),
+            n => {
+                if phase.epochs.start == epoch {
+                    tracing::info!(phase = k + 1, of = n, epochs = ?(phase.epochs.start + 1..=phase.epochs.end), size = %format!("{h}x{w}"), batch = phase.bs, "curriculum phase");
+                }
+                format!("epoch {}/{} (phase {}/{n}: {h}x{w}, batch {})", epoch + 1, cfg.epochs, k + 1, phase.bs)
+            }
+        };
+        ctx.progress.start(&label, n_batches as u64);
         let (ahead, batches) = std::sync::mpsc::sync_channel::<Result<Batch, StageError>>(1);
         let producer = {
-            let (views, ds, needs, order, train) =
-                (&self.views, &self.ds, &self.needs, &order, &self.train);
-            let (seed, bs) = (ctx.seed, self.bs);
+            let (ds, needs, order, train) = (&self.ds, &self.needs, &order, &self.train);
+            let (seed, bs) = (ctx.seed, phase.bs);
             let streamed = self.streamed.as_ref();
             // This rank's part of a batch of `n` (all of it in a single process).
             let (rank, ranks) = ctx.engine.group().map_or((0, 1), |g| (g.rank(), g.size()));

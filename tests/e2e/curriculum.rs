@@ -7,9 +7,7 @@ use std::fs::File;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::support::{
-    command, entries, mnist_views_pipeline, plan_keys, pretext, store, tempdir,
-};
+use crate::support::{command, entries, mnist_views_pipeline, plan_keys, pretext, store, tempdir};
 
 /// 600 MNIST digits at 28x28, two crops (`views`), and a SimCLR stage on a mean-pooled ConvNet
 /// with `curriculum` (its TOML array) and the stage key lines in `extra`.
@@ -34,7 +32,8 @@ curriculum = {curriculum}
     )
 }
 
-const PHASES: &str = "[{ epochs = 2, size = 16, scale = [0.6, 1.0], batch_size = 64 }, { epochs = 2 }]";
+const PHASES: &str =
+    "[{ epochs = 2, size = 16, scale = [0.6, 1.0], batch_size = 64 }, { epochs = 2 }]";
 
 fn read_json(p: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
@@ -100,8 +99,7 @@ fn phases_train_at_their_sizes_and_batches_and_key_the_stage() {
     ] {
         assert_ne!(base, keys(pipeline(&other, "")), "{other}");
     }
-    let flat = pipeline(PHASES, "")
-        .replace(&format!("curriculum = {PHASES}"), "epochs = 4");
+    let flat = pipeline(PHASES, "").replace(&format!("curriculum = {PHASES}"), "epochs = 4");
     assert_ne!(base, keys(flat));
 }
 

@@ -61,12 +61,12 @@ pub(crate) use error::did_you_mean;
 pub use error::PipelineError;
 pub use types::{
     Arch, ArtifactKind, AugmentConfig, Augmentation, CollapseConfig, ColorMode, ConfigPath,
-    CurateConfig, CurriculumPhase, DropRule, Expectation, FailIf, FeatureColumns, FinetuneConfig, FinetuneMethod,
-    FolderLabels, IngestConfig, IngestSource, InitConfig, InitNames, KnnConfig, LinearProbeConfig,
-    ModelConfig, NearDuplicates, Objective, OnError, OodEvalConfig, OodScore, OptimConfig,
-    Optimizer, Pipeline, Pool, PretrainConfig, ProbeConfig, ProbeMethod, Quality, ReportConfig,
-    ReportSource, Schedule, Split, Stage, StageConfig, StageKind, SupervisedConfig, TextEncoding,
-    TextLabels, TokenizerConfig, TokenizerVocab, CORRUPTIONS,
+    CurateConfig, CurriculumPhase, DropRule, Expectation, FailIf, FeatureColumns, FinetuneConfig,
+    FinetuneMethod, FolderLabels, IngestConfig, IngestSource, InitConfig, InitNames, KnnConfig,
+    LinearProbeConfig, ModelConfig, NearDuplicates, Objective, OnError, OodEvalConfig, OodScore,
+    OptimConfig, Optimizer, Pipeline, Pool, PretrainConfig, ProbeConfig, ProbeMethod, Quality,
+    ReportConfig, ReportSource, Schedule, Split, Stage, StageConfig, StageKind, SupervisedConfig,
+    TextEncoding, TextLabels, TokenizerConfig, TokenizerVocab, CORRUPTIONS,
 };
 
 /// Reads the pipeline file at `path`, applies `--set` overrides

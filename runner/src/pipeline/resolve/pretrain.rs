@@ -109,18 +109,29 @@ impl StageCx<'_, '_, '_> {
                 let Some(epochs) = &ph.get_ref().epochs else {
                     return Err(self.err_at(
                         ph,
-                        format!("phase {} of `{}` has no `epochs`", i + 1, self.what("curriculum")),
+                        format!(
+                            "phase {} of `{}` has no `epochs`",
+                            i + 1,
+                            self.what("curriculum")
+                        ),
                         Some("give every phase its length, e.g. { epochs = 4, size = 16 }".into()),
                     ));
                 };
-                let int = |v: &Spanned<i64>, key: &str, min: i64| self.r.int(v, &what(key), min, None);
+                let int =
+                    |v: &Spanned<i64>, key: &str, min: i64| self.r.int(v, &what(key), min, None);
                 let scale = match &ph.get_ref().scale {
                     None => None,
                     Some(v) => Some(self.phase_scale(v, &what("scale"))?),
                 };
                 Ok(CurriculumPhase {
                     epochs: int(epochs, "epochs", 1)?,
-                    size: ph.get_ref().size.as_ref().map(|v| int(v, "size", 1)).transpose()?.map(|s| s as usize),
+                    size: ph
+                        .get_ref()
+                        .size
+                        .as_ref()
+                        .map(|v| int(v, "size", 1))
+                        .transpose()?
+                        .map(|s| s as usize),
                     scale,
                     batch_size: match &ph.get_ref().batch_size {
                         Some(v) => int(v, "batch_size", 1)? as usize,
@@ -133,17 +144,30 @@ impl StageCx<'_, '_, '_> {
 
     /// A phase's crop `scale`: `[lo, hi]` with 0 < lo <= hi <= 1.
     fn phase_scale(&self, v: &Spanned<Vec<Spanned<f64>>>, what: &str) -> Result<[f64; 2]> {
-        let help = Some("e.g. scale = [0.35, 1.0]: the range of the crop's area as a fraction of the image's".to_string());
+        let help = Some(
+            "e.g. scale = [0.35, 1.0]: the range of the crop's area as a fraction of the image's"
+                .to_string(),
+        );
         let [lo, hi] = v.get_ref().as_slice() else {
             return Err(self.err_at(
                 v,
-                format!("`{what}` must have exactly two numbers, found {}", v.get_ref().len()),
+                format!(
+                    "`{what}` must have exactly two numbers, found {}",
+                    v.get_ref().len()
+                ),
                 help,
             ));
         };
-        let (l, h) = (self.r.float(lo, what, FloatRule::Positive)?, self.r.float(hi, what, FloatRule::Positive)?);
+        let (l, h) = (
+            self.r.float(lo, what, FloatRule::Positive)?,
+            self.r.float(hi, what, FloatRule::Positive)?,
+        );
         if l > h || h > 1.0 {
-            return Err(self.err_at(v, format!("`{what}` must be [lo, hi] with 0 < lo <= hi <= 1, found [{l}, {h}]"), help));
+            return Err(self.err_at(
+                v,
+                format!("`{what}` must be [lo, hi] with 0 < lo <= hi <= 1, found [{l}, {h}]"),
+                help,
+            ));
         }
         Ok([l, h])
     }

@@ -80,7 +80,8 @@ pub fn bench(
                 mix_seed(ctx.seed, crate::seeds::Stream::EpochOrder, epoch, 0, 0),
             );
         }
-        let rows: Vec<usize> = order[b * pr.phases[0].bs..((b + 1) * pr.phases[0].bs).min(order.len())]
+        let rows: Vec<usize> = order
+            [b * pr.phases[0].bs..((b + 1) * pr.phases[0].bs).min(order.len())]
             .iter()
             .map(|&r| pr.train[r])
             .collect();

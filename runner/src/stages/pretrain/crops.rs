@@ -96,7 +96,9 @@ pub(super) fn size_refusal(
         }
         Arch::Transformer { .. } => "a text transformer reads token sequences",
         Arch::Vit { patch, .. } => {
-            let s = shapes.iter().find(|s| s.1 % patch != 0 || s.2 % patch != 0)?;
+            let s = shapes
+                .iter()
+                .find(|s| s.1 % patch != 0 || s.2 % patch != 0)?;
             return Some(format!(
                 "every size must be a multiple of the ViT's patch size {patch}, and one view is {}: change the crop `size` or `model.patch`",
                 show(*s)

@@ -146,7 +146,10 @@ fn phase_steps(steps: &Steps, shapes: &[Shape], ph: &CurriculumPhase) -> Result<
             )));
         };
         let params = crop.1.as_object_mut().ok_or_else(|| {
-            StageError::Input(format!("view {}: the parameters of `{CROP}` are not a table", v + 1))
+            StageError::Input(format!(
+                "view {}: the parameters of `{CROP}` are not a table",
+                v + 1
+            ))
         })?;
         if let Some(size) = ph.size {
             let (_, h, w) = shapes[v];
@@ -179,7 +182,9 @@ pub(super) fn schedule(cfg: &PretrainConfig, phases: &[Phase]) -> Schedule {
     };
     Schedule {
         base_lr: cfg.optim.lr,
-        warmup_steps: (0..cfg.optim.warmup_epochs.min(cfg.epochs)).map(steps_of).sum(),
+        warmup_steps: (0..cfg.optim.warmup_epochs.min(cfg.epochs))
+            .map(steps_of)
+            .sum(),
         total_steps: (0..cfg.epochs).map(steps_of).sum(),
         cosine: cfg.optim.schedule == crate::pipeline::Schedule::Cosine,
     }

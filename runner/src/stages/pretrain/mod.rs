@@ -172,7 +172,14 @@ fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError>
     // Data-parallel: every rank takes a share of each batch (at least one sample: a short
     // last batch with fewer samples than ranks is left out).
     let ranks = e.group().map_or(1, |g| g.size());
-    let phases = curriculum::phases(cfg, &needs, ctx.registry, (&steps, &views), train.len(), ranks)?;
+    let phases = curriculum::phases(
+        cfg,
+        &needs,
+        ctx.registry,
+        (&steps, &views),
+        train.len(),
+        ranks,
+    )?;
     if let Some(group) = e.group() {
         // The same starting weights on every rank (rank 0's).
         let mut values: Vec<_> = ps.entries.iter().map(|en| en.value.clone()).collect();
@@ -552,7 +559,13 @@ impl Prepared {
                 if phase.epochs.start == epoch {
                     tracing::info!(phase = k + 1, of = n, epochs = ?(phase.epochs.start + 1..=phase.epochs.end), size = %format!("{h}x{w}"), batch = phase.bs, "curriculum phase");
                 }
-                format!("epoch {}/{} (phase {}/{n}: {h}x{w}, batch {})", epoch + 1, cfg.epochs, k + 1, phase.bs)
+                format!(
+                    "epoch {}/{} (phase {}/{n}: {h}x{w}, batch {})",
+                    epoch + 1,
+                    cfg.epochs,
+                    k + 1,
+                    phase.bs
+                )
             }
         };
         ctx.progress.start(&label, n_batches as u64);

@@ -132,7 +132,7 @@ pub(crate) const REFERENCE_DIR: &str = "docs/reference";
 
 /// Stage keys whose values are tables or lists documented in a section of their own on the
 /// stage kind's reference page (the section's anchor is the key).
-pub(crate) const REFERENCE_SECTIONS: [&str; 12] = [
+pub(crate) const REFERENCE_SECTIONS: [&str; 13] = [
     "source",
     "split",
     "near_duplicates",
@@ -143,6 +143,7 @@ pub(crate) const REFERENCE_SECTIONS: [&str; 12] = [
     "model",
     "optim",
     "collapse",
+    "curriculum",
     "linear",
     "knn",
 ];
@@ -750,6 +751,12 @@ mod tests {
         assert_eq!(
             reference_link(&reference_section(&drop, Some("curate"), None)),
             "docs/reference/curate.md#keys"
+        );
+        let mut phase = path("stages.a.curriculum");
+        phase.extend([Seg::Index(1), Seg::key("size")]);
+        assert_eq!(
+            reference_link(&reference_section(&phase, Some("pretrain"), None)),
+            "docs/reference/pretrain.md#curriculum"
         );
     }
 

@@ -360,6 +360,7 @@ impl Schema {
             "fail_if" => self.fail_if_keys(sk),
             "objective" => self.objective_keys(sk),
             "views" => self.views_keys(sk),
+            "curriculum" => self.curriculum_keys(sk),
             "source" => self.source_keys(sk),
             // With `init`, a finetune stage's `model` is the pretrain table: its keys are
             // documented (and checked) on the pretrain page.
@@ -485,6 +486,33 @@ impl Schema {
         let mut param = at;
         param.push(Seg::key("some_param"));
         s.add(page, "", "stages.<name>.views[i][j].<param>", param, k);
+    }
+
+    /// `curriculum`: an array of phase tables, each with the same keys.
+    fn curriculum_keys(&mut self, sk: &StageKey<'_>) {
+        let (s, page, k, stage, segs) = (self, sk.page, Some(sk.page), sk.stage, &sk.segs);
+        let probe = with_key(
+            BASE,
+            &stage,
+            "curriculum",
+            &format!("[{{ {UNKNOWN} = 1 }}]"),
+        );
+        let e = parse(&probe).expect_err("a phase takes only known keys");
+        let prefix = format!("unknown key `{UNKNOWN}`");
+        assert!(e.message.starts_with(&prefix), "{e}");
+        let mut at = segs.clone();
+        at.push(Seg::Index(0));
+        for key in backticked(&e.help.unwrap_or_default()) {
+            let mut seg = at.clone();
+            seg.push(Seg::key(&key));
+            s.add(
+                page,
+                "",
+                &format!("stages.<name>.curriculum[i].{key}"),
+                seg,
+                k,
+            );
+        }
     }
 
     /// `source`: the keys of each ingest format.

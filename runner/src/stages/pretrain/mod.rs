@@ -552,22 +552,7 @@ impl Prepared {
         let views = phase.views.as_ref().unwrap_or(&self.views);
         // The step groups the views by their sizes in this phase.
         self.model.view_shapes.clone_from(&views.view_shapes);
-        let (_, h, w) = views.output_shape;
-        let label = match cfg.curriculum.len() {
-            0 => format!("epoch {}/{}", epoch + 1, cfg.epochs),
-            n => {
-                if phase.epochs.start == epoch {
-                    tracing::info!(phase = k + 1, of = n, epochs = ?(phase.epochs.start + 1..=phase.epochs.end), size = %format!("{h}x{w}"), batch = phase.bs, "curriculum phase");
-                }
-                format!(
-                    "epoch {}/{} (phase {}/{n}: {h}x{w}, batch {})",
-                    epoch + 1,
-                    cfg.epochs,
-                    k + 1,
-                    phase.bs
-                )
-            }
-        };
+        let label = epoch_label(cfg, phase, k, views.output_shape, epoch);
         ctx.progress.start(&label, n_batches as u64);
         let (ahead, batches) = std::sync::mpsc::sync_channel::<Result<Batch, StageError>>(1);
         let producer = {
@@ -681,6 +666,32 @@ impl Prepared {
             Ok(())
         })?;
         Ok(sums)
+    }
+}
+
+/// The progress label of an epoch; with a curriculum it names the phase, and the first epoch
+/// of a phase logs it.
+fn epoch_label(
+    cfg: &PretrainConfig,
+    phase: &curriculum::Phase,
+    k: usize,
+    (_, h, w): (usize, usize, usize),
+    epoch: u64,
+) -> String {
+    match cfg.curriculum.len() {
+        0 => format!("epoch {}/{}", epoch + 1, cfg.epochs),
+        n => {
+            if phase.epochs.start == epoch {
+                tracing::info!(phase = k + 1, of = n, epochs = ?(phase.epochs.start + 1..=phase.epochs.end), size = %format!("{h}x{w}"), batch = phase.bs, "curriculum phase");
+            }
+            format!(
+                "epoch {}/{} (phase {}/{n}: {h}x{w}, batch {})",
+                epoch + 1,
+                cfg.epochs,
+                k + 1,
+                phase.bs
+            )
+        }
     }
 }
 

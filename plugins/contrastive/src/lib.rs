@@ -1,11 +1,13 @@
 //! Contrastive SSL objectives for pretext: SimCLR's NT-Xent loss, MoCo (momentum encoder
-//! with a queue of negatives) and SimCSE (sentence embeddings contrasted across two dropout
-//! masks).
+//! with a queue of negatives), SimCSE (sentence embeddings contrasted across two dropout
+//! masks) and CLIP (images contrasted with their captions, a learnable temperature).
 //!
 //! Depends only on `pretext-plugin`: the loss is built from host tensor ops, so the same code
 //! runs on every engine device.
 
-use pretext_plugin::{Axis, Error, Inputs, Needs, Objective, Ops, Params, Result, Rng, Tensor};
+use pretext_plugin::{
+    Axis, Error, Inputs, Needs, Objective, Ops, ParamInit, ParamSpec, Params, Result, Rng, Tensor,
+};
 
 /// SimCLR (Chen et al., 2020): normalised-temperature cross-entropy over 2N views.
 pub struct SimClr {
@@ -252,9 +254,110 @@ pub fn simcse_loss<'a>(a: &Tensor<'a>, b: &Tensor<'a>, temperature: f64) -> Resu
     logits.cross_entropy(&labels)
 }
 
+/// The name of CLIP's trainable log inverse temperature.
+const LOGIT_SCALE: &str = "logit_scale";
+
+/// CLIP (Radford et al., 2021): an image encoder and a text transformer trained so that each
+/// image's embedding is closest to its own caption's among the batch, and each caption's to
+/// its own image: the mean of the two cross-entropies over the `n × n` cosine similarities,
+/// scaled by `exp(logit_scale)`, a trainable scalar (the inverse temperature, in log space)
+/// capped at `max_scale`.
+pub struct Clip {
+    temperature: f64,
+    max_scale: f64,
+}
+
+impl Objective for Clip {
+    const NAME: &'static str = "clip";
+    const SUMMARY: &'static str =
+        "CLIP: symmetric InfoNCE between images and their captions, learnable temperature";
+    const PARAMS_DOC: &'static str = "\
+| key | type | default | meaning |
+|---|---|---|---|
+| `temperature` | float in [0.001, 1] | 0.07 | the temperature the trainable one starts from (`logit_scale` = ln(1/τ)) |
+| `max_scale` | float in [1, 1000] | 100 | the largest inverse temperature `exp(logit_scale)` may reach |
+
+Needs one image view and the stage's `text = { input = \"<captions stage>\", .. }`: the host
+adds a text transformer over each sample's caption (paired by sample id) and passes its
+embeddings after the image's. Both towers end in a linear head to the model's `embed_dim`
+(the shared space).
+";
+
+    fn new(params: &mut Params) -> Result<Self> {
+        let temperature = params.f64_in("temperature", 0.07, 1e-3, 1.0)?;
+        let max_scale = params.f64_in("max_scale", 100.0, 1.0, 1000.0)?;
+        if 1.0 / temperature > max_scale {
+            return Err(Error::msg(format!(
+                "clip: `temperature` = {temperature} starts above `max_scale` = {max_scale} (1/τ = {:.1}); raise max_scale or the temperature",
+                1.0 / temperature
+            )));
+        }
+        Ok(Clip {
+            temperature,
+            max_scale,
+        })
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            views: 1,
+            paired_text: true,
+            ..Needs::default()
+        }
+    }
+
+    fn parameters(&self) -> Vec<ParamSpec> {
+        vec![ParamSpec {
+            name: LOGIT_SCALE,
+            rows: 1,
+            cols: 1,
+            init: ParamInit::Constant((1.0 / self.temperature).ln()),
+            weight_decay: false,
+        }]
+    }
+
+    fn loss<'a>(&mut self, ops: &'a Ops, inputs: &Inputs<'a>) -> Result<Tensor<'a>> {
+        let z = inputs.embeddings()?;
+        let [image, text] = z.as_slice() else {
+            return Err(Error::msg(format!(
+                "clip: expected an image view and its caption's embedding, got {} inputs",
+                z.len()
+            )));
+        };
+        let scale = ops
+            .param(LOGIT_SCALE)?
+            .clamp_max(self.max_scale.ln())?
+            .exp()?;
+        let (loss, i2t) = clip_loss(image, text, &scale)?;
+        ops.report("temperature", &scale.powf(-1.0)?.detach()?)?;
+        ops.report("image_to_text_accuracy", &i2t)?;
+        Ok(loss)
+    }
+}
+
+/// The symmetric InfoNCE of CLIP over `n` pairs (row i of `image` belongs with row i of
+/// `text`), with the cosine similarities multiplied by `scale` (`(1, 1)`); also the batch's
+/// image-to-text top-1 accuracy (no gradient).
+pub fn clip_loss<'a>(
+    image: &Tensor<'a>,
+    text: &Tensor<'a>,
+    scale: &Tensor<'a>,
+) -> Result<(Tensor<'a>, Tensor<'a>)> {
+    let (n, _) = image.shape()?;
+    let a = image.l2_normalize(Axis::Cols, 1e-8)?;
+    let b = text.l2_normalize(Axis::Cols, 1e-8)?;
+    let logits = a.matmul(&b.t()?)?.mul(scale)?;
+    let labels: Vec<u32> = (0..n as u32).collect();
+    let loss = logits
+        .cross_entropy(&labels)?
+        .add(&logits.t()?.cross_entropy(&labels)?)?
+        .mul_scalar(0.5)?;
+    Ok((loss, logits.detach()?.accuracy(&labels)?))
+}
+
 pretext_plugin::export_plugin! {
     name: "pretext-contrastive",
-    objectives: [SimClr, MoCo, SimCse],
+    objectives: [SimClr, MoCo, SimCse, Clip],
     augmentations: [],
 }
 
@@ -267,10 +370,14 @@ mod tests {
     fn every_objective_builds_through_the_abi() {
         let plugin = Plugin::new(pretext_plugin_entry);
         assert_eq!(plugin.name(), "pretext-contrastive");
-        assert_eq!(plugin.objective_names(), ["simclr", "moco", "simcse"]);
+        assert_eq!(
+            plugin.objective_names(),
+            ["simclr", "moco", "simcse", "clip"]
+        );
         assert!(plugin.augmentations().is_empty());
         plugin.check_objective::<SimClr>();
         plugin.check_objective::<MoCo>();
         plugin.check_objective::<SimCse>();
+        plugin.check_objective::<Clip>();
     }
 }

@@ -244,7 +244,14 @@ pub struct PtxObjectiveNeeds {
     pub latent_context_scale: [f64; 2],
     pub latent_predictor_depth: u32,
     pub latent_predictor_dim: u32,
-    pub reserved: [u64; 4],
+    /// 1 = image–text pairs (CLIP): the host adds a text tower over each sample's caption
+    /// (the pretrain stage's `text` dataset, paired by sample id) and passes its embeddings
+    /// after the image views' (`embeddings[views]`). Needs `views` = 1. Taken from what was
+    /// `reserved[0]`, so the struct keeps its size and older plugins (zeros there) ask for
+    /// nothing.
+    pub paired_text: u32,
+    pub pad0: u32,
+    pub reserved: [u64; 3],
 }
 
 /// Initial values of an objective's trainable tensor.

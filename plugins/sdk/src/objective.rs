@@ -41,6 +41,11 @@ pub struct Needs {
     /// grid from the student, predicts the EMA teacher's embeddings of them and passes both
     /// ([`Inputs::latent_predictions`]). Needs one view and an EMA teacher.
     pub latent: Option<LatentPrediction>,
+    /// Image–text pairs (CLIP): the host trains a text tower beside the image encoder on each
+    /// sample's caption and passes its embeddings after the image views': with `views = 1`,
+    /// [`Inputs::embeddings`] is `[image, text]`. The pretrain stage must name its captions
+    /// (`text = { input = .. }`).
+    pub paired_text: bool,
 }
 
 /// How the host masks and predicts for prediction in latent space (I-JEPA, Assran et al.,
@@ -90,6 +95,7 @@ impl Default for Needs {
             needs_dropout: false,
             teacher_views: None,
             more_views: false,
+            paired_text: false,
             latent: None,
         }
     }
@@ -194,7 +200,9 @@ impl Needs {
             latent_context_scale: pair(lat.context_scale),
             latent_predictor_depth: lat.predictor_depth,
             latent_predictor_dim: lat.predictor_dim,
-            reserved: [0; 4],
+            paired_text: u32::from(self.paired_text),
+            pad0: 0,
+            reserved: [0; 3],
         }
     }
 }

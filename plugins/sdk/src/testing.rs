@@ -655,6 +655,7 @@ fn needs_from_raw(r: &PtxObjectiveNeeds) -> Needs {
         needs_dropout: r.needs_dropout != 0,
         teacher_views: some_if(r.teacher_views != 0).map(|()| r.teacher_views),
         more_views: r.more_views != 0,
+        paired_text: r.paired_text != 0,
         latent: some_if(r.latent_blocks != 0).map(|()| crate::LatentPrediction {
             blocks: r.latent_blocks,
             target_scale: (r.latent_target_scale[0], r.latent_target_scale[1]),

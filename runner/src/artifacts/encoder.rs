@@ -124,21 +124,47 @@ pub fn load_encoder(
     e: &Engine,
     dir: &Path,
 ) -> Result<(Encoder, ParamStore, EncoderMeta), StageError> {
-    let meta: EncoderMeta = read_json(&dir.join(ENCODER_META))?;
+    load_encoder_as(e, dir, (ENCODER_FILE, ENCODER_META))
+}
+
+/// Load the encoder saved in `dir` under `(weights, meta)` file names (a CLIP stage's text
+/// tower is `text_encoder.*` beside `encoder.*`).
+pub fn load_encoder_as(
+    e: &Engine,
+    dir: &Path,
+    (weights, meta_file): (&str, &str),
+) -> Result<(Encoder, ParamStore, EncoderMeta), StageError> {
+    let meta_path = dir.join(meta_file);
+    if !meta_path.is_file() {
+        return Err(StageError::Input(format!(
+            "{} does not exist: the stage saved no such encoder (a text tower is saved by a pretrain stage with `text = {{ .. }}`)",
+            meta_path.display()
+        )));
+    }
+    let meta: EncoderMeta = read_json(&meta_path)?;
     let mut ps = ParamStore::default();
     let encoder = Encoder::new(e, &mut ps, &mut Init::new(0), &meta.spec, meta.input)?;
     if let Some((width, layers)) = &meta.adapters {
         let weights = ps.weights_matching(layers);
         ps.attach_adapters(e, &mut Init::new(0), &weights, *width);
     }
-    io::load(e, &mut ps, &dir.join(ENCODER_FILE))
-        .map_err(|err| StageError::Failed(err.to_string()))?;
+    io::load(e, &mut ps, &dir.join(weights)).map_err(|err| StageError::Failed(err.to_string()))?;
     Ok((encoder, ps, meta))
 }
 
 /// Write an encoder artifact: the weights (with the metadata in the safetensors header, so
 /// the file stands alone) and `encoder.json`.
 pub fn save_encoder(dir: &Path, ps: &ParamStore, meta: &EncoderMeta) -> Result<(), StageError> {
+    save_encoder_as(dir, ps, meta, (ENCODER_FILE, ENCODER_META))
+}
+
+/// [`save_encoder`] under `(weights, meta)` file names.
+pub fn save_encoder_as(
+    dir: &Path,
+    ps: &ParamStore,
+    meta: &EncoderMeta,
+    (weights, meta_file): (&str, &str),
+) -> Result<(), StageError> {
     let header = BTreeMap::from([
         ("format".to_string(), "pretext-encoder-v1".to_string()),
         (
@@ -146,6 +172,6 @@ pub fn save_encoder(dir: &Path, ps: &ParamStore, meta: &EncoderMeta) -> Result<(
             serde_json::to_string(meta).map_err(|err| io_err(dir, err))?,
         ),
     ]);
-    io::save(ps, header, &dir.join(ENCODER_FILE)).map_err(engine_err)?;
-    write_json(&dir.join(ENCODER_META), meta)
+    io::save(ps, header, &dir.join(weights)).map_err(engine_err)?;
+    write_json(&dir.join(meta_file), meta)
 }

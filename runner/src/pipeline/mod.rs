@@ -66,7 +66,7 @@ pub use types::{
     LinearProbeConfig, ModelConfig, NearDuplicates, Objective, OnError, OodEvalConfig, OodScore,
     OptimConfig, Optimizer, Pipeline, Pool, PretrainConfig, ProbeConfig, ProbeMethod, Quality,
     ReportConfig, ReportSource, Schedule, Split, Stage, StageConfig, StageKind, SupervisedConfig,
-    TextEncoding, TextLabels, TokenizerConfig, TokenizerVocab, CORRUPTIONS,
+    TextEncoding, TextLabels, TextTower, TokenizerConfig, TokenizerVocab, CORRUPTIONS,
 };
 
 /// Reads the pipeline file at `path`, applies `--set` overrides

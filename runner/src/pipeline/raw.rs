@@ -226,7 +226,20 @@ pub(crate) struct RawPretrain {
     pub collapse: Option<Tbl<RawCollapse>>,
     pub init: Option<Tbl<RawInit>>,
     pub curriculum: Option<Spanned<Vec<Spanned<Tbl<RawPhase>>>>>,
+    pub text: Option<Tbl<RawTextTower>>,
     pub expect: Option<RawExpect>,
+}
+
+/// `text = { input, .. }` in a pretrain stage: captions and the text tower (CLIP).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTextTower {
+    pub input: Spanned<String>,
+    pub dim: Option<Spanned<i64>>,
+    pub depth: Option<Spanned<i64>>,
+    pub heads: Option<Spanned<i64>>,
+    pub dropout: Option<Spanned<f64>>,
+    pub prompt: Option<Spanned<String>>,
 }
 
 /// One phase of `curriculum = [{ .. }, ..]` in a pretrain stage.
@@ -306,6 +319,7 @@ pub(crate) struct RawProbe {
     pub kind: IgnoredAny,
     pub encoder: Spanned<String>,
     pub data: Spanned<String>,
+    pub tower: Option<Spanned<String>>,
     pub methods: Option<Spanned<Vec<Spanned<String>>>>,
     pub linear: Option<Tbl<RawLinear>>,
     pub knn: Option<Tbl<RawKnn>>,

@@ -843,6 +843,16 @@ fn contexts(kind: StageKind) -> Vec<String> {
                 "init",
                 r#"{ encoder = "mnist_ssl" }"#,
             ));
+            // `text`: image–text pairs need a stage of captions.
+            let captions = format!(
+                "{BASE}\n[stages.captions]\nkind = \"ingest\"\nsource = {{ format = \"text\", path = \"c.parquet\", column = \"caption\", samples = \"documents\" }}\ntokenizer = {{}}\n"
+            );
+            out.push(with_key(
+                &captions,
+                &stage,
+                "text",
+                r#"{ input = "captions" }"#,
+            ));
         }
         StageKind::Probe => out.push(set("supervised", "{}")),
         StageKind::Finetune => {

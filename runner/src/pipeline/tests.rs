@@ -208,6 +208,7 @@ fn valid_minimal_pipeline_gets_defaults() {
     assert_eq!(
         *probe,
         ProbeConfig {
+            text_tower: false,
             methods: vec![ProbeMethod::Linear, ProbeMethod::Knn],
             linear: Some(LinearProbeConfig {
                 epochs: 100,

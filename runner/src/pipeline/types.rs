@@ -532,6 +532,12 @@ pub enum IngestSource {
         encoding: TextEncoding,
         /// `passage_words`: words per passage (default 48; 4 to 2048).
         passage_words: usize,
+        /// `samples = "documents"`: each document (a row of `column`, a file) is one sample,
+        /// whole (cut to the tokenizer's `seq_len`), its id the document's index: captions
+        /// paired with the rows of an image source. Left out of the canonical form when
+        /// `false` (`samples = "passages"`, the default).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        documents: bool,
     },
 }
 
@@ -804,6 +810,33 @@ pub struct PretrainConfig {
     /// without it are unchanged.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub curriculum: Vec<CurriculumPhase>,
+    /// Image–text pairs (`text = { .. }`): the captions and the text tower an objective with
+    /// `paired_text` (CLIP) trains beside the image encoder. Left out of the canonical form
+    /// when not set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextTower>,
+}
+
+/// `text = { input, dim, depth, heads, dropout, prompt }` of a pretrain stage: each sample's
+/// caption is the row of the `input` stage's token dataset with the same sample id; the text
+/// transformer over it ends in a linear head to the image encoder's `embed_dim`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TextTower {
+    /// The stage whose token dataset holds the captions (its name is an input of the stage;
+    /// its content key, not its name, is in the stage key).
+    #[serde(skip)]
+    pub input: String,
+    /// Token width (> 0, divisible by `heads`, default 64).
+    pub dim: usize,
+    /// Transformer blocks (1 to 64, default 2).
+    pub depth: usize,
+    /// Attention heads (> 0, default 4).
+    pub heads: usize,
+    /// Dropout in the text tower while training, in `[0, 1)` (default 0).
+    pub dropout: f64,
+    /// Zero-shot classification: each class's prompt, `{}` standing for the class name
+    /// (default `"{}"`).
+    pub prompt: String,
 }
 
 /// One phase of a curriculum: a run of epochs with its own view size, crop scale and batch.
@@ -1035,6 +1068,10 @@ pub enum Schedule {
 /// `kind = "probe"`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProbeConfig {
+    /// `tower = "text"`: probe the text tower of an image–text (CLIP) pretrain stage instead
+    /// of its image encoder. Left out of the canonical form when `false` (`"image"`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub text_tower: bool,
     /// Which probes to run, each once, in the order listed (default linear, knn).
     pub methods: Vec<ProbeMethod>,
     /// Linear probe settings; `Some` exactly when `methods` has `linear`.

@@ -207,6 +207,9 @@ pub struct ObjectiveNeeds {
     pub params: Vec<ObjectiveParam>,
     /// Prediction in latent space (I-JEPA): target-block masking and a predictor.
     pub latent: Option<LatentPrediction>,
+    /// Image–text pairs: a text tower over each sample's caption, its embeddings after the
+    /// image views'.
+    pub paired_text: bool,
 }
 
 impl ObjectiveNeeds {
@@ -402,6 +405,7 @@ impl ObjectiveInstance {
             more_views: raw.more_views != 0,
             params: self.param_decls(raw.n_params)?,
             latent: self.latent_spec(&raw)?,
+            paired_text: raw.paired_text != 0,
         })
         .and_then(|n| self.check_needs(n))
     }
@@ -535,6 +539,13 @@ impl ObjectiveInstance {
                     "asks for latent prediction, which masks one view: it must need exactly 1 view and no mask_ratio".into(),
                 ));
             }
+        }
+        if n.paired_text
+            && (n.views != 1 || n.more_views || n.latent.is_some() || n.mask_ratio.is_some())
+        {
+            return Err(self.err(
+                "asks for image–text pairs, which contrast one image view with its caption: it must need exactly 1 view, without masking".into(),
+            ));
         }
         if let Some(k) = n.teacher_views {
             if n.ema_teacher.is_none() {

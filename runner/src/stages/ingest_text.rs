@@ -256,6 +256,7 @@ pub fn run(cfg: &IngestConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
         label,
         encoding,
         passage_words,
+        documents,
     } = &cfg.source
     else {
         return Err(StageError::Failed("internal: not a text source".into()));
@@ -277,7 +278,10 @@ pub fn run(cfg: &IngestConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
             cfg.on_error,
         )?,
     };
-    let passages = passages_of(&docs, *passage_words, cfg.limit);
+    let passages = match documents {
+        true => whole_documents(&docs, cfg.limit),
+        false => passages_of(&docs, *passage_words, cfg.limit),
+    };
     let n = passages.len();
     if n < 2 {
         return Err(StageError::Input(format!(
@@ -390,6 +394,20 @@ fn brought_tokenizer(
 }
 
 /// Passages in source order, as (document, text); the first `limit` when set.
+/// `samples = "documents"`: every document is one sample (its words joined by single spaces),
+/// so sample ids are document indices (an empty document is a sample of `[CLS]` alone).
+fn whole_documents(docs: &[Document], limit: Option<u64>) -> Vec<(usize, String)> {
+    let mut out: Vec<(usize, String)> = docs
+        .iter()
+        .enumerate()
+        .map(|(d, doc)| (d, doc.text.split_whitespace().collect::<Vec<_>>().join(" ")))
+        .collect();
+    if let Some(l) = limit {
+        out.truncate(l as usize);
+    }
+    out
+}
+
 fn passages_of(docs: &[Document], words: usize, limit: Option<u64>) -> Vec<(usize, String)> {
     let mut passages: Vec<(usize, String)> = Vec::new();
     for (d, doc) in docs.iter().enumerate() {

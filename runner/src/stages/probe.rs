@@ -6,7 +6,7 @@
 
 use super::{mix_seed, Metrics, StageCtx, StageError};
 use crate::artifacts::embeddings::EMBEDDINGS_FILE;
-use crate::artifacts::encoder::{embed, load_encoder, EncoderMeta};
+use crate::artifacts::encoder::{embed, load_encoder_as, EncoderMeta, ENCODER_FILE, ENCODER_META};
 use crate::data::{table, Split};
 use crate::engine::nn::{Encoder, Init, Linear, ParamStore};
 use crate::engine::Engine;
@@ -119,7 +119,14 @@ fn supervised_from_scratch(
 
 pub fn run(cfg: &ProbeConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     let e = ctx.engine;
-    let (encoder, mut ps, meta) = load_encoder(e, &ctx.input("encoder")?.dir)?;
+    let files = match cfg.text_tower {
+        false => (ENCODER_FILE, ENCODER_META),
+        true => (
+            super::pretrain::TEXT_ENCODER_FILE,
+            super::pretrain::TEXT_ENCODER_META,
+        ),
+    };
+    let (encoder, mut ps, meta) = load_encoder_as(e, &ctx.input("encoder")?.dir, files)?;
     // Text read with the encoder's own tokenizer.
     let ds = super::read_input_for_encoder(ctx, "data", &meta)?;
     let data_stage = ctx.input("data")?.stage.clone();

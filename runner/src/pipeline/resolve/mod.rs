@@ -237,6 +237,9 @@ fn stage<'r>(
             if let Some(enc) = b.init.as_ref().and_then(|i| i.encoder.as_ref()) {
                 inputs.push(("init", enc, Encoder));
             }
+            if let Some(t) = &b.text {
+                inputs.push(("text", &t.input, Dataset));
+            }
             let config = StageConfig::Pretrain(cx.pretrain(b)?);
             (StageKind::Pretrain, inputs, config, &b.expect)
         }

@@ -3,8 +3,8 @@
 
 use toml::Spanned;
 
-use super::super::raw::{RawPhase, RawPretrain, Tbl};
-use super::super::types::{CollapseConfig, CurriculumPhase, Objective, PretrainConfig};
+use super::super::raw::{RawPhase, RawPretrain, RawTextTower, Tbl};
+use super::super::types::{CollapseConfig, CurriculumPhase, Objective, PretrainConfig, TextTower};
 
 use super::cx::FloatRule;
 use super::{Result, StageCx};
@@ -84,6 +84,50 @@ impl StageCx<'_, '_, '_> {
             collapse,
             init,
             curriculum,
+            text: b.text.as_deref().map(|t| self.text_tower(t)).transpose()?,
+        })
+    }
+
+    /// `text = { input, dim, depth, heads, dropout, prompt }`: the captions and text tower.
+    fn text_tower(&self, t: &RawTextTower) -> Result<TextTower> {
+        let dim = self.int(&t.dim, "text.dim", 1, Some(4096), 64)? as usize;
+        let heads = self.int(&t.heads, "text.heads", 1, Some(64), 4)? as usize;
+        if dim % heads != 0 {
+            let at = t.heads.as_ref().or(t.dim.as_ref());
+            let message = format!(
+                "`{}` = {dim} is not divisible by `{}` = {heads}",
+                self.what("text.dim"),
+                self.what("text.heads")
+            );
+            let help = Some(
+                "each attention head takes dim / heads channels: e.g. dim = 64, heads = 4".into(),
+            );
+            return Err(match at {
+                Some(v) => self.err_at(v, message, help),
+                None => self.err_key(&["text"], message, help),
+            });
+        }
+        let prompt = match &t.prompt {
+            None => "{}".to_string(),
+            Some(p) if p.get_ref().matches("{}").count() == 1 => p.get_ref().clone(),
+            Some(p) => {
+                return Err(self.err_at(
+                    p,
+                    format!(
+                        "`{}` must hold `{{}}` exactly once, where the class name goes",
+                        self.what("text.prompt")
+                    ),
+                    Some("e.g. prompt = \"a handwritten {}\"".into()),
+                ))
+            }
+        };
+        Ok(TextTower {
+            input: t.input.get_ref().clone(),
+            dim,
+            depth: self.int(&t.depth, "text.depth", 1, Some(64), 2)? as usize,
+            heads,
+            dropout: self.float(&t.dropout, "text.dropout", FloatRule::HalfOpenUnit, 0.0)?,
+            prompt,
         })
     }
 

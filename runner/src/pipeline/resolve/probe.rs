@@ -51,7 +51,15 @@ impl StageCx<'_, '_, '_> {
                 })
             })
             .transpose()?;
+        let towers = [("image", false), ("text", true)];
+        let text_tower = match &b.tower {
+            None => false,
+            Some(t) => self.keyword(t, &towers, "expected one of", |w| {
+                format!("unknown tower `{w}`")
+            })?,
+        };
         Ok(ProbeConfig {
+            text_tower,
             methods,
             linear,
             knn,

@@ -86,7 +86,14 @@ pub fn bench(
             .map(|&r| pr.train[r])
             .collect();
         let t0 = Instant::now();
-        let batch = Batch::load(&pr.views, &pr.ds, &pr.needs, &rows, ctx.seed, epoch)?;
+        let batch = Batch::load(
+            &pr.views,
+            &pr.ds,
+            &pr.needs,
+            &rows,
+            (ctx.seed, epoch),
+            pr.captions.as_ref(),
+        )?;
         let t1 = Instant::now();
         let before = crate::engine::transfers();
         let (loss, grads, reps) = batch.train(

@@ -9,12 +9,14 @@ mod crops;
 mod curriculum;
 mod health;
 mod model;
+mod paired;
 mod step;
 
 pub use bench::{bench, BenchTimes};
 use checkpoint::{load_checkpoint, save_checkpoint, TrainState, CHECKPOINT_META};
 use health::{mlm_validation, Collapse, Health};
 use model::{objective, optim_spec, Model};
+pub use paired::{TEXT_ENCODER_FILE, TEXT_ENCODER_META};
 use step::{divergence_hint, update, Batch, Pending, Run, StepValues};
 
 use std::collections::{BTreeMap, HashMap};
@@ -64,6 +66,21 @@ pub fn validate(
                 curriculum::phase_views(cfg, &needs, registry, (&v.steps, &base), i)?;
             }
         }
+    }
+    match (needs.paired_text, &cfg.text) {
+        (true, None) => {
+            return Err(StageError::Input(format!(
+                "objective `{}` pairs each image with its caption: add text = {{ input = \"<the stage with the captions>\" }} to the stage",
+                cfg.objective.plugin
+            )))
+        }
+        (false, Some(_)) => {
+            return Err(StageError::Input(format!(
+                "`text` trains a text tower on captions, which objective `{}` does not use: remove it, or use an objective that pairs images with text (clip)",
+                cfg.objective.plugin
+            )))
+        }
+        _ => {}
     }
     if needs.masked_tokens && !matches!(cfg.model.arch, Arch::Transformer { .. }) {
         return Err(StageError::Input(format!(
@@ -122,6 +139,8 @@ struct Prepared {
     schedule: Schedule,
     /// Per parameter-store entry: whether it is one of the objective's own tensors.
     objective_pids: Vec<bool>,
+    /// Image–text pairs: the captions, by sample id.
+    captions: Option<paired::Captions>,
 }
 
 fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError> {
@@ -164,6 +183,14 @@ fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError>
     model
         .encoder
         .set_checkpoint_activations(cfg.model.checkpoint_activations)?;
+    let captions = paired_tower(
+        cfg,
+        ctx,
+        (&needs, spec.embed_dim()),
+        &ds,
+        &mut ps,
+        &mut model,
+    )?;
     if train.len() < 2 {
         return Err(StageError::Input(
             "the train split has fewer than 2 samples".into(),
@@ -219,7 +246,32 @@ fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError>
         total_steps,
         schedule,
         objective_pids,
+        captions,
     })
+}
+
+/// Image–text pairs: the captions of `text.input` and the text tower, built at the end of the
+/// store (after the encoder, heads and the objective's tensors).
+fn paired_tower(
+    cfg: &PretrainConfig,
+    ctx: &StageCtx,
+    (needs, embed_dim): (&ObjectiveNeeds, usize),
+    ds: &Dataset,
+    ps: &mut ParamStore,
+    model: &mut Model,
+) -> Result<Option<paired::Captions>, StageError> {
+    let Some(t) = cfg.text.as_ref().filter(|_| needs.paired_text) else {
+        return Ok(None);
+    };
+    let caps = paired::Captions::load(ctx, t, &ds.ids)?;
+    let spec = paired::tower_spec(t, &caps, embed_dim);
+    let seed = mix_seed(ctx.seed, super::Stream::ModelInit, 1, 0, 0);
+    let mut tower = paired::Tower::new(ctx.engine, ps, spec, seed)?;
+    tower
+        .encoder
+        .set_checkpoint_activations(cfg.model.checkpoint_activations)?;
+    model.text = Some(tower);
+    Ok(Some(caps))
 }
 
 /// The dataset at `path`, its train rows and the monitor's rows: in memory when it fits the
@@ -375,6 +427,23 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
     )?;
     write_json(&ctx.out_dir.join(HISTORY_FILE), &p.st.history)?;
     let mut m = Metrics::new();
+    if let (Some(tower), Some(caps), Some(t)) = (&p.model.text, &p.captions, &cfg.text) {
+        // The text tower was trained on the captions' dataset (probes read text with its
+        // tokenizer).
+        let captions_key = &ctx.input("text")?.key;
+        tower.save(ctx.out_dir, &p.st.ps, &cfg.objective.plugin, captions_key)?;
+        let d = p.spec.embed_dim();
+        m.extend(paired::evaluate(
+            e,
+            &p.model,
+            tower,
+            caps,
+            &t.prompt,
+            &mut p.st.ps,
+            &p.ds,
+            d,
+        )?);
+    }
     m.insert("epochs".into(), cfg.epochs as f64);
     m.insert("steps".into(), p.st.step as f64);
     m.insert(format!("{TIMING_PREFIX}seconds"), seconds);
@@ -557,6 +626,7 @@ impl Prepared {
         let (ahead, batches) = std::sync::mpsc::sync_channel::<Result<Batch, StageError>>(1);
         let producer = {
             let (ds, needs, order, train) = (&self.ds, &self.needs, &order, &self.train);
+            let captions = self.captions.as_ref();
             let (seed, bs) = (ctx.seed, phase.bs);
             let streamed = self.streamed.as_ref();
             // This rank's part of a batch of `n` (all of it in a single process).
@@ -571,7 +641,7 @@ impl Prepared {
                                 .map_err(StageError::from)
                                 .and_then(|part| {
                                     let mine: Vec<usize> = shard(part.len()).collect();
-                                    Batch::load(views, &part, needs, &mine, seed, epoch)
+                                    Batch::load(views, &part, needs, &mine, (seed, epoch), captions)
                                 });
                         let failed = batch.is_err();
                         if ahead.send(batch).is_err() || failed {
@@ -583,7 +653,7 @@ impl Prepared {
                 for b in 0..n_batches {
                     let batch = &order[b * bs..((b + 1) * bs).min(order.len())];
                     let rows: Vec<usize> = shard(batch.len()).map(|i| train[batch[i]]).collect();
-                    let batch = Batch::load(views, ds, needs, &rows, seed, epoch);
+                    let batch = Batch::load(views, ds, needs, &rows, (seed, epoch), captions);
                     let failed = batch.is_err();
                     if ahead.send(batch).is_err() || failed {
                         break;

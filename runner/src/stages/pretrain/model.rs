@@ -72,6 +72,8 @@ pub(super) struct Model {
     /// The objective's own trainable tensors (declared name, place in the store), after
     /// every head.
     pub(super) objective_params: Vec<(String, Pid)>,
+    /// Image–text pairs: the text tower, after everything else in the store.
+    pub(super) text: Option<super::paired::Tower>,
 }
 
 /// The outputs of one forward pass over all views (rows: view-major).
@@ -199,6 +201,7 @@ impl Model {
             view_shapes: view_shapes.to_vec(),
             teacher_views: needs.teacher_views,
             objective_params,
+            text: None,
         })
     }
 

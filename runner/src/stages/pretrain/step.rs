@@ -7,6 +7,7 @@ use rayon::prelude::*;
 
 use super::checkpoint::{CheckpointMeta, TrainState, CHECKPOINT_META};
 use super::model::Model;
+use super::paired::{Captions, Tower};
 use crate::artifacts::views::Views;
 use crate::data::Dataset;
 use crate::engine::nn::{Encoder, JepaPredictor, MaeDecoder, Vit};
@@ -102,6 +103,8 @@ pub(super) fn update(
 /// One batch of training rows, its views produced.
 pub(super) struct Batch {
     pub(super) augmented: Vec<Vec<f32>>,
+    /// Image–text pairs: each sample's caption (token ids).
+    pub(super) captions: Option<Vec<f32>>,
     /// The unaugmented samples, for objectives with a decoder.
     pub(super) originals: Option<Vec<f32>>,
     pub(super) ids: Vec<u64>,
@@ -114,13 +117,15 @@ impl Batch {
         ds: &Dataset,
         needs: &ObjectiveNeeds,
         rows: &[usize],
-        seed: u64,
-        epoch: u64,
+        (seed, epoch): (u64, u64),
+        captions: Option<&Captions>,
     ) -> Result<Batch, StageError> {
+        let ids: Vec<u64> = rows.iter().map(|&r| ds.ids[r]).collect();
         Ok(Batch {
+            captions: captions.map(|c| c.batch(&ids)).transpose()?,
             augmented: augment_batch(views, ds, rows, seed, epoch, needs.masked_tokens)?,
             originals: needs.decoder.map(|_| ds.batch_f32(rows)),
-            ids: rows.iter().map(|&r| ds.ids[r]).collect(),
+            ids,
             epoch,
         })
     }
@@ -145,6 +150,9 @@ impl Batch {
             ids: &self.ids,
         };
         let t = Trainee { e, model, st, obj };
+        if let (Some(tower), Some(captions)) = (&model.text, self.captions) {
+            return paired_step(t, tower, &self.augmented[0], captions, n, sc);
+        }
         train_step(t, self.augmented, self.originals, n, sc)
     }
 }
@@ -292,6 +300,49 @@ pub(super) fn train_step(
         params: &params,
         teacher_params: &teacher_params,
         ..sc.inputs(&emb_v)
+    };
+    objective_step(e, g, obj, st, &inputs)
+}
+
+/// One image–text step (CLIP): the image view through the image encoder, each sample's
+/// caption through the text tower, and both embeddings (`[image, text]`) to the objective.
+fn paired_step(
+    t: Trainee,
+    tower: &Tower,
+    view: &[f32],
+    captions: Vec<f32>,
+    n: usize,
+    sc: StepCtx,
+) -> Result<StepResult, StageError> {
+    let Trainee { e, model, st, obj } = t;
+    let groups = super::crops::groups(&model.view_shapes);
+    let shape = groups.first().map_or(model.input, |(s, _)| *s);
+    let x = e.tensor(view.to_vec(), n, shape.len())?.as_input();
+    let len = captions.len() / n.max(1);
+    let tokens = e.tensor(captions, n, len)?;
+    let mut g = e.graph(true);
+    g.set_seed(mix_seed(
+        sc.seed,
+        crate::seeds::Stream::Dropout,
+        sc.step,
+        0,
+        0,
+    ));
+    let image = model.forward_at(&mut st.ps, &mut g, &x, shape, true, true)?;
+    let text_input = crate::engine::nn::InputShape {
+        channels: 1,
+        height: 1,
+        width: len,
+    };
+    let text = tower
+        .encoder
+        .forward(&mut st.ps, &mut g, &tokens, text_input, true)?;
+    let emb = [image.emb, text];
+    let (params, teacher_params) = model.objective_params(&st.ps, None);
+    let inputs = StepInputs {
+        params: &params,
+        teacher_params: &teacher_params,
+        ..sc.inputs(&emb)
     };
     objective_step(e, g, obj, st, &inputs)
 }

@@ -92,6 +92,7 @@ struct TextSource {
     label: Option<Given<String>>,
     encoding: Option<Given<String>>,
     passage_words: Option<Given<i64>>,
+    samples: Option<Given<String>>,
 }
 
 /// Parquet's `features`: one list column, or several numeric columns.

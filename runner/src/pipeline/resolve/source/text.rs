@@ -11,6 +11,7 @@ const TEXT_LABELS: [(&str, TextLabels); 3] = [
     ("files", TextLabels::Files),
     ("folders", TextLabels::Folders),
 ];
+const SAMPLES: [(&str, bool); 2] = [("passages", false), ("documents", true)];
 const ENCODINGS: [(&str, TextEncoding); 3] = [
     ("utf-8", TextEncoding::Utf8),
     ("latin-1", TextEncoding::Latin1),
@@ -119,6 +120,20 @@ impl StageCx<'_, '_, '_> {
             self.source_keyword("encoding", encoding, TextEncoding::Utf8, &ENCODINGS, |w| {
                 format!("unknown text encoding `{w}`")
             })?;
+        let samples = self.source_str("samples", &s.samples)?;
+        let documents = self.source_keyword("samples", samples, false, &SAMPLES, |w| {
+            format!("unknown text samples `{w}`")
+        })?;
+        if documents && s.passage_words.is_some() {
+            return Err(self.source_err(
+                "passage_words",
+                format!(
+                    "`{}` cuts documents into passages, but samples = \"documents\" keeps each document whole",
+                    self.what("source.passage_words")
+                ),
+                Some("remove one of the two".into()),
+            ));
+        }
         let passage_words = match &s.passage_words {
             None => 48,
             Some(Given::Ok(n)) if (4..=2048).contains(n) => *n as usize,
@@ -145,6 +160,7 @@ impl StageCx<'_, '_, '_> {
             label,
             encoding,
             passage_words,
+            documents,
         })
     }
 }

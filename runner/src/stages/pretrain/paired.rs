@@ -1,0 +1,348 @@
+//! Image–text pairs (CLIP): each image's caption is the row of the stage's `text` dataset with
+//! the same sample id; a text transformer (the text tower) is trained beside the image
+//! encoder, saved as `text_encoder.safetensors` + `text_encoder.json`, and the pair of towers
+//! is evaluated on the test split: zero-shot classification from class-name prompts and
+//! retrieval (recall@1 and @5, image → text and text → image).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::model::Model;
+use super::{Metrics, StageCtx, StageError};
+use crate::artifacts::dataset::DATASET_FILE;
+use crate::artifacts::encoder::{embed, EncoderMeta};
+use crate::artifacts::tokenizer::{self, encode_passage};
+use crate::data::{table, Dataset, Split};
+use crate::engine::nn::{Encoder, EncoderSpec, Init, InputShape, ParamStore};
+use crate::engine::Engine;
+use crate::pipeline::TextTower;
+
+/// The text tower's weights and what rebuilds it, beside the image encoder's.
+pub const TEXT_ENCODER_FILE: &str = "text_encoder.safetensors";
+pub const TEXT_ENCODER_META: &str = "text_encoder.json";
+
+/// The captions of a pretrain stage: the `text` input's token dataset, indexed by sample id.
+pub(super) struct Captions {
+    ds: Dataset,
+    by_id: HashMap<u64, usize>,
+    /// The text dataset's class names (zero-shot prompts), when its rows are labelled.
+    classes: Option<Vec<String>>,
+    tokenizer: Option<crate::data::tokenizer::TextTokenizer>,
+    /// The stage that holds them, for messages.
+    stage: String,
+}
+
+impl Captions {
+    /// Read the captions of `tower` and check that every row of `images` (ids) has one.
+    pub(super) fn load(
+        ctx: &StageCtx,
+        tower: &TextTower,
+        images: &[u64],
+    ) -> Result<Captions, StageError> {
+        let dir = &ctx.input("text")?.dir;
+        let reader = table::DatasetReader::open(&dir.join(DATASET_FILE))?;
+        let classes = reader.info().classes.clone();
+        let ds = table::load_dataset(reader)?;
+        if ds.vocab.is_none() {
+            return Err(StageError::Input(format!(
+                "`text.input` names stage `{}`, whose dataset holds images, not token sequences: the captions must be ingested with format = \"text\" (e.g. a parquet column with samples = \"documents\")",
+                tower.input
+            )));
+        }
+        let by_id: HashMap<u64, usize> =
+            ds.ids.iter().enumerate().map(|(r, &id)| (id, r)).collect();
+        let missing: Vec<u64> = images
+            .iter()
+            .copied()
+            .filter(|id| !by_id.contains_key(id))
+            .collect();
+        if let Some(first) = missing.first() {
+            return Err(StageError::Input(format!(
+                "{} of the {} images have no caption in stage `{}` (the first: sample id {first}); images and captions are paired by sample id (the record index in each source): ingest both from the same rows, in the same order",
+                missing.len(),
+                images.len(),
+                tower.input
+            )));
+        }
+        Ok(Captions {
+            ds,
+            by_id,
+            classes,
+            tokenizer: tokenizer::load(dir)?,
+            stage: tower.input.clone(),
+        })
+    }
+
+    /// Tokens per caption and the vocabulary.
+    pub(super) fn shape(&self) -> (usize, usize) {
+        (self.ds.sample_len(), self.ds.vocab.unwrap_or(0))
+    }
+
+    /// The captions of samples `ids`, row-major token ids as floats (what the text
+    /// transformer reads).
+    pub(super) fn batch(&self, ids: &[u64]) -> Result<Vec<f32>, StageError> {
+        let rows = ids
+            .iter()
+            .map(|id| {
+                self.by_id.get(id).copied().ok_or_else(|| {
+                    StageError::Input(format!(
+                        "sample id {id} has no caption in stage `{}`",
+                        self.stage
+                    ))
+                })
+            })
+            .collect::<Result<Vec<usize>, _>>()?;
+        Ok(self.ds.batch_f32(&rows))
+    }
+}
+
+/// The text tower's encoder spec: the `text` table's sizes over the captions' tokens, its
+/// head to the image encoder's `embed_dim` (the shared space).
+pub(super) fn tower_spec(t: &TextTower, caps: &Captions, embed_dim: usize) -> EncoderSpec {
+    let (seq_len, vocab) = caps.shape();
+    EncoderSpec::Text {
+        vocab,
+        seq_len,
+        dim: t.dim,
+        depth: t.depth,
+        heads: t.heads,
+        cls_pool: false,
+        dropout: t.dropout as f32,
+        embed_dim,
+    }
+}
+
+/// The text tower inside the training store: its encoder and where its entries are.
+pub(super) struct Tower {
+    pub(super) encoder: Encoder,
+    pub(super) spec: EncoderSpec,
+    /// The tower's entries are `ps.entries[start..end]`, named `text.<name>`.
+    pub(super) start: usize,
+    pub(super) end: usize,
+}
+
+/// Prefix of the text tower's names in the training store (and its checkpoints), so they
+/// never meet the image encoder's.
+const PREFIX: &str = "text.";
+
+impl Tower {
+    /// Build the tower at the end of `ps` (after the image encoder, heads and objective
+    /// tensors: the saved image encoder stays a prefix of the store).
+    pub(super) fn new(
+        e: &Engine,
+        ps: &mut ParamStore,
+        spec: EncoderSpec,
+        seed: u64,
+    ) -> Result<Tower, StageError> {
+        let start = ps.entries.len();
+        let encoder = Encoder::new(e, ps, &mut Init::new(seed), &spec, input_of(&spec))?;
+        for en in &mut ps.entries[start..] {
+            en.name = format!("{PREFIX}{}", en.name);
+        }
+        Ok(Tower {
+            encoder,
+            spec,
+            start,
+            end: ps.entries.len(),
+        })
+    }
+
+    /// The tower's entries under their own names: what a freshly built text encoder holds.
+    fn store(&self, ps: &ParamStore) -> ParamStore {
+        let mut entries = ps.entries[self.start..self.end].to_vec();
+        for en in &mut entries {
+            en.name = en.name.trim_start_matches(PREFIX).to_string();
+        }
+        ParamStore {
+            entries,
+            ..ParamStore::default()
+        }
+    }
+
+    /// Write `text_encoder.safetensors` + `text_encoder.json` (the same format as the image
+    /// encoder's, so a probe can load it).
+    pub(super) fn save(
+        &self,
+        dir: &Path,
+        ps: &ParamStore,
+        objective: &str,
+        dataset_key: &str,
+    ) -> Result<(), StageError> {
+        let meta = EncoderMeta {
+            spec: self.spec.clone(),
+            input: input_of(&self.spec),
+            embed_dim: self.spec.embed_dim(),
+            objective: objective.to_string(),
+            dataset_key: dataset_key.to_string(),
+            adapters: None,
+        };
+        crate::artifacts::encoder::save_encoder_as(
+            dir,
+            &self.store(ps),
+            &meta,
+            (TEXT_ENCODER_FILE, TEXT_ENCODER_META),
+        )
+    }
+}
+
+/// A text encoder's input shape: one row of `seq_len` tokens.
+fn input_of(spec: &EncoderSpec) -> InputShape {
+    let len = match spec {
+        EncoderSpec::Text { seq_len, .. } => *seq_len,
+        _ => 0,
+    };
+    InputShape {
+        channels: 1,
+        height: 1,
+        width: len,
+    }
+}
+
+/// Row-normalised `(n, d)` embeddings.
+fn normalised(mut v: Vec<f32>, d: usize) -> Vec<f32> {
+    for row in v.chunks_mut(d) {
+        let n = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        row.iter_mut().for_each(|x| *x /= n);
+    }
+    v
+}
+
+/// The `(n, m)` similarities of the rows of `a` (`(n, d)`) with the rows of `b` (`(m, d)`),
+/// computed by the engine, row-major.
+fn similarities(e: &Engine, a: &[f32], b: &[f32], d: usize) -> Result<Vec<f32>, StageError> {
+    let (n, m) = (a.len() / d, b.len() / d);
+    let mut g = e.graph(false);
+    let ta = e.tensor(a.to_vec(), n, d)?;
+    let tb = e.tensor(b.to_vec(), m, d)?;
+    let bt = g.transpose(&tb)?;
+    Ok(g.matmul(&ta, &bt)?.to_vec())
+}
+
+/// For each row `i` of the `(n, m)` similarities `sim`, the rank of column `i` (its pair)
+/// among the row's columns (0 = the most similar); ties count against the pair.
+fn ranks(sim: &[f32], m: usize) -> Vec<usize> {
+    sim.chunks(m)
+        .enumerate()
+        .map(|(i, row)| {
+            let target = row[i];
+            row.iter()
+                .enumerate()
+                .filter(|&(j, &s)| j != i && s >= target)
+                .count()
+        })
+        .collect()
+}
+
+/// The transpose of the `(n, m)` row-major matrix `v`.
+fn transposed(v: &[f32], n: usize, m: usize) -> Vec<f32> {
+    let mut out = vec![0f32; n * m];
+    for i in 0..n {
+        for j in 0..m {
+            out[j * n + i] = v[i * m + j];
+        }
+    }
+    out
+}
+
+/// The fraction of `ranks` below `k`.
+fn recall(ranks: &[usize], k: usize) -> f64 {
+    ranks.iter().filter(|&&r| r < k).count() as f64 / ranks.len().max(1) as f64
+}
+
+/// Zero-shot classification and retrieval on the test split: `clip.recall_at_{1,5}_*` over
+/// the test pairs (at most 2,000), and, when the captions are labelled with class names,
+/// `clip.zero_shot_accuracy` (each image's class is the prompt its embedding is closest to).
+pub(super) fn evaluate(
+    e: &Engine,
+    model: &Model,
+    tower: &Tower,
+    caps: &Captions,
+    prompt: &str,
+    ps: &mut ParamStore,
+    images: &Dataset,
+    d: usize,
+) -> Result<Metrics, StageError> {
+    let test: Vec<usize> = images.rows(Split::Test).into_iter().take(2000).collect();
+    let mut m = Metrics::new();
+    if test.is_empty() {
+        return Ok(m);
+    }
+    let img = normalised(embed(e, &model.encoder, ps, model.input, images, &test)?, d);
+    let ids: Vec<u64> = test.iter().map(|&r| images.ids[r]).collect();
+    let text_rows: Vec<usize> = ids.iter().map(|id| caps.by_id[id]).collect();
+    let input = input_of(&tower.spec);
+    let txt = normalised(
+        embed(e, &tower.encoder, ps, input, &caps.ds, &text_rows)?,
+        d,
+    );
+    let n = test.len();
+    let sim = similarities(e, &img, &txt, d)?;
+    let i2t = ranks(&sim, n);
+    let t2i = ranks(&transposed(&sim, n, n), n);
+    for k in [1, 5] {
+        m.insert(format!("clip.recall_at_{k}_image_to_text"), recall(&i2t, k));
+        m.insert(format!("clip.recall_at_{k}_text_to_image"), recall(&t2i, k));
+    }
+    m.insert("clip.retrieval_pairs".into(), test.len() as f64);
+    if let (Some(classes), Some(tk), Some(labels)) =
+        (&caps.classes, &caps.tokenizer, &caps.ds.labels)
+    {
+        let (len, _) = caps.shape();
+        let mut prompts = Vec::with_capacity(classes.len() * len);
+        let mut ids_buf = Vec::new();
+        for c in classes {
+            encode_passage(tk, &prompt.replace("{}", c), len, &mut ids_buf)?;
+            prompts.extend(ids_buf.iter().map(|&t| t as f32));
+        }
+        let x = e.tensor(prompts, classes.len(), len)?;
+        let mut g = e.graph(false);
+        let pe = tower
+            .encoder
+            .forward(ps, &mut g, &x, input, false)?
+            .to_vec();
+        let scores = similarities(e, &img, &normalised(pe, d), d)?;
+        let correct = scores
+            .chunks(classes.len())
+            .zip(&text_rows)
+            .filter(|(row, &r)| {
+                let best = row
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map(|(c, _)| c);
+                best == Some(labels[r] as usize)
+            })
+            .count();
+        m.insert(
+            "clip.zero_shot_accuracy".into(),
+            correct as f64 / test.len() as f64,
+        );
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranks_and_recall_count_what_beats_the_truth() {
+        // Three unit rows; queries equal to b's rows 1, 0, 2 with the truth on the diagonal.
+        let b = [1.0, 0.0, 0.0, 1.0, 0.6, 0.8];
+        let a = [0.0, 1.0, 1.0, 0.0, 0.6, 0.8];
+        let sim = similarities(&Engine::cpu(), &a, &b, 2).unwrap();
+        let r = ranks(&sim, 3);
+        // Query 0 = (0,1): truth (1,0) has dot 0; (0,1) 1 and (0.6,0.8) 0.8 beat it: rank 2.
+        // Query 1 = (1,0): truth (0,1) has dot 0; (1,0) 1 and (0.6,0.8) 0.6 beat it: rank 2.
+        // Query 2 is its own truth: rank 0.
+        assert_eq!(r, [2, 2, 0]);
+        assert!((recall(&r, 1) - 1.0 / 3.0).abs() < 1e-12);
+        assert!((recall(&r, 5) - 1.0).abs() < 1e-12);
+        let n = normalised(vec![3.0, 4.0, 0.0, 0.0], 2);
+        assert_eq!(n, [0.6, 0.8, 0.0, 0.0]);
+        assert_eq!(
+            transposed(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3),
+            [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
+        );
+    }
+}

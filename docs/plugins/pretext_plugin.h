@@ -128,7 +128,12 @@ typedef struct PtxObjectiveNeeds {
     double latent_context_scale[2];
     uint32_t latent_predictor_depth;
     uint32_t latent_predictor_dim;
-    uint64_t reserved[4];
+    /* Image-text pairs (CLIP; one view): 1 = the host trains a text tower on each sample's
+     * caption and passes its embeddings after the image view's (embeddings[1]). Taken from
+     * reserved[0]; pad0 keeps the layout. */
+    uint32_t paired_text;
+    uint32_t pad0;
+    uint64_t reserved[3];
 } PtxObjectiveNeeds;
 
 #define PTX_INIT_NORMAL 0u  /* scale: standard deviation */

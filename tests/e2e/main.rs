@@ -9,6 +9,7 @@ mod bench;
 mod caching;
 mod checkpointing;
 mod cli_errors;
+mod clip;
 mod curriculum;
 mod data;
 #[cfg(feature = "mpi")]

@@ -15,6 +15,10 @@ use crate::pipeline::{Arch, ModelConfig};
 
 pub const ENCODER_FILE: &str = "encoder.safetensors";
 pub const ENCODER_META: &str = "encoder.json";
+/// An image–text (CLIP) pretrain stage's text tower, beside its image encoder, in the same
+/// format.
+pub const TEXT_ENCODER_FILE: &str = "text_encoder.safetensors";
+pub const TEXT_ENCODER_META: &str = "text_encoder.json";
 
 /// What a probe needs to rebuild the encoder.
 #[derive(Debug, Clone, Serialize, Deserialize)]

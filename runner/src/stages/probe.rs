@@ -6,7 +6,8 @@
 
 use super::{mix_seed, Metrics, StageCtx, StageError};
 use crate::artifacts::embeddings::EMBEDDINGS_FILE;
-use crate::artifacts::encoder::{embed, load_encoder_as, EncoderMeta, ENCODER_FILE, ENCODER_META};
+use crate::artifacts::encoder::{embed, load_encoder_as, EncoderMeta};
+use crate::artifacts::encoder::{ENCODER_FILE, ENCODER_META, TEXT_ENCODER_FILE, TEXT_ENCODER_META};
 use crate::data::{table, Split};
 use crate::engine::nn::{Encoder, Init, Linear, ParamStore};
 use crate::engine::Engine;
@@ -121,10 +122,7 @@ pub fn run(cfg: &ProbeConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     let e = ctx.engine;
     let files = match cfg.text_tower {
         false => (ENCODER_FILE, ENCODER_META),
-        true => (
-            super::pretrain::TEXT_ENCODER_FILE,
-            super::pretrain::TEXT_ENCODER_META,
-        ),
+        true => (TEXT_ENCODER_FILE, TEXT_ENCODER_META),
     };
     let (encoder, mut ps, meta) = load_encoder_as(e, &ctx.input("encoder")?.dir, files)?;
     // Text read with the encoder's own tokenizer.

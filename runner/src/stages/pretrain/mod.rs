@@ -16,7 +16,6 @@ pub use bench::{bench, BenchTimes};
 use checkpoint::{load_checkpoint, save_checkpoint, TrainState, CHECKPOINT_META};
 use health::{mlm_validation, Collapse, Health};
 use model::{objective, optim_spec, Model};
-pub use paired::{TEXT_ENCODER_FILE, TEXT_ENCODER_META};
 use step::{divergence_hint, update, Batch, Pending, Run, StepValues};
 
 use std::collections::{BTreeMap, HashMap};

@@ -10,16 +10,12 @@ use std::path::Path;
 use super::model::Model;
 use super::{Metrics, StageCtx, StageError};
 use crate::artifacts::dataset::DATASET_FILE;
-use crate::artifacts::encoder::{embed, EncoderMeta};
+use crate::artifacts::encoder::{embed, EncoderMeta, TEXT_ENCODER_FILE, TEXT_ENCODER_META};
 use crate::artifacts::tokenizer::{self, encode_passage};
 use crate::data::{table, Dataset, Split};
 use crate::engine::nn::{Encoder, EncoderSpec, Init, InputShape, ParamStore};
 use crate::engine::Engine;
 use crate::pipeline::TextTower;
-
-/// The text tower's weights and what rebuilds it, beside the image encoder's.
-pub const TEXT_ENCODER_FILE: &str = "text_encoder.safetensors";
-pub const TEXT_ENCODER_META: &str = "text_encoder.json";
 
 /// The captions of a pretrain stage: the `text` input's token dataset, indexed by sample id.
 pub(super) struct Captions {
@@ -218,17 +214,20 @@ fn similarities(e: &Engine, a: &[f32], b: &[f32], d: usize) -> Result<Vec<f32>, 
     Ok(g.matmul(&ta, &bt)?.to_vec())
 }
 
-/// For each row `i` of the `(n, m)` similarities `sim`, the rank of column `i` (its pair)
-/// among the row's columns (0 = the most similar); ties count against the pair.
-fn ranks(sim: &[f32], m: usize) -> Vec<usize> {
+/// For each row `i` of the `(n, m)` similarities `sim`, where column `i` (its pair) stands
+/// among the row's other columns: how many are more similar, and how many exactly as similar
+/// (identical captions embed identically; a collapsed model ties everything).
+fn ranks(sim: &[f32], m: usize) -> Vec<(usize, usize)> {
     sim.chunks(m)
         .enumerate()
         .map(|(i, row)| {
             let target = row[i];
-            row.iter()
-                .enumerate()
-                .filter(|&(j, &s)| j != i && s >= target)
-                .count()
+            let others = row.iter().enumerate().filter(|&(j, _)| j != i);
+            others.fold((0, 0), |(above, tied), (_, &s)| match s {
+                s if s > target => (above + 1, tied),
+                s if s == target => (above, tied + 1),
+                _ => (above, tied),
+            })
         })
         .collect()
 }
@@ -244,9 +243,14 @@ fn transposed(v: &[f32], n: usize, m: usize) -> Vec<f32> {
     out
 }
 
-/// The fraction of `ranks` below `k`.
-fn recall(ranks: &[usize], k: usize) -> f64 {
-    ranks.iter().filter(|&&r| r < k).count() as f64 / ranks.len().max(1) as f64
+/// Recall@k: the fraction of queries whose pair is among the `k` most similar, ties broken
+/// at random (the expected value: with `above` more similar and `tied` as similar, the pair's
+/// place is uniform over `above ..= above + tied`).
+fn recall(ranks: &[(usize, usize)], k: usize) -> f64 {
+    let hit = |&(above, tied): &(usize, usize)| {
+        (k.saturating_sub(above)).min(tied + 1) as f64 / (tied + 1) as f64
+    };
+    ranks.iter().map(hit).sum::<f64>() / ranks.len().max(1) as f64
 }
 
 /// Zero-shot classification and retrieval on the test split: `clip.recall_at_{1,5}_*` over
@@ -332,12 +336,20 @@ mod tests {
         let a = [0.0, 1.0, 1.0, 0.0, 0.6, 0.8];
         let sim = similarities(&Engine::cpu(), &a, &b, 2).unwrap();
         let r = ranks(&sim, 3);
-        // Query 0 = (0,1): truth (1,0) has dot 0; (0,1) 1 and (0.6,0.8) 0.8 beat it: rank 2.
-        // Query 1 = (1,0): truth (0,1) has dot 0; (1,0) 1 and (0.6,0.8) 0.6 beat it: rank 2.
-        // Query 2 is its own truth: rank 0.
-        assert_eq!(r, [2, 2, 0]);
+        // Query 0 = (0,1): truth (1,0) has dot 0; (0,1) 1 and (0.6,0.8) 0.8 beat it.
+        // Query 1 = (1,0): truth (0,1) has dot 0; (1,0) 1 and (0.6,0.8) 0.6 beat it.
+        // Query 2 is its own truth: nothing beats it.
+        assert_eq!(r, [(2, 0), (2, 0), (0, 0)]);
         assert!((recall(&r, 1) - 1.0 / 3.0).abs() < 1e-12);
         assert!((recall(&r, 5) - 1.0).abs() < 1e-12);
+        // Ties: a pair tied with 3 others is first with probability 1/4, in the top 2 with 1/2;
+        // a collapsed model (everything tied) is at chance.
+        assert!((recall(&[(0, 3)], 1) - 0.25).abs() < 1e-12);
+        assert!((recall(&[(0, 3)], 2) - 0.5).abs() < 1e-12);
+        assert!((recall(&[(1, 3)], 2) - 0.25).abs() < 1e-12);
+        assert!((recall(&[(2, 3)], 2)).abs() < 1e-12);
+        let flat = similarities(&Engine::cpu(), &[1.0; 8], &[1.0; 8], 2).unwrap();
+        assert!((recall(&ranks(&flat, 4), 1) - 0.25).abs() < 1e-6);
         let n = normalised(vec![3.0, 4.0, 0.0, 0.0], 2);
         assert_eq!(n, [0.6, 0.8, 0.0, 0.0]);
         assert_eq!(

@@ -403,3 +403,113 @@ fn clip_loss_matches_the_formula_and_trains_its_temperature() {
     );
     assert!(grads.get(&ta).to_vec().iter().any(|v| v.abs() > 1e-4));
 }
+
+/// A folder of 16x16 PNGs in three class folders (`bars`, `cross`, `dots`), each image with
+/// its caption beside it (`bars/007.png` and `bars/007.txt`), plus a folder of notes without
+/// images that sorts first: the two walks' sample ids are `per_class` apart, so pairing by id
+/// would give every image a caption of another class.
+fn captioned_folder(root: &Path, per_class: usize) {
+    let notes = root.join("aaa-notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    for i in 0..per_class {
+        std::fs::write(notes.join(format!("{i:03}.txt")), "a note, not a caption").unwrap();
+    }
+    let draw = |class: usize, i: usize| {
+        let shift = (i % 5) as u32 + 2;
+        image::GrayImage::from_fn(16, 16, |x, y| {
+            let on = match class {
+                0 => (y + shift) % 4 == 0,
+                1 => x == shift + 4 || y == shift + 4,
+                _ => (x + shift) % 4 == 0 && (y + shift) % 4 == 0,
+            };
+            image::Luma([if on { 255 } else { 0 }])
+        })
+    };
+    for (c, name) in ["bars", "cross", "dots"].iter().enumerate() {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_class {
+            draw(c, i).save(dir.join(format!("{i:03}.png"))).unwrap();
+            let caption = format!("{name} shifted by {}", i % 5 + 2);
+            std::fs::write(dir.join(format!("{i:03}.txt")), caption).unwrap();
+        }
+    }
+}
+
+fn folder_pipeline(root: &Path, pair_by: &str) -> String {
+    let root = toml_path(root);
+    format!(
+        r#"[pipeline]
+name = "clip-folder"
+seed = 5
+
+[stages.images]
+kind = "ingest"
+source = {{ format = "image_folder", path = {root}, labels = "folders" }}
+
+[stages.captions]
+kind = "ingest"
+source = {{ format = "text", path = {root}, labels = "folders", samples = "documents" }}
+tokenizer = {{ vocab_size = 280, seq_len = 8 }}
+
+[stages.views]
+kind = "augment"
+input = "images"
+views = [[]]
+
+[stages.clip]
+kind = "pretrain"
+input = "views"
+objective = {{ plugin = "clip", temperature = 0.1 }}
+model = {{ arch = "convnet", width = 4, embed_dim = 16 }}
+text = {{ input = "captions", dim = 16, depth = 1, heads = 2, prompt = "{{}} shifted by 4"{pair_by} }}
+optim = {{ lr = 5e-3, warmup_epochs = 0 }}
+epochs = 40
+batch_size = 32
+"#
+    )
+}
+
+/// An image folder with a caption file beside each image: `pair_by = "path"` pairs them by
+/// name although the text walk holds an extra file (ids do not line up), and the towers learn
+/// the classes from the captions; an image without a caption, or images without paths, are
+/// clear errors.
+#[test]
+fn an_image_folder_pairs_with_caption_files_by_path() {
+    let dir = tempdir();
+    let root = dir.path().join("shapes");
+    captioned_folder(&root, 30);
+    let p = write(dir.path(), &folder_pipeline(&root, r#", pair_by = "path""#));
+    pretext(dir.path(), &["run", &p]).expect_code(0);
+    let entry = &entries(&store(dir.path()), "pretrain")[0];
+    let m = read_json(&entry.join("metrics.json"));
+    // 90 pairs, 18 of them test; three classes told apart by their prompts alone.
+    assert_eq!(m["clip.retrieval_pairs"].as_f64(), Some(18.0), "{m}");
+    let zero_shot = m["clip.zero_shot_accuracy"].as_f64().unwrap();
+    assert!(zero_shot >= 0.75, "zero-shot accuracy {zero_shot}: {m}");
+
+    // One image loses its caption file: named, with what to do.
+    std::fs::remove_file(root.join("cross/004.txt")).unwrap();
+    let run = pretext(dir.path(), &["run", &p]);
+    assert_eq!(run.code, 2, "{}", run.describe());
+    run.expect_stderr_has(&[
+        "1 of the 90 images have no caption in stage `captions`",
+        "give every image a caption file",
+    ]);
+
+    // Images from a source without paths cannot pair by path.
+    let parquet = pipeline(
+        100,
+        100,
+        &format!(
+            "{}\nepochs = 1",
+            TEXT.replace(" }", r#", pair_by = "path" }"#)
+        ),
+    )
+    .replace("warmup_epochs = 1", "warmup_epochs = 0");
+    let d = tempdir();
+    let p = write(d.path(), &parquet);
+    let run = pretext(d.path(), &["run", &p]);
+    assert_eq!(run.code, 2, "{}", run.describe());
+    run.expect_stderr_has(&["the images record no paths", "image_folder"]);
+}

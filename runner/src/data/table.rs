@@ -717,6 +717,21 @@ impl DatasetReader {
     }
 }
 
+/// The `(id, path)` of every row of the dataset at `path`, read row group by row group (bounded
+/// memory); `None` when its rows record no paths.
+pub fn ids_and_paths(path: &Path) -> Result<Option<Vec<(u64, String)>>, DataError> {
+    let mut reader = DatasetReader::open(path)?;
+    if !reader.info().paths {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(reader.len());
+    while let Some(chunk) = reader.next_chunk()? {
+        let paths = chunk.paths.unwrap_or_default();
+        out.extend(chunk.ids.into_iter().zip(paths));
+    }
+    Ok(Some(out))
+}
+
 /// Reads a whole dataset file (any layout, every column). A dataset that does not fit in
 /// memory is a clear error before anything is read (see [`super::memory::check_fits`]).
 pub fn read_records(path: &Path) -> Result<(DatasetInfo, Records), DataError> {

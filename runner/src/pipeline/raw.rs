@@ -240,6 +240,7 @@ pub(crate) struct RawTextTower {
     pub heads: Option<Spanned<i64>>,
     pub dropout: Option<Spanned<f64>>,
     pub prompt: Option<Spanned<String>>,
+    pub pair_by: Option<Spanned<String>>,
 }
 
 /// One phase of `curriculum = [{ .. }, ..]` in a pretrain stage.

@@ -538,6 +538,10 @@ pub enum IngestSource {
         /// `false` (`samples = "passages"`, the default).
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         documents: bool,
+        /// `path_column`: parquet only: a string column of file names stored as each
+        /// document's `path` (what `text.pair_by = "path"` pairs captions with images by).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        path_column: Option<String>,
     },
 }
 
@@ -837,6 +841,11 @@ pub struct TextTower {
     /// Zero-shot classification: each class's prompt, `{}` standing for the class name
     /// (default `"{}"`).
     pub prompt: String,
+    /// `pair_by = "path"`: an image and its caption share their path without the extension
+    /// (`cat/001.png` and `cat/001.txt`) instead of their sample id. Left out of the canonical
+    /// form when `false` (`"id"`, the default).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub by_path: bool,
 }
 
 /// One phase of a curriculum: a run of epochs with its own view size, crop scale and batch.

@@ -183,6 +183,7 @@ fn read_parquet(
     path: &Path,
     column: &str,
     label: Option<&str>,
+    path_column: Option<&str>,
 ) -> Result<(Vec<Document>, Reading), StageError> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::record::RowAccessor;
@@ -207,6 +208,7 @@ fn read_parquet(
         };
         let col = find(column)?;
         let lab = label.map(find).transpose()?;
+        let named = path_column.map(find).transpose()?;
         let rows = reader
             .get_row_iter(None)
             .map_err(|e| err(format!("parquet: {e}")))?;
@@ -234,8 +236,20 @@ fn read_parquet(
                         })?,
                 }),
             };
+            let path = match named {
+                None => format!("record {i}"),
+                Some(c) => row
+                    .get_string(c)
+                    .map_err(|e| {
+                        err(format!(
+                            "record {i}: column `{}` is not a string or is null ({e}); `path_column` names a column of file names",
+                            path_column.unwrap_or_default()
+                        ))
+                    })?
+                    .clone(),
+            };
             docs.push(Document {
-                path: format!("record {i}"),
+                path,
                 class,
                 text: text::normalize(t),
             });
@@ -257,6 +271,7 @@ pub fn run(cfg: &IngestConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
         encoding,
         passage_words,
         documents,
+        path_column,
     } = &cfg.source
     else {
         return Err(StageError::Failed("internal: not a text source".into()));
@@ -269,7 +284,7 @@ pub fn run(cfg: &IngestConfig, ctx: &StageCtx) -> Result<Metrics, StageError> {
     // A brought tokenizer is read first: a bad file fails before any document is read.
     let mut brought = brought_tokenizer(&tk.vocab)?;
     let (docs, reading) = match column {
-        Some(c) => read_parquet(&path.resolved, c, label.as_deref())?,
+        Some(c) => read_parquet(&path.resolved, c, label.as_deref(), path_column.as_deref())?,
         None => read_files(
             &path.resolved,
             *labels,
@@ -569,7 +584,7 @@ mod tests {
             &["One text\r\nwith CRLF.", "Caf\u{65}\u{301} two"],
             &[7, 3],
         );
-        let (docs, _) = read_parquet(&p, "body", Some("author")).unwrap();
+        let (docs, _) = read_parquet(&p, "body", Some("author"), None).unwrap();
         assert_eq!(docs.len(), 2);
         // Normalised: LF line ends, NFC.
         assert_eq!(docs[0].text, "One text\nwith CRLF.");
@@ -577,17 +592,23 @@ mod tests {
         assert_eq!(docs[0].class.as_deref(), Some("7"));
         assert_eq!(docs[1].path, "record 1");
         // A missing column names the columns there are.
-        let e = read_parquet(&p, "text", None).unwrap_err().to_string();
+        let e = read_parquet(&p, "text", None, None)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("no column `text`") && e.contains("body, author"),
             "{e}"
         );
         // A non-string text column names the record.
-        let e = read_parquet(&p, "author", None).unwrap_err().to_string();
+        let e = read_parquet(&p, "author", None, None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("record 0") && e.contains("not a string"), "{e}");
         // Not parquet at all.
         std::fs::write(&p, b"plain words").unwrap();
-        let e = read_parquet(&p, "body", None).unwrap_err().to_string();
+        let e = read_parquet(&p, "body", None, None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("docs.parquet"), "{e}");
     }
 

@@ -121,7 +121,17 @@ impl StageCx<'_, '_, '_> {
                 ))
             }
         };
+        let by_path = match &t.pair_by {
+            None => false,
+            Some(w) => self.keyword(
+                w,
+                &[("id", false), ("path", true)],
+                "expected one of",
+                |w| format!("unknown pairing `{w}` in `{}`", self.what("text.pair_by")),
+            )?,
+        };
         Ok(TextTower {
+            by_path,
             input: t.input.get_ref().clone(),
             dim,
             depth: self.int(&t.depth, "text.depth", 1, Some(64), 2)? as usize,

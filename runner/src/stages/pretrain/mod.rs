@@ -262,7 +262,9 @@ fn paired_tower(
     let Some(t) = cfg.text.as_ref().filter(|_| needs.paired_text) else {
         return Ok(None);
     };
-    let caps = paired::Captions::load(ctx, t, &ds.ids)?;
+    let recipe: ViewsRecipe = read_json(&ctx.input("input")?.dir.join(VIEWS_FILE))?;
+    let images = ctx.entry_by_key(&recipe.dataset_key)?.join(DATASET_FILE);
+    let caps = paired::Captions::load(ctx, t, &images, &ds.ids)?;
     let spec = paired::tower_spec(t, &caps, embed_dim);
     let seed = mix_seed(ctx.seed, super::Stream::ModelInit, 1, 0, 0);
     let mut tower = paired::Tower::new(ctx.engine, ps, spec, seed)?;

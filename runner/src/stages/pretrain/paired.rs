@@ -17,27 +17,34 @@ use crate::engine::nn::{Encoder, EncoderSpec, Init, InputShape, ParamStore};
 use crate::engine::Engine;
 use crate::pipeline::TextTower;
 
-/// The captions of a pretrain stage: the `text` input's token dataset, indexed by sample id.
+/// The captions of a pretrain stage: the `text` input's token dataset, and for each image's
+/// sample id the row of its caption.
 pub(super) struct Captions {
     ds: Dataset,
     by_id: HashMap<u64, usize>,
     /// The text dataset's class names (zero-shot prompts), when its rows are labelled.
     classes: Option<Vec<String>>,
+    /// The image dataset's class names, when it has them (zero-shot prefers them).
+    image_classes: Option<Vec<String>>,
     tokenizer: Option<crate::data::tokenizer::TextTokenizer>,
     /// The stage that holds them, for messages.
     stage: String,
 }
 
 impl Captions {
-    /// Read the captions of `tower` and check that every row of `images` (ids) has one.
+    /// Read the captions of `tower` and pair them with the images of the dataset at
+    /// `images_file` (whose rows in memory have the sample ids `images`): every image needs
+    /// one.
     pub(super) fn load(
         ctx: &StageCtx,
         tower: &TextTower,
+        images_file: &Path,
         images: &[u64],
     ) -> Result<Captions, StageError> {
         let dir = &ctx.input("text")?.dir;
         let reader = table::DatasetReader::open(&dir.join(DATASET_FILE))?;
         let classes = reader.info().classes.clone();
+        let has_paths = reader.info().paths;
         let ds = table::load_dataset(reader)?;
         if ds.vocab.is_none() {
             return Err(StageError::Input(format!(
@@ -45,25 +52,43 @@ impl Captions {
                 tower.input
             )));
         }
-        let by_id: HashMap<u64, usize> =
-            ds.ids.iter().enumerate().map(|(r, &id)| (id, r)).collect();
+        let by_id = match tower.by_path {
+            false => ds.ids.iter().enumerate().map(|(r, &id)| (id, r)).collect(),
+            true => {
+                let captions = match has_paths {
+                    true => table::ids_and_paths(&dir.join(DATASET_FILE))?,
+                    false => None,
+                };
+                let images = table::ids_and_paths(images_file)?;
+                pair_by_path(tower, &ds, images, captions)?
+            }
+        };
         let missing: Vec<u64> = images
             .iter()
             .copied()
             .filter(|id| !by_id.contains_key(id))
             .collect();
         if let Some(first) = missing.first() {
+            let how = match tower.by_path {
+                true => "by their paths without the extension (pair_by = \"path\"): give every image a caption file",
+                false => "by sample id (the record index in each source): ingest both from the same rows, in the same order, or pair them by file name with text.pair_by = \"path\"",
+            };
             return Err(StageError::Input(format!(
-                "{} of the {} images have no caption in stage `{}` (the first: sample id {first}); images and captions are paired by sample id (the record index in each source): ingest both from the same rows, in the same order",
+                "{} of the {} images have no caption in stage `{}` (the first: sample id {first}); images and captions are paired {how}",
                 missing.len(),
                 images.len(),
                 tower.input
             )));
         }
+        let image_classes = table::DatasetReader::open(images_file)?
+            .info()
+            .classes
+            .clone();
         Ok(Captions {
             ds,
             by_id,
             classes,
+            image_classes,
             tokenizer: tokenizer::load(dir)?,
             stage: tower.input.clone(),
         })
@@ -90,6 +115,49 @@ impl Captions {
             .collect::<Result<Vec<usize>, _>>()?;
         Ok(self.ds.batch_f32(&rows))
     }
+}
+
+/// `pair_by = "path"`: image id → caption row, where the caption's path without its
+/// extension is the image's (`cat/001.png` ↔ `cat/001.txt`). Two captions for one image, or
+/// either side without paths, is an error.
+fn pair_by_path(
+    tower: &TextTower,
+    ds: &Dataset,
+    images: Option<Vec<(u64, String)>>,
+    captions: Option<Vec<(u64, String)>>,
+) -> Result<HashMap<u64, usize>, StageError> {
+    let stem = |p: &str| -> String {
+        Path::new(p)
+            .with_extension("")
+            .to_string_lossy()
+            .into_owned()
+    };
+    let Some(images) = images else {
+        return Err(StageError::Input(
+            "text.pair_by = \"path\" pairs images with captions by file name, but the images record no paths: ingest them with format = \"image_folder\" (or pair by sample id)".into(),
+        ));
+    };
+    let Some(captions) = captions else {
+        return Err(StageError::Input(format!(
+            "text.pair_by = \"path\" pairs images with captions by file name, but the captions of stage `{}` record no file names: read them from a folder of .txt files with samples = \"documents\", or from a parquet file with `path_column`",
+            tower.input
+        )));
+    };
+    let row_of: HashMap<u64, usize> = ds.ids.iter().enumerate().map(|(r, &id)| (id, r)).collect();
+    let mut by_stem: HashMap<String, (usize, &str)> = HashMap::new();
+    for (id, path) in &captions {
+        let Some(&row) = row_of.get(id) else { continue };
+        if let Some((_, other)) = by_stem.insert(stem(path), (row, path)) {
+            return Err(StageError::Input(format!(
+                "stage `{}` has two captions for one image: `{other}` and `{path}` (pair_by = \"path\" matches paths without their extension); keep one",
+                tower.input
+            )));
+        }
+    }
+    Ok(images
+        .iter()
+        .filter_map(|(id, path)| by_stem.get(&stem(path)).map(|&(row, _)| (*id, row)))
+        .collect())
 }
 
 /// The text tower's encoder spec: the `text` table's sizes over the captions' tokens, its
@@ -253,9 +321,36 @@ fn recall(ranks: &[(usize, usize)], k: usize) -> f64 {
     ranks.iter().map(hit).sum::<f64>() / ranks.len().max(1) as f64
 }
 
+/// The text tower's embeddings of each class's prompt (`prompt` with the class name for `{}`),
+/// tokenised as the captions were.
+fn prompt_embeddings(
+    e: &Engine,
+    tower: &Tower,
+    caps: &Captions,
+    tk: &crate::data::tokenizer::TextTokenizer,
+    prompt: &str,
+    classes: &[String],
+    ps: &mut ParamStore,
+) -> Result<Vec<f32>, StageError> {
+    let (len, _) = caps.shape();
+    let mut prompts = Vec::with_capacity(classes.len() * len);
+    let mut ids = Vec::new();
+    for c in classes {
+        encode_passage(tk, &prompt.replace("{}", c), len, &mut ids)?;
+        prompts.extend(ids.iter().map(|&t| t as f32));
+    }
+    let x = e.tensor(prompts, classes.len(), len)?;
+    let mut g = e.graph(false);
+    Ok(tower
+        .encoder
+        .forward(ps, &mut g, &x, input_of(&tower.spec), false)?
+        .to_vec())
+}
+
 /// Zero-shot classification and retrieval on the test split: `clip.recall_at_{1,5}_*` over
-/// the test pairs (at most 2,000), and, when the captions are labelled with class names,
-/// `clip.zero_shot_accuracy` (each image's class is the prompt its embedding is closest to).
+/// the test pairs (at most 2,000), and, when the images (or else the captions) are labelled
+/// with class names, `clip.zero_shot_accuracy` (each image's class is the prompt its
+/// embedding is closest to).
 pub(super) fn evaluate(
     e: &Engine,
     model: &Model,
@@ -288,33 +383,27 @@ pub(super) fn evaluate(
         m.insert(format!("clip.recall_at_{k}_text_to_image"), recall(&t2i, k));
     }
     m.insert("clip.retrieval_pairs".into(), test.len() as f64);
-    if let (Some(classes), Some(tk), Some(labels)) =
-        (&caps.classes, &caps.tokenizer, &caps.ds.labels)
-    {
-        let (len, _) = caps.shape();
-        let mut prompts = Vec::with_capacity(classes.len() * len);
-        let mut ids_buf = Vec::new();
-        for c in classes {
-            encode_passage(tk, &prompt.replace("{}", c), len, &mut ids_buf)?;
-            prompts.extend(ids_buf.iter().map(|&t| t as f32));
-        }
-        let x = e.tensor(prompts, classes.len(), len)?;
-        let mut g = e.graph(false);
-        let pe = tower
-            .encoder
-            .forward(ps, &mut g, &x, input, false)?
-            .to_vec();
+    // The images' own class names and labels when they have them, else the captions'.
+    let truth: Option<(&[String], Vec<usize>)> = match (&caps.image_classes, &images.labels) {
+        (Some(c), Some(l)) => Some((c, test.iter().map(|&r| l[r] as usize).collect())),
+        _ => match (&caps.classes, &caps.ds.labels) {
+            (Some(c), Some(l)) => Some((c, text_rows.iter().map(|&r| l[r] as usize).collect())),
+            _ => None,
+        },
+    };
+    if let (Some((classes, truth)), Some(tk)) = (truth, &caps.tokenizer) {
+        let pe = prompt_embeddings(e, tower, caps, tk, prompt, classes, ps)?;
         let scores = similarities(e, &img, &normalised(pe, d), d)?;
         let correct = scores
             .chunks(classes.len())
-            .zip(&text_rows)
-            .filter(|(row, &r)| {
+            .zip(&truth)
+            .filter(|(row, &t)| {
                 let best = row
                     .iter()
                     .enumerate()
                     .max_by(|a, b| a.1.total_cmp(b.1))
                     .map(|(c, _)| c);
-                best == Some(labels[r] as usize)
+                best == Some(t)
             })
             .count();
         m.insert(

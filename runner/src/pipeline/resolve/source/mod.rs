@@ -93,6 +93,7 @@ struct TextSource {
     encoding: Option<Given<String>>,
     passage_words: Option<Given<i64>>,
     samples: Option<Given<String>>,
+    path_column: Option<Given<String>>,
 }
 
 /// Parquet's `features`: one list column, or several numeric columns.

@@ -35,7 +35,11 @@ impl StageCx<'_, '_, '_> {
             ));
         }
         if !is_parquet {
-            for (key, given) in [("column", s.column.is_some()), ("label", s.label.is_some())] {
+            for (key, given) in [
+                ("column", s.column.is_some()),
+                ("label", s.label.is_some()),
+                ("path_column", s.path_column.is_some()),
+            ] {
                 if given {
                     return Err(self.source_err(
                         key,
@@ -161,6 +165,7 @@ impl StageCx<'_, '_, '_> {
             encoding,
             passage_words,
             documents,
+            path_column: self.source_str("path_column", &s.path_column)?,
         })
     }
 }

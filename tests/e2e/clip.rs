@@ -11,7 +11,8 @@ use pretext::engine::{Engine, Tensor};
 use pretext::plugins::{ObjectiveInstance, Registry, SearchPath, StepInputs};
 
 use crate::support::{
-    dylib_name, entries, pretext, profile_dir, store, tempdir, toml_path, workspace,
+    dylib_name, entries, kill_after_checkpoint, pretext, profile_dir, read_json, store, tempdir,
+    toml_path, workspace, write_pipeline as write,
 };
 
 fn captioned() -> String {
@@ -57,16 +58,6 @@ batch_size = 100
 
 const TEXT: &str =
     r#"text = { input = "captions", dim = 32, depth = 1, heads = 2, prompt = "a handwritten {}" }"#;
-
-fn read_json(p: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-fn write(dir: &Path, text: &str) -> String {
-    let p = dir.join("pipeline.toml");
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
-}
 
 #[test]
 fn clip_trains_both_towers_reports_zero_shot_and_retrieval_and_probes_each() {
@@ -154,12 +145,13 @@ baseline = false
     assert!(accuracies.iter().all(|a| *a > 0.3), "{accuracies:?}");
 }
 
+/// Killed after two epochs, a CLIP run resumes (both towers, the logit scale and the optimiser
+/// state are in the checkpoint) to the very weights of a run never interrupted.
 #[test]
 fn a_killed_clip_run_resumes_to_the_same_weights() {
-    let digest = |dir: &Path, lock: &Path| -> (String, String) {
-        let v = read_json(lock);
+    let digest = |dir: &Path| -> (String, String) {
+        let v = read_json(&dir.join("pretext.lock"));
         let outs = &v["pipelines"]["clip-test"]["stages"]["clip"]["outputs"];
-        let _ = dir;
         (
             outs["encoder.safetensors"].as_str().unwrap().to_string(),
             outs["text_encoder.safetensors"]
@@ -172,47 +164,17 @@ fn a_killed_clip_run_resumes_to_the_same_weights() {
     let whole = tempdir();
     let p = write(whole.path(), &text);
     pretext(whole.path(), &["run", &p]).expect_code(0);
-    let want = digest(whole.path(), &whole.path().join("pretext.lock"));
+    let want = digest(whole.path());
 
     // Killed after its second checkpoint, the run is started again.
     let resumed = tempdir();
     let p = write(resumed.path(), &text);
-    let log = std::fs::File::create(resumed.path().join("killed.log")).unwrap();
-    let mut child = crate::support::command(resumed.path(), &["run", &p])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let ckpt = store(resumed.path()).join("checkpoints").join("pretrain");
-    let epochs_done = || {
-        std::fs::read_dir(&ckpt)
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| e.ok())
-            .and_then(|e| std::fs::read_to_string(e.path().join("checkpoint.json")).ok())
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .and_then(|v| v["epochs_done"].as_u64())
-    };
-    let t0 = std::time::Instant::now();
-    while epochs_done().is_none_or(|d| d < 2) {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before its second checkpoint"
-        );
-        assert!(t0.elapsed().as_secs() < 300, "no checkpoint after 300 s");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let done = epochs_done().expect("the checkpoint survives the kill");
+    let done = kill_after_checkpoint(resumed.path(), &p, 2);
     assert!((2..8).contains(&done), "killed after {done} epochs");
     pretext(resumed.path(), &["run", &p])
         .expect_code(0)
         .expect_stderr_has(&["resuming from checkpoint"]);
-    assert_eq!(
-        digest(resumed.path(), &resumed.path().join("pretext.lock")),
-        want
-    );
+    assert_eq!(digest(resumed.path()), want);
 }
 
 #[test]

@@ -3,11 +3,12 @@
 //! run killed in a later phase resumes there to exactly the weights of an uninterrupted run;
 //! phases a model or objective cannot take are refused before anything runs.
 
-use std::fs::File;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use crate::support::{command, entries, mnist_views_pipeline, plan_keys, pretext, store, tempdir};
+use crate::support::{
+    entries, kill_after_checkpoint, mnist_views_pipeline, plan_keys, pretext, read_json, store,
+    tempdir, write_pipeline as write,
+};
 
 /// 600 MNIST digits at 28x28, two crops (`views`), and a SimCLR stage on a mean-pooled ConvNet
 /// with `curriculum` (its TOML array) and the stage key lines in `extra`.
@@ -34,16 +35,6 @@ curriculum = {curriculum}
 
 const PHASES: &str =
     "[{ epochs = 2, size = 16, scale = [0.6, 1.0], batch_size = 64 }, { epochs = 2 }]";
-
-fn read_json(p: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-fn write(dir: &Path, text: &str) -> String {
-    let p = dir.join("pipeline.toml");
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
-}
 
 #[test]
 fn phases_train_at_their_sizes_and_batches_and_key_the_stage() {
@@ -103,18 +94,6 @@ fn phases_train_at_their_sizes_and_batches_and_key_the_stage() {
     assert_ne!(base, keys(flat));
 }
 
-fn checkpoint_epochs(store: &Path) -> Option<u64> {
-    let dir = store.join("checkpoints").join("pretrain");
-    let meta = std::fs::read_dir(&dir)
-        .ok()?
-        .flatten()
-        .next()?
-        .path()
-        .join("checkpoint.json");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(meta).ok()?).ok()?;
-    v["epochs_done"].as_u64()
-}
-
 fn encoder_digest(lock: &Path) -> String {
     read_json(lock)["pipelines"]["curriculum"]["stages"]["ssl"]["outputs"]["encoder.safetensors"]
         .as_str()
@@ -137,30 +116,7 @@ fn a_run_killed_in_a_later_phase_resumes_there_to_identical_weights() {
     let dir = tempdir();
     let p = write(dir.path(), &pipeline(phases, ""));
     let st = store(dir.path());
-    let log_path = dir.path().join("killed.log");
-    let log = File::create(&log_path).unwrap();
-    let mut child = command(dir.path(), &["run", &p])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start pretext run");
-    let start = Instant::now();
-    while checkpoint_epochs(&st).is_none_or(|e| e < 2) {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "the run ended ({status}) before the first phase's checkpoint\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "timed out waiting for a checkpoint"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let done = checkpoint_epochs(&st).expect("the checkpoint survives the kill");
+    let done = kill_after_checkpoint(dir.path(), &p, 2);
     assert!((2..6).contains(&done), "killed after {done} epochs");
 
     let rerun = pretext(dir.path(), &["run", &p]);

@@ -561,3 +561,61 @@ pub fn finish_within(
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// The JSON file at `p`.
+pub fn read_json(p: &Path) -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", p.display()))
+}
+
+/// Writes `text` as `dir/pipeline.toml`; returns its path as an argument.
+pub fn write_pipeline(dir: &Path, text: &str) -> String {
+    let p = dir.join("pipeline.toml");
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+/// Epochs done in the (only) pretrain checkpoint of `store`, if there is one.
+pub fn checkpoint_epochs(store: &Path) -> Option<u64> {
+    let dir = store.join("checkpoints").join("pretrain");
+    let meta = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .next()?
+        .path()
+        .join("checkpoint.json");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(meta).ok()?).ok()?;
+    v["epochs_done"].as_u64()
+}
+
+/// Starts `pretext run <pipeline>` in `dir` (its output in `dir/killed.log`), kills it as soon
+/// as its pretrain checkpoint holds `epochs` epochs, and returns how many the checkpoint holds
+/// after the kill. Fails the test when the run ends first or no checkpoint comes in 300 s.
+pub fn kill_after_checkpoint(dir: &Path, pipeline: &str, epochs: u64) -> u64 {
+    let st = store(dir);
+    let log_path = dir.join("killed.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = command(dir, &["run", pipeline])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start pretext run");
+    let start = std::time::Instant::now();
+    while checkpoint_epochs(&st).is_none_or(|e| e < epochs) {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the run ended ({status}) before a checkpoint of {epochs} epochs\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(300),
+            "timed out waiting for a checkpoint"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    checkpoint_epochs(&st).expect("the checkpoint survives the kill")
+}

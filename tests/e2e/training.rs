@@ -1,13 +1,11 @@
 //! Training machinery end to end: the collapse monitor stops a collapsing objective, and a run
 //! killed after a checkpoint resumes to exactly the weights of an uninterrupted run.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use crate::support::{command, expect_statuses, pretext, store, tempdir, Tiny};
-
-const WAIT_LIMIT: Duration = Duration::from_secs(120);
+use crate::support::{
+    checkpoint_epochs, expect_statuses, kill_after_checkpoint, pretext, store, tempdir, Tiny,
+};
 
 /// SimSiam without its predictor collapses: the monitor stops the stage with a clear error.
 #[test]
@@ -56,18 +54,6 @@ fn encoder_digest(lock: &Path) -> String {
         .to_string()
 }
 
-fn checkpoint_epochs(store: &Path) -> Option<u64> {
-    let dir = store.join("checkpoints").join("pretrain");
-    let meta: PathBuf = std::fs::read_dir(&dir)
-        .ok()?
-        .flatten()
-        .next()?
-        .path()
-        .join("checkpoint.json");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(meta).ok()?).ok()?;
-    v["epochs_done"].as_u64()
-}
-
 /// Kill after the second epoch's checkpoint; the rerun resumes there and ends with the very
 /// same encoder bytes as a run that was never interrupted (BYOL: EMA teacher and optimizer
 /// state are in the checkpoint too).
@@ -87,30 +73,7 @@ fn killed_pretraining_resumes_to_identical_weights() {
     let dir = tempdir();
     let p = tiny.write(dir.path()).display().to_string();
     let st = store(dir.path());
-    let log_path = dir.path().join("killed.log");
-    let log = File::create(&log_path).unwrap();
-    let mut child = command(dir.path(), &["run", &p])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start pretext run");
-    let start = Instant::now();
-    while checkpoint_epochs(&st).is_none_or(|e| e < 2) {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "the run ended ({status}) before a checkpoint of 2 epochs\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-        }
-        assert!(
-            start.elapsed() < WAIT_LIMIT,
-            "timed out waiting for a checkpoint"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let done = checkpoint_epochs(&st).expect("the checkpoint survives the kill");
+    let done = kill_after_checkpoint(dir.path(), &p, 2);
     assert!((2..8).contains(&done), "killed after {done} epochs");
 
     let rerun = pretext(dir.path(), &["run", &p]);

@@ -104,6 +104,8 @@ baseline = false
         m[k].as_f64()
             .unwrap_or_else(|| panic!("metric {k} is missing: {m}"))
     };
+    // The text tower is counted on its own (token embeddings alone are vocabulary x 32).
+    assert!(get("text_parameters") > 1000.0, "{m}");
     // 1000 rows, 80/20: 200 test pairs.
     assert_eq!(get("clip.retrieval_pairs"), 200.0);
     // Chance: zero-shot 1/10; recall@5 5/200. Trained, both towers agree far above that.

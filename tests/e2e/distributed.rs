@@ -164,7 +164,8 @@ fn one_and_two_ranks(pipeline: &str, extra: &[&str]) -> (tempfile::TempDir, temp
 }
 
 /// One pretrain stage per objective family (and per encoder architecture), each on the
-/// 128-sample train split with a global batch of 64: two steps. I-JEPA saves its EMA
+/// 128-sample train split with a global batch of 64: two steps (CLIP with the captions of the
+/// same images). I-JEPA saves its EMA
 /// teacher, which at the default momentum (0.996) would hardly move in two steps: a momentum
 /// of 0.5 makes the compared encoder follow the student's updates. SGD with momentum: with Adam,
 /// parameters whose true gradient is about zero (a bias right before batch norm) move by ±lr
@@ -174,7 +175,7 @@ fn families_pipeline() -> String {
 batch_size = 64
 epochs = 1"#;
     let vit = r#"{ arch = "vit", patch = 7, dim = 16, depth = 2, heads = 2, embed_dim = 16 }"#;
-    let stages: [(&str, &str, &str, &str); 11] = [
+    let stages: [(&str, &str, &str, &str); 12] = [
         (
             "simclr",
             "two",
@@ -241,6 +242,13 @@ epochs = 1"#;
             r#"{ plugin = "dino", out_dim = 32, projector_hidden = 32, projector_dim = 16 }"#,
             vit,
         ),
+        (
+            "clip",
+            "one",
+            r#"{ plugin = "clip" }
+text = { input = "captions", dim = 16, depth = 1, heads = 2 }"#,
+            r#"{ arch = "convnet", width = 4, embed_dim = 16 }"#,
+        ),
     ];
     // `data` (160 images: 128 to train on), `two` (two crops) and `one` (one crop).
     let mut p = tiny_mnist_pipeline("families", 5);
@@ -255,7 +263,15 @@ views = [
   [{{ name = "random_resized_crop", scale = [0.1, 0.4], size = 14 }}],
   [{{ name = "random_resized_crop", scale = [0.1, 0.4], size = 14 }}],
 ]
-"#
+
+# The captions of the same 160 images (the captioned set is MNIST's test split in IDX order).
+[stages.captions]
+kind = "ingest"
+source = {{ format = "text", path = {captions}, column = "caption", samples = "documents" }}
+tokenizer = {{ vocab_size = 300, seq_len = 12 }}
+limit = 160
+"#,
+        captions = toml_path(&workspace().join("datasets/captions/mnist-captioned.parquet"))
     ));
     for (name, input, objective, model) in stages {
         p.push_str(&format!(
@@ -269,7 +285,7 @@ views = [
 fn two_ranks_reproduce_one_process_for_every_objective_family() {
     let (one, two) = one_and_two_ranks(&families_pipeline(), &[]);
     let (a, b) = (pretrain_entries(one.path()), pretrain_entries(two.path()));
-    assert_eq!(a.len(), 11);
+    assert_eq!(a.len(), 12);
     let mut report = Vec::new();
     // The gradient norm is the loosest: a bias right before batch norm has a true gradient of
     // zero, summed from per-rank shares that cancel, so its value is rounding noise of the

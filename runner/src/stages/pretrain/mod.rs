@@ -433,6 +433,14 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
         // tokenizer).
         let captions_key = &ctx.input("text")?.key;
         tower.save(ctx.out_dir, &p.st.ps, &cfg.objective.plugin, captions_key)?;
+        let text_store = ParamStore {
+            entries: p.st.ps.entries[tower.start..tower.end].to_vec(),
+            ..ParamStore::default()
+        };
+        m.insert(
+            "text_parameters".into(),
+            text_store.trainable_count() as f64,
+        );
         let d = p.spec.embed_dim();
         m.extend(paired::evaluate(
             e,

@@ -88,6 +88,7 @@ baseline = false
         "encoder.json",
         "text_encoder.safetensors",
         "text_encoder.json",
+        "tokenizer.json",
     ] {
         assert!(entry.join(f).is_file(), "{f} is missing");
     }
@@ -476,4 +477,26 @@ fn an_image_folder_pairs_with_caption_files_by_path() {
     let run = pretext(d.path(), &["run", &p]);
     assert_eq!(run.code, 2, "{}", run.describe());
     run.expect_stderr_has(&["the images record no paths", "image_folder"]);
+}
+
+/// Images over the memory budget are streamed; each batch still finds its captions by id,
+/// and the towers are measured on the test rows kept in memory.
+#[test]
+fn streamed_images_find_their_captions() {
+    let dir = tempdir();
+    let p = write(
+        dir.path(),
+        &pipeline(1000, 1000, &format!("{TEXT}\nepochs = 2\n")),
+    );
+    crate::support::pretext_with(
+        dir.path(),
+        &["run", &p],
+        &[("PRETEXT_MEMORY_BUDGET", "300K")],
+    )
+    .expect_code(0)
+    .expect_stderr_has(&["streaming its row groups"]);
+    let entry = &entries(&store(dir.path()), "pretrain")[0];
+    let m = read_json(&entry.join("metrics.json"));
+    assert_eq!(m["clip.retrieval_pairs"].as_f64(), Some(200.0), "{m}");
+    assert!(m["clip.zero_shot_accuracy"].as_f64().is_some(), "{m}");
 }

@@ -431,8 +431,10 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
     if let (Some(tower), Some(caps), Some(t)) = (&p.model.text, &p.captions, &cfg.text) {
         // The text tower was trained on the captions' dataset (probes read text with its
         // tokenizer).
-        let captions_key = &ctx.input("text")?.key;
-        tower.save(ctx.out_dir, &p.st.ps, &cfg.objective.plugin, captions_key)?;
+        let captions = ctx.input("text")?;
+        tower.save(ctx.out_dir, &p.st.ps, &cfg.objective.plugin, &captions.key)?;
+        // The captions' tokenizer beside the tower: the artifact encodes new text on its own.
+        crate::artifacts::tokenizer::copy(&captions.dir, ctx.out_dir)?;
         let text_store = ParamStore {
             entries: p.st.ps.entries[tower.start..tower.end].to_vec(),
             ..ParamStore::default()

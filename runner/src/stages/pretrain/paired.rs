@@ -1,5 +1,6 @@
 //! Image–text pairs (CLIP): each image's caption is the row of the stage's `text` dataset with
-//! the same sample id; a text transformer (the text tower) is trained beside the image
+//! the same sample id (or, with `pair_by = "path"`, the same path without its extension); the
+//! captions are held in memory (token ids are small). A text transformer (the text tower) is trained beside the image
 //! encoder, saved as `text_encoder.safetensors` + `text_encoder.json`, and the pair of towers
 //! is evaluated on the test split: zero-shot classification from class-name prompts and
 //! retrieval (recall@1 and @5, image → text and text → image).
@@ -45,6 +46,7 @@ impl Captions {
         let reader = table::DatasetReader::open(&dir.join(DATASET_FILE))?;
         let classes = reader.info().classes.clone();
         let has_paths = reader.info().paths;
+        crate::data::memory::check_fits(&reader)?;
         let ds = table::load_dataset(reader)?;
         if ds.vocab.is_none() {
             return Err(StageError::Input(format!(

@@ -6,7 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::support::{entries, mnist, pretext, store, tempdir, toml_path, workspace, Tiny};
+use crate::support::{
+    entries, mnist, pretext, read_json, store, tempdir, toml_path, workspace, Tiny,
+};
 
 fn fixture(name: &str) -> PathBuf {
     workspace().join("tests/fixtures/data").join(name)
@@ -23,12 +25,6 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).expect("copy a fixture file");
         }
     }
-}
-
-fn read_json(path: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
 }
 
 /// The only entry of a stage kind in the store of `dir`.

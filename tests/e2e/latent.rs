@@ -3,10 +3,9 @@
 //! saves only the encoder and reruns from the store; models, views and parameters it cannot
 //! take are refused by `validate` and `run` alike.
 
-use std::path::Path;
-
 use crate::support::{
     assert_encoder_only, entries, expect_statuses, mnist_views_pipeline, pretext, store, tempdir,
+    write_pipeline as write,
 };
 
 const VIEW: &str = r#"[{ name = "random_resized_crop", scale = [0.8, 1.0] }]"#;
@@ -27,12 +26,6 @@ epochs = {epochs}
 batch_size = 64
 "#
     )
-}
-
-fn write(dir: &Path, text: &str) -> String {
-    let p = dir.join("pipeline.toml");
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
 }
 
 #[test]

@@ -3,10 +3,9 @@
 //! views of different sizes that a model or objective cannot take are refused by `validate`
 //! as well as by `run`, naming the views and what to change.
 
-use std::path::Path;
-
 use crate::support::{
     assert_encoder_only, entries, expect_statuses, mnist_views_pipeline, pretext, store, tempdir,
+    write_pipeline as write,
 };
 
 const GLOBAL: &str = r#"[{ name = "random_resized_crop", scale = [0.4, 1.0] }, { name = "gaussian_noise", std = 0.05 }]"#;
@@ -23,12 +22,6 @@ fn pipeline(views: &[&str], stages: &[(&str, &str, &str)]) -> String {
         ));
     }
     text
-}
-
-fn write(dir: &Path, text: &str) -> String {
-    let p = dir.join("pipeline.toml");
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::{expect_statuses, pretext, store, tempdir, Tiny};
+use crate::support::{expect_statuses, pretext, read_json, store, tempdir, Tiny};
 
 /// The stages of the test pipeline: the tiny one and a fine-tune of its encoder.
 const STAGES: [&str; 5] = ["data", "views", "ssl", "eval", "tune"];
@@ -89,12 +89,6 @@ fn assert_close(got: f64, want: f64, what: &str) {
         got == want || (got - want).abs() <= 1e-6 * want.abs(),
         "{what}: TensorBoard has {got}, the stage wrote {want}"
     );
-}
-
-fn read_json(path: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// The entry folder of each stage in the run log.

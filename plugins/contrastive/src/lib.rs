@@ -246,12 +246,17 @@ be identical (no augmentation) — dropout makes the two encodings differ.
 /// One-directional InfoNCE over cosine similarities: row i of `a` against every row of `b`,
 /// the positive on the diagonal.
 pub fn simcse_loss<'a>(a: &Tensor<'a>, b: &Tensor<'a>, temperature: f64) -> Result<Tensor<'a>> {
+    let (cos, labels) = paired_cosines(a, b)?;
+    cos.mul_scalar(1.0 / temperature)?.cross_entropy(&labels)
+}
+
+/// The `(n, n)` cosine similarities of the rows of `a` with the rows of `b`, and the labels
+/// that put each row's pair on the diagonal (`0..n`).
+fn paired_cosines<'a>(a: &Tensor<'a>, b: &Tensor<'a>) -> Result<(Tensor<'a>, Vec<u32>)> {
     let (n, _) = a.shape()?;
     let a = a.l2_normalize(Axis::Cols, 1e-8)?;
     let b = b.l2_normalize(Axis::Cols, 1e-8)?;
-    let logits = a.matmul(&b.t()?)?.mul_scalar(1.0 / temperature)?;
-    let labels: Vec<u32> = (0..n as u32).collect();
-    logits.cross_entropy(&labels)
+    Ok((a.matmul(&b.t()?)?, (0..n as u32).collect()))
 }
 
 /// The name of CLIP's trainable log inverse temperature.
@@ -343,11 +348,8 @@ pub fn clip_loss<'a>(
     text: &Tensor<'a>,
     scale: &Tensor<'a>,
 ) -> Result<(Tensor<'a>, Tensor<'a>)> {
-    let (n, _) = image.shape()?;
-    let a = image.l2_normalize(Axis::Cols, 1e-8)?;
-    let b = text.l2_normalize(Axis::Cols, 1e-8)?;
-    let logits = a.matmul(&b.t()?)?.mul(scale)?;
-    let labels: Vec<u32> = (0..n as u32).collect();
+    let (cos, labels) = paired_cosines(image, text)?;
+    let logits = cos.mul(scale)?;
     let loss = logits
         .cross_entropy(&labels)?
         .add(&logits.t()?.cross_entropy(&labels)?)?

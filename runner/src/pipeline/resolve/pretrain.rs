@@ -121,15 +121,10 @@ impl StageCx<'_, '_, '_> {
                 ))
             }
         };
-        let by_path = match &t.pair_by {
-            None => false,
-            Some(w) => self.keyword(
-                w,
-                &[("id", false), ("path", true)],
-                "expected one of",
-                |w| format!("unknown pairing `{w}` in `{}`", self.what("text.pair_by")),
-            )?,
-        };
+        let pairings = [("id", false), ("path", true)];
+        let by_path = self.keyword_or(&t.pair_by, false, &pairings, "expected one of", |w| {
+            format!("unknown pairing `{w}` in `{}`", self.what("text.pair_by"))
+        })?;
         Ok(TextTower {
             by_path,
             input: t.input.get_ref().clone(),

@@ -52,12 +52,9 @@ impl StageCx<'_, '_, '_> {
             })
             .transpose()?;
         let towers = [("image", false), ("text", true)];
-        let text_tower = match &b.tower {
-            None => false,
-            Some(t) => self.keyword(t, &towers, "expected one of", |w| {
-                format!("unknown tower `{w}`")
-            })?,
-        };
+        let text_tower = self.keyword_or(&b.tower, false, &towers, "expected one of", |w| {
+            format!("unknown tower `{w}`")
+        })?;
         Ok(ProbeConfig {
             text_tower,
             methods,

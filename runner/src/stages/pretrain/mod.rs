@@ -186,7 +186,7 @@ fn prepare(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Prepared, StageError>
         cfg,
         ctx,
         (&needs, spec.embed_dim()),
-        &ds,
+        (&path, &ds),
         &mut ps,
         &mut model,
     )?;
@@ -255,16 +255,14 @@ fn paired_tower(
     cfg: &PretrainConfig,
     ctx: &StageCtx,
     (needs, embed_dim): (&ObjectiveNeeds, usize),
-    ds: &Dataset,
+    (images, ds): (&Path, &Dataset),
     ps: &mut ParamStore,
     model: &mut Model,
 ) -> Result<Option<paired::Captions>, StageError> {
     let Some(t) = cfg.text.as_ref().filter(|_| needs.paired_text) else {
         return Ok(None);
     };
-    let recipe: ViewsRecipe = read_json(&ctx.input("input")?.dir.join(VIEWS_FILE))?;
-    let images = ctx.entry_by_key(&recipe.dataset_key)?.join(DATASET_FILE);
-    let caps = paired::Captions::load(ctx, t, &images, &ds.ids)?;
+    let caps = paired::Captions::load(ctx, t, images, &ds.ids)?;
     let spec = paired::tower_spec(t, &caps, embed_dim);
     let seed = mix_seed(ctx.seed, super::Stream::ModelInit, 1, 0, 0);
     let mut tower = paired::Tower::new(ctx.engine, ps, spec, seed)?;
@@ -435,15 +433,7 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
         tower.save(ctx.out_dir, &p.st.ps, &cfg.objective.plugin, &captions.key)?;
         // The captions' tokenizer beside the tower: the artifact encodes new text on its own.
         crate::artifacts::tokenizer::copy(&captions.dir, ctx.out_dir)?;
-        let text_store = ParamStore {
-            entries: p.st.ps.entries[tower.start..tower.end].to_vec(),
-            ..ParamStore::default()
-        };
-        m.insert(
-            "text_parameters".into(),
-            text_store.trainable_count() as f64,
-        );
-        let d = p.spec.embed_dim();
+        m.insert("text_parameters".into(), tower.parameters(&p.st.ps) as f64);
         m.extend(paired::evaluate(
             e,
             &p.model,
@@ -452,7 +442,6 @@ pub fn run(cfg: &PretrainConfig, ctx: &StageCtx) -> Result<Metrics, StageError> 
             &t.prompt,
             &mut p.st.ps,
             &p.ds,
-            d,
         )?);
     }
     m.insert("epochs".into(), cfg.epochs as f64);

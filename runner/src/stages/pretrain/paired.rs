@@ -45,7 +45,6 @@ impl Captions {
         let dir = &ctx.input("text")?.dir;
         let reader = table::DatasetReader::open(&dir.join(DATASET_FILE))?;
         let classes = reader.info().classes.clone();
-        let has_paths = reader.info().paths;
         crate::data::memory::check_fits(&reader)?;
         let ds = table::load_dataset(reader)?;
         if ds.vocab.is_none() {
@@ -54,15 +53,16 @@ impl Captions {
                 tower.input
             )));
         }
+        // Each caption's row by its own sample id: the pairing itself by id, the captions'
+        // rows by path.
+        let row_of: HashMap<u64, usize> =
+            ds.ids.iter().enumerate().map(|(r, &id)| (id, r)).collect();
         let by_id = match tower.by_path {
-            false => ds.ids.iter().enumerate().map(|(r, &id)| (id, r)).collect(),
+            false => row_of,
             true => {
-                let captions = match has_paths {
-                    true => table::ids_and_paths(&dir.join(DATASET_FILE))?,
-                    false => None,
-                };
+                let captions = table::ids_and_paths(&dir.join(DATASET_FILE))?;
                 let images = table::ids_and_paths(images_file)?;
-                pair_by_path(tower, &ds, images, captions)?
+                pair_by_path(tower, &row_of, images, captions)?
             }
         };
         let missing: Vec<u64> = images
@@ -124,7 +124,7 @@ impl Captions {
 /// either side without paths, is an error.
 fn pair_by_path(
     tower: &TextTower,
-    ds: &Dataset,
+    row_of: &HashMap<u64, usize>,
     images: Option<Vec<(u64, String)>>,
     captions: Option<Vec<(u64, String)>>,
 ) -> Result<HashMap<u64, usize>, StageError> {
@@ -145,7 +145,6 @@ fn pair_by_path(
             tower.input
         )));
     };
-    let row_of: HashMap<u64, usize> = ds.ids.iter().enumerate().map(|(r, &id)| (id, r)).collect();
     let mut by_stem: HashMap<String, (usize, &str)> = HashMap::new();
     for (id, path) in &captions {
         let Some(&row) = row_of.get(id) else { continue };
@@ -201,7 +200,7 @@ impl Tower {
         seed: u64,
     ) -> Result<Tower, StageError> {
         let start = ps.entries.len();
-        let encoder = Encoder::new(e, ps, &mut Init::new(seed), &spec, input_of(&spec))?;
+        let encoder = Encoder::new(e, ps, &mut Init::new(seed), &spec, text_input(&spec))?;
         for en in &mut ps.entries[start..] {
             en.name = format!("{PREFIX}{}", en.name);
         }
@@ -211,6 +210,19 @@ impl Tower {
             start,
             end: ps.entries.len(),
         })
+    }
+
+    /// What the tower reads: one row of `seq_len` tokens per caption.
+    pub(super) fn input(&self) -> InputShape {
+        text_input(&self.spec)
+    }
+
+    /// Its trainable parameters in the training store `ps`.
+    pub(super) fn parameters(&self, ps: &ParamStore) -> usize {
+        (ps.entries[self.start..self.end].iter())
+            .filter(|en| en.kind != crate::engine::nn::ParamKind::Buffer)
+            .map(|en| en.value.len())
+            .sum()
     }
 
     /// The tower's entries under their own names: what a freshly built text encoder holds.
@@ -236,7 +248,7 @@ impl Tower {
     ) -> Result<(), StageError> {
         let meta = EncoderMeta {
             spec: self.spec.clone(),
-            input: input_of(&self.spec),
+            input: self.input(),
             embed_dim: self.spec.embed_dim(),
             objective: objective.to_string(),
             dataset_key: dataset_key.to_string(),
@@ -252,7 +264,7 @@ impl Tower {
 }
 
 /// A text encoder's input shape: one row of `seq_len` tokens.
-fn input_of(spec: &EncoderSpec) -> InputShape {
+fn text_input(spec: &EncoderSpec) -> InputShape {
     let len = match spec {
         EncoderSpec::Text { seq_len, .. } => *seq_len,
         _ => 0,
@@ -345,7 +357,7 @@ fn prompt_embeddings(
     let mut g = e.graph(false);
     Ok(tower
         .encoder
-        .forward(ps, &mut g, &x, input_of(&tower.spec), false)?
+        .forward(ps, &mut g, &x, tower.input(), false)?
         .to_vec())
 }
 
@@ -361,8 +373,8 @@ pub(super) fn evaluate(
     prompt: &str,
     ps: &mut ParamStore,
     images: &Dataset,
-    d: usize,
 ) -> Result<Metrics, StageError> {
+    let d = tower.spec.embed_dim();
     let test: Vec<usize> = images.rows(Split::Test).into_iter().take(2000).collect();
     let mut m = Metrics::new();
     if test.is_empty() {
@@ -371,7 +383,7 @@ pub(super) fn evaluate(
     let img = normalised(embed(e, &model.encoder, ps, model.input, images, &test)?, d);
     let ids: Vec<u64> = test.iter().map(|&r| images.ids[r]).collect();
     let text_rows: Vec<usize> = ids.iter().map(|id| caps.by_id[id]).collect();
-    let input = input_of(&tower.spec);
+    let input = tower.input();
     let txt = normalised(
         embed(e, &tower.encoder, ps, input, &caps.ds, &text_rows)?,
         d,

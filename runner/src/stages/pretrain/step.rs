@@ -329,14 +329,9 @@ fn paired_step(
         0,
     ));
     let image = model.forward_at(&mut st.ps, &mut g, &x, shape, true, true)?;
-    let text_input = crate::engine::nn::InputShape {
-        channels: 1,
-        height: 1,
-        width: len,
-    };
     let text = tower
         .encoder
-        .forward(&mut st.ps, &mut g, &tokens, text_input, true)?;
+        .forward(&mut st.ps, &mut g, &tokens, tower.input(), true)?;
     let emb = [image.emb, text];
     let (params, teacher_params) = model.objective_params(&st.ps, None);
     let inputs = StepInputs {
